@@ -1,0 +1,55 @@
+// Package dnsx is mxgate's DNS resolver, built on miekg/dns: MX, A/AAAA, TXT and TLSA lookups that keep the
+// distinctions mail security depends on (NXDOMAIN, NODATA, temporary failure, and the AD bit for DNSSEC).
+//
+// It does not validate DNSSEC itself: like Postfix and mox it trusts the AD bit from a validating resolver
+// that it reaches over a trusted path (loopback), and reports it as Result.Secure.
+package dnsx
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+)
+
+// Errors returned by lookups. A name with no records of the asked type (NODATA) is not an error: the lookup
+// returns no records and a nil error.
+var (
+	// ErrNotFound: the name does not exist (NXDOMAIN).
+	ErrNotFound = errors.New("dnsx: no such domain (NXDOMAIN)")
+	// ErrTemporary: SERVFAIL, REFUSED, timeout or a network error. Never to be read as "no records".
+	ErrTemporary = errors.New("dnsx: temporary DNS failure")
+)
+
+// Result describes how an answer was obtained.
+type Result struct {
+	// Secure is true when the resolver set the AD bit (RFC 4035 Section 3.2.3) on the answer.
+	Secure bool
+	// CNAMEs is the chain of CNAME targets followed to reach the answer, in order, without trailing dots.
+	CNAMEs []string
+}
+
+// MX is one MX record. Host is lower case without the trailing dot; it is "" for the null MX "." (RFC 7505).
+type MX struct {
+	Host string
+	Pref uint16
+}
+
+// TLSA is one TLSA record (RFC 6698 Section 2.1).
+type TLSA struct {
+	Usage        uint8
+	Selector     uint8
+	MatchingType uint8
+	Data         []byte
+}
+
+// Resolver is what the rest of mxgate asks of DNS. Names are absolute, with or without a trailing dot.
+// Implementations return errors wrapping ErrNotFound or ErrTemporary so callers can use errors.Is.
+type Resolver interface {
+	LookupMX(ctx context.Context, name string) ([]MX, Result, error)
+	// LookupTXT returns one string per TXT record, its character-strings concatenated without separators
+	// (RFC 7208 Section 3.3, RFC 8461 Section 3.1).
+	LookupTXT(ctx context.Context, name string) ([]string, Result, error)
+	// LookupIP returns the AAAA and A addresses of host, IPv6 first, each in the order the server returned.
+	LookupIP(ctx context.Context, host string) ([]netip.Addr, Result, error)
+	LookupTLSA(ctx context.Context, name string) ([]TLSA, Result, error)
+}
