@@ -1,0 +1,114 @@
+package queue
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// Envelope is what the SMTP server hands to Submit: the SMTP envelope and its DSN (RFC 3461) and REQUIRETLS
+// (RFC 8689) parameters, already syntax-checked.
+type Envelope struct {
+	// From is the reverse path in A-label form; "" is the null reverse path <> (bounces, reports).
+	From       string
+	Recipients []Recipient
+	// EnvID is the RFC 3461 ENVID, xtext-decoded; "" when not given.
+	EnvID string
+	// Ret is "FULL", "HDRS" or "" (not given).
+	Ret string
+	// RequireTLS is set by MAIL FROM ... REQUIRETLS (RFC 8689 Section 4.1).
+	RequireTLS bool
+	// TLSOptional is set when the message carries "TLS-Required: No" and RequireTLS is not set
+	// (RFC 8689 Section 4.1).
+	TLSOptional bool
+	// SMTPUTF8 and EightBit record the MAIL parameters so they are passed on.
+	SMTPUTF8 bool
+	EightBit bool
+	// ClientIP is the address the message came from, for logs.
+	ClientIP string
+	// Report marks a message mxgate itself generated as a TLS report: its deliveries are never recorded for
+	// TLS reporting (RFC 8460 Section 3), and its bounces go to the configured report bounce address.
+	Report bool
+	// DSN marks a message mxgate generated as a delivery status notification.
+	DSN bool
+}
+
+// Recipient is one RCPT TO with its RFC 3461 parameters.
+type Recipient struct {
+	// Addr is the recipient address, domain in A-label form, local part as received.
+	Addr string
+	// Notify is the NOTIFY list (SUCCESS, FAILURE, DELAY, NEVER), upper case; nil when not given.
+	Notify []string
+	// ORcpt is the ORCPT value as received ("rfc822;bob@example.com"), xtext-decoded; "" when not given.
+	ORcpt string
+}
+
+// Outcome is the classified result of one delivery attempt for one recipient.
+type Outcome string
+
+const (
+	Delivered Outcome = "delivered"
+	Deferred  Outcome = "deferred"
+	Failed    Outcome = "failed"
+)
+
+// Deliverer makes one delivery attempt for a batch of messages to one destination. The queue knows delivery
+// only through this interface.
+type Deliverer interface {
+	// Deliver returns one Result per (message, recipient) in the batch. A recipient with no result is
+	// treated as deferred.
+	Deliver(ctx context.Context, b Batch) []Result
+}
+
+// Batch is the due work for one recipient domain (or one static route), delivered over as few SMTP sessions
+// as possible.
+type Batch struct {
+	// Domain is the recipient domain in A-label form (the next-hop domain for MX routes).
+	Domain string
+	Jobs   []Job
+}
+
+// Job is one message with its recipients in Batch.Domain.
+type Job struct {
+	MsgID      string
+	From       string
+	Recipients []Recipient
+	EnvID      string
+	Ret        string
+	RequireTLS bool
+	// TLSOptional: "TLS-Required: No" (RFC 8689 Section 4.2.2): recipient TLS policies are ignored.
+	TLSOptional bool
+	SMTPUTF8    bool
+	EightBit    bool
+	Size        int64
+	// Attempt counts attempts for this message so far, starting at 1 for the first.
+	Attempt int
+	// Received is when the message was accepted; Expires is when deferral turns into failure.
+	Received time.Time
+	Expires  time.Time
+	// Report marks TLS report mail, never recorded for TLS reporting.
+	Report bool
+	// Open returns the message body (header and content, CRLF line endings) from the spool.
+	Open func() (io.ReadCloser, error)
+}
+
+// Result is the outcome of one attempt for one recipient.
+type Result struct {
+	MsgID   string
+	Rcpt    string
+	Outcome Outcome
+	// Code and Enhanced are the SMTP reply ("550", "5.1.1") or the local equivalent; Text is the reply text
+	// or the local error.
+	Code     int
+	Enhanced string
+	Text     string
+	// RemoteMTA is the MX host name the reply came from ("" when no host answered).
+	RemoteMTA string
+	// ResultType is the RFC 8460 result type of a TLS or policy failure, "" otherwise.
+	ResultType string
+	// TLS describes the session's transport: "none", "unverified" or "verified", with the version
+	// ("verified TLS1.3"); "" when no session was made.
+	TLS string
+	// Policy names the policy applied ("mta-sts enforce", "required-verify", "opportunistic", ...).
+	Policy string
+}
