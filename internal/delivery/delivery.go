@@ -1,0 +1,338 @@
+// Package delivery makes one delivery attempt for a batch of queued messages to one destination: it picks the
+// route (a static smart host, or the domain's MX hosts per RFC 5321 Section 5.1), asks package tlspolicy for
+// the Plan, dials each allowed host in order, negotiates STARTTLS (RFC 3207) as the Plan says, sends every
+// message of the batch over as few sessions as possible, and classifies each recipient's outcome as
+// delivered, deferred or failed. It is the one place where outcomes are classified.
+//
+// It does not retry (the queue schedules retries) and does not decide TLS (the Plan does).
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/mx"
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
+)
+
+// Route is a static route: mail for Domains goes to Hosts instead of the domains' MX hosts.
+type Route struct {
+	// Domains are A-label domains; "*" matches every domain.
+	Domains []string
+	// Hosts are smart hosts, "host" or "host:port", tried in order.
+	Hosts []string
+	// Port is used for hosts without a port; 0 means the Deliverer's Port.
+	Port         int
+	Level        tlspolicy.Level
+	AuthUser     string
+	AuthPassword string
+}
+
+// Recorder receives one result per delivery session for TLS reporting (RFC 8460 Section 4).
+type Recorder interface {
+	Record(s tlsrpt.Session)
+}
+
+// Deliverer implements queue.Deliverer.
+type Deliverer struct {
+	Resolver dnsx.Resolver
+	Decider  *tlspolicy.Decider
+	// Routes returns the static routes in force (nil: none).
+	Routes func() []Route
+	// Dial dials TCP; nil means a net.Dialer with ConnectTimeout.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Port is the SMTP port of MX hosts: 25, changed only in labs and tests.
+	Port int
+	// Hostname is sent in EHLO.
+	Hostname       string
+	ConnectTimeout time.Duration
+	CommandTimeout time.Duration
+	DataTimeout    time.Duration
+	// MaxAddressesPerHost bounds the addresses tried per MX host (RFC 5321 Section 5.1: at least two).
+	MaxAddressesPerHost int
+	// LocalNames are our own names, for MX loop prevention.
+	LocalNames []string
+	Recorder   Recorder
+	Logger     *slog.Logger
+	Now        func() time.Time
+	// Events, when set, is called for every recipient outcome (metrics).
+	Events func(Event)
+
+	randMu sync.Mutex
+	rand   *rand.Rand
+}
+
+// Event is one recipient's outcome in one attempt, as logged.
+type Event struct {
+	Domain     string
+	Result     queue.Result
+	Plan       string
+	Source     tlspolicy.Source
+	STSMode    string
+	STSID      string
+	Attempt    int
+	IP         string
+	TLSVersion string
+}
+
+func (d *Deliverer) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+func (d *Deliverer) logger() *slog.Logger {
+	if d.Logger != nil {
+		return d.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// Deliver implements queue.Deliverer.
+func (d *Deliverer) Deliver(ctx context.Context, b queue.Batch) []queue.Result {
+	// Messages differ in what they ask of TLS (REQUIRETLS, TLS-Required: No) and in whether their sessions
+	// are reported (TLS reports themselves are not, RFC 8460 Section 3): deliver each kind separately.
+	groups := map[groupKey][]queue.Job{}
+	var order []groupKey
+	for _, j := range b.Jobs {
+		k := groupKey{requireTLS: j.RequireTLS, tlsOptional: j.TLSOptional && !j.RequireTLS, report: j.Report}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], j)
+	}
+	var out []queue.Result
+	for _, k := range order {
+		out = append(out, d.deliverGroup(ctx, b.Domain, k, groups[k])...)
+	}
+	return out
+}
+
+type groupKey struct{ requireTLS, tlsOptional, report bool }
+
+// attempt is the state of one attempt for a group of jobs.
+type attempt struct {
+	d       *Deliverer
+	domain  string
+	plan    *tlspolicy.Plan
+	record  bool
+	jobs    []queue.Job
+	pending map[string]map[string]bool // msg id -> rcpt -> still pending
+	results []queue.Result
+	// last is the failure to give pending recipients when no host takes them.
+	last queue.Result
+	// events carries log context per result.
+	ip, tlsVersion string
+}
+
+func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey, jobs []queue.Job) []queue.Result {
+	a := &attempt{d: d, domain: domain, jobs: jobs, pending: map[string]map[string]bool{}}
+	for _, j := range jobs {
+		m := map[string]bool{}
+		for _, r := range j.Recipients {
+			m[r.Addr] = true
+		}
+		a.pending[j.MsgID] = m
+	}
+	a.last = queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.4.1", Text: "no MX host could be reached"}
+
+	hosts, plan, res, ok := d.route(ctx, domain, k)
+	if !ok {
+		a.plan = plan
+		a.finishAll(res)
+		return a.results
+	}
+	a.plan = plan
+	a.record = plan.Reportable() && !k.report && d.Recorder != nil
+	if ft, detail := plan.DiscoveryFailure(); ft != "" && a.record {
+		// RFC 8461 Section 6 / RFC 8460 Section 4.3.2.2: a policy that could not be fetched is reported.
+		d.Recorder.Record(tlsrpt.Session{Policy: plan.ReportPolicy(), At: d.now(),
+			Failure: &tlsrpt.FailureDetails{ResultType: ft, AdditionalInfo: detail, FailedSessionCount: 1}})
+	}
+	for _, h := range hosts {
+		if a.done() {
+			break
+		}
+		a.tryHost(ctx, h)
+	}
+	a.finishAll(a.last)
+	return a.results
+}
+
+// target is one host to try.
+type target struct {
+	name string // MX exchange name or smart host name
+	port int
+	// literal is set for address-literal recipients.
+	literal netip.Addr
+}
+
+// route resolves the hosts and the plan. When ok is false, res is the outcome for every recipient.
+func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]target, *tlspolicy.Plan, queue.Result, bool) {
+	port := d.Port
+	if port == 0 {
+		port = 25
+	}
+	if r, ok := d.matchRoute(domain); ok {
+		dom, _ := address.ParseDomain(domain)
+		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
+		var ts []target
+		for _, h := range r.Hosts {
+			host, p := h, r.Port
+			if p == 0 {
+				p = port
+			}
+			if hh, ps, err := net.SplitHostPort(h); err == nil {
+				host = hh
+				p, _ = strconv.Atoi(ps)
+			}
+			ts = append(ts, target{name: strings.ToLower(host), port: p})
+		}
+		return ts, plan, queue.Result{}, true
+	}
+	if strings.HasPrefix(domain, "[") {
+		// RFC 8461 Section 3.4 (STS-3): address literals have no MTA-STS policy.
+		lit := strings.TrimPrefix(strings.Trim(domain, "[]"), "IPv6:")
+		ip, err := netip.ParseAddr(lit)
+		if err != nil {
+			return nil, nil, permanent(501, "5.1.3", "bad address literal "+domain), false
+		}
+		plan := d.Decider.ForRoute(address.Domain{}, tlspolicy.LevelOpportunistic, k.requireTLS)
+		return []target{{name: ip.String(), port: port, literal: ip}}, plan, queue.Result{}, true
+	}
+	dom, err := address.ParseDomain(domain)
+	if err != nil {
+		return nil, nil, permanent(501, "5.1.2", "bad recipient domain: "+err.Error()), false
+	}
+	route, err := mx.Resolve(ctx, d.Resolver, dom, mx.Options{Rand: d.rng(), LocalNames: d.LocalNames})
+	switch {
+	case errors.Is(err, mx.ErrNoSuchDomain):
+		// RFC 5321 Section 5.1 (SMTP-2): a domain that does not exist is a permanent error.
+		return nil, nil, permanent(550, "5.1.2", fmt.Sprintf("recipient domain %s does not exist (NXDOMAIN)", domain)), false
+	case errors.Is(err, mx.ErrNullMX):
+		// RFC 7505 Section 4.1 (SMTP-6).
+		return nil, nil, permanent(556, "5.1.10", fmt.Sprintf("recipient domain %s accepts no mail (null MX)", domain)), false
+	case errors.Is(err, mx.ErrLoop):
+		return nil, nil, permanent(554, "5.4.6", fmt.Sprintf("mail for %s loops back to this gateway", domain)), false
+	case err != nil:
+		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.
+		return nil, nil, deferred(451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)), false
+	}
+	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional, MXSecure: route.Secure})
+	if err != nil {
+		return nil, nil, deferred(451, "4.4.3", err.Error()), false
+	}
+	ts := make([]target, 0, len(route.Hosts))
+	for _, h := range route.Hosts {
+		ts = append(ts, target{name: h.Name, port: port})
+	}
+	return ts, plan, queue.Result{}, true
+}
+
+func (d *Deliverer) matchRoute(domain string) (Route, bool) {
+	if d.Routes == nil {
+		return Route{}, false
+	}
+	var wildcard *Route
+	for _, r := range d.Routes() {
+		for _, dom := range r.Domains {
+			if dom == domain {
+				return r, true
+			}
+			if dom == "*" && wildcard == nil {
+				rr := r
+				wildcard = &rr
+			}
+		}
+	}
+	if wildcard != nil {
+		return *wildcard, true
+	}
+	return Route{}, false
+}
+
+func (d *Deliverer) rng() *rand.Rand {
+	d.randMu.Lock()
+	defer d.randMu.Unlock()
+	if d.rand == nil {
+		d.rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	// mx.Resolve uses the generator from this goroutine only: give it its own.
+	return rand.New(rand.NewPCG(d.rand.Uint64(), d.rand.Uint64()))
+}
+
+func permanent(code int, enh, text string) queue.Result {
+	return queue.Result{Outcome: queue.Failed, Code: code, Enhanced: enh, Text: text}
+}
+
+func deferred(code int, enh, text string) queue.Result {
+	return queue.Result{Outcome: queue.Deferred, Code: code, Enhanced: enh, Text: text}
+}
+
+func (a *attempt) done() bool {
+	for _, m := range a.pending {
+		if len(m) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// finishAll gives every pending recipient the result r.
+func (a *attempt) finishAll(r queue.Result) {
+	for _, j := range a.jobs {
+		for _, rc := range j.Recipients {
+			if a.pending[j.MsgID][rc.Addr] {
+				a.finish(j, rc.Addr, r)
+			}
+		}
+	}
+}
+
+func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
+	delete(a.pending[j.MsgID], rcpt)
+	r.MsgID, r.Rcpt = j.MsgID, rcpt
+	if a.plan != nil && r.Policy == "" {
+		r.Policy = a.plan.Name()
+	}
+	a.results = append(a.results, r)
+	a.d.logEvent(a, j, r)
+}
+
+func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
+	ev := Event{Domain: a.domain, Result: r, Attempt: j.Attempt, IP: a.ip, TLSVersion: a.tlsVersion}
+	attrs := []any{
+		slog.String("msg_id", r.MsgID), slog.String("rcpt", r.Rcpt), slog.String("domain", a.domain),
+		slog.String("mx", r.RemoteMTA), slog.String("ip", a.ip), slog.Int("attempt", j.Attempt),
+		slog.String("tls", r.TLS), slog.String("policy", r.Policy),
+		slog.String("result_type", r.ResultType), slog.Int("code", r.Code), slog.String("enhanced", r.Enhanced),
+		slog.String("outcome", string(r.Outcome)), slog.String("text", r.Text),
+	}
+	if a.plan != nil {
+		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.Name(), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
+		attrs = append(attrs, slog.String("sts_mode", string(a.plan.STSMode)), slog.String("sts_id", a.plan.STSID),
+			slog.String("policy_source", string(a.plan.Source)))
+	}
+	level := slog.LevelInfo
+	if r.Outcome != queue.Delivered {
+		level = slog.LevelWarn
+	}
+	d.logger().Log(context.Background(), level, "delivery", attrs...)
+	if d.Events != nil {
+		d.Events(ev)
+	}
+}

@@ -1,0 +1,424 @@
+package delivery
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
+)
+
+// tryHost tries one host: every address it has, up to MaxAddressesPerHost, until the pending recipients are
+// settled or the host is proven unusable.
+func (a *attempt) tryHost(ctx context.Context, t target) {
+	d := a.d
+	if v := a.plan.AllowMX(t.name); !v.Proceed || v.Failure != "" {
+		a.recordFailure(t.name, "", v)
+		if !v.Proceed {
+			// RFC 8461 Section 5 (STS-70): never connect to an MX that fails matching under enforce.
+			a.last = policyDeferral(t.name, v)
+			return
+		}
+	}
+	addrs := []netip.Addr{t.literal}
+	if !t.literal.IsValid() {
+		ips, _, err := d.Resolver.LookupIP(ctx, t.name)
+		if err != nil || len(ips) == 0 {
+			a.last = deferred(451, "4.4.4", fmt.Sprintf("no address for %s: %v", t.name, err))
+			a.last.RemoteMTA = t.name
+			return
+		}
+		addrs = ips
+	}
+	max := d.MaxAddressesPerHost
+	if max <= 0 {
+		max = 2
+	}
+	for i, ip := range addrs {
+		if i >= max || a.done() {
+			return
+		}
+		plain := false
+		for try := 0; try < 2; try++ {
+			next, retryPlain := a.session(ctx, t, ip, plain)
+			if retryPlain {
+				// Opportunistic TLS: the handshake failed, retry the same MX in plain text.
+				plain = true
+				continue
+			}
+			if !next {
+				return
+			}
+			break
+		}
+	}
+}
+
+// session runs one SMTP session with t at ip. It returns next=true when the next address or host should be
+// tried for what is still pending, and retryPlain when the same address should be retried without TLS.
+func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bool) (next, retryPlain bool) {
+	d := a.d
+	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
+	a.ip = ip.String()
+	conn, err := d.dial(ctx, addr)
+	if err != nil {
+		// RFC 8461 Appendix B (STS-88): a failed TCP connection is not a policy failure.
+		a.last = deferred(451, "4.4.1", fmt.Sprintf("connect to %s [%s]: %v", t.name, addr, err))
+		a.last.RemoteMTA = t.name
+		return true, false
+	}
+	c, tlsDesc, failure, err := a.open(ctx, conn, t, plain)
+	if err != nil {
+		var retry errRetryPlain
+		if errors.As(err, &retry) {
+			return false, true
+		}
+		if failure != nil {
+			a.recordFailure(t.name, ip.String(), *failure)
+			a.last = policyDeferral(t.name, *failure)
+		} else {
+			a.last = replyResult(t.name, err, "session")
+			if a.last.Outcome == queue.Failed {
+				// A 5xx greeting or EHLO refuses this host, not the recipients: try the next one.
+				a.last.Outcome = queue.Deferred
+			}
+		}
+		return true, false
+	}
+	defer c.Close()
+	a.tlsVersion = tlsDesc
+	// One session result for TLS reporting (RFC 8460 Section 4.2): a failure seen on the way (testing mode,
+	// STARTTLS missing under opportunistic TLS) or a success.
+	if failure != nil && failure.Failure != "" {
+		a.recordFailure(t.name, ip.String(), *failure)
+	} else if a.record && !plain {
+		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicy(), Success: true, At: d.now()})
+	}
+	brokenSession := false
+	for _, j := range a.jobs {
+		if len(a.pending[j.MsgID]) == 0 {
+			continue
+		}
+		if err := a.sendJob(c, j, t.name, tlsDesc); err != nil {
+			brokenSession = true
+			a.last = replyResult(t.name, err, "session")
+			if a.last.Outcome == queue.Failed {
+				a.last.Outcome = queue.Deferred
+			}
+			break
+		}
+	}
+	if !brokenSession {
+		c.Quit()
+	}
+	return true, false
+}
+
+type errRetryPlain struct{ error }
+
+// open greets the server and negotiates TLS as the plan says. On a policy refusal it returns the verdict
+// in failure together with an error.
+func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool) (*smtp.Client, string, *tlspolicy.Verdict, error) {
+	d := a.d
+	c := d.newClient(conn)
+	if err := c.Hello(d.Hostname); err != nil {
+		c.Close()
+		return nil, "", nil, err
+	}
+	plan := a.plan
+	if plain || !plan.UseTLS() {
+		// After a failed handshake (already recorded by the first connection), or with TLS level none.
+		return c, "none", nil, nil
+	}
+	if ok, _ := c.Extension("STARTTLS"); !ok {
+		v := plan.NoTLS(t.name, tlsrpt.ResultSTARTTLSNotSupported, t.name+" does not offer STARTTLS")
+		if !v.Proceed {
+			c.Quit()
+			return nil, "", &v, errors.New(v.Detail)
+		}
+		return c, "none", &v, nil
+	}
+	// STARTTLS by hand on the raw connection: go-smtp's client has no exported StartTLS with the control
+	// over verification and error classification that the Plan needs.
+	conn.SetDeadline(time.Now().Add(d.commandTimeout()))
+	if _, err := io.WriteString(conn, "STARTTLS\r\n"); err != nil {
+		conn.Close()
+		return nil, "", nil, err
+	}
+	code, msg, err := textproto.NewReader(bufio.NewReaderSize(oneByteReader{conn}, 1)).ReadResponse(220)
+	conn.SetDeadline(time.Time{})
+	if err != nil {
+		if code == 0 {
+			conn.Close()
+			return nil, "", nil, err
+		}
+		v := plan.NoTLS(t.name, tlsrpt.ResultSTARTTLSNotSupported, fmt.Sprintf("STARTTLS refused: %d %s", code, msg))
+		if !v.Proceed {
+			c.Quit()
+			return nil, "", &v, errors.New(v.Detail)
+		}
+		return c, "none", &v, nil
+	}
+	tconn := tls.Client(conn, plan.TLSConfig(t.name))
+	hctx, cancel := context.WithTimeout(ctx, d.commandTimeout())
+	err = tconn.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		conn.Close()
+		v := plan.NoTLS(t.name, tlsrpt.ResultValidationFailure, "TLS handshake failed: "+err.Error())
+		if !v.Proceed {
+			return nil, "", &v, errors.New(v.Detail)
+		}
+		a.recordFailure(t.name, "", v)
+		return nil, "", &v, errRetryPlain{err}
+	}
+	cs := tconn.ConnectionState()
+	// RFC 3207 Section 4.2 (SMTP-15, STS-81): forget the pre-TLS EHLO and say EHLO again over TLS.
+	tc := d.newClient(&greetedConn{Conn: tconn, greeting: strings.NewReader("220 resumed after STARTTLS\r\n")})
+	if err := tc.Hello(d.Hostname); err != nil {
+		tconn.Close()
+		return nil, "", nil, err
+	}
+	reqTLS, _ := tc.Extension("REQUIRETLS")
+	v := plan.Check(t.name, cs, reqTLS)
+	desc := "unverified " + tls.VersionName(cs.Version)
+	if v.Verified {
+		desc = "verified " + tls.VersionName(cs.Version)
+	}
+	if !v.Proceed {
+		tc.Quit()
+		return nil, "", &v, errors.New(v.Detail)
+	}
+	return tc, desc, &v, nil
+}
+
+// sendJob sends one message over c and settles its recipients. A returned error means the session is no
+// longer usable; recipients not settled stay pending for the next host.
+func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) error {
+	base := queue.Result{RemoteMTA: host, TLS: tlsDesc}
+	opts := &smtp.MailOptions{Size: j.Size, RequireTLS: j.RequireTLS, UTF8: j.SMTPUTF8, EnvelopeID: j.EnvID}
+	switch j.Ret {
+	case "FULL":
+		opts.Return = smtp.DSNReturnFull
+	case "HDRS":
+		opts.Return = smtp.DSNReturnHeaders
+	}
+	if err := c.Mail(j.From, opts); err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			if j.RequireTLS && strings.Contains(err.Error(), "REQUIRETLS") {
+				// RFC 8689 Section 4.2.1 (REQ-8): 5.7.30, the server lacks REQUIRETLS.
+				a.settleJob(j, withBase(base, permanent(550, "5.7.30", host+" does not support REQUIRETLS")))
+				return nil
+			}
+			return err
+		}
+		c.Reset()
+		a.settleJob(j, withBase(base, replyResult(host, err, "MAIL")))
+		return nil
+	}
+	var accepted []string
+	for _, r := range j.Recipients {
+		if !a.pending[j.MsgID][r.Addr] {
+			continue
+		}
+		if err := c.Rcpt(r.Addr, rcptOptions(r)); err != nil {
+			var se *smtp.SMTPError
+			if !errors.As(err, &se) {
+				return err
+			}
+			// RFC 5321 Section 4.2.1 (SMTP-13): a RCPT reply concerns that recipient only.
+			a.finish(j, r.Addr, withBase(base, replyResult(host, err, "RCPT")))
+			continue
+		}
+		accepted = append(accepted, r.Addr)
+	}
+	if len(accepted) == 0 {
+		return c.Reset()
+	}
+	body, err := j.Open()
+	if err != nil {
+		c.Reset()
+		for _, r := range accepted {
+			a.finish(j, r, withBase(base, deferred(451, "4.3.0", "reading the queued message: "+err.Error())))
+		}
+		return nil
+	}
+	defer body.Close()
+	w, err := c.Data()
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			return err
+		}
+		for _, r := range accepted {
+			a.finish(j, r, withBase(base, replyResult(host, err, "DATA")))
+		}
+		return nil
+	}
+	if _, err := io.Copy(w, body); err != nil {
+		return err
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		var se *smtp.SMTPError
+		if !errors.As(err, &se) {
+			return err
+		}
+		for _, r := range accepted {
+			a.finish(j, r, withBase(base, replyResult(host, err, "DATA")))
+		}
+		return nil
+	}
+	ok := withBase(base, queue.Result{Outcome: queue.Delivered, Code: 250, Text: strings.TrimSpace(resp.StatusText)})
+	for _, r := range accepted {
+		a.finish(j, r, ok)
+	}
+	return nil
+}
+
+func (a *attempt) settleJob(j queue.Job, r queue.Result) {
+	for _, rc := range j.Recipients {
+		if a.pending[j.MsgID][rc.Addr] {
+			a.finish(j, rc.Addr, r)
+		}
+	}
+}
+
+func withBase(base, r queue.Result) queue.Result {
+	r.RemoteMTA, r.TLS = base.RemoteMTA, base.TLS
+	return r
+}
+
+func rcptOptions(r queue.Recipient) *smtp.RcptOptions {
+	o := &smtp.RcptOptions{}
+	for _, n := range r.Notify {
+		o.Notify = append(o.Notify, smtp.DSNNotify(n))
+	}
+	if typ, addr, ok := strings.Cut(r.ORcpt, ";"); ok {
+		o.OriginalRecipientType = smtp.DSNAddressType(strings.ToUpper(strings.TrimSpace(typ)))
+		o.OriginalRecipient = strings.TrimSpace(addr)
+	}
+	return o
+}
+
+// replyResult classifies an SMTP reply or session error: 2xx delivered, 4xx deferred, 5xx failed, anything
+// else (I/O errors, timeouts) deferred. Temporary unless proven permanent.
+func replyResult(host string, err error, stage string) queue.Result {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		enh := ""
+		if se.EnhancedCode != (smtp.EnhancedCode{}) && se.EnhancedCode != smtp.NoEnhancedCode {
+			enh = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+		}
+		r := queue.Result{Code: se.Code, Enhanced: enh, Text: fmt.Sprintf("%s: %s", stage, se.Message), RemoteMTA: host}
+		switch {
+		case se.Code >= 500 && se.Code < 600:
+			r.Outcome = queue.Failed
+		case se.Code >= 200 && se.Code < 300:
+			r.Outcome = queue.Delivered
+		default:
+			r.Outcome = queue.Deferred
+		}
+		return r
+	}
+	return queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.4.2", Text: fmt.Sprintf("%s with %s: %v", stage, host, err), RemoteMTA: host}
+}
+
+// policyDeferral is the outcome for recipients that a TLS policy kept from host. Enforced policy failures
+// are temporary (RFC 8461 Section 5, STS-83); the queue bounces only at expiry.
+func policyDeferral(host string, v tlspolicy.Verdict) queue.Result {
+	text := string(v.Failure)
+	if v.Detail != "" {
+		text += ": " + v.Detail
+	}
+	return queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5", Text: text, RemoteMTA: host, ResultType: string(v.Failure)}
+}
+
+// recordFailure records a failed session for TLS reporting.
+func (a *attempt) recordFailure(host, ip string, v tlspolicy.Verdict) {
+	if !a.record || v.Failure == "" {
+		return
+	}
+	a.d.Recorder.Record(tlsrpt.Session{
+		Policy: a.plan.ReportPolicy(),
+		At:     a.d.now(),
+		Failure: &tlsrpt.FailureDetails{
+			ResultType:          v.Failure,
+			ReceivingMXHostname: host,
+			ReceivingIP:         ip,
+			FailureReasonCode:   v.ReasonCode,
+			AdditionalInfo:      v.Detail,
+			FailedSessionCount:  1,
+		},
+	})
+}
+
+func (d *Deliverer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	ct := d.ConnectTimeout
+	if ct <= 0 {
+		ct = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, ct)
+	defer cancel()
+	if d.Dial != nil {
+		return d.Dial(ctx, "tcp", addr)
+	}
+	var nd net.Dialer
+	return nd.DialContext(ctx, "tcp", addr)
+}
+
+func (d *Deliverer) commandTimeout() time.Duration {
+	if d.CommandTimeout > 0 {
+		return d.CommandTimeout
+	}
+	return 5 * time.Minute
+}
+
+func (d *Deliverer) newClient(conn net.Conn) *smtp.Client {
+	c := smtp.NewClient(conn)
+	c.CommandTimeout = d.commandTimeout()
+	// RFC 5321 Section 4.5.3.2.6 (SMTP-14): at least 10 minutes for the reply to the final dot.
+	c.SubmissionTimeout = d.DataTimeout
+	if c.SubmissionTimeout <= 0 {
+		c.SubmissionTimeout = 10 * time.Minute
+	}
+	return c
+}
+
+// greetedConn replays a greeting before the TLS stream so that a fresh go-smtp client can take over the
+// session after STARTTLS and send its EHLO.
+type greetedConn struct {
+	net.Conn
+	greeting *strings.Reader
+}
+
+func (g *greetedConn) Read(p []byte) (int, error) {
+	if g.greeting.Len() > 0 {
+		return g.greeting.Read(p)
+	}
+	return g.Conn.Read(p)
+}
+
+// oneByteReader keeps the STARTTLS reply reader from consuming bytes of the TLS handshake that follows.
+type oneByteReader struct{ r io.Reader }
+
+func (o oneByteReader) Read(p []byte) (int, error) {
+	if len(p) > 1 {
+		p = p[:1]
+	}
+	return o.r.Read(p)
+}

@@ -1,0 +1,204 @@
+package tlspolicy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
+)
+
+// Plan is the TLS decision for one destination and one delivery attempt.
+type Plan struct {
+	Domain address.Domain
+	Level  Level
+	Source Source
+	// Reason explains the decision in one sentence.
+	Reason string
+	// STSMode and STSID describe the MTA-STS policy seen ("" when none was found).
+	STSMode mtasts.Mode
+	STSID   string
+	// RequireTLS: the message demands RFC 8689 REQUIRETLS handling.
+	RequireTLS bool
+
+	sts              *mtasts.Policy
+	report           tlsrpt.Policy
+	discoveryFailure tlsrpt.ResultType
+	discoveryDetail  string
+	mxSecure         bool
+	routed           bool
+	roots            *x509.CertPool
+	now              func() time.Time
+	sessions         tls.ClientSessionCache
+}
+
+// Verdict is the Plan's answer at one step of a delivery session.
+type Verdict struct {
+	// Proceed: the session may go on (to dialing, or to MAIL FROM).
+	Proceed bool
+	// Verified: the peer's certificate passed PKIX validation for the MX host name.
+	Verified bool
+	// Failure names the RFC 8460 result type of what went wrong, "" when the policy was satisfied. In testing
+	// mode and for opportunistic TLS a Verdict can proceed and still carry a Failure to record.
+	Failure tlsrpt.ResultType
+	// ReasonCode is a finer-grained failure-reason-code for TLS reports ("mx-not-in-policy", ...).
+	ReasonCode string
+	Detail     string
+}
+
+// Name is a short label for logs and metrics: "mta-sts enforce", "mta-sts testing", "required-verify", ...
+func (p *Plan) Name() string {
+	if p.Source == SourceMTASTS {
+		return "mta-sts " + string(p.STSMode)
+	}
+	return string(p.Level)
+}
+
+// Enforcing reports whether failures of this plan stop delivery (as opposed to testing mode and
+// opportunistic TLS, which only record them).
+func (p *Plan) Enforcing() bool { return p.Level.requiresTLS() || p.RequireTLS }
+
+// Reportable reports whether sessions under this plan are recorded for TLS reporting: MX routes only, and
+// not when the sender opted out of recipient policies.
+func (p *Plan) Reportable() bool { return !p.routed && p.Source != SourceTLSOptional }
+
+// ReportPolicy is the RFC 8460 policy sessions are recorded against.
+func (p *Plan) ReportPolicy() tlsrpt.Policy { return p.report }
+
+// DiscoveryFailure is the policy discovery failure to record for this attempt (for example
+// sts-policy-fetch-error while a cached policy is applied), or "".
+func (p *Plan) DiscoveryFailure() (tlsrpt.ResultType, string) {
+	return p.discoveryFailure, p.discoveryDetail
+}
+
+// AllowMX is asked before connecting to an MX host (the MX record's exchange name, not a CNAME target).
+func (p *Plan) AllowMX(host string) Verdict {
+	if p.sts != nil && !p.sts.Matches(host) {
+		v := Verdict{
+			Failure:    tlsrpt.ResultValidationFailure,
+			ReasonCode: "mx-not-in-policy",
+			Detail:     fmt.Sprintf("MX host %s does not match the MTA-STS policy's mx patterns", host),
+		}
+		// RFC 8461 Section 5: in enforce mode "MUST NOT deliver to hosts that fail MX matching"; in testing mode
+		// the host is used and the failure reported. Spec: STS-71 has no dedicated result type;
+		// validation-failure with reason code mx-not-in-policy is our reading.
+		v.Proceed = p.STSMode == mtasts.ModeTesting && !p.RequireTLS
+		return v
+	}
+	// RFC 8689 Section 4.2.1 step 2: for REQUIRETLS, an MX name not protected by DNSSEC must be authenticated
+	// by MTA-STS MX matching. Spec: a testing-mode policy is not enough (REQ-5, as mox).
+	if p.RequireTLS && !p.routed && !p.mxSecure && !(p.sts != nil && p.STSMode == mtasts.ModeEnforce) {
+		return Verdict{
+			Failure:    tlsrpt.ResultValidationFailure,
+			ReasonCode: "requiretls-mx-not-authenticated",
+			Detail:     fmt.Sprintf("REQUIRETLS: MX host %s is neither DNSSEC-secure nor listed by an enforced MTA-STS policy", host),
+		}
+	}
+	return Verdict{Proceed: true}
+}
+
+// UseTLS reports whether STARTTLS should be attempted at all.
+func (p *Plan) UseTLS() bool { return p.Level != LevelNone || p.RequireTLS }
+
+// TLSConfig returns the client TLS configuration for host. Verification is done by Check, after the
+// handshake, so that every failure can be classified and opportunistic sessions can proceed.
+func (p *Plan) TLSConfig(host string) *tls.Config {
+	return &tls.Config{
+		// RFC 8461 Section 7.1 (STS-79): SNI carries the MX host name.
+		ServerName: host,
+		// Certificates are verified in Check with the Plan's roots, clock and RFC 8460 classification.
+		InsecureSkipVerify: true, //nolint:gosec // verified in Check
+		// RFC 8461 Section 7.2 and RFC 8689 Section 4.2.1 (RFC 7525): TLS 1.2 or later.
+		MinVersion:         tls.VersionTLS12,
+		ClientSessionCache: p.sessions,
+		Time:               p.now,
+	}
+}
+
+// NoTLS is asked when TLS could not be had with host: STARTTLS not offered or refused (failure
+// starttls-not-supported), or the handshake failed (validation-failure). It says whether the session may
+// continue, or the host be retried, in plain text.
+func (p *Plan) NoTLS(host string, failure tlsrpt.ResultType, detail string) Verdict {
+	v := Verdict{Failure: failure, Detail: detail}
+	if failure == tlsrpt.ResultValidationFailure && v.ReasonCode == "" {
+		v.ReasonCode = "tls-handshake-failed"
+	}
+	// RFC 8461 Section 5 (enforce), RFC 8689 Section 4.2.1 step 4, required levels: never plain text.
+	v.Proceed = !p.Enforcing()
+	return v
+}
+
+// Check is asked after a successful TLS handshake with host (and, for REQUIRETLS, after the post-TLS EHLO:
+// requireTLSOffered says whether it advertised REQUIRETLS).
+func (p *Plan) Check(host string, cs tls.ConnectionState, requireTLSOffered bool) Verdict {
+	failure, reason, detail := VerifyCertificate(host, cs, p.roots, p.now())
+	v := Verdict{Verified: failure == "", Failure: failure, ReasonCode: reason, Detail: detail}
+	switch {
+	case p.RequireTLS && failure != "":
+		v.Proceed = false
+	case p.RequireTLS && !requireTLSOffered:
+		// RFC 8689 Section 4.2.1 step 5 (REQ-7).
+		v.Proceed, v.ReasonCode = false, "requiretls-not-offered"
+		v.Detail = fmt.Sprintf("%s did not advertise REQUIRETLS after STARTTLS", host)
+	case p.Level.verifies():
+		v.Proceed = failure == ""
+	default:
+		// Opportunistic, required (unverified) and MTA-STS testing: TLS is enough to proceed.
+		v.Proceed = true
+	}
+	if !p.Level.verifies() && p.Source != SourceMTASTS && !p.RequireTLS {
+		// Without a policy that asks for validation, an unverifiable certificate is not a failure to
+		// report (RFC 8460 Section 4.3: no-policy-found sessions count as successful when TLS was used).
+		v.Failure, v.ReasonCode, v.Detail = "", "", ""
+	}
+	return v
+}
+
+// VerifyCertificate validates the peer chain of cs for host under RFC 8461 Section 4.2 and RFC 6125 rules:
+// it chains to roots, is in date at now, and host matches a SAN dNSName (wildcards only as the complete
+// left-most label; no CN fallback). It returns the RFC 8460 result type of the first failure, "" when valid.
+func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool, now time.Time) (tlsrpt.ResultType, string, string) {
+	if len(cs.PeerCertificates) == 0 {
+		return tlsrpt.ResultCertificateNotTrusted, "no-certificate", "the server sent no certificate"
+	}
+	leaf := cs.PeerCertificates[0]
+	if now.After(leaf.NotAfter) {
+		return tlsrpt.ResultCertificateExpired, "", fmt.Sprintf("certificate for %q expired at %s", leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if now.Before(leaf.NotBefore) {
+		// Spec: STS-74 recommends certificate-not-trusted or validation-failure for not-yet-valid.
+		return tlsrpt.ResultCertificateNotTrusted, "certificate-not-yet-valid", fmt.Sprintf("certificate not valid before %s", leaf.NotBefore.UTC().Format(time.RFC3339))
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	})
+	if err != nil {
+		var unknown x509.UnknownAuthorityError
+		var invalid x509.CertificateInvalidError
+		switch {
+		case errors.As(err, &unknown):
+			return tlsrpt.ResultCertificateNotTrusted, "", err.Error()
+		case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+			return tlsrpt.ResultCertificateExpired, "", err.Error()
+		default:
+			return tlsrpt.ResultValidationFailure, "chain-invalid", err.Error()
+		}
+	}
+	// crypto/x509 matches SAN dNSNames only (no CN fallback since Go 1.15) and wildcards only as the whole
+	// left-most label, which is what RFC 8461 Section 4.2 and RFC 6125 Section 6.4.3 ask for.
+	if err := leaf.VerifyHostname(host); err != nil {
+		return tlsrpt.ResultCertificateHostMismatch, "", fmt.Sprintf("certificate names %v, not %s", leaf.DNSNames, host)
+	}
+	return "", "", ""
+}
