@@ -12,12 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -70,9 +68,6 @@ type Deliverer struct {
 	Now        func() time.Time
 	// Events, when set, is called for every recipient outcome (metrics).
 	Events func(Event)
-
-	randMu sync.Mutex
-	rand   *rand.Rand
 }
 
 // Event is one recipient's outcome in one attempt, as logged.
@@ -137,6 +132,8 @@ type attempt struct {
 	last queue.Result
 	// events carries log context per result.
 	ip, tlsVersion string
+	// noAddress counts hosts proven to have no address.
+	noAddress int
 }
 
 func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey, jobs []queue.Job) []queue.Result {
@@ -168,6 +165,11 @@ func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey,
 			break
 		}
 		a.tryHost(ctx, h)
+	}
+	if a.noAddress == len(hosts) {
+		// RFC 5321 Section 5.1 (SMTP-5): MX records exist but none of their hosts has an address, and the
+		// domain's own address is never used instead.
+		a.last.Outcome, a.last.Code, a.last.Enhanced = queue.Failed, 550, "5.4.4"
 	}
 	a.finishAll(a.last)
 	return a.results
@@ -218,7 +220,7 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	if err != nil {
 		return nil, nil, permanent(501, "5.1.2", "bad recipient domain: "+err.Error()), false
 	}
-	route, err := mx.Resolve(ctx, d.Resolver, dom, mx.Options{Rand: d.rng(), LocalNames: d.LocalNames})
+	route, err := mx.Resolve(ctx, d.Resolver, dom, mx.Options{LocalNames: d.LocalNames})
 	switch {
 	case errors.Is(err, mx.ErrNoSuchDomain):
 		// RFC 5321 Section 5.1 (SMTP-2): a domain that does not exist is a permanent error.
@@ -263,16 +265,6 @@ func (d *Deliverer) matchRoute(domain string) (Route, bool) {
 		return *wildcard, true
 	}
 	return Route{}, false
-}
-
-func (d *Deliverer) rng() *rand.Rand {
-	d.randMu.Lock()
-	defer d.randMu.Unlock()
-	if d.rand == nil {
-		d.rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	}
-	// mx.Resolve uses the generator from this goroutine only: give it its own.
-	return rand.New(rand.NewPCG(d.rand.Uint64(), d.rand.Uint64()))
 }
 
 func permanent(code int, enh, text string) queue.Result {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/mx"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -35,9 +36,12 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 	}
 	addrs := []netip.Addr{t.literal}
 	if !t.literal.IsValid() {
-		ips, _, err := d.Resolver.LookupIP(ctx, t.name)
-		if err != nil || len(ips) == 0 {
+		ips, _, err := mx.Addresses(ctx, d.Resolver, t.name)
+		if err != nil {
 			a.last = deferred(451, "4.4.4", fmt.Sprintf("no address for %s: %v", t.name, err))
+			if mx.Permanent(err) {
+				a.noAddress++
+			}
 			a.last.RemoteMTA = t.name
 			return
 		}

@@ -1,0 +1,4 @@
+package dnsx
+
+// ServersForTest exposes the server list a lookup would use.
+func (c *Client) ServersForTest() []string { return c.servers() }
