@@ -45,11 +45,17 @@ func ParseDomain(s string) (Domain, error) {
 	if !utf8.ValidString(s) {
 		return Domain{}, fmt.Errorf("%w: domain is not valid UTF-8", ErrSyntax)
 	}
-	a, err := lookupProfile.ToASCII(s)
-	if err != nil {
-		return Domain{}, fmt.Errorf("%w: domain %q: %v", ErrSyntax, orig, err)
+	a := strings.ToLower(s)
+	if !isASCII(s) || strings.Contains(a, "xn--") {
+		// Only names with U-labels or A-labels go through IDNA: plain LDH names such as r3--sn-abc.example.com
+		// (hyphens in positions 3 and 4, common in real MX names) are valid DNS names but not valid IDNA.
+		var err error
+		a, err = lookupProfile.ToASCII(s)
+		if err != nil {
+			return Domain{}, fmt.Errorf("%w: domain %q: %v", ErrSyntax, orig, err)
+		}
+		a = strings.ToLower(a)
 	}
-	a = strings.ToLower(a)
 	for _, label := range strings.Split(a, ".") {
 		if err := checkLabel(label); err != nil {
 			return Domain{}, fmt.Errorf("%w: domain %q: %v", ErrSyntax, orig, err)
@@ -203,3 +209,12 @@ func (a Address) String() string {
 
 // IsZero reports whether a is the null address (the <> reverse path).
 func (a Address) IsZero() bool { return a.Local == "" && a.Domain.IsZero() && !a.Literal.IsValid() }
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
