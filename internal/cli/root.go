@@ -1,0 +1,66 @@
+// Package cli is mxgate's command line: the daemon (serve), the demo, configuration checks, and the
+// administration verbs, which are clients of the admin HTTP API.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot(stdout, stderr)
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			return ee.code
+		}
+		fmt.Fprintln(stderr, "mxgate:", err)
+		return 1
+	}
+	return 0
+}
+
+// exitError carries an exit code for commands whose failure was already reported.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// globals are the flags every command shares.
+type globals struct {
+	configPath string
+	adminURL   string
+	token      string
+	json       bool
+	stdout     io.Writer
+	stderr     io.Writer
+}
+
+func newRoot(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "mxgate",
+		Short:         "Outbound mail gateway with MTA-STS, REQUIRETLS and TLS reporting",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (default: built-in defaults)")
+	root.PersistentFlags().StringVar(&g.adminURL, "admin", "", "admin API base URL (default: from the configuration's admin.listen)")
+	root.PersistentFlags().StringVar(&g.token, "token", "", "admin API token (default: read from the data directory)")
+	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
+	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g))
+	addAdminCommands(root, g)
+	return root
+}

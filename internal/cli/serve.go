@@ -1,0 +1,71 @@
+package cli
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/daemon"
+)
+
+func serveCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve",
+		Short: "Run the gateway (SMTP intake, queue, delivery, admin API)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(g.configPath)
+			if err != nil {
+				return fmt.Errorf("configuration:\n%w", err)
+			}
+			log := newLogger(cfg, g)
+			for _, w := range cfg.Warnings() {
+				log.Warn("configuration", "warning", w)
+			}
+			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log})
+			if err != nil {
+				return err
+			}
+			return d.Run(cmd.Context())
+		},
+	}
+}
+
+func newLogger(cfg *config.Config, g *globals) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}
+	if cfg.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+func checkConfigCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "check-config [FILE]",
+		Short: "Check a configuration file and print every error with its key path",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := g.configPath
+			if len(args) == 1 {
+				path = args[0]
+			}
+			cfg, err := config.Load(path)
+			if err != nil {
+				fmt.Fprintln(g.stderr, err)
+				return exitError{code: 1}
+			}
+			for _, w := range cfg.Warnings() {
+				fmt.Fprintln(g.stdout, "warning:", w)
+			}
+			name := path
+			if name == "" {
+				name = "built-in defaults"
+			}
+			fmt.Fprintf(g.stdout, "%s: OK\n", name)
+			return nil
+		},
+	}
+}

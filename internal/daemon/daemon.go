@@ -1,0 +1,356 @@
+// Package daemon assembles a running mxgate from its configuration: the state store, the durable queue, the
+// SMTP intake, the MTA-STS policy cache, the TLS decision point, delivery and the admin API. It holds no
+// mail logic of its own; cmd/mxgate, the demo and the load tool all start a gateway through it.
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/smtpserver"
+	"github.com/mxgate/mxgate/internal/store"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
+)
+
+// Options are what a caller may set beside the configuration.
+type Options struct {
+	Config *config.Config
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Roots, when set, replaces the trust store (tests and the demo trust only their own CA). Otherwise the
+	// system pool plus tls.ca_file is used.
+	Roots *x509.CertPool
+	// Resolver, when set, replaces the configured DNS resolver.
+	Resolver dnsx.Resolver
+	// SMTPListener and AdminListener, when set, are used instead of listening on the configured addresses.
+	SMTPListener  net.Listener
+	AdminListener net.Listener
+}
+
+// Daemon is a running gateway.
+type Daemon struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	now    func() time.Time
+	DB     *store.DB
+	Queue  *queue.Queue
+	STS    *mtastscache.Cache
+	Policy *tlspolicy.Decider
+	Deliv  *delivery.Deliverer
+	SMTP   *smtpserver.Server
+
+	settings atomic.Pointer[tlspolicy.Settings]
+	routes   atomic.Pointer[[]delivery.Route]
+
+	smtpLn net.Listener
+}
+
+// New builds the gateway; nothing runs until Run.
+func New(ctx context.Context, o Options) (*Daemon, error) {
+	cfg := o.Config
+	if cfg == nil {
+		cfg = config.Default()
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	d := &Daemon{cfg: cfg, log: log, now: now}
+
+	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data.dir: %w", err)
+	}
+	db, err := store.OpenSQLite(filepath.Join(cfg.Data.Dir, "state.db"))
+	if err != nil {
+		return nil, err
+	}
+	d.DB = db
+
+	roots := o.Roots
+	if roots == nil {
+		roots, err = trustStore(cfg.TLS.CAFile)
+		if err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+
+	resolver := o.Resolver
+	if resolver == nil {
+		c := &dnsx.Client{Timeout: cfg.DNS.Timeout.Duration()}
+		for _, ap := range cfg.DNS.ServerAddrs() {
+			c.Servers = append(c.Servers, ap.String())
+		}
+		resolver = c
+	}
+
+	lookupIP := func(ctx context.Context, host string) ([]netip.Addr, error) {
+		ips, _, err := resolver.LookupIP(ctx, host)
+		return ips, err
+	}
+	httpClient := mtasts.NewHTTPClient(mtasts.ClientOptions{
+		LookupIP:  lookupIP,
+		Port:      cfg.MTASTS.HTTPSPort,
+		RootCAs:   roots,
+		CheckAddr: mtasts.PublicOnly(cfg.MTASTS.AllowPrefixes()),
+		Timeout:   cfg.MTASTS.FetchTimeout.Duration(),
+	})
+	d.STS, err = mtastscache.New(ctx, mtastscache.Options{
+		DB:             db,
+		Resolver:       resolver,
+		Fetcher:        &mtasts.Fetcher{Client: httpClient, MaxBody: cfg.MTASTS.MaxPolicyBytes, Timeout: cfg.MTASTS.FetchTimeout.Duration()},
+		Now:            now,
+		Logger:         log.With("component", "mtastscache"),
+		FailureBackoff: cfg.MTASTS.FailureBackoff.Duration(),
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+
+	d.settings.Store(settingsFromConfig(cfg))
+	routes := routesFromConfig(cfg)
+	d.routes.Store(&routes)
+	d.Policy = &tlspolicy.Decider{
+		Settings: d.settings.Load,
+		STS:      stsSource{d.STS},
+		Roots:    roots,
+		Now:      now,
+		Sessions: tls.NewLRUClientSessionCache(1024),
+	}
+	d.Deliv = &delivery.Deliverer{
+		Resolver:            resolver,
+		Decider:             d.Policy,
+		Routes:              func() []delivery.Route { return *d.routes.Load() },
+		Port:                cfg.Delivery.Port,
+		Hostname:            cfg.Delivery.Hostname,
+		ConnectTimeout:      cfg.Delivery.ConnectTimeout.Duration(),
+		CommandTimeout:      cfg.Delivery.CommandTimeout.Duration(),
+		DataTimeout:         cfg.Delivery.DataTimeout.Duration(),
+		MaxAddressesPerHost: cfg.Delivery.MaxAddressesPerHost,
+		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
+		Logger:              log.With("component", "delivery"),
+		Now:                 now,
+	}
+	if src := cfg.Delivery.SourceAddr(); src.IsValid() {
+		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		d.Deliv.Dial = nd.DialContext
+	}
+
+	d.Queue, err = queue.Open(ctx, queue.Options{
+		Dir:          filepath.Join(cfg.Data.Dir, "spool"),
+		DB:           db,
+		Deliverer:    d.Deliv,
+		Now:          now,
+		Logger:       log.With("component", "queue"),
+		Hostname:     cfg.SMTP.Hostname,
+		Postmaster:   "postmaster@" + cfg.SMTP.Hostname,
+		MaxLifetime:  cfg.Queue.MaxLifetime.Duration(),
+		Backoff:      queue.Backoff{Initial: cfg.Queue.RetryInitial.Duration(), Max: cfg.Queue.RetryMax.Duration(), Factor: cfg.Queue.RetryFactor, Jitter: cfg.Queue.RetryJitter},
+		Concurrency:  cfg.Queue.Concurrency,
+		PerDomain:    cfg.Queue.PerDomain,
+		MaxBatch:     cfg.Queue.MaxBatch,
+		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+
+	var srvTLS *tls.Config
+	if cfg.SMTP.StartTLS() {
+		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCertFile, cfg.SMTP.TLSKeyFile)
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("smtp.tls_cert_file: %w", err)
+		}
+		srvTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	d.SMTP, err = smtpserver.New(smtpserver.Config{
+		Hostname:        cfg.SMTP.Hostname,
+		RelayNetworks:   cfg.SMTP.RelayPrefixes(),
+		Users:           cfg.SMTP.Users,
+		TLS:             srvTLS,
+		MaxMessageBytes: cfg.SMTP.MaxMessageBytes,
+		MaxRecipients:   cfg.SMTP.MaxRecipients,
+		MaxLineLength:   cfg.SMTP.MaxLineLength,
+		ReadTimeout:     cfg.SMTP.ReadTimeout.Duration(),
+		WriteTimeout:    cfg.SMTP.WriteTimeout.Duration(),
+		MaxConnsPerIP:   cfg.SMTP.MaxConnsPerIP,
+		RatePerIP:       cfg.SMTP.MessagesPerMinutePerIP,
+		Now:             now,
+		TempError:       submitError,
+	}, d.Queue, log.With("component", "smtp"))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	d.smtpLn = o.SMTPListener
+	return d, nil
+}
+
+// submitError maps a failure to store a message to the SMTP reply: 452 4.3.1 when the disk is full, 451
+// otherwise. Never 250.
+func submitError(err error) *smtp.SMTPError {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, queue.ErrNoSpace) {
+		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Insufficient system storage, try again later"}
+	}
+	return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Local error storing the message, try again later"}
+}
+
+// SMTPAddr is the address the SMTP listener is bound to (after Listen).
+func (d *Daemon) SMTPAddr() string {
+	if d.smtpLn == nil {
+		return ""
+	}
+	return d.smtpLn.Addr().String()
+}
+
+// Listen binds the SMTP listener if it is not bound yet.
+func (d *Daemon) Listen() error {
+	if d.smtpLn != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", d.cfg.SMTP.Listen)
+	if err != nil {
+		return fmt.Errorf("smtp.listen: %w", err)
+	}
+	d.smtpLn = ln
+	return nil
+}
+
+// Run serves until ctx is cancelled, then stops intake, lets sessions and deliveries in progress finish up
+// to the drain timeout, and closes the store.
+func (d *Daemon) Run(ctx context.Context) error {
+	if err := d.Listen(); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(3)
+	go func() { defer wg.Done(); errc <- d.Queue.Run(runCtx) }()
+	go func() { defer wg.Done(); d.STS.Run(runCtx) }()
+	go func() {
+		defer wg.Done()
+		if err := d.SMTP.Serve(d.smtpLn); err != nil && !errors.Is(err, smtp.ErrServerClosed) && runCtx.Err() == nil {
+			errc <- fmt.Errorf("smtp: %w", err)
+			cancel()
+		}
+	}()
+	d.log.Info("mxgate running", "smtp", d.SMTPAddr(), "data_dir", d.cfg.Data.Dir)
+	<-runCtx.Done()
+	shutdownCtx, done := context.WithTimeout(context.Background(), d.cfg.Queue.DrainTimeout.Duration()+5*time.Second)
+	defer done()
+	d.SMTP.Shutdown(shutdownCtx)
+	wg.Wait()
+	close(errc)
+	var errs []error
+	for err := range errc {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			errs = append(errs, err)
+		}
+	}
+	if err := d.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close releases the store. Run calls it.
+func (d *Daemon) Close() error {
+	return d.DB.Close()
+}
+
+// ApplySettings makes new settings and routes live for the next delivery.
+func (d *Daemon) ApplySettings(s *tlspolicy.Settings, routes []delivery.Route) {
+	d.settings.Store(s)
+	d.routes.Store(&routes)
+}
+
+// Settings returns the settings in force.
+func (d *Daemon) Settings() *tlspolicy.Settings { return d.settings.Load() }
+
+func settingsFromConfig(cfg *config.Config) *tlspolicy.Settings {
+	s := &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Level{}}
+	if v, ok := cfg.Settings["Sender.EnableMTASTS"]; ok {
+		s.EnableMTASTS = v
+	}
+	if v, ok := cfg.Settings["Sender.EnableDANE"]; ok {
+		s.EnableDANE = v
+	}
+	for _, r := range cfg.Domains {
+		if lvl, err := tlspolicy.ParseLevel(r.TLS); err == nil {
+			s.Rules[r.Name] = lvl
+		}
+	}
+	return s
+}
+
+func routesFromConfig(cfg *config.Config) []delivery.Route {
+	var out []delivery.Route
+	for _, r := range cfg.Routes {
+		lvl, err := tlspolicy.ParseLevel(r.TLS)
+		if err != nil {
+			lvl = tlspolicy.LevelOpportunistic
+		}
+		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl, AuthUser: r.AuthUser, AuthPassword: r.AuthPassword})
+	}
+	return out
+}
+
+func trustStore(caFile string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if caFile == "" {
+		return pool, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("tls.ca_file: %w", err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", caFile)
+	}
+	return pool, nil
+}
+
+// stsSource adapts the policy cache to the decision point.
+type stsSource struct{ c *mtastscache.Cache }
+
+func (s stsSource) Lookup(ctx context.Context, domain address.Domain) (tlspolicy.STSResult, error) {
+	l, err := s.c.Get(ctx, domain)
+	if err != nil {
+		return tlspolicy.STSResult{}, err
+	}
+	return tlspolicy.STSResult{Policy: l.Policy, ID: l.ID, Failure: l.Failure, FailureDetail: l.FailureDetail}, nil
+}
