@@ -47,6 +47,8 @@ type Options struct {
 	// SMTPListener and AdminListener, when set, are used instead of listening on the configured addresses.
 	SMTPListener  net.Listener
 	AdminListener net.Listener
+	// OnDelivery, when set, sees every recipient outcome of every attempt (the demo and the load tool).
+	OnDelivery func(delivery.Event)
 }
 
 // Daemon is a running gateway.
@@ -157,6 +159,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
 		Logger:              log.With("component", "delivery"),
 		Now:                 now,
+		Events:              o.OnDelivery,
 	}
 	if src := cfg.Delivery.SourceAddr(); src.IsValid() {
 		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}

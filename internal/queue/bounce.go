@@ -1,0 +1,147 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/dsn"
+)
+
+// wantsDSN applies RFC 3461 Section 4.1 / SMTP-22: NOTIFY=NEVER asks for nothing; an explicit NOTIFY list
+// without FAILURE asks for no failure report; no NOTIFY means FAILURE (and DELAY, which we do not send).
+func wantsDSN(notify []string) bool {
+	if len(notify) == 0 {
+		return true
+	}
+	return slices.Contains(notify, "FAILURE") && !slices.Contains(notify, "NEVER")
+}
+
+// queueDSN composes the failure DSN for the recipients in fails (all of message m), writes it to the spool
+// and inserts its index rows in tx, so that the failure and its report commit together. It returns the
+// body path of the DSN ("" when none is due) for the caller to remove if tx does not commit.
+func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*change, now time.Time) (string, error) {
+	// RFC 5321 Section 6.1 / SMTP-17: a message with a null reverse path never produces a DSN (DSNs
+	// themselves have one).
+	if m.from == "" {
+		return "", nil
+	}
+	to := m.from
+	if m.flags&flagReport != 0 {
+		// RFC 8460 Section 3: reports are not answered to their (our) sender; the operator may collect them.
+		if q.opts.ReportBounceTo == "" {
+			q.log.Warn("queue: bounce of a TLS report dropped (no report bounce address)", "msg_id", m.id)
+			return "", nil
+		}
+		to = q.opts.ReportBounceTo
+	}
+	var rcpts []dsn.Recipient
+	for _, c := range fails {
+		if !wantsDSN(c.row.notify) {
+			continue
+		}
+		rcpts = append(rcpts, dsn.Recipient{
+			FinalRecipient:    c.row.rcpt,
+			OriginalRecipient: c.row.orcpt,
+			Action:            dsn.ActionFailed,
+			Status:            c.dsnStatus,
+			RemoteMTA:         c.res.RemoteMTA,
+			DiagnosticCode:    diagnostic(c.res),
+			LastAttempt:       now,
+			Reason:            c.reason,
+		})
+	}
+	if len(rcpts) == 0 {
+		return "", nil
+	}
+	requireTLS := m.flags&flagRequireTLS != 0
+	// RFC 3461 Section 6.2 / SMTP-21: sent with MAIL FROM:<>, no RET, NOTIFY only NEVER. RFC 8689 Section 5
+	// / REQ-14: a DSN about a REQUIRETLS message is itself sent with REQUIRETLS.
+	env := Envelope{
+		From:       "",
+		Recipients: []Recipient{{Addr: to, Notify: []string{"NEVER"}}},
+		RequireTLS: requireTLS,
+		DSN:        true,
+	}
+	rec, err := q.newRecord(env)
+	if err != nil {
+		q.log.Error("queue: DSN not sent: bad return path", "msg_id", m.id, "to", to, "err", err)
+		return "", nil
+	}
+	p := dsn.Params{
+		ReportingMTA: q.opts.Hostname,
+		From:         q.opts.Postmaster,
+		To:           to,
+		EnvID:        m.envid,
+		Arrival:      m.received,
+		Ret:          m.ret,
+		RequireTLS:   requireTLS,
+		MaxFull:      q.opts.MaxDSNReturn,
+		Now:          func() time.Time { return now },
+		MessageID:    rec.id + "@" + q.opts.Hostname,
+		Recipients:   rcpts,
+	}
+	body, err := q.buildDSN(m.id, p)
+	if err != nil {
+		return "", err
+	}
+	rec.env.EightBit = !isASCII(body)
+	rec.env.SMTPUTF8 = !isASCII([]byte(to)) || rec.env.EightBit && m.flags&flagSMTPUTF8 != 0
+	size, err := q.writeBody(rec.id, bytes.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("queue: DSN for %s: %w", m.id, err)
+	}
+	rec.size = size
+	path := q.bodyPath(rec.id)
+	if err := insertRecord(ctx, tx, rec); err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("queue: DSN for %s: %w", m.id, err)
+	}
+	q.log.Info("queue: DSN queued", "msg_id", m.id, "dsn_id", rec.id, "to", to, "recipients", len(rcpts))
+	return path, nil
+}
+
+// buildDSN builds the DSN with the original attached. If a field is unusable (dsn.ErrField), it is built
+// again without the optional ENVID and ORCPT fields, and then without the original: a bounce is never lost
+// for a cosmetic reason.
+func (q *Queue) buildDSN(id string, p dsn.Params) ([]byte, error) {
+	f, err := os.Open(q.bodyPath(id))
+	if err != nil {
+		q.log.Error("queue: DSN without the original message", "msg_id", id, "err", err)
+	} else {
+		defer f.Close()
+		p.Original = f
+	}
+	body, err := dsn.Build(p)
+	if errors.Is(err, dsn.ErrField) {
+		q.log.Warn("queue: DSN field refused; retrying without ENVID and ORCPT", "msg_id", id, "err", err)
+		p.EnvID = ""
+		for i := range p.Recipients {
+			p.Recipients[i].OriginalRecipient = ""
+		}
+		if f != nil {
+			if _, serr := f.Seek(0, 0); serr != nil {
+				p.Original = nil
+			}
+		}
+		body, err = dsn.Build(p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("queue: DSN for %s: %w", id, err)
+	}
+	return body, nil
+}
+
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,265 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/store"
+)
+
+// fakeClock is the injected clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
+
+// delivery is what the fake deliverer saw of one job.
+type delivery struct {
+	Domain string
+	Job    Job
+	Body   string
+	At     time.Time
+}
+
+// fakeDeliverer records batches and answers with script (default: delivered). DSN jobs (From "") are
+// delivered unless script says otherwise.
+type fakeDeliverer struct {
+	clock  *fakeClock
+	script func(j Job, r Recipient) Result
+	// gate, when set, is waited on by every Deliver (or its ctx); started receives each batch first.
+	gate    chan struct{}
+	started chan Batch
+
+	mu          sync.Mutex
+	batches     []Batch
+	deliveries  []delivery
+	inflight    map[string]int
+	maxInflight map[string]int
+	inflightAll int
+	maxAll      int
+}
+
+func newFake(clock *fakeClock) *fakeDeliverer {
+	return &fakeDeliverer{clock: clock, inflight: map[string]int{}, maxInflight: map[string]int{}}
+}
+
+func (f *fakeDeliverer) Deliver(ctx context.Context, b Batch) []Result {
+	f.mu.Lock()
+	f.batches = append(f.batches, b)
+	f.inflight[b.Domain]++
+	f.maxInflight[b.Domain] = max(f.maxInflight[b.Domain], f.inflight[b.Domain])
+	f.inflightAll++
+	f.maxAll = max(f.maxAll, f.inflightAll)
+	script := f.script
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.inflight[b.Domain]--
+		f.inflightAll--
+		f.mu.Unlock()
+	}()
+	if f.started != nil {
+		f.started <- b
+	}
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	var out []Result
+	for _, j := range b.Jobs {
+		body := ""
+		if rc, err := j.Open(); err == nil {
+			data, _ := io.ReadAll(rc)
+			rc.Close()
+			body = string(data)
+		}
+		f.mu.Lock()
+		f.deliveries = append(f.deliveries, delivery{Domain: b.Domain, Job: j, Body: body, At: f.clock.Now()})
+		f.mu.Unlock()
+		for _, r := range j.Recipients {
+			res := Result{Outcome: Delivered, Code: 250, Enhanced: "2.0.0", Text: "ok", RemoteMTA: "mx." + b.Domain}
+			if script != nil && j.From != "" {
+				res = script(j, r)
+			}
+			res.MsgID, res.Rcpt = j.MsgID, r.Addr
+			out = append(out, res)
+		}
+	}
+	return out
+}
+
+func (f *fakeDeliverer) Deliveries() []delivery {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]delivery(nil), f.deliveries...)
+}
+
+func (f *fakeDeliverer) Batches() []Batch {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Batch(nil), f.batches...)
+}
+
+// dsns returns the deliveries of DSNs.
+func (f *fakeDeliverer) dsns() []delivery {
+	var out []delivery
+	for _, d := range f.Deliveries() {
+		if d.Job.From == "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+
+type env struct {
+	q     *Queue
+	fake  *fakeDeliverer
+	clock *fakeClock
+	opts  Options
+}
+
+// newEnv opens a queue in a fresh directory with a fake clock and deliverer. fsync of bodies is a no-op
+// (SQLite still syncs) to keep tests fast; the durability tests install their own hooks.
+func newEnv(t *testing.T, edit func(*Options)) *env {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clock := &fakeClock{t: t0}
+	fake := newFake(clock)
+	opts := Options{
+		Dir:        filepath.Join(dir, "spool"),
+		DB:         db,
+		Deliverer:  fake,
+		Now:        clock.Now,
+		Rand:       rand.New(rand.NewPCG(1, 2)),
+		Hostname:   "mx-out.example.net",
+		Postmaster: "postmaster@mx-out.example.net",
+		SyncFile:   func(*os.File) error { return nil },
+		SyncDir:    func(string) error { return nil },
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	e := &env{fake: fake, clock: clock, opts: opts}
+	e.open(t)
+	return e
+}
+
+func (e *env) open(t *testing.T) {
+	t.Helper()
+	q, err := Open(context.Background(), e.opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	e.q = q
+	t.Cleanup(func() { q.Close() })
+}
+
+func (e *env) submit(t *testing.T, from string, rcpts ...string) string {
+	t.Helper()
+	ev := Envelope{From: from}
+	for _, r := range rcpts {
+		ev.Recipients = append(ev.Recipients, Recipient{Addr: r})
+	}
+	return e.submitEnv(t, ev)
+}
+
+func (e *env) submitEnv(t *testing.T, ev Envelope) string {
+	t.Helper()
+	body := fmt.Sprintf("From: %s\r\nSubject: test\r\nMessage-ID: <%d@sender.test>\r\n\r\nHello.\r\n", ev.From, time.Now().UnixNano())
+	id, err := e.q.Submit(context.Background(), ev, strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("Submit: %v", err)
+	}
+	return id
+}
+
+func (e *env) runOnce(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := e.q.RunOnce(ctx)
+	if err != nil {
+		t.Fatalf("RunOnce: %v", err)
+	}
+	return n
+}
+
+// spoolFiles lists the body files in the spool (not the quarantine directory).
+func (e *env) spoolFiles(t *testing.T) []string {
+	t.Helper()
+	ents, err := os.ReadDir(e.opts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, en := range ents {
+		if !en.IsDir() {
+			out = append(out, en.Name())
+		}
+	}
+	return out
+}
+
+func (e *env) count(t *testing.T, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := e.opts.DB.QueryRow(query, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func failWith(code int, enh, text string) func(Job, Recipient) Result {
+	return func(Job, Recipient) Result {
+		out := Deferred
+		if code >= 500 {
+			out = Failed
+		}
+		return Result{Outcome: out, Code: code, Enhanced: enh, Text: text, RemoteMTA: "mx1.example.com"}
+	}
+}
+
+// waitFor receives from ch with a bounded deadline.
+func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		var zero T
+		return zero
+	}
+}

@@ -1,0 +1,254 @@
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Spool layout: Dir/<id> is the body of message <id>; Dir/tmp.<id>.* are bodies being written (never
+// acknowledged, removed at Open); QuarantineDir holds bodies that had no index row or did not match it.
+
+const tmpPrefix = "tmp."
+
+// idEncoding is base32 with the "extended hex" alphabet, whose order is the byte order, so ids sort by time.
+var idEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+
+// newID returns a 26-character, URL-safe, lower-case id: 48 bits of milliseconds since 1970, then 80 random
+// bits. Ids sort by acceptance time; randomness comes from crypto/rand so that two queues (or a restarted
+// one with a fake clock) never collide.
+func newID(now time.Time) (string, error) {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
+	if _, err := rand.Read(b[6:]); err != nil {
+		return "", fmt.Errorf("queue: id: %w", err)
+	}
+	return strings.ToLower(idEncoding.EncodeToString(b[:])), nil
+}
+
+func validID(id string) bool {
+	if len(id) != 26 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'v') {
+			return false
+		}
+	}
+	return true
+}
+
+func (q *Queue) bodyPath(id string) string { return filepath.Join(q.opts.Dir, id) }
+
+// storageErr wraps a local failure for the SMTP layer: always ErrTemporary, and ErrNoSpace for ENOSPC
+// (and EDQUOT, which looks the same to a client).
+func storageErr(op string, err error) error {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w: %s: %w", ErrTemporary, ErrNoSpace, op, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrTemporary, op, err)
+}
+
+// writeBody stores body as Dir/<id>: write to a temporary file, fsync it, rename it into place and fsync the
+// directory, so that the name and the content are both durable before the index row exists. On error
+// nothing is left behind. It returns the number of octets written.
+func (q *Queue) writeBody(id string, body io.Reader) (int64, error) {
+	f, err := os.CreateTemp(q.opts.Dir, tmpPrefix+id+".*")
+	if err != nil {
+		return 0, storageErr("create spool file", err)
+	}
+	tmp := f.Name()
+	fail := func(op string, err error) (int64, error) {
+		f.Close()
+		os.Remove(tmp)
+		return 0, storageErr(op, err)
+	}
+	n, err := io.Copy(f, body)
+	if err != nil {
+		return fail("write spool file", err)
+	}
+	if n == 0 {
+		f.Close()
+		os.Remove(tmp)
+		return 0, fmt.Errorf("%w: empty message", ErrInvalid)
+	}
+	// Never retry a failed fsync on the same file: after a failure the page cache may already have dropped
+	// the dirty pages (the PostgreSQL "fsyncgate" lesson). The message is refused instead.
+	if err := q.opts.SyncFile(f); err != nil {
+		return fail("fsync spool file", err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return 0, storageErr("close spool file", err)
+	}
+	final := q.bodyPath(id)
+	if err := os.Rename(tmp, final); err != nil {
+		os.Remove(tmp)
+		return 0, storageErr("rename spool file", err)
+	}
+	if err := q.opts.SyncDir(q.opts.Dir); err != nil {
+		os.Remove(final)
+		return 0, storageErr("fsync spool directory", err)
+	}
+	return n, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// recover reconciles the spool with the index at Open:
+//   - temporary files are unacknowledged leftovers of interrupted Submits: removed;
+//   - body files without an index row were never acknowledged (or belong to a finished message whose
+//     body removal was interrupted): moved to QuarantineDir;
+//   - messages with queued recipients whose body is missing, empty, of the wrong size or unreadable are
+//     quarantined: their recipients move to state "quarantined", a queue_quarantine row says why, the body
+//     (if any) moves to QuarantineDir. Nothing is deleted.
+//
+// Queued recipients need no further work: they are due at their next_attempt as before.
+func (q *Queue) recover(ctx context.Context) error {
+	entries, err := os.ReadDir(q.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("queue: read spool: %w", err)
+	}
+	files := map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case e.IsDir():
+		case strings.HasPrefix(name, tmpPrefix):
+			if err := os.Remove(filepath.Join(q.opts.Dir, name)); err != nil {
+				return fmt.Errorf("queue: remove leftover %s: %w", name, err)
+			}
+			q.log.Info("queue: removed unacknowledged spool file", "file", name)
+		default:
+			files[name] = true
+		}
+	}
+
+	type bad struct{ id, reason string }
+	var bads []bad
+	indexed := map[string]bool{}
+	rows, err := q.db.QueryContext(ctx, `SELECT m.id, m.size FROM queue_messages m
+		WHERE EXISTS (SELECT 1 FROM queue_recipients r WHERE r.msg_id = m.id AND r.state = 'queued')`)
+	if err != nil {
+		return fmt.Errorf("queue: recover: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		var size int64
+		if err := rows.Scan(&id, &size); err != nil {
+			rows.Close()
+			return fmt.Errorf("queue: recover: %w", err)
+		}
+		indexed[id] = true
+		if reason := q.checkBody(id, size, files[id]); reason != "" {
+			bads = append(bads, bad{id, reason})
+		}
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("queue: recover: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("queue: recover: %w", err)
+	}
+	for _, b := range bads {
+		if err := q.quarantine(ctx, b.id, b.reason); err != nil {
+			return err
+		}
+	}
+	// Files of messages that are in the index but have no queued recipient (already quarantined) stay
+	// out of the way too.
+	for name := range files {
+		if indexed[name] {
+			continue
+		}
+		if err := q.moveToQuarantine(name); err != nil {
+			return err
+		}
+		q.log.Warn("queue: spool file without index entry moved to quarantine", "file", name)
+	}
+	return nil
+}
+
+// checkBody returns why the body of message id cannot be used, or "".
+func (q *Queue) checkBody(id string, size int64, present bool) string {
+	if !present {
+		return "body file missing"
+	}
+	f, err := os.Open(q.bodyPath(id))
+	if err != nil {
+		return "body file unreadable: " + err.Error()
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "body file unreadable: " + err.Error()
+	}
+	switch {
+	case fi.Size() == 0:
+		return "body file empty"
+	case fi.Size() != size:
+		return fmt.Sprintf("body file has %d octets, index says %d", fi.Size(), size)
+	}
+	var b [1]byte
+	if _, err := f.Read(b[:]); err != nil {
+		return "body file unreadable: " + err.Error()
+	}
+	return ""
+}
+
+// quarantine takes message id out of delivery, keeping everything for an administrator.
+func (q *Queue) quarantine(ctx context.Context, id, reason string) error {
+	tx, err := q.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("queue: quarantine %s: %w", id, err)
+	}
+	now := ns(q.now())
+	if _, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?, updated = ?, last_text = ?
+		WHERE msg_id = ? AND state = ?`, stateQuarantined, now, "quarantined: "+reason, id, stateQueued); err != nil {
+		tx.Rollback()
+		return fmt.Errorf("queue: quarantine %s: %w", id, err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO queue_quarantine(msg_id, reason, at) VALUES(?, ?, ?)
+		ON CONFLICT(msg_id) DO UPDATE SET reason = excluded.reason, at = excluded.at`, id, reason, now); err != nil {
+		tx.Rollback()
+		return fmt.Errorf("queue: quarantine %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("queue: quarantine %s: %w", id, err)
+	}
+	if _, err := os.Stat(q.bodyPath(id)); err == nil {
+		if err := q.moveToQuarantine(id); err != nil {
+			return err
+		}
+	}
+	q.quarantined.Add(1)
+	q.log.Error("queue: message quarantined", "msg_id", id, "reason", reason)
+	return nil
+}
+
+func (q *Queue) moveToQuarantine(name string) error {
+	if err := os.Rename(filepath.Join(q.opts.Dir, name), filepath.Join(q.opts.QuarantineDir, name)); err != nil {
+		return fmt.Errorf("queue: quarantine %s: %w", name, err)
+	}
+	return nil
+}
