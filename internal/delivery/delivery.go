@@ -189,7 +189,7 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	if port == 0 {
 		port = 25
 	}
-	if r, ok := d.matchRoute(domain); ok {
+	if r, ok := d.MatchRoute(domain); ok {
 		dom, _ := address.ParseDomain(domain)
 		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
 		var ts []target
@@ -245,7 +245,8 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	return ts, plan, queue.Result{}, true
 }
 
-func (d *Deliverer) matchRoute(domain string) (Route, bool) {
+// MatchRoute returns the static route for domain: an exact match first, then the "*" route.
+func (d *Deliverer) MatchRoute(domain string) (Route, bool) {
 	if d.Routes == nil {
 		return Route{}, false
 	}

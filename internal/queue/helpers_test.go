@@ -43,8 +43,7 @@ type delivery struct {
 	At     time.Time
 }
 
-// fakeDeliverer records batches and answers with script (default: delivered). DSN jobs (From "") are
-// delivered unless script says otherwise.
+// fakeDeliverer records batches and answers with script (default: delivered). DSNs are always delivered.
 type fakeDeliverer struct {
 	clock  *fakeClock
 	script func(j Job, r Recipient) Result
@@ -72,7 +71,7 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, b Batch) []Result {
 	f.maxInflight[b.Domain] = max(f.maxInflight[b.Domain], f.inflight[b.Domain])
 	f.inflightAll++
 	f.maxAll = max(f.maxAll, f.inflightAll)
-	script := f.script
+	script, gate := f.script, f.gate
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
@@ -83,9 +82,9 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, b Batch) []Result {
 	if f.started != nil {
 		f.started <- b
 	}
-	if f.gate != nil {
+	if gate != nil {
 		select {
-		case <-f.gate:
+		case <-gate:
 		case <-ctx.Done():
 			return nil
 		}
@@ -103,7 +102,7 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, b Batch) []Result {
 		f.mu.Unlock()
 		for _, r := range j.Recipients {
 			res := Result{Outcome: Delivered, Code: 250, Enhanced: "2.0.0", Text: "ok", RemoteMTA: "mx." + b.Domain}
-			if script != nil && j.From != "" {
+			if script != nil && !isDSN(body) {
 				res = script(j, r)
 			}
 			res.MsgID, res.Rcpt = j.MsgID, r.Addr
@@ -111,6 +110,14 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, b Batch) []Result {
 		}
 	}
 	return out
+}
+
+func isDSN(body string) bool { return strings.Contains(body, "report-type=delivery-status") }
+
+func (f *fakeDeliverer) setGate(g chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gate = g
 }
 
 func (f *fakeDeliverer) Deliveries() []delivery {
@@ -129,7 +136,7 @@ func (f *fakeDeliverer) Batches() []Batch {
 func (f *fakeDeliverer) dsns() []delivery {
 	var out []delivery
 	for _, d := range f.Deliveries() {
-		if d.Job.From == "" {
+		if isDSN(d.Body) {
 			out = append(out, d)
 		}
 	}

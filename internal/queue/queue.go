@@ -52,6 +52,7 @@ var (
 // lengthened by a random fraction in [0, Jitter). Jitter only ever lengthens the delay, so the schedule's
 // intervals are lower bounds.
 //
+// Zero fields take the defaults; a negative Jitter disables jitter.
 // Defaults: Initial 15m, Factor 2, Max 4h, Jitter 0.1: retries after about 15m, 30m, 1h, 2h, 4h, 4h, ...
 // RFC 5321 Section 4.5.4.1 (SMTP-10): the retry interval SHOULD be at least 30 minutes; the first retry comes
 // earlier because most temporary failures (greylisting, a restarting MX) clear within minutes.
@@ -377,5 +378,5 @@ func envFlags(e Envelope) int {
 	return f
 }
 
-func ns(t time.Time) int64    { return t.UnixNano() }
+func ns(t time.Time) int64     { return t.UnixNano() }
 func fromNS(n int64) time.Time { return time.Unix(0, n) }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"modernc.org/sqlite"
 )
 
 // Spool layout: Dir/<id> is the body of message <id>; Dir/tmp.<id>.* are bodies being written (never
@@ -50,10 +52,15 @@ func validID(id string) bool {
 
 func (q *Queue) bodyPath(id string) string { return filepath.Join(q.opts.Dir, id) }
 
+// sqliteFull is SQLITE_FULL, the primary result code for "database or disk is full".
+const sqliteFull = 13
+
 // storageErr wraps a local failure for the SMTP layer: always ErrTemporary, and ErrNoSpace for ENOSPC
 // (and EDQUOT, which looks the same to a client).
 func storageErr(op string, err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	var se *sqlite.Error
+	full := errors.As(err, &se) && se.Code()&0xff == sqliteFull
+	if full || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return fmt.Errorf("%w: %w: %s: %w", ErrTemporary, ErrNoSpace, op, err)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrTemporary, op, err)

@@ -1,0 +1,296 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/simnet"
+)
+
+// sendMany submits n messages to rcpt from clients concurrent clients, tolerating a gateway that goes away
+// (messages not acknowledged are retried after restart by the caller). It returns the acknowledged tokens.
+type submitter struct {
+	mu    sync.Mutex
+	acked map[string]bool
+}
+
+func (s *submitter) ack(tok string) {
+	s.mu.Lock()
+	s.acked[tok] = true
+	s.mu.Unlock()
+}
+
+func (s *submitter) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.acked)
+}
+
+// Restart with 1,000 queued messages: every one is delivered exactly once after the restart.
+func TestRestartWithQueuedMessages(t *testing.T) {
+	n, err := simnet.New(simnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	mx, err := n.AddMX(simnet.MXOptions{Domain: "example.com", Host: "mx1.example.com", Pref: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mx.Stop() // the destination is down while the messages are accepted
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg := writeConfig(t, n, dir, "")
+	g := start(t, cfg)
+
+	const total = 1000
+	sub := &submitter{acked: map[string]bool{}}
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for c := 0; c < 8; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > total {
+					return
+				}
+				tok := fmt.Sprintf("t1-%d", i)
+				if err := send(g.smtp, "bob@example.com", tok); err != nil {
+					t.Errorf("submitting %s: %v", tok, err)
+					return
+				}
+				sub.ack(tok)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := g.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(mx.Messages()); got != 0 {
+		t.Fatalf("the stopped MX has %d messages", got)
+	}
+	if err := mx.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g = start(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if err := mx.WaitMessages(ctx, total); err != nil {
+		t.Fatalf("after restart: %v (%d of %d delivered)", err, len(mx.Messages()), total)
+	}
+	got := tokens(mx)
+	for tok := range sub.acked {
+		if got[tok] != 1 {
+			t.Errorf("%s delivered %d times, want once", tok, got[tok])
+		}
+	}
+	if err := g.stop(); err != nil {
+		t.Error(err)
+	}
+}
+
+// Crash safety: messages from 8 concurrent clients while the daemon is SIGKILLed at random moments and
+// restarted; afterwards every acknowledged message reaches the receiver. Duplicates (a crash between the
+// receiver's 250 and our bookkeeping) are counted and printed.
+func TestCrashSafetySIGKILL(t *testing.T) {
+	const total, kills = 2000, 5
+	n, err := simnet.New(simnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	mx, err := n.AddMX(simnet.MXOptions{Domain: "example.com", Host: "mx1.example.com", Pref: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg := writeConfig(t, n, dir, "")
+	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	killAt := map[int]bool{}
+	for len(killAt) < kills {
+		killAt[200+rnd.IntN(total-400)] = true
+	}
+
+	sub := &submitter{acked: map[string]bool{}}
+	var next atomic.Int64
+	var pendingMu sync.Mutex
+	var pending []string
+	for round := 0; ; round++ {
+		g := start(t, cfg)
+		var wg sync.WaitGroup
+		var killed atomic.Bool
+		for c := 0; c < 8; c++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !killed.Load() {
+					tok, i, ok := nextToken(&next, &pendingMu, &pending, total)
+					if !ok {
+						return
+					}
+					if err := send(g.smtp, "bob@example.com", tok); err != nil {
+						// Not acknowledged: submit it again, to this process or the next.
+						if !retry(tok, &killed, g, sub) {
+							pendingMu.Lock()
+							pending = append(pending, tok)
+							pendingMu.Unlock()
+						}
+						continue
+					}
+					sub.ack(tok)
+					if killAt[i] && killed.CompareAndSwap(false, true) {
+						g.kill()
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		pendingMu.Lock()
+		left := len(pending)
+		pendingMu.Unlock()
+		if !killed.Load() && left == 0 {
+			// All submitted: let it drain, then check.
+			ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+			waitAll(ctx, t, mx, sub)
+			cancel()
+			g.stop()
+			break
+		}
+		if round > kills+2 {
+			t.Fatal("too many rounds")
+		}
+	}
+	got := tokens(mx)
+	missing, dups := 0, 0
+	for tok := range sub.acked {
+		switch c := got[tok]; {
+		case c == 0:
+			missing++
+		case c > 1:
+			dups += c - 1
+		}
+	}
+	t.Logf("crash safety: %d acknowledged, %d SIGKILLs, %d missing, %d duplicates delivered", len(sub.acked), kills, missing, dups)
+	fmt.Printf("crash-safety: acknowledged=%d kills=%d missing=%d duplicates=%d\n", len(sub.acked), kills, missing, dups)
+	if missing != 0 {
+		t.Fatalf("%d acknowledged messages never reached the receiver", missing)
+	}
+}
+
+// nextToken returns a token to submit: one a dead gateway did not acknowledge, else a new one.
+func nextToken(next *atomic.Int64, mu *sync.Mutex, pending *[]string, total int) (string, int, bool) {
+	mu.Lock()
+	if len(*pending) > 0 {
+		tok := (*pending)[0]
+		*pending = (*pending)[1:]
+		mu.Unlock()
+		return tok, -1, true
+	}
+	mu.Unlock()
+	i := int(next.Add(1))
+	if i > total {
+		return "", 0, false
+	}
+	return fmt.Sprintf("t2-%d", i), i, true
+}
+
+// retry submits tok until this gateway acknowledges it; false when the gateway was killed first.
+func retry(tok string, killed *atomic.Bool, g *gateway, sub *submitter) bool {
+	for !killed.Load() {
+		if err := send(g.smtp, "bob@example.com", tok); err == nil {
+			sub.ack(tok)
+			return true
+		}
+		select {
+		case <-g.done:
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return false
+}
+
+func waitAll(ctx context.Context, t *testing.T, mx *simnet.Receiver, sub *submitter) {
+	t.Helper()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		got := tokens(mx)
+		missing := 0
+		sub.mu.Lock()
+		for tok := range sub.acked {
+			if got[tok] == 0 {
+				missing++
+			}
+		}
+		sub.mu.Unlock()
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d acknowledged messages still missing at the receiver", missing)
+		case <-tick.C:
+		}
+	}
+}
+
+// A restart with a cached enforce policy while the TXT record is gone, the policy host is down and the MX
+// no longer offers STARTTLS: nothing is delivered in plain text (STS-16, STS-63).
+func TestRestartKeepsCachedEnforcePolicy_STS63(t *testing.T) {
+	n, err := simnet.New(simnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	mx, err := n.AddMX(simnet.MXOptions{Domain: "example.com", Host: "mx1.example.com", Pref: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.DNS.AddTXT("_mta-sts.example.com", "v=STSv1; id=1")
+	ph, err := n.ServeMTASTSPolicy("example.com", "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg := writeConfig(t, n, dir, "")
+	g := start(t, cfg)
+	if err := send(g.smtp, "bob@example.com", "t3-1"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := mx.WaitMessages(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if m := mx.Messages()[0]; !m.TLS {
+		t.Fatal("first message not delivered over TLS")
+	}
+	if err := g.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	n.DNS.Remove("_mta-sts.example.com", 16)
+	ph.Stop()
+	mx.SetMode(simnet.NotOffered)
+	g = start(t, cfg)
+	if err := send(g.smtp, "bob@example.com", "t3-2"); err != nil {
+		t.Fatal(err)
+	}
+	g.waitLog(regexp.MustCompile(`"msg":"delivery".*"result_type":"starttls-not-supported".*"outcome":"deferred"`), 30*time.Second)
+	if got := len(mx.Messages()); got != 1 {
+		t.Fatalf("MX has %d messages, want 1: the second must not go in clear text", got)
+	}
+	if err := g.stop(); err != nil {
+		t.Error(err)
+	}
+}
