@@ -1,0 +1,560 @@
+// Package settings holds mxgate's committed configuration: typed key/value settings with the names
+// administrators of appliance gateways know (Sender.EnableMTASTS, Controller.EnableTLSRPT, ...) and per-domain
+// TLS rules. Changes are staged, reviewed as a diff, and committed with a note into a numbered generation that
+// takes effect at once; every generation is kept and can be rolled back to (as a new generation).
+//
+// The bootstrap file (mxgate.toml) only seeds the first generation. Unknown keys and ill-typed values are
+// refused with a message naming the key.
+package settings
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/store"
+)
+
+// Errors.
+var (
+	ErrUnknownKey   = errors.New("unknown setting")
+	ErrInvalidValue = errors.New("invalid value")
+	ErrNoChanges    = errors.New("no staged changes")
+	ErrNoGeneration = errors.New("no such generation")
+)
+
+// Kind is a setting's type.
+type Kind string
+
+const (
+	Bool     Kind = "bool"
+	Int      Kind = "int"
+	String   Kind = "string"
+	TLSLevel Kind = "tls-level"
+)
+
+// Def describes one setting.
+type Def struct {
+	Key     string `json:"key"`
+	Kind    Kind   `json:"kind"`
+	Default string `json:"default"`
+	Help    string `json:"help"`
+}
+
+// DomainPrefix starts the per-domain TLS rule keys: "Domain.example.com.TLS" = "required-verify".
+const DomainPrefix = "Domain."
+
+const domainSuffix = ".TLS"
+
+// Defs returns the known settings, sorted by key.
+func Defs() []Def {
+	return []Def{
+		{"Controller.EnableTLSRPT", Bool, "true", "Record TLS sessions and send daily TLS reports (RFC 8460) to domains that publish _smtp._tls."},
+		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes (not implemented yet: refused when true)."},
+		{"Sender.EnableMTASTS", Bool, "true", "Validate MTA-STS (RFC 8461) on delivery to MX routes."},
+		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them."},
+		{"TLSRPT.From", String, "", "From address of TLS report mail (default tlsrpt-noreply@<hostname>)."},
+		{"TLSRPT.MaxDestinations", Int, "4", "At most this many rua destinations per domain."},
+		{"TLSRPT.OnlyFailures", Bool, "false", "Send a report only for days that had failures."},
+		{"TLSRPT.OrganizationName", String, "", "organization-name of TLS reports."},
+		{"TLSRPT.Submitter", String, "", "Submitter domain of TLS reports (default: the SMTP hostname)."},
+	}
+}
+
+func defFor(key string) (Def, bool) {
+	for _, d := range Defs() {
+		if d.Key == key {
+			return d, true
+		}
+	}
+	if strings.HasPrefix(key, DomainPrefix) && strings.HasSuffix(key, domainSuffix) {
+		return Def{Key: key, Kind: TLSLevel, Help: "TLS rule for one destination domain."}, true
+	}
+	return Def{}, false
+}
+
+// Canonical validates value for key and returns the key and value in canonical form (domain keys in A-labels,
+// booleans as true/false).
+func Canonical(key, value string) (string, string, error) {
+	def, ok := defFor(key)
+	if !ok {
+		return "", "", fmt.Errorf("%w %q (known: %s, and %s<domain>%s)", ErrUnknownKey, key, knownKeys(), DomainPrefix, domainSuffix)
+	}
+	switch def.Kind {
+	case Bool:
+		b, err := strconv.ParseBool(value)
+		if err != nil {
+			return "", "", fmt.Errorf("%s: %w: %q is not a boolean (true or false)", key, ErrInvalidValue, value)
+		}
+		if key == "Sender.EnableDANE" && b {
+			return "", "", fmt.Errorf("%s: %w: DANE validation is not implemented in this version", key, ErrInvalidValue)
+		}
+		return key, strconv.FormatBool(b), nil
+	case Int:
+		n, err := strconv.Atoi(value)
+		if err != nil || n < 0 {
+			return "", "", fmt.Errorf("%s: %w: %q is not a non-negative integer", key, ErrInvalidValue, value)
+		}
+		return key, strconv.Itoa(n), nil
+	case String:
+		if strings.ContainsAny(value, "\r\n") {
+			return "", "", fmt.Errorf("%s: %w: line breaks are not allowed", key, ErrInvalidValue)
+		}
+		return key, value, nil
+	case TLSLevel:
+		dom := strings.TrimSuffix(strings.TrimPrefix(key, DomainPrefix), domainSuffix)
+		d, err := address.ParseDomain(dom)
+		if err != nil {
+			return "", "", fmt.Errorf("%s: %w", key, err)
+		}
+		switch value {
+		case "none", "opportunistic", "required", "required-verify":
+		default:
+			return "", "", fmt.Errorf("%s: %w: unknown TLS level %q (want none, opportunistic, required, required-verify)", key, ErrInvalidValue, value)
+		}
+		return DomainPrefix + d.String() + domainSuffix, value, nil
+	}
+	return "", "", fmt.Errorf("%s: %w", key, ErrUnknownKey)
+}
+
+func knownKeys() string {
+	var ks []string
+	for _, d := range Defs() {
+		ks = append(ks, d.Key)
+	}
+	return strings.Join(ks, ", ")
+}
+
+// Snapshot is one generation's settings.
+type Snapshot struct {
+	Generation int               `json:"generation"`
+	Values     map[string]string `json:"values"`
+}
+
+// Bool returns a boolean setting (its default when unset).
+func (s Snapshot) Bool(key string) bool {
+	v, _ := strconv.ParseBool(s.Get(key))
+	return v
+}
+
+// Int returns an integer setting.
+func (s Snapshot) Int(key string) int {
+	n, _ := strconv.Atoi(s.Get(key))
+	return n
+}
+
+// Get returns a setting's value, or its default.
+func (s Snapshot) Get(key string) string {
+	if v, ok := s.Values[key]; ok {
+		return v
+	}
+	d, _ := defFor(key)
+	return d.Default
+}
+
+// DomainRules returns the per-domain TLS rules: A-label domain → level.
+func (s Snapshot) DomainRules() map[string]string {
+	out := map[string]string{}
+	for k, v := range s.Values {
+		if strings.HasPrefix(k, DomainPrefix) && strings.HasSuffix(k, domainSuffix) {
+			out[strings.TrimSuffix(strings.TrimPrefix(k, DomainPrefix), domainSuffix)] = v
+		}
+	}
+	return out
+}
+
+// Change is one staged change.
+type Change struct {
+	Key string `json:"key"`
+	// Old is the committed value ("" with OldSet false when unset); New likewise.
+	Old    string `json:"old"`
+	OldSet bool   `json:"old_set"`
+	New    string `json:"new"`
+	NewSet bool   `json:"new_set"`
+}
+
+// Generation is one committed generation.
+type Generation struct {
+	Number    int       `json:"generation"`
+	Committed time.Time `json:"committed"`
+	Note      string    `json:"note"`
+	Author    string    `json:"author"`
+	// RollbackOf is the generation this one restored, 0 otherwise.
+	RollbackOf int               `json:"rollback_of,omitempty"`
+	Values     map[string]string `json:"values"`
+}
+
+var migrations = []string{`
+CREATE TABLE settings_generations (
+	gen INTEGER PRIMARY KEY,
+	committed INTEGER NOT NULL,
+	note TEXT NOT NULL,
+	author TEXT NOT NULL,
+	rollback_of INTEGER NOT NULL DEFAULT 0,
+	doc TEXT NOT NULL
+);
+CREATE TABLE settings_staged (
+	key TEXT PRIMARY KEY,
+	value TEXT,
+	unset INTEGER NOT NULL DEFAULT 0
+);`}
+
+// Store is the settings store of one node.
+type Store struct {
+	db  *store.DB
+	now func() time.Time
+
+	mu       sync.Mutex
+	current  Snapshot
+	watchers []func(Snapshot)
+}
+
+// Open opens the settings in db. When no generation exists yet, generation 1 is created from seed (the
+// bootstrap file's [settings] and [[domain]] tables), validated like any change.
+func Open(ctx context.Context, db *store.DB, seed map[string]string, now func() time.Time) (*Store, error) {
+	if now == nil {
+		now = time.Now
+	}
+	if err := store.Migrate(ctx, db, "settings", migrations); err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, now: now}
+	snap, err := s.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if snap.Generation == 0 {
+		vals := map[string]string{}
+		var errs []error
+		for k, v := range seed {
+			ck, cv, err := Canonical(k, v)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			vals[ck] = cv
+		}
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("settings seed: %w", err)
+		}
+		if err := s.insert(ctx, nil, Generation{Committed: now(), Note: "initial settings from the bootstrap configuration", Author: "mxgate", Values: vals}); err != nil {
+			return nil, err
+		}
+		if snap, err = s.load(ctx); err != nil {
+			return nil, err
+		}
+	}
+	s.current = snap
+	return s, nil
+}
+
+func (s *Store) load(ctx context.Context) (Snapshot, error) {
+	var gen int
+	var doc string
+	err := s.db.QueryRowContext(ctx, `SELECT gen, doc FROM settings_generations ORDER BY gen DESC LIMIT 1`).Scan(&gen, &doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Snapshot{Values: map[string]string{}}, nil
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("settings: %w", err)
+	}
+	vals := map[string]string{}
+	if err := json.Unmarshal([]byte(doc), &vals); err != nil {
+		return Snapshot{}, fmt.Errorf("settings: generation %d: %w", gen, err)
+	}
+	return Snapshot{Generation: gen, Values: vals}, nil
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
+}
+
+func (s *Store) insert(ctx context.Context, tx execer, g Generation) error {
+	if tx == nil {
+		tx = s.db
+	}
+	doc, err := json.Marshal(g.Values)
+	if err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO settings_generations(gen, committed, note, author, rollback_of, doc)
+		VALUES((SELECT COALESCE(MAX(gen), 0) + 1 FROM settings_generations), ?, ?, ?, ?, ?)`,
+		g.Committed.UnixNano(), g.Note, g.Author, g.RollbackOf, string(doc))
+	if err != nil {
+		return fmt.Errorf("settings: commit: %w", err)
+	}
+	return nil
+}
+
+// Current returns the committed settings in force.
+func (s *Store) Current() Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
+// Watch calls f with every newly committed snapshot (after Commit or Rollback returns it).
+func (s *Store) Watch(f func(Snapshot)) {
+	s.mu.Lock()
+	s.watchers = append(s.watchers, f)
+	s.mu.Unlock()
+}
+
+// Set stages key = value.
+func (s *Store) Set(ctx context.Context, key, value string) error {
+	ck, cv, err := Canonical(key, value)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, ?, 0)
+		ON CONFLICT(key) DO UPDATE SET value = excluded.value, unset = 0`, ck, cv)
+	return wrap(err)
+}
+
+// Unset stages the removal of key (back to its default).
+func (s *Store) Unset(ctx context.Context, key string) error {
+	def, ok := defFor(key)
+	if !ok {
+		return fmt.Errorf("%w %q", ErrUnknownKey, key)
+	}
+	ck := def.Key
+	if def.Kind == TLSLevel {
+		var err error
+		if ck, _, err = Canonical(key, "none"); err != nil {
+			return err
+		}
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, NULL, 1)
+		ON CONFLICT(key) DO UPDATE SET value = NULL, unset = 1`, ck)
+	return wrap(err)
+}
+
+// Apply stages a whole settings document: every key in vals is set, and every committed key not in vals is
+// unset. All errors are reported together and nothing is staged when any value is invalid.
+func (s *Store) Apply(ctx context.Context, vals map[string]string) error {
+	canon := map[string]string{}
+	var errs []error
+	for k, v := range vals {
+		ck, cv, err := Canonical(k, v)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		canon[ck] = cv
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return wrap(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `DELETE FROM settings_staged`); err != nil {
+		return wrap(err)
+	}
+	cur := s.Current()
+	for k, v := range canon {
+		if old, ok := cur.Values[k]; ok && old == v {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, ?, 0)`, k, v); err != nil {
+			return wrap(err)
+		}
+	}
+	for k := range cur.Values {
+		if _, ok := canon[k]; !ok {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, NULL, 1)`, k); err != nil {
+				return wrap(err)
+			}
+		}
+	}
+	return wrap(tx.Commit())
+}
+
+// Diff returns the staged changes against the committed settings, sorted by key; changes that would not
+// change anything are left out.
+func (s *Store) Diff(ctx context.Context) ([]Change, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT key, COALESCE(value, ''), unset FROM settings_staged ORDER BY key`)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	defer rows.Close()
+	cur := s.Current()
+	var out []Change
+	for rows.Next() {
+		var c Change
+		var unset bool
+		if err := rows.Scan(&c.Key, &c.New, &unset); err != nil {
+			return nil, wrap(err)
+		}
+		c.NewSet = !unset
+		c.Old, c.OldSet = cur.Values[c.Key]
+		if c.OldSet == c.NewSet && c.Old == c.New {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out, wrap(rows.Err())
+}
+
+// Discard drops the staged changes.
+func (s *Store) Discard(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM settings_staged`)
+	return wrap(err)
+}
+
+// Commit makes the staged changes a new generation, in force at once. It returns ErrNoChanges when nothing
+// would change.
+func (s *Store) Commit(ctx context.Context, note, author string) (Snapshot, error) {
+	changes, err := s.Diff(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	if len(changes) == 0 {
+		return Snapshot{}, ErrNoChanges
+	}
+	cur := s.Current()
+	vals := make(map[string]string, len(cur.Values))
+	for k, v := range cur.Values {
+		vals[k] = v
+	}
+	for _, c := range changes {
+		if c.NewSet {
+			vals[c.Key] = c.New
+		} else {
+			delete(vals, c.Key)
+		}
+	}
+	return s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, Values: vals})
+}
+
+func (s *Store) commit(ctx context.Context, g Generation) (Snapshot, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Snapshot{}, wrap(err)
+	}
+	defer tx.Rollback()
+	if err := s.insert(ctx, tx, g); err != nil {
+		return Snapshot{}, err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM settings_staged`); err != nil {
+		return Snapshot{}, wrap(err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Snapshot{}, wrap(err)
+	}
+	snap, err := s.load(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	s.mu.Lock()
+	s.current = snap
+	watchers := append([]func(Snapshot){}, s.watchers...)
+	s.mu.Unlock()
+	for _, w := range watchers {
+		w(snap)
+	}
+	return snap, nil
+}
+
+// History returns every generation, newest first.
+func (s *Store) History(ctx context.Context) ([]Generation, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT gen, committed, note, author, rollback_of, doc FROM settings_generations ORDER BY gen DESC`)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	defer rows.Close()
+	var out []Generation
+	for rows.Next() {
+		var g Generation
+		var ts int64
+		var doc string
+		if err := rows.Scan(&g.Number, &ts, &g.Note, &g.Author, &g.RollbackOf, &doc); err != nil {
+			return nil, wrap(err)
+		}
+		g.Committed = time.Unix(0, ts).UTC()
+		if err := json.Unmarshal([]byte(doc), &g.Values); err != nil {
+			return nil, wrap(err)
+		}
+		out = append(out, g)
+	}
+	return out, wrap(rows.Err())
+}
+
+// Rollback commits a new generation with the settings of generation gen. Staged changes are dropped.
+func (s *Store) Rollback(ctx context.Context, gen int, note, author string) (Snapshot, error) {
+	hist, err := s.History(ctx)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	for _, g := range hist {
+		if g.Number == gen {
+			if note == "" {
+				note = fmt.Sprintf("rollback to generation %d", gen)
+			}
+			return s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: g.Values})
+		}
+	}
+	return Snapshot{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
+}
+
+// Entry is one setting as listed: committed value, default, staged change.
+type Entry struct {
+	Def
+	Value  string  `json:"value"`
+	IsSet  bool    `json:"set"`
+	Staged *Change `json:"staged,omitempty"`
+}
+
+// List returns every known setting and every per-domain rule with its committed value and staged change.
+func (s *Store) List(ctx context.Context) ([]Entry, error) {
+	cur := s.Current()
+	changes, err := s.Diff(ctx)
+	if err != nil {
+		return nil, err
+	}
+	staged := map[string]*Change{}
+	for i := range changes {
+		staged[changes[i].Key] = &changes[i]
+	}
+	keys := map[string]Def{}
+	for _, d := range Defs() {
+		keys[d.Key] = d
+	}
+	for k := range cur.Values {
+		if d, ok := defFor(k); ok {
+			keys[k] = d
+		}
+	}
+	for k := range staged {
+		if d, ok := defFor(k); ok {
+			keys[k] = d
+		}
+	}
+	var out []Entry
+	for k, d := range keys {
+		v, set := cur.Values[k]
+		if !set {
+			v = d.Default
+		}
+		out = append(out, Entry{Def: d, Value: v, IsSet: set, Staged: staged[k]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+func wrap(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("settings: %w", err)
+}

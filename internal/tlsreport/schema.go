@@ -1,0 +1,80 @@
+package tlsreport
+
+import (
+	"context"
+
+	"github.com/mxgate/mxgate/internal/store"
+)
+
+// migrations are the tlsreport component's schema versions. Never edit a released one: append.
+var migrations = []string{
+	`CREATE TABLE tlsreport_policies (
+		id            INTEGER PRIMARY KEY,
+		day           TEXT    NOT NULL, -- UTC day, YYYY-MM-DD
+		policy_domain TEXT    NOT NULL, -- A-label
+		policy_type   TEXT    NOT NULL,
+		policy_string TEXT    NOT NULL, -- JSON array of strings
+		mx_host       TEXT    NOT NULL, -- JSON array of strings
+		success       INTEGER NOT NULL DEFAULT 0,
+		failure       INTEGER NOT NULL DEFAULT 0,
+		UNIQUE (day, policy_domain, policy_type, policy_string, mx_host)
+	);
+	CREATE TABLE tlsreport_failures (
+		policy_id      INTEGER NOT NULL REFERENCES tlsreport_policies(id) ON DELETE CASCADE,
+		result_type    TEXT    NOT NULL,
+		sending_ip     TEXT    NOT NULL,
+		receiving_mx   TEXT    NOT NULL,
+		receiving_helo TEXT    NOT NULL,
+		receiving_ip   TEXT    NOT NULL,
+		reason_code    TEXT    NOT NULL,
+		additional     TEXT    NOT NULL,
+		count          INTEGER NOT NULL,
+		PRIMARY KEY (policy_id, result_type, sending_ip, receiving_mx, receiving_helo, receiving_ip, reason_code, additional)
+	);
+	-- One row per report (day and Policy Domain): its stable report-id, and once claimed for sending, the
+	-- gzipped JSON so that retries send exactly the same report.
+	CREATE TABLE tlsreport_reports (
+		day           TEXT NOT NULL,
+		policy_domain TEXT NOT NULL,
+		report_id     TEXT NOT NULL UNIQUE,
+		unique_id     TEXT NOT NULL, -- ALPHA/DIGIT part of report_id, for the file name
+		status        TEXT NOT NULL, -- built | sending | no-record | skipped
+		detail        TEXT NOT NULL DEFAULT '',
+		report_gz     BLOB,
+		updated       TEXT NOT NULL,
+		PRIMARY KEY (day, policy_domain)
+	);
+	-- The report log and retry table: one row per report and destination.
+	CREATE TABLE tlsreport_deliveries (
+		id            INTEGER PRIMARY KEY,
+		day           TEXT    NOT NULL,
+		policy_domain TEXT    NOT NULL,
+		report_id     TEXT    NOT NULL,
+		destination   TEXT    NOT NULL, -- mailto:addr or the https URL
+		status        TEXT    NOT NULL, -- pending | delivered | queued | retrying | failed | suppressed
+		attempts      INTEGER NOT NULL DEFAULT 0,
+		first_attempt TEXT    NOT NULL DEFAULT '',
+		last_attempt  TEXT    NOT NULL DEFAULT '',
+		next_attempt  TEXT    NOT NULL DEFAULT '',
+		msg_id        TEXT    NOT NULL DEFAULT '',
+		last_error    TEXT    NOT NULL DEFAULT '',
+		UNIQUE (report_id, destination)
+	);
+	CREATE INDEX tlsreport_deliveries_due ON tlsreport_deliveries(status, next_attempt);
+	CREATE TABLE tlsreport_suppressions (
+		entry TEXT PRIMARY KEY, -- lower-case address, domain or https URL
+		note  TEXT NOT NULL DEFAULT '',
+		added TEXT NOT NULL
+	);`,
+}
+
+// Migrate brings the tlsreport tables of db up to date. NewRecorder and NewReporter call it.
+func Migrate(ctx context.Context, db *store.DB) error {
+	return store.Migrate(ctx, db, "tlsreport", migrations)
+}
+
+// timeFormat is how times are stored: sortable, UTC, whole seconds.
+const timeFormat = "2006-01-02T15:04:05Z"
+
+// dayFormat is how UTC days are stored.
+const dayFormat = "2006-01-02"
