@@ -60,7 +60,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.adminURL, "admin", "", "admin API base URL (default: from the configuration's admin.listen)")
 	root.PersistentFlags().StringVar(&g.token, "token", "", "admin API token (default: read from the data directory)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
-	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g))
+	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g), benchCmd(g))
 	addAdminCommands(root, g)
+	addDiagCommands(root, g)
 	return root
 }
