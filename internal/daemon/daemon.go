@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,9 +30,11 @@ import (
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/smtpserver"
 	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
+	"github.com/mxgate/mxgate/internal/tlsreport"
 )
 
 // Options are what a caller may set beside the configuration.
@@ -62,6 +66,11 @@ type Daemon struct {
 	Policy *tlspolicy.Decider
 	Deliv  *delivery.Deliverer
 	SMTP   *smtpserver.Server
+	// Settings is the committed settings store; Recorder records TLS sessions for reports.
+	settingsStore *settings.Store
+	Recorder      *tlsreport.Recorder
+	httpClient    *http.Client
+	reports       reportLoop
 
 	settings atomic.Pointer[tlspolicy.Settings]
 	routes   atomic.Pointer[[]delivery.Route]
@@ -136,7 +145,22 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 
-	d.settings.Store(settingsFromConfig(cfg))
+	d.settingsStore, err = settings.Open(ctx, db, seedFromConfig(cfg), now)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	d.settings.Store(policySettings(d.settingsStore.Current()))
+	d.settingsStore.Watch(func(s settings.Snapshot) {
+		d.settings.Store(policySettings(s))
+		log.Info("settings committed", "generation", s.Generation)
+	})
+	d.Recorder, err = tlsreport.NewRecorder(ctx, db, tlsreport.RecorderOptions{Now: now, Logger: log.With("component", "tlsreport")})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	d.httpClient = httpClient
 	routes := routesFromConfig(cfg)
 	d.routes.Store(&routes)
 	d.Policy = &tlspolicy.Decider{
@@ -160,6 +184,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		Logger:              log.With("component", "delivery"),
 		Now:                 now,
 		Events:              o.OnDelivery,
+		Recorder:            gatedRecorder{d: d, rec: d.Recorder},
 	}
 	if src := cfg.Delivery.SourceAddr(); src.IsValid() {
 		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
@@ -180,6 +205,8 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		PerDomain:    cfg.Queue.PerDomain,
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
+		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
+		ReportBounceTo: "postmaster@" + cfg.SMTP.Hostname,
 	})
 	if err != nil {
 		db.Close()
@@ -255,12 +282,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	wg.Add(3)
 	go func() { defer wg.Done(); errc <- d.Queue.Run(runCtx) }()
 	go func() { defer wg.Done(); d.STS.Run(runCtx) }()
+	d.restartReports(runCtx, d.settingsStore.Current())
+	d.settingsStore.Watch(func(s settings.Snapshot) { d.restartReports(runCtx, s) })
 	go func() {
 		defer wg.Done()
 		if err := d.SMTP.Serve(d.smtpLn); err != nil && !errors.Is(err, smtp.ErrServerClosed) && runCtx.Err() == nil {
@@ -274,6 +303,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer done()
 	d.SMTP.Shutdown(shutdownCtx)
 	wg.Wait()
+	d.stopReports()
+	if err := d.Recorder.Close(shutdownCtx); err != nil {
+		errc <- err
+	}
 	close(errc)
 	var errs []error
 	for err := range errc {
@@ -292,29 +325,34 @@ func (d *Daemon) Close() error {
 	return d.DB.Close()
 }
 
-// ApplySettings makes new settings and routes live for the next delivery.
-func (d *Daemon) ApplySettings(s *tlspolicy.Settings, routes []delivery.Route) {
-	d.settings.Store(s)
-	d.routes.Store(&routes)
-}
+// Settings returns the committed settings store.
+func (d *Daemon) Settings() *settings.Store { return d.settingsStore }
 
-// Settings returns the settings in force.
-func (d *Daemon) Settings() *tlspolicy.Settings { return d.settings.Load() }
-
-func settingsFromConfig(cfg *config.Config) *tlspolicy.Settings {
-	s := &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Level{}}
-	if v, ok := cfg.Settings["Sender.EnableMTASTS"]; ok {
-		s.EnableMTASTS = v
-	}
-	if v, ok := cfg.Settings["Sender.EnableDANE"]; ok {
-		s.EnableDANE = v
+// seedFromConfig turns the bootstrap file's [settings] and [[domain]] tables into the first generation.
+func seedFromConfig(cfg *config.Config) map[string]string {
+	seed := map[string]string{}
+	for k, v := range cfg.Settings {
+		seed[k] = strconv.FormatBool(v)
 	}
 	for _, r := range cfg.Domains {
-		if lvl, err := tlspolicy.ParseLevel(r.TLS); err == nil {
-			s.Rules[r.Name] = lvl
+		seed[settings.DomainPrefix+r.Name+".TLS"] = r.TLS
+	}
+	return seed
+}
+
+// policySettings is what the TLS decision point needs of a settings generation.
+func policySettings(s settings.Snapshot) *tlspolicy.Settings {
+	p := &tlspolicy.Settings{
+		EnableMTASTS: s.Bool("Sender.EnableMTASTS"),
+		EnableDANE:   s.Bool("Sender.EnableDANE"),
+		Rules:        map[string]tlspolicy.Level{},
+	}
+	for dom, lvl := range s.DomainRules() {
+		if l, err := tlspolicy.ParseLevel(lvl); err == nil {
+			p.Rules[dom] = l
 		}
 	}
-	return s
+	return p
 }
 
 func routesFromConfig(cfg *config.Config) []delivery.Route {

@@ -152,10 +152,18 @@ func Run(ctx context.Context, o Options) error {
 	cfg.Admin.Listen = "127.0.0.1:0"
 
 	scs := scenarios()
+	var stsDomains []string
 	for _, sc := range scs {
 		if err := sc.setup(n, cfg); err != nil {
 			return fmt.Errorf("demo: %s: %w", sc.domain, err)
 		}
+		if strings.Contains(sc.what, "MTA-STS") {
+			stsDomains = append(stsDomains, sc.domain)
+		}
+	}
+	sinks, err := publishTLSRPT(n, stsDomains)
+	if err != nil {
+		return fmt.Errorf("demo: TLSRPT endpoints: %w", err)
 	}
 
 	var mu sync.Mutex
@@ -179,6 +187,9 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		ln.Close()
 		return err
+	}
+	if err := configureDKIM(ctx, n, d, dir, cfg.SMTP.Hostname); err != nil {
+		return fmt.Errorf("demo: DKIM key for reports: %w", err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -220,6 +231,14 @@ func Run(ctx context.Context, o Options) error {
 	mu.Unlock()
 	tw.Flush()
 	fmt.Fprintln(out, "\nDeferred messages stay queued and are retried; under enforce they are never sent in clear text or to an unlisted MX.")
+
+	fmt.Fprintln(out, "\nTLS reports (RFC 8460) for today so far, as the domains received them:")
+	reports, err := sendReports(ctx, n, d, sinks)
+	if err != nil {
+		fmt.Fprintf(out, "  could not send the reports: %v\n", err)
+	} else {
+		printReports(out, reports)
+	}
 
 	if o.Keep {
 		fmt.Fprintf(out, "\n--keep: gateway SMTP on %s, data in %s. Press Ctrl-C to stop.\n", ln.Addr(), dir)

@@ -85,13 +85,23 @@ type SendResult struct {
 // _smtp._tls.<domain> and sends the gzipped report to each usable rua destination (at most MaxDestinations).
 // It is idempotent: a report is handled once, and later calls only report "already-handled".
 func (r *Reporter) SendDay(ctx context.Context, day time.Time) (SendResult, error) {
+	return r.sendDay(ctx, day, false)
+}
+
+// SendPartialDay sends the reports of a day that has not ended yet (`mxgate tlsrpt send --today`, the
+// demo). The day is then handled: sessions recorded later that day are never reported.
+func (r *Reporter) SendPartialDay(ctx context.Context, day time.Time) (SendResult, error) {
+	return r.sendDay(ctx, day, true)
+}
+
+func (r *Reporter) sendDay(ctx context.Context, day time.Time, partial bool) (SendResult, error) {
 	c, err := r.init(ctx)
 	if err != nil {
 		return SendResult{}, err
 	}
 	day = Day(day)
 	res := SendResult{Day: day}
-	if r.now().Before(day.AddDate(0, 0, 1)) {
+	if !partial && r.now().Before(day.AddDate(0, 0, 1)) {
 		// RFC 8460 Section 4.1: a report covers a whole day; sending early would lose the rest of it.
 		return res, fmt.Errorf("%w: %s", ErrDayNotOver, day.Format(dayFormat))
 	}
