@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +28,7 @@ import (
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/metrics"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
@@ -71,6 +73,7 @@ type Daemon struct {
 	Recorder      *tlsreport.Recorder
 	httpClient    *http.Client
 	reports       reportLoop
+	Metrics       *metrics.Metrics
 
 	settings atomic.Pointer[tlspolicy.Settings]
 	routes   atomic.Pointer[[]delivery.Route]
@@ -183,8 +186,13 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
 		Logger:              log.With("component", "delivery"),
 		Now:                 now,
-		Events:              o.OnDelivery,
-		Recorder:            gatedRecorder{d: d, rec: d.Recorder},
+		Events: func(ev delivery.Event) {
+			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, ev.Result.ResultType)
+			if o.OnDelivery != nil {
+				o.OnDelivery(ev)
+			}
+		},
+		Recorder: gatedRecorder{d: d, rec: d.Recorder},
 	}
 	if src := cfg.Delivery.SourceAddr(); src.IsValid() {
 		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
@@ -213,6 +221,35 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 
+	d.Metrics = metrics.New(metrics.Sources{
+		Queue: func(ctx context.Context) (int, int, int, int64, time.Time, error) {
+			st, err := d.Queue.Stats(ctx)
+			return st.QueuedMessages, st.QueuedRecipients, st.InFlight, st.Quarantined, st.Oldest, err
+		},
+		STSCache: func() (map[string]int, map[string]uint64) {
+			st := d.STS.Stats()
+			byMode := map[string]int{}
+			for m, n := range st.Entries {
+				byMode[string(m)] = n
+			}
+			fetches := map[string]uint64{}
+			var failed uint64
+			for rt, n := range st.FetchFailures {
+				fetches[string(rt)] = n
+				failed += n
+			}
+			fetches["ok"] = st.Fetches - min(failed, st.Fetches)
+			return byMode, fetches
+		},
+		Generations: func() (int, int) {
+			g := d.settingsStore.Current().Generation
+			return g, g
+		},
+		TLSRPTDropped: d.Recorder.Dropped,
+		Now:           now,
+	})
+	d.settingsStore.Watch(func(settings.Snapshot) { d.Metrics.SettingsCmts.Inc() })
+
 	var srvTLS *tls.Config
 	if cfg.SMTP.StartTLS() {
 		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCertFile, cfg.SMTP.TLSKeyFile)
@@ -236,7 +273,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		RatePerIP:       cfg.SMTP.MessagesPerMinutePerIP,
 		Now:             now,
 		TempError:       submitError,
-	}, d.Queue, log.With("component", "smtp"))
+	}, countingSubmitter{d.Queue, d}, log.With("component", "smtp"))
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -327,6 +364,20 @@ func (d *Daemon) Close() error {
 
 // Settings returns the committed settings store.
 func (d *Daemon) Settings() *settings.Store { return d.settingsStore }
+
+// countingSubmitter counts messages acknowledged by intake.
+type countingSubmitter struct {
+	q *queue.Queue
+	d *Daemon
+}
+
+func (c countingSubmitter) Submit(ctx context.Context, env queue.Envelope, body io.Reader) (string, error) {
+	id, err := c.q.Submit(ctx, env, body)
+	if err == nil {
+		c.d.Metrics.Accepted.Inc()
+	}
+	return id, err
+}
 
 // seedFromConfig turns the bootstrap file's [settings] and [[domain]] tables into the first generation.
 func seedFromConfig(cfg *config.Config) map[string]string {

@@ -26,6 +26,11 @@ type gatedRecorder struct {
 func (g gatedRecorder) Record(s tlsrpt.Session) {
 	if g.d.settingsStore.Current().Bool("Controller.EnableTLSRPT") {
 		g.rec.Record(s)
+		result := "success"
+		if !s.Success {
+			result = "failure"
+		}
+		g.d.Metrics.TLSRPTSess.WithLabelValues(string(s.Policy.Type), result).Inc()
 	}
 }
 
