@@ -349,7 +349,20 @@ func policyDeferral(host string, v tlspolicy.Verdict) queue.Result {
 	if v.Detail != "" {
 		text += ": " + v.Detail
 	}
-	return queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5", Text: text, RemoteMTA: host, ResultType: string(v.Failure)}
+	if text == "" {
+		text = v.ReasonCode
+	}
+	r := queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5", Text: text, RemoteMTA: host, ResultType: string(v.Failure)}
+	switch v.ReasonCode {
+	case "requiretls-mx-not-authenticated":
+		// RFC 8689 Section 4.2.1 step 2 (REQ-5): the MX name cannot be authenticated; retrying cannot help.
+		r.Outcome, r.Code, r.Enhanced = queue.Failed, 550, "5.7.10"
+	case "requiretls-not-offered":
+		// RFC 8689 Section 4.2.1 (REQ-8): 5.7.30, the server does not support REQUIRETLS. Spec: permanent once
+		// every MX has been tried, as recommended.
+		r.Outcome, r.Code, r.Enhanced = queue.Failed, 550, "5.7.30"
+	}
+	return r
 }
 
 // recordFailure records a failed session for TLS reporting.

@@ -1,0 +1,514 @@
+// Package admin implements mxgate's administration HTTP API: JSON under /api/v1 for the queue, the MTA-STS
+// policy cache, policy explanations and node status, plus /healthz, /readyz and an optional /metrics. The
+// CLI's admin verbs are clients of this API (see Client); so is the web console.
+//
+// Every endpoint but GET /healthz requires "Authorization: Bearer <token>", where the token is the node's
+// admin token (see LoadOrCreateToken). Every state-changing endpoint is POST or DELETE. Errors are JSON
+// objects {"error": "..."} with a status code that says whose fault it was.
+//
+// It deliberately does not own the HTTP listener's address, TLS, or login sessions for browsers: the daemon
+// binds the listener (loopback by default) and the console adds its own login on top of this handler.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/queue"
+)
+
+// QueueAPI is what the API needs of the queue; *queue.Queue implements it.
+type QueueAPI interface {
+	List(ctx context.Context, f queue.Filter) ([]queue.MessageInfo, error)
+	Get(ctx context.Context, id string) (queue.MessageDetail, error)
+	Summary(ctx context.Context) (queue.Summary, error)
+	Retry(ctx context.Context, id string) error
+	Hold(ctx context.Context, id string) error
+	Release(ctx context.Context, id string) error
+	Delete(ctx context.Context, id string) error
+	Bounce(ctx context.Context, id string) error
+}
+
+// STSCacheAPI is what the API needs of the MTA-STS policy cache; *mtastscache.Cache implements it.
+type STSCacheAPI interface {
+	List(ctx context.Context) ([]mtastscache.Entry, error)
+	Show(ctx context.Context, domain address.Domain) (mtastscache.Entry, error)
+	Refresh(ctx context.Context, domain address.Domain) (mtastscache.Entry, error)
+	Flush(ctx context.Context, domain address.Domain) error
+}
+
+// MinTokenLength is the shortest token New accepts; LoadOrCreateToken makes 64 hex digits.
+const MinTokenLength = 16
+
+// MaxListLimit is the largest limit GET /api/v1/queue accepts.
+const MaxListLimit = 10000
+
+// Options configures a Server. Token, Queue and STS are required.
+type Options struct {
+	// Token is the bearer token every endpoint but /healthz requires.
+	Token string
+	Queue QueueAPI
+	STS   STSCacheAPI
+	// Explain answers GET /api/v1/policy/{domain}: the TLS policy that applies to domain and why. Its result
+	// is sent as JSON. Nil means the endpoint answers 501. An error wrapping address.ErrSyntax is a 400,
+	// dnsx.ErrTemporary or dnsx.ErrNotFound a 502.
+	Explain func(ctx context.Context, domain string) (any, error)
+	// Status answers GET /api/v1/status; its result is sent as JSON. Nil means the endpoint answers 501.
+	Status func(ctx context.Context) (any, error)
+	// Ready answers GET /readyz: nil error means ready (200), otherwise 503 with the error. Nil means always
+	// ready once the handler serves.
+	Ready func(ctx context.Context) error
+	// Metrics, when set, is served at GET /metrics (behind the token like the rest).
+	Metrics http.Handler
+	Logger  *slog.Logger
+	// Now is the clock (for the "expired" flag of cached policies); nil means time.Now.
+	Now func() time.Time
+}
+
+// Server is the admin API. It is safe for concurrent use.
+type Server struct {
+	opts      Options
+	tokenHash [sha256.Size]byte
+	log       *slog.Logger
+	now       func() time.Time
+	mux       *http.ServeMux
+}
+
+// New checks o and builds the API's routes.
+func New(o Options) (*Server, error) {
+	var errs []error
+	if len(o.Token) < MinTokenLength {
+		errs = append(errs, fmt.Errorf("admin: token must be at least %d characters", MinTokenLength))
+	}
+	if o.Queue == nil {
+		errs = append(errs, errors.New("admin: Options.Queue is required"))
+	}
+	if o.STS == nil {
+		errs = append(errs, errors.New("admin: Options.STS is required"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	s := &Server{opts: o, tokenHash: sha256.Sum256([]byte(o.Token)), log: o.Logger, now: o.Now, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /readyz", s.readyz)
+	if s.opts.Metrics != nil {
+		m.Handle("GET /metrics", s.opts.Metrics)
+	}
+	m.HandleFunc("GET /api/v1/queue", s.queueList)
+	m.HandleFunc("GET /api/v1/queue/summary", s.queueSummary)
+	m.HandleFunc("GET /api/v1/queue/{id}", s.queueShow)
+	m.HandleFunc("POST /api/v1/queue/{id}/retry", s.queueAction("retry", s.opts.Queue.Retry))
+	m.HandleFunc("POST /api/v1/queue/{id}/hold", s.queueAction("hold", s.opts.Queue.Hold))
+	m.HandleFunc("POST /api/v1/queue/{id}/release", s.queueAction("release", s.opts.Queue.Release))
+	m.HandleFunc("POST /api/v1/queue/{id}/bounce", s.queueAction("bounce", s.opts.Queue.Bounce))
+	m.HandleFunc("DELETE /api/v1/queue/{id}", s.queueAction("delete", s.opts.Queue.Delete))
+	m.HandleFunc("GET /api/v1/sts/cache", s.stsList)
+	m.HandleFunc("GET /api/v1/sts/cache/{domain}", s.stsShow)
+	m.HandleFunc("POST /api/v1/sts/cache/{domain}/refresh", s.stsRefresh)
+	m.HandleFunc("DELETE /api/v1/sts/cache/{domain}", s.stsFlush)
+	m.HandleFunc("GET /api/v1/policy/{domain}", s.policyExplain)
+	m.HandleFunc("GET /api/v1/status", s.status)
+}
+
+// Handler returns the API's HTTP handler.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	// Only the liveness probe is open: it says nothing but "the process answers".
+	if !(r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead)) && !s.authorized(r) {
+		s.log.Warn("admin: unauthorized request", "method", r.Method, "path", r.URL.Path, "ip", remoteIP(r))
+		h.Set("WWW-Authenticate", `Bearer realm="mxgate"`)
+		writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
+		return
+	}
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		// No route: let the mux decide between 404 and 405 (and the Allow header), but answer in JSON.
+		rec := &statusRecorder{header: http.Header{}}
+		s.mux.ServeHTTP(rec, r)
+		if allow := rec.header.Get("Allow"); allow != "" {
+			h.Set("Allow", allow)
+		}
+		if rec.code == http.StatusMethodNotAllowed {
+			writeError(w, rec.code, fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path))
+			return
+		}
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// authorized reports whether r carries the admin token. Both sides are hashed first so that the comparison
+// takes the same time whatever the presented token's length.
+func (s *Server) authorized(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	return subtle.ConstantTimeCompare(got[:], s.tokenHash[:]) == 1
+}
+
+// statusRecorder captures what the mux's own 404 and 405 handlers write.
+type statusRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(code int)        { r.code = code }
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(r.Context()); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "not ready: "+err.Error())
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// parseFilter reads the query of GET /api/v1/queue. Unknown parameters are errors so that a typo does not
+// silently list everything.
+func parseFilter(r *http.Request) (queue.Filter, error) {
+	var f queue.Filter
+	for key, vals := range r.URL.Query() {
+		if len(vals) != 1 {
+			return f, fmt.Errorf("query parameter %q given %d times", key, len(vals))
+		}
+		v := vals[0]
+		switch key {
+		case "domain":
+			if v == "" {
+				continue
+			}
+			d, err := address.ParseDomain(v)
+			if err != nil {
+				return f, fmt.Errorf("invalid domain parameter: %w", err)
+			}
+			f.Domain = d.String()
+		case "sender":
+			f.Sender = v
+		case "state":
+			switch v {
+			case "", "queued", "delivered", "failed", "quarantined":
+			default:
+				return f, fmt.Errorf("invalid state parameter %q: want queued, delivered, failed or quarantined", v)
+			}
+			f.State = v
+		case "held":
+			if v == "" {
+				continue
+			}
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return f, fmt.Errorf("invalid held parameter %q: want true or false", v)
+			}
+			f.HeldOnly = b
+		case "limit":
+			if v == "" {
+				continue
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > MaxListLimit {
+				return f, fmt.Errorf("invalid limit parameter %q: want a number from 1 to %d", v, MaxListLimit)
+			}
+			f.Limit = n
+		default:
+			return f, fmt.Errorf("unknown query parameter %q (known: domain, sender, state, held, limit)", key)
+		}
+	}
+	return f, nil
+}
+
+func (s *Server) queueList(w http.ResponseWriter, r *http.Request) {
+	f, err := parseFilter(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	list, err := s.opts.Queue.List(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := make([]Message, 0, len(list))
+	for _, mi := range list {
+		out = append(out, messageDTO(mi))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) queueSummary(w http.ResponseWriter, r *http.Request) {
+	sum, err := s.opts.Queue.Summary(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, summaryDTO(sum))
+}
+
+// messageID returns the {id} path value if it looks like a queue id at all; the queue decides whether it
+// exists.
+func messageID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if id == "" || len(id) > 128 {
+		return "", fmt.Errorf("invalid message id %q", id)
+	}
+	for _, c := range id {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '-' || c == '_' || c == '.') {
+			return "", fmt.Errorf("invalid message id %q: only letters, digits, '-', '_' and '.' are allowed", id)
+		}
+	}
+	return id, nil
+}
+
+func (s *Server) queueShow(w http.ResponseWriter, r *http.Request) {
+	id, err := messageID(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	d, err := s.opts.Queue.Get(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, detailDTO(d))
+}
+
+func (s *Server) queueAction(action string, do func(context.Context, string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id, err := messageID(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if err := do(r.Context(), id); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.log.Info("admin: queue "+action, "msg_id", id, "ip", remoteIP(r))
+		writeJSON(w, http.StatusOK, ActionResult{Action: action, ID: id})
+	}
+}
+
+// domainParam parses the {domain} path value.
+func domainParam(r *http.Request) (address.Domain, error) {
+	d, err := address.ParseDomain(r.PathValue("domain"))
+	if err != nil {
+		return d, fmt.Errorf("invalid domain: %w", err)
+	}
+	return d, nil
+}
+
+func (s *Server) stsList(w http.ResponseWriter, r *http.Request) {
+	list, err := s.opts.STS.List(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	now := s.now()
+	out := make([]STSEntry, 0, len(list))
+	for _, e := range list {
+		out = append(out, stsEntryDTO(e, now))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) stsShow(w http.ResponseWriter, r *http.Request) {
+	d, err := domainParam(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	e, err := s.opts.STS.Show(r.Context(), d)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, stsEntryDTO(e, s.now()))
+}
+
+func (s *Server) stsRefresh(w http.ResponseWriter, r *http.Request) {
+	d, err := domainParam(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	e, err := s.opts.STS.Refresh(r.Context(), d)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("admin: sts cache refresh", "domain", d.String(), "ip", remoteIP(r))
+	writeJSON(w, http.StatusOK, stsEntryDTO(e, s.now()))
+}
+
+func (s *Server) stsFlush(w http.ResponseWriter, r *http.Request) {
+	d, err := domainParam(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := s.opts.STS.Flush(r.Context(), d); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("admin: sts cache flush", "domain", d.String(), "ip", remoteIP(r))
+	writeJSON(w, http.StatusOK, ActionResult{Action: "flush", Domain: d.String()})
+}
+
+func (s *Server) policyExplain(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Explain == nil {
+		writeError(w, http.StatusNotImplemented, "policy explain is not available on this node")
+		return
+	}
+	d, err := domainParam(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	v, err := s.opts.Explain(r.Context(), d.String())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Status == nil {
+		writeError(w, http.StatusNotImplemented, "status is not available on this node")
+		return
+	}
+	v, err := s.opts.Status(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// statusOf maps an error from a collaborator to an HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached):
+		return http.StatusNotFound
+	case errors.Is(err, address.ErrSyntax):
+		return http.StatusBadRequest
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	// A refresh or explanation that failed out there (DNS, the policy host, the policy itself) is not
+	// this node's fault.
+	case errors.Is(err, dnsx.ErrTemporary), errors.Is(err, dnsx.ErrNotFound),
+		errors.Is(err, mtasts.ErrNoRecord), errors.Is(err, mtasts.ErrMultipleRecords),
+		errors.Is(err, mtasts.ErrRecordInvalid), errors.Is(err, mtasts.ErrPolicyInvalid),
+		errors.Is(err, mtasts.ErrFetch), errors.Is(err, mtasts.ErrWebPKI), errors.Is(err, mtasts.ErrForbiddenAddress):
+		return http.StatusBadGateway
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// fail answers with err; server-side failures are logged here, where they are finally handled.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code := statusOf(err)
+	if code >= 500 {
+		s.log.Error("admin: request failed", "method", r.Method, "path", r.URL.Path, "status", code, "err", err)
+	}
+	writeError(w, code, err.Error())
+}
+
+// errorBody is the JSON of every error response.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		code = http.StatusInternalServerError
+		b, _ = json.Marshal(errorBody{Error: "admin: encoding response: " + err.Error()})
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Serve serves the API on ln until ctx ends, then shuts down gracefully (requests in progress get up to five
+// seconds). It returns nil after a shutdown caused by ctx.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// A policy refresh may wait for DNS and an HTTPS fetch.
+		WriteTimeout:   2 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin: serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	<-errc
+	if err != nil {
+		return fmt.Errorf("admin: shutdown: %w", err)
+	}
+	return nil
+}
