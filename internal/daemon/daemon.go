@@ -25,6 +25,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/dnsx"
@@ -74,11 +75,15 @@ type Daemon struct {
 	httpClient    *http.Client
 	reports       reportLoop
 	Metrics       *metrics.Metrics
+	Admin         *admin.Server
+	started       time.Time
 
 	settings atomic.Pointer[tlspolicy.Settings]
-	routes   atomic.Pointer[[]delivery.Route]
+	// running is the settings generation the TLS decision point uses.
+	running atomic.Int64
+	routes  atomic.Pointer[[]delivery.Route]
 
-	smtpLn net.Listener
+	smtpLn, adminLn net.Listener
 }
 
 // New builds the gateway; nothing runs until Run.
@@ -154,8 +159,10 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.settings.Store(policySettings(d.settingsStore.Current()))
+	d.running.Store(int64(d.settingsStore.Current().Generation))
 	d.settingsStore.Watch(func(s settings.Snapshot) {
 		d.settings.Store(policySettings(s))
+		d.running.Store(int64(s.Generation))
 		log.Info("settings committed", "generation", s.Generation)
 	})
 	d.Recorder, err = tlsreport.NewRecorder(ctx, db, tlsreport.RecorderOptions{Now: now, Logger: log.With("component", "tlsreport")})
@@ -242,8 +249,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 			return byMode, fetches
 		},
 		Generations: func() (int, int) {
-			g := d.settingsStore.Current().Generation
-			return g, g
+			return d.settingsStore.Current().Generation, d.runningGeneration()
 		},
 		TLSRPTDropped: d.Recorder.Dropped,
 		Now:           now,
@@ -278,7 +284,35 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		db.Close()
 		return nil, err
 	}
-	d.smtpLn = o.SMTPListener
+	d.smtpLn, d.adminLn = o.SMTPListener, o.AdminListener
+
+	tok, created, err := admin.LoadOrCreateToken(cfg.Data.Dir)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	tokPath := admin.TokenPath(cfg.Data.Dir)
+	if created {
+		log.Info("admin token created", "file", tokPath)
+	}
+	if admin.TokenFileInsecure(tokPath) {
+		log.Warn("admin token file is readable by group or others: chmod 600 it", "file", tokPath)
+	}
+	d.Admin, err = admin.New(admin.Options{
+		Token:   tok,
+		Queue:   d.Queue,
+		STS:     d.STS,
+		Metrics: d.Metrics.Handler(),
+		Logger:  log.With("component", "admin"),
+		Now:     now,
+		Explain: func(ctx context.Context, domain string) (any, error) { return d.Explain(ctx, domain) },
+		Status:  func(ctx context.Context) (any, error) { return d.Status(ctx) },
+		Ready:   d.ready,
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -299,16 +333,30 @@ func (d *Daemon) SMTPAddr() string {
 	return d.smtpLn.Addr().String()
 }
 
-// Listen binds the SMTP listener if it is not bound yet.
+// AdminAddr is the address the admin API listens on (after Listen).
+func (d *Daemon) AdminAddr() string {
+	if d.adminLn == nil {
+		return ""
+	}
+	return d.adminLn.Addr().String()
+}
+
+// Listen binds the SMTP and admin listeners that are not bound yet, so that a port clash fails at start.
 func (d *Daemon) Listen() error {
-	if d.smtpLn != nil {
-		return nil
+	if d.smtpLn == nil {
+		ln, err := net.Listen("tcp", d.cfg.SMTP.Listen)
+		if err != nil {
+			return fmt.Errorf("smtp.listen: %w", err)
+		}
+		d.smtpLn = ln
 	}
-	ln, err := net.Listen("tcp", d.cfg.SMTP.Listen)
-	if err != nil {
-		return fmt.Errorf("smtp.listen: %w", err)
+	if d.adminLn == nil {
+		ln, err := net.Listen("tcp", d.cfg.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		d.adminLn = ln
 	}
-	d.smtpLn = ln
 	return nil
 }
 
@@ -319,10 +367,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return err
 	}
 	var wg sync.WaitGroup
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	wg.Add(3)
+	d.started = d.now()
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		if err := d.Admin.Serve(runCtx, d.adminLn); err != nil && runCtx.Err() == nil {
+			errc <- fmt.Errorf("admin: %w", err)
+			cancel()
+		}
+	}()
 	go func() { defer wg.Done(); errc <- d.Queue.Run(runCtx) }()
 	go func() { defer wg.Done(); d.STS.Run(runCtx) }()
 	d.restartReports(runCtx, d.settingsStore.Current())
@@ -334,7 +390,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 			cancel()
 		}
 	}()
-	d.log.Info("mxgate running", "smtp", d.SMTPAddr(), "data_dir", d.cfg.Data.Dir)
+	d.log.Info("mxgate running", "smtp", d.SMTPAddr(), "admin", d.AdminAddr(), "data_dir", d.cfg.Data.Dir,
+		"admin_token_file", admin.TokenPath(d.cfg.Data.Dir), "settings_generation", d.settingsStore.Current().Generation)
 	<-runCtx.Done()
 	shutdownCtx, done := context.WithTimeout(context.Background(), d.cfg.Queue.DrainTimeout.Duration()+5*time.Second)
 	defer done()
@@ -361,6 +418,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 func (d *Daemon) Close() error {
 	return d.DB.Close()
 }
+
+func (d *Daemon) runningGeneration() int { return int(d.running.Load()) }
 
 // Settings returns the committed settings store.
 func (d *Daemon) Settings() *settings.Store { return d.settingsStore }

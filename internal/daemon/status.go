@@ -1,0 +1,64 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/queue"
+)
+
+// Status is `mxgate status`.
+type Status struct {
+	Node       string `json:"node"`
+	SMTP       string `json:"smtp"`
+	Admin      string `json:"admin"`
+	DataDir    string `json:"data_dir"`
+	Uptime     string `json:"uptime"`
+	Generation struct {
+		Committed int `json:"committed"`
+		Running   int `json:"running"`
+	} `json:"settings_generation"`
+	EnableMTASTS bool           `json:"Sender.EnableMTASTS"`
+	EnableTLSRPT bool           `json:"Controller.EnableTLSRPT"`
+	Queue        queue.Summary  `json:"queue"`
+	STSCache     map[string]int `json:"mtasts_cache_entries"`
+}
+
+// Status reports the node's state.
+func (d *Daemon) Status(ctx context.Context) (Status, error) {
+	var s Status
+	s.Node, s.SMTP, s.Admin, s.DataDir = d.cfg.Node, d.SMTPAddr(), d.AdminAddr(), d.cfg.Data.Dir
+	if !d.started.IsZero() {
+		s.Uptime = d.now().Sub(d.started).Round(time.Second).String()
+	}
+	snap := d.settingsStore.Current()
+	// A single node runs what is committed the moment the commit returns (settings.Store.Watch).
+	s.Generation.Committed, s.Generation.Running = snap.Generation, d.runningGeneration()
+	s.EnableMTASTS, s.EnableTLSRPT = snap.Bool("Sender.EnableMTASTS"), snap.Bool("Controller.EnableTLSRPT")
+	var err error
+	if s.Queue, err = d.Queue.Summary(ctx); err != nil {
+		return s, err
+	}
+	s.STSCache = map[string]int{}
+	for m, n := range d.STS.Stats().Entries {
+		s.STSCache[string(m)] = n
+	}
+	return s, nil
+}
+
+// ready checks that the store answers and the spool is writable.
+func (d *Daemon) ready(ctx context.Context) error {
+	if err := d.DB.PingContext(ctx); err != nil {
+		return fmt.Errorf("state store: %w", err)
+	}
+	f, err := os.CreateTemp(filepath.Join(d.cfg.Data.Dir, "spool"), ".ready-*")
+	if err != nil {
+		return fmt.Errorf("spool not writable: %w", err)
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
