@@ -2,6 +2,7 @@ package depspin
 
 import (
 	_ "github.com/BurntSushi/toml"
+	_ "github.com/chromedp/chromedp"
 	_ "github.com/emersion/go-message"
 	_ "github.com/emersion/go-msgauth/dkim"
 	_ "github.com/emersion/go-sasl"
