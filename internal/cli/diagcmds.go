@@ -27,7 +27,7 @@ const exitBlocked = 2
 // which other files share (sts cache ...). They run in this process with the configuration's resolver,
 // trust store and ports; they do not go through the daemon.
 func addDiagCommands(root *cobra.Command, g *globals) {
-	sts := diagParent(root, "sts", "MTA-STS (RFC 8461) policies")
+	sts := parentCmd(root, "sts", "MTA-STS (RFC 8461) policies")
 	timeout := diag.DefaultTimeout
 	lookup := &cobra.Command{
 		Use:   "lookup DOMAIN",
@@ -62,18 +62,6 @@ func addDiagCommands(root *cobra.Command, g *globals) {
 		c.Flags().DurationVar(&timeout, "timeout", diag.DefaultTimeout, "bound for the policy fetch and for each MX session")
 	}
 	sts.AddCommand(lookup, test)
-}
-
-// diagParent returns root's subcommand name, adding it if no other file has yet.
-func diagParent(root *cobra.Command, name, short string) *cobra.Command {
-	for _, c := range root.Commands() {
-		if c.Name() == name {
-			return c
-		}
-	}
-	c := &cobra.Command{Use: name, Short: short}
-	root.AddCommand(c)
-	return c
 }
 
 // diagReport is what both diagnostics return.
