@@ -94,15 +94,15 @@ type MessageDetail struct {
 // Summary is the queue at a glance.
 type Summary struct {
 	// RecipientsByState counts recipients of messages still in the queue by state.
-	RecipientsByState map[string]int
+	RecipientsByState map[string]int `json:"recipients_by_state"`
 	// QueuedByDomain counts queued recipients by domain.
-	QueuedByDomain map[string]int
-	Messages       int
-	Held           int
+	QueuedByDomain map[string]int `json:"queued_by_domain"`
+	Messages       int            `json:"messages"`
+	Held           int            `json:"held"`
 	// Oldest is when the oldest message with a queued recipient was received; OldestAge its age.
-	Oldest    time.Time
-	OldestAge time.Duration
-	InFlight  int
+	Oldest    time.Time     `json:"oldest"`
+	OldestAge time.Duration `json:"oldest_age_ns"`
+	InFlight  int           `json:"in_flight"`
 }
 
 // Stats are the figures for metrics.
