@@ -1,0 +1,182 @@
+package settings
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/mxgate/mxgate/internal/store"
+)
+
+func openStore(t *testing.T, path string, seed map[string]string) *Store {
+	t.Helper()
+	db, err := store.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	s, err := Open(context.Background(), db, seed, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestSeedIsGenerationOne(t *testing.T) {
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"), map[string]string{"Sender.EnableMTASTS": "false", "Domain.Bücher.example.TLS": "required-verify"})
+	cur := s.Current()
+	if cur.Generation != 1 || cur.Bool("Sender.EnableMTASTS") || !cur.Bool("Controller.EnableTLSRPT") {
+		t.Fatalf("generation 1 = %+v", cur)
+	}
+	if diff := cmp.Diff(map[string]string{"xn--bcher-kva.example": "required-verify"}, cur.DomainRules()); diff != "" {
+		t.Errorf("domain rules (-want +got):\n%s", diff)
+	}
+}
+
+func TestBadSeedNamesTheKey(t *testing.T) {
+	db, err := store.OpenSQLite(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_, err = Open(context.Background(), db, map[string]string{"Sender.EnableMTAST": "true"}, nil)
+	if !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("Open with an unknown seed key = %v, want ErrUnknownKey", err)
+	}
+}
+
+func TestStageDiffCommitRollback(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	s := openStore(t, path, nil)
+	var seen []int
+	s.Watch(func(snap Snapshot) { seen = append(seen, snap.Generation) })
+
+	if _, err := s.Commit(ctx, "nothing", "t"); !errors.Is(err, ErrNoChanges) {
+		t.Fatalf("Commit with nothing staged = %v, want ErrNoChanges", err)
+	}
+	for _, kv := range [][2]string{{"Sender.EnableMTASTS", "false"}, {"Domain.example.com.TLS", "required-verify"}, {"TLSRPT.OrganizationName", "Acme"}} {
+		if err := s.Set(ctx, kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Staged changes are not in force.
+	if !s.Current().Bool("Sender.EnableMTASTS") {
+		t.Fatal("a staged change took effect before the commit")
+	}
+	diff, err := s.Diff(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Change{
+		{Key: "Domain.example.com.TLS", New: "required-verify", NewSet: true},
+		{Key: "Sender.EnableMTASTS", New: "false", NewSet: true},
+		{Key: "TLSRPT.OrganizationName", New: "Acme", NewSet: true},
+	}
+	if d := cmp.Diff(want, diff); d != "" {
+		t.Fatalf("diff (-want +got):\n%s", d)
+	}
+	snap, err := s.Commit(ctx, "tighten example.com", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Generation != 2 || snap.Bool("Sender.EnableMTASTS") || snap.DomainRules()["example.com"] != "required-verify" {
+		t.Fatalf("generation 2 = %+v", snap)
+	}
+	if d, _ := s.Diff(ctx); len(d) != 0 {
+		t.Fatalf("staged changes left after commit: %+v", d)
+	}
+
+	if err := s.Unset(ctx, "TLSRPT.OrganizationName"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(ctx, "default organisation", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Current().Get("TLSRPT.OrganizationName"); got != "" {
+		t.Fatalf("after unset = %q, want the default", got)
+	}
+
+	snap, err = s.Rollback(ctx, 1, "", "bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Generation != 4 || !snap.Bool("Sender.EnableMTASTS") || len(snap.DomainRules()) != 0 {
+		t.Fatalf("rollback to 1 = %+v", snap)
+	}
+	hist, err := s.History(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 4 || hist[0].RollbackOf != 1 || hist[0].Note != "rollback to generation 1" || hist[2].Author != "alice" {
+		t.Fatalf("history = %+v", hist)
+	}
+	if _, err := s.Rollback(ctx, 99, "", "bob"); !errors.Is(err, ErrNoGeneration) {
+		t.Errorf("rollback to 99 = %v, want ErrNoGeneration", err)
+	}
+	if d := cmp.Diff([]int{2, 3, 4}, seen); d != "" {
+		t.Errorf("watchers saw (-want +got):\n%s", d)
+	}
+
+	// Generations survive a restart.
+	s2 := openStore(t, path, map[string]string{"Sender.EnableMTASTS": "false"})
+	if s2.Current().Generation != 4 || !s2.Current().Bool("Sender.EnableMTASTS") {
+		t.Errorf("after reopen = %+v, want generation 4 (the seed applies only to a new store)", s2.Current())
+	}
+}
+
+func TestRefusesUnknownAndIllTyped(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"), nil)
+	tests := []struct {
+		key, value string
+		want       error
+	}{
+		{"Sender.EnableMTASTs", "true", ErrUnknownKey},
+		{"Sender.EnableMTASTS", "yes please", ErrInvalidValue},
+		{"TLSRPT.MaxDestinations", "-1", ErrInvalidValue},
+		{"TLSRPT.OrganizationName", "Acme\r\nBcc: x", ErrInvalidValue},
+		{"Domain.example.com.TLS", "secure", ErrInvalidValue},
+		{"Sender.EnableDANE", "true", ErrInvalidValue},
+	}
+	for _, tc := range tests {
+		if err := s.Set(ctx, tc.key, tc.value); !errors.Is(err, tc.want) {
+			t.Errorf("Set(%q, %q) = %v, want %v", tc.key, tc.value, err, tc.want)
+		}
+	}
+	if err := s.Set(ctx, "Domain.bad..domain.TLS", "required"); err == nil {
+		t.Error("a malformed domain rule was accepted")
+	}
+	if d, _ := s.Diff(ctx); len(d) != 0 {
+		t.Errorf("refused changes were staged: %+v", d)
+	}
+}
+
+func TestApplyStagesWholeDocument(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"), map[string]string{"Domain.old.example.TLS": "required"})
+	if err := s.Apply(ctx, map[string]string{"Sender.EnableMTASTS": "true", "Domain.new.example.TLS": "required-verify"}); err != nil {
+		t.Fatal(err)
+	}
+	diff, _ := s.Diff(ctx)
+	want := []Change{
+		{Key: "Domain.new.example.TLS", New: "required-verify", NewSet: true},
+		{Key: "Domain.old.example.TLS", Old: "required", OldSet: true},
+		{Key: "Sender.EnableMTASTS", New: "true", NewSet: true},
+	}
+	if d := cmp.Diff(want, diff); d != "" {
+		t.Fatalf("diff (-want +got):\n%s", d)
+	}
+	if err := s.Apply(ctx, map[string]string{"Bogus.Key": "1", "Sender.EnableMTASTS": "maybe"}); err == nil {
+		t.Fatal("Apply with bad keys succeeded")
+	}
+	// A refused document leaves the earlier staging untouched.
+	if d, _ := s.Diff(ctx); len(d) != 3 {
+		t.Errorf("after a refused Apply, %d staged changes, want 3", len(d))
+	}
+}
