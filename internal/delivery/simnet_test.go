@@ -391,3 +391,20 @@ func TestStaticRouteIgnoresMTASTS_STS2(t *testing.T) {
 		t.Errorf("static route sessions recorded for TLS reporting: %+v", h.rec.sessions)
 	}
 }
+
+// RFC 8460 Section 3 (RPT-32): deliveries of TLS reports are never recorded, so reports never cause reports.
+func TestReportMailIsNotRecorded_RPT32(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{STARTTLS: simnet.NotOffered})
+	h.sts("example.com", "1", "version: STSv1\nmode: testing\nmx: mx1.example.com\nmax_age: 604800\n")
+	j := job("r1", "tlsrpt@example.com")
+	j.Report = true
+	r := one(t, h.deliver("example.com", j))
+	if r.Outcome != queue.Delivered || len(mx1.Messages()) != 1 {
+		t.Fatalf("result = %+v, want the report delivered", r)
+	}
+	if len(h.rec.sessions) != 0 {
+		t.Errorf("the delivery of a report was recorded: %+v", h.rec.sessions)
+	}
+}

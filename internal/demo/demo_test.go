@@ -1,0 +1,52 @@
+package demo
+
+import (
+	"bytes"
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The demo is the product's own end-to-end story: run it and check every row it prints.
+func TestDemoShowsEveryCase(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	if err := Run(ctx, Options{Out: &out}); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	rows := []string{
+		`plain\.example .* opportunistic +mx\.plain\.example +none +delivered`,
+		`tls\.example .* opportunistic +mx\.tls\.example +verified TLS 1\.3 +delivered`,
+		`selfsigned\.example .* opportunistic +mx\.selfsigned\.example +unverified TLS 1\.3 +delivered`,
+		`strict\.example .* required-verify +mx\.strict\.example +- +deferred +certificate-not-trusted`,
+		`enforce\.example .* mta-sts enforce +mx\.enforce\.example +verified TLS 1\.3 +delivered`,
+		`expired\.example .* mta-sts enforce .* deferred +certificate-expired`,
+		`wrongname\.example .* mta-sts enforce .* deferred +certificate-host-mismatch`,
+		`nostarttls\.example .* mta-sts enforce .* deferred +starttls-not-supported`,
+		`unlisted\.example .* mta-sts enforce .* deferred +validation-failure`,
+		`testing\.example .* mta-sts testing +mx\.testing\.example +unverified TLS 1\.3 +delivered`,
+		// RPT: the testing-mode failure reaches the domain by signed mail, with the right type and counts.
+		`testing\.example +mail +pass d=gw\.demo\.example +sts +0 +1 +certificate-not-trusted x1 \(mx\.testing\.example\)`,
+		`enforce\.example +mail +pass d=gw\.demo\.example +sts +1 +0 +-`,
+		`enforce\.example +https +- +sts +1 +0 +-`,
+		`expired\.example +mail .* certificate-expired x1`,
+	}
+	for _, r := range rows {
+		if !regexp.MustCompile(r).MatchString(text) {
+			t.Errorf("demo output lacks a line matching %q", r)
+		}
+	}
+	// Reports go only to domains that publish _smtp._tls, and report mail itself is never reported.
+	for _, never := range []string{"reports.example  ", "plain.example     mail", "tls.example       mail"} {
+		if strings.Contains(text, never) {
+			t.Errorf("demo output unexpectedly contains %q", never)
+		}
+	}
+	if t.Failed() {
+		t.Logf("demo output:\n%s", text)
+	}
+}
