@@ -2,21 +2,17 @@ package cli
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/netip"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/diag"
-	"github.com/mxgate/mxgate/internal/dnsx"
-	"github.com/mxgate/mxgate/internal/mtasts"
 )
 
 // exitBlocked is the exit code of `sts lookup` and `sts test` when the domain's enforce policy would keep
@@ -107,49 +103,17 @@ func runDiag(ctx context.Context, g *globals, arg string, timeout time.Duration,
 // delivery's: the configured resolver, the policy HTTP client with its port and address restrictions, and
 // the system roots plus tls.ca_file.
 func diagEnv(cfg *config.Config, timeout time.Duration) (diag.Env, error) {
-	roots, err := diagRoots(cfg.TLS.CAFile)
+	out, err := daemon.NewOutbound(cfg, nil, nil)
 	if err != nil {
 		return diag.Env{}, err
 	}
-	resolver := &dnsx.Client{Timeout: cfg.DNS.Timeout.Duration()}
-	for _, ap := range cfg.DNS.ServerAddrs() {
-		resolver.Servers = append(resolver.Servers, ap.String())
-	}
-	httpClient := mtasts.NewHTTPClient(mtasts.ClientOptions{
-		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
-			ips, _, err := resolver.LookupIP(ctx, host)
-			return ips, err
-		},
-		Port:      cfg.MTASTS.HTTPSPort,
-		RootCAs:   roots,
-		CheckAddr: mtasts.PublicOnly(cfg.MTASTS.AllowPrefixes()),
-		Timeout:   cfg.MTASTS.FetchTimeout.Duration(),
-	})
 	return diag.Env{
-		Resolver: resolver,
-		HTTP:     httpClient,
-		Roots:    roots,
+		Resolver: out.Resolver,
+		HTTP:     out.HTTP,
+		Roots:    out.Roots,
 		Port:     cfg.Delivery.Port,
 		Hostname: cfg.Delivery.Hostname,
 		Timeout:  timeout,
 	}, nil
 }
 
-// diagRoots is the daemon's trust store: the system pool plus the PEM roots of tls.ca_file.
-func diagRoots(caFile string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile == "" {
-		return pool, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls.ca_file: %w", err)
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", caFile)
-	}
-	return pool, nil
-}

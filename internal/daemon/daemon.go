@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -111,35 +110,12 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	d.DB = db
 
-	roots := o.Roots
-	if roots == nil {
-		roots, err = trustStore(cfg.TLS.CAFile)
-		if err != nil {
-			db.Close()
-			return nil, err
-		}
+	out, err := NewOutbound(cfg, o.Roots, o.Resolver)
+	if err != nil {
+		db.Close()
+		return nil, err
 	}
-
-	resolver := o.Resolver
-	if resolver == nil {
-		c := &dnsx.Client{Timeout: cfg.DNS.Timeout.Duration()}
-		for _, ap := range cfg.DNS.ServerAddrs() {
-			c.Servers = append(c.Servers, ap.String())
-		}
-		resolver = c
-	}
-
-	lookupIP := func(ctx context.Context, host string) ([]netip.Addr, error) {
-		ips, _, err := resolver.LookupIP(ctx, host)
-		return ips, err
-	}
-	httpClient := mtasts.NewHTTPClient(mtasts.ClientOptions{
-		LookupIP:  lookupIP,
-		Port:      cfg.MTASTS.HTTPSPort,
-		RootCAs:   roots,
-		CheckAddr: mtasts.PublicOnly(cfg.MTASTS.AllowPrefixes()),
-		Timeout:   cfg.MTASTS.FetchTimeout.Duration(),
-	})
+	roots, resolver, httpClient := out.Roots, out.Resolver, out.HTTP
 	d.STS, err = mtastscache.New(ctx, mtastscache.Options{
 		DB:             db,
 		Resolver:       resolver,
@@ -475,24 +451,6 @@ func routesFromConfig(cfg *config.Config) []delivery.Route {
 		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl, AuthUser: r.AuthUser, AuthPassword: r.AuthPassword})
 	}
 	return out
-}
-
-func trustStore(caFile string) (*x509.CertPool, error) {
-	pool, err := x509.SystemCertPool()
-	if err != nil || pool == nil {
-		pool = x509.NewCertPool()
-	}
-	if caFile == "" {
-		return pool, nil
-	}
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("tls.ca_file: %w", err)
-	}
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", caFile)
-	}
-	return pool, nil
 }
 
 // stsSource adapts the policy cache to the decision point.
