@@ -116,4 +116,3 @@ func diagEnv(cfg *config.Config, timeout time.Duration) (diag.Env, error) {
 		Timeout:  timeout,
 	}, nil
 }
-
