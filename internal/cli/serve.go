@@ -25,6 +25,9 @@ func serveCmd(g *globals) *cobra.Command {
 			for _, w := range cfg.Warnings() {
 				log.Warn("configuration", "warning", w)
 			}
+			for _, w := range secretFileWarnings(g.configPath, cfg) {
+				log.Warn("file permissions", "warning", w)
+			}
 			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log})
 			if err != nil {
 				return err
@@ -68,4 +71,31 @@ func checkConfigCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// secretFileWarnings names the files holding secrets (the configuration when it has passwords, the SMTP TLS
+// key) that other users can read.
+func secretFileWarnings(configPath string, cfg *config.Config) []string {
+	var out []string
+	check := func(path, what string) {
+		if path == "" {
+			return
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			return
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			out = append(out, fmt.Sprintf("%s %s is readable by group or others (mode %v): chmod 600 it", what, path, fi.Mode().Perm()))
+		}
+	}
+	hasSecrets := len(cfg.SMTP.Users) > 0
+	for _, r := range cfg.Routes {
+		hasSecrets = hasSecrets || r.AuthPassword != ""
+	}
+	if hasSecrets {
+		check(configPath, "configuration file with passwords")
+	}
+	check(cfg.SMTP.TLSKeyFile, "TLS key file")
+	return out
 }
