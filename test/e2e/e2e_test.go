@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"regexp"
 	"sync"
@@ -21,10 +22,12 @@ type submitter struct {
 	acked map[string]bool
 }
 
-func (s *submitter) ack(tok string) {
+// ack records an acknowledged token and returns how many distinct tokens have been acknowledged.
+func (s *submitter) ack(tok string) int {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.acked[tok] = true
-	s.mu.Unlock()
+	return len(s.acked)
 }
 
 func (s *submitter) count() int {
@@ -102,7 +105,26 @@ func TestRestartWithQueuedMessages(t *testing.T) {
 // restarted; afterwards every acknowledged message reaches the receiver. Duplicates (a crash between the
 // receiver's 250 and our bookkeeping) are counted and printed.
 func TestCrashSafetySIGKILL(t *testing.T) {
-	const total, kills = 2000, 5
+	crashSafety(t, 2000, 5)
+}
+
+// The long variant (RELIABILITY.md): 10,000 messages, 8 clients, 20 SIGKILLs. MXGATE_LONG=1 runs it.
+func TestCrashSafetySIGKILLLong(t *testing.T) {
+	if os.Getenv("MXGATE_LONG") == "" {
+		t.Skip("set MXGATE_LONG=1 to run the 10,000-message, 20-SIGKILL crash test")
+	}
+	crashSafety(t, 10000, 20)
+}
+
+// inFlightBound is the most messages one gateway can have handed to a receiver without recording the
+// outcome: queue.concurrency batches of at most the default MaxBatch (50) messages (see writeConfig).
+const inFlightBound = 16 * 50
+
+// crashSafety submits total messages from 8 clients and SIGKILLs the gateway kills times at random
+// acknowledgement counts, restarting it each time; every acknowledged message must reach the receiver,
+// and duplicates must not exceed what can be in flight at the kills.
+func crashSafety(t *testing.T, total, kills int) {
+	started := time.Now()
 	n, err := simnet.New(simnet.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -115,41 +137,53 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	cfg := writeConfig(t, n, dir, "")
 	rnd := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	// Kill points are acknowledgement counts, at least 50 apart so that each falls in its own round.
 	killAt := map[int]bool{}
 	for len(killAt) < kills {
-		killAt[200+rnd.IntN(total-400)] = true
+		k := 200 + rnd.IntN(total-400)
+		near := false
+		for p := range killAt {
+			near = near || (p-k < 50 && k-p < 50)
+		}
+		if !near {
+			killAt[k] = true
+		}
 	}
 
 	sub := &submitter{acked: map[string]bool{}}
 	var next atomic.Int64
+	var killsDone atomic.Int64
 	var pendingMu sync.Mutex
 	var pending []string
 	for round := 0; ; round++ {
 		g := start(t, cfg)
 		var wg sync.WaitGroup
 		var killed atomic.Bool
+		onAck := func(tok string) {
+			if killAt[sub.ack(tok)] && killed.CompareAndSwap(false, true) {
+				killsDone.Add(1)
+				g.kill()
+			}
+		}
 		for c := 0; c < 8; c++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for !killed.Load() {
-					tok, i, ok := nextToken(&next, &pendingMu, &pending, total)
+					tok, ok := nextToken(&next, &pendingMu, &pending, total)
 					if !ok {
 						return
 					}
 					if err := send(g.smtp, "bob@example.com", tok); err != nil {
 						// Not acknowledged: submit it again, to this process or the next.
-						if !retry(tok, &killed, g, sub) {
+						if !retry(tok, &killed, g, onAck) {
 							pendingMu.Lock()
 							pending = append(pending, tok)
 							pendingMu.Unlock()
 						}
 						continue
 					}
-					sub.ack(tok)
-					if killAt[i] && killed.CompareAndSwap(false, true) {
-						g.kill()
-					}
+					onAck(tok)
 				}
 			}()
 		}
@@ -169,6 +203,11 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 			t.Fatal("too many rounds")
 		}
 	}
+	if int(killsDone.Load()) != kills {
+		// Two kill points taken by concurrent clients in one round count once.
+		t.Logf("%d of %d planned SIGKILLs happened", killsDone.Load(), kills)
+	}
+	kills = int(killsDone.Load())
 	got := tokens(mx)
 	missing, dups := 0, 0
 	for tok := range sub.acked {
@@ -179,35 +218,42 @@ func TestCrashSafetySIGKILL(t *testing.T) {
 			dups += c - 1
 		}
 	}
-	t.Logf("crash safety: %d acknowledged, %d SIGKILLs, %d missing, %d duplicates delivered", len(sub.acked), kills, missing, dups)
-	fmt.Printf("crash-safety: acknowledged=%d kills=%d missing=%d duplicates=%d\n", len(sub.acked), kills, missing, dups)
+	t.Logf("crash safety: %d acknowledged, %d SIGKILLs, %d missing, %d duplicates delivered, %v", len(sub.acked), kills, missing, dups, time.Since(started).Round(time.Second))
+	fmt.Printf("crash-safety: messages=%d acknowledged=%d kills=%d missing=%d duplicates=%d (bound %d) elapsed=%v\n",
+		total, len(sub.acked), kills, missing, dups, kills*inFlightBound, time.Since(started).Round(time.Second))
 	if missing != 0 {
 		t.Fatalf("%d acknowledged messages never reached the receiver", missing)
+	}
+	if len(sub.acked) != total {
+		t.Errorf("%d acknowledged, want all %d", len(sub.acked), total)
+	}
+	if dups > kills*inFlightBound {
+		t.Errorf("%d duplicates after %d kills, more than could have been in flight (%d)", dups, kills, kills*inFlightBound)
 	}
 }
 
 // nextToken returns a token to submit: one a dead gateway did not acknowledge, else a new one.
-func nextToken(next *atomic.Int64, mu *sync.Mutex, pending *[]string, total int) (string, int, bool) {
+func nextToken(next *atomic.Int64, mu *sync.Mutex, pending *[]string, total int) (string, bool) {
 	mu.Lock()
 	if len(*pending) > 0 {
 		tok := (*pending)[0]
 		*pending = (*pending)[1:]
 		mu.Unlock()
-		return tok, -1, true
+		return tok, true
 	}
 	mu.Unlock()
 	i := int(next.Add(1))
 	if i > total {
-		return "", 0, false
+		return "", false
 	}
-	return fmt.Sprintf("t2-%d", i), i, true
+	return fmt.Sprintf("t2-%d", i), true
 }
 
 // retry submits tok until this gateway acknowledges it; false when the gateway was killed first.
-func retry(tok string, killed *atomic.Bool, g *gateway, sub *submitter) bool {
+func retry(tok string, killed *atomic.Bool, g *gateway, onAck func(string)) bool {
 	for !killed.Load() {
 		if err := send(g.smtp, "bob@example.com", tok); err == nil {
-			sub.ack(tok)
+			onAck(tok)
 			return true
 		}
 		select {
