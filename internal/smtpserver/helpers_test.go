@@ -1,6 +1,7 @@
 package smtpserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -77,7 +78,26 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
+// syncBuffer collects log output from the server's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 type harness struct {
+	logs  *syncBuffer
 	srv   *Server
 	addr  string
 	sub   *fakeSubmitter
@@ -112,7 +132,8 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 		mod(&cfg)
 	}
 	sub := &fakeSubmitter{}
-	srv, err := New(cfg, sub, slog.New(slog.DiscardHandler))
+	logs := &syncBuffer{}
+	srv, err := New(cfg, sub, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +141,7 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{srv: srv, addr: ln.Addr().String(), sub: sub, ca: ca, clock: clock, serve: make(chan error, 1)}
+	h := &harness{logs: logs, srv: srv, addr: ln.Addr().String(), sub: sub, ca: ca, clock: clock, serve: make(chan error, 1)}
 	go func() { h.serve <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
