@@ -5,6 +5,8 @@ import (
 
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/settings"
+	"github.com/mxgate/mxgate/internal/tlsreport"
 )
 
 // The types below are the API's wire format, shared by the server and Client. Names are snake_case, times
@@ -120,10 +122,12 @@ type STSEntry struct {
 
 // ActionResult answers a successful state-changing request.
 type ActionResult struct {
-	// Action is retry, hold, release, bounce or delete for a message, flush for a cached policy.
+	// Action is retry, hold, release, bounce or delete for a message, flush for a cached policy, suppress or
+	// unsuppress for a TLS report suppression entry.
 	Action string `json:"action"`
 	ID     string `json:"id,omitempty"`
 	Domain string `json:"domain,omitempty"`
+	Entry  string `json:"entry,omitempty"`
 }
 
 func utc(t time.Time) time.Time {
@@ -249,6 +253,191 @@ func stsEntryDTO(e mtastscache.Entry, now time.Time) STSEntry {
 	}
 	if out.MX == nil {
 		out.MX = []string{}
+	}
+	return out
+}
+
+// Setting is one entry of GET /api/v1/settings: a setting with its committed value and staged change.
+type Setting struct {
+	Key string `json:"key"`
+	// Kind is bool, int, string or tls-level (per-domain rules "Domain.<domain>.TLS").
+	Kind string `json:"kind"`
+	// Value is the committed value, or the default when Set is false.
+	Value   string `json:"value"`
+	Set     bool   `json:"set"`
+	Default string `json:"default"`
+	Help    string `json:"help,omitempty"`
+	// Staged is the change waiting for a commit, if any.
+	Staged *SettingChange `json:"staged,omitempty"`
+}
+
+// SettingChange is one staged change against the committed settings.
+type SettingChange struct {
+	Key string `json:"key"`
+	// Old is the committed value ("" with OldSet false when the default applies); New likewise, NewSet
+	// false meaning the setting is removed.
+	Old    string `json:"old"`
+	OldSet bool   `json:"old_set"`
+	New    string `json:"new"`
+	NewSet bool   `json:"new_set"`
+	// Default is the setting's default ("" for per-domain rules).
+	Default string `json:"default"`
+}
+
+// ConfigDiff is GET /api/v1/config/diff (and the answer of apply and discard): the staged changes against
+// the committed generation, sorted by key.
+type ConfigDiff struct {
+	Generation int             `json:"generation"`
+	Changes    []SettingChange `json:"changes"`
+}
+
+// CommitResult answers a commit or a rollback: the new generation, in force.
+type CommitResult struct {
+	Generation int `json:"generation"`
+	// RollbackOf is the generation a rollback restored.
+	RollbackOf int               `json:"rollback_of,omitempty"`
+	Values     map[string]string `json:"values"`
+}
+
+// Generation is one entry of GET /api/v1/config/history, newest first.
+type Generation struct {
+	Generation int       `json:"generation"`
+	Committed  time.Time `json:"committed"`
+	Note       string    `json:"note"`
+	Author     string    `json:"author"`
+	RollbackOf int       `json:"rollback_of,omitempty"`
+	// Values holds the settings set explicitly in this generation; the others have their defaults.
+	Values map[string]string `json:"values"`
+}
+
+// TLSRPTLookup is GET /api/v1/tlsrpt/lookup/{domain}: the live TLSRPT record (RFC 8460 Section 3).
+type TLSRPTLookup struct {
+	Domain string `json:"domain"`
+	// Name is the TXT owner name, _smtp._tls.<domain>.
+	Name string `json:"name"`
+	// TXT holds every TXT record at Name, TLSRPT or not.
+	TXT []string `json:"txt"`
+	// Valid says whether exactly one valid TLSRPT record with a usable rua was found; Error says why not.
+	Valid bool   `json:"valid"`
+	Error string `json:"error,omitempty"`
+	// RUA holds the usable destinations ("mailto:addr" or the https URL), in record order.
+	RUA []string `json:"rua"`
+	// Ignored holds the rua URIs that cannot be used.
+	Ignored []string `json:"ignored,omitempty"`
+}
+
+// PendingReport is one entry of GET /api/v1/tlsrpt/pending: a Policy Domain's aggregate of one UTC day whose
+// report has not been sent.
+type PendingReport struct {
+	Day        string `json:"day"` // YYYY-MM-DD
+	Domain     string `json:"domain"`
+	Policies   int    `json:"policies"`
+	Successful int64  `json:"successful"`
+	Failed     int64  `json:"failed"`
+	// ReportID is set once the report has been built (by a preview or a send).
+	ReportID string `json:"report_id,omitempty"`
+}
+
+// SentReport is one entry of GET /api/v1/tlsrpt/sent: one report to one destination.
+type SentReport struct {
+	Day         string `json:"day"` // YYYY-MM-DD
+	Domain      string `json:"domain"`
+	ReportID    string `json:"report_id"`
+	Destination string `json:"destination"`
+	// Status is the delivery's state: pending, sending, queued (mail handed to the queue), delivered (https),
+	// retrying, failed or suppressed.
+	Status       string    `json:"status"`
+	Attempts     int       `json:"attempts"`
+	FirstAttempt time.Time `json:"first_attempt,omitzero"`
+	LastAttempt  time.Time `json:"last_attempt,omitzero"`
+	NextAttempt  time.Time `json:"next_attempt,omitzero"`
+	// MsgID is the queue id of the report mail.
+	MsgID     string `json:"msg_id,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// SendResult answers POST /api/v1/tlsrpt/send.
+type SendResult struct {
+	Day     string             `json:"day"` // YYYY-MM-DD
+	Domains []SendDomainResult `json:"domains"`
+}
+
+// SendDomainResult is what a send did for one Policy Domain.
+type SendDomainResult struct {
+	Domain   string `json:"domain"`
+	ReportID string `json:"report_id"`
+	// Status is sent, no-record, skipped, already-handled or error (see tlsreport.DomainResult).
+	Status     string       `json:"status"`
+	Detail     string       `json:"detail,omitempty"`
+	Deliveries []SentReport `json:"deliveries"`
+}
+
+// Suppression is one entry of the TLS report suppression list.
+type Suppression struct {
+	Entry string    `json:"entry"`
+	Note  string    `json:"note"`
+	Added time.Time `json:"added,omitzero"`
+}
+
+func settingDTO(e settings.Entry) Setting {
+	out := Setting{Key: e.Key, Kind: string(e.Kind), Value: e.Value, Set: e.IsSet, Default: e.Default, Help: e.Help}
+	if e.Staged != nil {
+		c := changeDTO(*e.Staged)
+		out.Staged = &c
+	}
+	return out
+}
+
+func changeDTO(c settings.Change) SettingChange {
+	out := SettingChange{Key: c.Key, Old: c.Old, OldSet: c.OldSet, New: c.New, NewSet: c.NewSet}
+	if d, ok := defOf(c.Key); ok {
+		out.Default = d.Default
+	}
+	return out
+}
+
+func commitDTO(s settings.Snapshot) CommitResult {
+	out := CommitResult{Generation: s.Generation, Values: s.Values}
+	if out.Values == nil {
+		out.Values = map[string]string{}
+	}
+	return out
+}
+
+func generationDTO(g settings.Generation) Generation {
+	out := Generation{Generation: g.Number, Committed: utc(g.Committed), Note: g.Note, Author: g.Author,
+		RollbackOf: g.RollbackOf, Values: g.Values}
+	if out.Values == nil {
+		out.Values = map[string]string{}
+	}
+	return out
+}
+
+func sentReportDTO(s tlsreport.SentReport) SentReport {
+	return SentReport{
+		Day:          s.Day.UTC().Format(DayFormat),
+		Domain:       s.Domain,
+		ReportID:     s.ReportID,
+		Destination:  s.Destination,
+		Status:       s.Status,
+		Attempts:     s.Attempts,
+		FirstAttempt: utc(s.FirstAttempt),
+		LastAttempt:  utc(s.LastAttempt),
+		NextAttempt:  utc(s.NextAttempt),
+		MsgID:        s.MsgID,
+		LastError:    s.LastError,
+	}
+}
+
+func sendResultDTO(r tlsreport.SendResult) SendResult {
+	out := SendResult{Day: r.Day.UTC().Format(DayFormat), Domains: make([]SendDomainResult, 0, len(r.Domains))}
+	for _, d := range r.Domains {
+		dr := SendDomainResult{Domain: d.Domain, ReportID: d.ReportID, Status: d.Status, Detail: d.Detail,
+			Deliveries: make([]SentReport, 0, len(d.Deliveries))}
+		for _, s := range d.Deliveries {
+			dr.Deliveries = append(dr.Deliveries, sentReportDTO(s))
+		}
+		out.Domains = append(out.Domains, dr)
 	}
 	return out
 }

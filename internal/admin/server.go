@@ -1,9 +1,11 @@
 // Package admin implements mxgate's administration HTTP API: JSON under /api/v1 for the queue, the MTA-STS
-// policy cache, policy explanations and node status, plus /healthz, /readyz and an optional /metrics. The
-// CLI's admin verbs are clients of this API (see Client); so is the web console.
+// policy cache, policy explanations, node status, the committed settings (stage, diff, commit, history,
+// rollback) and TLS reports (RFC 8460: record lookup, pending aggregates, preview, send, report log,
+// suppression list), plus /healthz, /readyz and an optional /metrics. The CLI's admin verbs are clients of
+// this API (see Client); so is the web console.
 //
 // Every endpoint but GET /healthz requires "Authorization: Bearer <token>", where the token is the node's
-// admin token (see LoadOrCreateToken). Every state-changing endpoint is POST or DELETE. Errors are JSON
+// admin token (see LoadOrCreateToken). Every state-changing endpoint is POST, PUT or DELETE. Errors are JSON
 // objects {"error": "..."} with a status code that says whose fault it was.
 //
 // It deliberately does not own the HTTP listener's address, TLS, or login sessions for browsers: the daemon
@@ -29,6 +31,8 @@ import (
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/settings"
+	"github.com/mxgate/mxgate/internal/tlsreport"
 )
 
 // QueueAPI is what the API needs of the queue; *queue.Queue implements it.
@@ -75,8 +79,20 @@ type Options struct {
 	// Metrics, when set, is served at GET /metrics (behind the token like the rest).
 	Metrics http.Handler
 	Logger  *slog.Logger
-	// Now is the clock (for the "expired" flag of cached policies); nil means time.Now.
+	// Now is the clock (for the "expired" flag of cached policies and the default day of TLS report
+	// previews); nil means time.Now.
 	Now func() time.Time
+
+	// Settings serves /api/v1/settings and /api/v1/config; nil means those endpoints answer 501.
+	Settings SettingsAPI
+	// Reports returns the TLS report sender in force, or nil while TLS reporting is off (the endpoints under
+	// /api/v1/tlsrpt then answer 409). It is a function because the sender is rebuilt when settings are
+	// committed. Nil means those endpoints answer 501.
+	Reports func() ReportsAPI
+	// LookupTLSRPT returns the TXT strings at _smtp._tls.<domain> (each record's strings concatenated), for
+	// GET /api/v1/tlsrpt/lookup/{domain}; errors wrapping dnsx.ErrNotFound mean no such name. Nil means the
+	// endpoint answers 501.
+	LookupTLSRPT func(ctx context.Context, domain string) ([]string, error)
 }
 
 // Server is the admin API. It is safe for concurrent use.
@@ -135,6 +151,8 @@ func (s *Server) routes() {
 	m.HandleFunc("DELETE /api/v1/sts/cache/{domain}", s.stsFlush)
 	m.HandleFunc("GET /api/v1/policy/{domain}", s.policyExplain)
 	m.HandleFunc("GET /api/v1/status", s.status)
+	s.settingsRoutes()
+	s.tlsrptRoutes()
 }
 
 // Handler returns the API's HTTP handler.
@@ -428,10 +446,13 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 // statusOf maps an error from a collaborator to an HTTP status.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached):
+	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached),
+		errors.Is(err, settings.ErrNoGeneration), errors.Is(err, tlsreport.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, address.ErrSyntax):
+	case errors.Is(err, address.ErrSyntax), errors.Is(err, settings.ErrUnknownKey), errors.Is(err, settings.ErrInvalidValue):
 		return http.StatusBadRequest
+	case errors.Is(err, settings.ErrNoChanges), errors.Is(err, tlsreport.ErrDayNotOver):
+		return http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	// A refresh or explanation that failed out there (DNS, the policy host, the policy itself) is not

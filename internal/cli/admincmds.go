@@ -19,8 +19,9 @@ import (
 
 // addAdminCommands adds the verbs that talk to a running gateway through the admin API.
 func addAdminCommands(root *cobra.Command, g *globals) {
-	root.AddCommand(queueCmd(g), policyCmd(g), statusCmd(g))
+	root.AddCommand(queueCmd(g), policyCmd(g), statusCmd(g), settingsCmd(g), configCmd(g))
 	addSTSCacheCmd(root, g)
+	addTLSRPTCmd(root, g)
 }
 
 // adminRequestTimeout bounds one API call; a policy refresh waits for DNS and an HTTPS fetch.

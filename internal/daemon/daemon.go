@@ -275,15 +275,26 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		log.Warn("admin token file is readable by group or others: chmod 600 it", "file", tokPath)
 	}
 	d.Admin, err = admin.New(admin.Options{
-		Token:   tok,
-		Queue:   d.Queue,
-		STS:     d.STS,
-		Metrics: d.Metrics.Handler(),
-		Logger:  log.With("component", "admin"),
-		Now:     now,
-		Explain: func(ctx context.Context, domain string) (any, error) { return d.Explain(ctx, domain) },
-		Status:  func(ctx context.Context) (any, error) { return d.Status(ctx) },
-		Ready:   d.ready,
+		Token:    tok,
+		Queue:    d.Queue,
+		STS:      d.STS,
+		Metrics:  d.Metrics.Handler(),
+		Logger:   log.With("component", "admin"),
+		Now:      now,
+		Explain:  func(ctx context.Context, domain string) (any, error) { return d.Explain(ctx, domain) },
+		Status:   func(ctx context.Context) (any, error) { return d.Status(ctx) },
+		Ready:    d.ready,
+		Settings: d.settingsStore,
+		Reports: func() admin.ReportsAPI {
+			if r := d.Reporter(); r != nil {
+				return r
+			}
+			return nil
+		},
+		LookupTLSRPT: func(ctx context.Context, domain string) ([]string, error) {
+			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
+			return txts, err
+		},
 	})
 	if err != nil {
 		db.Close()

@@ -1,7 +1,8 @@
-// Package admintest provides in-memory implementations of admin.QueueAPI and admin.STSCacheAPI for tests of
-// the admin API and of its clients (the CLI, the console). They follow the documented behaviour of
-// *queue.Queue and *mtastscache.Cache closely enough for that, and nothing more: no delivery, no DSNs, no
-// fetching.
+// Package admintest provides in-memory implementations of admin.QueueAPI, admin.STSCacheAPI and
+// admin.ReportsAPI, and a real settings store on a temporary database (OpenSettings), for tests of the admin
+// API and of its clients (the CLI, the console). The fakes follow the documented behaviour of *queue.Queue,
+// *mtastscache.Cache and *tlsreport.Reporter closely enough for that, and nothing more: no delivery, no DSNs,
+// no fetching, no report mail.
 package admintest
 
 import (
