@@ -234,7 +234,9 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.
 		return nil, nil, deferred(451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)), false
 	}
-	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional, MXSecure: route.Secure})
+	// RFC 8460 Section 3 (RPT-32): reports are delivered despite TLS failures: the rua domain's MTA-STS
+	// policy never blocks them, as with TLS-Required: No.
+	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional || k.report, MXSecure: route.Secure})
 	if err != nil {
 		return nil, nil, deferred(451, "4.4.3", err.Error()), false
 	}

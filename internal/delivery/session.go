@@ -186,7 +186,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 		if !v.Proceed {
 			return nil, "", &v, errors.New(v.Detail)
 		}
-		a.recordFailure(t.name, "", v)
+		a.recordFailure(t.name, remoteIP(conn), v)
 		return nil, "", &v, errRetryPlain{err}
 	}
 	cs := tconn.ConnectionState()
@@ -438,4 +438,12 @@ func (o oneByteReader) Read(p []byte) (int, error) {
 		p = p[:1]
 	}
 	return o.r.Read(p)
+}
+
+// remoteIP is the peer address of conn, for TLS report failure details.
+func remoteIP(conn net.Conn) string {
+	if ap, err := netip.ParseAddrPort(conn.RemoteAddr().String()); err == nil {
+		return ap.Addr().String()
+	}
+	return ""
 }

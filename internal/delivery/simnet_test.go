@@ -408,3 +408,30 @@ func TestReportMailIsNotRecorded_RPT32(t *testing.T) {
 		t.Errorf("the delivery of a report was recorded: %+v", h.rec.sessions)
 	}
 }
+
+// RFC 8460 Section 3 (RPT-32): reports are delivered despite TLS failures: the rua domain's enforce policy
+// does not block them (opportunistic TLS, then clear text).
+func TestReportMailNotBlockedByEnforce_RPT32(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	mx1 := h.mx("reports.test", "mx1.reports.test", 10, simnet.MXOptions{Cert: h.cert(h.n.EvilCA, testpki.Leaf{DNSNames: []string{"mx1.reports.test"}})})
+	h.sts("reports.test", "1", "version: STSv1\nmode: enforce\nmx: mx1.reports.test\nmax_age: 604800\n")
+	j := job("r1", "tlsrpt@reports.test")
+	j.Report = true
+	r := one(t, h.deliver("reports.test", j))
+	if r.Outcome != queue.Delivered || !strings.HasPrefix(r.TLS, "unverified") || len(mx1.Messages()) != 1 {
+		t.Fatalf("untrusted certificate: %+v, want the report delivered over unverified TLS", r)
+	}
+	mx1.SetMode(simnet.NotOffered)
+	j = job("r2", "tlsrpt@reports.test")
+	j.Report = true
+	r = one(t, h.deliver("reports.test", j))
+	if r.Outcome != queue.Delivered || r.TLS != "none" || len(mx1.Messages()) != 2 {
+		t.Fatalf("no STARTTLS: %+v, want the report delivered in clear text", r)
+	}
+	// Ordinary mail to the same domain is still held to the policy.
+	r = one(t, h.deliver("reports.test", job("m1", "someone@reports.test")))
+	if r.Outcome != queue.Deferred {
+		t.Fatalf("ordinary mail: %+v, want deferred under enforce", r)
+	}
+}

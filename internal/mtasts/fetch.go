@@ -98,6 +98,11 @@ func (f *Fetcher) Fetch(ctx context.Context, domain address.Domain) (*Policy, []
 	if err != nil {
 		return nil, nil, classifyTransportError(fmt.Errorf("GET %s: reading body: %w", url, err))
 	}
+	if err := ctx.Err(); err != nil {
+		// The deadline passed while the body arrived: whatever was read may be a prefix of the policy (fewer
+		// mx lines), so it is never parsed.
+		return nil, nil, fmt.Errorf("%w: GET %s: reading body: %w", ErrFetch, url, err)
+	}
 	if int64(len(body)) > maxBody {
 		return nil, nil, fmt.Errorf("%w: GET %s: body larger than %d bytes", ErrPolicyInvalid, url, maxBody)
 	}

@@ -167,7 +167,7 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 	}
 	leaf := cs.PeerCertificates[0]
 	if now.After(leaf.NotAfter) {
-		return tlsrpt.ResultCertificateExpired, "", fmt.Sprintf("certificate for %q expired at %s", leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
+		return tlsrpt.ResultCertificateExpired, "leaf-expired", fmt.Sprintf("certificate for %q expired at %s", leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if now.Before(leaf.NotBefore) {
 		// Spec: STS-74 recommends certificate-not-trusted or validation-failure for not-yet-valid.
@@ -184,13 +184,14 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	})
 	if err != nil {
+		// RFC 8460 Section 4.3.3 (RPT-22): a failure-reason-code names the X.509 failure class.
 		var unknown x509.UnknownAuthorityError
 		var invalid x509.CertificateInvalidError
 		switch {
 		case errors.As(err, &unknown):
-			return tlsrpt.ResultCertificateNotTrusted, "", err.Error()
+			return tlsrpt.ResultCertificateNotTrusted, "unknown-authority", err.Error()
 		case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-			return tlsrpt.ResultCertificateExpired, "", err.Error()
+			return tlsrpt.ResultCertificateExpired, "chain-certificate-expired", err.Error()
 		default:
 			return tlsrpt.ResultValidationFailure, "chain-invalid", err.Error()
 		}
@@ -198,7 +199,7 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 	// crypto/x509 matches SAN dNSNames only (no CN fallback since Go 1.15) and wildcards only as the whole
 	// left-most label, which is what RFC 8461 Section 4.2 and RFC 6125 Section 6.4.3 ask for.
 	if err := leaf.VerifyHostname(host); err != nil {
-		return tlsrpt.ResultCertificateHostMismatch, "", fmt.Sprintf("certificate names %v, not %s", leaf.DNSNames, host)
+		return tlsrpt.ResultCertificateHostMismatch, "san-mismatch", fmt.Sprintf("certificate names %v, not %s", leaf.DNSNames, host)
 	}
 	return "", "", ""
 }
