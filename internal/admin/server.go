@@ -507,15 +507,21 @@ func remoteIP(r *http.Request) string {
 // Serve serves the API on ln until ctx ends, then shuts down gracefully (requests in progress get up to five
 // seconds). It returns nil after a shutdown caused by ctx.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return ServeHandler(ctx, ln, s.Handler(), s.log)
+}
+
+// ServeHandler serves h on ln with the admin listener's timeouts until ctx is cancelled, then shuts down
+// gracefully. The daemon serves the API and the web console together through it.
+func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// A policy refresh may wait for DNS and an HTTPS fetch.
 		WriteTimeout:   2 * time.Minute,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

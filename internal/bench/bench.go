@@ -34,7 +34,6 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
@@ -250,28 +249,15 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	res.DataDirFS = fsType(dir)
 
-	cfg := config.Default()
-	cfg.Data.Dir = dir
-	cfg.SMTP.Listen = "127.0.0.1:0"
-	cfg.SMTP.Hostname = "gw.bench.example"
+	cfg := labConfig(n, dir)
 	cfg.SMTP.MaxConnsPerIP = max(cfg.SMTP.MaxConnsPerIP, o.Clients+1)
-	cfg.Delivery.Hostname = "gw.bench.example"
-	cfg.Delivery.Port = n.SMTPPort
-	cfg.Delivery.ConnectTimeout = config.Duration(5 * time.Second)
-	cfg.Delivery.CommandTimeout = config.Duration(30 * time.Second)
-	cfg.DNS.Servers = []string{n.DNSAddr}
-	cfg.DNS.Timeout = config.Duration(2 * time.Second)
-	cfg.MTASTS.HTTPSPort = n.HTTPSPort
-	cfg.MTASTS.AllowNetworks = []string{n.Block.String()}
-	cfg.MTASTS.FetchTimeout = config.Duration(5 * time.Second)
-	cfg.Admin.Listen = "127.0.0.1:0"
 
 	var ev events
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
-	d, err := daemon.New(ctx, daemon.Options{
+	d, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard,
 		Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln,
 		OnDelivery: ev.add,
 	})
@@ -662,13 +648,26 @@ func rusage() cpuTimes {
 }
 
 // peakRSSMB reads VmHWM from /proc/self/status; 0 when unavailable.
-func peakRSSMB() float64 {
+func peakRSSMB() float64 { return procStatusMB("VmHWM:") }
+
+// currentRSSMB is the process's resident memory now.
+func currentRSSMB() float64 { return procStatusMB("VmRSS:") }
+
+// heapMB is the Go heap in use after a collection.
+func heapMB() float64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return math.Round(float64(ms.HeapInuse)/(1<<20)*10) / 10
+}
+
+func procStatusMB(field string) float64 {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return 0
 	}
 	for line := range strings.SplitSeq(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			f := strings.Fields(v)
 			if len(f) >= 1 {
 				kb, err := strconv.ParseFloat(f[0], 64)

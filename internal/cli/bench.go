@@ -17,6 +17,7 @@ func benchCmd(g *globals) *cobra.Command {
 		o       bench.Options
 		verbose bool
 		noBar   bool
+		restart bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -33,6 +34,9 @@ func benchCmd(g *globals) *cobra.Command {
 			}
 			if verbose {
 				o.Logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			}
+			if restart {
+				return runRestartBench(cmd, g, o)
 			}
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
@@ -65,7 +69,32 @@ func benchCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	f.BoolVar(&noBar, "no-progress", false, "do not draw the progress bar")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print the gateway's logs")
+	f.BoolVar(&restart, "restart", false, "instead: queue --messages messages with every destination down, measure memory, then restart on the same data and time the first delivery and the drain")
 	return cmd
+}
+
+func runRestartBench(cmd *cobra.Command, g *globals, o bench.Options) error {
+	res, err := bench.RunRestart(cmd.Context(), bench.RestartOptions{
+		Domains: o.Domains, Messages: o.Messages, BodyBytes: o.BodyBytes, DataDir: o.DataDir,
+		Timeout: o.Timeout, Progress: o.Progress, Logger: o.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	if g.json {
+		data, err := res.JSON()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(g.stdout, string(data))
+	} else if err := res.Text(g.stdout); err != nil {
+		return err
+	}
+	if !res.Complete {
+		fmt.Fprintln(g.stderr, "mxgate bench --restart: not every queued message was delivered")
+		return exitError{code: 1}
+	}
+	return nil
 }
 
 // isTerminal reports whether w is a character device (a terminal), so that the progress bar is not

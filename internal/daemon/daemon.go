@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/console"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/metrics"
@@ -55,6 +57,15 @@ type Options struct {
 	AdminListener net.Listener
 	// OnDelivery, when set, sees every recipient outcome of every attempt (the demo and the load tool).
 	OnDelivery func(delivery.Event)
+	// BootstrapOut receives the one-time console password at first start; nil means standard error.
+	BootstrapOut io.Writer
+}
+
+func (o Options) bootstrapOut() io.Writer {
+	if o.BootstrapOut != nil {
+		return o.BootstrapOut
+	}
+	return os.Stderr
 }
 
 // Daemon is a running gateway.
@@ -75,6 +86,7 @@ type Daemon struct {
 	reports       reportLoop
 	Metrics       *metrics.Metrics
 	Admin         *admin.Server
+	Console       *console.Console
 	started       time.Time
 
 	settings atomic.Pointer[tlspolicy.Settings]
@@ -171,6 +183,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		Now:                 now,
 		Events: func(ev delivery.Event) {
 			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, ev.Result.ResultType)
+			d.Console.Observe(ev)
 			if o.OnDelivery != nil {
 				o.OnDelivery(ev)
 			}
@@ -300,7 +313,45 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		db.Close()
 		return nil, err
 	}
+
+	pwFile := filepath.Join(cfg.Data.Dir, "console-password")
+	pw, created, err := console.Bootstrap(pwFile)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	if created {
+		// Printed once, at first start, for the administrator to log in and change it (Account page).
+		fmt.Fprintf(o.bootstrapOut(), "mxgate: web console password for the first login: %s (stored hashed in %s; change it on the Account page)\n", pw, pwFile)
+	}
+	d.Console, err = console.New(console.Options{
+		Queue:        d.Queue,
+		STS:          d.STS,
+		Settings:     d.settingsStore,
+		Reports:      d.Reporter,
+		Explain:      func(ctx context.Context, dom string) (any, error) { return d.Explain(ctx, dom) },
+		PasswordFile: pwFile,
+		Logger:       log.With("component", "console"),
+		Now:          now,
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	return d, nil
+}
+
+// adminHandler serves the API, metrics and probes, and the web console for everything else.
+func (d *Daemon) adminHandler() http.Handler {
+	api, ui := d.Admin.Handler(), d.Console.Handler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p := r.URL.Path; {
+		case p == "/healthz", p == "/readyz", p == "/metrics", strings.HasPrefix(p, "/api/"):
+			api.ServeHTTP(w, r)
+		default:
+			ui.ServeHTTP(w, r)
+		}
+	})
 }
 
 // submitError maps a failure to store a message to the SMTP reply: 452 4.3.1 when the disk is full, 451
@@ -361,7 +412,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Add(4)
 	go func() {
 		defer wg.Done()
-		if err := d.Admin.Serve(runCtx, d.adminLn); err != nil && runCtx.Err() == nil {
+		if err := admin.ServeHandler(runCtx, d.adminLn, d.adminHandler(), d.log.With("component", "admin")); err != nil && runCtx.Err() == nil {
 			errc <- fmt.Errorf("admin: %w", err)
 			cancel()
 		}
@@ -421,6 +472,7 @@ func (c countingSubmitter) Submit(ctx context.Context, env queue.Envelope, body 
 	id, err := c.q.Submit(ctx, env, body)
 	if err == nil {
 		c.d.Metrics.Accepted.Inc()
+		c.d.Console.ObserveAccepted()
 	}
 	return id, err
 }

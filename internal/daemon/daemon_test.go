@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -46,7 +47,7 @@ func startGateway(t *testing.T, n *simnet.Net) *gw {
 		t.Fatal(err)
 	}
 	g := &gw{n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
-	g.d, err = daemon.New(context.Background(), daemon.Options{Config: cfg, Roots: n.RootPool(), SMTPListener: ln, AdminListener: aln,
+	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: n.RootPool(), SMTPListener: ln, AdminListener: aln,
 		OnDelivery: func(ev delivery.Event) { g.events <- ev }})
 	if err != nil {
 		t.Fatal(err)

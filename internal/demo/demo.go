@@ -173,7 +173,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	d, err := daemon.New(ctx, daemon.Options{
+	d, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard,
 		Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln,
 		OnDelivery: func(ev delivery.Event) {
 			mu.Lock()

@@ -1,0 +1,263 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/daemon"
+	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/simnet"
+)
+
+// RestartOptions configure a footprint and restart run: N messages are queued while every destination is
+// down, the gateway's memory is measured with them queued, then it is stopped, the destinations come back,
+// and a new gateway process state is opened on the same data directory.
+type RestartOptions struct {
+	Domains  int
+	Messages int
+	// Submitters is the number of goroutines filling the queue (through queue.Submit, the path intake uses
+	// after SMTP, so that 100,000 messages are queued in minutes rather than an hour).
+	Submitters int
+	BodyBytes  int
+	DataDir    string
+	Timeout    time.Duration
+	Progress   io.Writer
+	Logger     *slog.Logger
+}
+
+// RestartResult is what a restart run measured.
+type RestartResult struct {
+	Messages int `json:"messages"`
+	Domains  int `json:"domains"`
+	// FillSeconds is how long queuing took; HeapMBQueued and RSSMBQueued are the gateway's Go heap in use
+	// and the process's resident memory with every message queued (the process also runs the simulated
+	// internet).
+	FillSeconds  float64 `json:"fill_seconds"`
+	HeapMBQueued float64 `json:"heap_mb_queued"`
+	RSSMBQueued  float64 `json:"rss_mb_queued"`
+	// OpenSeconds is daemon.New on the full data directory (the queue rebuilds its index);
+	// FirstDeliverySeconds is from the start of daemon.New to the first delivered recipient.
+	OpenSeconds          float64 `json:"open_seconds"`
+	FirstDeliverySeconds float64 `json:"first_delivery_seconds"`
+	// DrainSeconds is from the start of daemon.New to the last delivery, and Delivered how many arrived.
+	DrainSeconds float64 `json:"drain_seconds"`
+	Delivered    int     `json:"delivered"`
+	Complete     bool    `json:"complete"`
+}
+
+// JSON marshals the result.
+func (r RestartResult) JSON() ([]byte, error) { return json.MarshalIndent(r, "", "  ") }
+
+// Text prints the result as a table.
+func (r RestartResult) Text(w io.Writer) error {
+	_, err := fmt.Fprintf(w, `messages queued            %d (to %d enforce domains)
+time to queue them         %.1f s
+Go heap with them queued   %.1f MB
+process RSS with them queued %.1f MB
+restart: open              %.2f s
+restart: first delivery    %.2f s
+restart: all delivered     %.1f s (%d of %d, complete=%v)
+`, r.Messages, r.Domains, r.FillSeconds, r.HeapMBQueued, r.RSSMBQueued, r.OpenSeconds, r.FirstDeliverySeconds,
+		r.DrainSeconds, r.Delivered, r.Messages, r.Complete)
+	return err
+}
+
+// RunRestart runs the footprint and restart measurement.
+func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
+	if o.Domains <= 0 {
+		o.Domains = 50
+	}
+	if o.Messages <= 0 {
+		o.Messages = 10000
+	}
+	if o.Submitters <= 0 {
+		o.Submitters = 32
+	}
+	if o.BodyBytes <= 0 {
+		o.BodyBytes = 2048
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Minute
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	res := RestartResult{Messages: o.Messages, Domains: o.Domains}
+	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+
+	n, err := simnet.New(simnet.Options{})
+	if err != nil {
+		return res, err
+	}
+	defer n.Close()
+	var receivers []*simnet.Receiver
+	var domains []string
+	for i := range o.Domains {
+		dom := fmt.Sprintf("d%03d.bench.example", i)
+		r, err := n.AddMX(simnet.MXOptions{Domain: dom, Host: "mx." + dom, Pref: 10})
+		if err != nil {
+			return res, err
+		}
+		r.Stop() // destinations are down while the queue fills
+		n.DNS.AddTXT("_mta-sts."+dom, "v=STSv1; id=bench1")
+		if _, err := n.ServeMTASTSPolicy(dom, fmt.Sprintf(policyFmt, "mx."+dom)); err != nil {
+			return res, err
+		}
+		receivers, domains = append(receivers, r), append(domains, dom)
+	}
+	dir := o.DataDir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "mxgate-bench-restart-"); err != nil {
+			return res, err
+		}
+		defer os.RemoveAll(dir)
+	}
+	cfg := labConfig(n, dir)
+	// The first attempt fails (connection refused); the retry comes long after the measurement.
+	cfg.Queue.RetryInitial = config.Duration(time.Hour)
+	cfg.Queue.RetryMax = config.Duration(4 * time.Hour)
+
+	// Phase 1: fill the queue with every destination down.
+	d1, run1, err := startDaemon(ctx, cfg, n, log, nil)
+	if err != nil {
+		return res, err
+	}
+	body := strings.Repeat("x", o.BodyBytes)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, o.Submitters)
+	t0 := time.Now()
+	for range o.Submitters {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= o.Messages || ctx.Err() != nil {
+					return
+				}
+				dom := domains[i%len(domains)]
+				msg := fmt.Sprintf("From: bench@sender.example\r\nTo: r@%s\r\nSubject: restart %d\r\n\r\n%s\r\n", dom, i, body)
+				env := queue.Envelope{From: "bench@sender.example", Recipients: []queue.Recipient{{Addr: "r@" + dom}}}
+				if _, err := d1.Queue.Submit(ctx, env, strings.NewReader(msg)); err != nil {
+					errc <- err
+					return
+				}
+				if o.Progress != nil && i%1000 == 0 {
+					fmt.Fprintf(o.Progress, "\rqueued %d/%d", i, o.Messages)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errc)
+	if err := <-errc; err != nil {
+		run1()
+		return res, fmt.Errorf("bench: filling the queue: %w", err)
+	}
+	res.FillSeconds = time.Since(t0).Seconds()
+	if o.Progress != nil {
+		fmt.Fprintln(o.Progress)
+	}
+	res.HeapMBQueued = heapMB()
+	res.RSSMBQueued = currentRSSMB()
+	if err := run1(); err != nil {
+		return res, err
+	}
+
+	// Phase 2: destinations back, a new gateway on the same data directory.
+	for _, r := range receivers {
+		if err := r.Start(); err != nil {
+			return res, err
+		}
+	}
+	var delivered atomic.Int64
+	first := make(chan struct{})
+	var once sync.Once
+	t1 := time.Now()
+	d2, run2, err := startDaemon(ctx, cfg, n, log, func(ev delivery.Event) {
+		if ev.Result.Outcome == queue.Delivered {
+			delivered.Add(1)
+			once.Do(func() { close(first) })
+		}
+	})
+	if err != nil {
+		return res, err
+	}
+	res.OpenSeconds = time.Since(t1).Seconds()
+	// The recipients were deferred by the refused connections of phase 1: make them due now, as an
+	// administrator would with `mxgate queue retry` once the destination is back.
+	infos, err := d2.Queue.List(ctx, queue.Filter{State: "queued", Limit: o.Messages + 1})
+	if err == nil {
+		for _, mi := range infos {
+			d2.Queue.Retry(ctx, mi.ID)
+		}
+	}
+	select {
+	case <-first:
+		res.FirstDeliverySeconds = time.Since(t1).Seconds()
+	case <-ctx.Done():
+	}
+	for i, r := range receivers {
+		want := o.Messages / len(receivers)
+		if i < o.Messages%len(receivers) {
+			want++
+		}
+		if err := r.WaitMessages(ctx, want); err != nil {
+			break
+		}
+	}
+	res.DrainSeconds = time.Since(t1).Seconds()
+	for _, r := range receivers {
+		res.Delivered += len(r.Messages())
+	}
+	res.Complete = res.Delivered >= o.Messages
+	return res, run2()
+}
+
+// labConfig points a gateway at a simulated internet.
+func labConfig(n *simnet.Net, dir string) *config.Config {
+	cfg := config.Default()
+	cfg.Data.Dir = dir
+	cfg.SMTP.Listen = "127.0.0.1:0"
+	cfg.SMTP.Hostname = "gw.bench.example"
+	cfg.Delivery.Hostname = "gw.bench.example"
+	cfg.Delivery.Port = n.SMTPPort
+	cfg.Delivery.ConnectTimeout = config.Duration(5 * time.Second)
+	cfg.Delivery.CommandTimeout = config.Duration(30 * time.Second)
+	cfg.DNS.Servers = []string{n.DNSAddr}
+	cfg.DNS.Timeout = config.Duration(2 * time.Second)
+	cfg.MTASTS.HTTPSPort = n.HTTPSPort
+	cfg.MTASTS.AllowNetworks = []string{n.Block.String()}
+	cfg.MTASTS.FetchTimeout = config.Duration(5 * time.Second)
+	cfg.Admin.Listen = "127.0.0.1:0"
+	return cfg
+}
+
+// startDaemon starts a gateway and returns a function that stops it and reports Run's error.
+func startDaemon(ctx context.Context, cfg *config.Config, n *simnet.Net, log *slog.Logger, onDelivery func(delivery.Event)) (*daemon.Daemon, func() error, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	d, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard, Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln, OnDelivery: onDelivery})
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	return d, func() error { stop(); return <-done }, nil
+}

@@ -1,0 +1,261 @@
+// Package console implements mxgate's web console: server-rendered HTML pages (html/template, embedded
+// templates and one CSS file, no JavaScript) on the admin listener for the dashboard, the queue, destination
+// domains and their TLS policies, TLS reports, committed settings and the console password.
+//
+// The console keeps its own in-memory view of recent deliveries (Observe): per-minute counts for the last
+// 24 hours and the last result of the most recently seen domains. It is bounded and lost on restart; the
+// queue, the policy cache, the settings and the TLS reports are read live from their owners.
+//
+// Security: every page but /login needs a session (a random id in an HttpOnly, SameSite=Strict cookie,
+// Secure over TLS, kept in memory with an idle expiry). Every state change is a POST carrying the session's
+// CSRF token in a hidden field, compared in constant time; a POST without it is refused with 403. Failed
+// logins are limited per client IP. Responses forbid framing and scripts (Content-Security-Policy).
+//
+// It deliberately does not do TLS or user management: one administrator password, stored as a salted
+// PBKDF2-HMAC-SHA256 hash in a file (see Bootstrap).
+package console
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/settings"
+	"github.com/mxgate/mxgate/internal/tlsreport"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// QueueAPI is what the console needs of the queue; *queue.Queue implements it (as does admin.QueueAPI's
+// fake, admintest.Queue).
+type QueueAPI interface {
+	List(ctx context.Context, f queue.Filter) ([]queue.MessageInfo, error)
+	Get(ctx context.Context, id string) (queue.MessageDetail, error)
+	Summary(ctx context.Context) (queue.Summary, error)
+	Retry(ctx context.Context, id string) error
+	Hold(ctx context.Context, id string) error
+	Release(ctx context.Context, id string) error
+	Delete(ctx context.Context, id string) error
+	Bounce(ctx context.Context, id string) error
+}
+
+// STSCacheAPI is what the console needs of the MTA-STS policy cache; *mtastscache.Cache implements it.
+type STSCacheAPI interface {
+	List(ctx context.Context) ([]mtastscache.Entry, error)
+	Show(ctx context.Context, domain address.Domain) (mtastscache.Entry, error)
+	Refresh(ctx context.Context, domain address.Domain) (mtastscache.Entry, error)
+	Flush(ctx context.Context, domain address.Domain) error
+}
+
+// Defaults for zero Options fields.
+const (
+	DefaultMaxDomains  = 1000
+	DefaultSessionIdle = 2 * time.Hour
+	DefaultSessionMax  = 12 * time.Hour
+	// MaxSessions bounds the sessions kept; the oldest is dropped beyond it.
+	MaxSessions = 256
+	// LoginFailures failed logins from one IP within LoginWindow block further attempts from it until the
+	// window has passed.
+	LoginFailures = 5
+	LoginWindow   = 15 * time.Minute
+)
+
+// Options configures a Console. Queue, STS, Settings and PasswordFile are required.
+type Options struct {
+	Queue    QueueAPI
+	STS      STSCacheAPI
+	Settings *settings.Store
+	// Reports returns the TLS report sender in force; nil (or a nil result) means TLS reporting is off.
+	Reports func() *tlsreport.Reporter
+	// Explain explains the TLS policy that applies to a domain now (the daemon's Explain); its result is
+	// shown as JSON-shaped fields. Nil hides explanations.
+	Explain func(ctx context.Context, domain string) (any, error)
+	// PasswordFile holds the console password's hash (see Bootstrap).
+	PasswordFile string
+	// PasswordIterations is the PBKDF2 cost of a password changed on the account page; 0 means
+	// DefaultIterations.
+	PasswordIterations int
+	// MaxDomains bounds the destination domains remembered; 0 means DefaultMaxDomains.
+	MaxDomains int
+	// SessionIdle and SessionMax end a session after that long without a request, or after that long at
+	// all; 0 means DefaultSessionIdle and DefaultSessionMax.
+	SessionIdle time.Duration
+	SessionMax  time.Duration
+	Logger      *slog.Logger
+	// Now is the clock; nil means time.Now. Rand is the source of session ids and CSRF tokens; nil means
+	// crypto/rand.Reader.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// Console is the web console. It is safe for concurrent use.
+type Console struct {
+	opts     Options
+	log      *slog.Logger
+	now      func() time.Time
+	rand     io.Reader
+	pages    map[string]*template.Template
+	static   fs.FS
+	timeline *timeline
+	sessions *sessions
+	limiter  *loginLimiter
+	mux      *http.ServeMux
+}
+
+// New checks o and builds the console.
+func New(o Options) (*Console, error) {
+	var errs []error
+	if o.Queue == nil {
+		errs = append(errs, errors.New("console: Options.Queue is required"))
+	}
+	if o.STS == nil {
+		errs = append(errs, errors.New("console: Options.STS is required"))
+	}
+	if o.Settings == nil {
+		errs = append(errs, errors.New("console: Options.Settings is required"))
+	}
+	if o.PasswordFile == "" {
+		errs = append(errs, errors.New("console: Options.PasswordFile is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	c := &Console{opts: o, log: o.Logger, now: o.Now, rand: o.Rand}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.rand == nil {
+		c.rand = rand.Reader
+	}
+	if o.MaxDomains <= 0 {
+		c.opts.MaxDomains = DefaultMaxDomains
+	}
+	if o.SessionIdle <= 0 {
+		c.opts.SessionIdle = DefaultSessionIdle
+	}
+	if o.SessionMax <= 0 {
+		c.opts.SessionMax = DefaultSessionMax
+	}
+	pages, err := parsePages()
+	if err != nil {
+		return nil, err
+	}
+	c.pages = pages
+	c.static, err = fs.Sub(staticFS, "static")
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	c.timeline = newTimeline(c.opts.MaxDomains)
+	c.sessions = newSessions(MaxSessions)
+	c.limiter = newLoginLimiter()
+	c.mux = http.NewServeMux()
+	c.routes()
+	return c, nil
+}
+
+// Observe records one delivery event (one recipient's outcome in one attempt). The daemon calls it from
+// delivery.Deliverer.Events; it is cheap and does not block on I/O.
+func (c *Console) Observe(ev delivery.Event) { c.timeline.observe(c.now(), ev) }
+
+// ObserveAccepted records one message accepted by the SMTP intake.
+func (c *Console) ObserveAccepted() { c.timeline.accepted(c.now()) }
+
+// Handler returns the console's HTTP handler, to be mounted at "/" beside the admin API.
+func (c *Console) Handler() http.Handler { return http.HandlerFunc(c.serveHTTP) }
+
+func (c *Console) routes() {
+	m := c.mux
+	m.HandleFunc("GET /static/{file}", c.serveStatic)
+	m.HandleFunc("GET /favicon.ico", c.serveFavicon)
+	m.HandleFunc("GET /login", c.loginPage)
+	m.HandleFunc("POST /login", c.login)
+	m.Handle("POST /logout", c.post(c.logout))
+
+	m.Handle("GET /{$}", c.page(c.dashboard))
+	m.Handle("GET /queue", c.page(c.queueList))
+	m.Handle("GET /queue/confirm", c.page(c.queueConfirm))
+	m.Handle("POST /queue/action", c.post(c.queueAction))
+	m.Handle("GET /queue/{id}", c.page(c.queueDetail))
+	m.Handle("GET /domains", c.page(c.domainsList))
+	m.Handle("GET /domains/{domain}", c.page(c.domainDetail))
+	m.Handle("POST /domains/{domain}/refresh", c.post(c.domainRefresh))
+	m.Handle("POST /domains/{domain}/flush", c.post(c.domainFlush))
+	m.Handle("GET /reports", c.page(c.reportsPage))
+	m.Handle("GET /reports/preview", c.page(c.reportPreview))
+	m.Handle("POST /reports/suppress", c.post(c.reportSuppress))
+	m.Handle("POST /reports/unsuppress", c.post(c.reportUnsuppress))
+	m.Handle("GET /settings", c.page(c.settingsPage))
+	m.Handle("POST /settings/set", c.post(c.settingsSet))
+	m.Handle("POST /settings/unset", c.post(c.settingsUnset))
+	m.Handle("GET /settings/review", c.page(c.settingsReview))
+	m.Handle("POST /settings/commit", c.post(c.settingsCommit))
+	m.Handle("POST /settings/discard", c.post(c.settingsDiscard))
+	m.Handle("GET /settings/history", c.page(c.settingsHistory))
+	m.Handle("POST /settings/rollback", c.post(c.settingsRollback))
+	m.Handle("GET /account", c.page(c.accountPage))
+	m.Handle("POST /account/password", c.post(c.accountPassword))
+}
+
+func (c *Console) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	// Not "no-referrer": with it browsers send "Origin: null" on form posts, which sameOrigin refuses.
+	h.Set("Referrer-Policy", "same-origin")
+	// No script at all; styles and images only from the console itself (the chart is inline SVG, styled
+	// through presentation attributes and classes, which this policy allows).
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	if _, pattern := c.mux.Handler(r); pattern == "" {
+		if _, ok := c.sessions.get(r, c.now(), c.opts.SessionIdle); !ok {
+			c.redirectToLogin(w, r)
+			return
+		}
+		c.mux.ServeHTTP(w, r) // 404 or 405 from the mux
+		return
+	}
+	c.mux.ServeHTTP(w, r)
+}
+
+func (c *Console) serveStatic(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	data, err := fs.ReadFile(c.static, name)
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	switch {
+	case len(name) > 4 && name[len(name)-4:] == ".css":
+		w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	case len(name) > 4 && name[len(name)-4:] == ".svg":
+		w.Header().Set("Content-Type", "image/svg+xml")
+	default:
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Write(data)
+}
+
+func (c *Console) serveFavicon(w http.ResponseWriter, r *http.Request) {
+	r.SetPathValue("file", "favicon.svg")
+	c.serveStatic(w, r)
+}

@@ -1,0 +1,253 @@
+package consoletest_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/mxgate/mxgate/internal/console/consoletest"
+)
+
+// chromiumPath is Debian's chromium, which .ci/run installs.
+const chromiumPath = "/usr/bin/chromium"
+
+// pageErrors collects what the pages logged as errors: uncaught exceptions, console.error calls, and
+// browser log entries at error level (failed loads, Content-Security-Policy violations).
+type pageErrors struct {
+	mu   sync.Mutex
+	errs []string
+	// seen receives a token after each error (dropped when one is pending).
+	seen chan struct{}
+}
+
+func (p *pageErrors) add(s string) {
+	p.mu.Lock()
+	p.errs = append(p.errs, s)
+	p.mu.Unlock()
+	select {
+	case p.seen <- struct{}{}:
+	default:
+	}
+}
+
+func (p *pageErrors) take() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := p.errs
+	p.errs = nil
+	return out
+}
+
+// TestConsoleInChromium drives the real console in headless Chromium: log in, find the message deferred by
+// an MTA-STS enforce failure (certificate-expired) and open it, stage Sender.EnableMTASTS=false, review,
+// commit with a note, see the new generation in the history and in the domain's effective policy; then
+// visit every page, save a PNG of each, and fail on any console error.
+func TestConsoleInChromium(t *testing.T) {
+	if _, err := os.Stat(chromiumPath); err != nil {
+		t.Skipf("console browser test skipped: %s not found (install Debian's chromium): %v", chromiumPath, err)
+	}
+	env := consoletest.New(t)
+	shots := t.TempDir()
+	if dir := os.Getenv("MXGATE_CONSOLE_SCREENSHOTS"); dir != "" {
+		// Keep the screenshots after the test, for people to look at.
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		shots = dir
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	defer cancelBrowser()
+
+	errs := pageErrors{seen: make(chan struct{}, 1)}
+	if err := chromedp.Listen(bctx, func(ev any) {
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			errs.add("exception: " + (&chromedp.ExceptionError{ExceptionDetails: ev.ExceptionDetails}).Error())
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+				var args []string
+				for _, a := range ev.Args {
+					args = append(args, string(a.Value)+a.Description)
+				}
+				errs.add("console." + string(ev.Type) + ": " + strings.Join(args, " "))
+			}
+		case *log.EventEntryAdded:
+			if ev.Entry.Level == log.EntryLevelError {
+				errs.add(fmt.Sprintf("log (%s): %s %s", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL))
+			}
+		}
+	}); err != nil {
+		t.Fatalf("starting chromium: %v", err)
+	}
+
+	base := env.Server.URL
+	var current string
+	step := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(bctx, actions...); err != nil {
+			loc, _ := chromedp.Run(bctx, chromedp.Location())
+			t.Fatalf("%s (at %s): %v", what, loc, err)
+		}
+	}
+	// submit clicks sel and waits for the page it leads to.
+	submit := func(what, sel string) {
+		t.Helper()
+		resp, err := chromedp.RunResponse(bctx, chromedp.Click(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if resp.Status >= 400 {
+			t.Fatalf("%s: HTTP %d", what, resp.Status)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	shotN := 0
+	screenshot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot of %s: %v", name, err)
+		}
+		shotN++
+		path := filepath.Join(shots, fmt.Sprintf("%02d-%s.png", shotN, name))
+		if err := os.WriteFile(path, png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot: %s", path)
+	}
+	checkErrors := func(where string) {
+		t.Helper()
+		for _, e := range errs.take() {
+			t.Errorf("%s: page logged an error: %s", where, e)
+		}
+	}
+	visit := func(name, path, waitFor string) {
+		t.Helper()
+		current = path
+		step("open "+path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS(waitFor)))
+		screenshot(name)
+		checkErrors(current)
+	}
+
+	// The listener sees errors: a probe page that logs one must be caught, or this test proves nothing.
+	step("probe", chromedp.Navigate(`data:text/html,<p id="probe">probe</p><script>console.error("probe")</script>`),
+		chromedp.WaitVisible(chromedp.ID("probe")))
+	select {
+	case <-errs.seen:
+		errs.take()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the console error listener did not see the probe's console.error")
+	}
+
+	// Every page needs a login: the dashboard sends us to the login page.
+	visit("login", "/", "#password")
+	step("log in", chromedp.SendKeys(chromedp.ID("password"), consoletest.Password))
+	submit("log in", "#login")
+	step("dashboard after login", chromedp.WaitVisible(chromedp.ID("mail-in")))
+	if got := text("#failing"); !strings.Contains(got, consoletest.ExpiredDomain) || !strings.Contains(got, "certificate-expired") {
+		t.Errorf("dashboard: failing-enforce table = %q, want %s with certificate-expired", got, consoletest.ExpiredDomain)
+	}
+	checkErrors("login")
+
+	// The queue: find the message deferred with result type certificate-expired and open it.
+	visit("queue", "/queue", "#queue-table")
+	row := chromedp.Search(`//table[@id="queue-table"]//tr[td[contains(., "certificate-expired")]]//a`)
+	id, err := chromedp.Run(bctx, chromedp.Text(row))
+	if err != nil {
+		t.Fatalf("no queued message deferred with certificate-expired: %v", err)
+	}
+	if id != consoletest.MsgExpired {
+		t.Errorf("message deferred with certificate-expired: got %q, want %q", id, consoletest.MsgExpired)
+	}
+	if _, err := chromedp.RunResponse(bctx, chromedp.Click(row)); err != nil {
+		t.Fatalf("open message: %v", err)
+	}
+	step("message detail", chromedp.WaitVisible(chromedp.ID("timeline")))
+	if got := text("#timeline tbody tr:last-child"); !strings.Contains(got, "certificate-expired") || !strings.Contains(got, "mta-sts enforce") || !strings.Contains(got, "mx.shop.example") {
+		t.Errorf("timeline's last attempt = %q, want certificate-expired under mta-sts enforce at mx.shop.example", got)
+	}
+	screenshot("message")
+	checkErrors("message")
+
+	// Settings: stage Sender.EnableMTASTS=false, review the diff, commit with a note.
+	visit("settings", "/settings", "#settings-table")
+	form := `form:has(input[name="key"][value="Sender.EnableMTASTS"])`
+	step("choose false", chromedp.SetValue(chromedp.CSS(form+` select[name="value"]`), "false"))
+	submit("stage", form+` button[type="submit"]`)
+	step("staged banner", chromedp.WaitVisible(chromedp.ID("staged-banner")))
+	submit("review", "#review-link")
+	step("review page", chromedp.WaitVisible(chromedp.ID("diff")))
+	if got := text("#diff"); !strings.Contains(got, "Sender.EnableMTASTS") || !strings.Contains(got, "true") || !strings.Contains(got, "false") {
+		t.Errorf("diff = %q, want Sender.EnableMTASTS true → false", got)
+	}
+	screenshot("review")
+	checkErrors("review")
+	const note = "MTA-STS off while shop.example renews its certificate"
+	step("note", chromedp.SendKeys(chromedp.ID("note"), note))
+	submit("commit", "#commit")
+	step("history", chromedp.WaitVisible(chromedp.ID("history")))
+	if got := text("#history tbody tr:first-child"); !strings.Contains(got, "2") || !strings.Contains(got, note) || !strings.Contains(got, "in force") {
+		t.Errorf("history's newest generation = %q, want generation 2 in force with the note", got)
+	}
+	if got := text("#flash"); !strings.Contains(got, "Committed generation 2") {
+		t.Errorf("flash after commit = %q", got)
+	}
+	screenshot("history")
+	checkErrors("history")
+	if snap := env.Settings.Current(); snap.Generation != 2 || snap.Bool("Sender.EnableMTASTS") {
+		t.Errorf("committed settings: generation %d, Sender.EnableMTASTS=%v; want 2, false", snap.Generation, snap.Bool("Sender.EnableMTASTS"))
+	}
+	// The new generation is what the TLS decision now uses: the domain's effective policy no longer comes
+	// from MTA-STS.
+	visit("domain", "/domains/"+consoletest.ExpiredDomain, "#explain")
+	if got := text("#plan"); got != "opportunistic" {
+		t.Errorf("effective policy of %s after the commit = %q, want opportunistic", consoletest.ExpiredDomain, got)
+	}
+
+	// Every other page renders without errors.
+	visit("dashboard", "/", "#mail-in")
+	visit("queue-expired-filter", "/queue?error=certificate-expired", "#queue-table")
+	visit("confirm-bounce", "/queue/confirm?action=bounce&id="+consoletest.MsgExpired, "#confirm-count")
+	visit("domains", "/domains", "#domains-table")
+	visit("reports", "/reports", "#pending")
+	visit("report-preview", "/reports/preview?domain=example.org&day=2025-06-01", "#report-json")
+	visit("settings-after", "/settings", "#settings-table")
+	visit("review-empty", "/settings/review", "main")
+	visit("account", "/account", "#password-form")
+}

@@ -1,0 +1,257 @@
+// Package consoletest serves a real console (package console) over httptest with in-memory fakes of the
+// queue and the MTA-STS cache (package admintest), a real settings store and TLS reporter on a temporary
+// SQLite database, and a day of delivery events, for the console's handler and browser tests.
+package consoletest
+
+import (
+	"context"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin/admintest"
+	"github.com/mxgate/mxgate/internal/console"
+	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/settings"
+	"github.com/mxgate/mxgate/internal/store"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
+	"github.com/mxgate/mxgate/internal/tlsreport"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
+)
+
+// Password is the console password of every Env.
+const Password = "correct horse battery staple"
+
+// MsgExpired is the fixture message deferred by an MTA-STS enforce failure with result type
+// certificate-expired (alice@corp.example → carol@shop.example), in addition to admintest's two.
+const MsgExpired = "0a1b2c3d4e5f6g7h8i9j0k1l2p"
+
+// ExpiredDomain is MsgExpired's destination, failing MTA-STS enforce.
+const ExpiredDomain = "shop.example"
+
+// Clock is a settable clock, safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Set sets the clock.
+func (c *Clock) Set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// Env is a console under test.
+type Env struct {
+	Console  *console.Console
+	Server   *httptest.Server
+	Queue    *admintest.Queue
+	STS      *admintest.STSCache
+	Settings *settings.Store
+	Reporter *tlsreport.Reporter
+	DB       *store.DB
+	Clock    *Clock
+	// PasswordFile holds the hash of Password.
+	PasswordFile string
+
+	explainMu sync.Mutex
+	explained []string
+}
+
+// Explained returns the domains the console asked Explain about.
+func (e *Env) Explained() []string {
+	e.explainMu.Lock()
+	defer e.explainMu.Unlock()
+	return append([]string(nil), e.explained...)
+}
+
+// New starts a console on the fixture. The clock stands at admintest.Now(); everything is closed at the
+// end of the test.
+func New(t testing.TB) *Env {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	clock := &Clock{t: admintest.Now()}
+	ctx := context.Background()
+	st, err := settings.Open(ctx, db, map[string]string{"Sender.EnableMTASTS": "true"}, clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := tlsreport.NewRecorder(ctx, db, tlsreport.RecorderOptions{Now: clock.Now, FlushInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.Close(context.Background()) })
+	contact, err := address.ParseAddress("postmaster@corp.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := &tlsreport.Reporter{DB: db, Recorder: rec, Contact: contact, Org: "Corp Example", Now: clock.Now}
+
+	q, sts := admintest.Fixture()
+	addExpired(q, sts)
+	pwFile := filepath.Join(dir, "console-password")
+	// A low PBKDF2 cost keeps logins fast under the race detector; production uses DefaultIterations.
+	if err := console.WritePassword(pwFile, Password, 1000); err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{Queue: q, STS: sts, Settings: st, Reporter: rep, DB: db, Clock: clock, PasswordFile: pwFile}
+	c, err := console.New(console.Options{
+		Queue:              q,
+		STS:                sts,
+		Settings:           st,
+		Reports:            func() *tlsreport.Reporter { return rep },
+		Explain:            e.explain,
+		PasswordFile:       pwFile,
+		PasswordIterations: 1000,
+		Now:                clock.Now,
+		Logger:             slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Console = c
+	feed(c, clock)
+	recordSessions(t, rec, clock.Now())
+	if err := rep.Suppress(ctx, "tlsrpt@bounces.example", "mailbox full since May"); err != nil {
+		t.Fatal(err)
+	}
+	e.Server = httptest.NewServer(c.Handler())
+	t.Cleanup(e.Server.Close)
+	return e
+}
+
+// testWriter sends the console's warnings and errors to the test log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// explain imitates the daemon's policy explanation (daemon.Explanation's JSON shape).
+func (e *Env) explain(ctx context.Context, domain string) (any, error) {
+	e.explainMu.Lock()
+	e.explained = append(e.explained, domain)
+	e.explainMu.Unlock()
+	mtasts := e.Settings.Current().Bool("Sender.EnableMTASTS")
+	out := map[string]any{
+		"domain":   domain,
+		"plan":     "opportunistic",
+		"source":   "default",
+		"level":    "opportunistic",
+		"reason":   "no rule, no DANE, no MTA-STS policy: opportunistic TLS",
+		"settings": map[string]any{"Sender.EnableMTASTS": mtasts},
+		"mx":       []map[string]any{{"host": "mx." + domain, "pref": 10, "allowed": true}},
+	}
+	if entry, err := e.STS.Show(ctx, address.MustParseDomain(domain)); err == nil && mtasts {
+		out["plan"], out["source"], out["level"] = "mta-sts "+string(entry.Mode), "mta-sts", "required-verify"
+		out["reason"] = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
+		out["sts_mode"], out["sts_id"] = string(entry.Mode), entry.ID
+	}
+	return out, nil
+}
+
+func addExpired(q *admintest.Queue, sts *admintest.STSCache) {
+	now := admintest.Now()
+	sts.Add(mtastscache.Entry{
+		Domain: address.MustParseDomain(ExpiredDomain), ID: "20250501T000000", Mode: "enforce", MaxAge: 1209600 * time.Second,
+		MX: []string{"mx.shop.example"}, Fetched: now.Add(-20 * time.Hour), Expires: now.Add(1209600*time.Second - 20*time.Hour),
+		LastUsed: now.Add(-10 * time.Minute),
+		Policy:   "version: STSv1\nmode: enforce\nmx: mx.shop.example\nmax_age: 1209600\n",
+	})
+	lastErr := "certificate-expired: mx.shop.example: x509: certificate has expired or is not yet valid"
+	q.Add(queue.MessageDetail{
+		MessageInfo: queue.MessageInfo{
+			ID: MsgExpired, From: "alice@corp.example", Size: 4096,
+			Received: now.Add(-3 * time.Hour), Expires: now.Add(117 * time.Hour), Attempts: 3,
+			State: "queued", Queued: 1, Domains: []string{ExpiredDomain},
+			NextAttempt: now.Add(20 * time.Minute), LastError: lastErr,
+		},
+		ClientIP: "10.0.0.7",
+		Rcpts: []queue.RecipientInfo{{
+			Addr: "carol@shop.example", Domain: ExpiredDomain, Notify: []string{"FAILURE", "DELAY"}, State: "queued",
+			NextAttempt: now.Add(20 * time.Minute), Attempts: 3, LastCode: 451, LastEnhanced: "4.7.5", LastText: lastErr,
+			LastResultType: "certificate-expired", LastRemoteMTA: "mx.shop.example", LastPolicy: "mta-sts enforce",
+			Updated: now.Add(-10 * time.Minute),
+		}},
+		Timeline: []queue.Attempt{
+			{Rcpt: "carol@shop.example", At: now.Add(-170 * time.Minute), Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5",
+				Text: lastErr, RemoteMTA: "mx.shop.example", Policy: "mta-sts enforce", ResultType: "certificate-expired"},
+			{Rcpt: "carol@shop.example", At: now.Add(-100 * time.Minute), Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5",
+				Text: lastErr, RemoteMTA: "mx.shop.example", Policy: "mta-sts enforce", ResultType: "certificate-expired"},
+			{Rcpt: "carol@shop.example", At: now.Add(-10 * time.Minute), Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5",
+				Text: lastErr, RemoteMTA: "mx.shop.example", Policy: "mta-sts enforce", ResultType: "certificate-expired"},
+		},
+	})
+}
+
+// feed observes a day of delivery events ending at admintest.Now(), then leaves the clock there.
+func feed(c *console.Console, clock *Clock) {
+	now := admintest.Now()
+	ev := func(domain string, r queue.Result, plan string, src tlspolicy.Source) delivery.Event {
+		r.Policy = plan
+		return delivery.Event{Domain: domain, Result: r, Plan: plan, Source: src, Attempt: 1}
+	}
+	for h := 23; h >= 0; h-- {
+		clock.Set(now.Add(-time.Duration(h)*time.Hour - 30*time.Minute))
+		for i := 0; i < 6+(h%5); i++ {
+			c.ObserveAccepted()
+			c.Observe(ev("example.com", queue.Result{Outcome: queue.Delivered, Code: 250, Text: "OK", RemoteMTA: "mx.example.com",
+				TLS: "verified TLS 1.3"}, "mta-sts enforce", tlspolicy.SourceMTASTS))
+		}
+		for i := 0; i < 2+(h%3); i++ {
+			c.Observe(ev("example.net", queue.Result{Outcome: queue.Delivered, Code: 250, Text: "OK", RemoteMTA: "mx.example.net",
+				TLS: "unverified TLS 1.2"}, "mta-sts testing", tlspolicy.SourceMTASTS))
+		}
+		if h%4 == 0 {
+			c.Observe(ev("plain.example", queue.Result{Outcome: queue.Delivered, Code: 250, Text: "OK", RemoteMTA: "mx.plain.example",
+				TLS: "none"}, "opportunistic", tlspolicy.SourceDefault))
+		}
+		if h <= 2 {
+			c.Observe(ev(ExpiredDomain, queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5",
+				Text:      "certificate-expired: mx.shop.example: x509: certificate has expired or is not yet valid",
+				RemoteMTA: "mx.shop.example", ResultType: "certificate-expired"}, "mta-sts enforce", tlspolicy.SourceMTASTS))
+		}
+	}
+	clock.Set(now.Add(-50 * time.Minute))
+	c.Observe(ev("example.org", queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5",
+		Text:      "certificate-host-mismatch: mx1.example.org: x509: certificate is valid for other.example, not mx1.example.org",
+		RemoteMTA: "mx1.example.org", ResultType: "certificate-host-mismatch"}, "mta-sts enforce", tlspolicy.SourceMTASTS))
+	clock.Set(now)
+}
+
+// recordSessions records today's TLS sessions so that reports are pending.
+func recordSessions(t testing.TB, rec *tlsreport.Recorder, now time.Time) {
+	t.Helper()
+	pol := tlsrpt.Policy{Type: tlsrpt.PolicySTS, Domain: "example.org",
+		String: []string{"version: STSv1", "mode: enforce", "mx: mx1.example.org", "max_age: 604800"}, MXHost: []string{"mx1.example.org"}}
+	for i := 0; i < 3; i++ {
+		rec.Record(tlsrpt.Session{Policy: pol, Success: true, At: now.Add(-time.Hour)})
+	}
+	rec.Record(tlsrpt.Session{Policy: pol, At: now.Add(-50 * time.Minute), Failure: &tlsrpt.FailureDetails{
+		ResultType: tlsrpt.ResultCertificateHostMismatch, ReceivingMXHostname: "mx1.example.org", ReceivingIP: "192.0.2.10"}})
+	if err := rec.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
