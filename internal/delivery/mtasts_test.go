@@ -335,3 +335,22 @@ func TestMTASTSDisabledBySetting(t *testing.T) {
 		t.Error("MTA-STS was looked up although Sender.EnableMTASTS is false")
 	}
 }
+
+// Spec: STS-19 and DESIGN's "temporary unless proven permanent": a SERVFAIL for _mta-sts with nothing cached
+// is never read as "no policy"; the attempt is deferred and the MX not contacted.
+func TestSTSDiscoveryServfailDefers_STS19(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{STARTTLS: simnet.NotOffered})
+	h.sts("example.com", "1", pEnforce)
+	h.n.DNS.SetFailure("_mta-sts.example.com", 16, simnet.ServFail)
+	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
+	if r.Outcome != queue.Deferred || mx1.Connections() != 0 {
+		t.Fatalf("result = %+v with %d connections, want deferred and no connection", r, mx1.Connections())
+	}
+	h.n.DNS.SetFailure("_mta-sts.example.com", 16, simnet.None)
+	r = one(t, h.deliver("example.com", job("m2", "bob@example.com")))
+	if r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultSTARTTLSNotSupported) || len(mx1.Messages()) != 0 {
+		t.Fatalf("after DNS recovers: %+v, want the enforce policy applied (deferred, starttls-not-supported)", r)
+	}
+}

@@ -156,6 +156,7 @@ type failure struct {
 type flight struct {
 	done    chan struct{}
 	res     Lookup
+	err     error
 	waiters int // callers sharing this flight, for tests
 }
 
@@ -212,12 +213,17 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	return c, nil
 }
 
+// ErrDiscoveryTemporary is returned by Get when the _mta-sts TXT lookup failed temporarily (SERVFAIL,
+// timeout) and no unexpired policy is cached: whether the domain has a policy is unknown, so the delivery
+// must wait rather than go out as though it had none.
+var ErrDiscoveryTemporary = errors.New("mtastscache: MTA-STS discovery failed temporarily")
+
 // Get returns the policy in force for a delivery to domain, doing the checks of RFC 8461 Section 5.1 step 1:
 // a TXT lookup on every call, and a fetch when the id is new or the cached policy expired.
 //
-// Concurrent calls for one domain share one TXT lookup and fetch. The error is non-nil only when ctx ends
-// first; every DNS and HTTPS failure is described by the Lookup instead, because none of them stops a
-// delivery (RFC 8461 Section 3.3 and STS-19).
+// Concurrent calls for one domain share one TXT lookup and fetch. The error is non-nil when ctx ends first,
+// and (wrapping ErrDiscoveryTemporary) when DNS failed temporarily with nothing cached; every other DNS and
+// HTTPS failure is described by the Lookup, because none of them stops a delivery (RFC 8461 Section 3.3).
 func (c *Cache) Get(ctx context.Context, domain address.Domain) (Lookup, error) {
 	if domain.IsZero() {
 		return Lookup{}, errors.New("mtastscache: empty domain")
@@ -231,7 +237,7 @@ func (c *Cache) Get(ctx context.Context, domain address.Domain) (Lookup, error) 
 		// as a fetch failure and start a back-off. The resolver and fetcher time out on their own.
 		work := context.WithoutCancel(ctx)
 		go func() {
-			f.res = c.lookup(work, domain)
+			f.res, f.err = c.lookup(work, domain)
 			c.mu.Lock()
 			delete(c.flights, domain)
 			c.mu.Unlock()
@@ -245,6 +251,9 @@ func (c *Cache) Get(ctx context.Context, domain address.Domain) (Lookup, error) 
 	case <-ctx.Done():
 		return Lookup{}, fmt.Errorf("mtastscache: %s: %w", domain, ctx.Err())
 	}
+	if f.err != nil {
+		return Lookup{}, f.err
+	}
 	if f.res.Policy != nil {
 		c.markUsed(domain, f.res.ID)
 	}
@@ -252,7 +261,7 @@ func (c *Cache) Get(ctx context.Context, domain address.Domain) (Lookup, error) 
 }
 
 // lookup is Get's algorithm for one flight.
-func (c *Cache) lookup(ctx context.Context, domain address.Domain) Lookup {
+func (c *Cache) lookup(ctx context.Context, domain address.Domain) (Lookup, error) {
 	rec, txtErr := c.discover(ctx, domain)
 	now := c.now()
 	cached := c.unexpired(domain, now)
@@ -264,18 +273,22 @@ func (c *Cache) lookup(ctx context.Context, domain address.Domain) Lookup {
 		if cached != nil {
 			// Spec: STS-93 counts a failed TXT discovery as a failure to fetch the policy; RFC 8460 has no
 			// better result type for it than sts-policy-fetch-error.
-			return c.serve(cached, SourceCache, tlsrpt.ResultSTSPolicyFetchError, txtErr.Error())
+			return c.serve(cached, SourceCache, tlsrpt.ResultSTSPolicyFetchError, txtErr.Error()), nil
+		}
+		// Spec: STS-19: a temporary TXT failure with nothing cached is never read as "no policy": the domain
+		// may publish enforce, and an attacker who can make DNS fail must not get plain-text delivery. The
+		// attempt is deferred (mox does the same); nothing negative is cached, so the next attempt looks again.
+		if errors.Is(txtErr, dnsx.ErrTemporary) {
+			return Lookup{}, fmt.Errorf("%w: %s: %w", ErrDiscoveryTemporary, domain, txtErr)
 		}
 		// RFC 8461 Section 3.1 (STS-12, STS-13, STS-18): no record and no cache means no policy, and no fetch.
-		// Spec: STS-19: a temporary TXT failure with nothing cached is also "no policy" for this attempt;
-		// nothing negative is cached, so the next attempt looks again.
-		return Lookup{Source: SourceNone, FailureDetail: txtErr.Error()}
+		return Lookup{Source: SourceNone, FailureDetail: txtErr.Error()}, nil
 	}
 
 	// RFC 8461 Section 5.1 step 1 / Section 3 (STS-55): the id is unchanged and the policy has not expired,
 	// so no fetch is needed.
 	if cached != nil && cached.id == rec.ID {
-		return c.serve(cached, SourceCache, "", "")
+		return c.serve(cached, SourceCache, "", ""), nil
 	}
 
 	// A new id (STS-56, STS-84), an expired policy (STS-54) or none cached: fetch, unless a fetch for this
@@ -283,18 +296,18 @@ func (c *Cache) lookup(ctx context.Context, domain address.Domain) Lookup {
 	// changed id is fetched at once (STS-35).
 	key := backoffKey{domain, rec.ID}
 	if f, ok := c.backingOff(key, now); ok {
-		return c.failed(cached, f)
+		return c.failed(cached, f), nil
 	}
 	pol, raw, err := c.fetch(ctx, domain)
 	if err != nil {
-		return c.failed(cached, c.startBackoff(key, err))
+		return c.failed(cached, c.startBackoff(key, err)), nil
 	}
 	// RFC 8461 Section 3.3 (STS-57): only a successfully fetched, valid policy replaces the cached one; then
 	// it replaces it whatever its mode (STS-61: mode none is how a domain withdraws its policy).
 	fresh := newEntry(domain, rec.ID, pol, raw, c.now())
 	fresh.lastUsed = fresh.fetched // fetched for a delivery, so in use, and persisted as such at once
 	e := c.put(ctx, fresh)
-	return c.serve(e, SourceFetched, "", "")
+	return c.serve(e, SourceFetched, "", ""), nil
 }
 
 // failed is the Lookup after a failed (or backed-off) fetch.

@@ -89,8 +89,19 @@ func TestNoRecordNoCacheNoFetch_STS12_STS13_STS18_STS19(t *testing.T) {
 			e := newEnv(t)
 			e.policy.serve("example.com", http.StatusOK, pEnf(604800))
 			tc.set(e.dns, "_mta-sts.example.com")
+			if tc.name == "SERVFAIL" {
+				// Spec: STS-19: a temporary failure with nothing cached is never "no policy": Get fails and the
+				// delivery is deferred; nothing is fetched and nothing negative is cached.
+				_, err := e.cache.Get(context.Background(), address.MustParseDomain("example.com"))
+				if !errors.Is(err, ErrDiscoveryTemporary) {
+					t.Fatalf("Get = %v, want ErrDiscoveryTemporary", err)
+				}
+				checkFetches(t, e, "example.com", 0)
+				e.dns.setTXT("_mta-sts.example.com", "v=STSv1; id=1")
+				check(t, "after DNS recovers", e.get("example.com"), summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceFetched})
+				return
+			}
 			got := e.get("example.com")
-			// Spec: STS-19: a temporary failure with nothing cached is "no policy" for this attempt, unreported.
 			check(t, "lookup", got, summary{Source: SourceNone})
 			if got.FailureDetail == "" {
 				t.Error("FailureDetail is empty, want the discovery error")
@@ -186,7 +197,13 @@ func TestCachedForMaxAgeThenExpired_STS53_STS54(t *testing.T) {
 	}
 
 	e.clock.Advance(2 * time.Second)
-	check(t, "t0+3601s, TXT failing", e.get("example.com"), summary{Source: SourceNone})
+	// STS-54: the expired policy is never applied. Spec: STS-19: with the TXT lookup failing temporarily and
+	// no unexpired policy, the attempt is deferred rather than sent as though there were no policy.
+	if _, err := e.cache.Get(context.Background(), address.MustParseDomain("example.com")); !errors.Is(err, ErrDiscoveryTemporary) {
+		t.Fatalf("t0+3601s, TXT failing: Get = %v, want ErrDiscoveryTemporary", err)
+	}
+	e.dns.setErr("_mta-sts.example.com", fmt.Errorf("%w", dnsx.ErrNotFound))
+	check(t, "t0+3601s, TXT gone", e.get("example.com"), summary{Source: SourceNone})
 
 	// The same id with the policy host failing: the expired policy is refetched, the fetch fails, and the
 	// expired policy is still not applied.
@@ -291,7 +308,11 @@ func TestRefetchRestartsLifetime_STS58(t *testing.T) {
 	check(t, "t0+5000s", e.get("example.com"),
 		summary{Mode: mtasts.ModeEnforce, ID: "2", Source: SourceCache, Failure: fetchError})
 	e.clock.Advance(401 * time.Second)
-	check(t, "t0+5401s", e.get("example.com"), summary{Source: SourceNone})
+	if _, err := e.cache.Get(context.Background(), address.MustParseDomain("example.com")); !errors.Is(err, ErrDiscoveryTemporary) {
+		t.Fatalf("t0+5401s: Get = %v, want ErrDiscoveryTemporary (expired, and DNS failing)", err)
+	}
+	e.dns.setTXT("_mta-sts.example.com")
+	check(t, "t0+5401s, no record", e.get("example.com"), summary{Source: SourceNone})
 }
 
 func TestNoneReplacesEnforce_STS61(t *testing.T) {
