@@ -267,32 +267,53 @@ func (q *Queue) exec(ctx context.Context, op, id, query string, args ...any) err
 
 // Retry makes every queued recipient of message id due now.
 func (q *Queue) Retry(ctx context.Context, id string) error {
+	q.orderMu.Lock()
+	defer q.orderMu.Unlock()
 	now := ns(q.now())
 	err := q.exec(ctx, "retry", id, `UPDATE queue_recipients SET next_attempt = ?, updated = ?
 		WHERE msg_id = ? AND state = ?`, now, now, id, stateQueued)
-	if err == nil {
-		q.Kick()
+	if err != nil {
+		return err
 	}
-	return err
+	q.mu.Lock()
+	q.ix.retry(id, now)
+	q.mu.Unlock()
+	q.Kick()
+	return nil
 }
 
 // Hold stops deliveries of message id until Release; a delivery in flight finishes.
 func (q *Queue) Hold(ctx context.Context, id string) error {
-	return q.exec(ctx, "hold", id, `UPDATE queue_messages SET held = 1 WHERE id = ?`, id)
+	q.orderMu.Lock()
+	defer q.orderMu.Unlock()
+	if err := q.exec(ctx, "hold", id, `UPDATE queue_messages SET held = 1 WHERE id = ?`, id); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	q.ix.hold(id)
+	q.mu.Unlock()
+	return nil
 }
 
 // Release undoes Hold.
 func (q *Queue) Release(ctx context.Context, id string) error {
-	err := q.exec(ctx, "release", id, `UPDATE queue_messages SET held = 0 WHERE id = ?`, id)
-	if err == nil {
-		q.Kick()
+	q.orderMu.Lock()
+	defer q.orderMu.Unlock()
+	if err := q.exec(ctx, "release", id, `UPDATE queue_messages SET held = 0 WHERE id = ?`, id); err != nil {
+		return err
 	}
-	return err
+	q.mu.Lock()
+	q.ix.release(id)
+	q.mu.Unlock()
+	q.Kick()
+	return nil
 }
 
 // Delete removes message id, its body and history, without a DSN. Results of a delivery in flight are
 // then ignored.
 func (q *Queue) Delete(ctx context.Context, id string) error {
+	q.orderMu.Lock()
+	defer q.orderMu.Unlock()
 	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("queue: delete %s: %w", id, err)
@@ -313,6 +334,9 @@ func (q *Queue) Delete(ctx context.Context, id string) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("queue: delete %s: %w", id, err)
 	}
+	q.mu.Lock()
+	q.ix.removeMsg(id)
+	q.mu.Unlock()
 	q.removeBodies([]string{id})
 	if validID(id) {
 		os.Remove(filepath.Join(q.opts.QuarantineDir, id))
@@ -324,6 +348,8 @@ func (q *Queue) Delete(ctx context.Context, id string) error {
 // Bounce fails every queued (or quarantined) recipient of message id with status 5.0.0 and sends the DSN
 // their NOTIFY asks for.
 func (q *Queue) Bounce(ctx context.Context, id string) error {
+	q.orderMu.Lock()
+	defer q.orderMu.Unlock()
 	now := q.now()
 	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -380,11 +406,11 @@ func (q *Queue) Bounce(ctx context.Context, id string) error {
 			failed = append(failed, c)
 		}
 	}
-	dsnFile, err := q.queueDSN(ctx, tx, m, failed, now)
+	dsnRec, err := q.queueDSN(ctx, tx, m, failed, now)
 	if err != nil {
 		return fmt.Errorf("queue: bounce %s: %w", id, err)
 	}
-	fin, err := finishIfDone(ctx, tx, id)
+	fin, err := q.finishIfDone(ctx, tx, id)
 	if err == nil {
 		_, err = tx.ExecContext(ctx, `DELETE FROM queue_quarantine WHERE msg_id = ?`, id)
 	}
@@ -392,10 +418,16 @@ func (q *Queue) Bounce(ctx context.Context, id string) error {
 		err = tx.Commit()
 	}
 	if err != nil {
-		if dsnFile != "" {
-			os.Remove(dsnFile)
+		if dsnRec != nil {
+			os.Remove(q.bodyPath(dsnRec.id))
 		}
 		return fmt.Errorf("queue: bounce %s: %w", id, err)
+	}
+	q.mu.Lock()
+	q.ix.removeMsg(id)
+	q.mu.Unlock()
+	if dsnRec != nil {
+		q.indexRecords(dsnRec)
 	}
 	if fin {
 		q.removeBodies([]string{id})

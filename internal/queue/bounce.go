@@ -24,19 +24,20 @@ func wantsDSN(notify []string) bool {
 
 // queueDSN composes the failure DSN for the recipients in fails (all of message m), writes it to the spool
 // and inserts its index rows in tx, so that the failure and its report commit together. It returns the
-// body path of the DSN ("" when none is due) for the caller to remove if tx does not commit.
-func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*change, now time.Time) (string, error) {
+// DSN's record (nil when none is due): the caller removes its body (q.bodyPath(rec.id)) if tx does not
+// commit, and indexes it (q.indexRecords) if it does.
+func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*change, now time.Time) (*record, error) {
 	// RFC 5321 Section 6.1 / SMTP-17: a message with a null reverse path never produces a DSN (DSNs
 	// themselves have one).
 	if m.from == "" {
-		return "", nil
+		return nil, nil
 	}
 	to := m.from
 	if m.flags&flagReport != 0 {
 		// RFC 8460 Section 3: reports are not answered to their (our) sender; the operator may collect them.
 		if q.opts.ReportBounceTo == "" {
 			q.log.Warn("queue: bounce of a TLS report dropped (no report bounce address)", "msg_id", m.id)
-			return "", nil
+			return nil, nil
 		}
 		to = q.opts.ReportBounceTo
 	}
@@ -57,7 +58,7 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 		})
 	}
 	if len(rcpts) == 0 {
-		return "", nil
+		return nil, nil
 	}
 	requireTLS := m.flags&flagRequireTLS != 0
 	// RFC 3461 Section 6.2 / SMTP-21: sent with MAIL FROM:<>, no RET, NOTIFY only NEVER. RFC 8689 Section 5
@@ -71,7 +72,7 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	rec, err := q.newRecord(env)
 	if err != nil {
 		q.log.Error("queue: DSN not sent: bad return path", "msg_id", m.id, "to", to, "err", err)
-		return "", nil
+		return nil, nil
 	}
 	p := dsn.Params{
 		ReportingMTA: q.opts.Hostname,
@@ -88,22 +89,28 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	}
 	body, err := q.buildDSN(m.id, p)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	rec.env.EightBit = !isASCII(body)
 	rec.env.SMTPUTF8 = !isASCII([]byte(to)) || rec.env.EightBit && m.flags&flagSMTPUTF8 != 0
 	size, err := q.writeBody(rec.id, bytes.NewReader(body))
 	if err != nil {
-		return "", fmt.Errorf("queue: DSN for %s: %w", m.id, err)
+		return nil, fmt.Errorf("queue: DSN for %s: %w", m.id, err)
 	}
 	rec.size = size
 	path := q.bodyPath(rec.id)
-	if err := insertRecord(ctx, tx, rec); err != nil {
+	// The DSN's rename must be durable before tx commits its index rows. DSNs are rare: one directory
+	// fsync each.
+	if err := q.opts.SyncDir(q.opts.Dir); err != nil {
 		os.Remove(path)
-		return "", fmt.Errorf("queue: DSN for %s: %w", m.id, err)
+		return nil, fmt.Errorf("queue: DSN for %s: %w", m.id, storageErr("fsync spool directory", err))
+	}
+	if err := q.insertRecord(ctx, tx, rec); err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("queue: DSN for %s: %w", m.id, err)
 	}
 	q.log.Info("queue: DSN queued", "msg_id", m.id, "dsn_id", rec.id, "to", to, "recipients", len(rcpts))
-	return path, nil
+	return rec, nil
 }
 
 // buildDSN builds the DSN with the original attached. If a field is unusable (dsn.ErrField), it is built

@@ -2,16 +2,19 @@
 // the SQLite index of messages, recipients and attempts, retry with backoff and jitter, expiry, and the
 // delivery status notifications (RFC 3464, through package dsn) that follow a failure.
 //
-// Durability (RFC 5321 Section 6.1): Submit returns only after the body file is fsynced, renamed into the
-// spool and the directory fsynced, and the index rows are committed (SQLite synchronous=FULL). Concurrent
-// Submits share one index transaction (group commit) while their bodies are written and fsynced in their own
-// goroutines.
+// Durability (RFC 5321 Section 6.1): Submit returns only after the body file is fsynced and renamed into the
+// spool, the spool directory is fsynced, and the index rows are committed (SQLite synchronous=FULL). The
+// index commit is the point of durability. Concurrent Submits share one index transaction (group commit)
+// and one directory fsync, made by the committer before the commit, which covers every rename of the
+// group; their bodies are written and fsynced in their own goroutines.
 //
-// Scheduling (RFC 5321 Section 4.5.4.1): one scheduler goroutine, no per-message timers or goroutines. Due
-// recipients are grouped by domain and then by message into Batches, handed to the Deliverer by a bounded
-// number of workers, and the results applied in one transaction per batch. A crash while a batch is in
-// flight leads to a retry after the backoff (the attempt is recorded before delivery), so a recipient may
-// be delivered twice but is never lost.
+// Scheduling (RFC 5321 Section 4.5.4.1): one scheduler goroutine, no per-message timers or goroutines. The
+// queued recipients are indexed in memory (index.go) by domain and next attempt, so finding due work costs
+// no SQL; SQLite stays the durable truth, and the index is rebuilt from it at Open. Due recipients are
+// grouped by domain and then by message into Batches, handed to the Deliverer by a bounded number of
+// workers, and the results applied in one transaction per batch. A crash while a batch is in flight leads
+// to a retry after the backoff (the attempt is recorded before delivery), so a recipient may be delivered
+// twice but is never lost.
 //
 // Finished messages (no queued recipient left) are deleted with their body and history; the final outcome
 // is in the logs. The queue does not send "delivered"/"relayed" or "delayed" DSNs (NOTIFY=SUCCESS,DELAY):
@@ -91,6 +94,10 @@ type Options struct {
 	Concurrency int
 	PerDomain   int
 	MaxBatch    int
+	// BatchWait is how long due work for a domain that already has a batch in flight waits for more work
+	// before a further batch starts (default 20ms; negative: no wait). A domain with nothing in flight
+	// starts its batch at once, and a full batch never waits.
+	BatchWait time.Duration
 	// ReportBounceTo receives the bounces of messages with Envelope.Report; when empty they are dropped
 	// (and logged).
 	ReportBounceTo string
@@ -166,6 +173,9 @@ func (o *Options) setDefaults() error {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 50
 	}
+	if o.BatchWait == 0 {
+		o.BatchWait = 20 * time.Millisecond
+	}
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 30 * time.Second
 	}
@@ -200,14 +210,22 @@ type Queue struct {
 	commits       atomic.Int64
 	quarantined   atomic.Int64
 
+	st        stmts
+	stmtsOnce sync.Once
+
 	kick       chan struct{}
 	workerDone chan struct{}
 	workers    sync.WaitGroup
+	rounds     atomic.Int64 // dispatch rounds that found work, for tests
 
-	mu         sync.Mutex
-	inflight   map[int64]bool // recipient row ids being delivered
-	busy       int            // batches in flight
-	domainBusy map[string]int // batches in flight per domain
+	// orderMu keeps the index in the order of the commits: it is held from the start of every
+	// transaction that changes queued recipients of existing messages (the administrator's operations,
+	// dispatch, apply) until the index reflects its commit. Lock order: orderMu, then the database, then mu.
+	orderMu sync.Mutex
+
+	mu   sync.Mutex
+	ix   *dueIndex
+	busy int // batches in flight
 }
 
 // Open prepares the index, recovers the spool (see recover.go) and starts the group committer. Call Close
@@ -233,10 +251,16 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		committerDone: make(chan struct{}),
 		kick:          make(chan struct{}, 1),
 		workerDone:    make(chan struct{}, 1),
-		inflight:      map[int64]bool{},
-		domainBusy:    map[string]int{},
+		ix:            newDueIndex(opts.PerDomain, opts.MaxBatch, int64(opts.BatchWait)),
 	}
 	if err := q.recover(ctx); err != nil {
+		return nil, err
+	}
+	if err := q.prepare(ctx); err != nil {
+		return nil, err
+	}
+	if err := q.loadIndex(ctx); err != nil {
+		q.st.close()
 		return nil, err
 	}
 	go q.committer()
@@ -248,6 +272,35 @@ func (q *Queue) Close() error {
 	q.closeOnce.Do(func() { close(q.stopCommitter) })
 	<-q.committerDone
 	q.workers.Wait()
+	q.stmtsOnce.Do(q.st.close)
+	return nil
+}
+
+// loadIndex builds the in-memory index of queued recipients from the database.
+func (q *Queue) loadIndex(ctx context.Context) error {
+	rows, err := q.db.QueryContext(ctx, `SELECT r.id, r.msg_id, r.domain, r.next_attempt, m.held
+		FROM queue_recipients r JOIN queue_messages m ON m.id = r.msg_id WHERE r.state = ?`, stateQueued)
+	if err != nil {
+		return fmt.Errorf("queue: load index: %w", err)
+	}
+	defer rows.Close()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for rows.Next() {
+		var id, next int64
+		var msgID, domain string
+		var held bool
+		if err := rows.Scan(&id, &msgID, &domain, &next, &held); err != nil {
+			return fmt.Errorf("queue: load index: %w", err)
+		}
+		if held && !q.ix.held[msgID] {
+			q.ix.hold(msgID)
+		}
+		q.ix.add(id, msgID, domain, next)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("queue: load index: %w", err)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,6 +32,9 @@ type rcptRow struct {
 	attempts      int // including the attempt in flight
 	domain        string
 	lastResultTxt string
+	// retryAt is the next attempt recorded before delivery: where the recipient stays if the results
+	// cannot be recorded.
+	retryAt time.Time
 }
 
 // work is one batch handed to a worker.
@@ -56,10 +60,7 @@ func (q *Queue) Run(ctx context.Context) error {
 		if _, err := q.dispatch(ctx, dctx); err != nil && ctx.Err() == nil {
 			q.log.Error("queue: dispatch failed", "err", err)
 			wait = 5 * time.Second
-		} else if next, ok, err := q.nextDue(ctx); err != nil && ctx.Err() == nil {
-			q.log.Error("queue: next due time", "err", err)
-			wait = 5 * time.Second
-		} else if ok {
+		} else if next, ok := q.nextDue(); ok {
 			wait = min(max(next.Sub(q.now()), 0), maxIdle)
 		}
 		if !timer.Stop() {
@@ -126,140 +127,167 @@ func (q *Queue) RunOnce(ctx context.Context) (int, error) {
 	}
 }
 
-// nextDue returns the earliest next attempt of a queued, unheld recipient.
-func (q *Queue) nextDue(ctx context.Context) (time.Time, bool, error) {
-	var n sql.NullInt64
-	err := q.db.QueryRowContext(ctx, `SELECT MIN(r.next_attempt) FROM queue_recipients r
-		JOIN queue_messages m ON m.id = r.msg_id WHERE r.state = ? AND m.held = 0`, stateQueued).Scan(&n)
-	if err != nil || !n.Valid {
-		return time.Time{}, false, err
+// nextDue returns when the scheduler next has work to start: the earliest time a domain with a free slot
+// may start a batch. It reports false when there is none, or when every worker is busy (a finishing worker
+// wakes the scheduler).
+func (q *Queue) nextDue() (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.busy >= q.opts.Concurrency {
+		return time.Time{}, false
 	}
-	return fromNS(n.Int64), true, nil
+	d, key := q.ix.first()
+	if d == nil {
+		return time.Time{}, false
+	}
+	return fromNS(key), true
 }
+
+// maxRounds bounds the rounds of one dispatch that only found stale index entries.
+const maxRounds = 8
 
 // dispatch starts workers for due work within the Concurrency and PerDomain limits. Deliveries run with
 // dctx; ctx bounds the database work of planning.
 func (q *Queue) dispatch(ctx, dctx context.Context) (int, error) {
-	now := q.now()
-	domains, err := q.dueDomains(ctx, now)
-	if err != nil {
-		return 0, err
+	total := 0
+	for range maxRounds {
+		n, picked, err := q.dispatchRound(ctx, dctx)
+		total += n
+		// Repeat only when index entries turned out stale (picked, not dispatched): more may be due.
+		if err != nil || picked == n {
+			return total, err
+		}
 	}
-	var works []*work
-	for _, d := range domains {
-		q.mu.Lock()
-		free := q.opts.Concurrency - q.busy - len(works)
-		slots := min(free, q.opts.PerDomain-q.domainBusy[d])
-		q.mu.Unlock()
-		if free <= 0 {
+	return total, nil
+}
+
+// pick is one batch taken from the index, before it is checked against the database.
+type pick struct {
+	domain string
+	rcpts  []*dueRcpt
+}
+
+// dispatchRound takes the due batches from the index, then reads and checks each recipient in one
+// transaction that also records the attempts, and starts the workers. It returns the jobs dispatched and
+// the jobs (message and domain pairs) taken from the index.
+func (q *Queue) dispatchRound(ctx, dctx context.Context) (dispatched, picked int, err error) {
+	now := q.now()
+	var picks []pick
+	q.mu.Lock()
+	for q.busy < q.opts.Concurrency {
+		d, key := q.ix.first()
+		if d == nil || key > ns(now) {
 			break
 		}
-		if slots <= 0 {
-			continue
+		rs := q.ix.take(d, ns(now))
+		if len(rs) == 0 {
+			break // cannot happen: a ready domain's key is never before its first recipient is due
 		}
-		ws, err := q.loadDomain(ctx, d, now, slots)
-		if err != nil {
-			return 0, err
-		}
-		works = append(works, ws...)
-	}
-	if len(works) == 0 {
-		return 0, nil
-	}
-	if err := q.recordAttempts(ctx, works, now); err != nil {
-		return 0, err
-	}
-	jobs := 0
-	q.mu.Lock()
-	for _, w := range works {
 		q.busy++
-		q.domainBusy[w.batch.Domain]++
-		for _, r := range w.rcpts {
-			q.inflight[r.id] = true
+		picks = append(picks, pick{domain: d.name, rcpts: rs})
+		seen := map[string]bool{}
+		for _, r := range rs {
+			if !seen[r.msgID] {
+				seen[r.msgID] = true
+				picked++
+			}
 		}
-		jobs += len(w.batch.Jobs)
 	}
 	q.mu.Unlock()
+	if len(picks) == 0 {
+		return 0, 0, nil
+	}
+	q.rounds.Add(1)
+	q.orderMu.Lock()
+	defer q.orderMu.Unlock()
+	works, back, err := q.load(ctx, picks, now)
+	q.mu.Lock()
+	if err != nil {
+		// Nothing was recorded: everything goes back as it was.
+		works = nil
+		back = back[:0]
+		for _, p := range picks {
+			back = append(back, p.rcpts...)
+		}
+	}
+	for _, r := range back {
+		q.ix.add(r.id, r.msgID, r.domain, r.next)
+	}
+	for i, p := range picks {
+		if i >= len(works) || len(works[i].batch.Jobs) == 0 {
+			q.busy--
+			q.ix.done(p.domain)
+		}
+	}
+	q.mu.Unlock()
+	if err != nil {
+		return 0, picked, err
+	}
 	for _, w := range works {
+		if len(w.batch.Jobs) == 0 {
+			continue
+		}
+		dispatched += len(w.batch.Jobs)
 		q.workers.Add(1)
 		go q.worker(dctx, w)
 	}
-	return jobs, nil
+	return dispatched, picked, nil
 }
 
-func (q *Queue) dueDomains(ctx context.Context, now time.Time) ([]string, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT r.domain, MIN(r.next_attempt) FROM queue_recipients r
-		JOIN queue_messages m ON m.id = r.msg_id
-		WHERE r.state = ? AND m.held = 0 AND r.next_attempt <= ?
-		GROUP BY r.domain ORDER BY 2, 1`, stateQueued, ns(now))
+// load reads the picked recipients with their messages in one transaction, drops those that are no longer
+// queued, and records the attempts: it counts them before they are made and moves next_attempt to where a
+// retry would be, so that a crash (or a failure to record the results) leads to a retry after the backoff
+// rather than a loss or an immediate loop. It returns one work per pick (possibly with no jobs) and the
+// recipients to put back into the index: held, or not due yet after all.
+func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work, []*dueRcpt, error) {
+	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("queue: due domains: %w", err)
+		return nil, nil, fmt.Errorf("queue: load batch: %w", err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var d string
-		var t int64
-		if err := rows.Scan(&d, &t); err != nil {
-			return nil, fmt.Errorf("queue: due domains: %w", err)
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
-}
-
-// loadDomain groups the due recipients of domain by message into at most slots batches of MaxBatch jobs.
-func (q *Queue) loadDomain(ctx context.Context, domain string, now time.Time, slots int) ([]*work, error) {
-	rows, err := q.db.QueryContext(ctx, `SELECT r.id, r.msg_id, r.rcpt, r.notify, r.orcpt, r.attempts,
-			m.sender, m.envid, m.ret, m.flags, m.size, m.received, m.expires, m.attempts
-		FROM queue_recipients r JOIN queue_messages m ON m.id = r.msg_id
-		WHERE r.domain = ? AND r.state = ? AND m.held = 0 AND r.next_attempt <= ?
-		ORDER BY r.next_attempt, r.msg_id, r.id`, domain, stateQueued, ns(now))
-	if err != nil {
-		return nil, fmt.Errorf("queue: load %s: %w", domain, err)
-	}
-	defer rows.Close()
-	limit := slots * q.opts.MaxBatch
-	msgs := map[string]*msgRow{}
-	var order []string
-	byMsg := map[string][]*rcptRow{}
-	for rows.Next() {
-		r := &rcptRow{domain: domain}
-		m := &msgRow{}
-		var notify string
-		var received, expires int64
-		if err := rows.Scan(&r.id, &r.msgID, &r.rcpt, &notify, &r.orcpt, &r.attempts,
-			&m.from, &m.envid, &m.ret, &m.flags, &m.size, &received, &expires, &m.attempts); err != nil {
-			return nil, fmt.Errorf("queue: load %s: %w", domain, err)
-		}
-		q.mu.Lock()
-		busy := q.inflight[r.id]
-		q.mu.Unlock()
-		if busy {
-			continue
-		}
-		if _, ok := msgs[r.msgID]; !ok {
-			if len(order) == limit {
-				break
+	defer tx.Rollback()
+	load := tx.StmtContext(ctx, q.st.loadRcpt)
+	bumpMsg := tx.StmtContext(ctx, q.st.bumpMsg)
+	bumpRcpt := tx.StmtContext(ctx, q.st.bumpRcpt)
+	var back []*dueRcpt
+	works := make([]*work, 0, len(picks))
+	for _, p := range picks {
+		w := &work{batch: Batch{Domain: p.domain}, msgs: map[string]*msgRow{}}
+		var order []string
+		byMsg := map[string][]*rcptRow{}
+		for _, e := range p.rcpts {
+			r := &rcptRow{id: e.id, domain: p.domain}
+			m := &msgRow{}
+			var notify, state string
+			var next, received, expires int64
+			var held bool
+			err := load.QueryRowContext(ctx, e.id).Scan(&r.msgID, &r.rcpt, &notify, &r.orcpt, &r.attempts, &state,
+				&next, &m.from, &m.envid, &m.ret, &m.flags, &m.size, &received, &expires, &m.attempts, &held)
+			switch {
+			case errors.Is(err, sql.ErrNoRows):
+				continue // deleted
+			case err != nil:
+				return nil, nil, fmt.Errorf("queue: load batch for %s: %w", p.domain, err)
+			case state != stateQueued:
+				continue // bounced or quarantined
+			case held || next > ns(now):
+				// Held, or moved later, since it was indexed: back into the index, as the database has it.
+				e.next = next
+				back = append(back, e)
+				continue
 			}
-			m.id, m.received, m.expires = r.msgID, fromNS(received), fromNS(expires)
-			m.attempts++
-			msgs[r.msgID] = m
-			order = append(order, r.msgID)
+			if _, ok := w.msgs[r.msgID]; !ok {
+				m.id, m.received, m.expires = r.msgID, fromNS(received), fromNS(expires)
+				m.attempts++
+				w.msgs[r.msgID] = m
+				order = append(order, r.msgID)
+			}
+			r.notify = splitNotify(notify)
+			r.attempts++
+			r.retryAt = now.Add(q.backoff(r.attempts))
+			byMsg[r.msgID] = append(byMsg[r.msgID], r)
 		}
-		r.notify = splitNotify(notify)
-		r.attempts++
-		byMsg[r.msgID] = append(byMsg[r.msgID], r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("queue: load %s: %w", domain, err)
-	}
-	var works []*work
-	for i := 0; i < len(order); i += q.opts.MaxBatch {
-		w := &work{batch: Batch{Domain: domain}, msgs: map[string]*msgRow{}}
-		for _, id := range order[i:min(i+q.opts.MaxBatch, len(order))] {
-			m := msgs[id]
-			w.msgs[id] = m
+		for _, id := range order {
+			m := w.msgs[id]
 			job := Job{
 				MsgID: id, From: m.from, EnvID: m.envid, Ret: m.ret,
 				RequireTLS: m.flags&flagRequireTLS != 0, TLSOptional: m.flags&flagTLSOptional != 0,
@@ -267,15 +295,24 @@ func (q *Queue) loadDomain(ctx context.Context, domain string, now time.Time, sl
 				Size: m.size, Attempt: m.attempts, Received: m.received, Expires: m.expires,
 				Open: q.opener(id),
 			}
+			if _, err := bumpMsg.ExecContext(ctx, id); err != nil {
+				return nil, nil, fmt.Errorf("queue: record attempts: %w", err)
+			}
 			for _, r := range byMsg[id] {
 				job.Recipients = append(job.Recipients, Recipient{Addr: r.rcpt, Notify: r.notify, ORcpt: r.orcpt})
 				w.rcpts = append(w.rcpts, r)
+				if _, err := bumpRcpt.ExecContext(ctx, ns(r.retryAt), ns(now), r.id); err != nil {
+					return nil, nil, fmt.Errorf("queue: record attempts: %w", err)
+				}
 			}
 			w.batch.Jobs = append(w.batch.Jobs, job)
 		}
 		works = append(works, w)
 	}
-	return works, nil
+	if err := tx.Commit(); err != nil {
+		return nil, nil, fmt.Errorf("queue: record attempts: %w", err)
+	}
+	return works, back, nil
 }
 
 func (q *Queue) opener(id string) func() (io.ReadCloser, error) {
@@ -289,37 +326,8 @@ func (q *Queue) opener(id string) func() (io.ReadCloser, error) {
 	}
 }
 
-// recordAttempts counts the attempts before they are made and moves next_attempt to where a retry would
-// be, so that a crash (or a failure to record the results) leads to a retry after the backoff rather than
-// a loss or an immediate loop.
-func (q *Queue) recordAttempts(ctx context.Context, works []*work, now time.Time) error {
-	tx, err := q.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("queue: record attempts: %w", err)
-	}
-	defer tx.Rollback()
-	for _, w := range works {
-		for id := range w.msgs {
-			if _, err := tx.ExecContext(ctx, `UPDATE queue_messages SET attempts = attempts + 1 WHERE id = ?`, id); err != nil {
-				return fmt.Errorf("queue: record attempts: %w", err)
-			}
-		}
-		for _, r := range w.rcpts {
-			if _, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET attempts = attempts + 1,
-				next_attempt = ?, updated = ? WHERE id = ?`, ns(now.Add(q.backoff(r.attempts))), ns(now), r.id); err != nil {
-				return fmt.Errorf("queue: record attempts: %w", err)
-			}
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("queue: record attempts: %w", err)
-	}
-	return nil
-}
-
 func (q *Queue) worker(ctx context.Context, w *work) {
 	defer q.workers.Done()
-	defer q.release(w)
 	results, panicked := q.deliver(ctx, w)
 	missing := "no result from delivery"
 	if panicked {
@@ -340,15 +348,15 @@ func (q *Queue) deliver(ctx context.Context, w *work) (res []Result, panicked bo
 	return q.opts.Deliverer.Deliver(ctx, w.batch), false
 }
 
-func (q *Queue) release(w *work) {
+// release ends batch w: its recipients still queued go back into the index (at the time apply recorded,
+// or at the time recorded before delivery when apply could not record anything), and its slot is freed.
+func (q *Queue) release(w *work, requeue []*rcptRow) {
 	q.mu.Lock()
+	for _, r := range requeue {
+		q.ix.add(r.id, r.msgID, r.domain, ns(r.retryAt))
+	}
 	q.busy--
-	if q.domainBusy[w.batch.Domain]--; q.domainBusy[w.batch.Domain] <= 0 {
-		delete(q.domainBusy, w.batch.Domain)
-	}
-	for _, r := range w.rcpts {
-		delete(q.inflight, r.id)
-	}
+	q.ix.done(w.batch.Domain)
 	q.mu.Unlock()
 	select {
 	case q.workerDone <- struct{}{}:
@@ -367,118 +375,6 @@ type change struct {
 	reason    string
 }
 
-// apply records the results of one batch in one transaction: recipient states, the attempt history,
-// the DSNs for failures, and the removal of finished messages.
-func (q *Queue) apply(w *work, results []Result, missing string) {
-	ctx := context.Background() // results are recorded even while shutting down
-	now := q.now()
-	byKey := map[[2]string]Result{}
-	for _, r := range results {
-		byKey[[2]string{r.MsgID, r.Rcpt}] = r
-	}
-	var changes []*change
-	for _, row := range w.rcpts {
-		m := w.msgs[row.msgID]
-		res, ok := byKey[[2]string{row.msgID, row.rcpt}]
-		if !ok {
-			// The Deliverer contract: a recipient without a result is deferred.
-			res = Result{MsgID: row.msgID, Rcpt: row.rcpt, Outcome: Deferred, Text: missing}
-		}
-		c := &change{row: row, res: res}
-		switch res.Outcome {
-		case Delivered:
-			c.state = stateDelivered
-		case Failed:
-			c.state = stateFailed
-			c.dsnStatus = normStatus(res.Enhanced, '5')
-		default: // Deferred, and anything unknown ("temporary unless proven permanent")
-			res.Outcome = Deferred
-			c.res.Outcome = Deferred
-			if !now.Before(m.expires) {
-				// RFC 8461 Section 5.1 / STS-84: expiry is decided after an attempt, never before one.
-				c.state = stateFailed
-				c.dsnStatus = "5.4.7"
-				c.reason = fmt.Sprintf("Delivery time expired: no successful delivery in %d attempts since %s; "+
-					"the last error is shown.", row.attempts, m.received.Format(time.RFC1123Z))
-			} else {
-				c.state = stateQueued
-				// Always leave room for one final attempt at the expiry time.
-				c.next = now.Add(q.backoff(row.attempts))
-				if c.next.After(m.expires) {
-					c.next = m.expires
-				}
-			}
-		}
-		q.log.Info("delivery", "msg_id", row.msgID, "rcpt", row.rcpt, "domain", row.domain,
-			"attempt", row.attempts, "outcome", string(c.res.Outcome), "final_state", c.state,
-			"code", res.Code, "enhanced", res.Enhanced, "mx", res.RemoteMTA, "tls", res.TLS,
-			"policy", res.Policy, "result_type", res.ResultType, "text", res.Text)
-		changes = append(changes, c)
-	}
-
-	tx, err := q.db.BeginTx(ctx, nil)
-	if err != nil {
-		q.log.Error("queue: cannot record delivery results; will retry after backoff", "domain", w.batch.Domain, "err", err)
-		return
-	}
-	var dsnFiles, done []string
-	fail := func(err error) {
-		tx.Rollback()
-		for _, f := range dsnFiles {
-			os.Remove(f)
-		}
-		q.log.Error("queue: cannot record delivery results; will retry after backoff", "domain", w.batch.Domain, "err", err)
-	}
-	failed := map[string][]*change{}
-	var msgOrder []string
-	for _, c := range changes {
-		applied, err := q.updateRecipient(ctx, tx, c, now)
-		if err != nil {
-			fail(err)
-			return
-		}
-		if !applied {
-			// Deleted, bounced or quarantined by an administrator while in flight.
-			q.log.Warn("queue: result for a recipient no longer queued ignored", "msg_id", c.row.msgID, "rcpt", c.row.rcpt)
-			continue
-		}
-		if c.state == stateFailed {
-			if len(failed[c.row.msgID]) == 0 {
-				msgOrder = append(msgOrder, c.row.msgID)
-			}
-			failed[c.row.msgID] = append(failed[c.row.msgID], c)
-		}
-	}
-	for _, id := range msgOrder {
-		f, err := q.queueDSN(ctx, tx, w.msgs[id], failed[id], now)
-		if err != nil {
-			fail(err)
-			return
-		}
-		if f != "" {
-			dsnFiles = append(dsnFiles, f)
-		}
-	}
-	for id := range w.msgs {
-		fin, err := finishIfDone(ctx, tx, id)
-		if err != nil {
-			fail(err)
-			return
-		}
-		if fin {
-			done = append(done, id)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		fail(err)
-		return
-	}
-	q.removeBodies(done)
-	if len(dsnFiles) > 0 {
-		q.Kick()
-	}
-}
-
 // updateRecipient writes c and its attempt history; it reports false when the recipient was no longer
 // queued.
 func (q *Queue) updateRecipient(ctx context.Context, tx *sql.Tx, c *change, now time.Time) (bool, error) {
@@ -487,10 +383,7 @@ func (q *Queue) updateRecipient(ctx context.Context, tx *sql.Tx, c *change, now 
 	if next.IsZero() {
 		next = now
 	}
-	res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?, next_attempt = ?, last_code = ?,
-		last_enhanced = ?, last_text = ?, last_result_type = ?, last_remote_mta = ?, last_tls = ?, last_policy = ?,
-		updated = ? WHERE id = ? AND state = ?`,
-		c.state, ns(next), r.Code, r.Enhanced, r.Text, r.ResultType, r.RemoteMTA, r.TLS, r.Policy, ns(now),
+	res, err := tx.StmtContext(ctx, q.st.updateRcpt).ExecContext(ctx, c.state, ns(next), r.Code, r.Enhanced, r.Text, r.ResultType, r.RemoteMTA, r.TLS, r.Policy, ns(now),
 		c.row.id, stateQueued)
 	if err != nil {
 		return false, fmt.Errorf("queue: update recipient: %w", err)
@@ -498,9 +391,7 @@ func (q *Queue) updateRecipient(ctx context.Context, tx *sql.Tx, c *change, now 
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
 		return false, err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO queue_attempts(msg_id, rcpt, at, outcome, code, enhanced, text,
-		remote_mta, tls, policy, result_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.row.msgID, c.row.rcpt, ns(now), string(r.Outcome), r.Code, r.Enhanced, r.Text, r.RemoteMTA, r.TLS,
+	if _, err := tx.StmtContext(ctx, q.st.insertAttempt).ExecContext(ctx, c.row.msgID, c.row.rcpt, ns(now), string(r.Outcome), r.Code, r.Enhanced, r.Text, r.RemoteMTA, r.TLS,
 		r.Policy, r.ResultType); err != nil {
 		return false, fmt.Errorf("queue: record attempt: %w", err)
 	}
@@ -510,19 +401,18 @@ func (q *Queue) updateRecipient(ctx context.Context, tx *sql.Tx, c *change, now 
 // finishIfDone deletes message id's index rows when no recipient is queued any more; the caller removes the
 // body after the commit. A crash in between leaves a body without index rows, which Open moves to the
 // quarantine directory.
-func finishIfDone(ctx context.Context, tx *sql.Tx, id string) (bool, error) {
+func (q *Queue) finishIfDone(ctx context.Context, tx *sql.Tx, id string) (bool, error) {
 	var n int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM queue_recipients WHERE msg_id = ? AND state IN (?, ?)`,
-		id, stateQueued, stateQuarantined).Scan(&n); err != nil {
+	if err := tx.StmtContext(ctx, q.st.countLive).QueryRowContext(ctx, id, stateQueued, stateQuarantined).Scan(&n); err != nil {
 		return false, fmt.Errorf("queue: finish %s: %w", id, err)
 	}
 	if n > 0 {
 		return false, nil
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM queue_attempts WHERE msg_id = ?`, id); err != nil {
+	if _, err := tx.StmtContext(ctx, q.st.deleteAttempts).ExecContext(ctx, id); err != nil {
 		return false, fmt.Errorf("queue: finish %s: %w", id, err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM queue_messages WHERE id = ?`, id); err != nil {
+	if _, err := tx.StmtContext(ctx, q.st.deleteMsg).ExecContext(ctx, id); err != nil {
 		return false, fmt.Errorf("queue: finish %s: %w", id, err)
 	}
 	return true, nil

@@ -66,9 +66,12 @@ func storageErr(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrTemporary, op, err)
 }
 
-// writeBody stores body as Dir/<id>: write to a temporary file, fsync it, rename it into place and fsync the
-// directory, so that the name and the content are both durable before the index row exists. On error
-// nothing is left behind. It returns the number of octets written.
+// writeBody stores body as Dir/<id>: write to a temporary file, fsync it and rename it into place. The
+// rename is not durable yet: the caller fsyncs the spool directory before it commits the index row (the
+// committer does it once per group), so that the name and the content are both durable before the row
+// exists. A crash before that commit leaves a body without an index row, never acknowledged, which Open
+// moves to the quarantine directory. On error nothing is left behind. It returns the number of octets
+// written.
 func (q *Queue) writeBody(id string, body io.Reader) (int64, error) {
 	f, err := os.CreateTemp(q.opts.Dir, tmpPrefix+id+".*")
 	if err != nil {
@@ -102,10 +105,6 @@ func (q *Queue) writeBody(id string, body io.Reader) (int64, error) {
 	if err := os.Rename(tmp, final); err != nil {
 		os.Remove(tmp)
 		return 0, storageErr("rename spool file", err)
-	}
-	if err := q.opts.SyncDir(q.opts.Dir); err != nil {
-		os.Remove(final)
-		return 0, storageErr("fsync spool directory", err)
 	}
 	return n, nil
 }

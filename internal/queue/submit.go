@@ -17,6 +17,7 @@ type record struct {
 	id       string
 	env      Envelope
 	domains  []string // per recipient
+	rcptIDs  []int64  // per recipient, once inserted
 	size     int64
 	received time.Time
 	expires  time.Time
@@ -29,9 +30,11 @@ type pending struct {
 }
 
 // Submit stores a message durably and returns its id. It returns only after the body and the index rows are
-// on disk (RFC 5321 Section 6.1: the caller may then answer 250). Errors wrap ErrInvalid for an unusable
-// envelope or empty body, or ErrTemporary (and ErrNoSpace on ENOSPC) for local failures; in both cases the
-// queue holds nothing of the message.
+// on disk (RFC 5321 Section 6.1: the caller may then answer 250): the body file is fsynced and renamed into
+// the spool here, then the committer fsyncs the spool directory (once for its whole group, covering this
+// rename) and commits the index rows. Errors wrap ErrInvalid for an unusable envelope or empty body, or
+// ErrTemporary (and ErrNoSpace on ENOSPC) for local failures; in both cases the queue holds nothing of the
+// message.
 func (q *Queue) Submit(ctx context.Context, env Envelope, body io.Reader) (string, error) {
 	rec, err := q.newRecord(env)
 	if err != nil {
@@ -46,7 +49,6 @@ func (q *Queue) Submit(ctx context.Context, env Envelope, body io.Reader) (strin
 		os.Remove(q.bodyPath(rec.id))
 		return "", err
 	}
-	q.Kick()
 	return rec.id, nil
 }
 
@@ -113,8 +115,10 @@ func (q *Queue) commitIndex(ctx context.Context, rec *record) error {
 }
 
 // committer is the group-commit goroutine: it takes the first waiting Submit, collects more for up to
-// GroupCommitWindow (or GroupCommitMax of them), commits them in one transaction, and answers them all.
-// The cost of the commit's fsync is shared by every Submit in the group.
+// GroupCommitWindow (or GroupCommitMax of them), fsyncs the spool directory once for all their renames,
+// commits their index rows in one transaction, and answers them all. The cost of both fsyncs is shared by
+// every Submit in the group. The committed recipients then enter the scheduler's index, with one Kick for
+// the group.
 func (q *Queue) committer() {
 	defer close(q.committerDone)
 	for {
@@ -126,16 +130,49 @@ func (q *Queue) committer() {
 			return
 		}
 		group = q.collect(group)
+		// The renames of every body in the group happened before it was handed over. Never retry a failed
+		// directory fsync (the entries may already be lost): the whole group is refused instead.
+		if err := q.opts.SyncDir(q.opts.Dir); err != nil {
+			err = storageErr("fsync spool directory", err)
+			for _, p := range group {
+				p.done <- err
+			}
+			continue
+		}
 		err := q.commitGroup(group)
 		if err != nil && len(group) > 1 {
 			// One bad record must not fail its neighbours: commit each alone.
 			for _, p := range group {
-				p.done <- q.commitGroup([]*pending{p})
+				err := q.commitGroup([]*pending{p})
+				if err == nil {
+					q.indexRecords(p.rec)
+				}
+				p.done <- err
 			}
+			q.Kick()
 			continue
+		}
+		if err == nil {
+			recs := make([]*record, len(group))
+			for i, p := range group {
+				recs[i] = p.rec
+			}
+			q.indexRecords(recs...)
+			q.Kick()
 		}
 		for _, p := range group {
 			p.done <- err
+		}
+	}
+}
+
+// indexRecords puts the recipients of committed records into the scheduler's index.
+func (q *Queue) indexRecords(recs ...*record) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, rec := range recs {
+		for i, id := range rec.rcptIDs {
+			q.ix.add(id, rec.id, rec.domains[i], ns(rec.received))
 		}
 	}
 }
@@ -172,7 +209,7 @@ func (q *Queue) commitGroup(group []*pending) error {
 		return storageErr("begin index transaction", err)
 	}
 	for _, p := range group {
-		if err := insertRecord(ctx, tx, p.rec); err != nil {
+		if err := q.insertRecord(ctx, tx, p.rec); err != nil {
 			tx.Rollback()
 			return storageErr("index message", err)
 		}
@@ -184,20 +221,26 @@ func (q *Queue) commitGroup(group []*pending) error {
 	return nil
 }
 
-func insertRecord(ctx context.Context, tx *sql.Tx, rec *record) error {
+// insertRecord inserts rec's index rows in tx and sets rec.rcptIDs.
+func (q *Queue) insertRecord(ctx context.Context, tx *sql.Tx, rec *record) error {
 	e := rec.env
-	if _, err := tx.ExecContext(ctx, `INSERT INTO queue_messages
-		(id, sender, envid, ret, flags, client_ip, size, received, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	if _, err := tx.StmtContext(ctx, q.st.insertMsg).ExecContext(ctx,
 		rec.id, e.From, e.EnvID, e.Ret, envFlags(e), e.ClientIP, rec.size, ns(rec.received), ns(rec.expires)); err != nil {
 		return err
 	}
+	ins := tx.StmtContext(ctx, q.st.insertRcpt)
+	rec.rcptIDs = rec.rcptIDs[:0]
 	for i, r := range e.Recipients {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO queue_recipients
-			(msg_id, rcpt, domain, notify, orcpt, state, next_attempt, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			rec.id, r.Addr, rec.domains[i], strings.Join(r.Notify, ","), r.ORcpt, stateQueued,
-			ns(rec.received), ns(rec.received)); err != nil {
+		res, err := ins.ExecContext(ctx, rec.id, r.Addr, rec.domains[i], strings.Join(r.Notify, ","), r.ORcpt,
+			stateQueued, ns(rec.received), ns(rec.received))
+		if err != nil {
 			return err
 		}
+		id, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		rec.rcptIDs = append(rec.rcptIDs, id)
 	}
 	return nil
 }
