@@ -189,6 +189,9 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 			}
 		},
 		Recorder: gatedRecorder{d: d, rec: d.Recorder},
+		// Like Postfix's connection cache: a session stays open a few seconds for the next batch to the same
+		// MX under the same plan.
+		IdleTimeout: 5 * time.Second,
 	}
 	if src := cfg.Delivery.SourceAddr(); src.IsValid() {
 		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
@@ -435,6 +438,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer done()
 	d.SMTP.Shutdown(shutdownCtx)
 	wg.Wait()
+	d.Deliv.Close()
 	d.stopReports()
 	if err := d.Recorder.Close(shutdownCtx); err != nil {
 		errc <- err
@@ -452,9 +456,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Close releases the store. Run calls it.
+// Close releases the queue and the store. Run calls it.
 func (d *Daemon) Close() error {
-	return d.DB.Close()
+	return errors.Join(d.Queue.Close(), d.DB.Close())
 }
 
 func (d *Daemon) runningGeneration() int { return int(d.running.Load()) }

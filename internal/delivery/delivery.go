@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -68,6 +69,29 @@ type Deliverer struct {
 	Now        func() time.Time
 	// Events, when set, is called for every recipient outcome (metrics).
 	Events func(Event)
+	// IdleTimeout is how long a session stays open after a batch for the next batch to the same MX (0:
+	// sessions are not kept); MaxSessionMessages bounds the messages one session carries (default 1000).
+	IdleTimeout        time.Duration
+	MaxSessionMessages int
+
+	poolOnce sync.Once
+	sessions *sessionPool
+}
+
+// Close ends the sessions kept for reuse. Deliveries after Close still work but keep no sessions.
+func (d *Deliverer) Close() {
+	d.pool().close()
+}
+
+func (d *Deliverer) pool() *sessionPool {
+	d.poolOnce.Do(func() {
+		max := d.MaxSessionMessages
+		if max <= 0 {
+			max = 1000
+		}
+		d.sessions = &sessionPool{idle: d.IdleTimeout, maxUses: max}
+	})
+	return d.sessions
 }
 
 // Event is one recipient's outcome in one attempt, as logged.

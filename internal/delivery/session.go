@@ -77,6 +77,15 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 	d := a.d
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
 	a.ip = ip.String()
+	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain)}
+	if s := d.pool().get(key); s != nil {
+		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
+		if err := s.c.Reset(); err == nil {
+			a.tlsVersion = s.tlsDesc
+			return a.run(s, key, t), false
+		}
+		s.c.Close()
+	}
 	conn, err := d.dial(ctx, addr)
 	if err != nil {
 		// RFC 8461 Appendix B (STS-88): a failed TCP connection is not a policy failure.
@@ -102,33 +111,49 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 		}
 		return true, false
 	}
-	defer c.Close()
 	a.tlsVersion = tlsDesc
 	// One session result for TLS reporting (RFC 8460 Section 4.2): a failure seen on the way (testing mode,
-	// STARTTLS missing under opportunistic TLS) or a success.
+	// STARTTLS missing under opportunistic TLS) or a success. A session reused for later batches is the same
+	// session and is not counted again.
+	reusable := !plain
 	if failure != nil && failure.Failure != "" {
 		a.recordFailure(t.name, ip.String(), *failure)
+		reusable = false
 	} else if a.record && !plain {
 		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicy(), Success: true, At: d.now()})
 	}
-	brokenSession := false
+	s := &pooled{c: c, tlsDesc: tlsDesc}
+	if !reusable {
+		s.uses = int(^uint(0) >> 1) // never pooled
+	}
+	return a.run(s, key, t), false
+}
+
+// run sends every pending job over s, then keeps s for reuse or ends it. It returns true: whatever is still
+// pending goes to the next address or host.
+func (a *attempt) run(s *pooled, key poolKey, t target) bool {
 	for _, j := range a.jobs {
 		if len(a.pending[j.MsgID]) == 0 {
 			continue
 		}
-		if err := a.sendJob(c, j, t.name, tlsDesc); err != nil {
-			brokenSession = true
+		s.uses++
+		if err := a.sendJob(s.c, j, t.name, s.tlsDesc); err != nil {
 			a.last = replyResult(t.name, err, "session")
 			if a.last.Outcome == queue.Failed {
 				a.last.Outcome = queue.Deferred
 			}
-			break
+			s.c.Close()
+			return true
 		}
 	}
-	if !brokenSession {
-		c.Quit()
-	}
-	return true, false
+	a.d.pool().put(key, s)
+	return true
+}
+
+// planKey identifies what a session was negotiated under, for reuse.
+func (a *attempt) planKey(plain bool) string {
+	p := a.plan
+	return fmt.Sprintf("%s|%s|%s|%s|%v|%v", p.Name(), p.Source, p.STSID, p.Level, p.RequireTLS, plain)
 }
 
 type errRetryPlain struct{ error }

@@ -435,3 +435,38 @@ func TestReportMailNotBlockedByEnforce_RPT32(t *testing.T) {
 		t.Fatalf("ordinary mail: %+v, want deferred under enforce", r)
 	}
 }
+
+func TestSessionKeptForNextBatchUnderSamePlan(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.d.IdleTimeout = time.Minute
+	t.Cleanup(h.d.Close)
+	mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{})
+	for i, id := range []string{"m1", "m2", "m3"} {
+		if r := one(t, h.deliver("example.com", job(id, "bob@example.com"))); r.Outcome != queue.Delivered {
+			t.Fatalf("batch %d: %+v", i, r)
+		}
+	}
+	if got := mx1.Connections(); got != 1 {
+		t.Errorf("3 batches used %d connections, want 1 kept session", got)
+	}
+	if s := h.rec.successes(); s != 1 {
+		t.Errorf("recorded %d sessions, want 1 (a kept session is one session)", s)
+	}
+	// A committed change of plan never rides on the old session.
+	h.settings = &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Level{"example.com": tlspolicy.LevelRequiredVerify}}
+	if r := one(t, h.deliver("example.com", job("m4", "bob@example.com"))); r.Outcome != queue.Delivered || r.Policy != "required-verify" {
+		t.Fatalf("after the change: %+v", r)
+	}
+	if got := mx1.Connections(); got != 2 {
+		t.Errorf("after a plan change, %d connections, want a new one (2)", got)
+	}
+	// Closing ends the kept sessions; delivery still works without keeping any.
+	h.d.Close()
+	if r := one(t, h.deliver("example.com", job("m5", "bob@example.com"))); r.Outcome != queue.Delivered {
+		t.Fatalf("after Close: %+v", r)
+	}
+	if got := len(mx1.Messages()); got != 5 {
+		t.Errorf("mx1 got %d messages, want 5", got)
+	}
+}

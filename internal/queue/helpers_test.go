@@ -224,6 +224,7 @@ func (e *env) runOnce(t *testing.T) int {
 }
 
 // spoolFiles lists the body files in the spool (not the quarantine directory).
+// spoolFiles lists the spool's files that hold (or may hold) a message: every file but the emptied spares.
 func (e *env) spoolFiles(t *testing.T) []string {
 	t.Helper()
 	ents, err := os.ReadDir(e.opts.Dir)
@@ -232,9 +233,16 @@ func (e *env) spoolFiles(t *testing.T) []string {
 	}
 	var out []string
 	for _, en := range ents {
-		if !en.IsDir() {
-			out = append(out, en.Name())
+		if en.IsDir() {
+			continue
 		}
+		if strings.HasPrefix(en.Name(), sparePrefix) {
+			if fi, err := en.Info(); err != nil || fi.Size() != 0 {
+				t.Errorf("spare file %s is not empty", en.Name())
+			}
+			continue
+		}
+		out = append(out, en.Name())
 	}
 	return out
 }

@@ -226,6 +226,8 @@ type Queue struct {
 	mu   sync.Mutex
 	ix   *dueIndex
 	busy int // batches in flight
+
+	spare spares
 }
 
 // Open prepares the index, recovers the spool (see recover.go) and starts the group committer. Call Close
@@ -253,6 +255,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		workerDone:    make(chan struct{}, 1),
 		ix:            newDueIndex(opts.PerDomain, opts.MaxBatch, int64(opts.BatchWait)),
 	}
+	q.spare.dir = opts.Dir
 	if err := q.recover(ctx); err != nil {
 		return nil, err
 	}

@@ -420,7 +420,7 @@ func (q *Queue) finishIfDone(ctx context.Context, tx *sql.Tx, id string) (bool, 
 
 func (q *Queue) removeBodies(ids []string) {
 	for _, id := range ids {
-		if err := os.Remove(q.bodyPath(id)); err != nil && !os.IsNotExist(err) {
+		if err := q.spare.keep(q.bodyPath(id)); err != nil && !os.IsNotExist(err) {
 			q.log.Warn("queue: cannot remove body of finished message", "msg_id", id, "err", err)
 		}
 	}

@@ -73,11 +73,14 @@ func storageErr(op string, err error) error {
 // moves to the quarantine directory. On error nothing is left behind. It returns the number of octets
 // written.
 func (q *Queue) writeBody(id string, body io.Reader) (int64, error) {
-	f, err := os.CreateTemp(q.opts.Dir, tmpPrefix+id+".*")
-	if err != nil {
-		return 0, storageErr("create spool file", err)
+	f, tmp := q.spare.take()
+	if f == nil {
+		var err error
+		if f, err = os.CreateTemp(q.opts.Dir, tmpPrefix+id+".*"); err != nil {
+			return 0, storageErr("create spool file", err)
+		}
+		tmp = f.Name()
 	}
-	tmp := f.Name()
 	fail := func(op string, err error) (int64, error) {
 		f.Close()
 		os.Remove(tmp)
@@ -140,6 +143,8 @@ func (q *Queue) recover(ctx context.Context) error {
 		name := e.Name()
 		switch {
 		case e.IsDir():
+		case strings.HasPrefix(name, sparePrefix):
+			q.spare.found(name)
 		case strings.HasPrefix(name, tmpPrefix):
 			if err := os.Remove(filepath.Join(q.opts.Dir, name)); err != nil {
 				return fmt.Errorf("queue: remove leftover %s: %w", name, err)
