@@ -20,9 +20,9 @@ import (
 	"github.com/mxgate/mxgate/internal/simnet"
 )
 
-// RestartOptions configure a footprint and restart run: N messages are queued while every destination is
-// down, the gateway's memory is measured with them queued, then it is stopped, the destinations come back,
-// and a new gateway process state is opened on the same data directory.
+// RestartOptions configure a footprint and restart run: N messages are queued in a gateway that is not
+// delivering, its memory is measured with them queued, then it is closed and a new gateway is started on
+// the same data directory, which delivers them all.
 type RestartOptions struct {
 	Domains  int
 	Messages int
@@ -111,7 +111,6 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 		if err != nil {
 			return res, err
 		}
-		r.Stop() // destinations are down while the queue fills
 		n.DNS.AddTXT("_mta-sts."+dom, "v=STSv1; id=bench1")
 		if _, err := n.ServeMTASTSPolicy(dom, fmt.Sprintf(policyFmt, "mx."+dom)); err != nil {
 			return res, err
@@ -126,16 +125,20 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 		defer os.RemoveAll(dir)
 	}
 	cfg := labConfig(n, dir)
-	// The first attempt fails (connection refused); the retry comes long after the measurement.
-	cfg.Queue.RetryInitial = config.Duration(time.Hour)
-	cfg.Queue.RetryMax = config.Duration(4 * time.Hour)
 
-	// Phase 1: fill the queue with every destination down.
-	d1, run1, err := startDaemon(ctx, cfg, n, log, nil)
+	// Phase 1: fill the queue of a gateway that is not delivering (its scheduler does not run), as a
+	// gateway cut off from its destinations holds mail: every message stays due.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err
 	}
-	body := strings.Repeat("x", o.BodyBytes)
+	d1, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard, Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln})
+	if err != nil {
+		ln.Close()
+		return res, err
+	}
+	run1 := func() error { ln.Close(); return d1.Close() }
+	body := strings.Repeat(fillerLine, max(1, o.BodyBytes/len(fillerLine)))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, o.Submitters)
@@ -148,7 +151,7 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 					return
 				}
 				dom := domains[i%len(domains)]
-				msg := fmt.Sprintf("From: bench@sender.example\r\nTo: r@%s\r\nSubject: restart %d\r\n\r\n%s\r\n", dom, i, body)
+				msg := fmt.Sprintf("From: bench@sender.example\r\nTo: r@%s\r\nSubject: restart %d\r\n\r\n%s", dom, i, body)
 				env := queue.Envelope{From: "bench@sender.example", Recipients: []queue.Recipient{{Addr: "r@" + dom}}}
 				if _, err := d1.Queue.Submit(ctx, env, strings.NewReader(msg)); err != nil {
 					errc <- err
@@ -176,17 +179,12 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 		return res, err
 	}
 
-	// Phase 2: destinations back, a new gateway on the same data directory.
-	for _, r := range receivers {
-		if err := r.Start(); err != nil {
-			return res, err
-		}
-	}
+	// Phase 2: a new gateway on the same data directory, delivering.
 	var delivered atomic.Int64
 	first := make(chan struct{})
 	var once sync.Once
 	t1 := time.Now()
-	d2, run2, err := startDaemon(ctx, cfg, n, log, func(ev delivery.Event) {
+	_, run2, err := startDaemon(ctx, cfg, n, log, func(ev delivery.Event) {
 		if ev.Result.Outcome == queue.Delivered {
 			delivered.Add(1)
 			once.Do(func() { close(first) })
@@ -196,14 +194,6 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 		return res, err
 	}
 	res.OpenSeconds = time.Since(t1).Seconds()
-	// The recipients were deferred by the refused connections of phase 1: make them due now, as an
-	// administrator would with `mxgate queue retry` once the destination is back.
-	infos, err := d2.Queue.List(ctx, queue.Filter{State: "queued", Limit: o.Messages + 1})
-	if err == nil {
-		for _, mi := range infos {
-			d2.Queue.Retry(ctx, mi.ID)
-		}
-	}
 	select {
 	case <-first:
 		res.FirstDeliverySeconds = time.Since(t1).Seconds()
