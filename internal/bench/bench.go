@@ -417,7 +417,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.PeakRSSMB = peakRSSMB()
 	res.IndexCommits = d.Queue.Commits()
 	res.CommitsPerMsg = float64(res.IndexCommits) / float64(o.Messages)
-	res.FsyncsPerMsg = 2 + res.CommitsPerMsg
+	// The body file, then per group commit one spool-directory fsync and one index commit.
+	res.FsyncsPerMsg = 1 + 2*res.CommitsPerMsg
 	res.HandshakesPerMsg = float64(res.Connections) / float64(o.Messages)
 	if res.Connections > 0 {
 		res.MsgsPerSession = float64(res.Received) / float64(res.Connections)
