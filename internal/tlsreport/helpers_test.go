@@ -22,7 +22,7 @@ import (
 // testDay is the fixed day of the tests (RPT-12's example).
 var testDay = time.Date(2024, 3, 10, 0, 0, 0, 0, time.UTC)
 
-func openDB(t *testing.T, path string) *store.DB {
+func openDB(t testing.TB, path string) *store.DB {
 	t.Helper()
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "state.db")
