@@ -85,7 +85,7 @@ func (d *Daemon) Explain(ctx context.Context, domain string) (Explanation, error
 			e.MX = append(e.MX, MXCheck{Host: h.Name, Pref: h.Pref, Allowed: v.Proceed, Failure: string(v.Failure), Detail: v.Detail})
 		}
 	}
-	e.Plan, e.Source, e.Level, e.Reason = plan.Name(), string(plan.Source), string(plan.Level), plan.Reason
+	e.Plan, e.Source, e.Level, e.Reason = plan.Name(), string(plan.Source), string(plan.Level), plan.Reason()
 	e.STSMode, e.STSID = string(plan.STSMode), plan.STSID
 	if ft, detail := plan.DiscoveryFailure(); ft != "" {
 		e.DiscoveryFailure = fmt.Sprintf("%s: %s", ft, detail)

@@ -17,8 +17,6 @@ type Plan struct {
 	Domain address.Domain
 	Level  Level
 	Source Source
-	// Reason explains the decision in one sentence.
-	Reason string
 	// STSMode and STSID describe the MTA-STS policy seen ("" when none was found).
 	STSMode mtasts.Mode
 	STSID   string
@@ -34,6 +32,28 @@ type Plan struct {
 	roots            *x509.CertPool
 	now              func() time.Time
 	sessions         tls.ClientSessionCache
+}
+
+// Reason explains the decision in one sentence (for `mxgate policy explain`, the console and logs). It is
+// built on demand so that the decision itself stays cheap.
+func (p *Plan) Reason() string {
+	switch p.Source {
+	case SourceTLSOptional:
+		return "the message carries TLS-Required: No, so recipient policies are ignored (RFC 8689 Section 4.2.2)"
+	case SourceRule:
+		return fmt.Sprintf("per-domain rule for %s sets %s", p.Domain, p.Level)
+	case SourceRoute:
+		return fmt.Sprintf("static route with TLS level %s (MTA-STS does not apply to static routes)", p.Level)
+	case SourceMTASTS:
+		if p.STSMode == mtasts.ModeEnforce {
+			return fmt.Sprintf("MTA-STS policy id %s in enforce mode: only listed MX hosts, verified TLS", p.STSID)
+		}
+		return fmt.Sprintf("MTA-STS policy id %s in testing mode: checked and reported, delivered regardless", p.STSID)
+	}
+	if p.STSMode == mtasts.ModeNone {
+		return fmt.Sprintf("MTA-STS policy id %s in mode none: no policy in force; no rule or policy applies: opportunistic TLS", p.STSID)
+	}
+	return "no rule or policy applies: opportunistic TLS"
 }
 
 // Verdict is the Plan's answer at one step of a delivery session.

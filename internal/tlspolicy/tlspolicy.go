@@ -132,13 +132,11 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 	// ignored; STARTTLS is still used when offered.
 	if req.TLSOptional && !req.RequireTLS {
 		p.Level, p.Source = LevelOpportunistic, SourceTLSOptional
-		p.Reason = "the message carries TLS-Required: No, so recipient policies are ignored (RFC 8689 Section 4.2.2)"
 		return p, nil
 	}
 
 	if lvl, ok := s.Rules[req.Domain.String()]; ok {
 		p.Level, p.Source = lvl, SourceRule
-		p.Reason = fmt.Sprintf("per-domain rule for %s sets %s", req.Domain, lvl)
 		return p, nil
 	}
 
@@ -153,26 +151,22 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 			p.Source = SourceMTASTS
 			p.report = tlsrpt.Policy{
 				Type:   tlsrpt.PolicySTS,
-				String: append([]string(nil), r.Policy.Lines...),
+				String: r.Policy.Lines, // shared, read-only: cached policies are never modified
 				Domain: req.Domain.String(),
-				MXHost: append([]string(nil), r.Policy.MX...),
+				MXHost: r.Policy.MX,
 			}
 			if r.Policy.Mode == mtasts.ModeEnforce {
 				p.Level = LevelRequiredVerify
-				p.Reason = fmt.Sprintf("MTA-STS policy id %s in enforce mode: only listed MX hosts, verified TLS", r.ID)
 			} else {
 				p.Level = LevelOpportunistic
-				p.Reason = fmt.Sprintf("MTA-STS policy id %s in testing mode: checked and reported, delivered regardless", r.ID)
 			}
 			return p, nil
 		}
 		if r.Policy != nil {
 			p.STSMode, p.STSID = mtasts.ModeNone, r.ID
-			p.Reason = fmt.Sprintf("MTA-STS policy id %s in mode none: no policy in force; ", r.ID)
 		}
 	}
 	p.Level, p.Source = LevelOpportunistic, SourceDefault
-	p.Reason += "no rule or policy applies: opportunistic TLS"
 	return p, nil
 }
 
@@ -181,7 +175,6 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 func (d *Decider) ForRoute(domain address.Domain, level Level, requireTLS bool) *Plan {
 	p := d.newPlan(domain)
 	p.Level, p.Source = level, SourceRoute
-	p.Reason = fmt.Sprintf("static route with TLS level %s (MTA-STS does not apply to static routes)", level)
 	p.RequireTLS = requireTLS
 	p.routed = true
 	return p
