@@ -204,7 +204,7 @@ func TestMXVerdicts_STS70_STS74_STS79(t *testing.T) {
 	want := []row{
 		{"mx1.example.com", true, "mx1.example.com", "valid", diag.Covered, diag.Decision{Action: diag.Deliver}},
 		{"mx2.example.com", true, "mx2.example.com", "certificate-expired", diag.Covered,
-			diag.Decision{Action: diag.Refuse, ResultType: tlsrpt.ResultCertificateExpired}},
+			diag.Decision{Action: diag.Refuse, ResultType: tlsrpt.ResultCertificateExpired, ReasonCode: "leaf-expired"}},
 		{"mx3.example.net", true, "mx3.example.net", "valid", diag.NotCovered,
 			diag.Decision{Action: diag.Refuse, ResultType: tlsrpt.ResultValidationFailure, ReasonCode: "mx-not-in-policy"}},
 	}
