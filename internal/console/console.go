@@ -28,10 +28,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/delivery"
-	"github.com/mxgate/mxgate/internal/mtastscache"
-	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/tlsreport"
 )
@@ -42,26 +40,12 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// QueueAPI is what the console needs of the queue; *queue.Queue implements it (as does admin.QueueAPI's
-// fake, admintest.Queue).
-type QueueAPI interface {
-	List(ctx context.Context, f queue.Filter) ([]queue.MessageInfo, error)
-	Get(ctx context.Context, id string) (queue.MessageDetail, error)
-	Summary(ctx context.Context) (queue.Summary, error)
-	Retry(ctx context.Context, id string) error
-	Hold(ctx context.Context, id string) error
-	Release(ctx context.Context, id string) error
-	Delete(ctx context.Context, id string) error
-	Bounce(ctx context.Context, id string) error
-}
-
-// STSCacheAPI is what the console needs of the MTA-STS policy cache; *mtastscache.Cache implements it.
-type STSCacheAPI interface {
-	List(ctx context.Context) ([]mtastscache.Entry, error)
-	Show(ctx context.Context, domain address.Domain) (mtastscache.Entry, error)
-	Refresh(ctx context.Context, domain address.Domain) (mtastscache.Entry, error)
-	Flush(ctx context.Context, domain address.Domain) error
-}
+// QueueAPI and STSCacheAPI are what the console needs of the queue and the MTA-STS policy cache: the same
+// as the admin API's (*queue.Queue and *mtastscache.Cache implement them).
+type (
+	QueueAPI    = admin.QueueAPI
+	STSCacheAPI = admin.STSCacheAPI
+)
 
 // Defaults for zero Options fields.
 const (

@@ -14,6 +14,7 @@ import (
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mx"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -160,24 +161,12 @@ func discover(ctx context.Context, env Env, domain address.Domain) (RecordReport
 	pol, body, err := f.Fetch(ctx, domain)
 	pr.Text = string(body)
 	if err != nil {
-		pr.ResultType, pr.Error = fetchResultType(err), err.Error()
+		pr.ResultType, pr.Error = tlspolicy.STSFetchResult(err), err.Error()
 		return rec, pr, nil
 	}
 	pr.Fetched = true
 	pr.Mode, pr.MaxAge, pr.MX = pol.Mode, int64(pol.MaxAge.Seconds()), pol.MX
 	return rec, pr, pol
-}
-
-// fetchResultType maps a fetch error to its RFC 8460 Section 4.3.2.2 result type, as the policy cache does.
-func fetchResultType(err error) tlsrpt.ResultType {
-	switch {
-	case errors.Is(err, mtasts.ErrWebPKI):
-		return tlsrpt.ResultSTSWebPKIInvalid
-	case errors.Is(err, mtasts.ErrPolicyInvalid):
-		return tlsrpt.ResultSTSPolicyInvalid
-	default:
-		return tlsrpt.ResultSTSPolicyFetchError
-	}
 }
 
 // resolveMX returns the domain's MX hosts sorted by preference and then name. Delivery shuffles hosts of

@@ -13,6 +13,7 @@ import (
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/store"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -366,23 +367,11 @@ func (c *Cache) fetch(ctx context.Context, domain address.Domain) (*mtasts.Polic
 	}
 	if err != nil {
 		c.mu.Lock()
-		c.stats.FetchFailures[resultType(err)]++
+		c.stats.FetchFailures[tlspolicy.STSFetchResult(err)]++
 		c.mu.Unlock()
 		return nil, nil, fmt.Errorf("mtastscache: fetch policy for %s: %w", domain, err)
 	}
 	return pol, raw, nil
-}
-
-// resultType maps a fetch error to its RFC 8460 Section 4.3.2.2 result type (STS-92).
-func resultType(err error) tlsrpt.ResultType {
-	switch {
-	case errors.Is(err, mtasts.ErrWebPKI):
-		return tlsrpt.ResultSTSWebPKIInvalid
-	case errors.Is(err, mtasts.ErrPolicyInvalid):
-		return tlsrpt.ResultSTSPolicyInvalid
-	default:
-		return tlsrpt.ResultSTSPolicyFetchError
-	}
 }
 
 func (c *Cache) backingOff(key backoffKey, now time.Time) (failure, bool) {
@@ -400,7 +389,7 @@ func (c *Cache) backingOff(key backoffKey, now time.Time) (failure, bool) {
 }
 
 func (c *Cache) startBackoff(key backoffKey, err error) failure {
-	f := failure{until: c.now().Add(c.failureBackoff), result: resultType(err), detail: err.Error()}
+	f := failure{until: c.now().Add(c.failureBackoff), result: tlspolicy.STSFetchResult(err), detail: err.Error()}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.backoffs[key] = f

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -99,7 +100,7 @@ func (c *Cache) RefreshDue(ctx context.Context) (int, error) {
 			level = slog.LevelInfo
 		}
 		c.log.Log(ctx, level, "mtastscache: policy refresh failed", "domain", d.String(),
-			"sts_mode", string(mode), "result_type", string(resultType(err)),
+			"sts_mode", string(mode), "result_type", string(tlspolicy.STSFetchResult(err)),
 			"consecutive_failures", failures, "err", err)
 	}
 	return n, errors.Join(errs...)

@@ -223,3 +223,16 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 	}
 	return "", "", ""
 }
+
+// STSFetchResult names a failed MTA-STS policy fetch by its RFC 8460 Section 4.3.2.2 result type (STS-92):
+// a certificate problem of the policy host, an invalid policy, or any other fetch failure.
+func STSFetchResult(err error) tlsrpt.ResultType {
+	switch {
+	case errors.Is(err, mtasts.ErrWebPKI):
+		return tlsrpt.ResultSTSWebPKIInvalid
+	case errors.Is(err, mtasts.ErrPolicyInvalid):
+		return tlsrpt.ResultSTSPolicyInvalid
+	default:
+		return tlsrpt.ResultSTSPolicyFetchError
+	}
+}
