@@ -249,7 +249,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	res.DataDirFS = fsType(dir)
 
-	cfg := labConfig(n, dir)
+	cfg := n.GatewayConfig(dir)
 	cfg.SMTP.MaxConnsPerIP = max(cfg.SMTP.MaxConnsPerIP, o.Clients+1)
 
 	var ev events

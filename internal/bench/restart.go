@@ -124,7 +124,7 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 		}
 		defer os.RemoveAll(dir)
 	}
-	cfg := labConfig(n, dir)
+	cfg := n.GatewayConfig(dir)
 
 	// Phase 1: fill the queue of a gateway that is not delivering (its scheduler does not run), as a
 	// gateway cut off from its destinations holds mail: every message stays due.
@@ -214,25 +214,6 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 	}
 	res.Complete = res.Delivered >= o.Messages
 	return res, run2()
-}
-
-// labConfig points a gateway at a simulated internet.
-func labConfig(n *simnet.Net, dir string) *config.Config {
-	cfg := config.Default()
-	cfg.Data.Dir = dir
-	cfg.SMTP.Listen = "127.0.0.1:0"
-	cfg.SMTP.Hostname = "gw.bench.example"
-	cfg.Delivery.Hostname = "gw.bench.example"
-	cfg.Delivery.Port = n.SMTPPort
-	cfg.Delivery.ConnectTimeout = config.Duration(5 * time.Second)
-	cfg.Delivery.CommandTimeout = config.Duration(30 * time.Second)
-	cfg.DNS.Servers = []string{n.DNSAddr}
-	cfg.DNS.Timeout = config.Duration(2 * time.Second)
-	cfg.MTASTS.HTTPSPort = n.HTTPSPort
-	cfg.MTASTS.AllowNetworks = []string{n.Block.String()}
-	cfg.MTASTS.FetchTimeout = config.Duration(5 * time.Second)
-	cfg.Admin.Listen = "127.0.0.1:0"
-	return cfg
 }
 
 // startDaemon starts a gateway and returns a function that stops it and reports Run's error.

@@ -30,13 +30,7 @@ type gw struct {
 
 func startGateway(t *testing.T, n *simnet.Net) *gw {
 	t.Helper()
-	cfg := config.Default()
-	cfg.Data.Dir = filepath.Join(t.TempDir(), "data")
-	cfg.SMTP.Hostname, cfg.Delivery.Hostname = "gw.test.example", "gw.test.example"
-	cfg.Delivery.Port = n.SMTPPort
-	cfg.DNS.Servers = []string{n.DNSAddr}
-	cfg.MTASTS.HTTPSPort = n.HTTPSPort
-	cfg.MTASTS.AllowNetworks = []string{n.Block.String()}
+	cfg := n.GatewayConfig(filepath.Join(t.TempDir(), "data"))
 	cfg.Queue.RetryInitial = config.Duration(time.Hour)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -136,20 +136,11 @@ func Run(ctx context.Context, o Options) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	cfg := config.Default()
-	cfg.Data.Dir = dir
-	cfg.SMTP.Listen = "127.0.0.1:0"
+	cfg := n.GatewayConfig(dir)
 	cfg.SMTP.Hostname = "gw.demo.example"
 	cfg.Delivery.Hostname = "gw.demo.example"
-	cfg.Delivery.Port = n.SMTPPort
 	cfg.Delivery.ConnectTimeout = config.Duration(3 * time.Second)
 	cfg.Delivery.CommandTimeout = config.Duration(10 * time.Second)
-	cfg.DNS.Servers = []string{n.DNSAddr}
-	cfg.DNS.Timeout = config.Duration(2 * time.Second)
-	cfg.MTASTS.HTTPSPort = n.HTTPSPort
-	cfg.MTASTS.AllowNetworks = []string{n.Block.String()}
-	cfg.MTASTS.FetchTimeout = config.Duration(5 * time.Second)
-	cfg.Admin.Listen = "127.0.0.1:0"
 
 	scs := scenarios()
 	var stsDomains []string
