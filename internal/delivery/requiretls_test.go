@@ -4,9 +4,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 func requireTLSJob(id string) queue.Job {
@@ -83,5 +85,26 @@ func TestTLSRequiredNoIgnoresEnforce_REQ11(t *testing.T) {
 	}
 	if len(h.rec.sessions) != 0 {
 		t.Errorf("TLS-Required: No sessions were recorded for reporting: %+v", h.rec.sessions)
+	}
+}
+
+// RFC 8689 Section 4.1 and 7 (REQ-15): REQUIRETLS holds for a smart host too: it must be authenticated and
+// advertise REQUIRETLS after STARTTLS.
+func TestRequireTLSThroughSmartHost_REQ15(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	relay, err := h.n.AddSMTPHost("relay.provider.test", simnet.MXOptions{RequireTLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.routes = []delivery.Route{{Domains: []string{"example.com"}, Hosts: []string{"relay.provider.test"}, Level: tlspolicy.LevelOpportunistic}}
+	r := one(t, h.deliver("example.com", requireTLSJob("m1")))
+	if r.Outcome != queue.Delivered || !strings.HasPrefix(r.TLS, "verified") || len(relay.Messages()) != 1 || !relay.Messages()[0].MailOpts.RequireTLS {
+		t.Fatalf("valid smart host: %+v, want verified delivery with MAIL REQUIRETLS", r)
+	}
+	relay.SetCert(h.cert(h.n.EvilCA, testpki.Leaf{DNSNames: []string{"relay.provider.test"}}))
+	r = one(t, h.deliver("example.com", requireTLSJob("m2")))
+	if r.Outcome == queue.Delivered || len(relay.Messages()) != 1 {
+		t.Fatalf("untrusted smart host: %+v, want not delivered", r)
 	}
 }
