@@ -313,6 +313,9 @@ func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) err
 		return nil
 	}
 	ok := withBase(base, queue.Result{Outcome: queue.Delivered, Code: 250, Text: strings.TrimSpace(resp.StatusText)})
+	// RFC 3461 Section 5.2.2: with DSN support the NOTIFY and ORCPT parameters went on (go-smtp sends them
+	// only then); without it, a recipient that asked for SUCCESS gets a "relayed" notice from us.
+	ok.NextHopDSN, _ = c.Extension("DSN")
 	for _, r := range accepted {
 		a.finish(j, r, ok)
 	}

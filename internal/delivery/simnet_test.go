@@ -470,3 +470,21 @@ func TestSessionKeptForNextBatchUnderSamePlan(t *testing.T) {
 		t.Errorf("mx1 got %d messages, want 5", got)
 	}
 }
+
+// RFC 3461 Section 5.2: the result says whether the next hop took the DSN parameters (SMTP-22).
+func TestDeliveredReportsNextHopDSN_SMTP22(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{})
+	j := job("m1", "bob@example.com")
+	j.Recipients[0].Notify = []string{"SUCCESS", "FAILURE"}
+	j.Recipients[0].ORcpt = "rfc822;Bob@Example.com"
+	r := one(t, h.deliver("example.com", j))
+	if r.Outcome != queue.Delivered || !r.NextHopDSN {
+		t.Fatalf("result = %+v, want delivered with NextHopDSN (simnet advertises DSN)", r)
+	}
+	m := mx1.Messages()
+	if len(m) != 1 || len(m[0].RcptOpts[0].Notify) != 2 || m[0].RcptOpts[0].OriginalRecipient != "Bob@Example.com" {
+		t.Fatalf("the next hop got RCPT options %+v, want NOTIFY and ORCPT passed on", m[0].RcptOpts)
+	}
+}

@@ -141,10 +141,11 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 			q.log.Warn("queue: result for a recipient no longer queued ignored", "msg_id", c.row.msgID, "rcpt", c.row.rcpt)
 			continue
 		}
-		switch c.state {
-		case stateQueued:
+		switch {
+		case c.state == stateQueued:
 			f.queued = append(f.queued, c)
-		case stateFailed:
+		case c.state == stateFailed, wantsRelayedDSN(c):
+			// Failures, and successes that asked for a notice the next hop cannot give, are reported.
 			if len(failed[c.row.msgID]) == 0 {
 				msgOrder = append(msgOrder, c.row.msgID)
 			}

@@ -22,6 +22,12 @@ func wantsDSN(notify []string) bool {
 	return slices.Contains(notify, "FAILURE") && !slices.Contains(notify, "NEVER")
 }
 
+// wantsRelayedDSN applies RFC 3461 Section 5.2.2 (SMTP-22): a recipient delivered to a next hop that does not
+// support DSN gets a "relayed" notice when its NOTIFY asked for SUCCESS.
+func wantsRelayedDSN(c *change) bool {
+	return c.state == stateDelivered && !c.res.NextHopDSN && slices.Contains(c.row.notify, "SUCCESS")
+}
+
 // queueDSN composes the failure DSN for the recipients in fails (all of message m), writes it to the spool
 // and inserts its index rows in tx, so that the failure and its report commit together. It returns the
 // DSN's record (nil when none is due): the caller removes its body (q.bodyPath(rec.id)) if tx does not
@@ -43,14 +49,19 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	}
 	var rcpts []dsn.Recipient
 	for _, c := range fails {
-		if !wantsDSN(c.row.notify) {
+		action, status := dsn.ActionFailed, c.dsnStatus
+		switch {
+		case wantsRelayedDSN(c):
+			action, status = dsn.ActionRelayed, "2.0.0"
+		case c.state == stateFailed && wantsDSN(c.row.notify):
+		default:
 			continue
 		}
 		rcpts = append(rcpts, dsn.Recipient{
 			FinalRecipient:    c.row.rcpt,
 			OriginalRecipient: c.row.orcpt,
-			Action:            dsn.ActionFailed,
-			Status:            c.dsnStatus,
+			Action:            action,
+			Status:            status,
 			RemoteMTA:         c.res.RemoteMTA,
 			DiagnosticCode:    diagnostic(c.res),
 			LastAttempt:       now,

@@ -111,4 +111,7 @@ type Result struct {
 	TLS string
 	// Policy names the policy applied ("mta-sts enforce", "required-verify", "opportunistic", ...).
 	Policy string
+	// NextHopDSN reports, for a delivered recipient, that the next hop advertised DSN (RFC 3461), so the
+	// NOTIFY and ORCPT parameters went on with the message and success notices are now its business.
+	NextHopDSN bool
 }
