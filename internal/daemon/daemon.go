@@ -244,7 +244,23 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 			return d.settingsStore.Current().Generation, d.runningGeneration()
 		},
 		TLSRPTDropped: d.Recorder.Dropped,
-		Now:           now,
+		Reports: func(ctx context.Context) (map[[2]string]int, error) {
+			r := d.Reporter()
+			if r == nil {
+				return nil, nil
+			}
+			sent, err := r.Sent(ctx)
+			counts := map[[2]string]int{}
+			for _, s := range sent {
+				transport := "https"
+				if strings.HasPrefix(s.Destination, "mailto:") {
+					transport = "mailto"
+				}
+				counts[[2]string{transport, s.Status}]++
+			}
+			return counts, err
+		},
+		Now: now,
 	})
 	d.settingsStore.Watch(func(settings.Snapshot) { d.Metrics.SettingsCmts.Inc() })
 

@@ -26,7 +26,9 @@ type Sources struct {
 	Generations func() (committed, running int)
 	// TLSRPTDropped counts sessions the recorder had to drop.
 	TLSRPTDropped func() int64
-	Now           func() time.Time
+	// Reports returns the TLS report deliveries in the report log by transport (mailto, https) and status.
+	Reports func(ctx context.Context) (map[[2]string]int, error)
+	Now     func() time.Time
 }
 
 // Metrics holds the registry and the event counters.
@@ -37,7 +39,6 @@ type Metrics struct {
 	TLSFailures  *prometheus.CounterVec
 	Accepted     prometheus.Counter
 	TLSRPTSess   *prometheus.CounterVec
-	ReportsSent  *prometheus.CounterVec
 	SettingsCmts prometheus.Counter
 }
 
@@ -60,15 +61,12 @@ func New(src Sources) *Metrics {
 		TLSRPTSess: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxgate_tlsrpt_sessions_total", Help: "Delivery sessions recorded for TLS reporting, by policy type and result.",
 		}, []string{"policy_type", "result"}),
-		ReportsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mxgate_tlsrpt_reports_total", Help: "TLS report deliveries by transport (mailto, https) and status.",
-		}, []string{"transport", "status"}),
 		SettingsCmts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxgate_settings_commits_total", Help: "Settings generations committed while this process ran.",
 		}),
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.Attempts, m.TLSFailures, m.Accepted, m.TLSRPTSess, m.ReportsSent, m.SettingsCmts, &scraped{src: src})
+		m.Attempts, m.TLSFailures, m.Accepted, m.TLSRPTSess, m.SettingsCmts, &scraped{src: src})
 	return m
 }
 
@@ -115,11 +113,12 @@ var (
 	descSTSEntries  = prometheus.NewDesc("mxgate_mtasts_cache_entries", "Unexpired cached MTA-STS policies by mode.", []string{"mode"}, nil)
 	descSTSFetches  = prometheus.NewDesc("mxgate_mtasts_fetches_total", "MTA-STS policy fetches by result (ok or an RFC 8460 result type).", []string{"result"}, nil)
 	descGeneration  = prometheus.NewDesc("mxgate_settings_generation", "Settings generation committed and running on this node.", []string{"which"}, nil)
+	descReports     = prometheus.NewDesc("mxgate_tlsrpt_report_deliveries", "TLS report deliveries in the report log (kept 30 days) by transport and status.", []string{"transport", "status"}, nil)
 	descDropped     = prometheus.NewDesc("mxgate_tlsrpt_sessions_dropped_total", "Sessions the TLS report recorder could not keep.", nil, nil)
 )
 
 func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descOldest, descSTSEntries, descSTSFetches, descGeneration, descDropped} {
+	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descOldest, descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports} {
 		ch <- d
 	}
 }
@@ -158,6 +157,16 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 		c, r := s.src.Generations()
 		ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(c), "committed")
 		ch <- prometheus.MustNewConstMetric(descGeneration, prometheus.GaugeValue, float64(r), "running")
+	}
+	if s.src.Reports != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		counts, err := s.src.Reports(ctx)
+		cancel()
+		if err == nil {
+			for k, n := range counts {
+				ch <- prometheus.MustNewConstMetric(descReports, prometheus.GaugeValue, float64(n), k[0], k[1])
+			}
+		}
 	}
 	if s.src.TLSRPTDropped != nil {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.src.TLSRPTDropped()))

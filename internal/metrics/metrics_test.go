@@ -20,7 +20,10 @@ func TestMetricsExposition(t *testing.T) {
 			return map[string]int{"enforce": 2, "testing": 1}, map[string]uint64{"ok": 4, "sts-policy-fetch-error": 1}
 		},
 		Generations: func() (int, int) { return 7, 7 },
-		Now:         func() time.Time { return now },
+		Reports: func(context.Context) (map[[2]string]int, error) {
+			return map[[2]string]int{{"mailto", "queued"}: 3, {"https", "failed"}: 1}, nil
+		},
+		Now: func() time.Time { return now },
 	})
 	m.Delivery("delivered", "verified TLS 1.3", "mta-sts enforce", "")
 	m.Delivery("deferred", "", "mta-sts enforce", "certificate-expired")
@@ -43,6 +46,7 @@ func TestMetricsExposition(t *testing.T) {
 		`mxgate_mtasts_cache_entries{mode="enforce"} 2`,
 		`mxgate_mtasts_fetches_total{result="sts-policy-fetch-error"} 1`,
 		`mxgate_settings_generation{which="running"} 7`,
+		`mxgate_tlsrpt_report_deliveries{status="queued",transport="mailto"} 3`,
 		`mxgate_delivery_attempts_total{outcome="deferred",policy="mta-sts enforce",tls="no-session"} 1`,
 		`process_resident_memory_bytes`,
 	} {

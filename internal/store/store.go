@@ -33,6 +33,9 @@ func OpenSQLite(path string) (*DB, error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "busy_timeout(10000)")
+	// After a checkpoint the WAL file is cut back to 64 MiB, so a burst does not keep disk space that a
+	// small data volume needs for the spool.
+	q.Add("_pragma", "journal_size_limit(67108864)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Add("_txlock", "immediate")
 	db, err := sql.Open("sqlite", "file:"+abs+"?"+q.Encode())
