@@ -158,6 +158,8 @@ type attempt struct {
 	ip, tlsVersion string
 	// noAddress counts hosts proven to have no address.
 	noAddress int
+	// helo is the name in the current host's greeting, for TLS reports.
+	helo string
 }
 
 func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey, jobs []queue.Job) []queue.Result {

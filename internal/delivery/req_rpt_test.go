@@ -96,6 +96,10 @@ func TestFailureDetailsHostAndReasonCode_RPT19_RPT22(t *testing.T) {
 			if f.ReceivingMXHostname != "mx1.example.com" {
 				t.Errorf("receiving-mx-hostname = %q, want mx1.example.com", f.ReceivingMXHostname)
 			}
+			// Spec: RPT-19: receiving-mx-helo is the name in the server's 220 greeting.
+			if f.ReceivingMXHelo != "mx1.example.com" {
+				t.Errorf("receiving-mx-helo = %q, want mx1.example.com (the greeting's name)", f.ReceivingMXHelo)
+			}
 			if tc.wantIP && f.ReceivingIP != mx1.IP().String() {
 				t.Errorf("receiving-ip = %q, want %s", f.ReceivingIP, mx1.IP())
 			}

@@ -162,7 +162,23 @@ type errRetryPlain struct{ error }
 // in failure together with an error.
 func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool) (*smtp.Client, string, *tlspolicy.Verdict, error) {
 	d := a.d
-	c := d.newClient(conn)
+	// Read the greeting ourselves to learn the server's name for TLS reports (RFC 8460 Section 4.4,
+	// receiving-mx-helo), then hand the session to go-smtp.
+	conn.SetDeadline(time.Now().Add(d.commandTimeout()))
+	code, msg, err := textproto.NewReader(bufio.NewReaderSize(oneByteReader{conn}, 1)).ReadResponse(220)
+	conn.SetDeadline(time.Time{})
+	if err != nil {
+		conn.Close()
+		if code != 0 {
+			return nil, "", nil, &smtp.SMTPError{Code: code, Message: "greeting: " + msg}
+		}
+		return nil, "", nil, err
+	}
+	a.helo = ""
+	if f := strings.Fields(msg); len(f) > 0 {
+		a.helo = f[0]
+	}
+	c := d.newClient(&greetedConn{Conn: conn, greeting: strings.NewReader("220 " + a.helo + "\r\n")})
 	if err := c.Hello(d.Hostname); err != nil {
 		c.Close()
 		return nil, "", nil, err
@@ -187,7 +203,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 		conn.Close()
 		return nil, "", nil, err
 	}
-	code, msg, err := textproto.NewReader(bufio.NewReaderSize(oneByteReader{conn}, 1)).ReadResponse(220)
+	code, msg, err = textproto.NewReader(bufio.NewReaderSize(oneByteReader{conn}, 1)).ReadResponse(220)
 	conn.SetDeadline(time.Time{})
 	if err != nil {
 		if code == 0 {
@@ -404,6 +420,7 @@ func (a *attempt) recordFailure(host, ip string, v tlspolicy.Verdict) {
 		Failure: &tlsrpt.FailureDetails{
 			ResultType:          v.Failure,
 			ReceivingMXHostname: host,
+			ReceivingMXHelo:     a.helo,
 			ReceivingIP:         ip,
 			FailureReasonCode:   v.ReasonCode,
 			AdditionalInfo:      v.Detail,
