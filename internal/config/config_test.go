@@ -413,3 +413,19 @@ func TestDurationText(t *testing.T) {
 		t.Error("UnmarshalText(90) succeeded; a unit is required")
 	}
 }
+
+// RFC 5321 Section 4.5.3.2 (SMTP-14): timeouts are configurable and default to at least the RFC's minimums
+// (5 minutes per command, 10 minutes for the reply to the final dot).
+func TestDefaultTimeoutsMeetRFCMinimums_SMTP14(t *testing.T) {
+	d := Default().Delivery
+	if d.CommandTimeout.Duration() < 5*time.Minute || d.DataTimeout.Duration() < 10*time.Minute {
+		t.Errorf("delivery timeouts command %v, data %v; want at least 5m and 10m", d.CommandTimeout, d.DataTimeout)
+	}
+	c, err := Parse([]byte("[delivery]\ncommand_timeout = \"7m\"\ndata_timeout = \"15m\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Delivery.CommandTimeout.Duration() != 7*time.Minute || c.Delivery.DataTimeout.Duration() != 15*time.Minute {
+		t.Errorf("configured timeouts = %v, %v; want 7m, 15m", c.Delivery.CommandTimeout, c.Delivery.DataTimeout)
+	}
+}
