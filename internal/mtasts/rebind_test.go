@@ -69,7 +69,6 @@ func TestFetchDNSRebindingCheckedOnEveryConnection(t *testing.T) {
 	p := newPKI(t)
 	ps := newPolicyServer(t, p, serverConfig{})
 	rogue := rogueListener(t, "127.0.0.2", ps.port)
-	// Runs after the parallel subtests (t.Cleanup waits for them); a check after the loop would not.
 	t.Cleanup(func() {
 		if n := rogue.Load(); n != 0 {
 			t.Errorf("the rogue internal service got %d connections", n)
@@ -88,9 +87,9 @@ func TestFetchDNSRebindingCheckedOnEveryConnection(t *testing.T) {
 		"fd00::1",    // ULA
 		"fe80::1",    // IPv6 link-local
 	}
+	// The subtests share the policy server and count its handshakes, so they run one after another.
 	for _, bad := range internal {
 		t.Run(bad, func(t *testing.T) {
-			t.Parallel()
 			lookup := &rebindingLookup{answers: [][]netip.Addr{{public}, {netip.MustParseAddr(bad)}}}
 			o := loopbackOptions(ps.port, p.trusted.Pool())
 			o.LookupIP = lookup.LookupIP
