@@ -101,7 +101,7 @@ func TestDowngradeOverSimulatedDay_STS16_STS63(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 2 * time.Second}
+	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 10 * time.Second}
 	client := mtasts.NewHTTPClient(mtasts.ClientOptions{
 		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			ips, _, err := resolver.LookupIP(ctx, host)
@@ -125,7 +125,7 @@ func TestDowngradeOverSimulatedDay_STS16_STS63(t *testing.T) {
 			STS:      cacheSource{cache}, Roots: n.RootPool(), Now: clock.Now,
 		},
 		Port: n.SMTPPort, Hostname: "gw.sender.test", Now: clock.Now,
-		ConnectTimeout: 2 * time.Second, CommandTimeout: 5 * time.Second, Recorder: rec,
+		ConnectTimeout: 10 * time.Second, CommandTimeout: 20 * time.Second, Recorder: rec,
 		Routes: func() []delivery.Route { return nil },
 	}
 	attempts := &attemptLog{d: d, clock: clock}

@@ -92,7 +92,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 2 * time.Second}
+	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 10 * time.Second}
 	client := mtasts.NewHTTPClient(mtasts.ClientOptions{
 		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			ips, _, err := resolver.LookupIP(ctx, host)
@@ -115,7 +115,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h.d = &delivery.Deliverer{
 		Resolver: resolver, Decider: dec, Port: n.SMTPPort, Hostname: "gw.sender.test",
-		ConnectTimeout: 2 * time.Second, CommandTimeout: 5 * time.Second, Recorder: h.rec,
+		ConnectTimeout: 10 * time.Second, CommandTimeout: 20 * time.Second, Recorder: h.rec,
 		Routes: func() []delivery.Route { return h.routes },
 	}
 	return h

@@ -40,7 +40,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 2 * time.Second}
+	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 10 * time.Second}
 	client := mtasts.NewHTTPClient(mtasts.ClientOptions{
 		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
 			ips, _, err := resolver.LookupIP(ctx, host)

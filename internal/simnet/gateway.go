@@ -20,7 +20,7 @@ func (n *Net) GatewayConfig(dataDir string) *config.Config {
 	cfg.Delivery.ConnectTimeout = config.Duration(5 * time.Second)
 	cfg.Delivery.CommandTimeout = config.Duration(30 * time.Second)
 	cfg.DNS.Servers = []string{n.DNSAddr}
-	cfg.DNS.Timeout = config.Duration(2 * time.Second)
+	cfg.DNS.Timeout = config.Duration(10 * time.Second)
 	cfg.MTASTS.HTTPSPort = n.HTTPSPort
 	cfg.MTASTS.AllowNetworks = []string{n.Block.String()}
 	cfg.MTASTS.FetchTimeout = config.Duration(5 * time.Second)

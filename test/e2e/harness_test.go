@@ -68,7 +68,7 @@ listen = "127.0.0.1:0"
 hostname = "gw.e2e.test"
 [dns]
 servers = [%q]
-timeout = "2s"
+timeout = "10s"
 [delivery]
 hostname = "gw.e2e.test"
 port = %d
