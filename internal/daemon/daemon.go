@@ -179,7 +179,6 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		DataTimeout:         cfg.Delivery.DataTimeout.Duration(),
 		MaxAddressesPerHost: cfg.Delivery.MaxAddressesPerHost,
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
-		Logger:              log.With("component", "delivery"),
 		Now:                 now,
 		Events: func(ev delivery.Event) {
 			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, ev.Result.ResultType)

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -65,7 +64,6 @@ type Deliverer struct {
 	// LocalNames are our own names, for MX loop prevention.
 	LocalNames []string
 	Recorder   Recorder
-	Logger     *slog.Logger
 	Now        func() time.Time
 	// Events, when set, is called for every recipient outcome (metrics).
 	Events func(Event)
@@ -114,12 +112,6 @@ func (d *Deliverer) now() time.Time {
 	return time.Now()
 }
 
-func (d *Deliverer) logger() *slog.Logger {
-	if d.Logger != nil {
-		return d.Logger
-	}
-	return slog.New(slog.DiscardHandler)
-}
 
 // Deliver implements queue.Deliverer.
 func (d *Deliverer) Deliver(ctx context.Context, b queue.Batch) []queue.Result {
@@ -327,33 +319,26 @@ func (a *attempt) finishAll(r queue.Result) {
 func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 	delete(a.pending[j.MsgID], rcpt)
 	r.MsgID, r.Rcpt = j.MsgID, rcpt
-	if a.plan != nil && r.Policy == "" {
-		r.Policy = a.plan.Name()
+	if a.plan != nil {
+		if r.Policy == "" {
+			r.Policy = a.plan.Name()
+		}
+		r.PolicySource, r.STSMode, r.STSID = string(a.plan.Source), string(a.plan.STSMode), a.plan.STSID
+	}
+	if r.RemoteMTA != "" {
+		r.IP = a.ip
 	}
 	a.results = append(a.results, r)
 	a.d.logEvent(a, j, r)
 }
 
 func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
-	ev := Event{Domain: a.domain, Result: r, Attempt: j.Attempt, IP: a.ip, TLSVersion: a.tlsVersion}
-	attrs := []any{
-		slog.String("msg_id", r.MsgID), slog.String("rcpt", r.Rcpt), slog.String("domain", a.domain),
-		slog.String("mx", r.RemoteMTA), slog.String("ip", a.ip), slog.Int("attempt", j.Attempt),
-		slog.String("tls", r.TLS), slog.String("policy", r.Policy),
-		slog.String("result_type", r.ResultType), slog.Int("code", r.Code), slog.String("enhanced", r.Enhanced),
-		slog.String("outcome", string(r.Outcome)), slog.String("text", r.Text),
+	if d.Events == nil {
+		return
 	}
+	ev := Event{Domain: a.domain, Result: r, Attempt: j.Attempt, IP: a.ip, TLSVersion: a.tlsVersion}
 	if a.plan != nil {
 		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.Name(), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
-		attrs = append(attrs, slog.String("sts_mode", string(a.plan.STSMode)), slog.String("sts_id", a.plan.STSID),
-			slog.String("policy_source", string(a.plan.Source)))
 	}
-	level := slog.LevelInfo
-	if r.Outcome != queue.Delivered {
-		level = slog.LevelWarn
-	}
-	d.logger().Log(context.Background(), level, "delivery", attrs...)
-	if d.Events != nil {
-		d.Events(ev)
-	}
+	d.Events(ev)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 )
@@ -116,10 +117,16 @@ func (q *Queue) changes(w *work, results []Result, missing string) []*change {
 				}
 			}
 		}
-		q.log.Info("delivery", "msg_id", row.msgID, "rcpt", row.rcpt, "domain", row.domain,
-			"attempt", row.attempts, "outcome", string(c.res.Outcome), "final_state", c.state,
-			"code", res.Code, "enhanced", res.Enhanced, "mx", res.RemoteMTA, "tls", res.TLS,
-			"policy", res.Policy, "result_type", res.ResultType, "text", res.Text)
+		// The one delivery event per recipient per attempt (docs/logs.md), with the keys of STYLE.md.
+		level := slog.LevelInfo
+		if c.res.Outcome != Delivered {
+			level = slog.LevelWarn
+		}
+		q.log.Log(context.Background(), level, "delivery", "msg_id", row.msgID, "rcpt", row.rcpt, "domain", row.domain,
+			"mx", res.RemoteMTA, "ip", res.IP, "attempt", row.attempts, "tls", res.TLS, "policy", res.Policy,
+			"policy_source", res.PolicySource, "sts_mode", res.STSMode, "sts_id", res.STSID,
+			"result_type", res.ResultType, "code", res.Code, "enhanced", res.Enhanced,
+			"outcome", string(c.res.Outcome), "final_state", c.state, "text", res.Text)
 		changes = append(changes, c)
 	}
 	return changes

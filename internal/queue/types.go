@@ -109,8 +109,14 @@ type Result struct {
 	// TLS describes the session's transport: "none", "unverified" or "verified", with the version
 	// ("verified TLS1.3"); "" when no session was made.
 	TLS string
-	// Policy names the policy applied ("mta-sts enforce", "required-verify", "opportunistic", ...).
-	Policy string
+	// Policy names the policy applied ("mta-sts enforce", "required-verify", "opportunistic", ...);
+	// PolicySource says where it came from (mta-sts, rule, route, default, tls-required-no); STSMode and
+	// STSID describe the MTA-STS policy seen. IP is the address connected to. For the delivery log event.
+	Policy       string
+	PolicySource string
+	STSMode      string
+	STSID        string
+	IP           string
 	// NextHopDSN reports, for a delivered recipient, that the next hop advertised DSN (RFC 3461), so the
 	// NOTIFY and ORCPT parameters went on with the message and success notices are now its business.
 	NextHopDSN bool
