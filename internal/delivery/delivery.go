@@ -112,7 +112,6 @@ func (d *Deliverer) now() time.Time {
 	return time.Now()
 }
 
-
 // Deliver implements queue.Deliverer.
 func (d *Deliverer) Deliver(ctx context.Context, b queue.Batch) []queue.Result {
 	// Messages differ in what they ask of TLS (REQUIRETLS, TLS-Required: No) and in whether their sessions
