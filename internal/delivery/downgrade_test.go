@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxgate/mxgate/internal/delivery"
-	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
@@ -101,14 +99,8 @@ func TestDowngradeOverSimulatedDay_STS16_STS63(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 10 * time.Second}
-	client := mtasts.NewHTTPClient(mtasts.ClientOptions{
-		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
-			ips, _, err := resolver.LookupIP(ctx, host)
-			return ips, err
-		},
-		Port: n.HTTPSPort, RootCAs: n.RootPool(), Timeout: 3 * time.Second,
-	})
+	resolver := n.Resolver()
+	client := n.PolicyClient(3 * time.Second)
 	cache, err := mtastscache.New(context.Background(), mtastscache.Options{
 		DB: db, Resolver: resolver, Now: clock.Now,
 		Fetcher: &mtasts.Fetcher{Client: client, Timeout: 3 * time.Second},

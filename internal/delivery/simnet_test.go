@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net/netip"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 	"github.com/mxgate/mxgate/internal/address"
 
 	"github.com/mxgate/mxgate/internal/delivery"
-	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
@@ -92,16 +90,8 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 10 * time.Second}
-	client := mtasts.NewHTTPClient(mtasts.ClientOptions{
-		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
-			ips, _, err := resolver.LookupIP(ctx, host)
-			return ips, err
-		},
-		Port:    n.HTTPSPort,
-		RootCAs: n.RootPool(),
-		Timeout: 3 * time.Second,
-	})
+	resolver := n.Resolver()
+	client := n.PolicyClient(3 * time.Second)
 	h.cache, err = mtastscache.New(context.Background(), mtastscache.Options{
 		DB: db, Resolver: resolver, Fetcher: &mtasts.Fetcher{Client: client, Timeout: 3 * time.Second},
 	})

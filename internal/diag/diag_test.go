@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/diag"
-	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
@@ -40,16 +38,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	resolver := &dnsx.Client{Servers: []string{n.DNSAddr}, Timeout: 10 * time.Second}
-	client := mtasts.NewHTTPClient(mtasts.ClientOptions{
-		LookupIP: func(ctx context.Context, host string) ([]netip.Addr, error) {
-			ips, _, err := resolver.LookupIP(ctx, host)
-			return ips, err
-		},
-		Port:    n.HTTPSPort,
-		RootCAs: n.RootPool(),
-		Timeout: 5 * time.Second,
-	})
+	resolver := n.Resolver()
+	client := n.PolicyClient(5 * time.Second)
 	return &fixture{t: t, n: n, env: diag.Env{
 		Resolver: resolver, HTTP: client, Roots: n.RootPool(), Port: n.SMTPPort,
 		Hostname: "gw.sender.test", Timeout: 5 * time.Second,
