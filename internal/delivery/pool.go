@@ -28,6 +28,9 @@ type pooled struct {
 	c       *smtp.Client
 	tlsDesc string
 	uses    int
+	// noReuse marks sessions that must end after this batch: plain-text retries and sessions that
+	// recorded a TLS failure (each later batch must meet the check, and be counted, again).
+	noReuse bool
 	timer   *time.Timer
 }
 
@@ -51,7 +54,7 @@ func (p *sessionPool) get(k poolKey) *pooled {
 // put keeps s for reuse, or ends it when the pool is closed or s has been used enough.
 func (p *sessionPool) put(k poolKey, s *pooled) {
 	p.mu.Lock()
-	if p.closed || p.idle <= 0 || s.uses >= p.maxUses {
+	if p.closed || p.idle <= 0 || s.noReuse || s.uses >= p.maxUses {
 		p.mu.Unlock()
 		s.c.Quit()
 		s.c.Close()

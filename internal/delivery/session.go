@@ -122,11 +122,7 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 	} else if a.record && !plain {
 		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicy(), Success: true, At: d.now()})
 	}
-	s := &pooled{c: c, tlsDesc: tlsDesc}
-	if !reusable {
-		s.uses = int(^uint(0) >> 1) // never pooled
-	}
-	return a.run(s, key, t), false
+	return a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable}, key, t), false
 }
 
 // run sends every pending job over s, then keeps s for reuse or ends it. It returns true: whatever is still

@@ -478,3 +478,25 @@ func TestDeliveredReportsNextHopDSN_SMTP22(t *testing.T) {
 		t.Fatalf("the next hop got RCPT options %+v, want NOTIFY and ORCPT passed on", m[0].RcptOpts)
 	}
 }
+
+// A session that recorded a TLS failure (here: testing mode, untrusted certificate) is never kept: the next
+// batch is checked, and counted for TLS reporting, again.
+func TestSessionWithTLSFailureNotKept(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.d.IdleTimeout = time.Minute
+	t.Cleanup(h.d.Close)
+	mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{Cert: h.cert(h.n.EvilCA, testpki.Leaf{DNSNames: []string{"mx1.example.com"}})})
+	h.sts("example.com", "1", pTesting)
+	for _, id := range []string{"m1", "m2"} {
+		if r := one(t, h.deliver("example.com", job(id, "bob@example.com"))); r.Outcome != queue.Delivered {
+			t.Fatalf("%s: %+v", id, r)
+		}
+	}
+	if got := mx1.Connections(); got != 2 {
+		t.Errorf("%d connections for 2 batches, want 2 (no kept session after a TLS failure)", got)
+	}
+	if f := h.rec.failures(); len(f) != 2 {
+		t.Errorf("recorded failures %v, want one per session", f)
+	}
+}
