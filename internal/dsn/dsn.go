@@ -370,13 +370,25 @@ func SanitizeText(s string) string {
 func fold(b *strings.Builder, name, value string) {
 	line := name + ": " + value
 	for len(line) > 78 {
-		cut := strings.LastIndexByte(line[:78], ' ')
-		if cut <= len(name)+1 {
-			next := strings.IndexByte(line[78:], ' ')
-			if next < 0 {
+		// Fold only before a word (a space followed by a non-space), so that no continuation line is made of
+		// white space alone (RFC 5322 Section 3.2.2 forbids it, and parsers refuse it).
+		cut := -1
+		for i := min(78, len(line)-1); i > len(name)+1; i-- {
+			if line[i] == ' ' && line[i+1] != ' ' {
+				cut = i
 				break
 			}
-			cut = 78 + next
+		}
+		if cut < 0 {
+			for i := 78; i < len(line)-1; i++ {
+				if line[i] == ' ' && line[i+1] != ' ' {
+					cut = i
+					break
+				}
+			}
+		}
+		if cut < 0 {
+			break
 		}
 		b.WriteString(line[:cut] + "\r\n")
 		line = line[cut:]

@@ -302,3 +302,32 @@ func TestValidStatus_SMTP20(t *testing.T) {
 		}
 	}
 }
+
+// A diagnostic with long runs of spaces (found by FuzzBuild) folds without white-space-only lines, and the
+// DSN still parses with the text intact.
+func TestFoldNeverMakesBlankContinuationLines(t *testing.T) {
+	diag := "550 " + strings.Repeat(" ", 100) + "x" + strings.Repeat(" ", 90) + "y"
+	msg, err := Build(Params{
+		ReportingMTA: "mx-out.example.net",
+		From:         "postmaster@mx-out.example.net",
+		To:           "alice@sender.test",
+		Original:     strings.NewReader("Subject: t\r\n\r\nbody\r\n"),
+		Now:          func() time.Time { return time.Date(2026, 3, 7, 9, 15, 30, 0, time.UTC) },
+		Recipients:   []Recipient{{FinalRecipient: "bob@example.com", Action: ActionFailed, Status: "5.0.0", RemoteMTA: "mx1.example.com", DiagnosticCode: diag}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(msg), "\r\n") {
+		if l != "" && strings.TrimSpace(l) == "" {
+			t.Fatalf("a line of white space only in:\n%s", msg)
+		}
+	}
+	rep, err := Parse(msg)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got := rep.Recipients[0].DiagnosticCode; strings.Join(strings.Fields(got), " ") != "550 x y" {
+		t.Errorf("Diagnostic-Code = %q, want the text of 550 ... x ... y", got)
+	}
+}
