@@ -19,6 +19,8 @@ func TestDirSyncOncePerGroup(t *testing.T) {
 	var syncs, failures atomic.Int64
 	e := newEnv(t, func(o *Options) {
 		o.GroupCommitWindow = 2 * time.Millisecond
+		// At most 20 per group: 200 Submits make at least 10 groups, so the second one always exists.
+		o.GroupCommitMax = 20
 		o.SyncDir = func(string) error {
 			if syncs.Add(1) == 2 {
 				failures.Add(1)
