@@ -36,15 +36,12 @@ type HTTPSHost struct {
 	host string
 	ip   netip.Addr
 	srv  *http.Server
+	tlsIdentity
 
 	mu      sync.Mutex
 	sig     signal
 	ln      net.Listener // nil while stopped
 	handler http.Handler
-	cert    *tls.Certificate
-	certSNI map[string]*tls.Certificate
-	minV    uint16
-	maxV    uint16
 	snis    []string
 	reqs    []Request
 }
@@ -69,7 +66,8 @@ func (n *Net) AddHTTPSHost(host string, h http.Handler, cert *tls.Certificate) (
 	if err != nil {
 		return nil, err
 	}
-	s := &HTTPSHost{n: n, host: host, ip: ip, handler: h, cert: cert}
+	s := &HTTPSHost{n: n, host: host, ip: ip, handler: h}
+	s.cert = cert
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(s.serveHTTP),
 		ReadHeaderTimeout: time.Minute,
@@ -113,19 +111,12 @@ func (s *HTTPSHost) close() {
 
 func (s *HTTPSHost) tlsConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.snis = append(s.snis, hello.ServerName)
 	s.sig.broadcast()
-	cert := s.cert
-	if c, ok := s.certSNI[strings.ToLower(hello.ServerName)]; ok {
-		cert = c
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{*cert},
-		MinVersion:   s.minV,
-		MaxVersion:   s.maxV,
-		NextProtos:   []string{"http/1.1"},
-	}, nil
+	s.mu.Unlock()
+	cfg := s.config(hello.ServerName)
+	cfg.NextProtos = []string{"http/1.1"}
+	return cfg, nil
 }
 
 func (s *HTTPSHost) serveHTTP(w http.ResponseWriter, r *http.Request) {
@@ -158,27 +149,6 @@ func (s *HTTPSHost) SetHandler(h http.Handler) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.handler = h
-}
-
-// SetCert changes the certificate from the next handshake on; per-SNI certificates still win.
-func (s *HTTPSHost) SetCert(c *tls.Certificate) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cert = c
-}
-
-// SetCertForSNI replaces the per-SNI certificates.
-func (s *HTTPSHost) SetCertForSNI(m map[string]*tls.Certificate) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.certSNI = m
-}
-
-// SetTLSVersions restricts the TLS versions from the next handshake on; zero means Go's default.
-func (s *HTTPSHost) SetTLSVersions(minVersion, maxVersion uint16) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.minV, s.maxV = minVersion, maxVersion
 }
 
 // Stop closes the listener so that new connections are refused.

@@ -113,15 +113,12 @@ type Receiver struct {
 	plain, secure *smtp.Server
 	plainLn       *chanListener
 	secureLn      *chanListener
+	tlsIdentity
 
 	mu       sync.Mutex
 	sig      signal
 	ln       net.Listener // nil while stopped
 	mode     StartTLSMode
-	cert     *tls.Certificate
-	certSNI  map[string]*tls.Certificate
-	minV     uint16
-	maxV     uint16
 	conns    int
 	snis     []string
 	accepted []Received
@@ -164,8 +161,8 @@ func (n *Net) AddSMTPHost(host string, opts MXOptions) (*Receiver, error) {
 	}
 	r := &Receiver{
 		n: n, host: host, ip: ip, opts: opts,
-		ln: ln, mode: opts.STARTTLS, cert: opts.Cert, certSNI: opts.CertForSNI,
-		minV: opts.TLSMinVersion, maxV: opts.TLSMaxVersion,
+		ln: ln, mode: opts.STARTTLS,
+		tlsIdentity: tlsIdentity{cert: opts.Cert, certSNI: opts.CertForSNI, minV: opts.TLSMinVersion, maxV: opts.TLSMaxVersion},
 	}
 	r.plain = r.newServer(nil)
 	r.secure = r.newServer(&tls.Config{GetConfigForClient: r.tlsConfig})
@@ -245,17 +242,13 @@ var errHandshakeFail = errors.New("simnet: handshake refused by configuration")
 // tlsConfig picks the certificate by SNI and records the SNI of every ClientHello.
 func (r *Receiver) tlsConfig(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.snis = append(r.snis, hello.ServerName)
 	r.sig.broadcast()
+	r.mu.Unlock()
 	if sc, ok := hello.Conn.(*smtpConn); ok && sc.mode != Offer {
 		return nil, errHandshakeFail
 	}
-	cert := r.cert
-	if c, ok := r.certSNI[strings.ToLower(hello.ServerName)]; ok {
-		cert = c
-	}
-	return &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: r.minV, MaxVersion: r.maxV}, nil
+	return r.config(hello.ServerName), nil
 }
 
 // Host returns the receiver's host name.
@@ -301,27 +294,6 @@ func (r *Receiver) SetMode(m StartTLSMode) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.mode = m
-}
-
-// SetCert changes the certificate presented from the next handshake on; per-SNI certificates still win.
-func (r *Receiver) SetCert(c *tls.Certificate) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.cert = c
-}
-
-// SetCertForSNI replaces the per-SNI certificates.
-func (r *Receiver) SetCertForSNI(m map[string]*tls.Certificate) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.certSNI = m
-}
-
-// SetTLSVersions restricts the TLS versions from the next handshake on; zero means Go's default.
-func (r *Receiver) SetTLSVersions(minVersion, maxVersion uint16) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.minV, r.maxV = minVersion, maxVersion
 }
 
 // Messages returns the accepted messages, in order of arrival.
