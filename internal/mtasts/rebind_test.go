@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/testenv"
 )
 
 // rogueListener accepts TCP connections on ip:port and counts them: a stand-in for an internal service a
@@ -20,7 +22,7 @@ func rogueListener(t *testing.T, ip string, port int) *atomic.Int64 {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 	if err != nil {
-		t.Skipf("cannot listen on %s:%d for the rogue service: %v", ip, port, err)
+		testenv.MissingDependency(t, "cannot listen on %s:%d for the rogue service: %v", ip, port, err)
 	}
 	var n atomic.Int64
 	go func() {

@@ -31,8 +31,7 @@ func TestSubmitDurabilityOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var e *env
-			e = newEnv(t, func(o *Options) {
+			e := newEnv(t, func(o *Options) {
 				o.SyncFile = func(f *os.File) error {
 					if !strings.HasPrefix(filepath.Base(f.Name()), tmpPrefix) {
 						t.Errorf("fsync of %s, want the temporary file", f.Name())
@@ -63,8 +62,7 @@ func TestSubmitDurabilityOrder(t *testing.T) {
 // and that Submit returns only after the row is committed.
 func TestSubmitOrder(t *testing.T) {
 	var events []string
-	var e *env
-	e = newEnv(t, func(o *Options) {
+	e := newEnv(t, func(o *Options) {
 		o.SyncFile = func(f *os.File) error {
 			events = append(events, "fsync "+strings.SplitN(filepath.Base(f.Name()), ".", 2)[0])
 			return nil

@@ -25,13 +25,12 @@ type msgRow struct {
 }
 
 type rcptRow struct {
-	id            int64
-	msgID, rcpt   string
-	notify        []string
-	orcpt         string
-	attempts      int // including the attempt in flight
-	domain        string
-	lastResultTxt string
+	id          int64
+	msgID, rcpt string
+	notify      []string
+	orcpt       string
+	attempts    int // including the attempt in flight
+	domain      string
 	// retryAt is the next attempt recorded before delivery: where the recipient stays if the results
 	// cannot be recorded.
 	retryAt time.Time

@@ -11,9 +11,8 @@ import (
 // Finished bodies become empty spare files, new messages reuse them, and a restart keeps them spare.
 func TestSpareFilesAreEmptyAndReused(t *testing.T) {
 	e := newEnv(t, nil)
-	var ids []string
 	for i := 0; i < 3; i++ {
-		ids = append(ids, e.submit(t, "alice@sender.test", "bob@example.com"))
+		e.submit(t, "alice@sender.test", "bob@example.com")
 	}
 	e.runOnce(t)
 	spares := func() []string {

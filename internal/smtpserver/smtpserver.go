@@ -117,10 +117,10 @@ type Server struct {
 func New(cfg Config, sub Submitter, logger *slog.Logger) (*Server, error) {
 	var errs []error
 	if cfg.Hostname == "" {
-		errs = append(errs, errors.New("Hostname: required"))
+		errs = append(errs, errors.New("hostname: required"))
 	}
 	if sub == nil {
-		errs = append(errs, errors.New("Submitter: required"))
+		errs = append(errs, errors.New("submitter: required"))
 	}
 	for name, v := range map[string]int64{
 		"MaxMessageBytes": cfg.MaxMessageBytes, "MaxRecipients": int64(cfg.MaxRecipients),

@@ -580,7 +580,7 @@ func TestNewConfigErrors(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"Hostname: required", "Submitter: required", "MaxRecipients: must not be negative", "MaxLineLength: must be at least 1000"} {
+	for _, want := range []string{"hostname: required", "submitter: required", "MaxRecipients: must not be negative", "MaxLineLength: must be at least 1000"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -124,10 +124,10 @@ func (r *Reporter) config() (config, error) {
 	var errs []error
 	c := config{maxDest: r.MaxDestinations, jitter: r.MaxJitter, retryInt: r.RetryInterval, retryFor: r.RetryFor, backoff: r.MinBackoff}
 	if r.DB == nil {
-		errs = append(errs, errors.New("DB: not set"))
+		errs = append(errs, errors.New("db: not set"))
 	}
 	if r.Contact.IsZero() || r.Contact.Domain.IsZero() {
-		errs = append(errs, errors.New("Contact: an address with a domain is required"))
+		errs = append(errs, errors.New("contact: an address with a domain is required"))
 	}
 	c.contact = r.Contact.String()
 	c.submitter = r.Submitter.String()
@@ -135,7 +135,7 @@ func (r *Reporter) config() (config, error) {
 		c.submitter = r.Contact.Domain.String()
 	} else if !r.Contact.Domain.IsZero() && r.Submitter != r.Contact.Domain {
 		// RFC 8460 Section 5.3: TLS-Report-Submitter MUST be the domain of contact-info (RPT-29).
-		errs = append(errs, fmt.Errorf("Submitter: %s differs from the domain of Contact %s", r.Submitter, r.Contact))
+		errs = append(errs, fmt.Errorf("submitter: %s differs from the domain of contact %s", r.Submitter, r.Contact))
 	}
 	c.from = r.From.String()
 	if r.From.IsZero() {

@@ -15,6 +15,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/internal/simnet"
+	"github.com/mxgate/mxgate/internal/testenv"
 )
 
 // mountTmpfs mounts a tmpfs of the given size on dir and unmounts it in t.Cleanup. It skips the test when
@@ -22,14 +23,14 @@ import (
 func mountTmpfs(t *testing.T, dir, size string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("full-disk test needs root to mount a tmpfs (run as root, e.g. in .ci/run)")
+		testenv.MissingDependency(t, "full-disk test needs root to mount a tmpfs (run as root, e.g. in .ci/run)")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput()
 	if err != nil {
-		t.Skipf("full-disk test skipped: mount -t tmpfs failed: %v: %s", err, strings.TrimSpace(string(out)))
+		testenv.MissingDependency(t, "full-disk test: mount -t tmpfs failed: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {

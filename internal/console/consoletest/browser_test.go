@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/mxgate/mxgate/internal/console/consoletest"
+	"github.com/mxgate/mxgate/internal/testenv"
 )
 
 // chromiumPath is Debian's chromium, which .ci/run installs.
@@ -53,7 +54,7 @@ func (p *pageErrors) take() []string {
 // visit every page, save a PNG of each, and fail on any console error.
 func TestConsoleInChromium(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
-		t.Skipf("console browser test skipped: %s not found (install Debian's chromium): %v", chromiumPath, err)
+		testenv.MissingDependency(t, "console browser test: %s not found (install Debian's chromium): %v", chromiumPath, err)
 	}
 	env := consoletest.New(t)
 	shots := t.TempDir()
