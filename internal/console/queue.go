@@ -1,7 +1,6 @@
 package console
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -90,7 +89,7 @@ func (c *Console) queueList(w http.ResponseWriter, r *http.Request, s *session) 
 
 type messageData struct {
 	M       queue.MessageDetail
-	Actions []string
+	Actions []queue.Action
 }
 
 func (c *Console) queueDetail(w http.ResponseWriter, r *http.Request, s *session) {
@@ -104,10 +103,8 @@ func (c *Console) queueDetail(w http.ResponseWriter, r *http.Request, s *session
 		c.fail(w, r, s, err)
 		return
 	}
-	c.render(w, r, s, http.StatusOK, "message", "Message "+id, messageData{M: m, Actions: queueActions()})
+	c.render(w, r, s, http.StatusOK, "message", "Message "+id, messageData{M: m, Actions: queue.Actions()})
 }
-
-func queueActions() []string { return []string{"retry", "hold", "release", "bounce", "delete"} }
 
 // checkID accepts what looks like a queue id; the queue decides whether it exists.
 func checkID(id string) error {
@@ -126,14 +123,14 @@ func checkID(id string) error {
 type affected struct {
 	ID, From string
 	Domains  []string
-	// Rcpts is how many recipients the action changes; Skip says why the action does nothing here.
-	Rcpts int
-	Skip  string
+	queue.Effect
 }
 
 type confirmData struct {
-	Action, Verb, Explain string
-	Messages              []affected
+	Action   queue.Action
+	Verb     string
+	Explain  string
+	Messages []affected
 	// Count is the messages the action changes, Rcpts their recipients; Missing lists unknown ids.
 	Count, Rcpts int
 	Missing      []string
@@ -141,28 +138,11 @@ type confirmData struct {
 	Back         string
 }
 
-func actionText(action string) (verb, explain string, ok bool) {
-	switch action {
-	case "retry":
-		return "Retry", "Every queued recipient becomes due now; the scheduler delivers at once.", true
-	case "hold":
-		return "Hold", "No further delivery is attempted until the message is released; a delivery in progress finishes.", true
-	case "release":
-		return "Release", "Held messages go back to the queue and are delivered when due.", true
-	case "bounce":
-		return "Bounce", "Every recipient not yet delivered fails now with 5.0.0, and the sender gets a bounce (DSN) as its NOTIFY asks.", true
-	case "delete":
-		return "Delete", "The message, its body and its history are removed without notifying anyone. Recipients not yet delivered will never get it.", true
-	}
-	return "", "", false
-}
-
 func (c *Console) queueConfirm(w http.ResponseWriter, r *http.Request, s *session) {
 	q := r.URL.Query()
-	action := q.Get("action")
-	verb, explain, ok := actionText(action)
-	if !ok {
-		c.renderError(w, r, s, http.StatusBadRequest, fmt.Sprintf("unknown action %q", action))
+	action, err := queue.ParseAction(q.Get("action"))
+	if err != nil {
+		c.renderError(w, r, s, http.StatusBadRequest, err.Error())
 		return
 	}
 	ids := q["id"]
@@ -174,7 +154,7 @@ func (c *Console) queueConfirm(w http.ResponseWriter, r *http.Request, s *sessio
 		c.renderError(w, r, s, http.StatusBadRequest, fmt.Sprintf("At most %d messages at once.", maxSelected))
 		return
 	}
-	d := confirmData{Action: action, Verb: verb, Explain: explain, Back: "/queue"}
+	d := confirmData{Action: action, Verb: action.Verb(), Explain: action.Explain(), Back: "/queue"}
 	if len(ids) == 1 {
 		d.Back = "/queue/" + url.PathEscape(ids[0])
 	}
@@ -195,33 +175,7 @@ func (c *Console) queueConfirm(w http.ResponseWriter, r *http.Request, s *sessio
 			c.fail(w, r, s, err)
 			return
 		}
-		a := affected{ID: id, From: m.From, Domains: m.Domains}
-		switch action {
-		case "retry":
-			a.Rcpts = m.Queued
-			if m.Queued == 0 {
-				a.Skip = "no queued recipient"
-			} else if m.Held {
-				a.Skip = "held: release it to deliver"
-			}
-		case "hold":
-			a.Rcpts = m.Queued
-			if m.Held {
-				a.Skip = "already held"
-			}
-		case "release":
-			a.Rcpts = m.Queued
-			if !m.Held {
-				a.Skip = "not held"
-			}
-		case "bounce":
-			a.Rcpts = m.Queued + m.Quarantined
-			if a.Rcpts == 0 {
-				a.Skip = "no recipient left to bounce"
-			}
-		case "delete":
-			a.Rcpts = m.Queued + m.Quarantined
-		}
+		a := affected{ID: id, From: m.From, Domains: m.Domains, Effect: action.Preview(m.MessageInfo)}
 		if a.Skip == "" {
 			d.Count++
 			d.Rcpts += a.Rcpts
@@ -229,14 +183,13 @@ func (c *Console) queueConfirm(w http.ResponseWriter, r *http.Request, s *sessio
 		d.IDs = append(d.IDs, id)
 		d.Messages = append(d.Messages, a)
 	}
-	c.render(w, r, s, http.StatusOK, "confirm", verb+" messages", d)
+	c.render(w, r, s, http.StatusOK, "confirm", d.Verb+" messages", d)
 }
 
 func (c *Console) queueAction(w http.ResponseWriter, r *http.Request, s *session) {
-	action := r.PostForm.Get("action")
-	verb, _, ok := actionText(action)
-	if !ok {
-		c.renderError(w, r, s, http.StatusBadRequest, fmt.Sprintf("unknown action %q", action))
+	action, err := queue.ParseAction(r.PostForm.Get("action"))
+	if err != nil {
+		c.renderError(w, r, s, http.StatusBadRequest, err.Error())
 		return
 	}
 	ids := r.PostForm["id"]
@@ -244,10 +197,6 @@ func (c *Console) queueAction(w http.ResponseWriter, r *http.Request, s *session
 		c.renderError(w, r, s, http.StatusBadRequest, "No message (or too many) selected.")
 		return
 	}
-	do := map[string]func(context.Context, string) error{
-		"retry": c.opts.Queue.Retry, "hold": c.opts.Queue.Hold, "release": c.opts.Queue.Release,
-		"bounce": c.opts.Queue.Bounce, "delete": c.opts.Queue.Delete,
-	}[action]
 	var done int
 	var problems []string
 	for _, id := range ids {
@@ -255,22 +204,22 @@ func (c *Console) queueAction(w http.ResponseWriter, r *http.Request, s *session
 			problems = append(problems, err.Error())
 			continue
 		}
-		if err := do(r.Context(), id); err != nil {
+		if err := action.Do(r.Context(), c.opts.Queue, id); err != nil {
 			if !errors.Is(err, queue.ErrNotFound) {
 				c.log.Error("console: queue action", "action", action, "msg_id", id, "err", err)
 			}
 			problems = append(problems, fmt.Sprintf("%s: %v", id, err))
 			continue
 		}
-		c.log.Info("console: queue "+action, "msg_id", id, "ip", remoteIP(r))
+		c.log.Info("console: queue "+string(action), "msg_id", id, "ip", remoteIP(r))
 		done++
 	}
-	msg := fmt.Sprintf("%s: done for %d of %d message(s).", verb, done, len(ids))
+	msg := fmt.Sprintf("%s: done for %d of %d message(s).", action.Verb(), done, len(ids))
 	if len(problems) > 0 {
 		msg += " Failed: " + strings.Join(problems, "; ")
 	}
 	to := "/queue"
-	if len(ids) == 1 && action != "delete" && checkID(ids[0]) == nil {
+	if len(ids) == 1 && action != queue.ActionDelete && checkID(ids[0]) == nil {
 		to = "/queue/" + url.PathEscape(ids[0])
 	}
 	c.done(w, r, s, to, msg)
