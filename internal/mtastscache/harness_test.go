@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/store"
@@ -40,24 +41,6 @@ const (
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// clock is a fake clock the test moves by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // fakeDNS answers TXT queries from a map; other lookups find nothing.
 type fakeDNS struct {
@@ -198,7 +181,7 @@ func (b *syncBuffer) String() string {
 // env is one test's world: a fake clock and DNS, a policy server, a database file and a cache over them.
 type env struct {
 	t       *testing.T
-	clock   *clock
+	clock   *clocktest.Clock
 	dns     *fakeDNS
 	policy  *policyServer
 	fetcher *mtasts.Fetcher
@@ -227,7 +210,7 @@ func newEnv(t *testing.T) *env {
 
 	e := &env{
 		t:      t,
-		clock:  &clock{t: t0},
+		clock:  clocktest.New(t0),
 		dns:    &fakeDNS{txt: map[string][]string{}, err: map[string]error{}},
 		policy: ps,
 		fetcher: &mtasts.Fetcher{

@@ -165,7 +165,7 @@ func TestAuthFailureLockout(t *testing.T) {
 		c.cmd(535, "5.7.8", "AUTH PLAIN %s", bad)
 	}
 	c.cmd(454, "4.7.0", "AUTH PLAIN %s", good)
-	h.clock.Add(authFailureWindow)
+	h.clock.Advance(authFailureWindow)
 	c.cmd(235, "2.0.0", "AUTH PLAIN %s", good)
 }
 
@@ -492,7 +492,7 @@ func TestRateLimitPerIP(t *testing.T) {
 	c.cmd(250, "", "MAIL FROM:<a@example.org>")
 	c.cmd(250, "", "RSET")
 	c.cmd(450, "4.7.1", "MAIL FROM:<a@example.org>")
-	h.clock.Add(30 * time.Second) // one token back
+	h.clock.Advance(30 * time.Second) // one token back
 	c.cmd(250, "", "MAIL FROM:<a@example.org>")
 }
 
