@@ -12,9 +12,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/mxgate/mxgate/internal/atomicfile"
 )
 
 // DefaultIterations is the PBKDF2-HMAC-SHA256 iteration count of new password files (OWASP's 2023
@@ -87,49 +88,12 @@ func writePassword(path, password string, iterations int, rnd io.Reader, exclusi
 	}
 	line := fmt.Sprintf("%s$%d$%s$%s\n", hashScheme, iterations,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+	write := atomicfile.Replace
 	if exclusive {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return fmt.Errorf("console: password file: %w", err)
-		}
-		if _, err := f.WriteString(line); err != nil {
-			f.Close()
-			os.Remove(path)
-			return fmt.Errorf("console: password file: %w", err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			os.Remove(path)
-			return fmt.Errorf("console: password file: %w", err)
-		}
-		return f.Close()
+		write = atomicfile.Create
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".console-password-*")
-	if err != nil {
+	if err := write(path, []byte(line), 0o600); err != nil {
 		return fmt.Errorf("console: password file: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.WriteString(line)
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("console: password file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
