@@ -185,7 +185,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 		return c, "none", nil, nil
 	}
 	if ok, _ := c.Extension("STARTTLS"); !ok {
-		v := plan.NoTLS(t.name, tlsrpt.ResultSTARTTLSNotSupported, t.name+" does not offer STARTTLS")
+		v := plan.STARTTLSNotOffered(t.name)
 		if !v.Proceed {
 			c.Quit()
 			return nil, "", &v, errors.New(v.Detail)
@@ -206,7 +206,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 			conn.Close()
 			return nil, "", nil, err
 		}
-		v := plan.NoTLS(t.name, tlsrpt.ResultSTARTTLSNotSupported, fmt.Sprintf("STARTTLS refused: %d %s", code, msg))
+		v := plan.STARTTLSRefused(code, msg)
 		if !v.Proceed {
 			c.Quit()
 			return nil, "", &v, errors.New(v.Detail)
@@ -219,7 +219,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 	cancel()
 	if err != nil {
 		conn.Close()
-		v := plan.NoTLS(t.name, tlsrpt.ResultValidationFailure, "TLS handshake failed: "+err.Error())
+		v := plan.HandshakeFailed(err)
 		if !v.Proceed {
 			return nil, "", &v, errors.New(v.Detail)
 		}
