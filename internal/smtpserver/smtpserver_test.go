@@ -230,7 +230,7 @@ func TestRequireTLS_REQ1_REQ2(t *testing.T) {
 	}
 }
 
-func TestTLSRequiredHeader_REQ3_REQ13_REQ16(t *testing.T) {
+func TestTLSRequiredHeader_REQ3_REQ13(t *testing.T) {
 	tests := []struct {
 		name         string
 		head         string
