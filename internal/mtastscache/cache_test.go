@@ -462,20 +462,27 @@ func TestConcurrentGetsShareOneFetch(t *testing.T) {
 			results[i] = l
 		})
 	}
-	// Wait (bounded) until all ten callers share the flight held up at the TXT lookup, then let it go.
-	deadline := time.Now().Add(10 * time.Second)
+	// Wait (bounded) until all ten callers share the flight held up at the TXT lookup, then let it go. The
+	// flight exists once the first caller asked the (gated) resolver.
+	deadline := time.After(10 * time.Second)
+	select {
+	case <-e.dns.asked:
+	case <-deadline:
+		t.Fatal("no Get reached the TXT lookup")
+	}
 	for {
 		e.cache.mu.Lock()
 		f := e.cache.flights[domain]
-		joined := f != nil && f.waiters == n
+		joined, next := f.waiters == n, f.joined
 		e.cache.mu.Unlock()
 		if joined {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-next:
+		case <-deadline:
 			t.Fatal("the ten Gets did not join one flight")
 		}
-		time.Sleep(time.Millisecond)
 	}
 	close(gate)
 	wg.Wait()

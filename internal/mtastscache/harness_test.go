@@ -50,6 +50,8 @@ type fakeDNS struct {
 	queries []string
 	// gate, if set, blocks every TXT lookup until it is closed.
 	gate chan struct{}
+	// asked receives a value (when there is room) for every TXT lookup, before the gate.
+	asked chan struct{}
 }
 
 func (d *fakeDNS) setTXT(name string, txts ...string) {
@@ -71,6 +73,10 @@ func (d *fakeDNS) LookupTXT(ctx context.Context, name string) ([]string, dnsx.Re
 	d.queries = append(d.queries, name)
 	gate := d.gate
 	d.mu.Unlock()
+	select {
+	case d.asked <- struct{}{}:
+	default:
+	}
 	if gate != nil {
 		select {
 		case <-gate:
@@ -126,6 +132,8 @@ type policyServer struct {
 	mu   sync.Mutex
 	resp map[string]response // by policy host
 	hits map[string]int
+	// hit is closed (and replaced) on every request.
+	hit chan struct{}
 }
 
 func (s *policyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -135,6 +143,8 @@ func (s *policyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.hits[host]++
+	close(s.hit)
+	s.hit = make(chan struct{})
 	resp, ok := s.resp[host]
 	s.mu.Unlock()
 	if !ok || r.URL.Path != "/.well-known/mta-sts.txt" {
@@ -158,6 +168,23 @@ func (s *policyServer) fetches(domain string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.hits["mta-sts."+domain]
+}
+
+// waitFetches waits (bounded by ctx) until domain's policy host has received at least n requests.
+func (s *policyServer) waitFetches(ctx context.Context, domain string, n int) error {
+	for {
+		s.mu.Lock()
+		got, next := s.hits["mta-sts."+domain], s.hit
+		s.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return fmt.Errorf("%d requests to mta-sts.%s, want %d: %w", got, domain, n, ctx.Err())
+		}
+	}
 }
 
 // syncBuffer is a log sink safe for concurrent writes.
@@ -200,7 +227,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := &policyServer{resp: map[string]response{}, hits: map[string]int{}}
+	ps := &policyServer{resp: map[string]response{}, hits: map[string]int{}, hit: make(chan struct{})}
 	ps.srv = httptest.NewUnstartedServer(ps)
 	ps.srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.MustIssue(testpki.Leaf{DNSNames: certNames})}}
 	ps.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake failures are expected in some tests
@@ -211,7 +238,7 @@ func newEnv(t *testing.T) *env {
 	e := &env{
 		t:      t,
 		clock:  clocktest.New(t0),
-		dns:    &fakeDNS{txt: map[string][]string{}, err: map[string]error{}},
+		dns:    &fakeDNS{txt: map[string][]string{}, err: map[string]error{}, asked: make(chan struct{}, 1)},
 		policy: ps,
 		fetcher: &mtasts.Fetcher{
 			Client: mtasts.NewHTTPClient(mtasts.ClientOptions{
