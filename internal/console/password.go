@@ -51,7 +51,7 @@ func Bootstrap(path string) (password string, created bool, err error) {
 		return "", false, fmt.Errorf("console: random: %w", err)
 	}
 	password = base64.RawURLEncoding.EncodeToString(b)
-	if err := writePassword(path, password, DefaultIterations, rand.Reader, true); err != nil {
+	if err := writePassword(atomicfile.Create, path, password, DefaultIterations, rand.Reader); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			// Another process bootstrapped between Stat and create: its password stands.
 			return "", false, nil
@@ -68,10 +68,12 @@ func WritePassword(path, password string, iterations int) error {
 	if iterations <= 0 {
 		iterations = DefaultIterations
 	}
-	return writePassword(path, password, iterations, rand.Reader, false)
+	return writePassword(atomicfile.Replace, path, password, iterations, rand.Reader)
 }
 
-func writePassword(path, password string, iterations int, rnd io.Reader, exclusive bool) error {
+// writePassword writes a hash of password to path with write: atomicfile.Create for a new file,
+// atomicfile.Replace to change it.
+func writePassword(write func(string, []byte, fs.FileMode) error, path, password string, iterations int, rnd io.Reader) error {
 	if password == "" {
 		return errors.New("console: empty password")
 	}
@@ -88,10 +90,6 @@ func writePassword(path, password string, iterations int, rnd io.Reader, exclusi
 	}
 	line := fmt.Sprintf("%s$%d$%s$%s\n", hashScheme, iterations,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
-	write := atomicfile.Replace
-	if exclusive {
-		write = atomicfile.Create
-	}
 	if err := write(path, []byte(line), 0o600); err != nil {
 		return fmt.Errorf("console: password file: %w", err)
 	}
