@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/bad/*.err from the current output")
@@ -334,7 +335,7 @@ hosts = ["smarthost.example"]
 	if r, ok := cfg.RouteFor(address.MustParseDomain("sub.corp.example")); !ok || r != &cfg.Routes[1] {
 		t.Errorf("RouteFor(sub.corp.example) = %v, %v; want route[1]", r, ok)
 	}
-	if level, ok := cfg.DomainTLS(address.MustParseDomain("xn--bcher-kva.example")); !ok || level != "dane-only" {
+	if level, ok := cfg.DomainTLS(address.MustParseDomain("xn--bcher-kva.example")); !ok || level != (tlspolicy.Rule{Level: tlspolicy.LevelDANEOnly}) {
 		t.Errorf("DomainTLS(bücher.example) = %q, %v; want dane-only", level, ok)
 	}
 	if _, ok := cfg.DomainTLS(address.MustParseDomain("example.com")); ok {
@@ -379,20 +380,6 @@ level = "warn"
 	}
 	if cfg.SMTP.StartTLS() {
 		t.Error("StartTLS() = true without a certificate")
-	}
-}
-
-func TestValidTLSLevel(t *testing.T) {
-	t.Parallel()
-	for _, s := range strings.Split(tlsLevelList, ", ") {
-		if !ValidTLSLevel(s) {
-			t.Errorf("ValidTLSLevel(%q) = false", s)
-		}
-	}
-	for _, s := range []string{"", "secure", "Required", "may", "encrypt"} {
-		if ValidTLSLevel(s) {
-			t.Errorf("ValidTLSLevel(%q) = true", s)
-		}
 	}
 }
 

@@ -469,7 +469,7 @@ func TestSettingsStageCommitRollback(t *testing.T) {
 		t.Fatalf("commit: %d → %q", p.code, p.location)
 	}
 	snap := env.Settings.Current()
-	if snap.Generation != 2 || snap.Bool("Sender.EnableMTASTS") || snap.DomainRules()["bank.example"] != "required-verify" {
+	if snap.Generation != 2 || snap.Bool("Sender.EnableMTASTS") || snap.Values["Domain.bank.example.TLS"] != "required-verify" {
 		t.Fatalf("after commit: %+v", snap)
 	}
 	p = b.get("/settings/history")

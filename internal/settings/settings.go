@@ -21,6 +21,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/store"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Errors.
@@ -49,10 +50,21 @@ type Def struct {
 	Help    string `json:"help"`
 }
 
-// DomainPrefix starts the per-domain TLS rule keys: "Domain.example.com.TLS" = "required-verify".
+// DomainPrefix starts the per-domain TLS rule keys: "Domain.example.com.TLS" = "required-verify". A rule's
+// value is tlspolicy.Rule's text form: a level, optionally followed by "override".
 const DomainPrefix = "Domain."
 
 const domainSuffix = ".TLS"
+
+// Keys of the settings that have typed accessors on Snapshot.
+const (
+	KeyEnableTLSRPT = "Controller.EnableTLSRPT"
+	KeyEnableDANE   = "Sender.EnableDANE"
+	KeyEnableMTASTS = "Sender.EnableMTASTS"
+)
+
+// DomainKey returns the key of d's TLS rule.
+func DomainKey(d address.Domain) string { return DomainPrefix + d.String() + domainSuffix }
 
 // Defs returns the known settings, sorted by key.
 func Defs() []Def {
@@ -96,7 +108,7 @@ func Canonical(key, value string) (string, string, error) {
 		if err != nil {
 			return "", "", fmt.Errorf("%s: %w: %q is not a boolean (true or false)", key, ErrInvalidValue, value)
 		}
-		if key == "Sender.EnableDANE" && b {
+		if key == KeyEnableDANE && b {
 			return "", "", fmt.Errorf("%s: %w: DANE validation is not implemented in this version", key, ErrInvalidValue)
 		}
 		return key, strconv.FormatBool(b), nil
@@ -117,12 +129,11 @@ func Canonical(key, value string) (string, string, error) {
 		if err != nil {
 			return "", "", fmt.Errorf("%s: %w", key, err)
 		}
-		switch value {
-		case "none", "opportunistic", "required", "required-verify":
-		default:
-			return "", "", fmt.Errorf("%s: %w: unknown TLS level %q (want none, opportunistic, required, required-verify)", key, ErrInvalidValue, value)
+		r, err := tlspolicy.ParseRule(value)
+		if err != nil {
+			return "", "", fmt.Errorf("%s: %w: %w", key, ErrInvalidValue, err)
 		}
-		return DomainPrefix + d.String() + domainSuffix, value, nil
+		return DomainKey(d), r.String(), nil
 	}
 	return "", "", fmt.Errorf("%s: %w", key, ErrUnknownKey)
 }
@@ -162,15 +173,32 @@ func (s Snapshot) Get(key string) string {
 	return d.Default
 }
 
-// DomainRules returns the per-domain TLS rules: A-label domain → level.
-func (s Snapshot) DomainRules() map[string]string {
-	out := map[string]string{}
+// MTASTSEnabled is Sender.EnableMTASTS.
+func (s Snapshot) MTASTSEnabled() bool { return s.Bool(KeyEnableMTASTS) }
+
+// DANEEnabled is Sender.EnableDANE.
+func (s Snapshot) DANEEnabled() bool { return s.Bool(KeyEnableDANE) }
+
+// TLSRPTEnabled is Controller.EnableTLSRPT.
+func (s Snapshot) TLSRPTEnabled() bool { return s.Bool(KeyEnableTLSRPT) }
+
+// DomainRules returns the per-domain TLS rules: A-label domain → rule. A stored value that does not parse is
+// an error naming its key (values are validated when staged, so this means a damaged store), never a rule
+// silently dropped.
+func (s Snapshot) DomainRules() (map[string]tlspolicy.Rule, error) {
+	out := map[string]tlspolicy.Rule{}
+	var errs []error
 	for k, v := range s.Values {
 		if strings.HasPrefix(k, DomainPrefix) && strings.HasSuffix(k, domainSuffix) {
-			out[strings.TrimSuffix(strings.TrimPrefix(k, DomainPrefix), domainSuffix)] = v
+			r, err := tlspolicy.ParseRule(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("settings generation %d: %s: %w", s.Generation, k, err))
+				continue
+			}
+			out[strings.TrimSuffix(strings.TrimPrefix(k, DomainPrefix), domainSuffix)] = r
 		}
 	}
-	return out
+	return out, errors.Join(errs...)
 }
 
 // Change is one staged change.

@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -25,7 +26,9 @@ import (
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
-// Level is a TLS security level, with the names administrators know from Postfix and appliances.
+// Level is a TLS security level, with the names administrators know from Postfix and appliances. It is the one
+// TLS vocabulary of mxgate: the configuration file, committed settings, the console, the CLI and the daemon all
+// parse levels with ParseLevel, and an unknown level is an error everywhere (never dropped or downgraded).
 type Level string
 
 const (
@@ -39,19 +42,40 @@ const (
 	// LevelRequiredVerify requires TLS and a certificate that chains to a trusted root, is in date and names
 	// the MX host in its SAN.
 	LevelRequiredVerify Level = "required-verify"
-	// LevelDANE and LevelDANEOnly are RFC 7672 levels.
-	LevelDANE     Level = "dane"
+	// LevelDANE is RFC 7672 DANE where the domain's TLSA records are DNSSEC-secure.
+	LevelDANE Level = "dane"
+	// LevelDANEOnly is RFC 7672 DANE required: no delivery without usable DNSSEC-secure TLSA records.
 	LevelDANEOnly Level = "dane-only"
 )
 
-// ParseLevel parses a configured level name.
+// Levels returns every level, from the weakest to the strongest.
+func Levels() []Level {
+	return []Level{LevelNone, LevelOpportunistic, LevelRequired, LevelRequiredVerify, LevelDANE, LevelDANEOnly}
+}
+
+// LevelNames is the list of level names for error messages and help texts.
+const LevelNames = "none, opportunistic, required, required-verify, dane, dane-only"
+
+// ErrUnknownLevel is wrapped by ParseLevel's error.
+var ErrUnknownLevel = errors.New("unknown TLS level")
+
+// ParseLevel parses a level name. Names are exact (lower case, no spaces).
 func ParseLevel(s string) (Level, error) {
 	switch l := Level(s); l {
 	case LevelNone, LevelOpportunistic, LevelRequired, LevelRequiredVerify, LevelDANE, LevelDANEOnly:
 		return l, nil
 	}
-	return "", fmt.Errorf("unknown TLS level %q (want none, opportunistic, required, required-verify, dane, dane-only)", s)
+	return "", fmt.Errorf("%w %q (want %s)", ErrUnknownLevel, s, LevelNames)
 }
+
+// String returns the level's name.
+func (l Level) String() string { return string(l) }
+
+// RequiresTLS reports whether the level refuses plain text.
+func (l Level) RequiresTLS() bool { return l.requiresTLS() }
+
+// Verifies reports whether the level requires an authenticated peer (PKIX or DANE).
+func (l Level) Verifies() bool { return l.verifies() }
 
 func (l Level) requiresTLS() bool {
 	return l == LevelRequired || l.verifies()
@@ -59,6 +83,43 @@ func (l Level) requiresTLS() bool {
 
 func (l Level) verifies() bool {
 	return l == LevelRequiredVerify || l == LevelDANE || l == LevelDANEOnly
+}
+
+// Rule is the administrator's per-domain TLS rule. A rule raises the floor set by the domain's published
+// policies (MTA-STS, DANE): it adds checks and never removes one those policies require. Override makes the
+// rule replace them instead, for a partner whose published policy is broken; such a plan says so in status,
+// explanations and every delivery log event.
+type Rule struct {
+	Level    Level `json:"level"`
+	Override bool  `json:"override,omitempty"`
+}
+
+// String is the rule's text form, as stored in committed settings and shown to administrators:
+// "required-verify", or "opportunistic override".
+func (r Rule) String() string {
+	if r.Override {
+		return string(r.Level) + " " + overrideWord
+	}
+	return string(r.Level)
+}
+
+const overrideWord = "override"
+
+// ParseRule parses a rule's text form: a level name, optionally followed by the word "override" (the
+// attribute syntax of Postfix's TLS policy tables: "level attribute").
+func ParseRule(s string) (Rule, error) {
+	f := strings.Fields(s)
+	switch {
+	case len(f) == 0:
+		return Rule{}, fmt.Errorf("%w: empty rule (want a level: %s; optionally followed by %q)", ErrUnknownLevel, LevelNames, overrideWord)
+	case len(f) > 2 || (len(f) == 2 && f[1] != overrideWord):
+		return Rule{}, fmt.Errorf("invalid TLS rule %q: want a level (%s), optionally followed by %q", s, LevelNames, overrideWord)
+	}
+	l, err := ParseLevel(f[0])
+	if err != nil {
+		return Rule{}, err
+	}
+	return Rule{Level: l, Override: len(f) == 2}, nil
 }
 
 // Source says where a Plan's level came from, for logs, the console and `mxgate policy explain`.
@@ -92,7 +153,7 @@ type Settings struct {
 	EnableMTASTS bool
 	EnableDANE   bool
 	// Rules holds the per-domain TLS rules, keyed by A-label domain.
-	Rules map[string]Level
+	Rules map[string]Rule
 }
 
 // Decider makes Plans. Its fields are set once at start; Settings is read on every decision so that a
@@ -135,8 +196,8 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 		return p, nil
 	}
 
-	if lvl, ok := s.Rules[req.Domain.String()]; ok {
-		p.Level, p.Source = lvl, SourceRule
+	if r, ok := s.Rules[req.Domain.String()]; ok {
+		p.Level, p.Source = r.Level, SourceRule
 		return p, nil
 	}
 
