@@ -5,8 +5,8 @@
 // collected with errors.Join and prefixed with its key path, so that `mxgate check-config` can print all of
 // them at once. Every value has a default (see Default), so a node runs with no file at all.
 //
-// It deliberately does not touch the file system beyond reading the file itself (certificate and CA files are
-// checked by the components that load them). TLS levels are tlspolicy.Level values, parsed by
+// Load and Parse read nothing but the file itself; Preflight then checks the files and the directory it
+// names, without side effects. TLS levels are tlspolicy.Level values, parsed by
 // tlspolicy.ParseLevel like everywhere else in mxgate.
 package config
 
@@ -28,19 +28,19 @@ import (
 // Config is the parsed content of mxgate.toml. Values are validated by Parse and Load; domain names are stored
 // as lower-case A-labels.
 type Config struct {
-	Node     string          `toml:"node"`     // node name in the cluster registry
-	Data     Data            `toml:"data"`     // data directory
-	SMTP     SMTP            `toml:"smtp"`     // inbound listener
-	DNS      DNS             `toml:"dns"`      // resolver
-	Delivery Delivery        `toml:"delivery"` // outbound SMTP client
-	Queue    Queue           `toml:"queue"`    // scheduler and retry
-	TLS      TLS             `toml:"tls"`      // trust anchors
-	MTASTS   MTASTS          `toml:"mtasts"`   // RFC 8461 policy fetching
-	Admin    Admin           `toml:"admin"`    // HTTP API and console
-	Log      Log             `toml:"log"`      // slog output
-	Settings map[string]bool `toml:"settings"` // seed for the committed settings (see KnownSettings)
-	Domains  []DomainRule    `toml:"domain"`   // per-domain TLS rules
-	Routes   []Route         `toml:"route"`    // static smart-host routes
+	Node     string            `toml:"node"`     // node name in the cluster registry
+	Data     Data              `toml:"data"`     // data directory
+	SMTP     SMTP              `toml:"smtp"`     // inbound listener
+	DNS      DNS               `toml:"dns"`      // resolver
+	Delivery Delivery          `toml:"delivery"` // outbound SMTP client
+	Queue    Queue             `toml:"queue"`    // scheduler and retry
+	TLS      TLS               `toml:"tls"`      // trust anchors
+	MTASTS   MTASTS            `toml:"mtasts"`   // RFC 8461 policy fetching
+	Admin    Admin             `toml:"admin"`    // HTTP API and console
+	Log      Log               `toml:"log"`      // slog output
+	Settings map[string]string `toml:"settings"` // seed for the committed settings, canonical (settings.FromTOML)
+	Domains  []DomainRule      `toml:"domain"`   // per-domain TLS rules
+	Routes   []Route           `toml:"route"`    // static smart-host routes
 }
 
 // Data is the [data] table.
@@ -224,11 +224,6 @@ func (c *Config) DomainTLS(d address.Domain) (tlspolicy.Rule, bool) {
 	return tlspolicy.Rule{}, false
 }
 
-// KnownSettings returns the names [settings] accepts, sorted. All are booleans for now.
-func KnownSettings() []string {
-	return []string{"Controller.EnableTLSRPT", "Sender.EnableDANE", "Sender.EnableMTASTS"}
-}
-
 // Duration is a time.Duration written in TOML as a string for time.ParseDuration: "90s", "5m", "120h".
 type Duration time.Duration
 
@@ -298,10 +293,10 @@ func Default() *Config {
 		},
 		Admin: Admin{Listen: "127.0.0.1:8025"},
 		Log:   Log{Format: "json", Level: "info"},
-		Settings: map[string]bool{
-			"Sender.EnableMTASTS":     true,
-			"Sender.EnableDANE":       false,
-			"Controller.EnableTLSRPT": true,
+		Settings: map[string]string{
+			"Sender.EnableMTASTS":     "true",
+			"Sender.EnableDANE":       "false",
+			"Controller.EnableTLSRPT": "true",
 		},
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,6 +112,10 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: log, now: now}
 
+	// The same checks `mxgate check-config` runs, so that a file it accepts is one the daemon starts with.
+	if err := config.Preflight(cfg); err != nil {
+		return nil, fmt.Errorf("configuration:\n%w", err)
+	}
 	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data.dir: %w", err)
 	}
@@ -516,7 +519,7 @@ func (c countingSubmitter) Submit(ctx context.Context, env queue.Envelope, body 
 func seedFromConfig(cfg *config.Config) map[string]string {
 	seed := map[string]string{}
 	for k, v := range cfg.Settings {
-		seed[k] = strconv.FormatBool(v)
+		seed[k] = v
 	}
 	for _, r := range cfg.Domains {
 		seed[settings.DomainPrefix+r.Name+".TLS"] = r.Rule().String()

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -136,6 +138,58 @@ func Canonical(key, value string) (string, string, error) {
 		return DomainKey(d), r.String(), nil
 	}
 	return "", "", fmt.Errorf("%s: %w", key, ErrUnknownKey)
+}
+
+// FromTOML validates a [settings] table of TOML values (as decoded into map[string]any) and returns it in
+// canonical form. It is the one reading of such tables: the bootstrap file's [settings] and `mxgate config
+// apply` files both go through it. Values are booleans, integers or strings; nested tables are flattened with
+// dots, so that an unquoted Domain.example.com.TLS key means the same as the quoted one. Every key is checked
+// by Canonical, the check a staged change gets. The error joins one error per bad key, each starting with it.
+func FromTOML(tbl map[string]any) (map[string]string, error) {
+	raw := map[string]string{}
+	var errs []error
+	flatten("", tbl, raw, &errs)
+	out := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
+		ck, cv, err := Canonical(k, raw[k])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, dup := out[ck]; dup {
+			errs = append(errs, fmt.Errorf("%q is given twice (keys differ only in spelling): %w", k, ErrInvalidValue))
+			continue
+		}
+		out[ck] = cv
+	}
+	return out, errors.Join(errs...)
+}
+
+func flatten(prefix string, tbl map[string]any, out map[string]string, errs *[]error) {
+	for _, k := range slices.Sorted(maps.Keys(tbl)) {
+		key := prefix + k
+		var v string
+		switch t := tbl[k].(type) {
+		case map[string]any:
+			flatten(key+".", t, out, errs)
+			continue
+		case bool:
+			v = strconv.FormatBool(t)
+		case int64:
+			v = strconv.FormatInt(t, 10)
+		case string:
+			v = t
+		default:
+			*errs = append(*errs, fmt.Errorf("%q: %w: want a boolean, an integer or a string, not %T", key, ErrInvalidValue, t))
+			continue
+		}
+		// A quoted "Domain.x.TLS" key and a [settings.Domain.x] table with TLS = ... name the same setting.
+		if _, dup := out[key]; dup {
+			*errs = append(*errs, fmt.Errorf("%q is given twice: %w", key, ErrInvalidValue))
+			continue
+		}
+		out[key] = v
+	}
 }
 
 func knownKeys() string {
