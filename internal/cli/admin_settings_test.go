@@ -117,12 +117,12 @@ func TestSettingsAndConfigVerbs(t *testing.T) {
 	}
 	out = h.mustRun(t, "settings", "list")
 	for _, w := range []string{
-		"KEY                      VALUE  SOURCE   STAGED\n",
-		"Controller.EnableTLSRPT  true   default  -\n",
-		"Domain.x.example.TLS     -      default  -> required\n",
-		"Sender.EnableMTASTS      true   set      -> false\n",
-		"TLSRPT.MaxDestinations   4      default  -\n",
-		"TLSRPT.OrganizationName  Acme   set      unset\n",
+		"KEY                               VALUE  SOURCE   STAGED\n",
+		"Controller.EnableTLSRPT           true   default  -\n",
+		"Domain.x.example.TLS              -      default  -> required\n",
+		"Sender.EnableMTASTS               true   set      -> false\n",
+		"TLSRPT.MaxDestinations            4      default  -\n",
+		"TLSRPT.OrganizationName           Acme   set      unset\n",
 	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("settings list:\n%s\ndoes not contain %q", out, w)

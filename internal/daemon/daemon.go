@@ -538,6 +538,8 @@ func policySettings(s settings.Snapshot) (*tlspolicy.Settings, error) {
 		EnableMTASTS: s.MTASTSEnabled(),
 		EnableDANE:   s.DANEEnabled(),
 		Rules:        rules,
+
+		TLSRequiredNoRelaxesRules: s.TLSRequiredNoRelaxesRules(),
 	}, nil
 }
 

@@ -63,6 +63,8 @@ const (
 	KeyEnableTLSRPT = "Controller.EnableTLSRPT"
 	KeyEnableDANE   = "Sender.EnableDANE"
 	KeyEnableMTASTS = "Sender.EnableMTASTS"
+	// KeyTLSRequiredNoRelaxesRules lets TLS-Required: No relax the administrator's per-domain rules.
+	KeyTLSRequiredNoRelaxesRules = "Sender.TLSRequiredNoRelaxesRules"
 )
 
 // DomainKey returns the key of d's TLS rule.
@@ -74,6 +76,7 @@ func Defs() []Def {
 		{"Controller.EnableTLSRPT", Bool, "true", "Record TLS sessions and send daily TLS reports (RFC 8460) to domains that publish _smtp._tls."},
 		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes (not implemented yet: refused when true)."},
 		{"Sender.EnableMTASTS", Bool, "true", "Validate MTA-STS (RFC 8461) on delivery to MX routes."},
+		{"Sender.TLSRequiredNoRelaxesRules", Bool, "false", "Let a message's TLS-Required: No header (RFC 8689) relax per-domain TLS rules too, not only the recipient's published policies."},
 		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them (default postmaster@<hostname>)."},
 		{"TLSRPT.DKIMKeyFile", String, "", "PEM private key (RSA or Ed25519) that signs TLS report mail (RFC 8460 Section 3)."},
 		{"TLSRPT.DKIMSelector", String, "", "DKIM selector of TLSRPT.DKIMKeyFile; the d= domain is the submitter domain."},
@@ -232,6 +235,9 @@ func (s Snapshot) MTASTSEnabled() bool { return s.Bool(KeyEnableMTASTS) }
 
 // DANEEnabled is Sender.EnableDANE.
 func (s Snapshot) DANEEnabled() bool { return s.Bool(KeyEnableDANE) }
+
+// TLSRequiredNoRelaxesRules is Sender.TLSRequiredNoRelaxesRules.
+func (s Snapshot) TLSRequiredNoRelaxesRules() bool { return s.Bool(KeyTLSRequiredNoRelaxesRules) }
 
 // TLSRPTEnabled is Controller.EnableTLSRPT.
 func (s Snapshot) TLSRPTEnabled() bool { return s.Bool(KeyEnableTLSRPT) }

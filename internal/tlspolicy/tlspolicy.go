@@ -1,8 +1,9 @@
-// Package tlspolicy is mxgate's one TLS decision point. For each destination it combines, in this order of
-// precedence, the administrator's explicit per-domain rule, DANE (RFC 7672, when TLSA records are
-// DNSSEC-secure), MTA-STS (RFC 8461, when Sender.EnableMTASTS is on and a policy applies) and the global
-// default (opportunistic), and yields a Plan: which MX hosts may be used, whether TLS is required, how the
-// certificate is verified, and what to record for TLS reporting (RFC 8460).
+// Package tlspolicy is mxgate's one TLS decision point and its one TLS vocabulary (Level, Rule). For each
+// destination it combines MTA-STS (RFC 8461, when Sender.EnableMTASTS is on and a policy applies), DANE
+// (RFC 7672, when TLSA records are DNSSEC-secure) and the administrator's per-domain rule, and yields a Plan:
+// which MX hosts may be used, whether TLS is required, how the certificate is verified, and what to record
+// for TLS reporting (RFC 8460). The strongest rule wins: a rule raises the floor the published policies set
+// and never removes one of their checks, unless it says "override".
 //
 // Nothing else in mxgate decides TLS. Delivery asks the Plan at each step (AllowMX before dialing, NoTLS when
 // STARTTLS is missing or fails, Check after the handshake) and does what the Verdict says. Every refusal is
@@ -18,6 +19,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -76,6 +78,11 @@ func (l Level) RequiresTLS() bool { return l.requiresTLS() }
 
 // Verifies reports whether the level requires an authenticated peer (PKIX or DANE).
 func (l Level) Verifies() bool { return l.verifies() }
+
+// stronger reports whether l asks for more than m, in the order of Levels.
+func (l Level) stronger(m Level) bool {
+	return slices.Index(Levels(), l) > slices.Index(Levels(), m)
+}
 
 func (l Level) requiresTLS() bool {
 	return l == LevelRequired || l.verifies()
@@ -152,6 +159,9 @@ type STSSource interface {
 type Settings struct {
 	EnableMTASTS bool
 	EnableDANE   bool
+	// TLSRequiredNoRelaxesRules lets "TLS-Required: No" relax the administrator's per-domain rules too, not
+	// only the recipient's published policies (Sender.TLSRequiredNoRelaxesRules, default false).
+	TLSRequiredNoRelaxesRules bool
 	// Rules holds the per-domain TLS rules, keyed by A-label domain.
 	Rules map[string]Rule
 }
@@ -183,52 +193,80 @@ type Request struct {
 var ErrSTSLookup = errors.New("tlspolicy: MTA-STS lookup failed")
 
 // For returns the Plan for delivering to the MX hosts of req.Domain.
+//
+// The strongest rule wins: the domain's published MTA-STS policy is applied, and the administrator's rule
+// can only raise the level on top of it (an enforce policy keeps its MX check under any rule). A rule with
+// Override replaces the published policy instead. Either way the domain's sessions are recorded for TLS
+// reports under the policy it publishes.
 func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 	s := d.settings()
 	p := d.newPlan(req.Domain)
 	p.RequireTLS = req.RequireTLS && !req.Domain.IsZero()
 	p.mxSecure = req.MXSecure
+	rule, hasRule := s.Rules[req.Domain.String()]
 
 	// RFC 8689 Section 4.2.2: with "TLS-Required: No" (and no REQUIRETLS), recipient TLS policies are
-	// ignored; STARTTLS is still used when offered.
+	// ignored; STARTTLS is still used when offered. The administrator's own rule is not a recipient policy:
+	// it stays unless Sender.TLSRequiredNoRelaxesRules says otherwise.
 	if req.TLSOptional && !req.RequireTLS {
+		p.optional = true
+		if hasRule && !s.TLSRequiredNoRelaxesRules {
+			p.Level, p.Source, p.Rule, p.Override = rule.Level, SourceRule, &rule, rule.Override
+			return p, nil
+		}
 		p.Level, p.Source = LevelOpportunistic, SourceTLSOptional
 		return p, nil
 	}
 
-	if r, ok := s.Rules[req.Domain.String()]; ok {
-		p.Level, p.Source = r.Level, SourceRule
+	if hasRule && rule.Override {
+		// A deliberate downgrade (or change) for a partner whose published policy is broken. The policy is
+		// still looked up, so that sessions are reported under it, but a failed lookup does not defer.
+		p.Level, p.Source, p.Rule, p.Override = rule.Level, SourceRule, &rule, true
+		if s.EnableMTASTS && d.STS != nil {
+			if r, err := d.STS.Lookup(ctx, req.Domain); err == nil && r.Policy != nil && r.Policy.Mode != mtasts.ModeNone {
+				// Its checks still run, so that failures are seen and reported; the rule's level decides.
+				p.sts, p.STSMode, p.STSID = r.Policy, r.Policy.Mode, r.ID
+				p.report = stsReportPolicy(req.Domain, r)
+			}
+		}
 		return p, nil
 	}
 
+	p.Level, p.Source = LevelOpportunistic, SourceDefault
 	if s.EnableMTASTS && d.STS != nil {
 		r, err := d.STS.Lookup(ctx, req.Domain)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrSTSLookup, req.Domain, err)
 		}
 		p.discoveryFailure, p.discoveryDetail = r.Failure, r.FailureDetail
-		if r.Policy != nil && r.Policy.Mode != mtasts.ModeNone {
+		switch {
+		case r.Policy != nil && r.Policy.Mode != mtasts.ModeNone:
 			p.sts, p.STSID, p.STSMode = r.Policy, r.ID, r.Policy.Mode
 			p.Source = SourceMTASTS
-			p.report = tlsrpt.Policy{
-				Type:   tlsrpt.PolicySTS,
-				String: r.Policy.Lines, // shared, read-only: cached policies are never modified
-				Domain: req.Domain.String(),
-				MXHost: r.Policy.MX,
-			}
+			p.report = stsReportPolicy(req.Domain, r)
 			if r.Policy.Mode == mtasts.ModeEnforce {
 				p.Level = LevelRequiredVerify
-			} else {
-				p.Level = LevelOpportunistic
 			}
-			return p, nil
-		}
-		if r.Policy != nil {
+		case r.Policy != nil:
 			p.STSMode, p.STSID = mtasts.ModeNone, r.ID
 		}
 	}
-	p.Level, p.Source = LevelOpportunistic, SourceDefault
+	if hasRule {
+		p.Rule = &rule
+		if rule.Level.stronger(p.Level) {
+			p.Level, p.Source = rule.Level, SourceRule
+		}
+	}
 	return p, nil
+}
+
+func stsReportPolicy(domain address.Domain, r STSResult) tlsrpt.Policy {
+	return tlsrpt.Policy{
+		Type:   tlsrpt.PolicySTS,
+		String: r.Policy.Lines, // shared, read-only: cached policies are never modified
+		Domain: domain.String(),
+		MXHost: r.Policy.MX,
+	}
 }
 
 // ForRoute returns the Plan for a static route (smart host). MTA-STS never applies to static routes: they
