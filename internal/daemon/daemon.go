@@ -200,7 +200,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
 		Now:                 now,
 		Events: func(ev delivery.Event) {
-			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, ev.Result.ResultType)
+			d.Metrics.Delivery(ev)
 			d.Console.Observe(ev)
 			if o.OnDelivery != nil {
 				o.OnDelivery(ev)

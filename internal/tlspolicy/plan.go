@@ -87,6 +87,18 @@ type Verdict struct {
 	// ReasonCode is a finer-grained failure-reason-code for TLS reports ("mx-not-in-policy", ...).
 	ReasonCode string
 	Detail     string
+	// Unreported is a failure seen but not reported because no policy asked for the check: an unverifiable
+	// certificate under opportunistic TLS. It would fail under an enforcing policy, so it is still shown
+	// (delivery result, log, console); Failure is "" then.
+	Unreported tlsrpt.ResultType
+}
+
+// Seen is the TLS failure this step saw, reported or not ("" when none).
+func (v Verdict) Seen() tlsrpt.ResultType {
+	if v.Failure != "" {
+		return v.Failure
+	}
+	return v.Unreported
 }
 
 // Name is a short label for logs and metrics: "mta-sts enforce", "mta-sts testing", "required-verify", ...
@@ -198,6 +210,7 @@ func (p *Plan) Check(host string, cs tls.ConnectionState, requireTLSOffered bool
 	if !p.Level.verifies() && p.sts == nil && !p.RequireTLS {
 		// Without a policy that asks for validation, an unverifiable certificate is not a failure to
 		// report (RFC 8460 Section 4.3: no-policy-found sessions count as successful when TLS was used).
+		v.Unreported = v.Failure
 		v.Failure, v.ReasonCode, v.Detail = "", "", ""
 	}
 	return v
