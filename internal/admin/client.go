@@ -214,14 +214,14 @@ func (c *Client) STSFlush(ctx context.Context, domain string) error {
 	return c.Do(ctx, http.MethodDelete, STSPath(domain, ""), nil, nil)
 }
 
-// Explain returns the explanation of the TLS policy for domain as the server sent it.
-func (c *Client) Explain(ctx context.Context, domain string) (json.RawMessage, error) {
-	var out json.RawMessage
+// Explain returns the explanation of the TLS policy for domain.
+func (c *Client) Explain(ctx context.Context, domain string) (Explanation, error) {
+	var out Explanation
 	return out, c.Do(ctx, http.MethodGet, PolicyPath(domain), nil, &out)
 }
 
-// Status returns the node's status as the server sent it.
-func (c *Client) Status(ctx context.Context) (json.RawMessage, error) {
-	var out json.RawMessage
+// Status returns the node's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var out Status
 	return out, c.Do(ctx, http.MethodGet, "/api/v1/status", nil, &out)
 }

@@ -67,12 +67,12 @@ type Options struct {
 	Token string
 	Queue QueueAPI
 	STS   STSCacheAPI
-	// Explain answers GET /api/v1/policy/{domain}: the TLS policy that applies to domain and why. Its result
-	// is sent as JSON. Nil means the endpoint answers 501. An error wrapping address.ErrSyntax is a 400,
-	// dnsx.ErrTemporary or dnsx.ErrNotFound a 502.
-	Explain func(ctx context.Context, domain string) (any, error)
-	// Status answers GET /api/v1/status; its result is sent as JSON. Nil means the endpoint answers 501.
-	Status func(ctx context.Context) (any, error)
+	// Explain answers GET /api/v1/policy/{domain}: the TLS policy that applies to domain and why (the
+	// daemon's Explain). Nil means the endpoint answers 501. An error wrapping dnsx.ErrTemporary or
+	// dnsx.ErrNotFound is a 502.
+	Explain func(ctx context.Context, domain address.Domain) (Explanation, error)
+	// Status answers GET /api/v1/status (the daemon's Status). Nil means the endpoint answers 501.
+	Status func(ctx context.Context) (Status, error)
 	// Ready answers GET /readyz: nil error means ready (200), otherwise 503 with the error. Nil means always
 	// ready once the handler serves.
 	Ready func(ctx context.Context) error
@@ -424,7 +424,7 @@ func (s *Server) policyExplain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	v, err := s.opts.Explain(r.Context(), d.String())
+	v, err := s.opts.Explain(r.Context(), d)
 	if err != nil {
 		s.fail(w, r, err)
 		return

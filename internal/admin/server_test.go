@@ -17,11 +17,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 const testToken = "0123456789abcdef0123456789abcdef"
@@ -44,10 +46,12 @@ func newHarness(t *testing.T, edit func(*admin.Options)) *harness {
 		Token: testToken,
 		Queue: q,
 		STS:   c,
-		Explain: func(ctx context.Context, domain string) (any, error) {
-			return map[string]string{"domain": domain, "decided_by": "mta-sts"}, nil
+		Explain: func(ctx context.Context, domain address.Domain) (admin.Explanation, error) {
+			return admin.Explanation{Domain: domain.String(), Plan: "mta-sts enforce", Source: tlspolicy.SourceMTASTS}, nil
 		},
-		Status:  func(ctx context.Context) (any, error) { return map[string]any{"node": "n1", "generation": 3}, nil },
+		Status: func(ctx context.Context) (admin.Status, error) {
+			return admin.Status{Node: "n1", Generation: admin.StatusGeneration{Committed: 3, Running: 3}}, nil
+		},
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Now:     admintest.Now,
 	}
@@ -133,8 +137,8 @@ func TestEveryEndpointWithToken(t *testing.T) {
 		"/api/v1/sts/cache/example.org":                   `"max_age_seconds": 604800`,
 		"/api/v1/sts/cache/example.com/refresh":           `"fetched": "2025-06-01T10:00:00Z"`,
 		"/api/v1/sts/cache/example.net":                   `"action": "flush"`,
-		"/api/v1/policy/example.org":                      `"decided_by": "mta-sts"`,
-		"/api/v1/status":                                  `"generation": 3`,
+		"/api/v1/policy/example.org":                      `"source": "mta-sts"`,
+		"/api/v1/status":                                  `"committed": 3`,
 	}
 	for _, ep := range endpoints() {
 		code, hdr, body := h.do(t, ep.method, ep.path, "Bearer "+testToken)
@@ -352,11 +356,11 @@ func TestClient(t *testing.T) {
 	if err != nil || len(entries) != 2 || entries[0].Domain != "example.com" || entries[1].Domain != "example.net" {
 		t.Errorf("STSCache = %+v, %v", entries, err)
 	}
-	if raw, err := c.Explain(ctx, "example.org"); err != nil || !strings.Contains(string(raw), "mta-sts") {
-		t.Errorf("Explain = %s, %v", raw, err)
+	if e, err := c.Explain(ctx, "example.org"); err != nil || e.Domain != "example.org" || e.Source != tlspolicy.SourceMTASTS {
+		t.Errorf("Explain = %+v, %v", e, err)
 	}
-	if raw, err := c.Status(ctx); err != nil || !strings.Contains(string(raw), `"n1"`) {
-		t.Errorf("Status = %s, %v", raw, err)
+	if st, err := c.Status(ctx); err != nil || st.Node != "n1" || st.Generation.Committed != 3 {
+		t.Errorf("Status = %+v, %v", st, err)
 	}
 	bad := &admin.Client{BaseURL: h.srv.URL, Token: "wrong", HTTP: h.srv.Client()}
 	if _, err := bad.Status(ctx); !errors.As(err, &ae) || ae.Status != 401 {

@@ -12,9 +12,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
+	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 const cliToken = "fedcba9876543210fedcba9876543210"
@@ -32,16 +35,15 @@ func newAdminHarness(t *testing.T, token string) *adminHarness {
 		Token: token,
 		Queue: q,
 		STS:   c,
-		Explain: func(ctx context.Context, domain string) (any, error) {
-			return map[string]any{
-				"domain":  domain,
-				"level":   "required-verify",
-				"reasons": []string{"no explicit rule", "MTA-STS enforce policy 2025a"},
-				"sts":     map[string]any{"mode": "enforce", "mx": []string{"mx1.example.org"}},
+		Explain: func(ctx context.Context, domain address.Domain) (admin.Explanation, error) {
+			return admin.Explanation{
+				Domain: domain.String(), Plan: "mta-sts enforce", Source: tlspolicy.SourceMTASTS, Level: tlspolicy.LevelRequiredVerify,
+				Reason: "MTA-STS enforce policy 2025a", STSMode: mtasts.ModeEnforce, STSID: "2025a",
+				MX: []admin.MXCheck{{Host: "mx1.example.org", Pref: 10, Allowed: true}},
 			}, nil
 		},
-		Status: func(ctx context.Context) (any, error) {
-			return map[string]any{"node": "n1", "generation": 3, "queue": map[string]int{"messages": 2}}, nil
+		Status: func(ctx context.Context) (admin.Status, error) {
+			return admin.Status{Node: "n1", Generation: admin.StatusGeneration{Committed: 3, Running: 3}, Queue: queue.Summary{Messages: 2}}, nil
 		},
 		Now: admintest.Now,
 	})
@@ -92,9 +94,12 @@ func TestAdminVerbsText(t *testing.T) {
 			"fetched        2025-06-01T10:00:00Z\n", "max age        1d\n"}},
 		{[]string{"sts", "cache", "flush", "example.net"}, []string{"flushed the cached MTA-STS policy of example.net"}},
 		{[]string{"policy", "explain", "example.org"}, []string{
-			"domain      example.org\nlevel       required-verify\nreasons[0]  no explicit rule\n" +
-				"reasons[1]  MTA-STS enforce policy 2025a\nsts.mode    enforce\nsts.mx[0]   mx1.example.org\n"}},
-		{[]string{"status"}, []string{"generation      3\n", "node            n1\n", "queue.messages  2\n"}},
+			"domain                        example.org\nplan                          mta-sts enforce\n" +
+				"source                        mta-sts\nlevel                         required-verify\n" +
+				"reason                        MTA-STS enforce policy 2025a\nsts_mode                      enforce\n" +
+				"sts_id                        2025a\nmx[0].host                    mx1.example.org\n"}},
+		{[]string{"status"}, []string{"node                           n1\n", "settings_generation.committed  3\n",
+			"queue.messages                 2\n"}},
 	}
 	for _, tt := range tests {
 		code, out, errOut := h.run(t, tt.args...)

@@ -86,7 +86,8 @@ type Daemon struct {
 	Metrics       *metrics.Metrics
 	Admin         *admin.Server
 	Console       *console.Console
-	started       time.Time
+	// started is when Run began (Unix nanoseconds, 0 before): read by Status from any goroutine.
+	started atomic.Int64
 
 	settings atomic.Pointer[tlspolicy.Settings]
 	// running is the settings generation the TLS decision point uses.
@@ -331,16 +332,11 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		Metrics:  d.Metrics.Handler(),
 		Logger:   log.With("component", "admin"),
 		Now:      now,
-		Explain:  func(ctx context.Context, domain string) (any, error) { return d.Explain(ctx, domain) },
-		Status:   func(ctx context.Context) (any, error) { return d.Status(ctx) },
+		Explain:  d.Explain,
+		Status:   d.Status,
 		Ready:    d.ready,
 		Settings: d.settingsStore,
-		Reports: func() admin.ReportsAPI {
-			if r := d.Reporter(); r != nil {
-				return r
-			}
-			return nil
-		},
+		Reports:  d.reportsAPI,
 		LookupTLSRPT: func(ctx context.Context, domain string) ([]string, error) {
 			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
 			return txts, err
@@ -365,8 +361,8 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		Queue:        d.Queue,
 		STS:          d.STS,
 		Settings:     d.settingsStore,
-		Reports:      d.Reporter,
-		Explain:      func(ctx context.Context, dom string) (any, error) { return d.Explain(ctx, dom) },
+		Reports:      d.reportsAPI,
+		Explain:      d.Explain,
 		PasswordFile: pwFile,
 		Logger:       log.With("component", "console"),
 		Now:          now,
@@ -445,7 +441,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	errc := make(chan error, 6)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	d.started = d.now()
+	d.started.Store(d.now().UnixNano())
 	wg.Add(4)
 	go func() {
 		defer wg.Done()

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/tlsreport"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -157,6 +158,15 @@ func (d *Daemon) Reporter() *tlsreport.Reporter {
 	d.reports.mu.Lock()
 	defer d.reports.mu.Unlock()
 	return d.reports.current
+}
+
+// reportsAPI is Reporter for the admin API and the console: nil (not a nil *tlsreport.Reporter) while TLS
+// reporting is off.
+func (d *Daemon) reportsAPI() admin.ReportsAPI {
+	if r := d.Reporter(); r != nil {
+		return r
+	}
+	return nil
 }
 
 func (d *Daemon) stopReports() {

@@ -9,35 +9,15 @@ import (
 	"slices"
 	"time"
 
-	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/admin"
 )
 
-// Status is `mxgate status`.
-type Status struct {
-	Node       string `json:"node"`
-	SMTP       string `json:"smtp"`
-	Admin      string `json:"admin"`
-	DataDir    string `json:"data_dir"`
-	Uptime     string `json:"uptime"`
-	Generation struct {
-		Committed int `json:"committed"`
-		Running   int `json:"running"`
-	} `json:"settings_generation"`
-	EnableMTASTS bool `json:"Sender.EnableMTASTS"`
-	EnableTLSRPT bool `json:"Controller.EnableTLSRPT"`
-	// TLSOverrides lists the per-domain rules that replace the domain's published policies ("domain: rule"):
-	// deliberate downgrades an administrator should not forget.
-	TLSOverrides []string       `json:"tls_overrides,omitempty"`
-	Queue        queue.Summary  `json:"queue"`
-	STSCache     map[string]int `json:"mtasts_cache_entries"`
-}
-
 // Status reports the node's state.
-func (d *Daemon) Status(ctx context.Context) (Status, error) {
-	var s Status
+func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
+	var s admin.Status
 	s.Node, s.SMTP, s.Admin, s.DataDir = d.cfg.Node, d.SMTPAddr(), d.AdminAddr(), d.cfg.Data.Dir
-	if !d.started.IsZero() {
-		s.Uptime = d.now().Sub(d.started).Round(time.Second).String()
+	if started := d.started.Load(); started != 0 {
+		s.Uptime = d.now().Sub(time.Unix(0, started)).Round(time.Second).String()
 	}
 	snap := d.settingsStore.Current()
 	// A single node runs what is committed the moment the commit returns (settings.Store.Watch).

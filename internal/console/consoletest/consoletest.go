@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
 	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/console"
@@ -100,7 +101,7 @@ func New(t testing.TB) *Env {
 		Queue:              q,
 		STS:                sts,
 		Settings:           st,
-		Reports:            func() *tlsreport.Reporter { return rep },
+		Reports:            func() console.ReportsAPI { return rep },
 		Explain:            e.explain,
 		PasswordFile:       pwFile,
 		PasswordIterations: 1000,
@@ -131,24 +132,21 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // explain imitates the daemon's policy explanation (daemon.Explanation's JSON shape).
-func (e *Env) explain(ctx context.Context, domain string) (any, error) {
+func (e *Env) explain(ctx context.Context, domain address.Domain) (admin.Explanation, error) {
 	e.explainMu.Lock()
-	e.explained = append(e.explained, domain)
+	e.explained = append(e.explained, domain.String())
 	e.explainMu.Unlock()
-	mtasts := e.Settings.Current().Bool("Sender.EnableMTASTS")
-	out := map[string]any{
-		"domain":   domain,
-		"plan":     "opportunistic",
-		"source":   "default",
-		"level":    "opportunistic",
-		"reason":   "no rule, no DANE, no MTA-STS policy: opportunistic TLS",
-		"settings": map[string]any{"Sender.EnableMTASTS": mtasts},
-		"mx":       []map[string]any{{"host": "mx." + domain, "pref": 10, "allowed": true}},
+	enabled := e.Settings.Current().Bool("Sender.EnableMTASTS")
+	out := admin.Explanation{
+		Domain: domain.String(), Plan: "opportunistic", Source: tlspolicy.SourceDefault, Level: tlspolicy.LevelOpportunistic,
+		Reason:   "no rule, no DANE, no MTA-STS policy: opportunistic TLS",
+		Settings: admin.ExplanationSettings{EnableMTASTS: enabled},
+		MX:       []admin.MXCheck{{Host: "mx." + domain.String(), Pref: 10, Allowed: true}},
 	}
-	if entry, err := e.STS.Show(ctx, address.MustParseDomain(domain)); err == nil && mtasts {
-		out["plan"], out["source"], out["level"] = "mta-sts "+string(entry.Mode), "mta-sts", "required-verify"
-		out["reason"] = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
-		out["sts_mode"], out["sts_id"] = string(entry.Mode), entry.ID
+	if entry, err := e.STS.Show(ctx, domain); err == nil && enabled {
+		out.Plan, out.Source, out.Level = "mta-sts "+string(entry.Mode), tlspolicy.SourceMTASTS, tlspolicy.LevelRequiredVerify
+		out.Reason = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
+		out.STSMode, out.STSID = entry.Mode, entry.ID
 	}
 	return out, nil
 }
