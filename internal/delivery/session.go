@@ -327,28 +327,14 @@ func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) err
 	defer body.Close()
 	w, err := c.Data()
 	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return err
-		}
-		for _, r := range accepted {
-			a.finish(j, r, withBase(base, replyResult(host, err, "DATA")))
-		}
-		return nil
+		return a.dataRefused(j, accepted, base, host, err)
 	}
 	if _, err := io.Copy(w, body); err != nil {
 		return err
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return err
-		}
-		for _, r := range accepted {
-			a.finish(j, r, withBase(base, replyResult(host, err, "DATA")))
-		}
-		return nil
+		return a.dataRefused(j, accepted, base, host, err)
 	}
 	ok := withBase(base, queue.Result{Outcome: queue.Delivered, Code: 250, Text: strings.TrimSpace(resp.StatusText)})
 	// RFC 3461 Section 5.2.2: with DSN support the NOTIFY and ORCPT parameters went on (go-smtp sends them
@@ -366,6 +352,19 @@ func (a *attempt) settleJob(j queue.Job, r queue.Result) {
 			a.finish(j, rc.Addr, r)
 		}
 	}
+}
+
+// dataRefused settles the accepted recipients of j with the server's reply to DATA or to the end of data. An
+// error that is not a reply (the session broke) is returned, and they stay pending for the next host.
+func (a *attempt) dataRefused(j queue.Job, accepted []string, base queue.Result, host string, err error) error {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return err
+	}
+	for _, r := range accepted {
+		a.finish(j, r, withBase(base, replyResult(host, err, "DATA")))
+	}
+	return nil
 }
 
 func withBase(base, r queue.Result) queue.Result {
