@@ -29,7 +29,7 @@ func (d *Daemon) Explain(ctx context.Context, dom address.Domain) (admin.Explana
 	var plan *tlspolicy.Plan
 	if r, ok := d.Deliv.MatchRoute(dom.String()); ok {
 		e.Route = r.Hosts
-		plan = d.Policy.ForRoute(dom, r.Level, false)
+		plan = d.Policy.ForRoute(tlspolicy.Request{Domain: dom}, r.Level)
 	} else {
 		route, rerr := mx.Resolve(ctx, d.Deliv.Resolver, dom, mx.Options{LocalNames: d.Deliv.LocalNames})
 		if rerr != nil {

@@ -226,7 +226,7 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 		if err != nil {
 			return nil, nil, permanent(501, "5.1.3", "bad address literal "+domain), false
 		}
-		plan := d.Decider.ForRoute(address.Domain{}, tlspolicy.LevelOpportunistic, k.requireTLS)
+		plan := d.Decider.ForRoute(tlspolicy.Request{RequireTLS: k.requireTLS}, tlspolicy.LevelOpportunistic)
 		return []target{{name: ip.String(), port: port, literal: ip}}, plan, queue.Result{}, true
 	}
 	dom, err := address.ParseDomain(domain)
@@ -234,7 +234,7 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 		return nil, nil, permanent(501, "5.1.2", "bad recipient domain: "+err.Error()), false
 	}
 	if r, ok := d.MatchRoute(domain); ok {
-		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
+		plan := d.Decider.ForRoute(tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS}, r.Level)
 		var ts []target
 		for _, h := range r.Hosts {
 			host, p := h, r.Port

@@ -269,12 +269,13 @@ func stsReportPolicy(domain address.Domain, r STSResult) tlsrpt.Policy {
 	}
 }
 
-// ForRoute returns the Plan for a static route (smart host). MTA-STS never applies to static routes: they
-// are not MX routes. Route sessions are not recorded for TLS reporting.
-func (d *Decider) ForRoute(domain address.Domain, level Level, requireTLS bool) *Plan {
-	p := d.newPlan(domain)
+// ForRoute returns the Plan at level for a static route (smart host) or an address literal: of req, only
+// Domain and RequireTLS count. MTA-STS never applies to static routes: they are not MX routes. Route sessions
+// are not recorded for TLS reporting.
+func (d *Decider) ForRoute(req Request, level Level) *Plan {
+	p := d.newPlan(req.Domain)
 	p.Level, p.Source = level, SourceRoute
-	p.RequireTLS = requireTLS
+	p.RequireTLS = req.RequireTLS
 	p.routed = true
 	return p
 }
