@@ -189,7 +189,7 @@ func (p *Params) check() error {
 	if len(p.Recipients) == 0 {
 		return fmt.Errorf("%w: no recipients", ErrField)
 	}
-	if err := checkToken("ReportingMTA", p.ReportingMTA, true); err != nil {
+	if err := requireToken("ReportingMTA", p.ReportingMTA); err != nil {
 		return err
 	}
 	if err := checkAddr("From", p.From); err != nil {
@@ -198,11 +198,11 @@ func (p *Params) check() error {
 	if err := checkAddr("To", p.To); err != nil {
 		return err
 	}
-	if err := checkToken("EnvID", p.EnvID, false); err != nil {
+	if err := checkToken("EnvID", p.EnvID); err != nil {
 		return err
 	}
 	if p.MessageID != "" {
-		if err := checkToken("MessageID", p.MessageID, true); err != nil {
+		if err := requireToken("MessageID", p.MessageID); err != nil {
 			return err
 		}
 		if strings.ContainsAny(p.MessageID, "<> ") {
@@ -235,7 +235,7 @@ func (p *Params) check() error {
 			return fmt.Errorf("%w: recipient %d: Status %q", ErrField, i, r.Status)
 		}
 		if r.RemoteMTA != "" {
-			if err := checkToken("RemoteMTA", r.RemoteMTA, true); err != nil {
+			if err := requireToken("RemoteMTA", r.RemoteMTA); err != nil {
 				return fmt.Errorf("recipient %d: %w", i, err)
 			}
 		}
@@ -259,12 +259,10 @@ func checkField(name, s string) error {
 	return nil
 }
 
-// checkToken is checkField for ASCII values without spaces (host names, ENVID, Message-ID).
-func checkToken(name, s string, required bool) error {
+// checkToken is checkField for ASCII values without spaces (host names, ENVID, Message-ID). An empty value is
+// allowed; requireToken refuses it.
+func checkToken(name, s string) error {
 	if s == "" {
-		if required {
-			return fmt.Errorf("%w: %s is empty", ErrField, name)
-		}
 		return nil
 	}
 	if err := checkField(name, s); err != nil {
@@ -276,6 +274,14 @@ func checkToken(name, s string, required bool) error {
 		}
 	}
 	return nil
+}
+
+// requireToken is checkToken for a field that must not be empty.
+func requireToken(name, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: %s is empty", ErrField, name)
+	}
+	return checkToken(name, s)
 }
 
 // checkAddr accepts a mailbox written inside <...>: no controls, no angle brackets, not empty.
