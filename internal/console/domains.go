@@ -56,7 +56,7 @@ func enforceVerdict(ds *domainState, now time.Time) (string, bool) {
 
 func lastWhy(ds *domainState) string {
 	if ds.ResultType != "" {
-		return ds.ResultType
+		return string(ds.ResultType)
 	}
 	if ds.TLS == "" {
 		return "no session"

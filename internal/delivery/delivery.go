@@ -336,7 +336,7 @@ func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 		if r.Policy == "" {
 			r.Policy = a.plan.Name()
 		}
-		r.PolicySource, r.STSMode, r.STSID = string(a.plan.Source), string(a.plan.STSMode), a.plan.STSID
+		r.PolicySource, r.STSMode, r.STSID = a.plan.Source, a.plan.STSMode, a.plan.STSID
 	}
 	if r.RemoteMTA != "" {
 		r.IP = a.ip

@@ -274,7 +274,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) error {
 	// Every result of the session carries the TLS failure it saw, delivered or not (testing mode,
 	// opportunistic TLS): the evidence for moving a domain to enforce.
-	base := queue.Result{RemoteMTA: host, TLS: tlsDesc, ResultType: string(cmp.Or(a.sessionSeen, a.hostSeen))}
+	base := queue.Result{RemoteMTA: host, TLS: tlsDesc, ResultType: cmp.Or(a.sessionSeen, a.hostSeen)}
 	opts := &smtp.MailOptions{Size: j.Size, RequireTLS: j.RequireTLS, UTF8: j.SMTPUTF8, EnvelopeID: j.EnvID}
 	switch j.Ret {
 	case "FULL":
@@ -420,7 +420,7 @@ func policyDeferral(host string, v tlspolicy.Verdict) queue.Result {
 	if text == "" {
 		text = v.ReasonCode
 	}
-	r := queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5", Text: text, RemoteMTA: host, ResultType: string(v.Failure)}
+	r := queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5", Text: text, RemoteMTA: host, ResultType: v.Failure}
 	switch v.ReasonCode {
 	case "requiretls-mx-not-authenticated":
 		// RFC 8689 Section 4.2.1 step 2 (REQ-5): the MX name cannot be authenticated; retrying cannot help.

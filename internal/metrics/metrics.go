@@ -88,7 +88,7 @@ func (m *Metrics) Delivery(ev delivery.Event) {
 	r := ev.Result
 	m.Attempts.WithLabelValues(string(r.Outcome), tlsClass(r.TLS), ev.Plan).Inc()
 	if r.ResultType != "" {
-		m.TLSFailures.WithLabelValues(r.ResultType, strconv.FormatBool(ev.Enforced)).Inc()
+		m.TLSFailures.WithLabelValues(string(r.ResultType), strconv.FormatBool(ev.Enforced)).Inc()
 	}
 }
 
