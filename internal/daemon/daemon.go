@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -179,6 +180,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		DataTimeout:         cfg.Delivery.DataTimeout.Duration(),
 		MaxAddressesPerHost: cfg.Delivery.MaxAddressesPerHost,
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
+		Listeners:           d.ownListeners,
 		Now:                 now,
 		Events: func(ev delivery.Event) {
 			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, ev.Result.ResultType)
@@ -387,6 +389,19 @@ func (d *Daemon) SMTPAddr() string {
 		return ""
 	}
 	return d.smtpLn.Addr().String()
+}
+
+// ownListeners is the address of the SMTP listener, for MX loop detection: deliveries start in Run, after
+// Listen has bound it.
+func (d *Daemon) ownListeners() []netip.AddrPort {
+	if d.smtpLn == nil {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(d.smtpLn.Addr().String())
+	if err != nil {
+		return nil
+	}
+	return []netip.AddrPort{ap}
 }
 
 // AdminAddr is the address the admin API listens on (after Listen).

@@ -63,8 +63,14 @@ type Deliverer struct {
 	MaxAddressesPerHost int
 	// LocalNames are our own names, for MX loop prevention.
 	LocalNames []string
-	Recorder   Recorder
-	Now        func() time.Time
+	// Listeners returns the addresses our SMTP listeners are bound to, for MX loop prevention: an MX host
+	// whose address and the delivery port are one of them is this gateway (nil: none).
+	Listeners func() []netip.AddrPort
+	// InterfaceAddrs returns this host's addresses, for listeners on 0.0.0.0 or ::; nil means
+	// net.InterfaceAddrs.
+	InterfaceAddrs func() ([]netip.Addr, error)
+	Recorder       Recorder
+	Now            func() time.Time
 	// Events, when set, is called for every recipient outcome (metrics).
 	Events func(Event)
 	// IdleTimeout is how long a session stays open after a batch for the next batch to the same MX (0:
@@ -198,6 +204,12 @@ type target struct {
 	port int
 	// literal is set for address-literal recipients.
 	literal netip.Addr
+	// pref is the MX preference.
+	pref uint16
+	// resolved is set when addrs and addrErr hold the host's address lookup, made early for loop detection.
+	resolved bool
+	addrs    []netip.Addr
+	addrErr  error
 }
 
 // route resolves the hosts and the plan. When ok is false, res is the outcome for every recipient.
@@ -246,7 +258,7 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 		// RFC 7505 Section 4.1 (SMTP-6).
 		return nil, nil, permanent(556, "5.1.10", fmt.Sprintf("recipient domain %s accepts no mail (null MX)", domain)), false
 	case errors.Is(err, mx.ErrLoop):
-		return nil, nil, permanent(554, "5.4.6", fmt.Sprintf("mail for %s loops back to this gateway", domain)), false
+		return nil, nil, loopResult(domain), false
 	case err != nil:
 		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.
 		return nil, nil, deferred(451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)), false
@@ -257,9 +269,9 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	if err != nil {
 		return nil, nil, deferred(451, "4.4.3", err.Error()), false
 	}
-	ts := make([]target, 0, len(route.Hosts))
-	for _, h := range route.Hosts {
-		ts = append(ts, target{name: h.Name, port: port})
+	ts, ok := d.dropSelf(ctx, route.Hosts, port)
+	if !ok {
+		return nil, plan, loopResult(domain), false
 	}
 	return ts, plan, queue.Result{}, true
 }

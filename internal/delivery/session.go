@@ -36,7 +36,10 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 	}
 	addrs := []netip.Addr{t.literal}
 	if !t.literal.IsValid() {
-		ips, _, err := mx.Addresses(ctx, d.Resolver, t.name)
+		ips, err := t.addrs, t.addrErr
+		if !t.resolved {
+			ips, _, err = mx.Addresses(ctx, d.Resolver, t.name)
+		}
 		if err != nil {
 			a.last = deferred(451, "4.4.4", fmt.Sprintf("no address for %s: %v", t.name, err))
 			if mx.Permanent(err) {
@@ -46,6 +49,21 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 			return
 		}
 		addrs = ips
+	}
+	if self := d.selfCheck(t.port); self != nil {
+		// A smart host or literal that is one of our own listeners would hand the mail back to us.
+		kept := addrs[:0:0]
+		for _, ip := range addrs {
+			if !self.is(ip) {
+				kept = append(kept, ip)
+			}
+		}
+		if len(kept) == 0 {
+			a.last = loopResult(a.domain)
+			a.last.RemoteMTA = t.name
+			return
+		}
+		addrs = kept
 	}
 	max := d.MaxAddressesPerHost
 	if max <= 0 {

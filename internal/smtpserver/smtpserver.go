@@ -10,7 +10,9 @@
 // RFC 8689: MAIL ... REQUIRETLS sets Envelope.RequireTLS and is refused with 530 5.7.10 outside TLS; a single
 // "TLS-Required: No" header sets Envelope.TLSOptional unless REQUIRETLS was given; a message with more than
 // one TLS-Required field is refused with 554 5.6.0 (REQ-13: we treat it as malformed). Each accepted message
-// gets a Received field prepended (RFC 5321 Section 4.4); nothing else in the message is changed.
+// gets a Received field prepended (RFC 5321 Section 4.4); nothing else in the message is changed. A message
+// that already has more than 100 Received fields is looping and is refused with 554 5.4.6 (RFC 5321 Section
+// 6.3).
 //
 // It deliberately does not: deliver locally, verify senders against the authenticated identity, accept
 // address literals as recipients, or accept BINARYMIME.
@@ -49,6 +51,10 @@ const (
 // maxHeaderBytes bounds the header section kept in memory while it is inspected (TLS-Required, RFC 8689).
 // The body after it is streamed.
 const maxHeaderBytes = 1 << 20
+
+// maxHops is the number of Received fields beyond which a message is taken to be looping (RFC 5321
+// Section 6.3: the threshold should be at least 100).
+const maxHops = 100
 
 // maxAuthFailures is the number of failed AUTH attempts one IP may make per authFailureWindow.
 const (
