@@ -173,9 +173,23 @@ type Route struct {
 	TLS          string   `toml:"tls"`     // see ValidTLSLevel
 	AuthUser     string   `toml:"auth_user"`
 	AuthPassword string   `toml:"auth_password"`
+	// AuthMinTLS is the weakest channel AUTH is sent over: "required-verify" (default: TLS with a verified
+	// certificate), "required" (any TLS) or "none" (also in clear text). See ValidAuthMinTLS.
+	AuthMinTLS string `toml:"auth_min_tls"`
 }
 
-func (r *Route) setDefaults() { *r = Route{Port: 25, TLS: "opportunistic"} }
+func (r *Route) setDefaults() {
+	*r = Route{Port: 25, TLS: "opportunistic", AuthMinTLS: "required-verify"}
+}
+
+// ValidAuthMinTLS reports whether s is a value of [[route]] auth_min_tls.
+func ValidAuthMinTLS(s string) bool {
+	switch s {
+	case "required-verify", "required", "none":
+		return true
+	}
+	return false
+}
 
 // Addrs returns Hosts as "host:port" dial addresses, with Port where a host has none.
 func (r Route) Addrs() []string {

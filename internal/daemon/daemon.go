@@ -545,7 +545,12 @@ func routesFromConfig(cfg *config.Config) []delivery.Route {
 		if err != nil {
 			lvl = tlspolicy.LevelOpportunistic
 		}
-		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl, AuthUser: r.AuthUser, AuthPassword: r.AuthPassword})
+		authMin, err := tlspolicy.ParseLevel(r.AuthMinTLS)
+		if err != nil {
+			authMin = tlspolicy.LevelRequiredVerify
+		}
+		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl,
+			AuthUser: r.AuthUser, AuthPassword: r.AuthPassword, AuthMinTLS: authMin})
 	}
 	return out
 }

@@ -30,13 +30,18 @@ import (
 type Route struct {
 	// Domains are A-label domains; "*" matches every domain.
 	Domains []string
-	// Hosts are smart hosts, "host" or "host:port", tried in order.
+	// Hosts are smart hosts, "host", "host:port", an IP address or "[IPv6]:port", tried in order. An IP
+	// address is dialled as it is and its certificate must name that address.
 	Hosts []string
 	// Port is used for hosts without a port; 0 means the Deliverer's Port.
-	Port         int
-	Level        tlspolicy.Level
+	Port  int
+	Level tlspolicy.Level
+	// AuthUser and AuthPassword, when set, authenticate us to the hosts (AUTH PLAIN or LOGIN, RFC 4954).
 	AuthUser     string
 	AuthPassword string
+	// AuthMinTLS is the weakest channel AUTH is sent over: LevelRequiredVerify (also the zero value: TLS
+	// with a verified certificate), LevelRequired (any TLS) or LevelNone (clear text too).
+	AuthMinTLS tlspolicy.Level
 }
 
 // Recorder receives one result per delivery session for TLS reporting (RFC 8460 Section 4).
@@ -206,6 +211,8 @@ type target struct {
 	literal netip.Addr
 	// pref is the MX preference.
 	pref uint16
+	// auth is the route whose credentials the host wants (nil: no AUTH).
+	auth *Route
 	// resolved is set when addrs and addrErr hold the host's address lookup, made early for loop detection.
 	resolved bool
 	addrs    []netip.Addr
@@ -221,6 +228,10 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	if r, ok := d.MatchRoute(domain); ok {
 		dom, _ := address.ParseDomain(domain)
 		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
+		var auth *Route
+		if r.AuthUser != "" {
+			auth = &r
+		}
 		var ts []target
 		for _, h := range r.Hosts {
 			host, p := h, r.Port
@@ -231,7 +242,12 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 				host = hh
 				p, _ = strconv.Atoi(ps)
 			}
-			ts = append(ts, target{name: strings.ToLower(host), port: p})
+			t := target{name: strings.ToLower(host), port: p, auth: auth}
+			if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+				// An address literal is dialled as it is: looking it up in DNS would fail.
+				t.name, t.literal = ip.String(), ip
+			}
+			ts = append(ts, t)
 		}
 		return ts, plan, queue.Result{}, true
 	}

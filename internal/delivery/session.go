@@ -96,6 +96,10 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
 	a.ip = ip.String()
 	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain)}
+	if t.auth != nil {
+		// A session authenticated as one user is reused for that user only.
+		key.plan += "|auth=" + t.auth.AuthUser
+	}
 	if s := d.pool().get(key); s != nil {
 		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
 		if err := s.c.Reset(); err == nil {
@@ -139,6 +143,14 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 		reusable = false
 	} else if a.record && !plain {
 		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicy(), Success: true, At: d.now()})
+	}
+	if t.auth != nil {
+		ch := channel{tls: tlsDesc != "none", verified: failure != nil && failure.Verified}
+		if res, ok := authenticate(c, t, ch); !ok {
+			a.last = res
+			c.Quit()
+			return true, false
+		}
 	}
 	return a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable}, key, t), false
 }
