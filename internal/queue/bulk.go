@@ -98,10 +98,9 @@ type BulkResult struct {
 
 // candidate is one matched message with what the actions need to know of it.
 type candidate struct {
-	id                  string
-	held                bool
-	queued, quarantined int
-	total               int
+	id string
+	// info carries Held and the recipient counts by state.
+	info MessageInfo
 }
 
 func (q *Queue) selectMessages(ctx context.Context, s Selection) ([]candidate, error) {
@@ -136,11 +135,13 @@ func (q *Queue) selectMessages(ctx context.Context, s Selection) ([]candidate, e
 	var out []candidate
 	for rows.Next() {
 		var c candidate
-		var h int
-		if err := rows.Scan(&c.id, &h, &c.queued, &c.quarantined, &c.total); err != nil {
+		var h, total int
+		if err := rows.Scan(&c.id, &h, &c.info.Queued, &c.info.Quarantined, &total); err != nil {
 			return nil, fmt.Errorf("queue: select: %w", err)
 		}
-		c.held = h != 0
+		c.info.Held = h != 0
+		// Delivered stands for every recipient that is neither queued nor quarantined.
+		c.info.Delivered = total - c.info.Queued - c.info.Quarantined
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
@@ -149,19 +150,21 @@ func (q *Queue) selectMessages(ctx context.Context, s Selection) ([]candidate, e
 	return out, nil
 }
 
-// affects says whether action a changes message c, and how many of its recipients.
-func (a BulkAction) affects(c candidate) (bool, int) {
+// Affects says whether the action changes message m, and how many of its recipients: retry those queued
+// (not when held: held mail waits for release), hold and release those queued (hold only unheld messages,
+// release only held ones), bounce those queued or in quarantine, delete every one.
+func (a BulkAction) Affects(m MessageInfo) (bool, int) {
 	switch a {
 	case BulkRetry:
-		return !c.held && c.queued > 0, c.queued
+		return !m.Held && m.Queued > 0, m.Queued
 	case BulkHold:
-		return !c.held, c.queued
+		return !m.Held, m.Queued
 	case BulkRelease:
-		return c.held, c.queued
+		return m.Held, m.Queued
 	case BulkBounce:
-		return true, c.queued + c.quarantined
+		return true, m.Queued + m.Quarantined
 	case BulkDelete:
-		return true, c.total
+		return true, m.Queued + m.Quarantined + m.Delivered + m.Failed
 	}
 	return false, 0
 }
@@ -176,7 +179,7 @@ func (q *Queue) plan(ctx context.Context, a BulkAction, s Selection) (BulkResult
 	}
 	res := BulkResult{Action: a, Matched: len(cs)}
 	for _, c := range cs {
-		if ok, n := a.affects(c); ok {
+		if ok, n := a.Affects(c.info); ok {
 			res.Affected++
 			res.Recipients += n
 			res.IDs = append(res.IDs, c.id)
