@@ -77,8 +77,9 @@ func ParseAge(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// selection checks a BulkRequest and turns it into the queue's types.
-func (b BulkRequest) selection() (queue.BulkAction, queue.Selection, error) {
+// Selection checks a BulkRequest and turns it into the queue's types; errors wrap queue.ErrBadSelection and
+// name the member at fault.
+func (b BulkRequest) Selection() (queue.BulkAction, queue.Selection, error) {
 	a, err := queue.ParseBulkAction(b.Action)
 	if err != nil {
 		return "", queue.Selection{}, err
@@ -128,7 +129,7 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	a, sel, err := req.selection()
+	a, sel, err := req.Selection()
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
