@@ -62,9 +62,9 @@ func TestQueueBulkRetryAllAndErrors(t *testing.T) {
 		t.Errorf("retry all: %d calls, want 2 (the held message waits)", n)
 	}
 	for path, want := range map[string]string{
-		"/queue/bulk?action=retry":                           "give all, or at least one filter",
-		"/queue/bulk?action=purge&all=true":                  "unknown bulk action",
-		"/queue/bulk?action=hold&older_than=soon":            "invalid age",
+		"/queue/bulk?action=retry":                            "give all, or at least one filter",
+		"/queue/bulk?action=purge&all=true":                   "unknown bulk action",
+		"/queue/bulk?action=hold&older_than=soon":             "invalid age",
 		"/queue/bulk?action=hold&all=true&domain=example.org": "cannot be combined",
 	} {
 		p := b.get(path)
