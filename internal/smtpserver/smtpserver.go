@@ -6,7 +6,9 @@
 // (RFC 3207). It advertises PIPELINING, 8BITMIME, SMTPUTF8 (RFC 6531), SIZE (RFC 1870), ENHANCEDSTATUSCODES
 // (RFC 2034), DSN (RFC 3461), REQUIRETLS (RFC 8689, only after STARTTLS) and, because go-smtp always does,
 // CHUNKING (RFC 3030). Message data with a bare CR or bare LF is refused with 554 5.6.0, whichever way it
-// arrives, so that nothing can be smuggled through mxgate to a lenient next hop (see lineEndingReader).
+// arrives, so that nothing can be smuggled through mxgate to a lenient next hop (see lineEndingReader). A
+// command line ended by a bare LF or holding a bare CR refuses the whole session with 500 5.5.2 (RFC 5321
+// Section 2.3.8; see commandGuard), except inside STARTTLS, where go-smtp's reader cannot be reached.
 // RFC 8689: MAIL ... REQUIRETLS sets Envelope.RequireTLS and is refused with 530 5.7.10 outside TLS; a single
 // "TLS-Required: No" header sets Envelope.TLSOptional unless REQUIRETLS was given; a message with more than
 // one TLS-Required field is refused with 554 5.6.0 (REQ-13: we treat it as malformed). Each accepted message
