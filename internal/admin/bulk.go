@@ -77,10 +77,10 @@ func ParseAge(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// Selection checks a BulkRequest and turns it into the queue's types; errors wrap queue.ErrBadSelection and
-// name the member at fault.
-func (b BulkRequest) Selection() (queue.BulkAction, queue.Selection, error) {
-	a, err := queue.ParseBulkAction(b.Action)
+// Selection checks a BulkRequest and turns it into the queue's types; errors wrap queue.ErrUnknownAction or
+// queue.ErrBadSelection and name the member at fault.
+func (b BulkRequest) Selection() (queue.Action, queue.Selection, error) {
+	a, err := queue.ParseAction(b.Action)
 	if err != nil {
 		return "", queue.Selection{}, err
 	}
@@ -135,7 +135,7 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.DryRun {
-		res, err := s.opts.Queue.Preview(r.Context(), a, sel)
+		res, err := s.opts.Queue.PreviewBulk(r.Context(), a, sel)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -171,7 +171,7 @@ func (c *Client) QueueBulk(ctx context.Context, req BulkRequest) (BulkResult, er
 // bulkStatus maps the queue's bulk errors to HTTP statuses.
 func bulkStatus(err error) (int, bool) {
 	switch {
-	case errors.Is(err, queue.ErrBadSelection):
+	case errors.Is(err, queue.ErrBadSelection), errors.Is(err, queue.ErrUnknownAction):
 		return http.StatusBadRequest, true
 	case errors.Is(err, queue.ErrSelectionGrew):
 		return http.StatusConflict, true

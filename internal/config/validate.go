@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 type checker struct {
@@ -63,12 +64,13 @@ func (v checker) port(key string, p int) {
 	}
 }
 
-func (v checker) tlsLevel(key, s string) {
-	switch {
-	case s == "":
-		v.errorf(key, "required (want %s)", tlsLevelList)
-	case !ValidTLSLevel(s):
-		v.errorf(key, "unknown level %q (want %s)", s, tlsLevelList)
+func (v checker) tlsLevel(key string, s tlspolicy.Level) {
+	if s == "" {
+		v.errorf(key, "required (want %s)", tlspolicy.LevelNames)
+		return
+	}
+	if _, err := tlspolicy.ParseLevel(string(s)); err != nil {
+		v.errorf(key, "unknown level %q (want %s)", s, tlspolicy.LevelNames)
 	}
 }
 
@@ -339,7 +341,7 @@ func (v checker) routes(routes []Route) {
 		case !v.ok(path + ".auth_min_tls"):
 		case !ValidAuthMinTLS(r.AuthMinTLS):
 			v.errorf(path+".auth_min_tls", "unknown value %q (want required-verify, required or none)", r.AuthMinTLS)
-		case r.AuthUser != "" && r.TLS == "none" && r.AuthMinTLS != "none":
+		case r.AuthUser != "" && r.TLS == tlspolicy.LevelNone && r.AuthMinTLS != tlspolicy.LevelNone:
 			// Every delivery would be deferred: AUTH waits for a TLS session that tls = "none" never starts.
 			v.errorf(path+".auth_min_tls", "%q needs TLS, but the route's tls is \"none\"; raise tls or set auth_min_tls = \"none\"", r.AuthMinTLS)
 		}
@@ -445,9 +447,9 @@ func (c *Config) Warnings() []string {
 	for i, r := range c.Routes {
 		switch {
 		case r.AuthUser == "":
-		case r.AuthMinTLS == "none":
+		case r.AuthMinTLS == tlspolicy.LevelNone:
 			add("route[%d]: auth_password may be sent in clear text (auth_min_tls = \"none\"); use required-verify", i)
-		case r.AuthMinTLS == "required":
+		case r.AuthMinTLS == tlspolicy.LevelRequired:
 			add("route[%d]: auth_password may be sent to a relay whose certificate is not verified (auth_min_tls = \"required\"); use required-verify", i)
 		}
 	}

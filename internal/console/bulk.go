@@ -63,8 +63,8 @@ func (c *Console) queueBulkConfirm(w http.ResponseWriter, r *http.Request, s *se
 		c.renderError(w, r, s, http.StatusBadRequest, err.Error())
 		return
 	}
-	verb, explain, _ := actionText(string(a))
-	res, err := c.opts.Queue.Preview(r.Context(), a, sel)
+	verb, explain := a.Verb(), a.Explain()
+	res, err := c.opts.Queue.PreviewBulk(r.Context(), a, sel)
 	if err != nil {
 		c.fail(w, r, s, err)
 		return
@@ -92,7 +92,7 @@ func (c *Console) queueBulk(w http.ResponseWriter, r *http.Request, s *session) 
 		c.renderError(w, r, s, http.StatusBadRequest, err.Error())
 		return
 	}
-	verb, _, _ := actionText(string(a))
+	verb := a.Verb()
 	res, err := c.opts.Queue.Bulk(r.Context(), a, sel)
 	if errors.Is(err, queue.ErrSelectionGrew) {
 		c.renderError(w, r, s, http.StatusConflict, fmt.Sprintf("Nothing was done: %v. Review the action again.", err))

@@ -63,7 +63,7 @@ func TestQueueBulkRetryAllAndErrors(t *testing.T) {
 	}
 	for path, want := range map[string]string{
 		"/queue/bulk?action=retry":                            "give all, or at least one filter",
-		"/queue/bulk?action=purge&all=true":                   "unknown bulk action",
+		"/queue/bulk?action=purge&all=true":                   "unknown action",
 		"/queue/bulk?action=hold&older_than=soon":             "invalid age",
 		"/queue/bulk?action=hold&all=true&domain=example.org": "cannot be combined",
 	} {

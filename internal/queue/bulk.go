@@ -8,29 +8,9 @@ import (
 	"time"
 )
 
-// BulkAction is an administrator's action on many messages at once, named as on the command line.
-type BulkAction string
-
-// The bulk actions. Delete and Bounce are destructive: callers confirm them (Destructive).
-const (
-	BulkRetry   BulkAction = "retry"
-	BulkHold    BulkAction = "hold"
-	BulkRelease BulkAction = "release"
-	BulkDelete  BulkAction = "delete"
-	BulkBounce  BulkAction = "bounce"
-)
-
-// ParseBulkAction checks a bulk action's name.
-func ParseBulkAction(s string) (BulkAction, error) {
-	switch a := BulkAction(s); a {
-	case BulkRetry, BulkHold, BulkRelease, BulkDelete, BulkBounce:
-		return a, nil
-	}
-	return "", fmt.Errorf("%w: unknown bulk action %q (want retry, hold, release, delete or bounce)", ErrBadSelection, s)
-}
-
-// Destructive reports whether the action loses mail or sends bounces, so that it must be confirmed.
-func (a BulkAction) Destructive() bool { return a == BulkDelete || a == BulkBounce }
+// Destructive reports whether the action loses mail or sends bounces, so that acting on many messages at
+// once must be confirmed.
+func (a Action) Destructive() bool { return a == ActionDelete || a == ActionBounce }
 
 // Errors of bulk actions.
 var (
@@ -82,12 +62,11 @@ func (s Selection) Check() error {
 
 // BulkResult is what a bulk action did, or would do for Preview.
 type BulkResult struct {
-	Action BulkAction
-	// Matched counts the messages the selection matches; Affected those the action changes (retry skips
-	// held messages and those with nothing queued, hold skips held ones, release all but held ones).
+	Action Action
+	// Matched counts the messages the selection matches; Affected those the action changes, as
+	// Action.Preview says (retry skips held messages, hold held ones, release all but held ones).
 	Matched, Affected int
-	// Recipients counts the recipients of the affected messages that the action changes: queued ones for
-	// retry, hold and release, queued and quarantined ones for bounce, every one for delete.
+	// Recipients counts the recipients of the affected messages that the action changes (Action.Preview).
 	Recipients int
 	// IDs are the affected messages, oldest first.
 	IDs []string
@@ -150,27 +129,8 @@ func (q *Queue) selectMessages(ctx context.Context, s Selection) ([]candidate, e
 	return out, nil
 }
 
-// Affects says whether the action changes message m, and how many of its recipients: retry those queued
-// (not when held: held mail waits for release), hold and release those queued (hold only unheld messages,
-// release only held ones), bounce those queued or in quarantine, delete every one.
-func (a BulkAction) Affects(m MessageInfo) (bool, int) {
-	switch a {
-	case BulkRetry:
-		return !m.Held && m.Queued > 0, m.Queued
-	case BulkHold:
-		return !m.Held, m.Queued
-	case BulkRelease:
-		return m.Held, m.Queued
-	case BulkBounce:
-		return true, m.Queued + m.Quarantined
-	case BulkDelete:
-		return true, m.Queued + m.Quarantined + m.Delivered + m.Failed
-	}
-	return false, 0
-}
-
-func (q *Queue) plan(ctx context.Context, a BulkAction, s Selection) (BulkResult, error) {
-	if _, err := ParseBulkAction(string(a)); err != nil {
+func (q *Queue) plan(ctx context.Context, a Action, s Selection) (BulkResult, error) {
+	if _, err := ParseAction(string(a)); err != nil {
 		return BulkResult{}, err
 	}
 	cs, err := q.selectMessages(ctx, s)
@@ -179,17 +139,17 @@ func (q *Queue) plan(ctx context.Context, a BulkAction, s Selection) (BulkResult
 	}
 	res := BulkResult{Action: a, Matched: len(cs)}
 	for _, c := range cs {
-		if ok, n := a.Affects(c.info); ok {
+		if e := a.Preview(c.info); e.Skip == "" {
 			res.Affected++
-			res.Recipients += n
+			res.Recipients += e.Rcpts
 			res.IDs = append(res.IDs, c.id)
 		}
 	}
 	return res, nil
 }
 
-// Preview says what Bulk would do with the same arguments now, changing nothing.
-func (q *Queue) Preview(ctx context.Context, a BulkAction, s Selection) (BulkResult, error) {
+// PreviewBulk says what Bulk would do with the same arguments now, changing nothing.
+func (q *Queue) PreviewBulk(ctx context.Context, a Action, s Selection) (BulkResult, error) {
 	return q.plan(ctx, a, s)
 }
 
@@ -197,7 +157,7 @@ func (q *Queue) Preview(ctx context.Context, a BulkAction, s Selection) (BulkRes
 // single-message actions (so a bounce sends the DSNs NOTIFY asks for). With s.Max set it first refuses, with
 // ErrSelectionGrew and nothing changed, when more messages would be affected than that. A message that left
 // the queue meanwhile is counted in Gone. On another error it stops and returns what was done so far.
-func (q *Queue) Bulk(ctx context.Context, a BulkAction, s Selection) (BulkResult, error) {
+func (q *Queue) Bulk(ctx context.Context, a Action, s Selection) (BulkResult, error) {
 	res, err := q.plan(ctx, a, s)
 	if err != nil {
 		return res, err
@@ -205,9 +165,6 @@ func (q *Queue) Bulk(ctx context.Context, a BulkAction, s Selection) (BulkResult
 	if s.Max > 0 && res.Affected > s.Max {
 		return res, fmt.Errorf("%w: %d messages would be affected, %d were confirmed", ErrSelectionGrew, res.Affected, s.Max)
 	}
-	do := map[BulkAction]func(context.Context, string) error{
-		BulkRetry: q.Retry, BulkHold: q.Hold, BulkRelease: q.Release, BulkDelete: q.Delete, BulkBounce: q.Bounce,
-	}[a]
 	ids := res.IDs
 	res.IDs = res.IDs[:0:0]
 	for _, id := range ids {
@@ -215,7 +172,7 @@ func (q *Queue) Bulk(ctx context.Context, a BulkAction, s Selection) (BulkResult
 			res.Affected = len(res.IDs)
 			return res, fmt.Errorf("queue: bulk %s stopped after %d messages: %w", a, len(res.IDs), err)
 		}
-		if err := do(ctx, id); err != nil {
+		if err := a.Do(ctx, q, id); err != nil {
 			if errors.Is(err, ErrNotFound) {
 				res.Gone++
 				continue

@@ -47,25 +47,25 @@ func TestBulkSelection(t *testing.T) {
 	e, ids := bulkFixture(t)
 	tests := []struct {
 		name   string
-		action BulkAction
+		action Action
 		sel    Selection
 		want   []string
 		matchd int
 		rcpts  int
 	}{
-		{"all retry skips held", BulkRetry, Selection{All: true}, []string{"old", "mid"}, 3, 3},
-		{"all delete", BulkDelete, Selection{All: true}, []string{"old", "mid", "new"}, 3, 4},
-		{"domain", BulkBounce, Selection{Domain: "OTHER.example."}, []string{"mid", "new"}, 2, 3},
-		{"result type", BulkHold, Selection{ResultType: "certificate-expired"}, []string{"old", "mid"}, 2, 3},
-		{"held", BulkRelease, Selection{Held: true}, []string{"new"}, 1, 1},
-		{"hold skips held", BulkHold, Selection{Domain: "other.example"}, []string{"mid"}, 2, 2},
-		{"older than", BulkRetry, Selection{OlderThan: 36 * time.Hour}, []string{"old"}, 1, 1},
-		{"filters combine", BulkBounce, Selection{Domain: "cert.example", OlderThan: 12 * time.Hour}, []string{"old", "mid"}, 2, 3},
-		{"nothing", BulkDelete, Selection{Domain: "done.example"}, nil, 0, 0},
+		{"all retry skips held", ActionRetry, Selection{All: true}, []string{"old", "mid"}, 3, 3},
+		{"all delete", ActionDelete, Selection{All: true}, []string{"old", "mid", "new"}, 3, 4},
+		{"domain", ActionBounce, Selection{Domain: "OTHER.example."}, []string{"mid", "new"}, 2, 3},
+		{"result type", ActionHold, Selection{ResultType: "certificate-expired"}, []string{"old", "mid"}, 2, 3},
+		{"held", ActionRelease, Selection{Held: true}, []string{"new"}, 1, 1},
+		{"hold skips held", ActionHold, Selection{Domain: "other.example"}, []string{"mid"}, 2, 2},
+		{"older than", ActionRetry, Selection{OlderThan: 36 * time.Hour}, []string{"old"}, 1, 1},
+		{"filters combine", ActionBounce, Selection{Domain: "cert.example", OlderThan: 12 * time.Hour}, []string{"old", "mid"}, 2, 3},
+		{"nothing", ActionDelete, Selection{Domain: "done.example"}, nil, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := e.q.Preview(context.Background(), tt.action, tt.sel)
+			got, err := e.q.PreviewBulk(context.Background(), tt.action, tt.sel)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -87,21 +87,21 @@ func TestBulkSelection(t *testing.T) {
 func TestBulkSelectionErrors(t *testing.T) {
 	e := newEnv(t, nil)
 	for _, s := range []Selection{{}, {All: true, Domain: "x.example"}, {OlderThan: -time.Hour}, {All: true, Max: -1}} {
-		if _, err := e.q.Bulk(context.Background(), BulkDelete, s); !errors.Is(err, ErrBadSelection) {
+		if _, err := e.q.Bulk(context.Background(), ActionDelete, s); !errors.Is(err, ErrBadSelection) {
 			t.Errorf("Bulk(%+v) = %v, want ErrBadSelection", s, err)
 		}
 	}
-	if _, err := e.q.Preview(context.Background(), "purge", Selection{All: true}); !errors.Is(err, ErrBadSelection) {
-		t.Errorf("unknown action: %v, want ErrBadSelection", err)
+	if _, err := e.q.PreviewBulk(context.Background(), "purge", Selection{All: true}); !errors.Is(err, ErrUnknownAction) {
+		t.Errorf("unknown action: %v, want ErrUnknownAction", err)
 	}
 }
 
-// TestBulkRetryAllMakesDue: retry --all makes every queued recipient of unheld messages due at once, like
+// TestActionRetryAllMakesDue: retry --all makes every queued recipient of unheld messages due at once, like
 // postqueue -f; held messages stay held and not due.
-func TestBulkRetryAllMakesDue(t *testing.T) {
+func TestActionRetryAllMakesDue(t *testing.T) {
 	e, ids := bulkFixture(t)
 	before := len(e.fake.Deliveries())
-	res, err := e.q.Bulk(context.Background(), BulkRetry, Selection{All: true})
+	res, err := e.q.Bulk(context.Background(), ActionRetry, Selection{All: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,12 +121,12 @@ func TestBulkRetryAllMakesDue(t *testing.T) {
 	}
 }
 
-// TestBulkBounceSendsDSNsAndDeleteRemoves: bounce fails the selected messages with DSNs; delete removes them
+// TestActionBounceSendsDSNsAndDeleteRemoves: bounce fails the selected messages with DSNs; delete removes them
 // without; both leave the others alone.
-func TestBulkBounceSendsDSNsAndDeleteRemoves(t *testing.T) {
+func TestActionBounceSendsDSNsAndDeleteRemoves(t *testing.T) {
 	e, ids := bulkFixture(t)
 	ctx := context.Background()
-	res, err := e.q.Bulk(ctx, BulkBounce, Selection{ResultType: "certificate-expired", OlderThan: 36 * time.Hour})
+	res, err := e.q.Bulk(ctx, ActionBounce, Selection{ResultType: "certificate-expired", OlderThan: 36 * time.Hour})
 	if err != nil || res.Affected != 1 || res.IDs[0] != ids["old"] {
 		t.Fatalf("bounce: %+v, %v; want the old message only", res, err)
 	}
@@ -138,7 +138,7 @@ func TestBulkBounceSendsDSNsAndDeleteRemoves(t *testing.T) {
 	if n := len(e.fake.dsns()); n != 1 {
 		t.Errorf("%d DSNs after the bounce, want 1", n)
 	}
-	res, err = e.q.Bulk(ctx, BulkDelete, Selection{Held: true})
+	res, err = e.q.Bulk(ctx, ActionDelete, Selection{Held: true})
 	if err != nil || res.Affected != 1 || res.IDs[0] != ids["new"] {
 		t.Fatalf("delete: %+v, %v; want the held message only", res, err)
 	}
@@ -155,12 +155,12 @@ func TestBulkBounceSendsDSNsAndDeleteRemoves(t *testing.T) {
 func TestBulkMaxRefusesGrownSelection(t *testing.T) {
 	e, ids := bulkFixture(t)
 	ctx := context.Background()
-	p, err := e.q.Preview(ctx, BulkDelete, Selection{Domain: "cert.example"})
+	p, err := e.q.PreviewBulk(ctx, ActionDelete, Selection{Domain: "cert.example"})
 	if err != nil || p.Affected != 2 {
 		t.Fatalf("preview: %+v, %v", p, err)
 	}
 	e.submit(t, "s@sender.test", "z@cert.example")
-	_, err = e.q.Bulk(ctx, BulkDelete, Selection{Domain: "cert.example", Max: p.Affected})
+	_, err = e.q.Bulk(ctx, ActionDelete, Selection{Domain: "cert.example", Max: p.Affected})
 	if !errors.Is(err, ErrSelectionGrew) {
 		t.Fatalf("err = %v, want ErrSelectionGrew", err)
 	}

@@ -10,8 +10,8 @@ import (
 )
 
 // selected returns the messages s selects, as *queue.Queue documents it.
-func (q *Queue) selected(a queue.BulkAction, s queue.Selection) (queue.BulkResult, error) {
-	if _, err := queue.ParseBulkAction(string(a)); err != nil {
+func (q *Queue) selected(a queue.Action, s queue.Selection) (queue.BulkResult, error) {
+	if _, err := queue.ParseAction(string(a)); err != nil {
 		return queue.BulkResult{}, err
 	}
 	if err := s.Check(); err != nil {
@@ -38,17 +38,17 @@ func (q *Queue) selected(a queue.BulkAction, s queue.Selection) (queue.BulkResul
 			continue
 		}
 		res.Matched++
-		if ok, n := a.Affects(m.MessageInfo); ok {
+		if e := a.Preview(m.MessageInfo); e.Skip == "" {
 			res.Affected++
-			res.Recipients += n
+			res.Recipients += e.Rcpts
 			res.IDs = append(res.IDs, m.ID)
 		}
 	}
 	return res, nil
 }
 
-// Preview implements admin.QueueAPI.
-func (q *Queue) Preview(ctx context.Context, a queue.BulkAction, s queue.Selection) (queue.BulkResult, error) {
+// PreviewBulk implements admin.QueueAPI.
+func (q *Queue) PreviewBulk(ctx context.Context, a queue.Action, s queue.Selection) (queue.BulkResult, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.Err != nil {
@@ -59,7 +59,7 @@ func (q *Queue) Preview(ctx context.Context, a queue.BulkAction, s queue.Selecti
 
 // Bulk implements admin.QueueAPI: the single-message operations on every selected message, recorded in
 // Calls as they are.
-func (q *Queue) Bulk(ctx context.Context, a queue.BulkAction, s queue.Selection) (queue.BulkResult, error) {
+func (q *Queue) Bulk(ctx context.Context, a queue.Action, s queue.Selection) (queue.BulkResult, error) {
 	q.mu.Lock()
 	if q.Err != nil {
 		q.mu.Unlock()
@@ -73,12 +73,8 @@ func (q *Queue) Bulk(ctx context.Context, a queue.BulkAction, s queue.Selection)
 	if s.Max > 0 && res.Affected > s.Max {
 		return res, fmt.Errorf("%w: %d messages would be affected, %d were confirmed", queue.ErrSelectionGrew, res.Affected, s.Max)
 	}
-	do := map[queue.BulkAction]func(context.Context, string) error{
-		queue.BulkRetry: q.Retry, queue.BulkHold: q.Hold, queue.BulkRelease: q.Release,
-		queue.BulkDelete: q.Delete, queue.BulkBounce: q.Bounce,
-	}[a]
 	for _, id := range res.IDs {
-		if err := do(ctx, id); err != nil {
+		if err := a.Do(ctx, q, id); err != nil {
 			return res, err
 		}
 	}
