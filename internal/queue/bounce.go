@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"time"
@@ -128,7 +129,7 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 // again without the optional ENVID and ORCPT fields, and then without the original: a bounce is never lost
 // for a cosmetic reason.
 func (q *Queue) buildDSN(id string, p dsn.Params) ([]byte, error) {
-	f, err := os.Open(q.bodyPath(id))
+	f, err := q.openBody(id)
 	if err != nil {
 		q.log.Error("queue: DSN without the original message", "msg_id", id, "err", err)
 	} else {
@@ -143,7 +144,7 @@ func (q *Queue) buildDSN(id string, p dsn.Params) ([]byte, error) {
 			p.Recipients[i].OriginalRecipient = ""
 		}
 		if f != nil {
-			if _, serr := f.Seek(0, 0); serr != nil {
+			if _, serr := f.(io.Seeker).Seek(0, io.SeekStart); serr != nil {
 				p.Original = nil
 			}
 		}

@@ -228,6 +228,7 @@ type Queue struct {
 	busy int // batches in flight
 
 	spare spares
+	refs  bodyRefs
 }
 
 // Open prepares the index, recovers the spool (see recover.go) and starts the group committer. Call Close
