@@ -16,6 +16,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/dane"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mx"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
@@ -35,8 +37,9 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 		}
 	}
 	addrs := []netip.Addr{t.literal}
+	var addrRes dnsx.Result
 	if !t.literal.IsValid() {
-		ips, _, err := mx.Addresses(ctx, d.Resolver, t.name)
+		ips, res, err := mx.AddressesResult(ctx, d.Resolver, t.name)
 		if err != nil {
 			a.last = deferred(451, "4.4.4", fmt.Sprintf("no address for %s: %v", t.name, err))
 			if mx.Permanent(err) {
@@ -45,7 +48,10 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 			a.last.RemoteMTA = t.name
 			return
 		}
-		addrs = ips
+		addrs, addrRes = ips, res
+	}
+	if !a.daneHost(ctx, t, addrRes) {
+		return
 	}
 	max := d.MaxAddressesPerHost
 	if max <= 0 {
@@ -69,6 +75,36 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 			break
 		}
 	}
+}
+
+// daneHost looks up t's TLSA records when the plan asks for DANE (RFC 7672 Section 2.2.2: after the address
+// records) and hands them to the plan. It returns false when t must not be used: a bogus or failed TLSA
+// lookup (RFC 7672 Section 2.1.2, DANE-4) or mandatory DANE without secure TLSA records (DANE-16); the
+// next host is then tried.
+func (a *attempt) daneHost(ctx context.Context, t target, addr dnsx.Result) bool {
+	if a.plan.DANE() == tlspolicy.DANEOff {
+		return true
+	}
+	var set dane.TLSASet
+	// RFC 7672 Section 2.2 (DANE-14): DANE does not apply to address literals, nor to an MX that (wrongly)
+	// names an IP address.
+	_, err := netip.ParseAddr(t.name)
+	if a.plan.LookupTLSA() && !t.literal.IsValid() && err != nil {
+		set = dane.Lookup(ctx, a.d.Resolver, dane.LookupRequest{Host: t.name, Port: t.port, Addr: addr})
+	}
+	v := a.plan.SetDANE(t.name, set)
+	if v.Proceed {
+		return true
+	}
+	a.recordFailure(t.name, "", v)
+	if v.Failure == "" {
+		// A TLSA lookup that failed for another reason than DNSSEC: temporary, like any DNS failure.
+		a.last = deferred(451, "4.4.3", fmt.Sprintf("TLSA lookup for %s failed: %s", t.name, v.Detail))
+		a.last.RemoteMTA = t.name
+		return false
+	}
+	a.last = policyDeferral(t.name, v)
+	return false
 }
 
 // session runs one SMTP session with t at ip. It returns next=true when the next address or host should be
@@ -120,7 +156,7 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 		a.recordFailure(t.name, ip.String(), *failure)
 		reusable = false
 	} else if a.record && !plain {
-		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicy(), Success: true, At: d.now()})
+		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicyFor(t.name), Success: true, At: d.now()})
 	}
 	return a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable}, key, t), false
 }
@@ -238,6 +274,9 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 	desc := "unverified " + tls.VersionName(cs.Version)
 	if v.Verified {
 		desc = "verified " + tls.VersionName(cs.Version)
+	}
+	if v.DANE {
+		desc += " (DANE)"
 	}
 	if !v.Proceed {
 		tc.Quit()
@@ -411,7 +450,7 @@ func (a *attempt) recordFailure(host, ip string, v tlspolicy.Verdict) {
 		return
 	}
 	a.d.Recorder.Record(tlsrpt.Session{
-		Policy: a.plan.ReportPolicy(),
+		Policy: a.plan.ReportPolicyFor(host),
 		At:     a.d.now(),
 		Failure: &tlsrpt.FailureDetails{
 			ResultType:          v.Failure,

@@ -227,6 +227,9 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 	cur := fqdn
 	for {
 		resp, err := c.exchange(ctx, cur, qtype)
+		if errors.Is(err, ErrBogus) {
+			return nil, Result{CNAMEs: res.CNAMEs}, fmt.Errorf("%s %s: %w", tname, name, err)
+		}
 		if err != nil {
 			return nil, Result{CNAMEs: res.CNAMEs}, fmt.Errorf("%w: %s %s: %w", ErrTemporary, tname, name, err)
 		}

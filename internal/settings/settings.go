@@ -58,7 +58,7 @@ const domainSuffix = ".TLS"
 func Defs() []Def {
 	return []Def{
 		{"Controller.EnableTLSRPT", Bool, "true", "Record TLS sessions and send daily TLS reports (RFC 8460) to domains that publish _smtp._tls."},
-		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes (not implemented yet: refused when true)."},
+		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes: hosts with DNSSEC-secure TLSA records must be authenticated by them (needs a validating resolver, see dns.validating)."},
 		{"Sender.EnableMTASTS", Bool, "true", "Validate MTA-STS (RFC 8461) on delivery to MX routes."},
 		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them (default postmaster@<hostname>)."},
 		{"TLSRPT.DKIMKeyFile", String, "", "PEM private key (RSA or Ed25519) that signs TLS report mail (RFC 8460 Section 3)."},
@@ -95,9 +95,6 @@ func Canonical(key, value string) (string, string, error) {
 		b, err := strconv.ParseBool(value)
 		if err != nil {
 			return "", "", fmt.Errorf("%s: %w: %q is not a boolean (true or false)", key, ErrInvalidValue, value)
-		}
-		if key == "Sender.EnableDANE" && b {
-			return "", "", fmt.Errorf("%s: %w: DANE validation is not implemented in this version", key, ErrInvalidValue)
 		}
 		return key, strconv.FormatBool(b), nil
 	case Int:

@@ -142,7 +142,7 @@ func TestRefusesUnknownAndIllTyped(t *testing.T) {
 		{"TLSRPT.MaxDestinations", "-1", ErrInvalidValue},
 		{"TLSRPT.OrganizationName", "Acme\r\nBcc: x", ErrInvalidValue},
 		{"Domain.example.com.TLS", "secure", ErrInvalidValue},
-		{"Sender.EnableDANE", "true", ErrInvalidValue},
+		{"Sender.EnableDANE", "maybe", ErrInvalidValue},
 	}
 	for _, tc := range tests {
 		if err := s.Set(ctx, tc.key, tc.value); !errors.Is(err, tc.want) {

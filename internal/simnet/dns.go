@@ -2,6 +2,7 @@ package simnet
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/dnsx"
 )
 
@@ -166,6 +168,17 @@ func (d *DNS) AddTLSA(name string, t dnsx.TLSA) {
 		MatchingType: t.MatchingType,
 		Certificate:  hex.EncodeToString(t.Data),
 	})
+}
+
+// AddDANE publishes at _port._tcp.host the TLSA record of the given usage, selector and matching type for
+// cert (RFC 6698 Section 2.1, RFC 7672 Section 2.2.3). port 0 means 25.
+func (d *DNS) AddDANE(host string, port int, usage, selector, matchingType uint8, cert *x509.Certificate) dnsx.TLSA {
+	if port == 0 {
+		port = 25
+	}
+	t := dane.Make(usage, selector, matchingType, cert)
+	d.AddTLSA(dane.QueryName(host, port), t)
+	return t
 }
 
 // Remove deletes the records of type rrtype at name; dns.TypeANY deletes all of them.

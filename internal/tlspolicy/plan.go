@@ -28,7 +28,10 @@ type Plan struct {
 	discoveryFailure tlsrpt.ResultType
 	discoveryDetail  string
 	mxSecure         bool
+	mxCNAMEs         []string
 	routed           bool
+	daneMode         DANEMode
+	dane             map[string]*daneHost
 	roots            *x509.CertPool
 	now              func() time.Time
 	sessions         tls.ClientSessionCache
@@ -60,8 +63,10 @@ func (p *Plan) Reason() string {
 type Verdict struct {
 	// Proceed: the session may go on (to dialing, or to MAIL FROM).
 	Proceed bool
-	// Verified: the peer's certificate passed PKIX validation for the MX host name.
+	// Verified: the peer's certificate passed PKIX validation for the MX host name, or DANE authentication.
 	Verified bool
+	// DANE: the peer was authenticated by its TLSA records (RFC 7672).
+	DANE bool
 	// Failure names the RFC 8460 result type of what went wrong, "" when the policy was satisfied. In testing
 	// mode and for opportunistic TLS a Verdict can proceed and still carry a Failure to record.
 	Failure tlsrpt.ResultType
@@ -72,10 +77,19 @@ type Verdict struct {
 
 // Name is a short label for logs and metrics: "mta-sts enforce", "mta-sts testing", "required-verify", ...
 func (p *Plan) Name() string {
+	base := string(p.Level)
 	if p.Source == SourceMTASTS {
-		return "mta-sts " + string(p.STSMode)
+		base = "mta-sts " + string(p.STSMode)
 	}
-	return string(p.Level)
+	switch {
+	case p.DANE() == DANERequired:
+		return "dane-only"
+	case p.DANE() == DANEOn && base == string(LevelOpportunistic):
+		return "dane"
+	case p.DANE() == DANEOn:
+		return "dane+" + base
+	}
+	return base
 }
 
 // Enforcing reports whether failures of this plan stop delivery (as opposed to testing mode and
@@ -127,7 +141,7 @@ func (p *Plan) UseTLS() bool { return p.Level != LevelNone || p.RequireTLS }
 // TLSConfig returns the client TLS configuration for host. Verification is done by Check, after the
 // handshake, so that every failure can be classified and opportunistic sessions can proceed.
 func (p *Plan) TLSConfig(host string) *tls.Config {
-	return &tls.Config{
+	c := &tls.Config{
 		// RFC 8461 Section 7.1 (STS-79): SNI carries the MX host name.
 		ServerName: host,
 		// Certificates are verified in Check with the Plan's roots, clock and RFC 8460 classification.
@@ -137,6 +151,8 @@ func (p *Plan) TLSConfig(host string) *tls.Config {
 		ClientSessionCache: p.sessions,
 		Time:               p.now,
 	}
+	p.daneTLSConfig(host, c)
+	return c
 }
 
 // NoTLS is asked when TLS could not be had with host: STARTTLS not offered or refused (failure
@@ -147,14 +163,23 @@ func (p *Plan) NoTLS(host string, failure tlsrpt.ResultType, detail string) Verd
 	if failure == tlsrpt.ResultValidationFailure && v.ReasonCode == "" {
 		v.ReasonCode = "tls-handshake-failed"
 	}
-	// RFC 8461 Section 5 (enforce), RFC 8689 Section 4.2.1 step 4, required levels: never plain text.
-	v.Proceed = !p.Enforcing()
+	// RFC 8461 Section 5 (enforce), RFC 8689 Section 4.2.1 step 4, required levels, and RFC 7672 Section
+	// 2.2 for a host with a secure TLSA RRset (DANE-11): never plain text.
+	v.Proceed = !p.Enforcing() && !p.daneRequiresTLS(host)
 	return v
 }
 
 // Check is asked after a successful TLS handshake with host (and, for REQUIRETLS, after the post-TLS EHLO:
 // requireTLSOffered says whether it advertised REQUIRETLS).
 func (p *Plan) Check(host string, cs tls.ConnectionState, requireTLSOffered bool) Verdict {
+	if v, ok := p.daneCheck(host, cs, requireTLSOffered); ok {
+		return v
+	}
+	return p.pkixCheck(host, cs, requireTLSOffered)
+}
+
+// pkixCheck is Check without DANE: PKIX verification as the plan's level, MTA-STS policy or REQUIRETLS asks.
+func (p *Plan) pkixCheck(host string, cs tls.ConnectionState, requireTLSOffered bool) Verdict {
 	failure, reason, detail := VerifyCertificate(host, cs, p.roots, p.now())
 	v := Verdict{Verified: failure == "", Failure: failure, ReasonCode: reason, Detail: detail}
 	switch {

@@ -8,8 +8,9 @@
 // STARTTLS is missing or fails, Check after the handshake) and does what the Verdict says. Every refusal is
 // named by its RFC 8460 result type.
 //
-// DANE is not evaluated yet: the dane and dane-only levels are accepted in configuration and currently
-// behave as required-verify (a stricter reading, never a weaker one).
+// DANE (RFC 7672) is evaluated per host: delivery looks up each host's TLSA records after its addresses and
+// gives them to the Plan (SetDANE); a host with a secure TLSA RRset is then governed by DANE, which takes
+// precedence over MTA-STS (RFC 8461 Section 2) and is never overridden by it.
 package tlspolicy
 
 import (
@@ -114,8 +115,12 @@ type Request struct {
 	RequireTLS bool
 	// TLSOptional: the message carries "TLS-Required: No" (RFC 8689 Section 4.2.2).
 	TLSOptional bool
-	// MXSecure: the MX RRset was DNSSEC-validated (for RFC 8689 Section 4.2.1 step 2).
+	// MXSecure: the MX RRset was DNSSEC-validated (for RFC 8689 Section 4.2.1 step 2 and RFC 7672 Section
+	// 2.2.1).
 	MXSecure bool
+	// MXCNAMEs is the CNAME chain followed by the MX lookup, for DANE-TA reference identifiers (RFC 7672
+	// Section 3.2.2).
+	MXCNAMEs []string
 }
 
 // ErrSTSLookup wraps a failure of the MTA-STS source that must defer the delivery.
@@ -126,7 +131,7 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 	s := d.settings()
 	p := d.newPlan(req.Domain)
 	p.RequireTLS = req.RequireTLS && !req.Domain.IsZero()
-	p.mxSecure = req.MXSecure
+	p.mxSecure, p.mxCNAMEs = req.MXSecure, req.MXCNAMEs
 
 	// RFC 8689 Section 4.2.2: with "TLS-Required: No" (and no REQUIRETLS), recipient TLS policies are
 	// ignored; STARTTLS is still used when offered.
@@ -135,9 +140,24 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 		return p, nil
 	}
 
+	// RFC 7672: DANE applies when Sender.EnableDANE is on, and to a domain whose rule asks for it whatever
+	// the global switch.
+	if s.EnableDANE {
+		p.daneMode = DANEOn
+	}
 	if lvl, ok := s.Rules[req.Domain.String()]; ok {
-		p.Level, p.Source = lvl, SourceRule
-		return p, nil
+		switch lvl {
+		case LevelDANE, LevelDANEOnly:
+			p.daneMode = DANEOn
+			if lvl == LevelDANEOnly {
+				p.daneMode = DANERequired
+			}
+			// Hosts without secure TLSA records get what MTA-STS or the default gives (RFC 7672 Section 2.2:
+			// pre-DANE TLS); dane-only refuses them in SetDANE.
+		default:
+			p.Level, p.Source = lvl, SourceRule
+			return p, nil
+		}
 	}
 
 	if s.EnableMTASTS && d.STS != nil {
@@ -177,6 +197,13 @@ func (d *Decider) ForRoute(domain address.Domain, level Level, requireTLS bool) 
 	p.Level, p.Source = level, SourceRoute
 	p.RequireTLS = requireTLS
 	p.routed = true
+	switch level {
+	case LevelDANE:
+		// RFC 7672 Section 2.2.3 (DANE-9): a smart host's TLSA records are at its own name and port.
+		p.Level, p.daneMode = LevelOpportunistic, DANEOn
+	case LevelDANEOnly:
+		p.Level, p.daneMode = LevelOpportunistic, DANERequired
+	}
 	return p
 }
 
