@@ -249,13 +249,16 @@ func probeHost(ctx context.Context, env Env, plan *tlspolicy.Plan, ht *HostTest)
 		return plan.NoTLS(ht.Host, tlsrpt.ResultValidationFailure, ht.STARTTLSError), true
 	}
 	// The TLS configuration delivery uses: SNI is the MX host name (RFC 8461 Section 7.1), TLS 1.2 or later.
-	tconn := tls.Client(conn, plan.TLSConfig(ht.Host))
+	// Where DANE applies, SNI is the TLSA base domain (RFC 7672 Section 8.1).
+	cfg := plan.TLSConfig(ht.Host)
+	tconn := tls.Client(conn, cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
 		ht.STARTTLSError = "TLS handshake failed: " + err.Error()
 		return plan.NoTLS(ht.Host, tlsrpt.ResultValidationFailure, ht.STARTTLSError), true
 	}
 	cs := tconn.ConnectionState()
 	ht.TLS = describeTLS(ht.Host, cs, env.Roots, env.now())
+	ht.TLS.ServerName = cfg.ServerName
 	v = plan.Check(ht.Host, cs, false)
 	// RFC 3207 Section 4.2: the pre-TLS EHLO is forgotten; ask again to show what is offered over TLS.
 	s = newDialogue(tconn)
