@@ -40,6 +40,16 @@ type Plan struct {
 // Reason explains the decision in one sentence (for `mxgate policy explain`, the console and logs). It is
 // built on demand so that the decision itself stays cheap.
 func (p *Plan) Reason() string {
+	switch p.DANE() {
+	case DANEOn:
+		return p.baseReason() + "; DANE: hosts with DNSSEC-secure TLSA records must be authenticated by them (RFC 7672), whatever the above"
+	case DANERequired:
+		return "dane-only: only hosts with DNSSEC-secure TLSA records are used, authenticated by them (RFC 7672); the others are refused (dane-required)"
+	}
+	return p.baseReason()
+}
+
+func (p *Plan) baseReason() string {
 	switch p.Source {
 	case SourceTLSOptional:
 		return "the message carries TLS-Required: No, so recipient policies are ignored (RFC 8689 Section 4.2.2)"
