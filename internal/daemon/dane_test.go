@@ -62,7 +62,7 @@ func TestCommittedEnableDANEDeliversOverDANE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.DANE != "on" || e.Plan != "dane" || len(e.MX) != 1 || e.MX[0].DANE == nil || e.MX[0].DANE.Status != "secure" || !e.MX[0].DANE.Usable || !e.MX[0].Allowed {
+	if e.DANE != "on" || len(e.MX) != 1 || e.MX[0].DANE == nil || e.MX[0].DANE.Status != "secure" || !e.MX[0].DANE.Usable || !e.MX[0].Allowed {
 		t.Errorf("explanation %+v (mx %+v), want DANE on and mx1 with a usable secure TLSA RRset", e, e.MX)
 	}
 	// A bogus TLSA answer makes the host unusable, and explain says so.

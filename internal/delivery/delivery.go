@@ -333,7 +333,7 @@ func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 	r.MsgID, r.Rcpt = j.MsgID, rcpt
 	if a.plan != nil {
 		if r.Policy == "" {
-			r.Policy = a.plan.Name()
+			r.Policy = a.plan.NameFor(r.RemoteMTA)
 		}
 		r.PolicySource, r.STSMode, r.STSID = string(a.plan.Source), string(a.plan.STSMode), a.plan.STSID
 	}
@@ -350,7 +350,7 @@ func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
 	}
 	ev := Event{Domain: a.domain, Result: r, Attempt: j.Attempt, IP: a.ip, TLSVersion: a.tlsVersion}
 	if a.plan != nil {
-		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.Name(), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
+		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.NameFor(r.RemoteMTA), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
 	}
 	d.Events(ev)
 }

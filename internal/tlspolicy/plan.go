@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
@@ -31,6 +32,7 @@ type Plan struct {
 	mxCNAMEs         []string
 	routed           bool
 	daneMode         DANEMode
+	daneRule         bool
 	dane             map[string]*daneHost
 	roots            *x509.CertPool
 	now              func() time.Time
@@ -91,15 +93,30 @@ func (p *Plan) Name() string {
 	if p.Source == SourceMTASTS {
 		base = "mta-sts " + string(p.STSMode)
 	}
+	if !p.daneRule {
+		// Sender.EnableDANE changes nothing for hosts without TLSA records: NameFor names the hosts it governs.
+		return base
+	}
 	switch {
 	case p.DANE() == DANERequired:
 		return "dane-only"
-	case p.DANE() == DANEOn && base == string(LevelOpportunistic):
+	case base == string(LevelOpportunistic):
 		return "dane"
-	case p.DANE() == DANEOn:
-		return "dane+" + base
 	}
-	return base
+	return "dane+" + base
+}
+
+// NameFor is Name for a session with host: "dane" (or "dane-only") where DANE governed it, a secure TLSA
+// RRset or a bogus TLSA answer, else Name.
+func (p *Plan) NameFor(host string) string {
+	h := p.daneHost(host)
+	if h == nil || (h.set.Status != dane.StatusSecure && h.set.Status != dane.StatusBogus) {
+		return p.Name()
+	}
+	if p.DANE() == DANERequired {
+		return "dane-only"
+	}
+	return "dane"
 }
 
 // Enforcing reports whether failures of this plan stop delivery (as opposed to testing mode and

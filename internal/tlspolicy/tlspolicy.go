@@ -148,7 +148,7 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 	if lvl, ok := s.Rules[req.Domain.String()]; ok {
 		switch lvl {
 		case LevelDANE, LevelDANEOnly:
-			p.daneMode = DANEOn
+			p.daneMode, p.daneRule = DANEOn, true
 			if lvl == LevelDANEOnly {
 				p.daneMode = DANERequired
 			}
@@ -200,9 +200,9 @@ func (d *Decider) ForRoute(domain address.Domain, level Level, requireTLS bool) 
 	switch level {
 	case LevelDANE:
 		// RFC 7672 Section 2.2.3 (DANE-9): a smart host's TLSA records are at its own name and port.
-		p.Level, p.daneMode = LevelOpportunistic, DANEOn
+		p.Level, p.daneMode, p.daneRule = LevelOpportunistic, DANEOn, true
 	case LevelDANEOnly:
-		p.Level, p.daneMode = LevelOpportunistic, DANERequired
+		p.Level, p.daneMode, p.daneRule = LevelOpportunistic, DANERequired, true
 	}
 	return p
 }
