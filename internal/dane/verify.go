@@ -85,6 +85,8 @@ func Verify(chain []*x509.Certificate, req VerifyRequest) Result {
 	if taFailure != nil {
 		return *taFailure
 	}
+	// Spec: DANE-22: a usable RRset that matches nothing is reported as tlsa-invalid (RFC 8460 Section
+	// 4.3.2.1: "none of the records in the RRset were found to be valid"), reason code dane-no-match.
 	return Result{Failure: tlsrpt.ResultTLSAInvalid, ReasonCode: ReasonNoMatch,
 		Detail: fmt.Sprintf("no TLSA record matches the certificate chain of %q (TLSA %v)", leaf.Subject.CommonName, Strings(req.RRset))}
 }

@@ -135,6 +135,8 @@ func (p *Plan) TLSABaseDomain(host string) string {
 // base domain where DANE applies or its lookup was bogus (RFC 8460 Section 4.4: the Policy Domain of a
 // DANE result is the TLSA base domain), else the plan's policy.
 func (p *Plan) ReportPolicyFor(host string) tlsrpt.Policy {
+	// Spec: RPT-1 and STS-91: a DANE result goes to the _smtp._tls record of its TLSA base domain (as mox),
+	// and a session governed by DANE is reported once, under policy-type tlsa, not also under sts.
 	h := p.daneHost(host)
 	switch {
 	case h.applies():
@@ -189,6 +191,9 @@ func (p *Plan) daneCheck(host string, cs tls.ConnectionState, requireTLSOffered 
 		v.Detail = fmt.Sprintf("%s did not advertise REQUIRETLS after STARTTLS", host)
 	default:
 		// RFC 8689 Section 4.2.1 step 4 (REQ-6): DANE authenticates the server as well as PKIX does.
+		// Spec: STS-90: a DANE-authenticated host counts as authenticated even where PKIX or an enforced
+		// MTA-STS policy's certificate check would fail; AllowMX has already refused hosts outside the
+		// policy's MX patterns (as mox does).
 		v.Proceed = true
 	}
 	return v, true
