@@ -137,6 +137,14 @@ func TestCNAMEBaseDomains_DANE10_DANE6(t *testing.T) {
 		t.Errorf("BaseDomain = %q, want mx2.example.com (never the intermediate hop)", got.BaseDomain)
 	}
 
+	// A CNAME at the TLSA owner name does not change the base domain.
+	n.DNS.AddA("mx4.example.com", n.Block.Addr().Next())
+	n.DNS.AddCNAME("_25._tcp.mx4.example.com", "tlsa.hoster.test")
+	n.DNS.AddTLSA("tlsa.hoster.test", rec)
+	if got := lookup(t, r, "mx4.example.com", 25); got.Status != dane.StatusSecure || got.BaseDomain != "mx4.example.com" {
+		t.Errorf("CNAME at the TLSA name: %+v, want secure with base domain mx4.example.com", got)
+	}
+
 	n.DNS.AddCNAME("mx3.example.com", "mx.unsigned.hoster.test")
 	n.DNS.AddA("mx.unsigned.hoster.test", n.Block.Addr().Next())
 	n.DNS.AddTLSA("_25._tcp.mx3.example.com", rec)

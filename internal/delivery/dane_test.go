@@ -425,3 +425,25 @@ func TestTLSRequiredNoIgnoresDANE_REQ11(t *testing.T) {
 func hexs(b []byte) string { return hex.EncodeToString(b) }
 
 func setRule(h *harness, domain string, l tlspolicy.Level) { h.settings.Rules[domain] = l }
+
+// TestKeptSessionNotReusedAfterTLSAChange: a session kept for reuse was authenticated against the TLSA
+// records of its time; once they change, the next batch opens a new session and checks again.
+func TestKeptSessionNotReusedAfterTLSAChange(t *testing.T) {
+	t.Parallel()
+	h := daneHarness(t)
+	h.d.IdleTimeout = time.Minute
+	t.Cleanup(h.d.Close)
+	mx1 := h.evilMX("mx1.example.com", 10, simnet.MXOptions{})
+	h.tlsa(mx1, 3, 1, 1, true)
+	if r := one(t, h.deliver("example.com", job("m1", "bob@example.com"))); r.Outcome != queue.Delivered {
+		t.Fatalf("first batch: %+v", r)
+	}
+	h.n.DNS.Remove("_25._tcp.mx1.example.com", dns.TypeTLSA)
+	h.tlsa(mx1, 3, 1, 1, false)
+	if r := one(t, h.deliver("example.com", job("m2", "bob@example.com"))); r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultTLSAInvalid) {
+		t.Fatalf("after the TLSA change: %+v, want deferred tlsa-invalid", r)
+	}
+	if n := len(mx1.Messages()); n != 1 {
+		t.Errorf("mx1 got %d messages, want 1", n)
+	}
+}

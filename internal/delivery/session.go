@@ -113,7 +113,7 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 	d := a.d
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
 	a.ip = ip.String()
-	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain)}
+	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain) + "|" + a.plan.DANEKey(t.name)}
 	if s := d.pool().get(key); s != nil {
 		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
 		if err := s.c.Reset(); err == nil {

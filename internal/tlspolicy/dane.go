@@ -3,6 +3,7 @@ package tlspolicy
 import (
 	"crypto/tls"
 	"fmt"
+	"strings"
 
 	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -118,6 +119,16 @@ func (p *Plan) daneHost(host string) *daneHost {
 		return nil
 	}
 	return p.dane[host]
+}
+
+// DANEKey identifies what DANE asked of a session with host (its base domain and TLSA records), so that a
+// session kept for reuse is reused only while the records it was authenticated against are unchanged.
+func (p *Plan) DANEKey(host string) string {
+	h := p.daneHost(host)
+	if h == nil {
+		return ""
+	}
+	return string(h.set.Status) + " " + h.set.BaseDomain + " " + strings.Join(dane.Strings(h.set.RRset), ",")
 }
 
 // DANEApplies reports whether host's TLS is governed by a secure TLSA RRset (for logs and explanations).
