@@ -213,23 +213,6 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	if port == 0 {
 		port = 25
 	}
-	if r, ok := d.MatchRoute(domain); ok {
-		dom, _ := address.ParseDomain(domain)
-		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
-		var ts []target
-		for _, h := range r.Hosts {
-			host, p := h, r.Port
-			if p == 0 {
-				p = port
-			}
-			if hh, ps, err := net.SplitHostPort(h); err == nil {
-				host = hh
-				p, _ = strconv.Atoi(ps)
-			}
-			ts = append(ts, target{name: strings.ToLower(host), port: p})
-		}
-		return ts, plan, queue.Result{}, true
-	}
 	if strings.HasPrefix(domain, "[") {
 		// RFC 8461 Section 3.4 (STS-3): address literals have no MTA-STS policy.
 		lit := strings.TrimPrefix(strings.Trim(domain, "[]"), "IPv6:")
@@ -243,6 +226,24 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	dom, err := address.ParseDomain(domain)
 	if err != nil {
 		return nil, nil, permanent(501, "5.1.2", "bad recipient domain: "+err.Error()), false
+	}
+	if r, ok := d.MatchRoute(domain); ok {
+		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
+		var ts []target
+		for _, h := range r.Hosts {
+			host, p := h, r.Port
+			if p == 0 {
+				p = port
+			}
+			// Config validation accepts only host or host:port with a numeric port.
+			if hh, ps, err := net.SplitHostPort(h); err == nil {
+				if n, err := strconv.Atoi(ps); err == nil {
+					host, p = hh, n
+				}
+			}
+			ts = append(ts, target{name: strings.ToLower(host), port: p})
+		}
+		return ts, plan, queue.Result{}, true
 	}
 	route, err := mx.Resolve(ctx, d.Resolver, dom, mx.Options{LocalNames: d.LocalNames})
 	switch {

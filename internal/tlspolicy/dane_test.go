@@ -100,7 +100,7 @@ func TestDANEClientHello_DANE26(t *testing.T) {
 		t.Errorf("config: suites %v, min version %x, SNI %q; want Go's defaults, TLS 1.2, SNI the base domain", c.CipherSuites, c.MinVersion, c.ServerName)
 	}
 	// A host with secure TLSA records never falls back to plain text.
-	if v := p.NoTLS("mx1.example.com", tlsrpt.ResultSTARTTLSNotSupported, "no STARTTLS"); v.Proceed {
+	if v := p.STARTTLSNotOffered("mx1.example.com"); v.Proceed {
 		t.Error("plain text allowed for a host with secure TLSA records")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -182,12 +183,29 @@ func (p *Plan) TLSConfig(host string) *tls.Config {
 	return c
 }
 
-// NoTLS is asked when TLS could not be had with host: STARTTLS not offered or refused (failure
-// starttls-not-supported), or the handshake failed (validation-failure). It says whether the session may
-// continue, or the host be retried, in plain text.
-func (p *Plan) NoTLS(host string, failure tlsrpt.ResultType, detail string) Verdict {
+// STARTTLSNotOffered is asked when host's EHLO reply does not list STARTTLS (starttls-not-supported). Like
+// STARTTLSRefused and HandshakeFailed, it says whether the session may continue, or the host be retried, in
+// plain text; these three name every way a session gets no TLS, for delivery and diagnostics alike.
+func (p *Plan) STARTTLSNotOffered(host string) Verdict {
+	return p.noTLS(host, tlsrpt.ResultSTARTTLSNotSupported, host+" does not offer STARTTLS")
+}
+
+// STARTTLSRefused is asked when the host answered STARTTLS with a reply other than 220 (starttls-not-supported);
+// text is the reply's text, of which the first line is kept.
+func (p *Plan) STARTTLSRefused(host string, code int, text string) Verdict {
+	first, _, _ := strings.Cut(text, "\n")
+	return p.noTLS(host, tlsrpt.ResultSTARTTLSNotSupported, fmt.Sprintf("STARTTLS refused: %d %s", code, first))
+}
+
+// HandshakeFailed is asked when the TLS handshake with the host failed (validation-failure, reason
+// tls-handshake-failed).
+func (p *Plan) HandshakeFailed(host string, err error) Verdict {
+	return p.noTLS(host, tlsrpt.ResultValidationFailure, "TLS handshake failed: "+err.Error())
+}
+
+func (p *Plan) noTLS(host string, failure tlsrpt.ResultType, detail string) Verdict {
 	v := Verdict{Failure: failure, Detail: detail}
-	if failure == tlsrpt.ResultValidationFailure && v.ReasonCode == "" {
+	if failure == tlsrpt.ResultValidationFailure {
 		v.ReasonCode = "tls-handshake-failed"
 	}
 	// RFC 8461 Section 5 (enforce), RFC 8689 Section 4.2.1 step 4, required levels, and RFC 7672 Section

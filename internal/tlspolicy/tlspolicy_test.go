@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/mtasts"
@@ -152,8 +155,8 @@ func TestPlanModes(t *testing.T) {
 			if got := p.AllowMX("evil.test").Proceed; got != tc.want.allowUnlisted {
 				t.Errorf("AllowMX(unlisted) = %v, want %v", got, tc.want.allowUnlisted)
 			}
-			if got := p.NoTLS("mx1.example.com", tlsrpt.ResultSTARTTLSNotSupported, "").Proceed; got != tc.want.noTLSProceeds {
-				t.Errorf("NoTLS.Proceed = %v, want %v", got, tc.want.noTLSProceeds)
+			if got := p.STARTTLSNotOffered("mx1.example.com").Proceed; got != tc.want.noTLSProceeds {
+				t.Errorf("STARTTLSNotOffered.Proceed = %v, want %v", got, tc.want.noTLSProceeds)
 			}
 			v := p.Check("mx1.example.com", badCert, false)
 			if v.Proceed != tc.want.badCertProceeds || v.Failure != tc.want.badCertFailure {
@@ -216,7 +219,7 @@ func TestRequireTLS_REQ5_REQ7(t *testing.T) {
 	if !p.AllowMX("mx1.example.com").Proceed {
 		t.Error("REQ-5: a DNSSEC-secure MX name is authenticated")
 	}
-	if p.NoTLS("mx1.example.com", tlsrpt.ResultSTARTTLSNotSupported, "").Proceed {
+	if p.STARTTLSNotOffered("mx1.example.com").Proceed {
 		t.Error("REQ-6: REQUIRETLS never goes without TLS")
 	}
 	if p.Check("mx1.example.com", good, false).Proceed {
@@ -229,5 +232,33 @@ func TestRequireTLS_REQ5_REQ7(t *testing.T) {
 	p, _ = withSTS.For(context.Background(), Request{Domain: dom, RequireTLS: true})
 	if !p.AllowMX("mx1.example.com").Proceed {
 		t.Error("REQ-5: an MX listed by an enforced MTA-STS policy is authenticated")
+	}
+}
+
+// Every way a session gets no TLS has one label (result type, reason code, detail), whichever client path
+// (delivery or diagnostics) meets it; STS-72 and STS-73 name the result types.
+func TestNoTLSLabels_STS72(t *testing.T) {
+	dom := address.MustParseDomain("example.com")
+	enforce := mustPolicy(t, "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n")
+	d := &Decider{Settings: func() *Settings { return &Settings{EnableMTASTS: true} }, STS: fakeSTS{STSResult{Policy: enforce, ID: "1"}}}
+	p, err := d.For(context.Background(), Request{Domain: dom})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		got  Verdict
+		want Verdict
+	}{
+		{"not offered", p.STARTTLSNotOffered("mx1.example.com"),
+			Verdict{Failure: tlsrpt.ResultSTARTTLSNotSupported, Detail: "mx1.example.com does not offer STARTTLS"}},
+		{"refused", p.STARTTLSRefused("mx1.example.com", 454, "4.7.0 TLS not available\nsecond line"),
+			Verdict{Failure: tlsrpt.ResultSTARTTLSNotSupported, Detail: "STARTTLS refused: 454 4.7.0 TLS not available"}},
+		{"handshake", p.HandshakeFailed("mx1.example.com", errors.New("remote error: tls: handshake failure")),
+			Verdict{Failure: tlsrpt.ResultValidationFailure, ReasonCode: "tls-handshake-failed", Detail: "TLS handshake failed: remote error: tls: handshake failure"}},
+	} {
+		if diff := cmp.Diff(tc.want, tc.got); diff != "" {
+			t.Errorf("%s under enforce (-want +got):\n%s", tc.name, diff)
+		}
 	}
 }
