@@ -30,10 +30,11 @@ type domainsData struct {
 	STSErr string
 }
 
-// enforceVerdict says, for a domain's observed deliveries, whether they would have failed under an
-// enforcing MTA-STS policy. For a domain already under enforce it only says so.
-func enforceVerdict(ds *domainState) (string, bool) {
-	if ds == nil || ds.Attempts == 0 {
+// enforceVerdict says, for a domain's sessions in the last 24 hours (seen by this node), whether they would
+// have failed under an enforcing MTA-STS policy: the evidence an administrator needs before asking a
+// partner to move to enforce. For a domain already under enforce it only says so.
+func enforceVerdict(ds *domainState, now time.Time) (string, bool) {
+	if ds == nil {
 		return "no TLS session seen", false
 	}
 	if ds.Plan == "mta-sts enforce" {
@@ -42,10 +43,14 @@ func enforceVerdict(ds *domainState) (string, bool) {
 		}
 		return "enforced", false
 	}
-	if ds.WouldFail == 0 {
-		return fmt.Sprintf("no: all %d sessions verified", ds.Attempts), false
+	sessions, fail := ds.window(now)
+	switch {
+	case sessions == 0:
+		return "no TLS session seen in 24 h", false
+	case fail == 0:
+		return fmt.Sprintf("would fail under enforce: 0 of %d sessions in 24 h (all verified)", sessions), false
 	}
-	return fmt.Sprintf("yes: %d of %d sessions (last: %s)", ds.WouldFail, ds.Attempts, lastWhy(ds)), true
+	return fmt.Sprintf("would fail under enforce: %d of %d sessions in 24 h (last: %s)", fail, sessions, lastWhy(ds)), true
 }
 
 func lastWhy(ds *domainState) string {
@@ -91,7 +96,7 @@ func (c *Console) domainsList(w http.ResponseWriter, r *http.Request, s *session
 		row.STS, row.Expired = &e, e.Expired(now)
 	}
 	for _, row := range rows {
-		row.Enforce, row.Warn = enforceVerdict(row.Seen)
+		row.Enforce, row.Warn = enforceVerdict(row.Seen, now)
 		d.Rows = append(d.Rows, *row)
 	}
 	slices.SortFunc(d.Rows, func(a, b domainRow) int { return strings.Compare(a.Domain, b.Domain) })
@@ -150,7 +155,7 @@ func (c *Console) domainDetail(w http.ResponseWriter, r *http.Request, s *sessio
 	if ds, ok := c.timeline.domain(d.Domain); ok {
 		d.Seen = &ds
 	}
-	d.Enforce, d.Warn = enforceVerdict(d.Seen)
+	d.Enforce, d.Warn = enforceVerdict(d.Seen, c.now())
 	e, err := c.opts.STS.Show(r.Context(), dom)
 	switch {
 	case err == nil:

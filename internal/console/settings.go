@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/mxgate/mxgate/internal/settings"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 type settingsData struct {
@@ -18,7 +19,17 @@ type settingsData struct {
 	Levels     []string
 }
 
-func tlsLevels() []string { return []string{"none", "opportunistic", "required", "required-verify"} }
+// tlsRules lists every rule a form may stage, in tlspolicy's text form: each level, then each level as an
+// override. Every committed value is one of them, so a form always shows the value in force.
+func tlsRules() []string {
+	var out []string
+	for _, override := range []bool{false, true} {
+		for _, l := range tlspolicy.Levels() {
+			out = append(out, tlspolicy.Rule{Level: l, Override: override}.String())
+		}
+	}
+	return out
+}
 
 func (c *Console) settingsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	entries, err := c.opts.Settings.List(r.Context())
@@ -32,7 +43,7 @@ func (c *Console) settingsPage(w http.ResponseWriter, r *http.Request, s *sessio
 		return
 	}
 	c.render(w, r, s, http.StatusOK, "settings", "Settings", settingsData{
-		Entries: entries, Changes: changes, Generation: c.opts.Settings.Current().Generation, Levels: tlsLevels(),
+		Entries: entries, Changes: changes, Generation: c.opts.Settings.Current().Generation, Levels: tlsRules(),
 	})
 }
 

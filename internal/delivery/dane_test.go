@@ -424,7 +424,9 @@ func TestTLSRequiredNoIgnoresDANE_REQ11(t *testing.T) {
 
 func hexs(b []byte) string { return hex.EncodeToString(b) }
 
-func setRule(h *harness, domain string, l tlspolicy.Level) { h.settings.Rules[domain] = l }
+func setRule(h *harness, domain string, l tlspolicy.Level) {
+	h.settings.Rules[domain] = tlspolicy.Rule{Level: l}
+}
 
 // TestKeptSessionNotReusedAfterTLSAChange: a session kept for reuse was authenticated against the TLSA
 // records of its time; once they change, the next batch opens a new session and checks again.

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -72,8 +73,9 @@ type Deliverer struct {
 	IdleTimeout        time.Duration
 	MaxSessionMessages int
 
-	poolOnce sync.Once
-	sessions *sessionPool
+	poolOnce   sync.Once
+	sessions   *sessionPool
+	sessionSeq atomic.Uint64
 }
 
 // Close ends the sessions kept for reuse. Deliveries after Close still work but keep no sessions.
@@ -94,7 +96,8 @@ func (d *Deliverer) pool() *sessionPool {
 
 // Event is one recipient's outcome in one attempt, as logged.
 type Event struct {
-	Domain     string
+	Domain string
+	// Result carries, in ResultType, the TLS failure the attempt saw even when it delivered.
 	Result     queue.Result
 	Plan       string
 	Source     tlspolicy.Source
@@ -103,6 +106,12 @@ type Event struct {
 	Attempt    int
 	IP         string
 	TLSVersion string
+	// Enforced: the plan stops delivery on TLS failures (enforce, required levels, REQUIRETLS), as opposed
+	// to testing mode and opportunistic TLS, which only record them.
+	Enforced bool
+	// Session numbers the SMTP session the result came from (0: none was made), so that counts can be per
+	// session rather than per recipient. A kept session has the same number for every batch it carries.
+	Session uint64
 }
 
 func (d *Deliverer) now() time.Time {
@@ -151,6 +160,10 @@ type attempt struct {
 	noAddress int
 	// helo is the name in the current host's greeting, for TLS reports.
 	helo string
+	// hostSeen and sessionSeen are the TLS failures seen for the current host (MX matching) and session
+	// (STARTTLS, handshake, certificate), reported or not; sessionNo numbers the session.
+	hostSeen, sessionSeen tlsrpt.ResultType
+	sessionNo             uint64
 }
 
 func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey, jobs []queue.Job) []queue.Result {
@@ -350,8 +363,12 @@ func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
 		return
 	}
 	ev := Event{Domain: a.domain, Result: r, Attempt: j.Attempt, IP: a.ip, TLSVersion: a.tlsVersion}
+	if r.TLS != "" {
+		ev.Session = a.sessionNo
+	}
 	if a.plan != nil {
 		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.NameFor(r.RemoteMTA), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
+		ev.Enforced = a.plan.EnforcingFor(r.RemoteMTA)
 	}
 	d.Events(ev)
 }

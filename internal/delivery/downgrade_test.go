@@ -91,7 +91,7 @@ func TestDowngradeOverSimulatedDay_STS16_STS63(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	settings := &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Level{}}
+	settings := &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Rule{}}
 	rec := &recorder{}
 	d := &delivery.Deliverer{
 		Resolver: resolver,

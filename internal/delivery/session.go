@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -28,7 +29,9 @@ import (
 // settled or the host is proven unusable.
 func (a *attempt) tryHost(ctx context.Context, t target) {
 	d := a.d
+	a.hostSeen = ""
 	if v := a.plan.AllowMX(t.name); !v.Proceed || v.Failure != "" {
+		a.hostSeen = v.Seen()
 		a.recordFailure(t.name, "", v)
 		if !v.Proceed {
 			// RFC 8461 Section 5 (STS-70): never connect to an MX that fails matching under enforce.
@@ -123,6 +126,11 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 	d := a.d
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
 	a.ip = ip.String()
+	if !plain {
+		// A plain-text retry keeps what the failed handshake before it saw.
+		a.sessionSeen = ""
+		a.sessionNo = d.sessionSeq.Add(1)
+	}
 	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain) + "|" + a.plan.DANEKey(t.name)}
 	if s := d.pool().get(key); s != nil {
 		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
@@ -159,6 +167,9 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 		return nextAddress
 	}
 	a.tlsVersion = tlsDesc
+	if failure != nil && failure.Seen() != "" {
+		a.sessionSeen = failure.Seen()
+	}
 	// One session result for TLS reporting (RFC 8460 Section 4.2): a failure seen on the way (testing mode,
 	// STARTTLS missing under opportunistic TLS) or a success. A session reused for later batches is the same
 	// session and is not counted again.
@@ -169,7 +180,7 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 	} else if a.record && !plain {
 		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicyFor(t.name), Success: true, At: d.now()})
 	}
-	a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable}, key, t)
+	a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable, no: a.sessionNo}, key, t)
 	return nextAddress
 }
 
@@ -271,6 +282,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 			return nil, "", &v, errors.New(v.Detail)
 		}
 		a.recordFailure(t.name, remoteIP(conn), v)
+		a.sessionSeen = v.Seen()
 		return nil, "", &v, errRetryPlain{err}
 	}
 	cs := tconn.ConnectionState()
@@ -299,7 +311,9 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 // sendJob sends one message over c and settles its recipients. A returned error means the session is no
 // longer usable; recipients not settled stay pending for the next host.
 func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) error {
-	base := queue.Result{RemoteMTA: host, TLS: tlsDesc}
+	// Every result of the session carries the TLS failure it saw, delivered or not (testing mode,
+	// opportunistic TLS): the evidence for moving a domain to enforce.
+	base := queue.Result{RemoteMTA: host, TLS: tlsDesc, ResultType: string(cmp.Or(a.sessionSeen, a.hostSeen))}
 	opts := &smtp.MailOptions{Size: j.Size, RequireTLS: j.RequireTLS, UTF8: j.SMTPUTF8, EnvelopeID: j.EnvID}
 	switch j.Ret {
 	case "FULL":
@@ -395,6 +409,9 @@ func (a *attempt) settleJob(j queue.Job, r queue.Result) {
 
 func withBase(base, r queue.Result) queue.Result {
 	r.RemoteMTA, r.TLS = base.RemoteMTA, base.TLS
+	if r.ResultType == "" {
+		r.ResultType = base.ResultType
+	}
 	return r
 }
 

@@ -210,6 +210,12 @@ func (p *Plan) daneCheck(host string, cs tls.ConnectionState, requireTLSOffered 
 	return v, true
 }
 
+// EnforcingFor is Enforcing for a session with host: DANE enforces what it governs (a secure TLSA RRset, or
+// dane-only).
+func (p *Plan) EnforcingFor(host string) bool {
+	return p.Enforcing() || p.daneRequiresTLS(host) || (p.daneHost(host) != nil && p.DANE() == DANERequired)
+}
+
 // daneRequiresTLS reports whether DANE makes TLS mandatory with host (a secure TLSA RRset, RFC 7672
 // Section 2.2: never plain text).
 func (p *Plan) daneRequiresTLS(host string) bool { return p.daneHost(host).applies() }

@@ -22,9 +22,9 @@ func TestDANEMode(t *testing.T) {
 	}{
 		{"off by default", Settings{}, Request{Domain: dom, MXSecure: true}, DANEOff},
 		{"Sender.EnableDANE", Settings{EnableDANE: true}, Request{Domain: dom, MXSecure: true}, DANEOn},
-		{"rule dane whatever the switch", Settings{Rules: map[string]Level{"example.com": LevelDANE}}, Request{Domain: dom}, DANEOn},
-		{"rule dane-only", Settings{Rules: map[string]Level{"example.com": LevelDANEOnly}}, Request{Domain: dom}, DANERequired},
-		{"a stricter rule keeps DANE", Settings{EnableDANE: true, Rules: map[string]Level{"example.com": LevelRequiredVerify}}, Request{Domain: dom}, DANEOn},
+		{"rule dane whatever the switch", Settings{Rules: map[string]Rule{"example.com": {Level: LevelDANE}}}, Request{Domain: dom}, DANEOn},
+		{"rule dane-only", Settings{Rules: map[string]Rule{"example.com": {Level: LevelDANEOnly}}}, Request{Domain: dom}, DANERequired},
+		{"a stricter rule keeps DANE", Settings{EnableDANE: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, Request{Domain: dom}, DANEOn},
 		{"TLS-Required: No", Settings{EnableDANE: true}, Request{Domain: dom, TLSOptional: true}, DANEOff},
 	}
 	for _, tt := range tests {
@@ -65,7 +65,7 @@ func TestSetDANE_DANE4_DANE16_DANE25_DANE28(t *testing.T) {
 			tlsrpt.Policy{Type: tlsrpt.PolicyTLSA, String: []string{}, Domain: "example.com"}, "mx1.example.com"},
 	}
 	for _, tt := range tests {
-		s := &Settings{Rules: map[string]Level{"example.com": tt.mode}}
+		s := &Settings{Rules: map[string]Rule{"example.com": {Level: tt.mode}}}
 		d := &Decider{Settings: func() *Settings { return s }}
 		p, err := d.For(context.Background(), Request{Domain: dom, MXSecure: true})
 		if err != nil {

@@ -131,9 +131,25 @@ func TestPlanModes(t *testing.T) {
 			want{"opportunistic", true, true, true, true, "", tlsrpt.PolicyNoPolicyFound, SourceDefault}},
 		{"Sender.EnableMTASTS off", Settings{EnableMTASTS: false}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
 			want{"opportunistic", true, true, true, true, "", tlsrpt.PolicyNoPolicyFound, SourceDefault}},
-		{"rule required-verify beats policy", Settings{EnableMTASTS: true, Rules: map[string]Level{"example.com": LevelRequiredVerify}}, STSResult{Policy: testing_}, Request{Domain: dom},
+		{"rule required-verify raises testing policy", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, STSResult{Policy: testing_}, Request{Domain: dom},
+			want{"required-verify + mta-sts testing", true, true, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceRule}},
+		// Strongest rule wins: a rule never removes the enforce policy's MX check (a forged MX with a valid
+		// certificate is refused), and a weaker rule does not lower the policy's level.
+		{"rule required-verify keeps enforce MX check", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
+			want{"mta-sts enforce", true, false, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceMTASTS}},
+		{"weaker rule does not lower enforce", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelOpportunistic}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
+			want{"mta-sts enforce", true, false, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceMTASTS}},
+		{"rule none does not lower enforce", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelNone}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
+			want{"mta-sts enforce", true, false, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceMTASTS}},
+		// Override: the rule replaces the policy; failures are still seen and the session reported under it.
+		{"override replaces enforce", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelOpportunistic, Override: true}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
+			want{"opportunistic override", true, true, true, true, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceRule}},
+		// RFC 8689 Section 4.2.2 relaxes recipient policies, not the administrator's rules (unless allowed).
+		{"TLS-Required: No keeps the rule", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom, TLSOptional: true},
 			want{"required-verify", true, true, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicyNoPolicyFound, SourceRule}},
-		{"rule required does not verify", Settings{Rules: map[string]Level{"example.com": LevelRequired}}, STSResult{}, Request{Domain: dom},
+		{"TLS-Required: No relaxes rules when allowed", Settings{EnableMTASTS: true, TLSRequiredNoRelaxesRules: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom, TLSOptional: true},
+			want{"opportunistic", true, true, true, true, "", tlsrpt.PolicyNoPolicyFound, SourceTLSOptional}},
+		{"rule required does not verify", Settings{Rules: map[string]Rule{"example.com": {Level: LevelRequired}}}, STSResult{}, Request{Domain: dom},
 			want{"required", true, true, false, true, "", tlsrpt.PolicyNoPolicyFound, SourceRule}},
 		{"TLS-Required: No ignores enforce REQ11", Settings{EnableMTASTS: true}, STSResult{Policy: enforce}, Request{Domain: dom, TLSOptional: true},
 			want{"opportunistic", true, true, true, true, "", tlsrpt.PolicyNoPolicyFound, SourceTLSOptional}},
