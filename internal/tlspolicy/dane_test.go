@@ -9,6 +9,7 @@ import (
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -26,9 +27,12 @@ func TestDANEMode(t *testing.T) {
 		{"rule dane-only", Settings{Rules: map[string]Rule{"example.com": {Level: LevelDANEOnly}}}, Request{Domain: dom}, DANERequired},
 		{"a stricter rule keeps DANE", Settings{EnableDANE: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, Request{Domain: dom}, DANEOn},
 		{"TLS-Required: No", Settings{EnableDANE: true}, Request{Domain: dom, TLSOptional: true}, DANEOff},
+		{"TLS-Required: No keeps a dane rule", Settings{Rules: map[string]Rule{"example.com": {Level: LevelDANEOnly}}}, Request{Domain: dom, TLSOptional: true}, DANERequired},
+		{"an override removes DANE", Settings{EnableDANE: true, Rules: map[string]Rule{"example.com": {Level: LevelOpportunistic, Override: true}}}, Request{Domain: dom}, DANEOff},
+		{"a dane override keeps it", Settings{Rules: map[string]Rule{"example.com": {Level: LevelDANE, Override: true}}}, Request{Domain: dom}, DANEOn},
 	}
 	for _, tt := range tests {
-		d := &Decider{Settings: func() *Settings { return &tt.s }}
+		d := &Decider{Settings: func() *Settings { return &tt.s }, STS: fixedSTS{STSResult{Policy: enforcePolicy(t)}}}
 		p, err := d.For(context.Background(), tt.req)
 		if err != nil {
 			t.Fatal(err)
@@ -103,4 +107,34 @@ func TestDANEClientHello_DANE26(t *testing.T) {
 	if v := p.STARTTLSNotOffered("mx1.example.com"); v.Proceed {
 		t.Error("plain text allowed for a host with secure TLSA records")
 	}
+}
+
+type fixedSTS struct{ r STSResult }
+
+func (f fixedSTS) Lookup(context.Context, address.Domain) (STSResult, error) { return f.r, nil }
+
+// TestDANERuleKeepsMTASTS: a dane rule adds DANE on top of an enforced MTA-STS policy: a host without TLSA
+// records still needs the policy's verified TLS (the rule never removes a check), one with secure TLSA
+// records is governed by them.
+func TestDANERuleKeepsMTASTS(t *testing.T) {
+	s := &Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelDANE}}}
+	d := &Decider{Settings: func() *Settings { return s }, STS: fixedSTS{STSResult{Policy: enforcePolicy(t), ID: "1"}}}
+	p, err := d.For(context.Background(), Request{Domain: address.MustParseDomain("example.com"), MXSecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Level != LevelRequiredVerify || p.DANE() != DANEOn {
+		t.Fatalf("plan level %s, DANE %s; want required-verify from the enforce policy and DANE on", p.Level, p.DANE())
+	}
+	p.SetDANE("mx1.example.com", dane.TLSASet{Status: dane.StatusNone})
+	if v := p.STARTTLSNotOffered("mx1.example.com"); v.Proceed {
+		t.Error("a host without TLSA records lost the enforce policy's TLS requirement")
+	}
+	if got := p.NameFor("mx1.example.com"); got != "dane + mta-sts enforce" {
+		t.Errorf("NameFor = %q", got)
+	}
+}
+
+func enforcePolicy(t *testing.T) *mtasts.Policy {
+	return mustPolicy(t, "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n")
 }
