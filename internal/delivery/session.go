@@ -135,7 +135,7 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 	if s := d.pool().get(key); s != nil {
 		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
 		if err := s.c.Reset(); err == nil {
-			a.tlsVersion = s.tlsDesc
+			a.tlsVersion, a.sessionNo = s.tlsDesc, s.no
 			a.run(s, key, t)
 			return nextAddress
 		}
