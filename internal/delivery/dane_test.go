@@ -134,9 +134,15 @@ func TestDANEOverFailingMTASTS_STS90(t *testing.T) {
 	h.sts("example.com", "20260101", pEnforce)
 	mx1 := h.evilMX("mx1.example.com", 10, simnet.MXOptions{})
 	h.tlsa(mx1, 3, 1, 1, true)
+	// An MX host outside the enforced policy's patterns is still skipped, DANE or not (as mox does).
+	mx0 := h.evilMX("mx0.example.com", 5, simnet.MXOptions{})
+	h.tlsa(mx0, 3, 1, 1, true)
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
 	if r.Outcome != queue.Delivered || r.RemoteMTA != "mx1.example.com" || !strings.HasSuffix(r.TLS, "(DANE)") {
 		t.Fatalf("result = %+v, want delivered by mx1 over DANE", r)
+	}
+	if n := mx0.Connections(); n != 0 {
+		t.Errorf("mx0, not in the enforced policy, got %d connections", n)
 	}
 }
 
