@@ -42,7 +42,10 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 	addrs := []netip.Addr{t.literal}
 	var addrRes dnsx.Result
 	if !t.literal.IsValid() {
-		ips, res, err := mx.AddressesResult(ctx, d.Resolver, t.name)
+		ips, res, err := t.addrs, t.addrRes, t.addrErr
+		if !t.resolved {
+			ips, res, err = mx.AddressesResult(ctx, d.Resolver, t.name)
+		}
 		if err != nil {
 			a.last = deferred(451, "4.4.4", fmt.Sprintf("no address for %s: %v", t.name, err))
 			if mx.Permanent(err) {
@@ -55,6 +58,21 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 	}
 	if !a.daneHost(ctx, t, addrRes) {
 		return
+	}
+	if self := d.selfCheck(t.port); self != nil {
+		// A smart host or literal that is one of our own listeners would hand the mail back to us.
+		kept := addrs[:0:0]
+		for _, ip := range addrs {
+			if !self.is(ip) {
+				kept = append(kept, ip)
+			}
+		}
+		if len(kept) == 0 {
+			a.last = loopResult(a.domain)
+			a.last.RemoteMTA = t.name
+			return
+		}
+		addrs = kept
 	}
 	max := d.MaxAddressesPerHost
 	if max <= 0 {
@@ -132,6 +150,10 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 		a.sessionNo = d.sessionSeq.Add(1)
 	}
 	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain) + "|" + a.plan.DANEKey(t.name)}
+	if t.auth != nil {
+		// A session authenticated as one user is reused for that user only.
+		key.plan += "|auth=" + t.auth.AuthUser
+	}
 	if s := d.pool().get(key); s != nil {
 		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
 		if err := s.c.Reset(); err == nil {
@@ -179,6 +201,14 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 		reusable = false
 	} else if a.record && !plain {
 		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicyFor(t.name), Success: true, At: d.now()})
+	}
+	if t.auth != nil {
+		ch := channel{tls: tlsDesc != "none", verified: failure != nil && failure.Verified}
+		if res, ok := authenticate(c, t, ch); !ok {
+			a.last = res
+			c.Quit()
+			return nextAddress
+		}
 	}
 	a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable, no: a.sessionNo}, key, t)
 	return nextAddress
