@@ -8,6 +8,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/mx"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
@@ -22,7 +23,7 @@ func (d *Daemon) Explain(ctx context.Context, dom address.Domain) (admin.Explana
 	var err error
 	e := admin.Explanation{Domain: dom.String()}
 	s := d.settings.Load()
-	e.Settings.EnableMTASTS = s.EnableMTASTS
+	e.Settings.EnableMTASTS, e.Settings.EnableDANE = s.EnableMTASTS, s.EnableDANE
 	if r, ok := s.Rules[dom.String()]; ok {
 		e.Settings.Rule = r.String()
 	}
@@ -35,17 +36,23 @@ func (d *Daemon) Explain(ctx context.Context, dom address.Domain) (admin.Explana
 		if rerr != nil {
 			e.MXError = rerr.Error()
 		}
-		plan, err = d.Policy.For(ctx, tlspolicy.Request{Domain: dom, MXSecure: route.Secure})
+		plan, err = d.Policy.For(ctx, tlspolicy.Request{Domain: dom, MXSecure: route.Secure, MXCNAMEs: route.CNAMEs})
 		if err != nil {
 			return admin.Explanation{}, err
 		}
 		for _, h := range route.Hosts {
 			v := plan.AllowMX(h.Name)
-			e.MX = append(e.MX, admin.MXCheck{Host: h.Name, Pref: h.Pref, Allowed: v.Proceed, Failure: v.Failure, Detail: v.Detail})
+			c := admin.MXCheck{Host: h.Name, Pref: h.Pref, Allowed: v.Proceed, Failure: v.Failure, Detail: v.Detail}
+			if v.Proceed && plan.DANE() != tlspolicy.DANEOff {
+				c.DANE, v = d.explainDANE(ctx, plan, h.Name)
+				c.Allowed, c.Failure, c.Detail = v.Proceed, v.Failure, v.Detail
+			}
+			e.MX = append(e.MX, c)
 		}
 	}
 	e.Plan, e.Source, e.Level, e.Reason = plan.Name(), plan.Source, plan.Level, plan.Reason()
 	e.STSMode, e.STSID = plan.STSMode, plan.STSID
+	e.DANE = plan.DANE()
 	if ft, detail := plan.DiscoveryFailure(); ft != "" {
 		e.DiscoveryFailure = fmt.Sprintf("%s: %s", ft, detail)
 	}
@@ -55,4 +62,26 @@ func (d *Daemon) Explain(ctx context.Context, dom address.Domain) (admin.Explana
 		return admin.Explanation{}, err
 	}
 	return e, nil
+}
+
+// explainDANE looks up host's addresses and TLSA records as delivery does and gives them to the plan.
+func (d *Daemon) explainDANE(ctx context.Context, plan *tlspolicy.Plan, host string) (*admin.DANECheck, tlspolicy.Verdict) {
+	_, res, err := mx.AddressesResult(ctx, d.Deliv.Resolver, host)
+	if err != nil {
+		return &admin.DANECheck{Status: "unknown"}, tlspolicy.Verdict{Detail: "address lookup: " + err.Error()}
+	}
+	var set dane.TLSASet
+	if plan.LookupTLSA() {
+		port := d.Deliv.Port
+		if port == 0 {
+			port = 25
+		}
+		set = dane.Lookup(ctx, d.Deliv.Resolver, dane.LookupRequest{Host: host, Port: port, Addr: res})
+	}
+	v := plan.SetDANE(host, set)
+	c := &admin.DANECheck{Status: set.Status, BaseDomain: set.BaseDomain, TLSA: dane.Strings(set.RRset), Usable: set.Usable()}
+	if c.Status == "" {
+		c.Status = dane.StatusNone
+	}
+	return c, v
 }
