@@ -5,8 +5,9 @@
 // for TLS reporting (RFC 8460). The strongest rule wins: a rule raises the floor the published policies set
 // and never removes one of their checks, unless it says "override".
 //
-// Nothing else in mxgate decides TLS. Delivery asks the Plan at each step (AllowMX before dialing, NoTLS when
-// STARTTLS is missing or fails, Check after the handshake) and does what the Verdict says. Every refusal is
+// Nothing else in mxgate decides TLS. Delivery asks the Plan at each step (AllowMX before dialing,
+// STARTTLSNotOffered, STARTTLSRefused or HandshakeFailed when STARTTLS is missing or fails, Check after the
+// handshake) and does what the Verdict says. Every refusal is
 // named by its RFC 8460 result type.
 //
 // DANE (RFC 7672) is evaluated per host: delivery looks up each host's TLSA records after its addresses and

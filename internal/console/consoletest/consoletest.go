@@ -131,7 +131,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// explain imitates the daemon's policy explanation (daemon.Explanation's JSON shape).
+// explain imitates the daemon's policy explanation (Daemon.Explain).
 func (e *Env) explain(ctx context.Context, domain address.Domain) (admin.Explanation, error) {
 	e.explainMu.Lock()
 	e.explained = append(e.explained, domain.String())
