@@ -3,97 +3,38 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtastscache"
-	"github.com/mxgate/mxgate/internal/mx"
-	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
-// Explanation is `mxgate policy explain`: the plan the TLS decision point would make for a domain now, and
-// why, with the MX hosts it would allow.
-type Explanation struct {
-	Domain string `json:"domain"`
-	// Route is the static route's hosts when one applies (MTA-STS is then not consulted).
-	Route   []string      `json:"route,omitempty"`
-	Plan    string        `json:"plan"`
-	Source  string        `json:"source"`
-	Level   string        `json:"level"`
-	Reason  string        `json:"reason"`
-	STSMode string        `json:"sts_mode,omitempty"`
-	STSID   string        `json:"sts_id,omitempty"`
-	STS     *STSCacheInfo `json:"sts_cache,omitempty"`
-	// DiscoveryFailure is the MTA-STS discovery failure this attempt would report.
-	DiscoveryFailure string    `json:"discovery_failure,omitempty"`
-	MX               []MXCheck `json:"mx,omitempty"`
-	MXError          string    `json:"mx_error,omitempty"`
-	Settings         struct {
-		EnableMTASTS bool   `json:"Sender.EnableMTASTS"`
-		Rule         string `json:"rule,omitempty"`
-	} `json:"settings"`
-}
-
-// STSCacheInfo is the cached policy behind a plan.
-type STSCacheInfo struct {
-	ID      string    `json:"id"`
-	Mode    string    `json:"mode"`
-	MaxAge  int64     `json:"max_age_seconds"`
-	MX      []string  `json:"mx_patterns"`
-	Fetched time.Time `json:"fetched"`
-	Expires time.Time `json:"expires"`
-}
-
-// MXCheck says whether the plan lets delivery go to one MX host.
-type MXCheck struct {
-	Host    string `json:"host"`
-	Pref    uint16 `json:"pref"`
-	Allowed bool   `json:"allowed"`
-	Failure string `json:"failure,omitempty"`
-	Detail  string `json:"detail,omitempty"`
-}
-
-// Explain explains the TLS decision for domain. It does what a delivery would do (including an MTA-STS
-// lookup, which may fetch a policy) but connects to no MX.
-func (d *Daemon) Explain(ctx context.Context, domain string) (Explanation, error) {
-	dom, err := address.ParseDomain(domain)
-	if err != nil {
-		return Explanation{}, err
-	}
-	e := Explanation{Domain: dom.String()}
-	s := d.settings.Load()
-	e.Settings.EnableMTASTS = s.EnableMTASTS
-	if r, ok := s.Rules[dom.String()]; ok {
-		e.Settings.Rule = r.String()
-	}
-	var plan *tlspolicy.Plan
-	if r, ok := d.Deliv.MatchRoute(dom.String()); ok {
-		e.Route = r.Hosts
-		plan = d.Policy.ForRoute(dom, r.Level, false)
-	} else {
-		route, rerr := mx.Resolve(ctx, d.Deliv.Resolver, dom, mx.Options{LocalNames: d.Deliv.LocalNames})
-		if rerr != nil {
-			e.MXError = rerr.Error()
-		}
-		plan, err = d.Policy.For(ctx, tlspolicy.Request{Domain: dom, MXSecure: route.Secure})
+// Explain is `mxgate policy explain`: delivery's own explanation of req (its plan comes from the function
+// delivery uses), with the cached MTA-STS policy and the settings in force.
+func (d *Daemon) Explain(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
+	if !isAddressLiteral(req.Domain) {
+		dom, err := address.ParseDomain(req.Domain)
 		if err != nil {
-			return Explanation{}, err
+			return delivery.Explanation{}, err
 		}
-		for _, h := range route.Hosts {
-			v := plan.AllowMX(h.Name)
-			e.MX = append(e.MX, MXCheck{Host: h.Name, Pref: h.Pref, Allowed: v.Proceed, Failure: string(v.Failure), Detail: v.Detail})
+		req.Domain = dom.String()
+	}
+	e, err := d.Deliv.Explain(ctx, req)
+	if err != nil {
+		return e, err
+	}
+	e.Settings.EnableMTASTS = d.settings.Load().EnableMTASTS
+	if dom, err := address.ParseDomain(req.Domain); err == nil {
+		entry, err := d.STS.Show(ctx, dom)
+		switch {
+		case err == nil:
+			e.STS = &delivery.STSCacheInfo{ID: entry.ID, Mode: string(entry.Mode), MaxAge: int64(entry.MaxAge / time.Second), MX: entry.MX, Fetched: entry.Fetched, Expires: entry.Expires}
+		case !errors.Is(err, mtastscache.ErrNotCached):
+			return e, err
 		}
-	}
-	e.Plan, e.Source, e.Level, e.Reason = plan.Name(), string(plan.Source), string(plan.Level), plan.Reason()
-	e.STSMode, e.STSID = string(plan.STSMode), plan.STSID
-	if ft, detail := plan.DiscoveryFailure(); ft != "" {
-		e.DiscoveryFailure = fmt.Sprintf("%s: %s", ft, detail)
-	}
-	if entry, err := d.STS.Show(ctx, dom); err == nil {
-		e.STS = &STSCacheInfo{ID: entry.ID, Mode: string(entry.Mode), MaxAge: int64(entry.MaxAge / time.Second), MX: entry.MX, Fetched: entry.Fetched, Expires: entry.Expires}
-	} else if !errors.Is(err, mtastscache.ErrNotCached) {
-		return Explanation{}, err
 	}
 	return e, nil
 }
+
+func isAddressLiteral(s string) bool { return len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' }
