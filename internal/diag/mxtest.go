@@ -77,6 +77,20 @@ type MXTestReport struct {
 	MXError string        `json:"mx_error,omitempty"`
 }
 
+// Verdict concludes the test: blocked, unknown (the _mta-sts TXT lookup failed temporarily, so no decision
+// can be shown), nothing to test (no MX host), or OK.
+func (r *MXTestReport) Verdict() Verdict {
+	switch {
+	case r.Blocked():
+		return VerdictBlocked
+	case r.Record.Temporary:
+		return VerdictUnknown
+	case len(r.Hosts) == 0:
+		return VerdictNothingToTest
+	}
+	return VerdictOK
+}
+
 // Blocked reports whether the domain's policy is in enforce mode and refuses every MX host that a decision
 // could be made for: no host would get mail. Hosts that were merely unreachable do not count either way, but
 // at least one host must have been refused.
