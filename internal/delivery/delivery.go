@@ -26,13 +26,18 @@ import (
 type Route struct {
 	// Domains are A-label domains; "*" matches every domain.
 	Domains []string
-	// Hosts are smart hosts, "host" or "host:port", tried in order.
+	// Hosts are smart hosts, "host", "host:port", an IP address or "[IPv6]:port", tried in order. An IP
+	// address is dialled as it is and its certificate must name that address.
 	Hosts []string
 	// Port is used for hosts without a port; 0 means the Deliverer's Port.
-	Port         int
-	Level        tlspolicy.Level
+	Port  int
+	Level tlspolicy.Level
+	// AuthUser and AuthPassword, when set, authenticate us to the hosts (AUTH PLAIN or LOGIN, RFC 4954).
 	AuthUser     string
 	AuthPassword string
+	// AuthMinTLS is the weakest channel AUTH is sent over: LevelRequiredVerify (also the zero value: TLS
+	// with a verified certificate), LevelRequired (any TLS) or LevelNone (clear text too).
+	AuthMinTLS tlspolicy.Level
 }
 
 // Recorder receives one result per delivery session for TLS reporting (RFC 8460 Section 4).
@@ -59,8 +64,14 @@ type Deliverer struct {
 	MaxAddressesPerHost int
 	// LocalNames are our own names, for MX loop prevention.
 	LocalNames []string
-	Recorder   Recorder
-	Now        func() time.Time
+	// Listeners returns the addresses our SMTP listeners are bound to, for MX loop prevention: an MX host
+	// whose address and the delivery port are one of them is this gateway (nil: none).
+	Listeners func() []netip.AddrPort
+	// InterfaceAddrs returns this host's addresses, for listeners on 0.0.0.0 or ::; nil means
+	// net.InterfaceAddrs.
+	InterfaceAddrs func() ([]netip.Addr, error)
+	Recorder       Recorder
+	Now            func() time.Time
 	// Events, when set, is called for every recipient outcome (metrics).
 	Events func(Event)
 	// IdleTimeout is how long a session stays open after a batch for the next batch to the same MX (0:
@@ -206,6 +217,15 @@ type target struct {
 	port int
 	// literal is set for address-literal recipients.
 	literal netip.Addr
+	// pref is the MX preference; implicit marks the domain standing in as its own MX.
+	pref     uint16
+	implicit bool
+	// auth is the route whose credentials the host wants (nil: no AUTH).
+	auth *Route
+	// resolved is set when addrs and addrErr hold the host's address lookup, made early for loop detection.
+	resolved bool
+	addrs    []netip.Addr
+	addrErr  error
 }
 
 // route resolves the hosts and the plan with Destination. When ok is false, res is the outcome for every
@@ -215,15 +235,11 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	if err != nil {
 		var u *UndeliverableError
 		if errors.As(err, &u) {
-			return nil, nil, u.Result, false
+			return nil, u.Plan, u.Result, false
 		}
 		return nil, nil, deferred(451, "4.4.3", err.Error()), false
 	}
-	ts := make([]target, 0, len(dest.Hosts))
-	for _, h := range dest.Hosts {
-		ts = append(ts, target{name: h.Name, port: h.Port, literal: h.Literal})
-	}
-	return ts, dest.Plan, queue.Result{}, true
+	return dest.targets, dest.Plan, queue.Result{}, true
 }
 
 // MatchRoute returns the static route for domain: an exact match first, then the "*" route.

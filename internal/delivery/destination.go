@@ -46,12 +46,16 @@ type Destination struct {
 	Plan  *tlspolicy.Plan
 	// MXSecure: the MX RRset was DNSSEC-validated.
 	MXSecure bool
+
+	targets []target // Hosts as delivery tries them (with AUTH and early address lookups)
 }
 
 // UndeliverableError says why no destination can be had now, as the outcome delivery gives every recipient:
-// deferred for temporary failures (DNS, MTA-STS discovery), failed for permanent ones (NXDOMAIN, null MX).
+// deferred for temporary failures (DNS, MTA-STS discovery), failed for permanent ones (NXDOMAIN, null MX, a
+// mail loop). Plan is set when the plan was made before the failure.
 type UndeliverableError struct {
 	Result queue.Result
+	Plan   *tlspolicy.Plan
 }
 
 func (e *UndeliverableError) Error() string {
@@ -77,7 +81,7 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 			return Destination{}, undeliverable(permanent(501, "5.1.3", "bad address literal "+domain))
 		}
 		plan := d.Decider.ForRoute(address.Domain{}, tlspolicy.LevelOpportunistic, req.RequireTLS)
-		return Destination{Hosts: []Host{{Name: ip.String(), Port: port, Literal: ip}}, Plan: plan}, nil
+		return withTargets(Destination{Plan: plan}, []target{{name: ip.String(), port: port, literal: ip}}), nil
 	}
 	dom, err := address.ParseDomain(domain)
 	if err != nil {
@@ -85,7 +89,11 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 	}
 	if r, ok := d.MatchRoute(domain); ok {
 		plan := d.Decider.ForRoute(dom, r.Level, req.RequireTLS)
-		dest := Destination{Route: &r, Plan: plan}
+		var auth *Route
+		if r.AuthUser != "" {
+			auth = &r
+		}
+		var ts []target
 		for _, h := range r.Hosts {
 			host, p := h, r.Port
 			if p == 0 {
@@ -97,9 +105,14 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 					host, p = hh, n
 				}
 			}
-			dest.Hosts = append(dest.Hosts, Host{Name: strings.ToLower(host), Port: p})
+			t := target{name: strings.ToLower(host), port: p, auth: auth}
+			if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+				// An address literal is dialled as it is: looking it up in DNS would fail.
+				t.name, t.literal = ip.String(), ip
+			}
+			ts = append(ts, t)
 		}
-		return dest, nil
+		return withTargets(Destination{Route: &r, Plan: plan}, ts), nil
 	}
 	route, err := mx.Resolve(ctx, d.Resolver, dom, mx.Options{LocalNames: d.LocalNames})
 	switch {
@@ -110,7 +123,7 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 		// RFC 7505 Section 4.1 (SMTP-6).
 		return Destination{}, undeliverable(permanent(556, "5.1.10", fmt.Sprintf("recipient domain %s accepts no mail (null MX)", domain)))
 	case errors.Is(err, mx.ErrLoop):
-		return Destination{}, undeliverable(permanent(554, "5.4.6", fmt.Sprintf("mail for %s loops back to this gateway", domain)))
+		return Destination{}, undeliverable(loopResult(domain))
 	case err != nil:
 		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.
 		return Destination{}, undeliverable(deferred(451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)))
@@ -121,9 +134,19 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 	if err != nil {
 		return Destination{}, undeliverable(deferred(451, "4.4.3", err.Error()))
 	}
-	dest := Destination{Plan: plan, MXSecure: route.Secure, Hosts: make([]Host, 0, len(route.Hosts))}
-	for _, h := range route.Hosts {
-		dest.Hosts = append(dest.Hosts, Host{Name: h.Name, Pref: h.Pref, Implicit: h.Implicit, Port: port})
+	ts, ok := d.dropSelf(ctx, route.Hosts, port)
+	if !ok {
+		return Destination{}, &UndeliverableError{Result: loopResult(domain), Plan: plan}
 	}
-	return dest, nil
+	return withTargets(Destination{Plan: plan, MXSecure: route.Secure}, ts), nil
+}
+
+// withTargets sets dest's targets and the Hosts that describe them.
+func withTargets(dest Destination, ts []target) Destination {
+	dest.targets = ts
+	dest.Hosts = make([]Host, 0, len(ts))
+	for _, t := range ts {
+		dest.Hosts = append(dest.Hosts, Host{Name: t.name, Pref: t.pref, Implicit: t.implicit, Port: t.port, Literal: t.literal})
+	}
+	return dest
 }
