@@ -147,6 +147,17 @@ func (e *Env) explain(ctx context.Context, req delivery.PlanRequest) (delivery.E
 		out.Reason = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
 		out.STSMode, out.STSID = string(entry.Mode), entry.ID
 	}
+	rules, err := e.Settings.Current().DomainRules()
+	if err != nil {
+		return out, err
+	}
+	if r, ok := rules[req.Domain]; ok {
+		out.Settings.Rule = r.String()
+		if r.Override {
+			out.Plan, out.Source, out.Level, out.Override = string(r.Level)+" override", "rule", string(r.Level), true
+			out.Reason = "per-domain rule sets " + string(r.Level) + " (override: published policies are not applied)"
+		}
+	}
 	return out, nil
 }
 
