@@ -354,7 +354,10 @@ func printExplanation(w io.Writer, e delivery.Explanation) error {
 	if rule == "" {
 		rule = "-"
 	}
-	row(tw, "settings", fmt.Sprintf("Sender.EnableMTASTS %v; rule %s", e.Settings.EnableMTASTS, rule))
+	if e.DANE != "" {
+		row(tw, "dane", e.DANE)
+	}
+	row(tw, "settings", fmt.Sprintf("Sender.EnableMTASTS %v; Sender.EnableDANE %v; rule %s", e.Settings.EnableMTASTS, e.Settings.EnableDANE, rule))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -363,16 +366,22 @@ func printExplanation(w io.Writer, e delivery.Explanation) error {
 	}
 	fmt.Fprintln(w)
 	tw = newTable(w)
-	row(tw, "HOST", "PREF", "ALLOWED", "FAILURE")
+	row(tw, "HOST", "PREF", "ALLOWED", "DANE", "FAILURE")
 	for _, m := range e.MX {
-		allowed, failure := "yes", "-"
+		allowed, failure, dane := "yes", "-", "-"
 		if !m.Allowed {
 			allowed = "no"
 		}
 		if m.Failure != "" {
 			failure = m.Failure + ": " + m.Detail
 		}
-		row(tw, m.Host, strconv.Itoa(int(m.Pref)), allowed, failure)
+		if m.DANE != nil {
+			dane = m.DANE.Status
+			if m.DANE.Usable {
+				dane += " (usable)"
+			}
+		}
+		row(tw, m.Host, strconv.Itoa(int(m.Pref)), allowed, dane, failure)
 	}
 	return tw.Flush()
 }

@@ -93,7 +93,7 @@ func TestAdminVerbsText(t *testing.T) {
 		{[]string{"policy", "explain", "example.org"}, []string{
 			"domain    example.org\nplan      mta-sts enforce (source , level required-verify)\n",
 			"why       MTA-STS policy id 2025a in enforce mode\n",
-			"HOST             PREF  ALLOWED  FAILURE\nmx1.example.org  10    yes      -\n"}},
+			"HOST             PREF  ALLOWED  DANE  FAILURE\nmx1.example.org  10    yes      -     -\n"}},
 		{[]string{"policy", "explain", "--requiretls", "[192.0.2.1]"}, []string{
 			"domain      [192.0.2.1]\nrequiretls  yes"}},
 		{[]string{"status"}, []string{"generation      3\n", "node            n1\n", "queue.messages  2\n"}},

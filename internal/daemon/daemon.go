@@ -264,6 +264,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 			return d.settingsStore.Current().Generation, d.runningGeneration()
 		},
 		TLSRPTDropped: d.Recorder.Dropped,
+		DSNFallbacks:  d.Queue.DSNFallbacks,
 		Reports: func(ctx context.Context) (map[[2]string]int, error) {
 			r := d.Reporter()
 			if r == nil {

@@ -24,7 +24,8 @@ func (d *Daemon) Explain(ctx context.Context, req delivery.PlanRequest) (deliver
 	if err != nil {
 		return e, err
 	}
-	e.Settings.EnableMTASTS = d.settings.Load().EnableMTASTS
+	s := d.settings.Load()
+	e.Settings.EnableMTASTS, e.Settings.EnableDANE = s.EnableMTASTS, s.EnableDANE
 	if dom, err := address.ParseDomain(req.Domain); err == nil {
 		entry, err := d.STS.Show(ctx, dom)
 		switch {

@@ -186,6 +186,13 @@ func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey,
 	hosts, plan, res, ok := d.route(ctx, domain, k)
 	if !ok {
 		a.plan = plan
+		if res.ResultType == string(tlsrpt.ResultDNSSECInvalid) && !k.report && !k.tlsOptional && d.Recorder != nil {
+			// No policy could be found for a domain whose MX answer is bogus: the failure is reported all the same.
+			d.Recorder.Record(tlsrpt.Session{
+				Policy: tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, String: []string{}, Domain: domain}, At: d.now(),
+				Failure: &tlsrpt.FailureDetails{ResultType: tlsrpt.ResultDNSSECInvalid, FailureReasonCode: "mx-bogus", AdditionalInfo: res.Text, FailedSessionCount: 1},
+			})
+		}
 		a.finishAll(res)
 		return a.results
 	}
@@ -225,6 +232,7 @@ type target struct {
 	// resolved is set when addrs and addrErr hold the host's address lookup, made early for loop detection.
 	resolved bool
 	addrs    []netip.Addr
+	addrRes  dnsx.Result
 	addrErr  error
 }
 
@@ -298,7 +306,7 @@ func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 	r.MsgID, r.Rcpt = j.MsgID, rcpt
 	if a.plan != nil {
 		if r.Policy == "" {
-			r.Policy = a.plan.Name()
+			r.Policy = a.plan.NameFor(r.RemoteMTA)
 		}
 		r.PolicySource, r.STSMode, r.STSID = string(a.plan.Source), string(a.plan.STSMode), a.plan.STSID
 	}
@@ -318,8 +326,8 @@ func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
 		ev.Session = a.sessionNo
 	}
 	if a.plan != nil {
-		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.Name(), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
-		ev.Enforced = a.plan.Enforcing()
+		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.NameFor(r.RemoteMTA), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
+		ev.Enforced = a.plan.EnforcingFor(r.RemoteMTA)
 	}
 	d.Events(ev)
 }

@@ -10,9 +10,11 @@ import (
 	"strings"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mx"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // PlanRequest names a destination and what the message asks of TLS.
@@ -124,13 +126,19 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 		return Destination{}, undeliverable(permanent(556, "5.1.10", fmt.Sprintf("recipient domain %s accepts no mail (null MX)", domain)))
 	case errors.Is(err, mx.ErrLoop):
 		return Destination{}, undeliverable(loopResult(domain))
+	case errors.Is(err, dnsx.ErrBogus):
+		// RFC 7672 Section 2.1.2 (DANE-2): a bogus MX RRset delays delivery: no fallback to address records
+		// and no bounce. RFC 8460 Section 4.3.2.1: dnssec-invalid.
+		r := deferred(451, "4.4.3", fmt.Sprintf("MX records of %s failed DNSSEC validation: %v", domain, err))
+		r.ResultType = string(tlsrpt.ResultDNSSECInvalid)
+		return Destination{}, undeliverable(r)
 	case err != nil:
 		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.
 		return Destination{}, undeliverable(deferred(451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)))
 	}
 	// RFC 8460 Section 3 (RPT-32): reports are delivered despite TLS failures: the rua domain's MTA-STS
 	// policy never blocks them, as with TLS-Required: No.
-	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: req.RequireTLS, TLSOptional: req.TLSOptional || req.Report, MXSecure: route.Secure})
+	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: req.RequireTLS, TLSOptional: req.TLSOptional || req.Report, MXSecure: route.Secure, MXCNAMEs: route.CNAMEs})
 	if err != nil {
 		return Destination{}, undeliverable(deferred(451, "4.4.3", err.Error()))
 	}

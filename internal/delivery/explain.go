@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/dane"
+	"github.com/mxgate/mxgate/internal/mx"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Explanation is the plan delivery would follow for a destination now, and why, with the hosts it would
@@ -29,15 +33,18 @@ type Explanation struct {
 	STSID    string        `json:"sts_id,omitempty"`
 	STS      *STSCacheInfo `json:"sts_cache,omitempty"`
 	// DiscoveryFailure is the MTA-STS discovery failure this attempt would report.
-	DiscoveryFailure string      `json:"discovery_failure,omitempty"`
-	MX               []MXCheck   `json:"mx,omitempty"`
-	MXSecure         bool        `json:"mx_dnssec,omitempty"`
-	Settings         ExplainedBy `json:"settings"`
+	DiscoveryFailure string    `json:"discovery_failure,omitempty"`
+	MX               []MXCheck `json:"mx,omitempty"`
+	MXSecure         bool      `json:"mx_dnssec,omitempty"`
+	// DANE is the plan's DANE mode: off, on or required (dane-only).
+	DANE     string      `json:"dane,omitempty"`
+	Settings ExplainedBy `json:"settings"`
 }
 
 // ExplainedBy is the part of the committed settings the plan depends on.
 type ExplainedBy struct {
 	EnableMTASTS bool `json:"Sender.EnableMTASTS"`
+	EnableDANE   bool `json:"Sender.EnableDANE"`
 	// Rule is the domain's TLS rule in its text form ("required-verify", "opportunistic override").
 	Rule string `json:"rule,omitempty"`
 }
@@ -59,6 +66,19 @@ type MXCheck struct {
 	Allowed bool   `json:"allowed"`
 	Failure string `json:"failure,omitempty"`
 	Detail  string `json:"detail,omitempty"`
+	// DANE is what the host's TLSA lookup found, when the plan uses DANE.
+	DANE *DANECheck `json:"dane,omitempty"`
+}
+
+// DANECheck is one MX host's TLSA records as delivery would find them (RFC 7672 Section 2.2).
+type DANECheck struct {
+	// Status is none, secure, insecure, bogus or failed.
+	Status     string   `json:"status"`
+	BaseDomain string   `json:"base_domain,omitempty"`
+	TLSA       []string `json:"tlsa,omitempty"`
+	// Usable: a secure RRset with a usable record: TLS must be authenticated by it (it takes precedence
+	// over MTA-STS for this host).
+	Usable bool `json:"usable"`
 }
 
 // Explain explains what delivery would do for req now, with the plan from Destination (so it cannot
@@ -90,9 +110,33 @@ func (d *Deliverer) Explain(ctx context.Context, req PlanRequest) (Explanation, 
 	if ft, detail := plan.DiscoveryFailure(); ft != "" {
 		e.DiscoveryFailure = fmt.Sprintf("%s: %s", ft, detail)
 	}
+	e.DANE = string(plan.DANE())
 	for _, h := range dest.Hosts {
 		v := plan.AllowMX(h.Name)
-		e.MX = append(e.MX, MXCheck{Host: h.Name, Pref: h.Pref, Allowed: v.Proceed, Failure: string(v.Failure), Detail: v.Detail})
+		c := MXCheck{Host: h.Name, Pref: h.Pref, Allowed: v.Proceed, Failure: string(v.Failure), Detail: v.Detail}
+		if v.Proceed && plan.DANE() != tlspolicy.DANEOff {
+			c.DANE, v = d.explainDANE(ctx, plan, h)
+			c.Allowed, c.Failure, c.Detail = v.Proceed, string(v.Failure), v.Detail
+		}
+		e.MX = append(e.MX, c)
 	}
 	return e, nil
+}
+
+// explainDANE looks up host's addresses and TLSA records as delivery does and gives them to the plan.
+func (d *Deliverer) explainDANE(ctx context.Context, plan *tlspolicy.Plan, h Host) (*DANECheck, tlspolicy.Verdict) {
+	_, res, err := mx.AddressesResult(ctx, d.Resolver, h.Name)
+	if err != nil {
+		return &DANECheck{Status: "unknown"}, tlspolicy.Verdict{Detail: "address lookup: " + err.Error()}
+	}
+	var set dane.TLSASet
+	if plan.LookupTLSA() {
+		set = dane.Lookup(ctx, d.Resolver, dane.LookupRequest{Host: h.Name, Port: h.Port, Addr: res})
+	}
+	v := plan.SetDANE(h.Name, set)
+	c := &DANECheck{Status: string(set.Status), BaseDomain: set.BaseDomain, TLSA: dane.Strings(set.RRset), Usable: set.Usable()}
+	if c.Status == "" {
+		c.Status = string(dane.StatusNone)
+	}
+	return c, v
 }

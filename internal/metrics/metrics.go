@@ -29,6 +29,8 @@ type Sources struct {
 	Generations func() (committed, running int)
 	// TLSRPTDropped counts sessions the recorder had to drop.
 	TLSRPTDropped func() int64
+	// DSNFallbacks counts DSNs that could not be built as composed and were built again with fewer fields.
+	DSNFallbacks func() int64
 	// Reports returns the TLS report deliveries in the report log by transport (mailto, https) and status.
 	Reports func(ctx context.Context) (map[[2]string]int, error)
 	Now     func() time.Time
@@ -117,10 +119,11 @@ var (
 	descGeneration  = prometheus.NewDesc("mxgate_settings_generation", "Settings generation committed and running on this node.", []string{"which"}, nil)
 	descReports     = prometheus.NewDesc("mxgate_tlsrpt_report_deliveries", "TLS report deliveries in the report log (kept 30 days) by transport and status.", []string{"transport", "status"}, nil)
 	descDropped     = prometheus.NewDesc("mxgate_tlsrpt_sessions_dropped_total", "Sessions the TLS report recorder could not keep.", nil, nil)
+	descDSNFallback = prometheus.NewDesc("mxgate_dsn_fallbacks_total", "DSNs that could not be built as composed (a field refused) and were sent with fewer fields, or not at all; the failures they report were recorded all the same.", nil, nil)
 )
 
 func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descOldest, descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports} {
+	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descOldest, descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descDSNFallback} {
 		ch <- d
 	}
 }
@@ -172,5 +175,8 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.src.TLSRPTDropped != nil {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.src.TLSRPTDropped()))
+	}
+	if s.src.DSNFallbacks != nil {
+		ch <- prometheus.MustNewConstMetric(descDSNFallback, prometheus.CounterValue, float64(s.src.DSNFallbacks()))
 	}
 }
