@@ -17,13 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
-	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 const testToken = "0123456789abcdef0123456789abcdef"
@@ -46,8 +45,8 @@ func newHarness(t *testing.T, edit func(*admin.Options)) *harness {
 		Token: testToken,
 		Queue: q,
 		STS:   c,
-		Explain: func(ctx context.Context, domain address.Domain) (admin.Explanation, error) {
-			return admin.Explanation{Domain: domain.String(), Plan: "mta-sts enforce", Source: tlspolicy.SourceMTASTS}, nil
+		Explain: func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
+			return delivery.Explanation{Domain: req.Domain, RequireTLS: req.RequireTLS, Source: "mta-sts"}, nil
 		},
 		Status: func(ctx context.Context) (admin.Status, error) {
 			return admin.Status{Node: "n1", Generation: admin.StatusGeneration{Committed: 3, Running: 3}}, nil
@@ -356,7 +355,7 @@ func TestClient(t *testing.T) {
 	if err != nil || len(entries) != 2 || entries[0].Domain != "example.com" || entries[1].Domain != "example.net" {
 		t.Errorf("STSCache = %+v, %v", entries, err)
 	}
-	if e, err := c.Explain(ctx, "example.org"); err != nil || e.Domain != "example.org" || e.Source != tlspolicy.SourceMTASTS {
+	if e, err := c.Explain(ctx, "example.org"); err != nil || e.Source != "mta-sts" || e.Domain != "example.org" {
 		t.Errorf("Explain = %+v, %v", e, err)
 	}
 	if st, err := c.Status(ctx); err != nil || st.Node != "n1" || st.Generation.Committed != 3 {
@@ -405,3 +404,25 @@ var (
 	_ admin.QueueAPI    = (*queue.Queue)(nil)
 	_ admin.STSCacheAPI = (*mtastscache.Cache)(nil)
 )
+
+// TestPolicyExplainLiteralAndRequireTLS: the explain endpoint takes address literals (canonical form, as the
+// queue writes them) and ?requiretls=true, and refuses a malformed flag or literal.
+func TestPolicyExplainLiteralAndRequireTLS(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, tc := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/api/v1/policy/[192.0.2.1]?requiretls=true", 200, `"domain": "[192.0.2.1]"`},
+		{"/api/v1/policy/[IPv6:2001:DB8::1]", 200, `"domain": "[IPv6:2001:db8::1]"`},
+		{"/api/v1/policy/example.org?requiretls=true", 200, `"requiretls": true`},
+		{"/api/v1/policy/example.org?requiretls=yes", 400, `requiretls: \"yes\" is not true or false`},
+		{"/api/v1/policy/[300.1.1.1]", 400, "invalid domain"},
+	} {
+		code, _, body := h.do(t, http.MethodGet, tc.path, "Bearer "+testToken)
+		if code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("GET %s = %d %s, want %d containing %q", tc.path, code, body, tc.code, tc.want)
+		}
+	}
+}

@@ -12,12 +12,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
-	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/queue"
-	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 const cliToken = "fedcba9876543210fedcba9876543210"
@@ -35,12 +33,11 @@ func newAdminHarness(t *testing.T, token string) *adminHarness {
 		Token: token,
 		Queue: q,
 		STS:   c,
-		Explain: func(ctx context.Context, domain address.Domain) (admin.Explanation, error) {
-			return admin.Explanation{
-				Domain: domain.String(), Plan: "mta-sts enforce", Source: tlspolicy.SourceMTASTS, Level: tlspolicy.LevelRequiredVerify,
-				Reason: "MTA-STS enforce policy 2025a", STSMode: mtasts.ModeEnforce, STSID: "2025a",
-				MX: []admin.MXCheck{{Host: "mx1.example.org", Pref: 10, Allowed: true}},
-			}, nil
+		Explain: func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
+			e := delivery.Explanation{Domain: req.Domain, RequireTLS: req.RequireTLS, Level: "required-verify", Plan: "mta-sts enforce",
+				Reason: "MTA-STS policy id 2025a in enforce mode", STSMode: "enforce",
+				MX: []delivery.MXCheck{{Host: "mx1.example.org", Pref: 10, Allowed: true}}}
+			return e, nil
 		},
 		Status: func(ctx context.Context) (admin.Status, error) {
 			return admin.Status{Node: "n1", Generation: admin.StatusGeneration{Committed: 3, Running: 3}, Queue: queue.Summary{Messages: 2}}, nil
@@ -94,10 +91,11 @@ func TestAdminVerbsText(t *testing.T) {
 			"fetched        2025-06-01T10:00:00Z\n", "max age        1d\n"}},
 		{[]string{"sts", "cache", "flush", "example.net"}, []string{"flushed the cached MTA-STS policy of example.net"}},
 		{[]string{"policy", "explain", "example.org"}, []string{
-			"domain                        example.org\nplan                          mta-sts enforce\n" +
-				"source                        mta-sts\nlevel                         required-verify\n" +
-				"reason                        MTA-STS enforce policy 2025a\nsts_mode                      enforce\n" +
-				"sts_id                        2025a\nmx[0].host                    mx1.example.org\n"}},
+			"domain    example.org\nplan      mta-sts enforce (source , level required-verify)\n",
+			"why       MTA-STS policy id 2025a in enforce mode\n",
+			"HOST             PREF  ALLOWED  DANE  FAILURE\nmx1.example.org  10    yes      -     -\n"}},
+		{[]string{"policy", "explain", "--requiretls", "[192.0.2.1]"}, []string{
+			"domain      [192.0.2.1]\nrequiretls  yes"}},
 		{[]string{"status"}, []string{"node                           n1\n", "settings_generation.committed  3\n",
 			"queue.messages                 2\n"}},
 	}

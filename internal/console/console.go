@@ -28,7 +28,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/delivery"
 )
@@ -70,9 +69,9 @@ type Options struct {
 	Settings SettingsAPI
 	// Reports returns the TLS report sender in force; nil (or a nil result) means TLS reporting is off.
 	Reports func() ReportsAPI
-	// Explain explains the TLS policy that applies to a domain now (the daemon's Explain, as the admin API
-	// serves it). Nil hides explanations.
-	Explain func(ctx context.Context, domain address.Domain) (admin.Explanation, error)
+	// Explain explains the TLS policy delivery would apply to a domain now (the daemon's Explain, as the admin
+	// API serves it). Nil hides explanations.
+	Explain func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error)
 	// PasswordFile holds the console password's hash (see Bootstrap).
 	PasswordFile string
 	// PasswordIterations is the PBKDF2 cost of a password changed on the account page; 0 means

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
-	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 )
 
@@ -113,7 +113,7 @@ type domainData struct {
 	STS        *mtastscache.Entry
 	Expired    bool
 	Explained  bool
-	Explain    admin.Explanation
+	Explain    delivery.Explanation
 	ExplainRaw string
 	ExplainErr string
 }
@@ -142,7 +142,7 @@ func (c *Console) domainDetail(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	if c.opts.Explain != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), explainBudget)
-		e, err := c.opts.Explain(ctx, dom)
+		e, err := c.opts.Explain(ctx, delivery.PlanRequest{Domain: d.Domain})
 		cancel()
 		if err != nil {
 			d.ExplainErr = err.Error()

@@ -6,8 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
@@ -45,11 +45,11 @@ func TestAdminClientGetsTheDaemonsValues(t *testing.T) {
 	}
 	c := &admin.Client{BaseURL: "http://" + g.d.AdminAddr(), Token: token}
 
-	want, err := g.d.Explain(ctx, address.MustParseDomain("example.com"))
+	want, err := g.d.Explain(ctx, delivery.PlanRequest{Domain: "example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want.Source != tlspolicy.SourceMTASTS || want.STSMode != mtasts.ModeEnforce || want.STS == nil || len(want.MX) != 2 ||
+	if want.Source != string(tlspolicy.SourceMTASTS) || want.STSMode != string(mtasts.ModeEnforce) || want.STS == nil || len(want.MX) != 2 ||
 		!want.MX[0].Allowed || want.MX[1].Allowed || want.MX[1].Failure == "" {
 		t.Fatalf("Explain = %+v, want the enforce policy allowing mx1 only", want)
 	}

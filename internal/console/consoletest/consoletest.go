@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
-	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
 	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/console"
@@ -131,22 +130,33 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// explain imitates the daemon's policy explanation (Daemon.Explain).
-func (e *Env) explain(ctx context.Context, domain address.Domain) (admin.Explanation, error) {
+// explain stands in for the daemon's Explain (delivery.Explanation), with what the fixture's cache holds.
+func (e *Env) explain(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
 	e.explainMu.Lock()
-	e.explained = append(e.explained, domain.String())
+	e.explained = append(e.explained, req.Domain)
 	e.explainMu.Unlock()
-	enabled := e.Settings.Current().Bool("Sender.EnableMTASTS")
-	out := admin.Explanation{
-		Domain: domain.String(), Plan: "opportunistic", Source: tlspolicy.SourceDefault, Level: tlspolicy.LevelOpportunistic,
+	mtasts := e.Settings.Current().MTASTSEnabled()
+	out := delivery.Explanation{
+		Domain: req.Domain, Plan: "opportunistic", Source: "default", Level: "opportunistic",
 		Reason:   "no rule, no DANE, no MTA-STS policy: opportunistic TLS",
-		Settings: admin.ExplanationSettings{EnableMTASTS: enabled},
-		MX:       []admin.MXCheck{{Host: "mx." + domain.String(), Pref: 10, Allowed: true}},
+		Settings: delivery.ExplainedBy{EnableMTASTS: mtasts},
+		MX:       []delivery.MXCheck{{Host: "mx." + req.Domain, Pref: 10, Allowed: true}},
 	}
-	if entry, err := e.STS.Show(ctx, domain); err == nil && enabled {
-		out.Plan, out.Source, out.Level = "mta-sts "+string(entry.Mode), tlspolicy.SourceMTASTS, tlspolicy.LevelRequiredVerify
+	if entry, err := e.STS.Show(ctx, address.MustParseDomain(req.Domain)); err == nil && mtasts {
+		out.Plan, out.Source, out.Level = "mta-sts "+string(entry.Mode), "mta-sts", "required-verify"
 		out.Reason = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
-		out.STSMode, out.STSID = entry.Mode, entry.ID
+		out.STSMode, out.STSID = string(entry.Mode), entry.ID
+	}
+	rules, err := e.Settings.Current().DomainRules()
+	if err != nil {
+		return out, err
+	}
+	if r, ok := rules[req.Domain]; ok {
+		out.Settings.Rule = r.String()
+		if r.Override {
+			out.Plan, out.Source, out.Level, out.Override = string(r.Level)+" override", "rule", string(r.Level), true
+			out.Reason = "per-domain rule sets " + string(r.Level) + " (override: published policies are not applied)"
+		}
 	}
 	return out, nil
 }
