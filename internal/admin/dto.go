@@ -441,3 +441,30 @@ func sendResultDTO(r tlsreport.SendResult) SendResult {
 	}
 	return out
 }
+
+// ComponentState is what a component of the gateway is doing.
+type ComponentState string
+
+const (
+	// ComponentRunning: the component does its work.
+	ComponentRunning ComponentState = "running"
+	// ComponentOff: a setting switches the component off (Controller.EnableTLSRPT = false).
+	ComponentOff ComponentState = "off"
+	// ComponentFailed: the component should run and does not; Reason says why.
+	ComponentFailed ComponentState = "failed"
+)
+
+// Component is one component's state, in GET /api/v1/status and (without the reason) GET /healthz.
+type Component struct {
+	Name   string         `json:"name"`
+	State  ComponentState `json:"state"`
+	Reason string         `json:"reason,omitempty"`
+	Since  time.Time      `json:"since,omitzero"`
+}
+
+// Health is the body of GET /healthz: the process answers, and which components run. Status is "ok", or
+// "degraded" when a component failed (GET /api/v1/status has the reason).
+type Health struct {
+	Status     string      `json:"status"`
+	Components []Component `json:"components,omitempty"`
+}

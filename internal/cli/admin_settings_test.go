@@ -273,3 +273,30 @@ func TestSettingsVerbErrorsAndJSON(t *testing.T) {
 		}
 	}
 }
+
+// What a component would refuse is refused by the CLI with the component's reason, at staging (a bad value)
+// or at commit (a generation only the staged changes together make invalid), and nothing is committed.
+func TestSettingsRefusedByComponent(t *testing.T) {
+	h := newFullHarness(t, false)
+	h.settings.AddCheck(settings.Check{Component: "tlsrpt", Check: func(s settings.Snapshot) error {
+		if c := s.Get("TLSRPT.ContactInfo"); c != "" && !strings.Contains(c, "@") {
+			return &settings.KeyError{Key: "TLSRPT.ContactInfo", Err: fmt.Errorf("%q has no domain", c)}
+		}
+		if s.Get("TLSRPT.DKIMKeyFile") != "" && s.Get("TLSRPT.DKIMSelector") == "" {
+			return &settings.KeyError{Key: "TLSRPT.DKIMSelector", Err: fmt.Errorf("required with TLSRPT.DKIMKeyFile")}
+		}
+		return nil
+	}})
+	errOut := h.mustFail(t, "settings", "set", "TLSRPT.ContactInfo", "notanemail")
+	if !strings.Contains(errOut, `TLSRPT.ContactInfo: invalid value: tlsrpt refuses it: "notanemail" has no domain`) {
+		t.Errorf("set notanemail: stderr %q", errOut)
+	}
+	h.mustRun(t, "settings", "set", "TLSRPT.DKIMKeyFile", "/etc/mxgate/dkim.pem")
+	errOut = h.mustFail(t, "config", "commit", "-m", "sign reports")
+	if !strings.Contains(errOut, "refused by tlsrpt: TLSRPT.DKIMSelector: required with TLSRPT.DKIMKeyFile") {
+		t.Errorf("commit: stderr %q", errOut)
+	}
+	if g := h.settings.Current().Generation; g != 1 {
+		t.Errorf("generation %d in force after a refused commit, want 1", g)
+	}
+}

@@ -44,6 +44,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		now = time.Now
 	}
 	d := &Daemon{cfg: cfg, log: log, now: now}
+	d.comps.now = now
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, d.release(context.Background()))
@@ -57,6 +58,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		d.openRecorder,
 		d.buildDelivery,
 		d.openQueue,
+		d.checkReports,
 		d.buildMetrics,
 		d.buildSMTP,
 		d.buildAdmin,
@@ -222,6 +224,16 @@ func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
 	return nil
 }
 
+// checkReports makes the report sender's own construction the check of every settings commit, so that no
+// commit can switch TLS reporting off.
+func (d *Daemon) checkReports(context.Context, Options) error {
+	d.settingsStore.AddCheck(settings.Check{Component: componentTLSRPT, Check: func(s settings.Snapshot) error {
+		_, err := d.reporterFrom(s)
+		return err
+	}})
+	return nil
+}
+
 func (d *Daemon) buildMetrics(context.Context, Options) error {
 	d.Metrics = metrics.New(metrics.Sources{
 		Queue: func(ctx context.Context) (int, int, int, int64, time.Time, error) {
@@ -263,7 +275,8 @@ func (d *Daemon) buildMetrics(context.Context, Options) error {
 			}
 			return counts, err
 		},
-		Now: d.now,
+		Components: d.comps.up,
+		Now:        d.now,
 	})
 	d.settingsStore.Watch(func(settings.Snapshot) { d.Metrics.SettingsCmts.Inc() })
 	return nil
@@ -316,16 +329,17 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 	}
 	resolver := d.out.Resolver
 	d.Admin, err = admin.New(admin.Options{
-		Token:    tok,
-		Queue:    d.Queue,
-		STS:      d.STS,
-		Metrics:  d.Metrics.Handler(),
-		Logger:   d.log.With("component", "admin"),
-		Now:      d.now,
-		Explain:  func(ctx context.Context, domain string) (any, error) { return d.Explain(ctx, domain) },
-		Status:   func(ctx context.Context) (any, error) { return d.Status(ctx) },
-		Ready:    d.ready,
-		Settings: d.settingsStore,
+		Token:      tok,
+		Queue:      d.Queue,
+		STS:        d.STS,
+		Metrics:    d.Metrics.Handler(),
+		Logger:     d.log.With("component", "admin"),
+		Now:        d.now,
+		Explain:    func(ctx context.Context, domain string) (any, error) { return d.Explain(ctx, domain) },
+		Status:     func(ctx context.Context) (any, error) { return d.Status(ctx) },
+		Components: d.comps.list,
+		Ready:      d.ready,
+		Settings:   d.settingsStore,
 		Reports: func() admin.ReportsAPI {
 			if r := d.Reporter(); r != nil {
 				return r

@@ -93,7 +93,8 @@ type Daemon struct {
 
 	smtpLn, adminLn net.Listener
 
-	out Outbound
+	out   Outbound
+	comps components
 	// releasers release the components built so far, in reverse order (see New and Close).
 	releasers []func(context.Context) error
 }
@@ -174,13 +175,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 			cancel()
 		}
 	}()
-	go func() { defer wg.Done(); errc <- d.Queue.Run(runCtx) }()
+	d.comps.set(componentQueue, admin.ComponentRunning, "")
+	go func() {
+		defer wg.Done()
+		err := d.Queue.Run(runCtx)
+		if err != nil && runCtx.Err() == nil {
+			d.comps.set(componentQueue, admin.ComponentFailed, err.Error())
+		}
+		errc <- err
+	}()
 	go func() { defer wg.Done(); d.STS.Run(runCtx) }()
 	d.restartReports(runCtx, d.settingsStore.Current())
 	d.settingsStore.Watch(func(s settings.Snapshot) { d.restartReports(runCtx, s) })
+	d.comps.set(componentSMTP, admin.ComponentRunning, "")
 	go func() {
 		defer wg.Done()
 		if err := d.SMTP.Serve(d.smtpLn); err != nil && !errors.Is(err, smtp.ErrServerClosed) && runCtx.Err() == nil {
+			d.comps.set(componentSMTP, admin.ComponentFailed, err.Error())
 			errc <- fmt.Errorf("smtp: %w", err)
 			cancel()
 		}

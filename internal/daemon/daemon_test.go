@@ -22,6 +22,7 @@ import (
 )
 
 type gw struct {
+	dir    string
 	d      *daemon.Daemon
 	n      *simnet.Net
 	smtp   string
@@ -30,7 +31,8 @@ type gw struct {
 
 func startGateway(t *testing.T, n *simnet.Net) *gw {
 	t.Helper()
-	cfg := n.GatewayConfig(filepath.Join(t.TempDir(), "data"))
+	dir := filepath.Join(t.TempDir(), "data")
+	cfg := n.GatewayConfig(dir)
 	cfg.Queue.RetryInitial = config.Duration(time.Hour)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,7 +42,7 @@ func startGateway(t *testing.T, n *simnet.Net) *gw {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gw{n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
+	g := &gw{dir: dir, n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
 	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: n.RootPool(), SMTPListener: ln, AdminListener: aln,
 		OnDelivery: func(ev delivery.Event) { g.events <- ev }})
 	if err != nil {

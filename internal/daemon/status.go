@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/queue"
 )
 
@@ -25,6 +26,8 @@ type Status struct {
 	EnableTLSRPT bool           `json:"Controller.EnableTLSRPT"`
 	Queue        queue.Summary  `json:"queue"`
 	STSCache     map[string]int `json:"mtasts_cache_entries"`
+	// Components says what each component does; a failed one carries its reason.
+	Components []admin.Component `json:"components"`
 }
 
 // Status reports the node's state.
@@ -42,6 +45,7 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	if s.Queue, err = d.Queue.Summary(ctx); err != nil {
 		return s, err
 	}
+	s.Components = d.comps.list()
 	s.STSCache = map[string]int{}
 	for m, n := range d.STS.Stats().Entries {
 		s.STSCache[string(m)] = n

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,7 +31,49 @@ var (
 	ErrInvalidValue = errors.New("invalid value")
 	ErrNoChanges    = errors.New("no staged changes")
 	ErrNoGeneration = errors.New("no such generation")
+	// ErrRefused means a component that uses the settings would refuse the generation a commit or a
+	// rollback would make; nothing is committed.
+	ErrRefused = errors.New("refused")
 )
+
+// KeyError is a component's refusal of one setting's value.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// keyErrors returns the KeyErrors in err's tree (errors.Join and %w wrapping).
+func keyErrors(err error) []*KeyError {
+	var out []*KeyError
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *KeyError:
+			out = append(out, e)
+		case interface{ Unwrap() []error }:
+			for _, x := range e.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}
+
+// Check is a component's validation of a whole generation: the code the component itself runs when it takes
+// the settings up, so that what it would refuse is refused before it is committed. It returns KeyErrors
+// for the settings at fault.
+type Check struct {
+	// Component names the component ("tlsrpt").
+	Component string
+	Check     func(Snapshot) error
+}
 
 // Kind is a setting's type.
 type Kind string
@@ -217,6 +261,71 @@ type Store struct {
 	mu       sync.Mutex
 	current  Snapshot
 	watchers []func(Snapshot)
+	checks   []Check
+}
+
+// AddCheck registers a component's validation. Staging a value the check refuses is refused; a commit or
+// rollback to a generation it refuses is refused, unless the generation in force is refused for the same
+// reason already (a key file removed from disk must not block an unrelated change; the component's state
+// shows the failure).
+func (s *Store) AddCheck(c Check) {
+	s.mu.Lock()
+	s.checks = append(s.checks, c)
+	s.mu.Unlock()
+}
+
+func (s *Store) checkList() []Check {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Check(nil), s.checks...)
+}
+
+// staged returns the values the staged changes would commit.
+func (s *Store) staged(ctx context.Context) (map[string]string, error) {
+	changes, err := s.Diff(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vals := maps.Clone(s.Current().Values)
+	for _, c := range changes {
+		if c.NewSet {
+			vals[c.Key] = c.New
+		} else {
+			delete(vals, c.Key)
+		}
+	}
+	return vals, nil
+}
+
+// checkStaging runs the checks on the generation vals would make, and refuses the values of the changed
+// keys that a component refuses. Keys not changed are left to the commit (see AddCheck).
+func (s *Store) checkStaging(vals map[string]string, changed ...string) error {
+	var errs []error
+	for _, c := range s.checkList() {
+		for _, ke := range keyErrors(c.Check(Snapshot{Values: vals})) {
+			if slices.Contains(changed, ke.Key) {
+				errs = append(errs, fmt.Errorf("%s: %w: %s refuses it: %w", ke.Key, ErrInvalidValue, c.Component, ke.Err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkCommit runs the checks on the generation vals would make.
+func (s *Store) checkCommit(vals map[string]string) error {
+	cur := s.Current()
+	var errs []error
+	for _, c := range s.checkList() {
+		err := c.Check(Snapshot{Values: vals})
+		if err == nil {
+			continue
+		}
+		if old := c.Check(cur); old != nil && old.Error() == err.Error() {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%w by %s: %w", ErrRefused, c.Component, err))
+	}
+	return errors.Join(errs...)
 }
 
 // Open opens the settings in db. When no generation exists yet, generation 1 is created from seed (the
@@ -316,6 +425,14 @@ func (s *Store) Set(ctx context.Context, key, value string) error {
 	if err != nil {
 		return err
 	}
+	vals, err := s.staged(ctx)
+	if err != nil {
+		return err
+	}
+	vals[ck] = cv
+	if err := s.checkStaging(vals, ck); err != nil {
+		return err
+	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, ?, 0)
 		ON CONFLICT(key) DO UPDATE SET value = excluded.value, unset = 0`, ck, cv)
 	return wrap(err)
@@ -334,7 +451,15 @@ func (s *Store) Unset(ctx context.Context, key string) error {
 			return err
 		}
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, NULL, 1)
+	vals, err := s.staged(ctx)
+	if err != nil {
+		return err
+	}
+	delete(vals, ck)
+	if err := s.checkStaging(vals, ck); err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, NULL, 1)
 		ON CONFLICT(key) DO UPDATE SET value = NULL, unset = 1`, ck)
 	return wrap(err)
 }
@@ -353,6 +478,21 @@ func (s *Store) Apply(ctx context.Context, vals map[string]string) error {
 		canon[ck] = cv
 	}
 	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// The document replaces what is staged: it is the whole generation to check.
+	var changed []string
+	for k, v := range canon {
+		if old, ok := s.Current().Values[k]; !ok || old != v {
+			changed = append(changed, k)
+		}
+	}
+	for k := range s.Current().Values {
+		if _, ok := canon[k]; !ok {
+			changed = append(changed, k)
+		}
+	}
+	if err := s.checkStaging(canon, changed...); err != nil {
 		return err
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -436,6 +576,9 @@ func (s *Store) Commit(ctx context.Context, note, author string) (Snapshot, erro
 			delete(vals, c.Key)
 		}
 	}
+	if err := s.checkCommit(vals); err != nil {
+		return Snapshot{}, err
+	}
 	return s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, Values: vals})
 }
 
@@ -502,6 +645,9 @@ func (s *Store) Rollback(ctx context.Context, gen int, note, author string) (Sna
 		if g.Number == gen {
 			if note == "" {
 				note = fmt.Sprintf("rollback to generation %d", gen)
+			}
+			if err := s.checkCommit(g.Values); err != nil {
+				return Snapshot{}, err
 			}
 			return s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: g.Values})
 		}
