@@ -45,6 +45,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 	}
 	d := &Daemon{cfg: cfg, log: log, now: now}
 	d.comps.now = now
+	d.logLevel, d.fixedRoots = o.LogLevel, o.Roots != nil
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, d.release(context.Background()))
@@ -105,6 +106,12 @@ func (d *Daemon) openOutbound(_ context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	d.roots.Store(out.Roots)
+	// The HTTPS client keeps its settings; its transport is swapped when tls.ca_file is reloaded.
+	d.https.set(out.HTTP.Transport)
+	client := *out.HTTP
+	client.Transport = &d.https
+	out.HTTP = &client
 	d.out = out
 	d.httpClient = out.HTTP
 	return nil
@@ -158,11 +165,11 @@ func (d *Daemon) buildDelivery(_ context.Context, o Options) error {
 	routes := routesFromConfig(cfg)
 	d.routes.Store(&routes)
 	d.Policy = &tlspolicy.Decider{
-		Settings: d.settings.Load,
-		STS:      stsSource{d.STS},
-		Roots:    d.out.Roots,
-		Now:      d.now,
-		Sessions: tls.NewLRUClientSessionCache(1024),
+		Settings:   d.settings.Load,
+		STS:        stsSource{d.STS},
+		TrustStore: d.roots.Load,
+		Now:        d.now,
+		Sessions:   tls.NewLRUClientSessionCache(1024),
 	}
 	d.Deliv = &delivery.Deliverer{
 		Resolver:            d.out.Resolver,
@@ -286,11 +293,16 @@ func (d *Daemon) buildSMTP(_ context.Context, o Options) error {
 	cfg := d.cfg
 	var srvTLS *tls.Config
 	if cfg.SMTP.StartTLS() {
-		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCertFile, cfg.SMTP.TLSKeyFile)
+		cert, err := loadCert(cfg.SMTP.TLSCertFile, cfg.SMTP.TLSKeyFile)
 		if err != nil {
 			return fmt.Errorf("smtp.tls_cert_file: %w", err)
 		}
-		srvTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		d.cert.Store(cert)
+		// Read at every handshake: Reload replaces the certificate without a restart.
+		srvTLS = &tls.Config{
+			GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return d.cert.Load(), nil },
+			MinVersion:     tls.VersionTLS12,
+		}
 	}
 	srv, err := smtpserver.New(smtpserver.Config{
 		Hostname:        cfg.SMTP.Hostname,

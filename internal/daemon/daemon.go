@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -56,6 +57,8 @@ type Options struct {
 	OnDelivery func(delivery.Event)
 	// BootstrapOut receives the one-time console password at first start; nil means standard error.
 	BootstrapOut io.Writer
+	// LogLevel, when set, is the level of Logger, which Reload changes when log.level does.
+	LogLevel *slog.LevelVar
 }
 
 func (o Options) bootstrapOut() io.Writer {
@@ -95,6 +98,16 @@ type Daemon struct {
 
 	out   Outbound
 	comps components
+
+	// What Reload replaces: the SMTP server certificate, the trust store and the HTTPS transport built on
+	// it, and the log level. fixedRoots is true when Options.Roots replaced the trust store.
+	cert       atomic.Pointer[tls.Certificate]
+	roots      atomic.Pointer[x509.CertPool]
+	https      swapTransport
+	logLevel   *slog.LevelVar
+	fixedRoots bool
+	reloadMu   sync.Mutex
+	level      string // the log level last applied
 	// releasers release the components built so far, in reverse order (see New and Close).
 	releasers []func(context.Context) error
 }
@@ -199,6 +212,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("mxgate running", "smtp", d.SMTPAddr(), "admin", d.AdminAddr(), "data_dir", d.cfg.Data.Dir,
 		"admin_token_file", admin.TokenPath(d.cfg.Data.Dir), "settings_generation", d.settingsStore.Current().Generation)
 	<-runCtx.Done()
+	d.log.Info("stopping", "drain_timeout", d.cfg.Queue.DrainTimeout.Duration().String())
 	shutdownCtx, done := context.WithTimeout(context.Background(), d.cfg.Queue.DrainTimeout.Duration()+5*time.Second)
 	defer done()
 	d.SMTP.Shutdown(shutdownCtx)
@@ -214,6 +228,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if err := d.release(shutdownCtx); err != nil {
 		errs = append(errs, err)
 	}
+	// The errors themselves are returned to the caller, who reports them.
+	d.log.Info("stopped", "errors", len(errs))
 	return errors.Join(errs...)
 }
 

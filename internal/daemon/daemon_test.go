@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -32,7 +33,13 @@ type gw struct {
 func startGateway(t *testing.T, n *simnet.Net) *gw {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
-	cfg := n.GatewayConfig(dir)
+	return startGatewayWith(t, n, n.GatewayConfig(dir), n.RootPool())
+}
+
+// startGatewayWith starts a gateway on cfg; a nil roots means the system pool plus tls.ca_file.
+func startGatewayWith(t *testing.T, n *simnet.Net, cfg *config.Config, roots *x509.CertPool) *gw {
+	t.Helper()
+	dir := cfg.Data.Dir
 	cfg.Queue.RetryInitial = config.Duration(time.Hour)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -43,7 +50,7 @@ func startGateway(t *testing.T, n *simnet.Net) *gw {
 		t.Fatal(err)
 	}
 	g := &gw{dir: dir, n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
-	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: n.RootPool(), SMTPListener: ln, AdminListener: aln,
+	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: roots, SMTPListener: ln, AdminListener: aln,
 		OnDelivery: func(ev delivery.Event) { g.events <- ev }})
 	if err != nil {
 		t.Fatal(err)
