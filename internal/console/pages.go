@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
@@ -63,12 +64,13 @@ type dashboardData struct {
 	Failing                 []domainState
 	Chart                   chart
 	Generation              int
+	Components              []admin.Component
 }
 
 func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *session) {
 	now := c.now()
 	st := c.timeline.stats(now)
-	d := dashboardData{Stats: st, Chart: tlsChart(st.Hours), Generation: c.opts.Settings.Current().Generation}
+	d := dashboardData{Stats: st, Chart: tlsChart(st.Hours), Generation: c.opts.Settings.Current().Generation, Components: c.components()}
 	for i := range numClasses {
 		d.Out += st.Delivered[i]
 		d.Attempts += st.Attempts[i]
@@ -713,6 +715,9 @@ func (c *Console) settingsSet(w http.ResponseWriter, r *http.Request, s *session
 		key = settings.DomainPrefix + dom + ".TLS"
 	}
 	value := strings.TrimSpace(r.PostForm.Get("value"))
+	if !c.confirmLowering(w, r, s, key, value, false) {
+		return
+	}
 	msg := fmt.Sprintf("Staged %s = %s. Review and commit to put it in force.", key, value)
 	if err := c.opts.Settings.Set(r.Context(), key, value); err != nil {
 		msg = "Not staged: " + err.Error()
@@ -724,6 +729,9 @@ func (c *Console) settingsSet(w http.ResponseWriter, r *http.Request, s *session
 
 func (c *Console) settingsUnset(w http.ResponseWriter, r *http.Request, s *session) {
 	key := strings.TrimSpace(r.PostForm.Get("key"))
+	if !c.confirmLowering(w, r, s, key, "", true) {
+		return
+	}
 	msg := fmt.Sprintf("Staged the removal of %s (back to its default). Review and commit to put it in force.", key)
 	if err := c.opts.Settings.Unset(r.Context(), key); err != nil {
 		msg = "Not staged: " + err.Error()
@@ -757,7 +765,7 @@ func (c *Console) settingsCommit(w http.ResponseWriter, r *http.Request, s *sess
 	}
 	snap, err := c.opts.Settings.Commit(r.Context(), note, consoleAuthor)
 	if err != nil {
-		if !errors.Is(err, settings.ErrNoChanges) {
+		if !errors.Is(err, settings.ErrNoChanges) && !errors.Is(err, settings.ErrRefused) {
 			c.log.Error("console: settings commit", "err", err)
 		}
 		c.done(w, r, s, "/settings/review", "Not committed: "+err.Error())

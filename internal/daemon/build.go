@@ -382,6 +382,7 @@ func (d *Daemon) buildConsole(_ context.Context, o Options) error {
 		Settings:     d.settingsStore,
 		Reports:      d.Reporter,
 		Explain:      func(ctx context.Context, dom string) (any, error) { return d.Explain(ctx, dom) },
+		Components:   d.comps.list,
 		PasswordFile: pwFile,
 		Logger:       d.log.With("component", "console"),
 		Now:          d.now,

@@ -184,6 +184,10 @@ func TestConsoleInChromium(t *testing.T) {
 	if got := text("#failing"); !strings.Contains(got, consoletest.ExpiredDomain) || !strings.Contains(got, "certificate-expired") {
 		t.Errorf("dashboard: failing-enforce table = %q, want %s with certificate-expired", got, consoletest.ExpiredDomain)
 	}
+	// No component stops silently: the failed report sender is on the dashboard with its reason.
+	if got := text(`#components tr.error`); !strings.Contains(got, "tlsrpt") || !strings.Contains(got, "failed") || !strings.Contains(got, "TLSRPT.DKIMKeyFile") {
+		t.Errorf("dashboard: failed component row = %q, want tlsrpt failed with its reason", got)
+	}
 	checkErrors("login")
 
 	// The queue: find the message deferred with result type certificate-expired and open it.
@@ -239,6 +243,58 @@ func TestConsoleInChromium(t *testing.T) {
 	visit("domain", "/domains/"+consoletest.ExpiredDomain, "#explain")
 	if got := text("#plan"); got != "opportunistic" {
 		t.Errorf("effective policy of %s after the commit = %q, want opportunistic", consoletest.ExpiredDomain, got)
+	}
+
+	// A staged rule is what the form shows: staging "required" for a domain and coming back to the page
+	// shows "required" preselected on its row, so that pressing Stage there does not stage "none".
+	visit("settings-rule", "/settings", "#domain-rule")
+	step("rule domain", chromedp.SendKeys(chromedp.CSS(`#domain-rule input[name="domain"]`), "bank.example"))
+	step("rule level", chromedp.SetValue(chromedp.CSS(`#domain-rule select[name="value"]`), "required"))
+	submit("stage the rule", `#domain-rule button[type="submit"]`)
+	step("staged rule banner", chromedp.WaitVisible(chromedp.ID("staged-banner")))
+	ruleForm := `form:has(input[name="key"][value="Domain.bank.example.TLS"])`
+	shown, err := chromedp.Run(bctx, chromedp.Value(chromedp.CSS(ruleForm+` select[name="value"]`)))
+	if err != nil || shown != "required" {
+		t.Errorf("the row of the staged rule preselects %q (%v), want required", shown, err)
+	}
+	screenshot("settings-staged-rule")
+	// Lowering it asks first; Cancel keeps what was staged.
+	step("choose none", chromedp.SetValue(chromedp.CSS(ruleForm+` select[name="value"]`), "none"))
+	submit("stage none", ruleForm+` button[type="submit"]`)
+	step("lowering warning", chromedp.WaitVisible(chromedp.ID("lower-warning")))
+	if got := text("#lower-warning"); !strings.Contains(got, "bank.example") || !strings.Contains(got, "required") || !strings.Contains(got, "none") {
+		t.Errorf("lowering warning = %q, want bank.example from required to none", got)
+	}
+	screenshot("confirm-lower")
+	checkErrors("confirm-lower")
+	submit("cancel lowering", "#cancel-lower")
+	step("back on settings", chromedp.WaitVisible(chromedp.ID("settings-table")))
+	staged := func() string {
+		t.Helper()
+		changes, err := env.Settings.Diff(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range changes {
+			if c.Key == "Domain.bank.example.TLS" {
+				return c.New
+			}
+		}
+		return ""
+	}
+	if got := staged(); got != "required" {
+		t.Errorf("after Cancel the staged rule is %q, want required", got)
+	}
+	step("choose none again", chromedp.SetValue(chromedp.CSS(ruleForm+` select[name="value"]`), "none"))
+	submit("stage none again", ruleForm+` button[type="submit"]`)
+	step("lowering warning again", chromedp.WaitVisible(chromedp.ID("confirm-lower")))
+	submit("confirm lowering", "#confirm-lower")
+	step("staged after confirming", chromedp.WaitVisible(chromedp.ID("staged-banner")))
+	if got := staged(); got != "none" {
+		t.Errorf("after confirming the staged rule is %q, want none", got)
+	}
+	if err := env.Settings.Discard(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 
 	// Every other page renders without errors.

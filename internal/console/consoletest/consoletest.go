@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
 	"github.com/mxgate/mxgate/internal/console"
 	"github.com/mxgate/mxgate/internal/delivery"
@@ -80,6 +81,13 @@ func (e *Env) Explained() []string {
 	return append([]string(nil), e.explained...)
 }
 
+// Components are the component states the fixture's dashboard shows: the report sender failed.
+var Components = []admin.Component{
+	{Name: "queue", State: admin.ComponentRunning, Since: admintest.Now()},
+	{Name: "smtp", State: admin.ComponentRunning, Since: admintest.Now()},
+	{Name: "tlsrpt", State: admin.ComponentFailed, Reason: "TLSRPT.DKIMKeyFile: open /etc/mxgate/dkim.pem: no such file or directory", Since: admintest.Now()},
+}
+
 // New starts a console on the fixture. The clock stands at admintest.Now(); everything is closed at the
 // end of the test.
 func New(t testing.TB) *Env {
@@ -121,6 +129,7 @@ func New(t testing.TB) *Env {
 		Settings:           st,
 		Reports:            func() *tlsreport.Reporter { return rep },
 		Explain:            e.explain,
+		Components:         func() []admin.Component { return Components },
 		PasswordFile:       pwFile,
 		PasswordIterations: 1000,
 		Now:                clock.Now,
