@@ -297,6 +297,11 @@ type CommitResult struct {
 	// RollbackOf is the generation a rollback restored.
 	RollbackOf int               `json:"rollback_of,omitempty"`
 	Values     map[string]string `json:"values"`
+	// InForce is true when a rollback found the generation's settings in force already: nothing was
+	// committed and Generation is the one in force.
+	InForce bool `json:"in_force,omitempty"`
+	// Discarded are the staged changes a rollback with discard_staged dropped.
+	Discarded []SettingChange `json:"discarded,omitempty"`
 }
 
 // Generation is one entry of GET /api/v1/config/history, newest first.

@@ -86,7 +86,55 @@ func TestComponentCheckRollbackAndExistingFailure(t *testing.T) {
 	if _, err := s.Commit(ctx, "fix contact", "t"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Rollback(ctx, bad.Generation, "", "t"); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "TLSRPT.ContactInfo") {
+	if _, err := s.Rollback(ctx, bad.Generation, "", "t", RefuseStaged); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "TLSRPT.ContactInfo") {
 		t.Fatalf("Rollback to the refused generation = %v, want ErrRefused naming TLSRPT.ContactInfo", err)
+	}
+}
+
+// A rollback never drops staged changes silently: it is refused while changes are staged, unless asked to
+// discard them, and then says which it dropped. Rolling back to the settings in force makes no generation.
+func TestRollbackWithStagedChangesAndNoOp(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"), nil)
+	if err := s.Set(ctx, "TLSRPT.OnlyFailures", "true"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(ctx, "only failures", "t"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, "Sender.EnableMTASTS", "false"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Rollback(ctx, 1, "", "t", RefuseStaged)
+	if !errors.Is(err, ErrStaged) || !strings.Contains(err.Error(), "Sender.EnableMTASTS") {
+		t.Fatalf("Rollback with a staged change = %v, want ErrStaged naming the key", err)
+	}
+	if d, _ := s.Diff(ctx); len(d) != 1 || s.Current().Generation != 2 {
+		t.Fatalf("a refused rollback changed something: staged %+v, generation %d", d, s.Current().Generation)
+	}
+	res, err := s.Rollback(ctx, 1, "", "t", DiscardStaged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Generation != 3 || res.InForce || len(res.Discarded) != 1 || res.Discarded[0].Key != "Sender.EnableMTASTS" {
+		t.Fatalf("Rollback discarding = %+v, want generation 3 and the discarded change", res)
+	}
+	if d, _ := s.Diff(ctx); len(d) != 0 {
+		t.Fatalf("staged after a discarding rollback: %+v", d)
+	}
+
+	// Generation 1's settings are in force now (generation 3): rolling back to either is a no-op.
+	for _, gen := range []int{1, 3} {
+		res, err := s.Rollback(ctx, gen, "", "t", RefuseStaged)
+		if err != nil || !res.InForce || res.Generation != 3 {
+			t.Fatalf("Rollback(%d) to the settings in force = %+v, %v; want InForce at generation 3", gen, res, err)
+		}
+	}
+	hist, err := s.History(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != 3 {
+		t.Errorf("%d generations after no-op rollbacks, want 3", len(hist))
 	}
 }

@@ -34,6 +34,8 @@ var (
 	// ErrRefused means a component that uses the settings would refuse the generation a commit or a
 	// rollback would make; nothing is committed.
 	ErrRefused = errors.New("refused")
+	// ErrStaged means a rollback was asked while changes are staged.
+	ErrStaged = errors.New("changes are staged")
 )
 
 // KeyError is a component's refusal of one setting's value.
@@ -635,24 +637,72 @@ func (s *Store) History(ctx context.Context) ([]Generation, error) {
 	return out, wrap(rows.Err())
 }
 
-// Rollback commits a new generation with the settings of generation gen. Staged changes are dropped.
-func (s *Store) Rollback(ctx context.Context, gen int, note, author string) (Snapshot, error) {
+// StagedChanges says what a rollback does with changes staged but not committed.
+type StagedChanges int
+
+const (
+	// RefuseStaged refuses the rollback while changes are staged (ErrStaged).
+	RefuseStaged StagedChanges = iota
+	// DiscardStaged drops the staged changes with the rollback.
+	DiscardStaged
+)
+
+// RollbackResult is what a rollback did.
+type RollbackResult struct {
+	// Snapshot is the generation in force afterwards: a new one, or the one in force before when InForce.
+	Snapshot
+	// InForce is true when generation's settings were in force already: no generation was made.
+	InForce bool
+	// Discarded are the staged changes dropped (with DiscardStaged).
+	Discarded []Change
+}
+
+// Rollback commits a new generation with the settings of generation gen. While changes are staged it
+// refuses (ErrStaged) unless staged is DiscardStaged, so that a rollback never drops work silently. When the
+// settings of gen are those in force it makes no generation (InForce).
+func (s *Store) Rollback(ctx context.Context, gen int, note, author string, staged StagedChanges) (RollbackResult, error) {
+	changes, err := s.Diff(ctx)
+	if err != nil {
+		return RollbackResult{}, err
+	}
+	if len(changes) > 0 && staged != DiscardStaged {
+		keys := make([]string, 0, len(changes))
+		for _, c := range changes {
+			keys = append(keys, c.Key)
+		}
+		return RollbackResult{}, fmt.Errorf("%w: %d (%s); commit or discard them first, or discard them with the rollback",
+			ErrStaged, len(changes), strings.Join(keys, ", "))
+	}
 	hist, err := s.History(ctx)
 	if err != nil {
-		return Snapshot{}, err
+		return RollbackResult{}, err
 	}
 	for _, g := range hist {
-		if g.Number == gen {
-			if note == "" {
-				note = fmt.Sprintf("rollback to generation %d", gen)
-			}
-			if err := s.checkCommit(g.Values); err != nil {
-				return Snapshot{}, err
-			}
-			return s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: g.Values})
+		if g.Number != gen {
+			continue
 		}
+		if maps.Equal(g.Values, s.Current().Values) {
+			if len(changes) > 0 {
+				if err := s.Discard(ctx); err != nil {
+					return RollbackResult{}, err
+				}
+			}
+			return RollbackResult{Snapshot: s.Current(), InForce: true, Discarded: changes}, nil
+		}
+		if note == "" {
+			note = fmt.Sprintf("rollback to generation %d", gen)
+		}
+		if err := s.checkCommit(g.Values); err != nil {
+			return RollbackResult{}, err
+		}
+		// commit drops the staged changes in the same transaction.
+		snap, err := s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: g.Values})
+		if err != nil {
+			return RollbackResult{}, err
+		}
+		return RollbackResult{Snapshot: snap, Discarded: changes}, nil
 	}
-	return Snapshot{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
+	return RollbackResult{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
 }
 
 // Entry is one setting as listed: committed value, default, staged change.

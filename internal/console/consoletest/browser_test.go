@@ -297,6 +297,36 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Rollback never drops staged work silently: with a change staged, the history says so and a rollback
+	// without ticking "discard" is refused; ticked, it rolls back and says what it discarded. Generation 1's
+	// settings are then in force, and its row offers no rollback that would change nothing.
+	if err := env.Settings.Set(context.Background(), "TLSRPT.OnlyFailures", "true"); err != nil {
+		t.Fatal(err)
+	}
+	visit("history-staged", "/settings/history", "#staged-warning")
+	if got := text("#staged-warning"); !strings.Contains(got, "TLSRPT.OnlyFailures") {
+		t.Errorf("staged warning = %q, want the staged key", got)
+	}
+	submit("rollback without discarding", "#rollback-1")
+	step("refused", chromedp.WaitVisible(chromedp.ID("flash")))
+	if got := text("#flash"); !strings.Contains(got, "Not rolled back") || !strings.Contains(got, "staged") {
+		t.Errorf("flash after a rollback with staged changes = %q, want a refusal", got)
+	}
+	if g := env.Settings.Current().Generation; g != 2 {
+		t.Fatalf("generation %d after a refused rollback, want 2", g)
+	}
+	step("tick discard", chromedp.Click(chromedp.ID("discard-1")))
+	submit("rollback discarding", "#rollback-1")
+	step("rolled back", chromedp.WaitVisible(chromedp.ID("flash")))
+	if got := text("#flash"); !strings.Contains(got, "Rolled back to generation 1 as generation 3") || !strings.Contains(got, "Discarded 1 staged change") {
+		t.Errorf("flash after a discarding rollback = %q", got)
+	}
+	if got := text("#history tbody tr:last-child"); !strings.Contains(got, "same settings as in force") {
+		t.Errorf("generation 1's row = %q, want no rollback offered (same settings as in force)", got)
+	}
+	screenshot("history-rolled-back")
+	checkErrors("history-rolled-back")
+
 	// Every other page renders without errors.
 	visit("dashboard", "/", "#mail-in")
 	visit("queue-expired-filter", "/queue?error=certificate-expired", "#queue-table")
