@@ -473,3 +473,16 @@ type Health struct {
 	Status     string      `json:"status"`
 	Components []Component `json:"components,omitempty"`
 }
+
+// DKIMRecord is the DNS record that publishes the key TLS reports are signed with (RFC 8460 Section 3), in
+// GET /api/v1/status and on the console's reports page.
+type DKIMRecord struct {
+	// Name is the owner name, <selector>._domainkey.<domain>; Value the TXT record's text.
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	// KeyFile is the private key's file.
+	KeyFile string `json:"key_file"`
+	// Published is true when DNS answers Value's key at Name; Problem says otherwise why not.
+	Published bool   `json:"published"`
+	Problem   string `json:"problem,omitempty"`
+}

@@ -70,6 +70,9 @@ type Options struct {
 	// Explain explains the TLS policy that applies to a domain now (the daemon's Explain); its result is
 	// shown as JSON-shaped fields. Nil hides explanations.
 	Explain func(ctx context.Context, domain string) (any, error)
+	// DKIM returns the DNS record of the key TLS reports are signed with, for the reports page; nil shows
+	// none.
+	DKIM func(ctx context.Context) (admin.DKIMRecord, error)
 	// Components returns the state of the gateway's components for the dashboard; nil shows none.
 	Components func() []admin.Component
 	// PasswordFile holds the console password's hash (see Bootstrap).

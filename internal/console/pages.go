@@ -568,6 +568,8 @@ func (c *Console) domainFlush(w http.ResponseWriter, r *http.Request, s *session
 // ---- TLS reports ----
 
 type reportsData struct {
+	DKIM         *admin.DKIMRecord
+	DKIMErr      string
 	Off          bool
 	Pending      []tlsreport.PendingSummary
 	PendingErr   string
@@ -595,6 +597,7 @@ func errText(err error) string {
 
 func (c *Console) reportsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	d := reportsData{Today: c.now().UTC().Format("2006-01-02")}
+	c.dkimRecord(r.Context(), &d)
 	rep := c.reporter()
 	if rep == nil {
 		d.Off = true

@@ -91,3 +91,18 @@ func (c *Console) confirmLowering(w http.ResponseWriter, r *http.Request, s *ses
 	c.render(w, r, s, http.StatusOK, "lowertls", "Lower the TLS of "+l.Domain+"?", l)
 	return false
 }
+
+// dkimRecord fills the reports page's DKIM record, bounded like an explanation.
+func (c *Console) dkimRecord(ctx context.Context, d *reportsData) {
+	if c.opts.DKIM == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, explainBudget)
+	defer cancel()
+	rec, err := c.opts.DKIM(ctx)
+	if err != nil {
+		d.DKIMErr = err.Error()
+		return
+	}
+	d.DKIM = &rec
+}

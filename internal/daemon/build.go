@@ -56,6 +56,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		d.openOutbound,
 		d.openSTS,
 		d.openSettings,
+		d.openDKIM,
 		d.openRecorder,
 		d.buildDelivery,
 		d.openQueue,
@@ -213,7 +214,7 @@ func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
 		Now:          d.now,
 		Logger:       d.log.With("component", "queue"),
 		Hostname:     cfg.SMTP.Hostname,
-		Postmaster:   "postmaster@" + cfg.SMTP.Hostname,
+		Postmaster:   "postmaster@" + d.defaultMailHost(),
 		MaxLifetime:  cfg.Queue.MaxLifetime.Duration(),
 		Backoff:      queue.Backoff{Initial: cfg.Queue.RetryInitial.Duration(), Max: cfg.Queue.RetryMax.Duration(), Factor: cfg.Queue.RetryFactor, Jitter: cfg.Queue.RetryJitter},
 		Concurrency:  cfg.Queue.Concurrency,
@@ -221,7 +222,7 @@ func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
-		ReportBounceTo: "postmaster@" + cfg.SMTP.Hostname,
+		ReportBounceTo: "postmaster@" + d.defaultMailHost(),
 	})
 	if err != nil {
 		return err
@@ -383,6 +384,7 @@ func (d *Daemon) buildConsole(_ context.Context, o Options) error {
 		Reports:      d.Reporter,
 		Explain:      func(ctx context.Context, dom string) (any, error) { return d.Explain(ctx, dom) },
 		Components:   d.comps.list,
+		DKIM:         d.DKIM,
 		PasswordFile: pwFile,
 		Logger:       d.log.With("component", "console"),
 		Now:          d.now,

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -87,7 +88,7 @@ type Daemon struct {
 	Metrics       *metrics.Metrics
 	Admin         *admin.Server
 	Console       *console.Console
-	started       time.Time
+	started       atomic.Pointer[time.Time] // when Run started; nil before
 
 	settings atomic.Pointer[tlspolicy.Settings]
 	// running is the settings generation the TLS decision point uses.
@@ -98,6 +99,9 @@ type Daemon struct {
 
 	out   Outbound
 	comps components
+	// dkimKey is the TLS report signing key made at first start (dkimPath).
+	dkimKey  crypto.Signer
+	dkimPath string
 
 	// What Reload replaces: the SMTP server certificate, the trust store and the HTTPS transport built on
 	// it, and the log level. fixedRoots is true when Options.Roots replaced the trust store.
@@ -179,7 +183,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	errc := make(chan error, 6)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	d.started = d.now()
+	startedAt := d.now()
+	d.started.Store(&startedAt)
 	wg.Add(4)
 	go func() {
 		defer wg.Done()

@@ -38,13 +38,9 @@ func (g gatedRecorder) Record(s tlsrpt.Session) {
 // reporterFrom builds the report sender from a settings generation. Its errors are settings.KeyErrors naming
 // the setting at fault; the settings store runs it as the tlsrpt component's check before every commit.
 func (d *Daemon) reporterFrom(snap settings.Snapshot) (*tlsreport.Reporter, error) {
-	host := d.cfg.SMTP.Hostname
+	host := d.defaultMailHost()
 	bad := func(key string, err error) error { return &settings.KeyError{Key: key, Err: err} }
-	contact := snap.Get("TLSRPT.ContactInfo")
-	if contact == "" {
-		contact = "postmaster@" + host
-	}
-	ca, err := address.ParseAddress(contact)
+	ca, err := address.ParseAddress(d.contact(snap))
 	if err != nil {
 		return nil, bad("TLSRPT.ContactInfo", err)
 	}
@@ -74,17 +70,11 @@ func (d *Daemon) reporterFrom(snap settings.Snapshot) (*tlsreport.Reporter, erro
 			return nil, bad("TLSRPT.From", err)
 		}
 	}
-	if keyFile := snap.Get("TLSRPT.DKIMKeyFile"); keyFile != "" {
-		signer, err := loadSigner(keyFile)
-		if err != nil {
-			return nil, bad("TLSRPT.DKIMKeyFile", err)
-		}
-		sel := snap.Get("TLSRPT.DKIMSelector")
-		if sel == "" {
-			return nil, bad("TLSRPT.DKIMSelector", errors.New("required with TLSRPT.DKIMKeyFile"))
-		}
-		r.DKIM = &tlsreport.DKIMKey{Selector: sel, Signer: signer}
+	signer, sel, _, err := d.dkimSigning(snap)
+	if err != nil {
+		return nil, err
 	}
+	r.DKIM = &tlsreport.DKIMKey{Selector: sel, Signer: signer}
 	if err := r.Check(); err != nil {
 		fes := fieldErrors(err)
 		if len(fes) == 0 {

@@ -106,14 +106,14 @@ func Defs() []Def {
 		{"Controller.EnableTLSRPT", Bool, "true", "Record TLS sessions and send daily TLS reports (RFC 8460) to domains that publish _smtp._tls."},
 		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes (not implemented yet: refused when true)."},
 		{"Sender.EnableMTASTS", Bool, "true", "Validate MTA-STS (RFC 8461) on delivery to MX routes."},
-		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them (default postmaster@<hostname>)."},
-		{"TLSRPT.DKIMKeyFile", String, "", "PEM private key (RSA or Ed25519) that signs TLS report mail (RFC 8460 Section 3)."},
-		{"TLSRPT.DKIMSelector", String, "", "DKIM selector of TLSRPT.DKIMKeyFile; the d= domain is the submitter domain."},
-		{"TLSRPT.From", String, "", "From address of TLS report mail (default tlsrpt-noreply@<hostname>)."},
+		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them (default postmaster@<delivery.hostname>)."},
+		{"TLSRPT.DKIMKeyFile", String, "", "PEM private key (RSA or Ed25519) that signs TLS report mail (RFC 8460 Section 3); default: the key made at first start in data.dir."},
+		{"TLSRPT.DKIMSelector", String, "", "DKIM selector of the signing key (default tlsrpt for the key made at first start; required with TLSRPT.DKIMKeyFile); the d= domain is the submitter domain."},
+		{"TLSRPT.From", String, "", "From address of TLS report mail (default: the contact address)."},
 		{"TLSRPT.MaxDestinations", Int, "4", "At most this many rua destinations per domain."},
 		{"TLSRPT.OnlyFailures", Bool, "false", "Send a report only for days that had failures."},
 		{"TLSRPT.OrganizationName", String, "", "organization-name of TLS reports."},
-		{"TLSRPT.Submitter", String, "", "Submitter domain of TLS reports (default: the SMTP hostname)."},
+		{"TLSRPT.Submitter", String, "", "Submitter domain of TLS reports (default: the domain of the contact address)."},
 	}
 }
 

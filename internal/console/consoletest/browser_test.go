@@ -333,6 +333,13 @@ func TestConsoleInChromium(t *testing.T) {
 	visit("confirm-bounce", "/queue/confirm?action=bounce&id="+consoletest.MsgExpired, "#confirm-count")
 	visit("domains", "/domains", "#domains-table")
 	visit("reports", "/reports", "#pending")
+	// The record to publish for the report signing key, and that DNS does not have it yet.
+	if got := text("#dkim-record"); got != consoletest.DKIM.Name+`. TXT "`+consoletest.DKIM.Value+`"` {
+		t.Errorf("reports page DKIM record = %q", got)
+	}
+	if got := text("#dkim-status"); !strings.Contains(got, "does not publish it yet") {
+		t.Errorf("reports page DKIM status = %q, want not published", got)
+	}
 	visit("report-preview", "/reports/preview?domain=example.org&day=2025-06-01", "#report-json")
 	visit("settings-after", "/settings", "#settings-table")
 	visit("review-empty", "/settings/review", "main")

@@ -88,6 +88,14 @@ var Components = []admin.Component{
 	{Name: "tlsrpt", State: admin.ComponentFailed, Reason: "TLSRPT.DKIMKeyFile: open /etc/mxgate/dkim.pem: no such file or directory", Since: admintest.Now()},
 }
 
+// DKIM is the fixture's record of the key report mail is signed with, not yet in DNS.
+var DKIM = admin.DKIMRecord{
+	Name:    "tlsrpt._domainkey.corp.example",
+	Value:   "v=DKIM1; k=rsa; s=email:tlsrpt; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA",
+	KeyFile: "/var/lib/mxgate/tlsrpt-dkim.pem",
+	Problem: "no TXT record at tlsrpt._domainkey.corp.example",
+}
+
 // New starts a console on the fixture. The clock stands at admintest.Now(); everything is closed at the
 // end of the test.
 func New(t testing.TB) *Env {
@@ -130,6 +138,7 @@ func New(t testing.TB) *Env {
 		Reports:            func() *tlsreport.Reporter { return rep },
 		Explain:            e.explain,
 		Components:         func() []admin.Component { return Components },
+		DKIM:               func(context.Context) (admin.DKIMRecord, error) { return DKIM, nil },
 		PasswordFile:       pwFile,
 		PasswordIterations: 1000,
 		Now:                clock.Now,
