@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/bad/*.err from the current output")
@@ -45,8 +47,9 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-// TestBadConfigs parses every testdata/bad/*.toml and compares the error text with the .err file next to it.
-// Run with -update to rewrite the .err files.
+// TestBadConfigs runs the validation of check-config and serve (Load, then Preflight) on every
+// testdata/bad/*.toml and compares the error text with the .err file next to it. Run with -update to rewrite
+// the .err files.
 func TestBadConfigs(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob("testdata/bad/*.toml")
@@ -61,9 +64,11 @@ func TestBadConfigs(t *testing.T) {
 			t.Parallel()
 			cfg, err := Load(file)
 			if err == nil {
-				t.Fatalf("Load(%s) succeeded, want an error", file)
-			}
-			if cfg != nil {
+				err = Preflight(cfg)
+				if err == nil {
+					t.Fatalf("Load and Preflight(%s) succeeded, want an error", file)
+				}
+			} else if cfg != nil {
 				t.Errorf("Load(%s) returned a Config with the error", file)
 			}
 			got := err.Error() + "\n"
@@ -85,6 +90,29 @@ func TestBadConfigs(t *testing.T) {
 	}
 }
 
+// TestGoodConfigsPassPreflight: every testdata/good file passes the whole validation of check-config and
+// serve, and Preflight creates nothing.
+func TestGoodConfigsPassPreflight(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("testdata/good/*.toml")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("good configs: %v, %v", files, err)
+	}
+	for _, file := range files {
+		cfg, err := Load(file)
+		if err != nil {
+			t.Errorf("Load(%s): %v", file, err)
+			continue
+		}
+		if err := Preflight(cfg); err != nil {
+			t.Errorf("Preflight(%s): %v", file, err)
+		}
+		if _, err := os.Stat(cfg.Data.Dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: data.dir %s exists after Preflight (%v); it must create nothing", file, cfg.Data.Dir, err)
+		}
+	}
+}
+
 func TestGoodFull(t *testing.T) {
 	t.Parallel()
 	got, err := Load("testdata/good/full.toml")
@@ -93,7 +121,7 @@ func TestGoodFull(t *testing.T) {
 	}
 	want := &Config{
 		Node: "mx1",
-		Data: Data{Dir: "/var/lib/mxgate"},
+		Data: Data{Dir: "testdata/var/mxgate"},
 		SMTP: SMTP{
 			Listen:                 "[::]:25",
 			Hostname:               "gw.xn--bcher-kva.example",
@@ -105,8 +133,8 @@ func TestGoodFull(t *testing.T) {
 			WriteTimeout:           Duration(90 * time.Second),
 			MaxConnsPerIP:          0,
 			MessagesPerMinutePerIP: 600,
-			TLSCertFile:            "/etc/mxgate/cert.pem",
-			TLSKeyFile:             "/etc/mxgate/key.pem",
+			TLSCertFile:            "testdata/pki/cert.pem",
+			TLSKeyFile:             "testdata/pki/key.pem",
 			Users:                  map[string]string{"app": "s3cret", "batch user": "x"},
 		},
 		DNS: DNS{Servers: []string{"192.0.2.53", "[2001:db8::53]:5353"}, Timeout: Duration(2 * time.Second)},
@@ -130,7 +158,7 @@ func TestGoodFull(t *testing.T) {
 			MaxBatch:     100,
 			DrainTimeout: Duration(time.Minute),
 		},
-		TLS: TLS{CAFile: "/etc/mxgate/extra-roots.pem"},
+		TLS: TLS{CAFile: "testdata/pki/ca.pem"},
 		MTASTS: MTASTS{
 			FetchTimeout:   Duration(30 * time.Second),
 			MaxPolicyBytes: 32768,
@@ -140,10 +168,12 @@ func TestGoodFull(t *testing.T) {
 		},
 		Admin: Admin{Listen: "127.0.0.1:0"},
 		Log:   Log{Format: "text", Level: "debug"},
-		Settings: map[string]bool{
-			"Sender.EnableMTASTS":     false,
-			"Sender.EnableDANE":       true,
-			"Controller.EnableTLSRPT": true, // not in the file: the default stays
+		Settings: map[string]string{
+			"Sender.EnableMTASTS":     "false",
+			"Sender.EnableDANE":       "false", // not in the file: the default stays
+			"Controller.EnableTLSRPT": "true",  // likewise
+			"TLSRPT.OrganizationName": "Example Org",
+			"TLSRPT.MaxDestinations":  "2",
 		},
 		Domains: []DomainRule{
 			{Name: "example.com", TLS: "required-verify"},
@@ -218,12 +248,9 @@ func TestSettingsKeysDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range KnownSettings() {
+	for name := range Default().Settings {
 		if !strings.Contains(string(data), `"`+name+`" =`) {
 			t.Errorf("example.toml does not set %q", name)
-		}
-		if _, ok := Default().Settings[name]; !ok {
-			t.Errorf("Default() has no value for known setting %q", name)
 		}
 	}
 }
@@ -334,7 +361,7 @@ hosts = ["smarthost.example"]
 	if r, ok := cfg.RouteFor(address.MustParseDomain("sub.corp.example")); !ok || r != &cfg.Routes[1] {
 		t.Errorf("RouteFor(sub.corp.example) = %v, %v; want route[1]", r, ok)
 	}
-	if level, ok := cfg.DomainTLS(address.MustParseDomain("xn--bcher-kva.example")); !ok || level != "dane-only" {
+	if level, ok := cfg.DomainTLS(address.MustParseDomain("xn--bcher-kva.example")); !ok || level != (tlspolicy.Rule{Level: tlspolicy.LevelDANEOnly}) {
 		t.Errorf("DomainTLS(bücher.example) = %q, %v; want dane-only", level, ok)
 	}
 	if _, ok := cfg.DomainTLS(address.MustParseDomain("example.com")); ok {
@@ -379,20 +406,6 @@ level = "warn"
 	}
 	if cfg.SMTP.StartTLS() {
 		t.Error("StartTLS() = true without a certificate")
-	}
-}
-
-func TestValidTLSLevel(t *testing.T) {
-	t.Parallel()
-	for _, s := range strings.Split(tlsLevelList, ", ") {
-		if !ValidTLSLevel(s) {
-			t.Errorf("ValidTLSLevel(%q) = false", s)
-		}
-	}
-	for _, s := range []string{"", "secure", "Required", "may", "encrypt"} {
-		if ValidTLSLevel(s) {
-			t.Errorf("ValidTLSLevel(%q) = true", s)
-		}
 	}
 }
 

@@ -90,6 +90,10 @@ func (d *Daemon) release(ctx context.Context) error {
 }
 
 func (d *Daemon) openStore(context.Context, Options) error {
+	// The same checks `mxgate check-config` runs, so that a file it accepts is one the daemon starts with.
+	if err := config.Preflight(d.cfg); err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
 	if err := os.MkdirAll(d.cfg.Data.Dir, 0o700); err != nil {
 		return fmt.Errorf("data.dir: %w", err)
 	}
@@ -141,10 +145,21 @@ func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
 		return err
 	}
 	d.settingsStore = s
-	d.settings.Store(policySettings(s.Current()))
+	ps, err := policySettings(s.Current())
+	if err != nil {
+		return err
+	}
+	d.settings.Store(ps)
 	d.running.Store(int64(s.Current().Generation))
 	s.Watch(func(snap settings.Snapshot) {
-		d.settings.Store(policySettings(snap))
+		ps, err := policySettings(snap)
+		if err != nil {
+			// Unreachable while settings validates every staged value with the same parser; should a stored
+			// value still fail, the previous TLS settings stay in force rather than losing a rule.
+			d.log.Error("settings committed but not applied: TLS rules do not parse; the previous generation's TLS settings stay in force", "generation", snap.Generation, "err", err)
+			return
+		}
+		d.settings.Store(ps)
 		d.running.Store(int64(snap.Generation))
 		d.log.Info("settings committed", "generation", snap.Generation)
 	})
@@ -163,7 +178,10 @@ func (d *Daemon) openRecorder(ctx context.Context, _ Options) error {
 
 func (d *Daemon) buildDelivery(_ context.Context, o Options) error {
 	cfg := d.cfg
-	routes := routesFromConfig(cfg)
+	routes, err := routesFromConfig(cfg)
+	if err != nil {
+		return err
+	}
 	d.routes.Store(&routes)
 	d.Policy = &tlspolicy.Decider{
 		Settings:   d.settings.Load,
@@ -185,7 +203,7 @@ func (d *Daemon) buildDelivery(_ context.Context, o Options) error {
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
 		Now:                 d.now,
 		Events: func(ev delivery.Event) {
-			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, ev.Result.ResultType)
+			d.Metrics.Delivery(ev)
 			d.Console.Observe(ev)
 			if o.OnDelivery != nil {
 				o.OnDelivery(ev)

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -268,39 +267,44 @@ func (c countingSubmitter) Submit(ctx context.Context, env queue.Envelope, body 
 func seedFromConfig(cfg *config.Config) map[string]string {
 	seed := map[string]string{}
 	for k, v := range cfg.Settings {
-		seed[k] = strconv.FormatBool(v)
+		seed[k] = v
 	}
 	for _, r := range cfg.Domains {
-		seed[settings.DomainPrefix+r.Name+".TLS"] = r.TLS
+		seed[settings.DomainPrefix+r.Name+".TLS"] = r.Rule().String()
 	}
 	return seed
 }
 
-// policySettings is what the TLS decision point needs of a settings generation.
-func policySettings(s settings.Snapshot) *tlspolicy.Settings {
-	p := &tlspolicy.Settings{
-		EnableMTASTS: s.Bool("Sender.EnableMTASTS"),
-		EnableDANE:   s.Bool("Sender.EnableDANE"),
-		Rules:        map[string]tlspolicy.Level{},
+// policySettings is what the TLS decision point needs of a settings generation. A rule that does not parse is
+// an error: dropping it would deliver with less TLS than the administrator asked for.
+func policySettings(s settings.Snapshot) (*tlspolicy.Settings, error) {
+	rules, err := s.DomainRules()
+	if err != nil {
+		return nil, err
 	}
-	for dom, lvl := range s.DomainRules() {
-		if l, err := tlspolicy.ParseLevel(lvl); err == nil {
-			p.Rules[dom] = l
-		}
-	}
-	return p
+	return &tlspolicy.Settings{
+		EnableMTASTS: s.MTASTSEnabled(),
+		EnableDANE:   s.DANEEnabled(),
+		Rules:        rules,
+
+		TLSRequiredNoRelaxesRules: s.TLSRequiredNoRelaxesRules(),
+	}, nil
 }
 
-func routesFromConfig(cfg *config.Config) []delivery.Route {
+// routesFromConfig returns the static routes. An unknown level is an error, never a downgrade to
+// opportunistic.
+func routesFromConfig(cfg *config.Config) ([]delivery.Route, error) {
 	var out []delivery.Route
-	for _, r := range cfg.Routes {
-		lvl, err := tlspolicy.ParseLevel(r.TLS)
+	var errs []error
+	for i, r := range cfg.Routes {
+		lvl, err := tlspolicy.ParseLevel(string(r.TLS))
 		if err != nil {
-			lvl = tlspolicy.LevelOpportunistic
+			errs = append(errs, fmt.Errorf("route[%d].tls: %w", i, err))
+			continue
 		}
 		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl, AuthUser: r.AuthUser, AuthPassword: r.AuthPassword})
 	}
-	return out
+	return out, errors.Join(errs...)
 }
 
 // stsSource adapts the policy cache to the decision point.

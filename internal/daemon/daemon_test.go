@@ -30,17 +30,21 @@ type gw struct {
 	events chan delivery.Event
 }
 
-func startGateway(t *testing.T, n *simnet.Net) *gw {
+// startGateway runs a gateway in n; edit, when given, changes its configuration first.
+func startGateway(t *testing.T, n *simnet.Net, edit ...func(*config.Config)) *gw {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
-	return startGatewayWith(t, n, n.GatewayConfig(dir), n.RootPool())
+	return startGatewayWith(t, n, n.GatewayConfig(dir), n.RootPool(), edit...)
 }
 
 // startGatewayWith starts a gateway on cfg; a nil roots means the system pool plus tls.ca_file.
-func startGatewayWith(t *testing.T, n *simnet.Net, cfg *config.Config, roots *x509.CertPool) *gw {
+func startGatewayWith(t *testing.T, n *simnet.Net, cfg *config.Config, roots *x509.CertPool, edit ...func(*config.Config)) *gw {
 	t.Helper()
 	dir := cfg.Data.Dir
 	cfg.Queue.RetryInitial = config.Duration(time.Hour)
+	for _, e := range edit {
+		e(cfg)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

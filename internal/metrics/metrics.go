@@ -7,12 +7,15 @@ package metrics
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mxgate/mxgate/internal/delivery"
 )
 
 // Sources are read at scrape time. Any may be nil.
@@ -56,7 +59,7 @@ func New(src Sources) *Metrics {
 		}, []string{"outcome", "tls", "policy"}),
 		TLSFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxgate_tls_failures_total",
-			Help: "TLS and policy failures by RFC 8460 result type, and whether they blocked delivery (enforced) or were only recorded.",
+			Help: "TLS and policy failures seen by delivery attempts (per recipient), by RFC 8460 result type, and whether the plan enforced them (enforce, required levels, REQUIRETLS) or only recorded them (MTA-STS testing, opportunistic TLS: the mail went anyway).",
 		}, []string{"result_type", "enforced"}),
 		Accepted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mxgate_messages_accepted_total", Help: "Messages accepted by SMTP intake (acknowledged with 250).",
@@ -81,15 +84,14 @@ func (m *Metrics) Handler() http.Handler {
 // Registry is the registry, for tests.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Delivery counts one recipient outcome.
-func (m *Metrics) Delivery(outcome, tls, policy, resultType string) {
-	m.Attempts.WithLabelValues(outcome, tlsClass(tls), policy).Inc()
-	if resultType != "" {
-		enforced := "false"
-		if outcome != "delivered" {
-			enforced = "true"
-		}
-		m.TLSFailures.WithLabelValues(resultType, enforced).Inc()
+// Delivery counts one recipient outcome as delivery reports it. A TLS failure is counted whatever the
+// outcome: enforced="true" when the plan stops delivery on failures, "false" when it only records them
+// (MTA-STS testing, opportunistic TLS), so that failures that did not block mail are visible too.
+func (m *Metrics) Delivery(ev delivery.Event) {
+	r := ev.Result
+	m.Attempts.WithLabelValues(string(r.Outcome), tlsClass(r.TLS), ev.Plan).Inc()
+	if r.ResultType != "" {
+		m.TLSFailures.WithLabelValues(r.ResultType, strconv.FormatBool(ev.Enforced)).Inc()
 	}
 }
 

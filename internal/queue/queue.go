@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/atomicfile"
 	"github.com/mxgate/mxgate/internal/store"
 )
 
@@ -189,7 +190,7 @@ func (o *Options) setDefaults() error {
 		o.SyncFile = (*os.File).Sync
 	}
 	if o.SyncDir == nil {
-		o.SyncDir = syncDir
+		o.SyncDir = atomicfile.SyncDir
 	}
 	return nil
 }
