@@ -3,37 +3,19 @@ package console
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/settings"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
-// tlsStrength orders TLS levels from the weakest; a rule value's first word is its level (a rule may carry
-// options after it). Unknown levels rank as the strongest, so that a change away from one always asks.
-func tlsStrength(value string) int {
-	level, _, _ := strings.Cut(strings.TrimSpace(value), " ")
-	switch level {
-	case "none":
-		return 0
-	case "opportunistic":
-		return 1
-	case "required":
-		return 2
-	case "required-verify":
-		return 3
-	case "dane":
-		// Opportunistic DANE falls back to unverified TLS without TLSA records: no stronger than required.
-		return 2
-	case "dane-only":
-		return 4
-	}
-	return 5
-}
+// tlsRank orders levels as the TLS decision point does (tlspolicy.Levels, weakest first).
+func tlsRank(l tlspolicy.Level) int { return slices.Index(tlspolicy.Levels(), l) }
 
-// tlsLowering says whether staging value (or, with unset, removing the rule) for the domain rule key makes
-// the domain's TLS weaker than what is in force or staged now, and describes both.
+// tlsLowering describes a change that makes a domain's TLS weaker.
 type tlsLowering struct {
 	Key, Domain string
 	// From is what the domain gets now (the committed or staged rule, or the MTA-STS policy or default that
@@ -41,8 +23,13 @@ type tlsLowering struct {
 	From, To string
 	Unset    bool
 	Value    string
+	// ClearText: the change allows mail in clear text (level none).
+	ClearText bool
 }
 
+// lowersTLS says whether staging value (or, with unset, removing the rule) for the domain rule key makes the
+// domain's TLS weaker than what is in force or staged now. It follows the decision point: a rule only
+// raises the level of the domain's MTA-STS policy, unless it says "override", and then it replaces it.
 func (c *Console) lowersTLS(ctx context.Context, key, value string, unset bool) (tlsLowering, bool) {
 	if !strings.HasPrefix(key, settings.DomainPrefix) || !strings.HasSuffix(key, ".TLS") {
 		return tlsLowering{}, false
@@ -54,31 +41,44 @@ func (c *Console) lowersTLS(ctx context.Context, key, value string, unset bool) 
 	dom := strings.TrimSuffix(strings.TrimPrefix(ck, settings.DomainPrefix), ".TLS")
 	cur := c.opts.Settings.Current()
 	// What the domain gets without a rule: MTA-STS enforce from the cache, or opportunistic TLS.
-	without := "opportunistic"
+	without, withoutText := tlspolicy.LevelOpportunistic, "opportunistic (no rule)"
 	if cur.Bool("Sender.EnableMTASTS") {
 		if d, err := address.ParseDomain(dom); err == nil {
 			if e, err := c.opts.STS.Show(ctx, d); err == nil && e.Mode == mtasts.ModeEnforce {
-				without = "required-verify (MTA-STS enforce)"
+				without, withoutText = tlspolicy.LevelRequiredVerify, "required-verify (MTA-STS enforce)"
 			}
 		}
 	}
-	from, strongest := without, tlsStrength(without)
+	// effective is the rank of what a rule gives; an unparsable value ranks highest, so that leaving it asks.
+	effective := func(v string) int {
+		r, err := tlspolicy.ParseRule(v)
+		if err != nil {
+			return len(tlspolicy.Levels())
+		}
+		if r.Override {
+			return tlsRank(r.Level)
+		}
+		return max(tlsRank(r.Level), tlsRank(without))
+	}
+	from, strongest := withoutText, tlsRank(without)
 	if v, ok := cur.Values[ck]; ok {
-		from, strongest = v, tlsStrength(v)
+		from, strongest = v, effective(v)
 	}
 	if changes, err := c.opts.Settings.Diff(ctx); err == nil {
 		for _, ch := range changes {
-			if ch.Key == ck && ch.NewSet && tlsStrength(ch.New) > strongest {
-				from, strongest = ch.New+" (staged)", tlsStrength(ch.New)
+			if ch.Key == ck && ch.NewSet && effective(ch.New) > strongest {
+				from, strongest = ch.New+" (staged)", effective(ch.New)
 			}
 		}
 	}
-	to := value
+	to, rank := value, 0
 	if unset {
-		to = without
+		to, rank = withoutText, tlsRank(without)
+	} else {
+		rank = effective(value)
 	}
-	l := tlsLowering{Key: ck, Domain: dom, From: from, To: to, Unset: unset, Value: value}
-	return l, tlsStrength(to) < strongest
+	clear := !unset && rank == tlsRank(tlspolicy.LevelNone)
+	return tlsLowering{Key: ck, Domain: dom, From: from, To: to, Unset: unset, Value: value, ClearText: clear}, rank < strongest
 }
 
 // confirmLowering renders the confirmation page of a change that weakens a domain's TLS, unless the form

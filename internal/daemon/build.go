@@ -60,7 +60,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		d.openRecorder,
 		d.buildDelivery,
 		d.openQueue,
-		d.checkReports,
+		d.registerChecks,
 		d.buildMetrics,
 		d.buildSMTP,
 		d.buildAdmin,
@@ -250,11 +250,16 @@ func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
 	return nil
 }
 
-// checkReports makes the report sender's own construction the check of every settings commit, so that no
-// commit can switch TLS reporting off.
-func (d *Daemon) checkReports(context.Context, Options) error {
+// registerChecks makes the components' own construction from settings the check of every staging, commit
+// and rollback, so that no commit can switch a component off: the report sender (TLSRPT.*) and the TLS
+// decision point (the per-domain rules).
+func (d *Daemon) registerChecks(context.Context, Options) error {
 	d.settingsStore.AddCheck(settings.Check{Component: componentTLSRPT, Check: func(s settings.Snapshot) error {
 		_, err := d.reporterFrom(s)
+		return err
+	}})
+	d.settingsStore.AddCheck(settings.Check{Component: "tlspolicy", Check: func(s settings.Snapshot) error {
+		_, err := policySettings(s)
 		return err
 	}})
 	return nil
