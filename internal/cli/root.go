@@ -16,9 +16,14 @@ import (
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	return mainIO(args, os.Stdin, stdout, stderr)
+}
+
+// mainIO is Main with standard input, which confirmations read, given.
+func mainIO(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := newRoot(stdout, stderr)
+	root := newRoot(stdin, stdout, stderr)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -44,12 +49,13 @@ type globals struct {
 	adminURL   string
 	token      string
 	json       bool
+	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "mxgate",
 		Short:         "Outbound mail gateway with MTA-STS, REQUIRETLS and TLS reporting",

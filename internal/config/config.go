@@ -179,9 +179,23 @@ type Route struct {
 	TLS          tlspolicy.Level `toml:"tls"`
 	AuthUser     string          `toml:"auth_user"`
 	AuthPassword string          `toml:"auth_password"`
+	// AuthMinTLS is the weakest channel AUTH is sent over: required-verify (default: TLS with a verified
+	// certificate), required (any TLS) or none (also in clear text). See ValidAuthMinTLS.
+	AuthMinTLS tlspolicy.Level `toml:"auth_min_tls"`
 }
 
-func (r *Route) setDefaults() { *r = Route{Port: 25, TLS: tlspolicy.LevelOpportunistic} }
+func (r *Route) setDefaults() {
+	*r = Route{Port: 25, TLS: tlspolicy.LevelOpportunistic, AuthMinTLS: tlspolicy.LevelRequiredVerify}
+}
+
+// ValidAuthMinTLS reports whether l is a value of [[route]] auth_min_tls.
+func ValidAuthMinTLS(l tlspolicy.Level) bool {
+	switch l {
+	case tlspolicy.LevelRequiredVerify, tlspolicy.LevelRequired, tlspolicy.LevelNone:
+		return true
+	}
+	return false
+}
 
 // Addrs returns Hosts as "host:port" dial addresses, with Port where a host has none.
 func (r Route) Addrs() []string {

@@ -201,6 +201,7 @@ func (d *Daemon) buildDelivery(_ context.Context, o Options) error {
 		DataTimeout:         cfg.Delivery.DataTimeout.Duration(),
 		MaxAddressesPerHost: cfg.Delivery.MaxAddressesPerHost,
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
+		Listeners:           d.ownListeners,
 		Now:                 d.now,
 		Events: func(ev delivery.Event) {
 			d.Metrics.Delivery(ev)

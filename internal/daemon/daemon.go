@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -143,6 +144,19 @@ func (d *Daemon) SMTPAddr() string {
 		return ""
 	}
 	return d.smtpLn.Addr().String()
+}
+
+// ownListeners is the address of the SMTP listener, for MX loop detection: deliveries start in Run, after
+// Listen has bound it.
+func (d *Daemon) ownListeners() []netip.AddrPort {
+	if d.smtpLn == nil {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(d.smtpLn.Addr().String())
+	if err != nil {
+		return nil
+	}
+	return []netip.AddrPort{ap}
 }
 
 // AdminAddr is the address the admin API listens on (after Listen).
@@ -302,7 +316,13 @@ func routesFromConfig(cfg *config.Config) ([]delivery.Route, error) {
 			errs = append(errs, fmt.Errorf("route[%d].tls: %w", i, err))
 			continue
 		}
-		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl, AuthUser: r.AuthUser, AuthPassword: r.AuthPassword})
+		// A configuration built in code may leave auth_min_tls empty: the default, required-verify.
+		if r.AuthMinTLS != "" && !config.ValidAuthMinTLS(r.AuthMinTLS) {
+			errs = append(errs, fmt.Errorf("route[%d].auth_min_tls: unknown value %q", i, r.AuthMinTLS))
+			continue
+		}
+		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl,
+			AuthUser: r.AuthUser, AuthPassword: r.AuthPassword, AuthMinTLS: r.AuthMinTLS})
 	}
 	return out, errors.Join(errs...)
 }

@@ -39,7 +39,10 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 	}
 	addrs := []netip.Addr{t.literal}
 	if !t.literal.IsValid() {
-		ips, _, err := mx.Addresses(ctx, d.Resolver, t.name)
+		ips, err := t.addrs, t.addrErr
+		if !t.resolved {
+			ips, _, err = mx.Addresses(ctx, d.Resolver, t.name)
+		}
 		if err != nil {
 			a.last = deferred(451, "4.4.4", fmt.Sprintf("no address for %s: %v", t.name, err))
 			if mx.Permanent(err) {
@@ -49,6 +52,21 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 			return
 		}
 		addrs = ips
+	}
+	if self := d.selfCheck(t.port); self != nil {
+		// A smart host or literal that is one of our own listeners would hand the mail back to us.
+		kept := addrs[:0:0]
+		for _, ip := range addrs {
+			if !self.is(ip) {
+				kept = append(kept, ip)
+			}
+		}
+		if len(kept) == 0 {
+			a.last = loopResult(a.domain)
+			a.last.RemoteMTA = t.name
+			return
+		}
+		addrs = kept
 	}
 	max := d.MaxAddressesPerHost
 	if max <= 0 {
@@ -96,6 +114,10 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 		a.sessionNo = d.sessionSeq.Add(1)
 	}
 	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain)}
+	if t.auth != nil {
+		// A session authenticated as one user is reused for that user only.
+		key.plan += "|auth=" + t.auth.AuthUser
+	}
 	if s := d.pool().get(key); s != nil {
 		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
 		if err := s.c.Reset(); err == nil {
@@ -143,6 +165,14 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 		reusable = false
 	} else if a.record && !plain {
 		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicy(), Success: true, At: d.now()})
+	}
+	if t.auth != nil {
+		ch := channel{tls: tlsDesc != "none", verified: failure != nil && failure.Verified}
+		if res, ok := authenticate(c, t, ch); !ok {
+			a.last = res
+			c.Quit()
+			return nextAddress
+		}
 	}
 	a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable, no: a.sessionNo}, key, t)
 	return nextAddress

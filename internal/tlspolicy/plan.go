@@ -273,9 +273,14 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 		}
 	}
 	// crypto/x509 matches SAN dNSNames only (no CN fallback since Go 1.15) and wildcards only as the whole
-	// left-most label, which is what RFC 8461 Section 4.2 and RFC 6125 Section 6.4.3 ask for.
+	// left-most label, which is what RFC 8461 Section 4.2 and RFC 6125 Section 6.4.3 ask for. A host that is
+	// an IP address (a smart host given as one) is matched against the SAN iPAddress entries instead.
 	if err := leaf.VerifyHostname(host); err != nil {
-		return tlsrpt.ResultCertificateHostMismatch, "san-mismatch", fmt.Sprintf("certificate names %v, not %s", leaf.DNSNames, host)
+		names := append([]string(nil), leaf.DNSNames...)
+		for _, ip := range leaf.IPAddresses {
+			names = append(names, ip.String())
+		}
+		return tlsrpt.ResultCertificateHostMismatch, "san-mismatch", fmt.Sprintf("certificate names %v, not %s", names, host)
 	}
 	return "", "", ""
 }
