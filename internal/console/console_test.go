@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -18,6 +20,7 @@ import (
 	"github.com/mxgate/mxgate/internal/admin/admintest"
 	"github.com/mxgate/mxgate/internal/console"
 	"github.com/mxgate/mxgate/internal/console/consoletest"
+	"github.com/mxgate/mxgate/internal/settings"
 )
 
 // browser is an HTTP client with cookies that does not follow redirects, so tests see them.
@@ -551,5 +554,29 @@ func TestPasswordChange(t *testing.T) {
 	}
 	if p := b.get("/"); p.code != http.StatusSeeOther {
 		t.Errorf("after logout: %d", p.code)
+	}
+}
+
+// What a component refuses is refused by the console with the component's reason: at staging (a bad
+// value) and at commit (a generation only the staged changes together make invalid); nothing is committed.
+func TestSettingsRefusedByComponent(t *testing.T) {
+	t.Parallel()
+	env, b := loggedIn(t)
+	env.Settings.AddCheck(settings.Check{Component: "tlsrpt", Check: func(s settings.Snapshot) error {
+		if c := s.Get("TLSRPT.ContactInfo"); c != "" && !strings.Contains(c, "@") {
+			return &settings.KeyError{Key: "TLSRPT.ContactInfo", Err: fmt.Errorf("%q has no domain", c)}
+		}
+		if s.Get("TLSRPT.DKIMKeyFile") != "" && s.Get("TLSRPT.DKIMSelector") == "" {
+			return &settings.KeyError{Key: "TLSRPT.DKIMSelector", Err: errors.New("required with TLSRPT.DKIMKeyFile")}
+		}
+		return nil
+	}})
+	p := b.post("/settings/set", url.Values{"key": {"TLSRPT.ContactInfo"}, "value": {"notanemail"}})
+	mustContain(t, b.get(p.location), "Not staged: TLSRPT.ContactInfo: invalid value: tlsrpt refuses it: &#34;notanemail&#34; has no domain")
+	b.post("/settings/set", url.Values{"key": {"TLSRPT.DKIMKeyFile"}, "value": {"/etc/mxgate/dkim.pem"}})
+	p = b.post("/settings/commit", url.Values{"note": {"sign reports"}})
+	mustContain(t, b.get(p.location), "Not committed: refused by tlsrpt: TLSRPT.DKIMSelector: required with TLSRPT.DKIMKeyFile")
+	if g := env.Settings.Current().Generation; g != 1 {
+		t.Errorf("generation %d after a refused commit, want 1", g)
 	}
 }
