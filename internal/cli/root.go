@@ -69,5 +69,6 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g), benchCmd(g))
 	addAdminCommands(root, g)
 	addDiagCommands(root, g)
+	addDANECommands(root, g)
 	return root
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
@@ -75,6 +76,24 @@ func (s SMTP) StartTLS() bool { return s.TLSCertFile != "" && s.TLSKeyFile != ""
 type DNS struct {
 	Servers []string `toml:"servers"` // "ip" or "ip:port"; empty means /etc/resolv.conf
 	Timeout Duration `toml:"timeout"`
+	// Validating lists the resolvers ("ip" or "prefix") trusted to validate DNSSEC: only their AD bit makes an
+	// answer secure (RFC 7672 Section 2.1.1). Empty means loopback resolvers only.
+	Validating []string `toml:"validating"`
+}
+
+// ValidatingPrefixes returns Validating as prefixes; nil (loopback only) when empty. Invalid entries
+// (impossible after Parse) are skipped.
+func (d DNS) ValidatingPrefixes() []netip.Prefix {
+	if len(d.Validating) == 0 {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, s := range d.Validating {
+		if p, err := dnsx.ParseValidating([]string{s}); err == nil {
+			out = append(out, p...)
+		}
+	}
+	return out
 }
 
 // ServerAddrs returns Servers with port 53 where none was given. Invalid entries (impossible after Parse) are

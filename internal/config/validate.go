@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
@@ -154,6 +155,11 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 			}
 		}
 		v.positiveDuration("dns.timeout", c.DNS.Timeout)
+		for i, s := range c.DNS.Validating {
+			if _, err := dnsx.ParseValidating([]string{s}); err != nil {
+				v.errorf(fmt.Sprintf("dns.validating[%d]", i), "invalid resolver %q: want an IP address or prefix", s)
+			}
+		}
 	}
 	if !failed["delivery"] {
 		d := &c.Delivery

@@ -291,6 +291,7 @@ func (d *Daemon) buildMetrics(context.Context, Options) error {
 			return d.settingsStore.Current().Generation, d.runningGeneration()
 		},
 		TLSRPTDropped: d.Recorder.Dropped,
+		DSNFallbacks:  d.Queue.DSNFallbacks,
 		Reports: func(ctx context.Context) (map[[2]string]int, error) {
 			r := d.Reporter()
 			if r == nil {

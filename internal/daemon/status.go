@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Status is `mxgate status`.
@@ -26,6 +28,7 @@ type Status struct {
 		Running   int `json:"running"`
 	} `json:"settings_generation"`
 	EnableMTASTS bool `json:"Sender.EnableMTASTS"`
+	EnableDANE   bool `json:"Sender.EnableDANE"`
 	EnableTLSRPT bool `json:"Controller.EnableTLSRPT"`
 	// TLSOverrides lists the per-domain rules that replace the domain's published policies ("domain: rule"):
 	// deliberate downgrades an administrator should not forget.
@@ -36,7 +39,9 @@ type Status struct {
 	Components []admin.Component `json:"components"`
 	// TLSRPTDKIM is the DNS record of the key TLS reports are signed with, while TLS reporting is on.
 	TLSRPTDKIM *admin.DKIMRecord `json:"tlsrpt_dkim,omitempty"`
-	// Warnings are what the administrator should fix, one sentence each.
+	// DNSSEC counts the resolver's answers by what they said about DNSSEC (since start).
+	DNSSEC *dnsx.DNSSECStats `json:"dnssec,omitempty"`
+	// Warnings are conditions an administrator should fix, one sentence each.
 	Warnings []string `json:"warnings,omitempty"`
 }
 
@@ -85,6 +90,19 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	for m, n := range d.STS.Stats().Entries {
 		s.STSCache[string(m)] = n
 	}
+	ps := d.settings.Load()
+	s.EnableDANE = ps.EnableDANE
+	daneOn := ps.EnableDANE
+	for _, r := range ps.Rules {
+		daneOn = daneOn || r.Level == tlspolicy.LevelDANE || r.Level == tlspolicy.LevelDANEOnly
+	}
+	if c, ok := d.Deliv.Resolver.(interface{ Stats() dnsx.DNSSECStats }); ok {
+		st := c.Stats()
+		s.DNSSEC = &st
+		if daneOn {
+			s.Warnings = append(s.Warnings, daneWarnings(st)...)
+		}
+	}
 	return s, nil
 }
 
@@ -96,6 +114,18 @@ func (d *Daemon) hostnameWarnings() []string {
 	}
 	return []string{fmt.Sprintf("no fully qualified host name: smtp.hostname %q and delivery.hostname %q; default addresses such as %s use it: set delivery.hostname to the gateway's DNS name",
 		d.cfg.SMTP.Hostname, d.cfg.Delivery.Hostname, "postmaster@"+d.defaultMailHost())}
+}
+
+// daneWarnings says when DANE is on but cannot work: RFC 7672 Section 2.1.1 needs a validating resolver
+// whose AD bit is trusted. Without it every TLSA record counts as insecure and DANE never applies.
+func daneWarnings(st dnsx.DNSSECStats) []string {
+	switch {
+	case st.Trusted == 0 && st.UntrustedAD > 0:
+		return []string{fmt.Sprintf("DANE is on, but the resolver that set the AD bit (%d answers) is not listed in dns.validating: its AD bit is ignored, so DANE never applies", st.UntrustedAD)}
+	case st.Trusted > 0 && st.Authenticated == 0:
+		return []string{fmt.Sprintf("DANE is on, but the resolver has set the AD bit on none of %d answers: it does not validate DNSSEC, so DANE never applies (run a validating resolver such as unbound on loopback)", st.Trusted)}
+	}
+	return nil
 }
 
 // ready checks that the store answers and the spool is writable.

@@ -191,6 +191,13 @@ func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey,
 	hosts, plan, res, ok := d.route(ctx, domain, k)
 	if !ok {
 		a.plan = plan
+		if res.ResultType == string(tlsrpt.ResultDNSSECInvalid) && !k.report && !k.tlsOptional && d.Recorder != nil {
+			// No policy could be found for a domain whose MX answer is bogus: the failure is reported all the same.
+			d.Recorder.Record(tlsrpt.Session{
+				Policy: tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, String: []string{}, Domain: domain}, At: d.now(),
+				Failure: &tlsrpt.FailureDetails{ResultType: tlsrpt.ResultDNSSECInvalid, FailureReasonCode: "mx-bogus", AdditionalInfo: res.Text, FailedSessionCount: 1},
+			})
+		}
 		a.finishAll(res)
 		return a.results
 	}
@@ -229,6 +236,7 @@ type target struct {
 	// resolved is set when addrs and addrErr hold the host's address lookup, made early for loop detection.
 	resolved bool
 	addrs    []netip.Addr
+	addrRes  dnsx.Result
 	addrErr  error
 }
 
@@ -289,13 +297,19 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 		return nil, nil, permanent(556, "5.1.10", fmt.Sprintf("recipient domain %s accepts no mail (null MX)", domain)), false
 	case errors.Is(err, mx.ErrLoop):
 		return nil, nil, loopResult(domain), false
+	case errors.Is(err, dnsx.ErrBogus):
+		// RFC 7672 Section 2.1.2 (DANE-2): a bogus MX RRset delays delivery: no fallback to address records
+		// and no bounce. RFC 8460 Section 4.3.2.1: dnssec-invalid.
+		r := deferred(451, "4.4.3", fmt.Sprintf("MX records of %s failed DNSSEC validation: %v", domain, err))
+		r.ResultType = string(tlsrpt.ResultDNSSECInvalid)
+		return nil, nil, r, false
 	case err != nil:
 		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.
 		return nil, nil, deferred(451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)), false
 	}
 	// RFC 8460 Section 3 (RPT-32): reports are delivered despite TLS failures: the rua domain's MTA-STS
 	// policy never blocks them, as with TLS-Required: No.
-	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional || k.report, MXSecure: route.Secure})
+	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional || k.report, MXSecure: route.Secure, MXCNAMEs: route.CNAMEs})
 	if err != nil {
 		return nil, nil, deferred(451, "4.4.3", err.Error()), false
 	}
@@ -362,7 +376,7 @@ func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 	r.MsgID, r.Rcpt = j.MsgID, rcpt
 	if a.plan != nil {
 		if r.Policy == "" {
-			r.Policy = a.plan.Name()
+			r.Policy = a.plan.NameFor(r.RemoteMTA)
 		}
 		r.PolicySource, r.STSMode, r.STSID = string(a.plan.Source), string(a.plan.STSMode), a.plan.STSID
 	}
@@ -382,8 +396,8 @@ func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
 		ev.Session = a.sessionNo
 	}
 	if a.plan != nil {
-		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.Name(), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
-		ev.Enforced = a.plan.Enforcing()
+		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.NameFor(r.RemoteMTA), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
+		ev.Enforced = a.plan.EnforcingFor(r.RemoteMTA)
 	}
 	d.Events(ev)
 }

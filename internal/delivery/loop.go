@@ -87,7 +87,7 @@ func (d *Deliverer) dropSelf(ctx context.Context, hosts []mx.Host, port int) ([]
 	for _, h := range hosts {
 		t := target{name: h.Name, port: port, pref: h.Pref}
 		if self != nil && (!found || h.Pref < lowest) {
-			t.addrs, _, t.addrErr = mx.Addresses(ctx, d.Resolver, h.Name)
+			t.addrs, t.addrRes, t.addrErr = mx.AddressesResult(ctx, d.Resolver, h.Name)
 			t.resolved = true
 			for _, ip := range t.addrs {
 				if self.is(ip) {

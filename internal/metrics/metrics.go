@@ -29,6 +29,8 @@ type Sources struct {
 	Generations func() (committed, running int)
 	// TLSRPTDropped counts sessions the recorder had to drop.
 	TLSRPTDropped func() int64
+	// DSNFallbacks counts DSNs that could not be built as composed and were built again with fewer fields.
+	DSNFallbacks func() int64
 	// Reports returns the TLS report deliveries in the report log by transport (mailto, https) and status.
 	Reports func(ctx context.Context) (map[[2]string]int, error)
 	// Components returns, per component, whether it does what the settings ask (running, or off because a
@@ -121,10 +123,11 @@ var (
 	descReports     = prometheus.NewDesc("mxgate_tlsrpt_report_deliveries", "TLS report deliveries in the report log (kept 30 days) by transport and status.", []string{"transport", "status"}, nil)
 	descComponentUp = prometheus.NewDesc("mxgate_component_up", "1 when the component does what the committed settings ask (running, or off because a setting says so); 0 when it should run and does not (status shows why).", []string{"component"}, nil)
 	descDropped     = prometheus.NewDesc("mxgate_tlsrpt_sessions_dropped_total", "Sessions the TLS report recorder could not keep.", nil, nil)
+	descDSNFallback = prometheus.NewDesc("mxgate_dsn_fallbacks_total", "DSNs that could not be built as composed (a field refused) and were sent with fewer fields, or not at all; the failures they report were recorded all the same.", nil, nil)
 )
 
 func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descOldest, descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descComponentUp} {
+	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descOldest, descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descComponentUp, descDSNFallback} {
 		ch <- d
 	}
 }
@@ -185,5 +188,8 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.src.TLSRPTDropped != nil {
 		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(s.src.TLSRPTDropped()))
+	}
+	if s.src.DSNFallbacks != nil {
+		ch <- prometheus.MustNewConstMetric(descDSNFallback, prometheus.CounterValue, float64(s.src.DSNFallbacks()))
 	}
 }

@@ -201,14 +201,21 @@ func sortAndShuffle(hosts []Host, rnd *rand.Rand) {
 // A host that does not exist or has no addresses is ErrNoAddress (unusable, not a reason to retry: SMTP-5);
 // a DNS failure is ErrTemporary. The order within each family is the resolver's (SMTP-8).
 func Addresses(ctx context.Context, r dnsx.Resolver, host string) ([]netip.Addr, bool, error) {
+	addrs, res, err := AddressesResult(ctx, r, host)
+	return addrs, res.Secure, err
+}
+
+// AddressesResult is Addresses with the whole lookup Result: whether it was secure and the CNAMEs it
+// followed, which RFC 7672 Section 2.2.2 needs to choose the TLSA base domain.
+func AddressesResult(ctx context.Context, r dnsx.Resolver, host string) ([]netip.Addr, dnsx.Result, error) {
 	addrs, res, err := r.LookupIP(ctx, host)
 	switch {
 	case errors.Is(err, dnsx.ErrNotFound):
-		return nil, res.Secure, fmt.Errorf("%w: %s: %w", ErrNoAddress, host, err)
+		return nil, res, fmt.Errorf("%w: %s: %w", ErrNoAddress, host, err)
 	case err != nil:
-		return nil, false, fmt.Errorf("%w: address of %s: %w", ErrTemporary, host, err)
+		return nil, dnsx.Result{}, fmt.Errorf("%w: address of %s: %w", ErrTemporary, host, err)
 	case len(addrs) == 0:
-		return nil, res.Secure, fmt.Errorf("%w: %s has no A or AAAA records", ErrNoAddress, host)
+		return nil, res, fmt.Errorf("%w: %s has no A or AAAA records", ErrNoAddress, host)
 	}
-	return addrs, res.Secure, nil
+	return addrs, res, nil
 }
