@@ -145,7 +145,8 @@ level = %q
 }
 
 // SIGHUP reloads the log level and the SMTP certificate without a restart, logs each "reload: ..." and the
-// changed keys that need a restart; SIGTERM logs "stopping" and "stopped" and exits 0.
+// changed keys that need a restart, and changes nothing when the file does not load; SIGTERM logs
+// "stopping" and "stopped" and exits 0.
 func TestSignalsReloadAndStop(t *testing.T) {
 	dir := t.TempDir()
 	ca, err := testpki.NewCA("reload test CA", nil)
@@ -180,6 +181,20 @@ func TestSignalsReloadAndStop(t *testing.T) {
 	}
 	if got, want := servedSerial(t, addr, ca), second.Leaf.SerialNumber; got.Cmp(want) != 0 {
 		t.Fatalf("after SIGHUP the served certificate serial is %v, want the renewed one %v", got, want)
+	}
+
+	// A file that does not load changes nothing, and the daemon goes on serving the renewed certificate.
+	if err := os.WriteFile(cfgPath, []byte("[smtp]\nlisten = 25\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if m := d.waitLog(t, "reload: configuration not loaded, nothing changed"); !strings.Contains(fmt.Sprint(m["err"]), "smtp.listen") {
+		t.Errorf("failed reload line %v does not name the bad key", m)
+	}
+	if got, want := servedSerial(t, addr, ca), second.Leaf.SerialNumber; got.Cmp(want) != 0 {
+		t.Fatalf("after a failed reload the served certificate serial is %v, want %v", got, want)
 	}
 
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
