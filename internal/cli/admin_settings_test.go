@@ -278,15 +278,7 @@ func TestSettingsVerbErrorsAndJSON(t *testing.T) {
 // or at commit (a generation only the staged changes together make invalid), and nothing is committed.
 func TestSettingsRefusedByComponent(t *testing.T) {
 	h := newFullHarness(t, false)
-	h.settings.AddCheck(settings.Check{Component: "tlsrpt", Check: func(s settings.Snapshot) error {
-		if c := s.Get("TLSRPT.ContactInfo"); c != "" && !strings.Contains(c, "@") {
-			return &settings.KeyError{Key: "TLSRPT.ContactInfo", Err: fmt.Errorf("%q has no domain", c)}
-		}
-		if s.Get("TLSRPT.DKIMKeyFile") != "" && s.Get("TLSRPT.DKIMSelector") == "" {
-			return &settings.KeyError{Key: "TLSRPT.DKIMSelector", Err: fmt.Errorf("required with TLSRPT.DKIMKeyFile")}
-		}
-		return nil
-	}})
+	h.settings.AddCheck(admintest.TLSRPTCheck)
 	errOut := h.mustFail(t, "settings", "set", "TLSRPT.ContactInfo", "notanemail")
 	if !strings.Contains(errOut, `TLSRPT.ContactInfo: invalid value: tlsrpt refuses it: "notanemail" has no domain`) {
 		t.Errorf("set notanemail: stderr %q", errOut)

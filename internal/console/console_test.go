@@ -2,8 +2,6 @@ package console_test
 
 import (
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -20,7 +18,6 @@ import (
 	"github.com/mxgate/mxgate/internal/admin/admintest"
 	"github.com/mxgate/mxgate/internal/console"
 	"github.com/mxgate/mxgate/internal/console/consoletest"
-	"github.com/mxgate/mxgate/internal/settings"
 )
 
 // browser is an HTTP client with cookies that does not follow redirects, so tests see them.
@@ -562,15 +559,7 @@ func TestPasswordChange(t *testing.T) {
 func TestSettingsRefusedByComponent(t *testing.T) {
 	t.Parallel()
 	env, b := loggedIn(t)
-	env.Settings.AddCheck(settings.Check{Component: "tlsrpt", Check: func(s settings.Snapshot) error {
-		if c := s.Get("TLSRPT.ContactInfo"); c != "" && !strings.Contains(c, "@") {
-			return &settings.KeyError{Key: "TLSRPT.ContactInfo", Err: fmt.Errorf("%q has no domain", c)}
-		}
-		if s.Get("TLSRPT.DKIMKeyFile") != "" && s.Get("TLSRPT.DKIMSelector") == "" {
-			return &settings.KeyError{Key: "TLSRPT.DKIMSelector", Err: errors.New("required with TLSRPT.DKIMKeyFile")}
-		}
-		return nil
-	}})
+	env.Settings.AddCheck(admintest.TLSRPTCheck)
 	p := b.post("/settings/set", url.Values{"key": {"TLSRPT.ContactInfo"}, "value": {"notanemail"}})
 	mustContain(t, b.get(p.location), "Not staged: TLSRPT.ContactInfo: invalid value: tlsrpt refuses it: &#34;notanemail&#34; has no domain")
 	b.post("/settings/set", url.Values{"key": {"TLSRPT.DKIMKeyFile"}, "value": {"/etc/mxgate/dkim.pem"}})

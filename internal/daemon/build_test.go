@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/mxgate/mxgate/internal/daemon"
-	"github.com/mxgate/mxgate/internal/simnet"
 )
 
 // componentGoroutines lists the running background loops of the components New opens (the queue's group
@@ -39,11 +38,7 @@ func componentGoroutines() []string {
 // When the last component fails to build, New releases everything it opened before (the queue, the
 // recorder, the store): nothing keeps running, and the same data directory opens cleanly afterwards.
 func TestNewReleasesComponentsOnLateFailure(t *testing.T) {
-	n, err := simnet.New(simnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := newSimNet(t)
 	if got := componentGoroutines(); len(got) != 0 {
 		t.Fatalf("component loops running before the test: %v", got)
 	}

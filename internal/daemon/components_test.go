@@ -17,7 +17,6 @@ import (
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/daemon"
-	"github.com/mxgate/mxgate/internal/simnet"
 )
 
 func (g *gw) client(t *testing.T) *admin.Client {
@@ -83,18 +82,14 @@ func componentState(t *testing.T, g *gw, name string) admin.Component {
 // Settings the TLS report sender would refuse are refused through the admin API (what the CLI and the
 // console use) at staging or at commit, with the key and the reason; nothing refused is committed.
 func TestCommitCannotSwitchTLSReportsOff(t *testing.T) {
-	n, err := simnet.New(simnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := newSimNet(t)
 	g := startGateway(t, n)
 	c := g.client(t)
 	ctx := context.Background()
 	gen := g.d.Settings().Current().Generation
 
 	var apiErr *admin.APIError
-	_, err = c.SetSetting(ctx, "TLSRPT.ContactInfo", "notanemail")
+	_, err := c.SetSetting(ctx, "TLSRPT.ContactInfo", "notanemail")
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest || !strings.Contains(apiErr.Message, "TLSRPT.ContactInfo") || !strings.Contains(apiErr.Message, "tlsrpt refuses it") {
 		t.Fatalf("staging TLSRPT.ContactInfo=notanemail: %v, want 400 naming the key and the component", err)
 	}
@@ -128,11 +123,7 @@ func TestCommitCannotSwitchTLSReportsOff(t *testing.T) {
 // A component that cannot run is shown, with its reason, in status, /healthz, and mxgate_component_up;
 // /readyz still answers for intake and delivery.
 func TestFailedComponentIsShown(t *testing.T) {
-	n, err := simnet.New(simnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := newSimNet(t)
 	g := startGateway(t, n)
 	c := g.client(t)
 	ctx := context.Background()

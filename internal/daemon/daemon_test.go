@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -24,11 +23,24 @@ import (
 )
 
 type gw struct {
-	dir    string
-	d      *daemon.Daemon
-	n      *simnet.Net
-	smtp   string
-	events chan delivery.Event
+	// printed is what the gateway printed for the administrator at first start (BootstrapOut).
+	printed syncBuffer
+	dir     string
+	d       *daemon.Daemon
+	n       *simnet.Net
+	smtp    string
+	events  chan delivery.Event
+}
+
+// newSimNet starts a simulated internet, closed at the end of the test.
+func newSimNet(t *testing.T) *simnet.Net {
+	t.Helper()
+	n, err := simnet.New(simnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
 }
 
 // startGateway runs a gateway in n; edit, when given, changes its configuration first.
@@ -55,7 +67,7 @@ func startGatewayWith(t *testing.T, n *simnet.Net, cfg *config.Config, roots *x5
 		t.Fatal(err)
 	}
 	g := &gw{dir: dir, n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
-	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: roots, SMTPListener: ln, AdminListener: aln,
+	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: &g.printed, Config: cfg, Roots: roots, SMTPListener: ln, AdminListener: aln,
 		OnDelivery: func(ev delivery.Event) { g.events <- ev }})
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
@@ -22,44 +22,16 @@ import (
 // data directory (0600), whose DNS record is printed once; status warns until DNS has the record; the
 // contact address is postmaster at delivery.hostname even when smtp.hostname is not a usable name.
 func TestReportsSignedOutOfTheBox(t *testing.T) {
-	n, err := simnet.New(simnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := newSimNet(t)
 	mx, err := n.AddMX(simnet.MXOptions{Domain: "example.com", Host: "mx1.example.com", Pref: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n.DNS.AddTXT("_smtp._tls.example.com", "v=TLSRPTv1; rua=mailto:tlsrpt@example.com")
 
-	dir := filepath.Join(t.TempDir(), "data")
-	cfg := n.GatewayConfig(dir)
-	cfg.SMTP.Hostname = "vm"
-	var printed bytes.Buffer
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	aln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := daemon.New(context.Background(), daemon.Options{BootstrapOut: &printed, Config: cfg, Roots: n.RootPool(), SMTPListener: ln, AdminListener: aln})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-
-	keyFile := filepath.Join(dir, daemon.DKIMKeyFileName)
+	g := startGateway(t, n, func(cfg *config.Config) { cfg.SMTP.Hostname = "vm" })
+	d := g.d
+	keyFile := filepath.Join(g.dir, daemon.DKIMKeyFileName)
 	fi, err := os.Stat(keyFile)
 	if err != nil {
 		t.Fatalf("no DKIM key made at first start: %v", err)
@@ -68,8 +40,8 @@ func TestReportsSignedOutOfTheBox(t *testing.T) {
 		t.Errorf("DKIM key mode %v, want 0600", fi.Mode().Perm())
 	}
 	const name = "tlsrpt._domainkey.gw.sim.example"
-	if !strings.Contains(printed.String(), name+". TXT \"v=DKIM1; k=rsa; s=email:tlsrpt; p=") {
-		t.Errorf("first start printed %q, want the TXT record at %s", printed.String(), name)
+	if printed := g.printed.String(); !strings.Contains(printed, name+". TXT \"v=DKIM1; k=rsa; s=email:tlsrpt; p=") {
+		t.Errorf("first start printed %q, want the TXT record at %s", printed, name)
 	}
 
 	st, err := d.Status(context.Background())
@@ -88,7 +60,7 @@ func TestReportsSignedOutOfTheBox(t *testing.T) {
 	}
 
 	// A delivery makes a session to report; today's report goes out by mail to example.com.
-	c, err := smtp.Dial(ln.Addr().String())
+	c, err := smtp.Dial(g.smtp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,11 +106,7 @@ func TestReportsSignedOutOfTheBox(t *testing.T) {
 
 // status warns when neither host name is a fully qualified name.
 func TestStatusWarnsWithoutFQDN(t *testing.T) {
-	n, err := simnet.New(simnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := newSimNet(t)
 	cfg := n.GatewayConfig(filepath.Join(t.TempDir(), "data"))
 	cfg.SMTP.Hostname, cfg.Delivery.Hostname = "vm", "vm"
 	d, err := daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: n.RootPool()})

@@ -18,11 +18,7 @@ import (
 // from a CA added to the file is deferred before the reload and delivered over verified TLS after it. Keys
 // that need a restart are named, and applied ones are not.
 func TestReloadCAFile(t *testing.T) {
-	n, err := simnet.New(simnet.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	n := newSimNet(t)
 	other := n.EvilCA.MustIssue(testpki.Leaf{DNSNames: []string{"mx1.example.com"}})
 	mx, err := n.AddMX(simnet.MXOptions{Domain: "example.com", Host: "mx1.example.com", Pref: 10, Cert: &other})
 	if err != nil {
