@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net/mail"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,8 +100,13 @@ func TestReportsSignedOutOfTheBox(t *testing.T) {
 	if err != nil || len(vs) != 1 || vs[0].Err != nil || vs[0].Domain != "gw.sim.example" {
 		t.Fatalf("DKIM verification of the report: %+v, %v; want one valid signature of gw.sim.example", vs, err)
 	}
-	if !bytes.Contains(report, []byte(`"contact-info":"postmaster@gw.sim.example"`)) && !bytes.Contains(report, []byte("postmaster@gw.sim.example")) {
-		t.Errorf("the report does not name postmaster@gw.sim.example as contact:\n%s", report)
+	// The contact (and so the From and the submitter) is postmaster at delivery.hostname, not at "vm".
+	msg, err := mail.ReadMessage(bytes.NewReader(report))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if from, sub := msg.Header.Get("From"), msg.Header.Get("TLS-Report-Submitter"); !strings.Contains(from, "postmaster@gw.sim.example") || sub != "gw.sim.example" {
+		t.Errorf("report From %q, TLS-Report-Submitter %q; want postmaster@gw.sim.example and gw.sim.example", from, sub)
 	}
 }
 
