@@ -315,6 +315,10 @@ func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 	}
 	a.results = append(a.results, r)
 	a.d.logEvent(a, j, r)
+	if j.Settled != nil {
+		// The queue records the message as soon as all its recipients are settled, not when the batch ends.
+		j.Settled(r)
+	}
 }
 
 func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
