@@ -23,9 +23,13 @@ type Status struct {
 	TLSOverrides []string       `json:"tls_overrides,omitempty"`
 	Queue        queue.Summary  `json:"queue"`
 	STSCache     map[string]int `json:"mtasts_cache_entries"`
+	// Components says what each component does; a failed one carries its reason.
+	Components []Component `json:"components"`
+	// TLSRPTDKIM is the DNS record of the key TLS reports are signed with, while TLS reporting is on.
+	TLSRPTDKIM *DKIMRecord `json:"tlsrpt_dkim,omitempty"`
 	// DNSSEC counts the resolver's answers by what they said about DNSSEC (since start).
 	DNSSEC *dnsx.DNSSECStats `json:"dnssec,omitempty"`
-	// Warnings are conditions an administrator should fix.
+	// Warnings are conditions an administrator should fix, one sentence each.
 	Warnings []string `json:"warnings,omitempty"`
 }
 

@@ -69,7 +69,9 @@ func TestAdminClientGetsTheDaemonsValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Uptime moves, and each status counts its own DNS lookup (the DKIM record) in the resolver's figures.
 	gotSt.Uptime, st.Uptime = "", ""
+	gotSt.DNSSEC, st.DNSSEC = nil, nil
 	if diff := cmp.Diff(st, gotSt); diff != "" {
 		t.Errorf("status through the API (-daemon +client):\n%s", diff)
 	}
