@@ -102,7 +102,7 @@ func (s *settler) journal(r Result) {
 		if !r.NextHopDSN && slices.Contains(row.notify, "SUCCESS") {
 			return
 		}
-		if s.q.journalDelivered(row.id) {
+		if s.q.journalDelivered(row.msgID, row.id) {
 			s.journaled[r.MsgID]++
 		}
 		return

@@ -168,7 +168,7 @@ func TestJournalledDeliveryRecordedAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.q.Close()
-	if err := os.WriteFile(filepath.Join(e.opts.Dir, journalName), []byte(strconv.FormatInt(bob, 10)+"\n12"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(e.opts.Dir, journalName), []byte(id+" "+strconv.FormatInt(bob, 10)+"\n"+id+" 1"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e.open(t)
@@ -190,5 +190,37 @@ func TestJournalledDeliveryRecordedAtStart(t *testing.T) {
 				t.Errorf("bob was delivered again")
 			}
 		}
+	}
+}
+
+// SQLite reuses the row ids of deleted recipients: a journal entry left from a finished message never
+// marks a new message's recipient that got the same row id as delivered.
+func TestJournalEntryOfFinishedMessageIgnored(t *testing.T) {
+	e := newEnv(t, nil)
+	old := e.submit(t, "alice@sender.test", "bob@example.com")
+	var oldID int64
+	if err := e.opts.DB.QueryRow(`SELECT id FROM queue_recipients WHERE msg_id = ?`, old).Scan(&oldID); err != nil {
+		t.Fatal(err)
+	}
+	e.runOnce(t) // delivered: its rows are deleted
+	fresh := e.submit(t, "alice@sender.test", "carol@example.com")
+	var freshID int64
+	if err := e.opts.DB.QueryRow(`SELECT id FROM queue_recipients WHERE msg_id = ?`, fresh).Scan(&freshID); err != nil {
+		t.Fatal(err)
+	}
+	if freshID != oldID {
+		t.Fatalf("row id not reused (%d, %d): the test needs SQLite's reuse", oldID, freshID)
+	}
+	e.q.Close()
+	if err := os.WriteFile(filepath.Join(e.opts.Dir, journalName), []byte(old+" "+strconv.FormatInt(oldID, 10)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.open(t)
+	d, err := e.q.Get(context.Background(), fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Rcpts[0].State != stateQueued {
+		t.Errorf("the new message's recipient is %s after replaying an old journal entry, want queued", d.Rcpts[0].State)
 	}
 }

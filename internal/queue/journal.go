@@ -7,8 +7,15 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 )
+
+// journalEntry is one delivered recipient in the journal.
+type journalEntry struct {
+	msgID string
+	id    int64
+}
 
 // journalName is the delivery journal in the spool directory.
 const journalName = "delivered.journal"
@@ -19,8 +26,9 @@ const journalTrimSize = 1 << 20
 // journal closes most of the window between a receiver's 250 and the queue's record of it. The record is
 // a database transaction whose commit waits for an fsync and for the transactions ahead of it; a message
 // whose 250 arrives while its record waits is sent again if the process dies meanwhile. So each delivered
-// recipient's row id is first appended to this file with one write(2), before anything else happens:
-// once write returns, the entry survives the death of the process (the kernel has it), which is the crash
+// recipient is first appended to this file with one write(2), before anything else happens, as its
+// message id and row id (SQLite reuses the row ids of deleted rows; message ids are never reused): once
+// write returns, the entry survives the death of the process (the kernel has it), which is the crash
 // that matters for duplicates. At Open the entries are applied to the index before anything is scheduled
 // (replayJournal), then the file is emptied. It is not fsynced: after a power loss a duplicate remains
 // possible, a loss never (the index still has the recipient queued).
@@ -36,14 +44,16 @@ type journal struct {
 	failed      bool
 }
 
-// write appends row id; false when it could not (logged once by the caller's Queue).
-func (j *journal) write(id int64) (bool, error) {
+// write appends recipient row id of message msgID; false when it could not.
+func (j *journal) write(msgID string, id int64) (bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.f == nil || j.failed {
 		return false, nil
 	}
-	j.buf = strconv.AppendInt(j.buf[:0], id, 10)
+	j.buf = append(j.buf[:0], msgID...)
+	j.buf = append(j.buf, ' ')
+	j.buf = strconv.AppendInt(j.buf, id, 10)
 	j.buf = append(j.buf, '\n')
 	n, err := j.f.Write(j.buf)
 	j.size += int64(n)
@@ -83,9 +93,9 @@ func (j *journal) close() {
 	}
 }
 
-// journalDelivered appends a delivered recipient's row id to the journal.
-func (q *Queue) journalDelivered(id int64) bool {
-	ok, err := q.journal.write(id)
+// journalDelivered appends a delivered recipient to the journal.
+func (q *Queue) journalDelivered(msgID string, id int64) bool {
+	ok, err := q.journal.write(msgID, id)
 	if err != nil {
 		q.log.Error("queue: delivery journal write failed; results are still recorded in the index", "err", err)
 	}
@@ -97,13 +107,15 @@ func (q *Queue) journalDelivered(id int64) bool {
 // is emptied and opened for this process.
 func (q *Queue) replayJournal(ctx context.Context) error {
 	path := filepath.Join(q.opts.Dir, journalName)
-	var ids []int64
+	var ids []journalEntry
 	if f, err := os.Open(path); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			// A torn last line (the process died within the write) fails to parse and is skipped.
-			if id, err := strconv.ParseInt(sc.Text(), 10, 64); err == nil {
-				ids = append(ids, id)
+			msgID, num, ok := strings.Cut(sc.Text(), " ")
+			id, err := strconv.ParseInt(num, 10, 64)
+			if ok && err == nil && validID(msgID) {
+				ids = append(ids, journalEntry{msgID, id})
 			}
 		}
 		err := sc.Err()
@@ -134,7 +146,7 @@ func (q *Queue) replayJournal(ctx context.Context) error {
 
 // applyJournal records the journal's recipients as delivered in one transaction and returns the messages
 // that are finished.
-func (q *Queue) applyJournal(ctx context.Context, ids []int64) ([]string, error) {
+func (q *Queue) applyJournal(ctx context.Context, ids []journalEntry) ([]string, error) {
 	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("queue: apply delivery journal: %w", err)
@@ -144,12 +156,13 @@ func (q *Queue) applyJournal(ctx context.Context, ids []int64) ([]string, error)
 	msgs := map[string]bool{}
 	var order []string
 	n := 0
-	for _, id := range ids {
-		var msgID, rcpt string
+	for _, e := range ids {
+		msgID := e.msgID
+		var rcpt string
 		err := tx.QueryRowContext(ctx, `UPDATE queue_recipients SET state = ?, inflight = 0, interrupted = 0,
 			attempts = attempts + 1, next_attempt = ?, last_code = 250, last_enhanced = '',
 			last_text = 'delivered (recorded from the delivery journal at start)', updated = ?
-			WHERE id = ? AND state = ? RETURNING msg_id, rcpt`, stateDelivered, now, now, id, stateQueued).Scan(&msgID, &rcpt)
+			WHERE id = ? AND msg_id = ? AND state = ? RETURNING rcpt`, stateDelivered, now, now, e.id, e.msgID, stateQueued).Scan(&rcpt)
 		if err != nil {
 			continue // no longer queued (recorded before the crash), or gone
 		}

@@ -263,8 +263,10 @@ func (q *Queue) moveToQuarantine(name string) error {
 }
 
 // maxInterrupted is how many crashes in a row may cut a recipient's attempt short before its retry waits
-// for the backoff again: a message that crashes the gateway must not crash it on every start.
-const maxInterrupted = 3
+// for the backoff again: a message that crashes the gateway must not crash it on every start. It is well
+// above what unrelated crashes do to one recipient: an operator's restarts in quick succession (or the
+// crash test's kills 50 acknowledgements apart) can catch the same recipient in flight two or three times.
+const maxInterrupted = 10
 
 // resumeInterrupted makes the recipients whose attempt was in flight at a crash due now. The interrupted
 // attempt was never counted (attempts are counted when their result is recorded), so it pushes no backoff;
