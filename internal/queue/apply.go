@@ -409,9 +409,13 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 // reason, for an administrator to bounce or delete; the body moves to the quarantine directory after the
 // commit.
 func (q *Queue) recordCorrupt(ctx context.Context, tx *sql.Tx, f *finished, reason string, now time.Time) error {
-	if _, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?, inflight = 0, updated = ?, last_text = ?
-		WHERE msg_id = ? AND state = ?`, stateQuarantined, ns(now), "quarantined: "+reason, f.msgID, stateQueued); err != nil {
+	res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?, inflight = 0, updated = ?, last_text = ?
+		WHERE msg_id = ? AND state = ?`, stateQuarantined, ns(now), "quarantined: "+reason, f.msgID, stateQueued)
+	if err != nil {
 		return fmt.Errorf("queue: quarantine %s: %w", f.msgID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // quarantined already, by another batch of the same message
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO queue_quarantine(msg_id, reason, at) VALUES(?, ?, ?)
 		ON CONFLICT(msg_id) DO UPDATE SET reason = excluded.reason, at = excluded.at`, f.msgID, reason, ns(now)); err != nil {
