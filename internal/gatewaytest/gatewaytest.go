@@ -192,6 +192,9 @@ func (g *Gateway) Logs() string {
 	return strings.Join(g.logTail, "\n")
 }
 
+// Signal sends sig to the process.
+func (g *Gateway) Signal(sig os.Signal) error { return g.cmd.Process.Signal(sig) }
+
 // Kill sends SIGKILL and waits for the process to be gone.
 func (g *Gateway) Kill() {
 	select {
