@@ -70,10 +70,12 @@ func (o Options) bootstrapOut() io.Writer {
 
 // Daemon is a running gateway.
 type Daemon struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	now    func() time.Time
-	DB     *store.DB
+	cfg *config.Config
+	log *slog.Logger
+	now func() time.Time
+	DB  *store.DB
+	// pg is the PostgreSQL database a cluster shares ([data] database), nil on a single node.
+	pg     *store.PG
 	Queue  *queue.Queue
 	STS    *mtastscache.Cache
 	Policy *tlspolicy.Decider
@@ -145,7 +147,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 
-	d.settingsStore, err = settings.Open(ctx, db, seedFromConfig(cfg), now)
+	d.settingsStore, d.pg, err = openSettings(ctx, cfg, db, seedFromConfig(cfg), now)
 	if err != nil {
 		db.Close()
 		return nil, err
@@ -474,6 +476,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.STS.Run(runCtx) }()
 	d.restartReports(runCtx, d.settingsStore.Current())
 	d.settingsStore.Watch(func(s settings.Snapshot) { d.restartReports(runCtx, s) })
+	if d.pg != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.followSettings(runCtx) }()
+	}
 	go func() {
 		defer wg.Done()
 		if err := d.SMTP.Serve(d.smtpLn); err != nil && !errors.Is(err, smtp.ErrServerClosed) && runCtx.Err() == nil {
@@ -508,6 +514,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 // Close releases the queue and the store. Run calls it.
 func (d *Daemon) Close() error {
+	d.closeShared()
 	return errors.Join(d.Queue.Close(), d.DB.Close())
 }
 

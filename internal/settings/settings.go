@@ -371,6 +371,13 @@ func (s *Store) Reload(ctx context.Context) (Snapshot, error) {
 	return s.adopt(latest.Snapshot()), nil
 }
 
+// Newest returns the number of the newest generation in the storage, which in a cluster may be one this
+// node has not put in force yet.
+func (s *Store) Newest(ctx context.Context) (int, error) {
+	g, err := s.st.Latest(ctx)
+	return g.Number, err
+}
+
 // adopt puts snap in force and tells the watchers, unless a generation at least as new is in force already
 // (a local commit and a notification of it may race).
 func (s *Store) adopt(snap Snapshot) Snapshot {

@@ -34,17 +34,20 @@ func eachStorage(t *testing.T, f func(t *testing.T, at storageAt)) {
 			return SQLiteStorage{DB: db}
 		})
 	})
-	t.Run("postgres", func(t *testing.T) {
-		dsn := storetest.PostgresDSN(t)
-		f(t, func(t *testing.T) Storage {
-			pg, err := store.OpenPostgres(t.Context(), dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(pg.Close)
-			return PostgresStorage{PG: pg}
-		})
-	})
+	t.Run("postgres", func(t *testing.T) { f(t, postgresAt(t)) })
+}
+
+// postgresAt creates a PostgreSQL database for the test and returns its opener.
+func postgresAt(t *testing.T) storageAt {
+	dsn := storetest.PostgresDSN(t)
+	return func(t *testing.T) Storage {
+		pg, err := store.OpenPostgres(t.Context(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pg.Close)
+		return PostgresStorage{PG: pg}
+	}
 }
 
 func openStore(t *testing.T, at storageAt, seed map[string]string) *Store {
