@@ -4,7 +4,8 @@
 // five-minute fetch back-off of Section 3.3 and the proactive refresh of Section 10.2.
 //
 // Policies are kept in memory, so that a delivery's policy lookup does no SQL, and written through to the state
-// store (table mtasts_policies), so that they survive a restart (RFC 8461 Section 10.2: a persisted cache is
+// store (table mtasts_policies, through a Store: the node's SQLite database or a cluster's PostgreSQL database),
+// so that they survive a restart (RFC 8461 Section 10.2: a persisted cache is
 // what protects a domain against an attacker who can block discovery).
 //
 // It deliberately does not parse records or policies, fetch over HTTPS (package mtasts does) or apply a policy
