@@ -56,7 +56,10 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 		// In a cluster, committed is the newest generation in the shared database, which may be ahead of
 		// the running one for up to the propagation delay, or longer when this node cannot follow.
 		s.Database = store.Redact(d.cfg.Data.Database)
-		latest, err := d.settingsStore.Newest(ctx)
+		// Bounded: a database that does not answer (a partition rather than a refusal) must not hang status.
+		nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		latest, err := d.settingsStore.Newest(nctx)
+		cancel()
 		if err != nil {
 			s.Warnings = append(s.Warnings, fmt.Sprintf("shared settings database unreachable (%v): running generation %d stays in force", err, s.Generation.Running))
 		} else {

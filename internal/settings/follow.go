@@ -14,6 +14,9 @@ import (
 // does not pass them).
 const DefaultPollInterval = time.Second
 
+// reloadTimeout bounds one read of the newest generation.
+const reloadTimeout = 5 * time.Second
+
 // FollowOptions configure Follow.
 type FollowOptions struct {
 	Store *Store
@@ -59,7 +62,11 @@ func Follow(ctx context.Context, o FollowOptions) {
 		case <-wake:
 		}
 		before := o.Store.Current().Generation
-		snap, err := o.Store.Reload(ctx)
+		// Bounded, so that a database that stops answering (a partition rather than a refusal) is reported
+		// as unreadable instead of holding the loop.
+		rctx, cancel := context.WithTimeout(ctx, reloadTimeout)
+		snap, err := o.Store.Reload(rctx)
+		cancel()
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return

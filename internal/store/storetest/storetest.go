@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,4 +88,41 @@ func Postgres(t testing.TB) *store.PG {
 	}
 	t.Cleanup(pg.Close)
 	return pg
+}
+
+// CutOff makes the test database of dsn (from PostgresDSN) unreachable, as a database server outage does
+// for its clients: it refuses new connections and its open ones are terminated. It returns the function that
+// lets connections in again; the test's cleanup calls it too, so that the database can be dropped.
+func CutOff(t testing.TB, dsn string) (restore func()) {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	ident := pgx.Identifier{db}.Sanitize()
+	admin := func(q string, args ...any) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, os.Getenv(PostgresEnv))
+		if err != nil {
+			t.Fatalf("%s: %v", PostgresEnv, err)
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	admin("ALTER DATABASE " + ident + " WITH ALLOW_CONNECTIONS false")
+	admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+	restored := false
+	restore = func() {
+		if !restored {
+			restored = true
+			admin("ALTER DATABASE " + ident + " WITH ALLOW_CONNECTIONS true")
+		}
+	}
+	t.Cleanup(restore)
+	return restore
 }
