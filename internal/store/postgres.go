@@ -43,6 +43,10 @@ func OpenPostgres(ctx context.Context, dsn string) (*PG, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: database %s: %w", Redact(dsn), err)
 	}
+	// Check every connection as it leaves the pool, not only those idle for a second (pgxpool's default): after
+	// a server restart or failover the pool holds connections the server has closed, and the first statement
+	// on each would fail. A round trip per statement is cheap for this state, which is never per message.
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: database %s: %w", Redact(dsn), err)
