@@ -70,6 +70,11 @@ type Options struct {
 	// Explain explains the TLS policy delivery would apply to a domain now (the daemon's Explain). Nil hides
 	// explanations.
 	Explain func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error)
+	// DKIM returns the DNS record of the key TLS reports are signed with, for the reports page; nil shows
+	// none.
+	DKIM func(ctx context.Context) (admin.DKIMRecord, error)
+	// Components returns the state of the gateway's components for the dashboard; nil shows none.
+	Components func() []admin.Component
 	// PasswordFile holds the console password's hash (see Bootstrap).
 	PasswordFile string
 	// PasswordIterations is the PBKDF2 cost of a password changed on the account page; 0 means
@@ -86,6 +91,13 @@ type Options struct {
 	// crypto/rand.Reader.
 	Now  func() time.Time
 	Rand io.Reader
+}
+
+func (c *Console) components() []admin.Component {
+	if c.opts.Components == nil {
+		return nil
+	}
+	return c.opts.Components()
 }
 
 // Console is the web console. It is safe for concurrent use.

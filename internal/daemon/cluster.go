@@ -2,31 +2,25 @@ package daemon
 
 import (
 	"context"
-	"time"
 
-	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/store"
 )
 
-// openSettings opens the committed settings: in the node's SQLite database, or, when [data] database names a
-// PostgreSQL server, in the database the cluster shares (then pg is that database, for Run to follow
-// commits made on other nodes).
-func openSettings(ctx context.Context, cfg *config.Config, db *store.DB, seed map[string]string, now func() time.Time) (*settings.Store, *store.PG, error) {
-	if cfg.Data.Database == "" {
-		s, err := settings.Open(ctx, db, seed, now)
-		return s, nil, err
+// settingsStorage returns where the committed settings are kept: the node's SQLite database, or, when [data]
+// database names a PostgreSQL server, the database the cluster shares (then d.pg is that database, for Run to
+// follow commits made on other nodes).
+func (d *Daemon) settingsStorage(ctx context.Context) (settings.Storage, error) {
+	if d.cfg.Data.Database == "" {
+		return settings.SQLiteStorage{DB: d.DB}, nil
 	}
-	pg, err := store.OpenPostgres(ctx, cfg.Data.Database)
+	pg, err := store.OpenPostgres(ctx, d.cfg.Data.Database)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	s, err := settings.OpenStorage(ctx, settings.PostgresStorage{PG: pg}, seed, now)
-	if err != nil {
-		pg.Close()
-		return nil, nil, err
-	}
-	return s, pg, nil
+	d.pg = pg
+	d.onRelease(func(context.Context) error { pg.Close(); return nil })
+	return settings.PostgresStorage{PG: pg}, nil
 }
 
 // followSettings keeps the node on the newest generation of the shared settings until ctx ends (cluster mode).
@@ -36,11 +30,4 @@ func (d *Daemon) followSettings(ctx context.Context) {
 		Listen: settings.PostgresStorage{PG: d.pg}.Listen,
 		Logger: d.log.With("component", "settings"),
 	})
-}
-
-// closeShared closes the shared database, if any.
-func (d *Daemon) closeShared() {
-	if d.pg != nil {
-		d.pg.Close()
-	}
 }

@@ -70,8 +70,8 @@ func TestClusterCommitOnOneNodeLiveOnAnotherWithin2s(t *testing.T) {
 		}
 		if st.Generation.Running == snap.Generation {
 			t.Logf("generation %d running on node 2 %s after the commit on node 1", snap.Generation, time.Since(committed).Round(time.Millisecond))
-			if st.Generation.Committed != snap.Generation || st.Database == "" || len(st.Warnings) != 0 {
-				t.Errorf("node 2 status = %+v, want committed %d, the database named, no warnings", st, snap.Generation)
+			if st.Generation.Committed != snap.Generation || st.Database == "" || strings.Contains(strings.Join(st.Warnings, "\n"), "database") {
+				t.Errorf("node 2 status = %+v, want committed %d, the database named, no warning about it", st, snap.Generation)
 			}
 			break
 		}

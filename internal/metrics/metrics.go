@@ -33,7 +33,10 @@ type Sources struct {
 	DSNFallbacks func() int64
 	// Reports returns the TLS report deliveries in the report log by transport (mailto, https) and status.
 	Reports func(ctx context.Context) (map[[2]string]int, error)
-	Now     func() time.Time
+	// Components returns, per component, whether it does what the settings ask (running, or off because a
+	// setting says so) rather than having failed.
+	Components func() map[string]bool
+	Now        func() time.Time
 }
 
 // Metrics holds the registry and the event counters.
@@ -118,12 +121,13 @@ var (
 	descSTSFetches  = prometheus.NewDesc("mxgate_mtasts_fetches_total", "MTA-STS policy fetches by result (ok or an RFC 8460 result type).", []string{"result"}, nil)
 	descGeneration  = prometheus.NewDesc("mxgate_settings_generation", "Settings generation committed and running on this node.", []string{"which"}, nil)
 	descReports     = prometheus.NewDesc("mxgate_tlsrpt_report_deliveries", "TLS report deliveries in the report log (kept 30 days) by transport and status.", []string{"transport", "status"}, nil)
+	descComponentUp = prometheus.NewDesc("mxgate_component_up", "1 when the component does what the committed settings ask (running, or off because a setting says so); 0 when it should run and does not (status shows why).", []string{"component"}, nil)
 	descDropped     = prometheus.NewDesc("mxgate_tlsrpt_sessions_dropped_total", "Sessions the TLS report recorder could not keep.", nil, nil)
 	descDSNFallback = prometheus.NewDesc("mxgate_dsn_fallbacks_total", "DSNs that could not be built as composed (a field refused) and were sent with fewer fields, or not at all; the failures they report were recorded all the same.", nil, nil)
 )
 
 func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descOldest, descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descDSNFallback} {
+	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descOldest, descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descComponentUp, descDSNFallback} {
 		ch <- d
 	}
 }
@@ -171,6 +175,15 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 			for k, n := range counts {
 				ch <- prometheus.MustNewConstMetric(descReports, prometheus.GaugeValue, float64(n), k[0], k[1])
 			}
+		}
+	}
+	if s.src.Components != nil {
+		for name, up := range s.src.Components() {
+			v := 0.0
+			if up {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descComponentUp, prometheus.GaugeValue, v, name)
 		}
 	}
 	if s.src.TLSRPTDropped != nil {

@@ -65,12 +65,12 @@ func TestFollowNotifiedCommitTakesEffectWithin2s(t *testing.T) {
 	if s := waitGeneration(t, seen, gen, 2*time.Second); s.MTASTSEnabled() {
 		t.Errorf("generation %d on b has MTA-STS enabled, want the committed false", gen)
 	}
-	snap, err := a.Rollback(context.Background(), 1, "", "bob")
+	res, err := a.Rollback(context.Background(), 1, "", "bob", RefuseStaged)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := waitGeneration(t, seen, snap.Generation, 2*time.Second); !s.MTASTSEnabled() {
-		t.Errorf("rollback generation %d on b has MTA-STS disabled", snap.Generation)
+	if s := waitGeneration(t, seen, res.Generation, 2*time.Second); !s.MTASTSEnabled() {
+		t.Errorf("rollback generation %d on b has MTA-STS disabled", res.Generation)
 	}
 }
 
