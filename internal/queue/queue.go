@@ -51,6 +51,9 @@ var (
 	ErrNotFound = errors.New("queue: message not found")
 	// ErrClosed is returned by Submit after Close.
 	ErrClosed = errors.New("queue: closed")
+	// ErrBodyCorrupt is wrapped by the error of a body read for delivery that no longer matches the
+	// checksum taken when the message was accepted; the message is quarantined.
+	ErrBodyCorrupt = errors.New("queue: message body corrupt")
 )
 
 // Backoff is the retry schedule. The delay after the n-th attempt is Initial·Factor^(n-1), at most Max, then
@@ -234,8 +237,12 @@ type Queue struct {
 	ix   *dueIndex
 	busy int // batches in flight
 
-	spare spares
-	refs  bodyRefs
+	spare   spares
+	refs    bodyRefs
+	journal journal
+
+	corruptMu sync.Mutex
+	corrupt   map[string]string // message id -> why its body failed verification
 }
 
 // Open prepares the index, recovers the spool (see recover.go) and starts the group committer. Call Close
@@ -289,6 +296,7 @@ func (q *Queue) Close() error {
 	q.workers.Wait()
 	q.recorderOnce.Do(func() { close(q.stopRecorder) })
 	<-q.recorderDone
+	q.journal.close()
 	q.stmtsOnce.Do(q.st.close)
 	return nil
 }
