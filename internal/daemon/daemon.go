@@ -39,6 +39,7 @@ import (
 	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsreport"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // Options are what a caller may set beside the configuration.
@@ -57,15 +58,9 @@ type Options struct {
 	AdminListener net.Listener
 	// OnDelivery, when set, sees every recipient outcome of every attempt (the demo and the load tool).
 	OnDelivery func(delivery.Event)
-	// BootstrapOut receives the one-time console password at first start; nil means standard error.
+	// BootstrapOut, when set, receives the one-time console password at first start as a line of text;
+	// nil means it is logged, as one structured record (docs/logs.md), so that a JSON log stays JSON.
 	BootstrapOut io.Writer
-}
-
-func (o Options) bootstrapOut() io.Writer {
-	if o.BootstrapOut != nil {
-		return o.BootstrapOut
-	}
-	return os.Stderr
 }
 
 // Daemon is a running gateway.
@@ -84,6 +79,7 @@ type Daemon struct {
 	Recorder      *tlsreport.Recorder
 	httpClient    *http.Client
 	reports       reportLoop
+	warnings      warnings
 	Metrics       *metrics.Metrics
 	Admin         *admin.Server
 	Console       *console.Console
@@ -113,6 +109,52 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: log, now: now}
 
+	// The metrics come first: every component reports to them from its start. Their sources are read at
+	// scrape time, once the daemon runs.
+	d.Metrics = metrics.New(metrics.Sources{
+		Queue: func(ctx context.Context) (metrics.QueueStats, error) {
+			st, err := d.Queue.Stats(ctx)
+			return metrics.QueueStats{Messages: st.QueuedMessages, Recipients: st.QueuedRecipients,
+				BatchesInFlight: st.InFlight, Quarantined: st.Quarantined, Oldest: st.Oldest}, err
+		},
+		STSCache: func() (map[string]int, map[string]uint64) {
+			st := d.STS.Stats()
+			byMode := map[string]int{}
+			for m, n := range st.Entries {
+				byMode[string(m)] = n
+			}
+			fetches := map[string]uint64{}
+			var failed uint64
+			for rt, n := range st.FetchFailures {
+				fetches[string(rt)] = n
+				failed += n
+			}
+			fetches["ok"] = st.Fetches - min(failed, st.Fetches)
+			return byMode, fetches
+		},
+		Generations: func() (int, int) {
+			return d.settingsStore.Current().Generation, d.runningGeneration()
+		},
+		TLSRPTDropped: func() int64 { return d.Recorder.Dropped() },
+		Reports: func(ctx context.Context) (map[[2]string]int, error) {
+			r := d.Reporter()
+			if r == nil {
+				return nil, nil
+			}
+			sent, err := r.Sent(ctx)
+			counts := map[[2]string]int{}
+			for _, s := range sent {
+				transport := "https"
+				if strings.HasPrefix(s.Destination, "mailto:") {
+					transport = "mailto"
+				}
+				counts[[2]string{transport, s.Status}]++
+			}
+			return counts, err
+		},
+		Now: now,
+	})
+
 	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data.dir: %w", err)
 	}
@@ -127,7 +169,8 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		db.Close()
 		return nil, err
 	}
-	roots, resolver, httpClient := out.Roots, out.Resolver, out.HTTP
+	roots, httpClient := out.Roots, out.HTTP
+	resolver := dnsx.Observed{Resolver: out.Resolver, OnFailure: d.Metrics.DNSFailure}
 	d.STS, err = mtastscache.New(ctx, mtastscache.Options{
 		DB:             db,
 		Resolver:       resolver,
@@ -151,6 +194,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	d.settingsStore.Watch(func(s settings.Snapshot) {
 		d.settings.Store(policySettings(s))
 		d.running.Store(int64(s.Generation))
+		d.Metrics.SettingsCommitted()
 		log.Info("settings committed", "generation", s.Generation)
 	})
 	d.Recorder, err = tlsreport.NewRecorder(ctx, db, tlsreport.RecorderOptions{Now: now, Logger: log.With("component", "tlsreport")})
@@ -181,7 +225,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
 		Now:                 now,
 		Events: func(ev delivery.Event) {
-			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, ev.Result.ResultType)
+			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, tlsrpt.ResultType(ev.Result.ResultType))
 			d.Console.Observe(ev)
 			if o.OnDelivery != nil {
 				o.OnDelivery(ev)
@@ -213,55 +257,12 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
 		ReportBounceTo: "postmaster@" + cfg.SMTP.Hostname,
+		OnSettled:      func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
 	})
 	if err != nil {
 		db.Close()
 		return nil, err
 	}
-
-	d.Metrics = metrics.New(metrics.Sources{
-		Queue: func(ctx context.Context) (int, int, int, int64, time.Time, error) {
-			st, err := d.Queue.Stats(ctx)
-			return st.QueuedMessages, st.QueuedRecipients, st.InFlight, st.Quarantined, st.Oldest, err
-		},
-		STSCache: func() (map[string]int, map[string]uint64) {
-			st := d.STS.Stats()
-			byMode := map[string]int{}
-			for m, n := range st.Entries {
-				byMode[string(m)] = n
-			}
-			fetches := map[string]uint64{}
-			var failed uint64
-			for rt, n := range st.FetchFailures {
-				fetches[string(rt)] = n
-				failed += n
-			}
-			fetches["ok"] = st.Fetches - min(failed, st.Fetches)
-			return byMode, fetches
-		},
-		Generations: func() (int, int) {
-			return d.settingsStore.Current().Generation, d.runningGeneration()
-		},
-		TLSRPTDropped: d.Recorder.Dropped,
-		Reports: func(ctx context.Context) (map[[2]string]int, error) {
-			r := d.Reporter()
-			if r == nil {
-				return nil, nil
-			}
-			sent, err := r.Sent(ctx)
-			counts := map[[2]string]int{}
-			for _, s := range sent {
-				transport := "https"
-				if strings.HasPrefix(s.Destination, "mailto:") {
-					transport = "mailto"
-				}
-				counts[[2]string{transport, s.Status}]++
-			}
-			return counts, err
-		},
-		Now: now,
-	})
-	d.settingsStore.Watch(func(settings.Snapshot) { d.Metrics.SettingsCmts.Inc() })
 
 	var srvTLS *tls.Config
 	if cfg.SMTP.StartTLS() {
@@ -286,6 +287,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		RatePerIP:       cfg.SMTP.MessagesPerMinutePerIP,
 		Now:             now,
 		TempError:       submitError,
+		Observer:        d.Metrics.Intake(),
 	}, countingSubmitter{d.Queue, d}, log.With("component", "smtp"))
 	if err != nil {
 		db.Close()
@@ -339,8 +341,14 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	if created {
-		// Printed once, at first start, for the administrator to log in and change it (Account page).
-		fmt.Fprintf(o.bootstrapOut(), "mxgate: web console password for the first login: %s (stored hashed in %s; change it on the Account page)\n", pw, pwFile)
+		// Shown once, at first start, for the administrator to log in and change it (Account page). WARN, so
+		// that it shows at every log level.
+		if o.BootstrapOut != nil {
+			fmt.Fprintf(o.BootstrapOut, "mxgate: web console password for the first login: %s (stored hashed in %s; change it on the Account page)\n", pw, pwFile)
+		} else {
+			log.Warn("web console password for the first login: change it on the Account page",
+				"console_password", pw, "password_file", pwFile)
+		}
 	}
 	d.Console, err = console.New(console.Options{
 		Queue:        d.Queue,
@@ -481,7 +489,7 @@ func (d *Daemon) runningGeneration() int { return int(d.running.Load()) }
 // Settings returns the committed settings store.
 func (d *Daemon) Settings() *settings.Store { return d.settingsStore }
 
-// countingSubmitter counts messages acknowledged by intake.
+// countingSubmitter shows messages acknowledged by intake on the console.
 type countingSubmitter struct {
 	q *queue.Queue
 	d *Daemon
@@ -490,7 +498,6 @@ type countingSubmitter struct {
 func (c countingSubmitter) Submit(ctx context.Context, env queue.Envelope, body io.Reader) (string, error) {
 	id, err := c.q.Submit(ctx, env, body)
 	if err == nil {
-		c.d.Metrics.Accepted.Inc()
 		c.d.Console.ObserveAccepted()
 	}
 	return id, err

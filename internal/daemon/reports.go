@@ -26,11 +26,7 @@ type gatedRecorder struct {
 func (g gatedRecorder) Record(s tlsrpt.Session) {
 	if g.d.settingsStore.Current().Bool("Controller.EnableTLSRPT") {
 		g.rec.Record(s)
-		result := "success"
-		if !s.Success {
-			result = "failure"
-		}
-		g.d.Metrics.TLSRPTSess.WithLabelValues(string(s.Policy.Type), result).Inc()
+		g.d.Metrics.TLSRPTSession(s.Policy.Type, s.Success)
 	}
 }
 
@@ -141,6 +137,9 @@ func (d *Daemon) restartReports(ctx context.Context, snap settings.Snapshot) {
 		d.log.Error("TLS reports disabled: bad settings", "err", err)
 		return
 	}
+	// RFC 8460 Section 3: report mail MUST be DKIM-signed; unsigned reports may be discarded.
+	d.warnings.set(d.log, "tlsrpt-unsigned", r.DKIM == nil,
+		"tlsreport: no DKIM key configured: report mail is sent unsigned and may be discarded", "component", "tlsreport")
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	d.reports.cancel, d.reports.done, d.reports.current = cancel, done, r

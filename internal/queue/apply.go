@@ -34,6 +34,8 @@ func (q *Queue) apply(w *work, results []Result, missing string) {
 	defer q.orderMu.Unlock()
 	if err := q.applyTx(f, q.now()); err != nil {
 		q.applyFailed(f, err)
+	} else {
+		q.settled(f)
 	}
 	// A DSN is indexed before the slot is freed, so that RunOnce sees it.
 	if len(f.dsns) > 0 {
@@ -122,11 +124,11 @@ func (q *Queue) changes(w *work, results []Result, missing string) []*change {
 		if c.res.Outcome != Delivered {
 			level = slog.LevelWarn
 		}
-		q.log.Log(context.Background(), level, "delivery", "msg_id", row.msgID, "rcpt", row.rcpt, "domain", row.domain,
+		q.log.Log(context.Background(), level, "delivery", "msg_id", row.msgID, "from", m.from, "rcpt", row.rcpt, "domain", row.domain,
 			"mx", res.RemoteMTA, "ip", res.IP, "attempt", row.attempts, "tls", res.TLS, "policy", res.Policy,
 			"policy_source", res.PolicySource, "sts_mode", res.STSMode, "sts_id", res.STSID,
 			"result_type", res.ResultType, "code", res.Code, "enhanced", res.Enhanced,
-			"outcome", string(c.res.Outcome), "final_state", c.state, "text", res.Text)
+			"outcome", string(c.res.Outcome), "final_state", c.state, "delay", q.delay(w, row).Seconds(), "text", res.Text)
 		changes = append(changes, c)
 	}
 	return changes

@@ -115,6 +115,8 @@ type Options struct {
 	// of the opened directory.
 	SyncFile func(*os.File) error
 	SyncDir  func(dir string) error
+	// OnSettled, when set, is told about each recipient that reached a final state, after it is recorded.
+	OnSettled func(Settled)
 }
 
 func (o *Options) setDefaults() error {
