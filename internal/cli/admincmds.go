@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxgate/mxgate/internal/admin"
-	"github.com/mxgate/mxgate/internal/config"
 )
 
 // addAdminCommands adds the verbs that talk to a running gateway through the admin API.
@@ -33,9 +32,9 @@ const adminRequestTimeout = 2 * time.Minute
 func adminClient(g *globals) (*admin.Client, error) {
 	base, token := g.adminURL, g.token
 	if base == "" || token == "" {
-		cfg, err := config.Load(g.configPath)
+		cfg, _, err := g.loadConfig()
 		if err != nil {
-			return nil, fmt.Errorf("configuration:\n%w", err)
+			return nil, err
 		}
 		if base == "" {
 			base, err = listenURL(cfg.Admin.Listen)
@@ -262,6 +261,6 @@ func statusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show the running gateway's status",
 		Args:  cobra.NoArgs,
-		RunE:  show(g, "/api/v1/status", printFields),
+		RunE:  show(g, "/api/v1/status", printStatus),
 	}
 }

@@ -12,13 +12,19 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mxgate/mxgate/internal/version"
 )
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
+	return run(args, stdout, stderr, osEnvironment())
+}
+
+func run(args []string, stdout, stderr io.Writer, env environment) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := newRoot(stdout, stderr)
+	root := newRoot(stdout, stderr, env)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -46,21 +52,24 @@ type globals struct {
 	json       bool
 	stdout     io.Writer
 	stderr     io.Writer
+	env        environment
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+func newRoot(stdout, stderr io.Writer, env environment) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr, env: env}
 	root := &cobra.Command{
 		Use:           "mxgate",
 		Short:         "Outbound mail gateway with MTA-STS, REQUIRETLS and TLS reporting",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 	}
-	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (default: built-in defaults)")
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.PersistentFlags().StringVarP(&g.configPath, "config", "c", "", "configuration file (default: $"+ConfigEnv+", else "+DefaultConfigPath+" if it exists, else built-in defaults)")
 	root.PersistentFlags().StringVar(&g.adminURL, "admin", "", "admin API base URL (default: from the configuration's admin.listen)")
 	root.PersistentFlags().StringVar(&g.token, "token", "", "admin API token (default: read from the data directory)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
-	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g), benchCmd(g))
+	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g), benchCmd(g), versionCmd(g))
 	addAdminCommands(root, g)
 	addDiagCommands(root, g)
 	return root

@@ -17,15 +17,20 @@ func serveCmd(g *globals) *cobra.Command {
 		Short: "Run the gateway (SMTP intake, queue, delivery, admin API)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(g.configPath)
+			cfg, cfgPath, err := g.loadConfig()
 			if err != nil {
-				return fmt.Errorf("configuration:\n%w", err)
+				return err
 			}
 			log := newLogger(cfg, g)
+			if cfgPath == "" {
+				log.Info("configuration: no file, built-in defaults", "file", "")
+			} else {
+				log.Info("configuration", "file", cfgPath)
+			}
 			for _, w := range cfg.Warnings() {
 				log.Warn("configuration", "warning", w)
 			}
-			for _, w := range secretFileWarnings(g.configPath, cfg) {
+			for _, w := range secretFileWarnings(cfgPath, cfg) {
 				log.Warn("file permissions", "warning", w)
 			}
 			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log})
@@ -51,9 +56,15 @@ func checkConfigCmd(g *globals) *cobra.Command {
 		Short: "Check a configuration file and print every error with its key path",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := g.configPath
+			path := ""
 			if len(args) == 1 {
 				path = args[0]
+			} else {
+				p, _, err := g.configFile()
+				if err != nil {
+					return err
+				}
+				path = p
 			}
 			cfg, err := config.Load(path)
 			if err != nil {

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -324,7 +325,8 @@ func defaultHostname() string {
 	return d.String()
 }
 
-// Load reads and parses the file at path; path "" gives Default(). Errors are joined (errors.Join), one per
+// Load reads and parses the file at path; path "" gives Default(). Relative file and directory names in the
+// file are resolved against the file's directory (resolvePaths). Errors are joined (errors.Join), one per
 // problem, each prefixed with its key path; callers print the file name in front.
 func Load(path string) (*Config, error) {
 	if path == "" {
@@ -334,7 +336,16 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data)
+	c, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	c.resolvePaths(data, dir)
+	return c, nil
 }
 
 // Parse parses and validates mxgate.toml content over Default(). On error the Config is nil and the error
