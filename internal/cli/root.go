@@ -69,8 +69,9 @@ func newRoot(stdout, stderr io.Writer, env environment) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.adminURL, "admin", "", "admin API base URL (default: from the configuration's admin.listen)")
 	root.PersistentFlags().StringVar(&g.token, "token", "", "admin API token (default: read from the data directory)")
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
-	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g), benchCmd(g), versionCmd(g))
+	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g), benchCmd(g), versionCmd(g), manCmd(g))
 	addAdminCommands(root, g)
 	addDiagCommands(root, g)
+	addCompletions(root, g)
 	return root
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
+	"github.com/mxgate/mxgate/internal/sdnotify"
 )
 
 func serveCmd(g *globals) *cobra.Command {
@@ -33,7 +34,8 @@ func serveCmd(g *globals) *cobra.Command {
 			for _, w := range secretFileWarnings(cfgPath, cfg) {
 				log.Warn("file permissions", "warning", w)
 			}
-			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log})
+			notifier := sdnotify.Notifier{Addr: g.env.getenv(sdnotify.Socket)}
+			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log, Notify: notifier.Notify})
 			if err != nil {
 				return err
 			}

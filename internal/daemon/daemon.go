@@ -61,6 +61,9 @@ type Options struct {
 	// BootstrapOut, when set, receives the one-time console password at first start as a line of text;
 	// nil means it is logged, as one structured record (docs/logs.md), so that a JSON log stays JSON.
 	BootstrapOut io.Writer
+	// Notify, when set, tells the service manager about the daemon's state (sdnotify.Notifier.Notify):
+	// READY=1 once the listeners are bound and every component runs, STOPPING=1 when shutdown begins.
+	Notify func(assignments ...string) error
 }
 
 // Daemon is a running gateway.
@@ -91,6 +94,7 @@ type Daemon struct {
 	routes  atomic.Pointer[[]delivery.Route]
 
 	smtpLn, adminLn net.Listener
+	notify          func(assignments ...string) error
 }
 
 // New builds the gateway; nothing runs until Run.
@@ -107,7 +111,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if now == nil {
 		now = time.Now
 	}
-	d := &Daemon{cfg: cfg, log: log, now: now}
+	d := &Daemon{cfg: cfg, log: log, now: now, notify: o.Notify}
 
 	// The metrics come first: every component reports to them from its start. Their sources are read at
 	// scrape time, once the daemon runs.
@@ -456,7 +460,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	d.log.Info("mxgate running", "smtp", d.SMTPAddr(), "admin", d.AdminAddr(), "data_dir", d.cfg.Data.Dir,
 		"admin_token_file", admin.TokenPath(d.cfg.Data.Dir), "settings_generation", d.settingsStore.Current().Generation)
+	d.tellManager("READY=1", "STATUS=accepting mail on "+d.SMTPAddr())
 	<-runCtx.Done()
+	d.tellManager("STOPPING=1", "STATUS=stopping: draining deliveries")
 	shutdownCtx, done := context.WithTimeout(context.Background(), d.cfg.Queue.DrainTimeout.Duration()+5*time.Second)
 	defer done()
 	d.SMTP.Shutdown(shutdownCtx)
@@ -477,6 +483,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// tellManager notifies the service manager, if any. A failure is logged: the service manager then decides
+// (a Type=notify unit that never hears READY=1 times out and is restarted).
+func (d *Daemon) tellManager(assignments ...string) {
+	if d.notify == nil {
+		return
+	}
+	if err := d.notify(assignments...); err != nil {
+		d.log.Error("cannot notify the service manager", "err", err)
+	}
 }
 
 // Close releases the queue and the store. Run calls it.
