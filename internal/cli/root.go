@@ -71,6 +71,7 @@ func newRoot(stdout, stderr io.Writer, env environment) *cobra.Command {
 	root.PersistentFlags().BoolVar(&g.json, "json", false, "print machine-readable JSON")
 	root.AddCommand(serveCmd(g), checkConfigCmd(g), demoCmd(g), benchCmd(g), versionCmd(g), manCmd(g))
 	addAdminCommands(root, g)
+	root.AddCommand(traceCmd(g))
 	addDiagCommands(root, g)
 	addCompletions(root, g)
 	return root

@@ -117,6 +117,12 @@ type Queue struct {
 	PerDomain    int      `toml:"per_domain"`
 	MaxBatch     int      `toml:"max_batch"` // recipients per delivery attempt
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// TrackRetention is how long delivered and bounced messages stay findable (mxgate trace).
+	TrackRetention Duration `toml:"track_retention"`
+	// DelayWarningTime is when a delay notice (RFC 3464 Action: delayed) is sent; 0 disables them.
+	DelayWarningTime Duration `toml:"delay_warning_time"`
+	// DelayWarningDefault: send delay notices for recipients whose sender gave no NOTIFY parameter.
+	DelayWarningDefault bool `toml:"delay_warning_default"`
 }
 
 // TLS is the [tls] table.
@@ -296,6 +302,11 @@ func Default() *Config {
 			PerDomain:    2,
 			MaxBatch:     50,
 			DrainTimeout: Duration(30 * time.Second),
+			// A week, like the logs most sites keep at hand.
+			TrackRetention: Duration(7 * 24 * time.Hour),
+			// Sendmail's queuewarn default (Postfix's delay_warning_time is off unless set).
+			DelayWarningTime:    Duration(4 * time.Hour),
+			DelayWarningDefault: true,
 		},
 		MTASTS: MTASTS{
 			FetchTimeout:   Duration(60 * time.Second),

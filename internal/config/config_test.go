@@ -129,6 +129,10 @@ func TestGoodFull(t *testing.T) {
 			PerDomain:    64,
 			MaxBatch:     100,
 			DrainTimeout: Duration(time.Minute),
+			// Not in full.toml: the defaults.
+			TrackRetention:      Duration(7 * 24 * time.Hour),
+			DelayWarningTime:    Duration(4 * time.Hour),
+			DelayWarningDefault: true,
 		},
 		TLS: TLS{CAFile: "/etc/mxgate/extra-roots.pem"},
 		MTASTS: MTASTS{

@@ -252,6 +252,10 @@ func (v checker) queue(q *Queue) {
 	}
 	v.positive("queue.max_batch", int64(q.MaxBatch))
 	v.positiveDuration("queue.drain_timeout", q.DrainTimeout)
+	v.positiveDuration("queue.track_retention", q.TrackRetention)
+	if q.DelayWarningTime < 0 {
+		v.errorf("queue.delay_warning_time", "must not be negative (0 turns delay notices off), got %s", q.DelayWarningTime)
+	}
 }
 
 func (v checker) domains(rules []DomainRule) {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/tlsreport"
 )
@@ -70,6 +71,9 @@ type Options struct {
 	// Explain explains the TLS policy that applies to a domain now (the daemon's Explain); its result is
 	// shown as JSON-shaped fields. Nil hides explanations.
 	Explain func(ctx context.Context, domain string) (any, error)
+	// Trace finds messages that left the queue ((*queue.Queue).Trace); nil: the Tracking page says it is
+	// not available.
+	Trace func(ctx context.Context, q queue.TraceQuery) ([]queue.Traced, error)
 	// PasswordFile holds the console password's hash (see Bootstrap).
 	PasswordFile string
 	// PasswordIterations is the PBKDF2 cost of a password changed on the account page; 0 means
@@ -179,6 +183,7 @@ func (c *Console) routes() {
 	m.Handle("GET /queue/confirm", c.page(c.queueConfirm))
 	m.Handle("POST /queue/action", c.post(c.queueAction))
 	m.Handle("GET /queue/{id}", c.page(c.queueDetail))
+	m.Handle("GET /trace", c.page(c.tracePage))
 	m.Handle("GET /domains", c.page(c.domainsList))
 	m.Handle("GET /domains/{domain}", c.page(c.domainDetail))
 	m.Handle("POST /domains/{domain}/refresh", c.post(c.domainRefresh))

@@ -13,7 +13,7 @@ import (
 func pageNames() []string {
 	return []string{
 		"login", "error", "dashboard", "queue", "message", "confirm", "domains", "domain",
-		"reports", "preview", "settings", "review", "history", "account",
+		"reports", "preview", "settings", "review", "history", "account", "trace",
 	}
 }
 

@@ -260,8 +260,9 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
-		ReportBounceTo: "postmaster@" + cfg.SMTP.Hostname,
-		OnSettled:      func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
+		ReportBounceTo:   "postmaster@" + cfg.SMTP.Hostname,
+		OnSettled:        func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
+		ArchiveRetention: cfg.Queue.TrackRetention.Duration(),
 	})
 	if err != nil {
 		db.Close()
@@ -321,6 +322,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		Explain:  func(ctx context.Context, domain string) (any, error) { return d.Explain(ctx, domain) },
 		Status:   func(ctx context.Context) (any, error) { return d.Status(ctx) },
 		Ready:    d.ready,
+		Trace:    d.Queue.Trace,
 		Settings: d.settingsStore,
 		Reports: func() admin.ReportsAPI {
 			if r := d.Reporter(); r != nil {
@@ -361,12 +363,19 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		Reports:      d.Reporter,
 		Explain:      func(ctx context.Context, dom string) (any, error) { return d.Explain(ctx, dom) },
 		PasswordFile: pwFile,
+		Trace:        d.Queue.Trace,
 		Logger:       log.With("component", "console"),
 		Now:          now,
 	})
 	if err != nil {
 		db.Close()
 		return nil, err
+	}
+	// The dashboard counts from stored data: what the queue and its archive hold of the last day.
+	if h, err := d.Queue.HistorySince(ctx, now().Add(-console.Window)); err != nil {
+		log.Error("console: cannot read the delivery history; the dashboard starts empty", "err", err)
+	} else {
+		d.Console.Replay(h)
 	}
 	return d, nil
 }

@@ -36,6 +36,7 @@ func (q *Queue) apply(w *work, results []Result, missing string) {
 		q.applyFailed(f, err)
 	} else {
 		q.settled(f)
+		q.pruneArchive(context.Background(), q.now())
 	}
 	// A DSN is indexed before the slot is freed, so that RunOnce sees it.
 	if len(f.dsns) > 0 {

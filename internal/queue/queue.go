@@ -117,6 +117,9 @@ type Options struct {
 	SyncDir  func(dir string) error
 	// OnSettled, when set, is told about each recipient that reached a final state, after it is recorded.
 	OnSettled func(Settled)
+	// ArchiveRetention is how long finished messages stay findable with Trace (archive.go); default
+	// DefaultArchiveRetention, negative: not archived.
+	ArchiveRetention time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -128,6 +131,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ArchiveRetention == 0 {
+		o.ArchiveRetention = DefaultArchiveRetention
 	}
 	if o.Rand == nil {
 		seed := uint64(time.Now().UnixNano())
@@ -230,6 +236,9 @@ type Queue struct {
 	busy int // batches in flight
 
 	spare spares
+
+	// archivePruned is when the archive was last pruned (UnixNano; 0: not yet).
+	archivePruned atomic.Int64
 }
 
 // Open prepares the index, recovers the spool (see recover.go) and starts the group committer. Call Close
@@ -239,6 +248,9 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		return nil, err
 	}
 	if err := store.Migrate(ctx, opts.DB, "queue", migrations); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	if err := migrateArchive(ctx, opts.DB); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	for _, d := range []string{opts.Dir, opts.QuarantineDir} {

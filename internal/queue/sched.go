@@ -408,6 +408,9 @@ func (q *Queue) finishIfDone(ctx context.Context, tx *sql.Tx, id string) (bool, 
 	if n > 0 {
 		return false, nil
 	}
+	if err := q.archive(ctx, tx, id, q.now()); err != nil {
+		return false, err
+	}
 	if _, err := tx.StmtContext(ctx, q.st.deleteAttempts).ExecContext(ctx, id); err != nil {
 		return false, fmt.Errorf("queue: finish %s: %w", id, err)
 	}

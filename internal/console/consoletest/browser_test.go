@@ -206,6 +206,21 @@ func TestConsoleInChromium(t *testing.T) {
 	screenshot("message")
 	checkErrors("message")
 
+	// Tracking: a delivered message is found by its recipient, with both attempts.
+	visit("trace", "/trace", "#trace-form")
+	step("search", chromedp.SendKeys(chromedp.ID("trace-q"), consoletest.TracedAddr))
+	submit("find", `#trace-form button[type="submit"]`)
+	step("traced message", chromedp.WaitVisible(chromedp.ID("traced-"+consoletest.MsgTraced)))
+	if got := text("#traced-" + consoletest.MsgTraced + " .trace-recipients tbody"); !strings.Contains(got, "delivered") || !strings.Contains(got, "verified TLS 1.3") {
+		t.Errorf("traced recipient = %q, want delivered over verified TLS 1.3", got)
+	}
+	if got := text("#traced-" + consoletest.MsgTraced + " .trace-timeline tbody"); !strings.Contains(got, "certificate-expired") || !strings.Contains(got, "250 2.0.0") {
+		t.Errorf("traced timeline = %q, want the certificate-expired deferral, then the delivery", got)
+	}
+	screenshot("trace")
+	checkErrors("trace")
+	visit("trace-none", "/trace?q=nobody%40example.org", "#trace-none")
+
 	// Settings: stage Sender.EnableMTASTS=false, review the diff, commit with a note.
 	visit("settings", "/settings", "#settings-table")
 	form := `form:has(input[name="key"][value="Sender.EnableMTASTS"])`
