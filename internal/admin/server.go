@@ -142,11 +142,13 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/queue", s.queueList)
 	m.HandleFunc("GET /api/v1/queue/summary", s.queueSummary)
 	m.HandleFunc("GET /api/v1/queue/{id}", s.queueShow)
-	m.HandleFunc("POST /api/v1/queue/{id}/retry", s.queueAction("retry", s.opts.Queue.Retry))
-	m.HandleFunc("POST /api/v1/queue/{id}/hold", s.queueAction("hold", s.opts.Queue.Hold))
-	m.HandleFunc("POST /api/v1/queue/{id}/release", s.queueAction("release", s.opts.Queue.Release))
-	m.HandleFunc("POST /api/v1/queue/{id}/bounce", s.queueAction("bounce", s.opts.Queue.Bounce))
-	m.HandleFunc("DELETE /api/v1/queue/{id}", s.queueAction("delete", s.opts.Queue.Delete))
+	for _, a := range queue.Actions() {
+		if a == queue.ActionDelete {
+			m.HandleFunc("DELETE /api/v1/queue/{id}", s.queueAction(a))
+		} else {
+			m.HandleFunc("POST /api/v1/queue/{id}/"+string(a), s.queueAction(a))
+		}
+	}
 	m.HandleFunc("GET /api/v1/sts/cache", s.stsList)
 	m.HandleFunc("GET /api/v1/sts/cache/{domain}", s.stsShow)
 	m.HandleFunc("POST /api/v1/sts/cache/{domain}/refresh", s.stsRefresh)
@@ -333,19 +335,19 @@ func (s *Server) queueShow(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, detailDTO(d))
 }
 
-func (s *Server) queueAction(action string, do func(context.Context, string) error) http.HandlerFunc {
+func (s *Server) queueAction(action queue.Action) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id, err := messageID(r)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		if err := do(r.Context(), id); err != nil {
+		if err := action.Do(r.Context(), s.opts.Queue, id); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		s.log.Info("admin: queue "+action, "msg_id", id, "ip", remoteIP(r))
-		writeJSON(w, http.StatusOK, ActionResult{Action: action, ID: id})
+		s.log.Info("admin: queue "+string(action), "msg_id", id, "ip", remoteIP(r))
+		writeJSON(w, http.StatusOK, ActionResult{Action: string(action), ID: id})
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/mxgate/mxgate/internal/atomicfile"
 )
 
 // TokenFileName is the admin token's file name in the data directory.
@@ -37,34 +39,12 @@ func LoadOrCreateToken(dataDir string) (token string, created bool, err error) {
 	rand.Read(b[:]) // crypto/rand.Read never fails
 	tok = hex.EncodeToString(b[:])
 
-	// Write the whole token to a temporary file first and link it into place, so that the file is never seen
-	// half-written and a concurrent start that got there first wins (the link fails with ErrExist).
-	tmp, err := os.CreateTemp(dataDir, ".admin.token-*")
-	if err != nil {
-		return "", false, fmt.Errorf("admin: token: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(tok + "\n")
-	if err == nil {
-		err = tmp.Chmod(0o600) // CreateTemp uses 0600 already; be explicit against a changed default
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("admin: token: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	// atomicfile.Create never shows the file half-written, and a concurrent start that got there first wins.
+	if err := atomicfile.Create(path, []byte(tok+"\n"), 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			tok, err := ReadToken(path)
 			return tok, false, err
 		}
-		return "", false, fmt.Errorf("admin: token: %w", err)
-	}
-	if err := syncDir(dataDir); err != nil {
 		return "", false, fmt.Errorf("admin: token: %w", err)
 	}
 	return tok, true, nil
@@ -92,16 +72,4 @@ func TokenFileInsecure(path string) bool {
 		return false
 	}
 	return fi.Mode().Perm()&0o077 != 0
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/settings"
 )
 
 // callBody makes one API request with in as its JSON body (nil for none) and returns the raw JSON answer.
@@ -241,8 +242,7 @@ func plural(n int, one, many string) string {
 }
 
 // readSettingsFile reads a settings file for `config apply`: its only top-level table is [settings], whose
-// values are booleans, integers or strings. Nested tables are flattened with dots, so that an unquoted
-// Domain.example.com.TLS key means the same as the quoted one.
+// values are read by settings.FromTOML, like the bootstrap file's [settings] table.
 func readSettingsFile(path string) (map[string]string, error) {
 	var doc map[string]any
 	if _, err := toml.DecodeFile(path, &doc); err != nil {
@@ -265,40 +265,11 @@ func readSettingsFile(path string) (map[string]string, error) {
 		}
 		return nil, fmt.Errorf("%s: no [settings] table (an empty [settings] table removes every setting)", path)
 	}
-	vals := map[string]string{}
-	var errs []error
-	flattenSettings("", tbl, vals, &errs)
-	if err := errors.Join(errs...); err != nil {
+	vals, err := settings.FromTOML(tbl)
+	if err != nil {
 		return nil, fmt.Errorf("%s:\n%w", path, err)
 	}
 	return vals, nil
-}
-
-func flattenSettings(prefix string, tbl map[string]any, out map[string]string, errs *[]error) {
-	for _, k := range slices.Sorted(maps.Keys(tbl)) {
-		key := prefix + k
-		var v string
-		switch t := tbl[k].(type) {
-		case map[string]any:
-			flattenSettings(key+".", t, out, errs)
-			continue
-		case bool:
-			v = strconv.FormatBool(t)
-		case int64:
-			v = strconv.FormatInt(t, 10)
-		case string:
-			v = t
-		default:
-			*errs = append(*errs, fmt.Errorf("settings: %q: want a boolean, an integer or a string, not %T", key, t))
-			continue
-		}
-		// A quoted "Domain.x.TLS" key and a [settings.Domain.x] table with TLS = ... name the same setting.
-		if _, dup := out[key]; dup {
-			*errs = append(*errs, fmt.Errorf("settings: %q is given twice", key))
-			continue
-		}
-		out[key] = v
-	}
 }
 
 // Text output of the settings verbs.

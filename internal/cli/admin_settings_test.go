@@ -117,12 +117,12 @@ func TestSettingsAndConfigVerbs(t *testing.T) {
 	}
 	out = h.mustRun(t, "settings", "list")
 	for _, w := range []string{
-		"KEY                      VALUE  SOURCE   STAGED\n",
-		"Controller.EnableTLSRPT  true   default  -\n",
-		"Domain.x.example.TLS     -      default  -> required\n",
-		"Sender.EnableMTASTS      true   set      -> false\n",
-		"TLSRPT.MaxDestinations   4      default  -\n",
-		"TLSRPT.OrganizationName  Acme   set      unset\n",
+		"KEY                               VALUE  SOURCE   STAGED\n",
+		"Controller.EnableTLSRPT           true   default  -\n",
+		"Domain.x.example.TLS              -      default  -> required\n",
+		"Sender.EnableMTASTS               true   set      -> false\n",
+		"TLSRPT.MaxDestinations            4      default  -\n",
+		"TLSRPT.OrganizationName           Acme   set      unset\n",
 	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("settings list:\n%s\ndoes not contain %q", out, w)
@@ -208,14 +208,14 @@ func TestConfigApplyErrors(t *testing.T) {
 		wantErr       []string
 	}{
 		{"badkey.toml", "[settings]\n\"Sender.EnableMTASTS\" = false\n\"Sender.EnableSTS\" = true\n",
-			[]string{"badkey.toml: ", `unknown setting "Sender.EnableSTS"`}},
+			[]string{"badkey.toml:\n", `unknown setting "Sender.EnableSTS"`}},
 		{"badvalue.toml", "[settings]\n\"Domain.example.com.TLS\" = \"strict\"\n\"TLSRPT.OnlyFailures\" = \"often\"\n",
 			[]string{`Domain.example.com.TLS: invalid value: unknown TLS level "strict"`, `TLSRPT.OnlyFailures: invalid value: "often" is not a boolean`}},
 		{"tables.toml", "[settings]\n\"Sender.EnableMTASTS\" = false\n[domains]\nx = 1\n[routes]\n",
 			[]string{"tables.toml: unknown top-level tables [domains], [routes]: only [settings] is allowed"}},
 		{"toplevel.toml", "note = \"x\"\n[settings]\n", []string{"unknown top-level table [note]"}},
 		{"none.toml", "# empty\n", []string{"no [settings] table"}},
-		{"float.toml", "[settings]\n\"TLSRPT.MaxDestinations\" = 2.5\n", []string{`"TLSRPT.MaxDestinations": want a boolean, an integer or a string, not float64`}},
+		{"float.toml", "[settings]\n\"TLSRPT.MaxDestinations\" = 2.5\n", []string{`"TLSRPT.MaxDestinations": invalid value: want a boolean, an integer or a string, not float64`}},
 		{"twice.toml", "[settings]\n\"Domain.x.TLS\" = \"none\"\n[settings.Domain.x]\nTLS = \"required\"\n", []string{`"Domain.x.TLS" is given twice`}},
 		{"syntax.toml", "[settings\n", []string{"syntax.toml: toml:"}},
 	}

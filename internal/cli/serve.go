@@ -69,6 +69,10 @@ func checkConfigCmd(g *globals) *cobra.Command {
 				path = p
 			}
 			cfg, err := config.Load(path)
+			if err == nil {
+				// The checks serve makes before it starts (daemon.New), short of binding ports.
+				err = config.Preflight(cfg)
+			}
 			if err != nil {
 				fmt.Fprintln(g.stderr, err)
 				return exitError{code: 1}

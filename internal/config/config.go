@@ -5,9 +5,9 @@
 // collected with errors.Join and prefixed with its key path, so that `mxgate check-config` can print all of
 // them at once. Every value has a default (see Default), so a node runs with no file at all.
 //
-// It deliberately does not touch the file system beyond reading the file itself (certificate and CA files are
-// checked by the components that load them), and it does not own the TLS level type: levels stay validated
-// strings here and package tlspolicy gives them meaning.
+// Load and Parse read nothing but the file itself; Preflight then checks the files and the directory it
+// names, without side effects. TLS levels are tlspolicy.Level values, parsed by
+// tlspolicy.ParseLevel like everywhere else in mxgate.
 package config
 
 import (
@@ -23,24 +23,25 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Config is the parsed content of mxgate.toml. Values are validated by Parse and Load; domain names are stored
 // as lower-case A-labels.
 type Config struct {
-	Node     string          `toml:"node"`     // node name in the cluster registry
-	Data     Data            `toml:"data"`     // data directory
-	SMTP     SMTP            `toml:"smtp"`     // inbound listener
-	DNS      DNS             `toml:"dns"`      // resolver
-	Delivery Delivery        `toml:"delivery"` // outbound SMTP client
-	Queue    Queue           `toml:"queue"`    // scheduler and retry
-	TLS      TLS             `toml:"tls"`      // trust anchors
-	MTASTS   MTASTS          `toml:"mtasts"`   // RFC 8461 policy fetching
-	Admin    Admin           `toml:"admin"`    // HTTP API and console
-	Log      Log             `toml:"log"`      // slog output
-	Settings map[string]bool `toml:"settings"` // seed for the committed settings (see KnownSettings)
-	Domains  []DomainRule    `toml:"domain"`   // per-domain TLS rules
-	Routes   []Route         `toml:"route"`    // static smart-host routes
+	Node     string            `toml:"node"`     // node name in the cluster registry
+	Data     Data              `toml:"data"`     // data directory
+	SMTP     SMTP              `toml:"smtp"`     // inbound listener
+	DNS      DNS               `toml:"dns"`      // resolver
+	Delivery Delivery          `toml:"delivery"` // outbound SMTP client
+	Queue    Queue             `toml:"queue"`    // scheduler and retry
+	TLS      TLS               `toml:"tls"`      // trust anchors
+	MTASTS   MTASTS            `toml:"mtasts"`   // RFC 8461 policy fetching
+	Admin    Admin             `toml:"admin"`    // HTTP API and console
+	Log      Log               `toml:"log"`      // slog output
+	Settings map[string]string `toml:"settings"` // seed for the committed settings, canonical (settings.FromTOML)
+	Domains  []DomainRule      `toml:"domain"`   // per-domain TLS rules
+	Routes   []Route           `toml:"route"`    // static smart-host routes
 }
 
 // Data is the [data] table.
@@ -166,23 +167,28 @@ func (l Log) SlogLevel() slog.Level {
 	return slog.LevelInfo
 }
 
-// DomainRule is one [[domain]] table: the administrator's explicit TLS level for a recipient domain.
+// DomainRule is one [[domain]] table: the administrator's explicit TLS level for a recipient domain. The
+// level raises the floor set by the domain's published policies; Override makes it replace them.
 type DomainRule struct {
-	Name string `toml:"name"` // A-labels
-	TLS  string `toml:"tls"`  // see ValidTLSLevel
+	Name     string          `toml:"name"` // A-labels
+	TLS      tlspolicy.Level `toml:"tls"`
+	Override bool            `toml:"override"`
 }
+
+// Rule returns the rule as the TLS decision point takes it.
+func (r DomainRule) Rule() tlspolicy.Rule { return tlspolicy.Rule{Level: r.TLS, Override: r.Override} }
 
 // Route is one [[route]] table: mail for Domains goes to Hosts instead of the domains' MX hosts.
 type Route struct {
-	Domains      []string `toml:"domains"` // A-labels, or "*" for every domain without a more specific route
-	Hosts        []string `toml:"hosts"`   // "host", "host:port", "ip", "[ipv6]:port"; names in A-labels
-	Port         int      `toml:"port"`    // for hosts given without a port
-	TLS          string   `toml:"tls"`     // see ValidTLSLevel
-	AuthUser     string   `toml:"auth_user"`
-	AuthPassword string   `toml:"auth_password"`
+	Domains      []string        `toml:"domains"` // A-labels, or "*" for every domain without a more specific route
+	Hosts        []string        `toml:"hosts"`   // "host", "host:port", "ip", "[ipv6]:port"; names in A-labels
+	Port         int             `toml:"port"`    // for hosts given without a port
+	TLS          tlspolicy.Level `toml:"tls"`
+	AuthUser     string          `toml:"auth_user"`
+	AuthPassword string          `toml:"auth_password"`
 }
 
-func (r *Route) setDefaults() { *r = Route{Port: 25, TLS: "opportunistic"} }
+func (r *Route) setDefaults() { *r = Route{Port: 25, TLS: tlspolicy.LevelOpportunistic} }
 
 // Addrs returns Hosts as "host:port" dial addresses, with Port where a host has none.
 func (r Route) Addrs() []string {
@@ -215,31 +221,14 @@ func (c *Config) RouteFor(d address.Domain) (*Route, bool) {
 	return wildcard, wildcard != nil
 }
 
-// DomainTLS returns the administrator's TLS level for domain d, if a [[domain]] rule names it.
-func (c *Config) DomainTLS(d address.Domain) (string, bool) {
+// DomainTLS returns the administrator's TLS rule for domain d, if a [[domain]] rule names it.
+func (c *Config) DomainTLS(d address.Domain) (tlspolicy.Rule, bool) {
 	for _, r := range c.Domains {
 		if r.Name == d.String() {
-			return r.TLS, true
+			return r.Rule(), true
 		}
 	}
-	return "", false
-}
-
-// ValidTLSLevel reports whether s is a per-domain TLS level: none, opportunistic, required, required-verify,
-// dane or dane-only.
-func ValidTLSLevel(s string) bool {
-	switch s {
-	case "none", "opportunistic", "required", "required-verify", "dane", "dane-only":
-		return true
-	}
-	return false
-}
-
-const tlsLevelList = "none, opportunistic, required, required-verify, dane, dane-only"
-
-// KnownSettings returns the names [settings] accepts, sorted. All are booleans for now.
-func KnownSettings() []string {
-	return []string{"Controller.EnableTLSRPT", "Sender.EnableDANE", "Sender.EnableMTASTS"}
+	return tlspolicy.Rule{}, false
 }
 
 // Duration is a time.Duration written in TOML as a string for time.ParseDuration: "90s", "5m", "120h".
@@ -316,10 +305,10 @@ func Default() *Config {
 		},
 		Admin: Admin{Listen: "127.0.0.1:8025"},
 		Log:   Log{Format: "json", Level: "info"},
-		Settings: map[string]bool{
-			"Sender.EnableMTASTS":     true,
-			"Sender.EnableDANE":       false,
-			"Controller.EnableTLSRPT": true,
+		Settings: map[string]string{
+			"Sender.EnableMTASTS":     "true",
+			"Sender.EnableDANE":       "false",
+			"Controller.EnableTLSRPT": "true",
 		},
 	}
 }

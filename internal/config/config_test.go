@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"flag"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/bad/*.err from the current output")
@@ -45,8 +47,9 @@ func TestLoadMissingFile(t *testing.T) {
 	}
 }
 
-// TestBadConfigs parses every testdata/bad/*.toml and compares the error text with the .err file next to it.
-// Run with -update to rewrite the .err files.
+// TestBadConfigs runs the validation of check-config and serve (Load, then Preflight) on every
+// testdata/bad/*.toml and compares the error text with the .err file next to it. Run with -update to rewrite
+// the .err files.
 func TestBadConfigs(t *testing.T) {
 	t.Parallel()
 	files, err := filepath.Glob("testdata/bad/*.toml")
@@ -61,12 +64,15 @@ func TestBadConfigs(t *testing.T) {
 			t.Parallel()
 			cfg, err := Load(file)
 			if err == nil {
-				t.Fatalf("Load(%s) succeeded, want an error", file)
-			}
-			if cfg != nil {
+				err = Preflight(cfg)
+				if err == nil {
+					t.Fatalf("Load and Preflight(%s) succeeded, want an error", file)
+				}
+			} else if cfg != nil {
 				t.Errorf("Load(%s) returned a Config with the error", file)
 			}
-			got := err.Error() + "\n"
+			// Paths in the file are resolved against its directory; the goldens name them from the package.
+			got := strings.ReplaceAll(err.Error()+"\n", testdataAbs(t)+string(filepath.Separator), "testdata/")
 			golden := strings.TrimSuffix(file, ".toml") + ".err"
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
@@ -85,15 +91,40 @@ func TestBadConfigs(t *testing.T) {
 	}
 }
 
+// TestGoodConfigsPassPreflight: every testdata/good file passes the whole validation of check-config and
+// serve, and Preflight creates nothing.
+func TestGoodConfigsPassPreflight(t *testing.T) {
+	t.Parallel()
+	files, err := filepath.Glob("testdata/good/*.toml")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("good configs: %v, %v", files, err)
+	}
+	for _, file := range files {
+		cfg, err := Load(file)
+		if err != nil {
+			t.Errorf("Load(%s): %v", file, err)
+			continue
+		}
+		if err := Preflight(cfg); err != nil {
+			t.Errorf("Preflight(%s): %v", file, err)
+		}
+		if _, err := os.Stat(cfg.Data.Dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: data.dir %s exists after Preflight (%v); it must create nothing", file, cfg.Data.Dir, err)
+		}
+	}
+}
+
 func TestGoodFull(t *testing.T) {
 	t.Parallel()
 	got, err := Load("testdata/good/full.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Relative paths in the file are relative to its directory, testdata/good.
+	td := testdataAbs(t)
 	want := &Config{
 		Node: "mx1",
-		Data: Data{Dir: "/var/lib/mxgate"},
+		Data: Data{Dir: filepath.Join(td, "var/mxgate")},
 		SMTP: SMTP{
 			Listen:                 "[::]:25",
 			Hostname:               "gw.xn--bcher-kva.example",
@@ -105,8 +136,8 @@ func TestGoodFull(t *testing.T) {
 			WriteTimeout:           Duration(90 * time.Second),
 			MaxConnsPerIP:          0,
 			MessagesPerMinutePerIP: 600,
-			TLSCertFile:            "/etc/mxgate/cert.pem",
-			TLSKeyFile:             "/etc/mxgate/key.pem",
+			TLSCertFile:            filepath.Join(td, "pki/cert.pem"),
+			TLSKeyFile:             filepath.Join(td, "pki/key.pem"),
 			Users:                  map[string]string{"app": "s3cret", "batch user": "x"},
 		},
 		DNS: DNS{Servers: []string{"192.0.2.53", "[2001:db8::53]:5353"}, Timeout: Duration(2 * time.Second)},
@@ -134,7 +165,7 @@ func TestGoodFull(t *testing.T) {
 			DelayWarningTime:    Duration(4 * time.Hour),
 			DelayWarningDefault: true,
 		},
-		TLS: TLS{CAFile: "/etc/mxgate/extra-roots.pem"},
+		TLS: TLS{CAFile: filepath.Join(td, "pki/ca.pem")},
 		MTASTS: MTASTS{
 			FetchTimeout:   Duration(30 * time.Second),
 			MaxPolicyBytes: 32768,
@@ -144,10 +175,12 @@ func TestGoodFull(t *testing.T) {
 		},
 		Admin: Admin{Listen: "127.0.0.1:0"},
 		Log:   Log{Format: "text", Level: "debug"},
-		Settings: map[string]bool{
-			"Sender.EnableMTASTS":     false,
-			"Sender.EnableDANE":       true,
-			"Controller.EnableTLSRPT": true, // not in the file: the default stays
+		Settings: map[string]string{
+			"Sender.EnableMTASTS":     "false",
+			"Sender.EnableDANE":       "false", // not in the file: the default stays
+			"Controller.EnableTLSRPT": "true",  // likewise
+			"TLSRPT.OrganizationName": "Example Org",
+			"TLSRPT.MaxDestinations":  "2",
 		},
 		Domains: []DomainRule{
 			{Name: "example.com", TLS: "required-verify"},
@@ -222,12 +255,9 @@ func TestSettingsKeysDocumented(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range KnownSettings() {
+	for name := range Default().Settings {
 		if !strings.Contains(string(data), `"`+name+`" =`) {
 			t.Errorf("example.toml does not set %q", name)
-		}
-		if _, ok := Default().Settings[name]; !ok {
-			t.Errorf("Default() has no value for known setting %q", name)
 		}
 	}
 }
@@ -338,7 +368,7 @@ hosts = ["smarthost.example"]
 	if r, ok := cfg.RouteFor(address.MustParseDomain("sub.corp.example")); !ok || r != &cfg.Routes[1] {
 		t.Errorf("RouteFor(sub.corp.example) = %v, %v; want route[1]", r, ok)
 	}
-	if level, ok := cfg.DomainTLS(address.MustParseDomain("xn--bcher-kva.example")); !ok || level != "dane-only" {
+	if level, ok := cfg.DomainTLS(address.MustParseDomain("xn--bcher-kva.example")); !ok || level != (tlspolicy.Rule{Level: tlspolicy.LevelDANEOnly}) {
 		t.Errorf("DomainTLS(bücher.example) = %q, %v; want dane-only", level, ok)
 	}
 	if _, ok := cfg.DomainTLS(address.MustParseDomain("example.com")); ok {
@@ -386,20 +416,6 @@ level = "warn"
 	}
 }
 
-func TestValidTLSLevel(t *testing.T) {
-	t.Parallel()
-	for _, s := range strings.Split(tlsLevelList, ", ") {
-		if !ValidTLSLevel(s) {
-			t.Errorf("ValidTLSLevel(%q) = false", s)
-		}
-	}
-	for _, s := range []string{"", "secure", "Required", "may", "encrypt"} {
-		if ValidTLSLevel(s) {
-			t.Errorf("ValidTLSLevel(%q) = true", s)
-		}
-	}
-}
-
 func TestDurationText(t *testing.T) {
 	t.Parallel()
 	var d Duration
@@ -432,4 +448,14 @@ func TestDefaultTimeoutsMeetRFCMinimums_SMTP14(t *testing.T) {
 	if c.Delivery.CommandTimeout.Duration() != 7*time.Minute || c.Delivery.DataTimeout.Duration() != 15*time.Minute {
 		t.Errorf("configured timeouts = %v, %v; want 7m, 15m", c.Delivery.CommandTimeout, c.Delivery.DataTimeout)
 	}
+}
+
+// testdataAbs is the absolute path of testdata.
+func testdataAbs(t *testing.T) string {
+	t.Helper()
+	td, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return td
 }

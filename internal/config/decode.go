@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/mxgate/mxgate/internal/settings"
 )
 
 // The document is decoded one value at a time. BurntSushi/toml stops at the first type error, and it walks a
@@ -91,6 +93,8 @@ func (d *decoder) table(p toml.Primitive, path string, dst reflect.Value) {
 			d.table(prim, key, field)
 		case field.Kind() == reflect.Slice && field.Type().Elem().Kind() == reflect.Struct:
 			d.array(prim, key, field)
+		case key == "settings":
+			d.settings(prim, key, field)
 		case field.Kind() == reflect.Map:
 			d.mapping(prim, key, field)
 		default:
@@ -130,8 +134,36 @@ func (d *decoder) array(p toml.Primitive, key string, dst reflect.Value) {
 	dst.Set(out)
 }
 
+// settings decodes the [settings] table with settings.FromTOML, the code `mxgate config apply` uses, over
+// the defaults in dst. Each key's error is reported under its path.
+func (d *decoder) settings(p toml.Primitive, key string, dst reflect.Value) {
+	var tbl map[string]any
+	if err := d.md.PrimitiveDecode(p, &tbl); err != nil {
+		d.failed[key] = true
+		d.errorf("%s: %s", key, decodeMessage(err))
+		return
+	}
+	vals, err := settings.FromTOML(tbl)
+	if err != nil {
+		d.failed[key] = true
+		errs := []error{err}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = j.Unwrap()
+		}
+		for _, e := range errs {
+			d.errorf("%s: %s", key, e)
+		}
+	}
+	if dst.IsNil() {
+		dst.Set(reflect.MakeMap(dst.Type()))
+	}
+	for k, v := range vals {
+		dst.SetMapIndex(reflect.ValueOf(k), reflect.ValueOf(v))
+	}
+}
+
 // mapping decodes a table with free-form keys ([smtp.users], [settings]) over the defaults in dst, one key
-// at a time in sorted order. [settings] accepts only KnownSettings.
+// at a time in sorted order.
 func (d *decoder) mapping(p toml.Primitive, key string, dst reflect.Value) {
 	var prims map[string]toml.Primitive
 	if err := d.md.PrimitiveDecode(p, &prims); err != nil {
@@ -149,19 +181,6 @@ func (d *decoder) mapping(p toml.Primitive, key string, dst reflect.Value) {
 	slices.Sort(names)
 	for _, name := range names {
 		k := keyPath(key, name)
-		if key == "settings" && !slices.Contains(KnownSettings(), name) {
-			d.reported = append(d.reported, toml.Key{"settings", name})
-			hint := ""
-			for _, mk := range d.md.Keys() {
-				if len(mk) == 3 && mk[0] == "settings" && mk[1] == name {
-					// `Sender.EnableDANE = true` unquoted is a table Sender holding EnableDANE.
-					hint = fmt.Sprintf(`; keys with dots must be quoted: "%s.%s"`, name, mk[2])
-					break
-				}
-			}
-			d.errorf("%s: unknown setting (known: %s)%s", k, strings.Join(KnownSettings(), ", "), hint)
-			continue
-		}
 		v := reflect.New(dst.Type().Elem()).Elem()
 		if d.value(prims[name], k, v) {
 			dst.SetMapIndex(reflect.ValueOf(name), v)

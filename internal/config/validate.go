@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 type checker struct {
@@ -63,12 +64,13 @@ func (v checker) port(key string, p int) {
 	}
 }
 
-func (v checker) tlsLevel(key, s string) {
-	switch {
-	case s == "":
-		v.errorf(key, "required (want %s)", tlsLevelList)
-	case !ValidTLSLevel(s):
-		v.errorf(key, "unknown level %q (want %s)", s, tlsLevelList)
+func (v checker) tlsLevel(key string, s tlspolicy.Level) {
+	if s == "" {
+		v.errorf(key, "required (want %s)", tlspolicy.LevelNames)
+		return
+	}
+	if _, err := tlspolicy.ParseLevel(string(s)); err != nil {
+		v.errorf(key, "unknown level %q (want %s)", s, tlspolicy.LevelNames)
 	}
 }
 

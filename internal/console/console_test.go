@@ -338,7 +338,7 @@ func TestPagesRender(t *testing.T) {
 			`<code class="rt">certificate-expired</code>`, "451 4.7.5"}},
 		{"/queue/confirm?action=bounce&id=" + consoletest.MsgExpired, []string{"Bounce 1 message, affecting 1 recipient."}},
 		{"/domains", []string{"example.org", "example.net", "example.com", "plain.example", consoletest.ExpiredDomain,
-			"2025a", "*.mx.example.org", "expired", "yes: 72 of 72 sessions (last: unverified TLS 1.2)", "failing enforce since"}},
+			"2025a", "*.mx.example.org", "expired", "would fail under enforce: 68 of 68 sessions in 24 h (last: unverified TLS 1.2)", "failing enforce since"}},
 		{"/domains/example.org", []string{"Effective policy", "mta-sts enforce", "2025a", "Live MX hosts", "Policy text"}},
 		{"/reports", []string{"Pending aggregates", "example.org", "tlsrpt@bounces.example", "Sent history"}},
 		{"/reports/preview?domain=example.org&day=2025-06-01", []string{"certificate-host-mismatch", "total-successful-session-count", "Corp Example"}},
@@ -469,7 +469,7 @@ func TestSettingsStageCommitRollback(t *testing.T) {
 		t.Fatalf("commit: %d → %q", p.code, p.location)
 	}
 	snap := env.Settings.Current()
-	if snap.Generation != 2 || snap.Bool("Sender.EnableMTASTS") || snap.DomainRules()["bank.example"] != "required-verify" {
+	if snap.Generation != 2 || snap.Bool("Sender.EnableMTASTS") || snap.Values["Domain.bank.example.TLS"] != "required-verify" {
 		t.Fatalf("after commit: %+v", snap)
 	}
 	p = b.get("/settings/history")

@@ -139,3 +139,32 @@ func TestLocalPath(t *testing.T) {
 		}
 	}
 }
+
+// TestWouldFailUnderEnforceWindow: the domain page's "would fail under enforce: N of M sessions in 24 h"
+// counts sessions (the recipients of one session once), counts delivered sessions that saw a TLS failure
+// (MTA-STS testing), and forgets sessions older than 24 hours.
+func TestWouldFailUnderEnforceWindow(t *testing.T) {
+	t.Parallel()
+	tl := newTimeline(10)
+	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
+	ev := func(session uint64, tls, resultType string) delivery.Event {
+		return delivery.Event{Domain: "partner.example", Plan: "mta-sts testing", Session: session,
+			Result: queue.Result{Outcome: queue.Delivered, TLS: tls, ResultType: resultType}}
+	}
+	tl.observe(t0.Add(-30*time.Hour), ev(1, "unverified TLS 1.3", "certificate-not-trusted")) // too old
+	tl.observe(t0.Add(-2*time.Hour), ev(2, "unverified TLS 1.3", "certificate-not-trusted"))
+	tl.observe(t0.Add(-2*time.Hour), ev(2, "unverified TLS 1.3", "certificate-not-trusted")) // same session
+	tl.observe(t0.Add(-time.Hour), ev(3, "verified TLS 1.3", ""))
+	tl.observe(t0, ev(4, "verified TLS 1.3", "validation-failure")) // testing mode: unlisted MX, delivered
+	ds, ok := tl.domain("partner.example")
+	if !ok {
+		t.Fatal("domain not remembered")
+	}
+	got, warn := enforceVerdict(&ds, t0)
+	if want := "would fail under enforce: 2 of 3 sessions in 24 h (last: validation-failure)"; got != want || !warn {
+		t.Errorf("verdict = %q (warn %v), want %q", got, warn, want)
+	}
+	if got, _ := enforceVerdict(&ds, t0.Add(48*time.Hour)); got != "no TLS session seen in 24 h" {
+		t.Errorf("two days later: %q", got)
+	}
+}

@@ -12,9 +12,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/mxgate/mxgate/internal/atomicfile"
 )
 
 // DefaultIterations is the PBKDF2-HMAC-SHA256 iteration count of new password files (OWASP's 2023
@@ -50,7 +51,7 @@ func Bootstrap(path string) (password string, created bool, err error) {
 		return "", false, fmt.Errorf("console: random: %w", err)
 	}
 	password = base64.RawURLEncoding.EncodeToString(b)
-	if err := writePassword(path, password, DefaultIterations, rand.Reader, true); err != nil {
+	if err := writePassword(atomicfile.Create, path, password, DefaultIterations, rand.Reader); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			// Another process bootstrapped between Stat and create: its password stands.
 			return "", false, nil
@@ -67,10 +68,12 @@ func WritePassword(path, password string, iterations int) error {
 	if iterations <= 0 {
 		iterations = DefaultIterations
 	}
-	return writePassword(path, password, iterations, rand.Reader, false)
+	return writePassword(atomicfile.Replace, path, password, iterations, rand.Reader)
 }
 
-func writePassword(path, password string, iterations int, rnd io.Reader, exclusive bool) error {
+// writePassword writes a hash of password to path with write: atomicfile.Create for a new file,
+// atomicfile.Replace to change it.
+func writePassword(write func(string, []byte, fs.FileMode) error, path, password string, iterations int, rnd io.Reader) error {
 	if password == "" {
 		return errors.New("console: empty password")
 	}
@@ -87,49 +90,8 @@ func writePassword(path, password string, iterations int, rnd io.Reader, exclusi
 	}
 	line := fmt.Sprintf("%s$%d$%s$%s\n", hashScheme, iterations,
 		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
-	if exclusive {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return fmt.Errorf("console: password file: %w", err)
-		}
-		if _, err := f.WriteString(line); err != nil {
-			f.Close()
-			os.Remove(path)
-			return fmt.Errorf("console: password file: %w", err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			os.Remove(path)
-			return fmt.Errorf("console: password file: %w", err)
-		}
-		return f.Close()
-	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".console-password-*")
-	if err != nil {
+	if err := write(path, []byte(line), 0o600); err != nil {
 		return fmt.Errorf("console: password file: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.WriteString(line)
-	if err == nil {
-		err = f.Chmod(0o600)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("console: password file: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

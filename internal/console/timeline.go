@@ -70,8 +70,9 @@ type domainState struct {
 	Source  string
 	STSMode string
 	STSID   string
-	// Attempts and WouldFail count the attempts observed (since start, within this bounded memory) and
-	// how many of them would have failed under an enforcing MTA-STS policy.
+	// Attempts and WouldFail count the sessions observed (since start, within this bounded memory; an
+	// attempt that made no session but saw a policy failure counts as one) and how many of them would have
+	// failed under an enforcing MTA-STS policy.
 	Attempts  int
 	WouldFail int
 	// LastWouldFail: the last attempt would have failed under enforce.
@@ -79,6 +80,48 @@ type domainState struct {
 	// FailingSince is when the current run of enforce failures began; zero when the last attempt under an
 	// enforce policy did not fail.
 	FailingSince time.Time
+
+	// hours counts sessions and would-fail sessions per hour over the last 24 h (see window); recent holds
+	// the last session numbers seen, so that the recipients of one session count once.
+	hours  [24]hourCount
+	recent [8]uint64
+	next   int
+}
+
+// hourCount is one hour of a domain's sessions.
+type hourCount struct {
+	hour                int64 // Unix hour; stale when it is not one of the last 24
+	sessions, wouldFail int
+}
+
+// newSession reports whether session number n was not seen yet, and remembers it. Number 0 (an event
+// without a session number) is always new.
+func (ds *domainState) newSession(n uint64) bool {
+	if n == 0 {
+		return true
+	}
+	for _, r := range ds.recent {
+		if r == n {
+			return false
+		}
+	}
+	ds.recent[ds.next] = n
+	ds.next = (ds.next + 1) % len(ds.recent)
+	return true
+}
+
+// window returns the sessions seen in the 24 hours ending at now, and how many of them would have failed
+// under an enforcing policy. It counts whole hours: the current one and the 23 before it, so nothing older
+// than 24 hours is counted (and up to an hour of the oldest part of the day may be missing).
+func (ds *domainState) window(now time.Time) (sessions, wouldFail int) {
+	h := now.Unix() / 3600
+	for _, c := range ds.hours {
+		if c.hour > h-24 && c.hour <= h {
+			sessions += c.sessions
+			wouldFail += c.wouldFail
+		}
+	}
+	return sessions, wouldFail
 }
 
 // timeline is the in-memory record of delivery events. Its memory is bounded: nBuckets buckets and
@@ -175,10 +218,17 @@ func (tl *timeline) observe(now time.Time, ev delivery.Event) {
 	ds.Outcome, ds.TLS, ds.ResultType, ds.MX, ds.Reply = string(r.Outcome), r.TLS, r.ResultType, r.RemoteMTA, r.Text
 	ds.Plan, ds.Source, ds.STSMode, ds.STSID = plan, string(ev.Source), ev.STSMode, ev.STSID
 	fail := wouldFailEnforce(r)
-	if class != classNoSession || r.ResultType != "" {
+	if (class != classNoSession || r.ResultType != "") && ds.newSession(ev.Session) {
 		ds.Attempts++
+		h := now.Unix() / 3600
+		c := &ds.hours[int(h%int64(len(ds.hours)))]
+		if c.hour != h {
+			*c = hourCount{hour: h}
+		}
+		c.sessions++
 		if fail {
 			ds.WouldFail++
+			c.wouldFail++
 		}
 	}
 	ds.LastWouldFail = fail

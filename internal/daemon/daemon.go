@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +38,6 @@ import (
 	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsreport"
-	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // Options are what a caller may set beside the configuration.
@@ -159,6 +157,10 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		Now: now,
 	})
 
+	// The same checks `mxgate check-config` runs, so that a file it accepts is one the daemon starts with.
+	if err := config.Preflight(cfg); err != nil {
+		return nil, fmt.Errorf("configuration:\n%w", err)
+	}
 	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data.dir: %w", err)
 	}
@@ -193,10 +195,22 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		db.Close()
 		return nil, err
 	}
-	d.settings.Store(policySettings(d.settingsStore.Current()))
+	ps, err := policySettings(d.settingsStore.Current())
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	d.settings.Store(ps)
 	d.running.Store(int64(d.settingsStore.Current().Generation))
 	d.settingsStore.Watch(func(s settings.Snapshot) {
-		d.settings.Store(policySettings(s))
+		ps, err := policySettings(s)
+		if err != nil {
+			// Unreachable while settings validates every staged value with the same parser; should a stored
+			// value still fail, the previous TLS settings stay in force rather than losing a rule.
+			log.Error("settings committed but not applied: TLS rules do not parse; the previous generation's TLS settings stay in force", "generation", s.Generation, "err", err)
+			return
+		}
+		d.settings.Store(ps)
 		d.running.Store(int64(s.Generation))
 		d.Metrics.SettingsCommitted()
 		log.Info("settings committed", "generation", s.Generation)
@@ -207,7 +221,11 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.httpClient = httpClient
-	routes := routesFromConfig(cfg)
+	routes, err := routesFromConfig(cfg)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	d.routes.Store(&routes)
 	d.Policy = &tlspolicy.Decider{
 		Settings: d.settings.Load,
@@ -229,7 +247,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
 		Now:                 now,
 		Events: func(ev delivery.Event) {
-			d.Metrics.Delivery(string(ev.Result.Outcome), ev.Result.TLS, ev.Plan, tlsrpt.ResultType(ev.Result.ResultType))
+			d.Metrics.Delivery(ev)
 			d.Console.Observe(ev)
 			if o.OnDelivery != nil {
 				o.OnDelivery(ev)
@@ -533,39 +551,44 @@ func (c countingSubmitter) Submit(ctx context.Context, env queue.Envelope, body 
 func seedFromConfig(cfg *config.Config) map[string]string {
 	seed := map[string]string{}
 	for k, v := range cfg.Settings {
-		seed[k] = strconv.FormatBool(v)
+		seed[k] = v
 	}
 	for _, r := range cfg.Domains {
-		seed[settings.DomainPrefix+r.Name+".TLS"] = r.TLS
+		seed[settings.DomainPrefix+r.Name+".TLS"] = r.Rule().String()
 	}
 	return seed
 }
 
-// policySettings is what the TLS decision point needs of a settings generation.
-func policySettings(s settings.Snapshot) *tlspolicy.Settings {
-	p := &tlspolicy.Settings{
-		EnableMTASTS: s.Bool("Sender.EnableMTASTS"),
-		EnableDANE:   s.Bool("Sender.EnableDANE"),
-		Rules:        map[string]tlspolicy.Level{},
+// policySettings is what the TLS decision point needs of a settings generation. A rule that does not parse is
+// an error: dropping it would deliver with less TLS than the administrator asked for.
+func policySettings(s settings.Snapshot) (*tlspolicy.Settings, error) {
+	rules, err := s.DomainRules()
+	if err != nil {
+		return nil, err
 	}
-	for dom, lvl := range s.DomainRules() {
-		if l, err := tlspolicy.ParseLevel(lvl); err == nil {
-			p.Rules[dom] = l
-		}
-	}
-	return p
+	return &tlspolicy.Settings{
+		EnableMTASTS: s.MTASTSEnabled(),
+		EnableDANE:   s.DANEEnabled(),
+		Rules:        rules,
+
+		TLSRequiredNoRelaxesRules: s.TLSRequiredNoRelaxesRules(),
+	}, nil
 }
 
-func routesFromConfig(cfg *config.Config) []delivery.Route {
+// routesFromConfig returns the static routes. An unknown level is an error, never a downgrade to
+// opportunistic.
+func routesFromConfig(cfg *config.Config) ([]delivery.Route, error) {
 	var out []delivery.Route
-	for _, r := range cfg.Routes {
-		lvl, err := tlspolicy.ParseLevel(r.TLS)
+	var errs []error
+	for i, r := range cfg.Routes {
+		lvl, err := tlspolicy.ParseLevel(string(r.TLS))
 		if err != nil {
-			lvl = tlspolicy.LevelOpportunistic
+			errs = append(errs, fmt.Errorf("route[%d].tls: %w", i, err))
+			continue
 		}
 		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl, AuthUser: r.AuthUser, AuthPassword: r.AuthPassword})
 	}
-	return out
+	return out, errors.Join(errs...)
 }
 
 // stsSource adapts the policy cache to the decision point.

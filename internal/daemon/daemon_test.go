@@ -28,10 +28,14 @@ type gw struct {
 	events chan delivery.Event
 }
 
-func startGateway(t *testing.T, n *simnet.Net) *gw {
+// startGateway runs a gateway in n; edit, when given, changes its configuration first.
+func startGateway(t *testing.T, n *simnet.Net, edit ...func(*config.Config)) *gw {
 	t.Helper()
 	cfg := n.GatewayConfig(filepath.Join(t.TempDir(), "data"))
 	cfg.Queue.RetryInitial = config.Duration(time.Hour)
+	for _, e := range edit {
+		e(cfg)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -64,8 +64,8 @@ func (d *Daemon) Explain(ctx context.Context, domain string) (Explanation, error
 	e := Explanation{Domain: dom.String()}
 	s := d.settings.Load()
 	e.Settings.EnableMTASTS = s.EnableMTASTS
-	if lvl, ok := s.Rules[dom.String()]; ok {
-		e.Settings.Rule = string(lvl)
+	if r, ok := s.Rules[dom.String()]; ok {
+		e.Settings.Rule = r.String()
 	}
 	var plan *tlspolicy.Plan
 	if r, ok := d.Deliv.MatchRoute(dom.String()); ok {

@@ -195,3 +195,36 @@ func scrapeMetrics(t *testing.T, addr, dataDir string) string {
 	}
 	return string(b)
 }
+
+// metricValue is the value of the series of family name with exactly labels, from the daemon's registry.
+func metricValue(t *testing.T, d *daemon.Daemon, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := d.Metrics.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue series
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no series %s%v", name, labels)
+	return 0
+}

@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/queue"
@@ -21,8 +23,11 @@ type Status struct {
 		Committed int `json:"committed"`
 		Running   int `json:"running"`
 	} `json:"settings_generation"`
-	EnableMTASTS bool           `json:"Sender.EnableMTASTS"`
-	EnableTLSRPT bool           `json:"Controller.EnableTLSRPT"`
+	EnableMTASTS bool `json:"Sender.EnableMTASTS"`
+	EnableTLSRPT bool `json:"Controller.EnableTLSRPT"`
+	// TLSOverrides lists the per-domain rules that replace the domain's published policies ("domain: rule"):
+	// deliberate downgrades an administrator should not forget.
+	TLSOverrides []string       `json:"tls_overrides,omitempty"`
 	Queue        queue.Summary  `json:"queue"`
 	STSCache     map[string]int `json:"mtasts_cache_entries"`
 }
@@ -37,8 +42,16 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	snap := d.settingsStore.Current()
 	// A single node runs what is committed the moment the commit returns (settings.Store.Watch).
 	s.Generation.Committed, s.Generation.Running = snap.Generation, d.runningGeneration()
-	s.EnableMTASTS, s.EnableTLSRPT = snap.Bool("Sender.EnableMTASTS"), snap.Bool("Controller.EnableTLSRPT")
-	var err error
+	s.EnableMTASTS, s.EnableTLSRPT = snap.MTASTSEnabled(), snap.TLSRPTEnabled()
+	rules, err := snap.DomainRules()
+	if err != nil {
+		return s, err
+	}
+	for _, dom := range slices.Sorted(maps.Keys(rules)) {
+		if r := rules[dom]; r.Override {
+			s.TLSOverrides = append(s.TLSOverrides, dom+": "+r.String())
+		}
+	}
 	if s.Queue, err = d.Queue.Summary(ctx); err != nil {
 		return s, err
 	}

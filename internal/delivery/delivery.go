@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -72,8 +73,9 @@ type Deliverer struct {
 	IdleTimeout        time.Duration
 	MaxSessionMessages int
 
-	poolOnce sync.Once
-	sessions *sessionPool
+	poolOnce   sync.Once
+	sessions   *sessionPool
+	sessionSeq atomic.Uint64
 }
 
 // Close ends the sessions kept for reuse. Deliveries after Close still work but keep no sessions.
@@ -94,7 +96,8 @@ func (d *Deliverer) pool() *sessionPool {
 
 // Event is one recipient's outcome in one attempt, as logged.
 type Event struct {
-	Domain     string
+	Domain string
+	// Result carries, in ResultType, the TLS failure the attempt saw even when it delivered.
 	Result     queue.Result
 	Plan       string
 	Source     tlspolicy.Source
@@ -103,6 +106,12 @@ type Event struct {
 	Attempt    int
 	IP         string
 	TLSVersion string
+	// Enforced: the plan stops delivery on TLS failures (enforce, required levels, REQUIRETLS), as opposed
+	// to testing mode and opportunistic TLS, which only record them.
+	Enforced bool
+	// Session numbers the SMTP session the result came from (0: none was made), so that counts can be per
+	// session rather than per recipient. A kept session has the same number for every batch it carries.
+	Session uint64
 }
 
 func (d *Deliverer) now() time.Time {
@@ -151,6 +160,10 @@ type attempt struct {
 	noAddress int
 	// helo is the name in the current host's greeting, for TLS reports.
 	helo string
+	// hostSeen and sessionSeen are the TLS failures seen for the current host (MX matching) and session
+	// (STARTTLS, handshake, certificate), reported or not; sessionNo numbers the session.
+	hostSeen, sessionSeen tlsrpt.ResultType
+	sessionNo             uint64
 }
 
 func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey, jobs []queue.Job) []queue.Result {
@@ -206,23 +219,6 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	if port == 0 {
 		port = 25
 	}
-	if r, ok := d.MatchRoute(domain); ok {
-		dom, _ := address.ParseDomain(domain)
-		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
-		var ts []target
-		for _, h := range r.Hosts {
-			host, p := h, r.Port
-			if p == 0 {
-				p = port
-			}
-			if hh, ps, err := net.SplitHostPort(h); err == nil {
-				host = hh
-				p, _ = strconv.Atoi(ps)
-			}
-			ts = append(ts, target{name: strings.ToLower(host), port: p})
-		}
-		return ts, plan, queue.Result{}, true
-	}
 	if strings.HasPrefix(domain, "[") {
 		// RFC 8461 Section 3.4 (STS-3): address literals have no MTA-STS policy.
 		lit := strings.TrimPrefix(strings.Trim(domain, "[]"), "IPv6:")
@@ -236,6 +232,24 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	dom, err := address.ParseDomain(domain)
 	if err != nil {
 		return nil, nil, permanent(501, "5.1.2", "bad recipient domain: "+err.Error()), false
+	}
+	if r, ok := d.MatchRoute(domain); ok {
+		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
+		var ts []target
+		for _, h := range r.Hosts {
+			host, p := h, r.Port
+			if p == 0 {
+				p = port
+			}
+			// Config validation accepts only host or host:port with a numeric port.
+			if hh, ps, err := net.SplitHostPort(h); err == nil {
+				if n, err := strconv.Atoi(ps); err == nil {
+					host, p = hh, n
+				}
+			}
+			ts = append(ts, target{name: strings.ToLower(host), port: p})
+		}
+		return ts, plan, queue.Result{}, true
 	}
 	route, err := mx.Resolve(ctx, d.Resolver, dom, mx.Options{LocalNames: d.LocalNames})
 	switch {
@@ -336,8 +350,12 @@ func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
 		return
 	}
 	ev := Event{Domain: a.domain, Result: r, Attempt: j.Attempt, IP: a.ip, TLSVersion: a.tlsVersion}
+	if r.TLS != "" {
+		ev.Session = a.sessionNo
+	}
 	if a.plan != nil {
 		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.Name(), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
+		ev.Enforced = a.plan.Enforcing()
 	}
 	d.Events(ev)
 }

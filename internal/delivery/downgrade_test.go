@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
@@ -23,28 +24,10 @@ import (
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
-// dayClock is the one clock of the queue, the policy cache, the TLS decision and the deliverer.
-type dayClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *dayClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *dayClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
 // attemptLog records every result the deliverer hands back to the queue, with the clock at the time.
 type attemptLog struct {
 	d     *delivery.Deliverer
-	clock *dayClock
+	clock *clocktest.Clock
 	mu    sync.Mutex
 	log   []loggedResult
 }
@@ -91,7 +74,7 @@ func TestDowngradeOverSimulatedDay_STS16_STS63(t *testing.T) {
 	}
 	t.Cleanup(func() { n.Close() })
 	start := time.Now().Truncate(time.Second)
-	clock := &dayClock{t: start}
+	clock := clocktest.New(start)
 
 	dir := t.TempDir()
 	db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
@@ -108,7 +91,7 @@ func TestDowngradeOverSimulatedDay_STS16_STS63(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	settings := &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Level{}}
+	settings := &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Rule{}}
 	rec := &recorder{}
 	d := &delivery.Deliverer{
 		Resolver: resolver,

@@ -32,6 +32,8 @@ type pooled struct {
 	// recorded a TLS failure (each later batch must meet the check, and be counted, again).
 	noReuse bool
 	timer   *time.Timer
+	// no is the session's number (Event.Session).
+	no uint64
 }
 
 // get takes an idle session for k, or returns nil.

@@ -2,8 +2,10 @@ package delivery_test
 
 import (
 	"crypto/tls"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
@@ -86,4 +88,57 @@ func TestMailRejectionNotCached_SMTP12(t *testing.T) {
 	if len(mx1.Messages()) != 1 {
 		t.Errorf("mx1 got %d messages, want 1", len(mx1.Messages()))
 	}
+}
+
+// stall returns a reply hook that blocks until the test ends, and a channel that receives a value each
+// time the receiver enters it.
+func stall(t *testing.T) (wait func(), entered chan struct{}) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	entered = make(chan struct{}, 8)
+	return func() {
+		entered <- struct{}{}
+		<-release
+	}, entered
+}
+
+// RFC 5321 Section 4.5.3.2 (SMTP-14): timeouts are per command. A receiver that never answers MAIL is given
+// up on when the command timeout fires, and the next MX gets the message; one that never answers the end of
+// DATA is given up on when the DATA timeout fires, and the recipient is deferred (not failed: the message
+// may have been taken, and the retry is the receiver's duplicate to suppress).
+func TestDeliveryTimeoutsFire_SMTP14(t *testing.T) {
+	t.Parallel()
+	t.Run("command", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.d.CommandTimeout = time.Second
+		wait, entered := stall(t)
+		h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{
+			MailReply: func(string, smtp.MailOptions) *smtp.SMTPError { wait(); return nil },
+		})
+		mx2 := h.mx("example.com", "mx2.example.com", 20, simnet.MXOptions{})
+		r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
+		if len(entered) == 0 {
+			t.Fatal("mx1 never received MAIL")
+		}
+		if r.Outcome != queue.Delivered || r.RemoteMTA != "mx2.example.com" || len(mx2.Messages()) != 1 {
+			t.Fatalf("result %+v, want delivered by mx2 after mx1 timed out on MAIL", r)
+		}
+	})
+	t.Run("end_of_DATA", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t)
+		h.d.DataTimeout = time.Second
+		wait, entered := stall(t)
+		mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{
+			DataReply: func(simnet.Received) *smtp.SMTPError { wait(); return nil },
+		})
+		r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
+		if len(entered) == 0 {
+			t.Fatal("mx1 never received the end of DATA")
+		}
+		if r.Outcome != queue.Deferred || r.Enhanced != "4.4.2" || !strings.Contains(r.Text, "timeout") || len(mx1.Messages()) != 0 {
+			t.Fatalf("result %+v, want deferred by the DATA timeout at mx1", r)
+		}
+	})
 }

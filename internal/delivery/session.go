@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -26,7 +27,9 @@ import (
 // settled or the host is proven unusable.
 func (a *attempt) tryHost(ctx context.Context, t target) {
 	d := a.d
+	a.hostSeen = ""
 	if v := a.plan.AllowMX(t.name); !v.Proceed || v.Failure != "" {
+		a.hostSeen = v.Seen()
 		a.recordFailure(t.name, "", v)
 		if !v.Proceed {
 			// RFC 8461 Section 5 (STS-70): never connect to an MX that fails matching under enforce.
@@ -55,34 +58,50 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 		if i >= max || a.done() {
 			return
 		}
-		plain := false
-		for try := 0; try < 2; try++ {
-			next, retryPlain := a.session(ctx, t, ip, plain)
-			if retryPlain {
-				// Opportunistic TLS: the handshake failed, retry the same MX in plain text.
-				plain = true
-				continue
-			}
-			if !next {
-				return
-			}
-			break
+		if a.session(ctx, t, ip, tlsAsPlanned) == retryPlain {
+			// Opportunistic TLS: the handshake failed, retry the same MX in plain text.
+			a.session(ctx, t, ip, plainText)
 		}
 	}
 }
 
-// session runs one SMTP session with t at ip. It returns next=true when the next address or host should be
-// tried for what is still pending, and retryPlain when the same address should be retried without TLS.
-func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bool) (next, retryPlain bool) {
+// sessionEnd says where what is still pending after a session goes.
+type sessionEnd int
+
+const (
+	// nextAddress: to the next address or host.
+	nextAddress sessionEnd = iota
+	// retryPlain: to the same address again, without TLS (opportunistic TLS after a failed handshake).
+	retryPlain
+)
+
+// transport is how a session starts: STARTTLS as the plan says, or plain text (the retry after a failed
+// handshake under opportunistic TLS).
+type transport int
+
+const (
+	tlsAsPlanned transport = iota
+	plainText
+)
+
+// session runs one SMTP session with t at ip.
+func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr transport) sessionEnd {
+	plain := tr == plainText
 	d := a.d
 	addr := net.JoinHostPort(ip.String(), strconv.Itoa(t.port))
 	a.ip = ip.String()
+	if !plain {
+		// A plain-text retry keeps what the failed handshake before it saw.
+		a.sessionSeen = ""
+		a.sessionNo = d.sessionSeq.Add(1)
+	}
 	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain)}
 	if s := d.pool().get(key); s != nil {
 		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
 		if err := s.c.Reset(); err == nil {
-			a.tlsVersion = s.tlsDesc
-			return a.run(s, key, t), false
+			a.tlsVersion, a.sessionNo = s.tlsDesc, s.no
+			a.run(s, key, t)
+			return nextAddress
 		}
 		s.c.Close()
 	}
@@ -91,13 +110,13 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 		// RFC 8461 Appendix B (STS-88): a failed TCP connection is not a policy failure.
 		a.last = deferred(451, "4.4.1", fmt.Sprintf("connect to %s [%s]: %v", t.name, addr, err))
 		a.last.RemoteMTA = t.name
-		return true, false
+		return nextAddress
 	}
 	c, tlsDesc, failure, err := a.open(ctx, conn, t, plain)
 	if err != nil {
 		var retry errRetryPlain
 		if errors.As(err, &retry) {
-			return false, true
+			return retryPlain
 		}
 		if failure != nil {
 			a.recordFailure(t.name, ip.String(), *failure)
@@ -109,9 +128,12 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 				a.last.Outcome = queue.Deferred
 			}
 		}
-		return true, false
+		return nextAddress
 	}
 	a.tlsVersion = tlsDesc
+	if failure != nil && failure.Seen() != "" {
+		a.sessionSeen = failure.Seen()
+	}
 	// One session result for TLS reporting (RFC 8460 Section 4.2): a failure seen on the way (testing mode,
 	// STARTTLS missing under opportunistic TLS) or a success. A session reused for later batches is the same
 	// session and is not counted again.
@@ -122,12 +144,13 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, plain bo
 	} else if a.record && !plain {
 		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicy(), Success: true, At: d.now()})
 	}
-	return a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable}, key, t), false
+	a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable, no: a.sessionNo}, key, t)
+	return nextAddress
 }
 
-// run sends every pending job over s, then keeps s for reuse or ends it. It returns true: whatever is still
-// pending goes to the next address or host.
-func (a *attempt) run(s *pooled, key poolKey, t target) bool {
+// run sends every pending job over s, then keeps s for reuse or ends it. Whatever is still pending then goes
+// to the next address or host.
+func (a *attempt) run(s *pooled, key poolKey, t target) {
 	for _, j := range a.jobs {
 		if len(a.pending[j.MsgID]) == 0 {
 			continue
@@ -139,11 +162,10 @@ func (a *attempt) run(s *pooled, key poolKey, t target) bool {
 				a.last.Outcome = queue.Deferred
 			}
 			s.c.Close()
-			return true
+			return
 		}
 	}
 	a.d.pool().put(key, s)
-	return true
 }
 
 // planKey identifies what a session was negotiated under, for reuse.
@@ -185,7 +207,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 		return c, "none", nil, nil
 	}
 	if ok, _ := c.Extension("STARTTLS"); !ok {
-		v := plan.NoTLS(t.name, tlsrpt.ResultSTARTTLSNotSupported, t.name+" does not offer STARTTLS")
+		v := plan.STARTTLSNotOffered(t.name)
 		if !v.Proceed {
 			c.Quit()
 			return nil, "", &v, errors.New(v.Detail)
@@ -206,7 +228,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 			conn.Close()
 			return nil, "", nil, err
 		}
-		v := plan.NoTLS(t.name, tlsrpt.ResultSTARTTLSNotSupported, fmt.Sprintf("STARTTLS refused: %d %s", code, msg))
+		v := plan.STARTTLSRefused(code, msg)
 		if !v.Proceed {
 			c.Quit()
 			return nil, "", &v, errors.New(v.Detail)
@@ -219,11 +241,12 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 	cancel()
 	if err != nil {
 		conn.Close()
-		v := plan.NoTLS(t.name, tlsrpt.ResultValidationFailure, "TLS handshake failed: "+err.Error())
+		v := plan.HandshakeFailed(err)
 		if !v.Proceed {
 			return nil, "", &v, errors.New(v.Detail)
 		}
 		a.recordFailure(t.name, remoteIP(conn), v)
+		a.sessionSeen = v.Seen()
 		return nil, "", &v, errRetryPlain{err}
 	}
 	cs := tconn.ConnectionState()
@@ -249,7 +272,9 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 // sendJob sends one message over c and settles its recipients. A returned error means the session is no
 // longer usable; recipients not settled stay pending for the next host.
 func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) error {
-	base := queue.Result{RemoteMTA: host, TLS: tlsDesc}
+	// Every result of the session carries the TLS failure it saw, delivered or not (testing mode,
+	// opportunistic TLS): the evidence for moving a domain to enforce.
+	base := queue.Result{RemoteMTA: host, TLS: tlsDesc, ResultType: string(cmp.Or(a.sessionSeen, a.hostSeen))}
 	opts := &smtp.MailOptions{Size: j.Size, RequireTLS: j.RequireTLS, UTF8: j.SMTPUTF8, EnvelopeID: j.EnvID}
 	switch j.Ret {
 	case "FULL":
@@ -257,14 +282,15 @@ func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) err
 	case "HDRS":
 		opts.Return = smtp.DSNReturnHeaders
 	}
+	if ok, _ := c.Extension("REQUIRETLS"); j.RequireTLS && !ok {
+		// RFC 8689 Section 4.2.1 (REQ-8): 5.7.30, the server lacks REQUIRETLS. Plan.Check refuses such a
+		// session first; this keeps MAIL from being sent without the parameter whatever the plan said.
+		a.settleJob(j, withBase(base, permanent(550, "5.7.30", host+" does not support REQUIRETLS")))
+		return nil
+	}
 	if err := c.Mail(j.From, opts); err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
-			if j.RequireTLS && strings.Contains(err.Error(), "REQUIRETLS") {
-				// RFC 8689 Section 4.2.1 (REQ-8): 5.7.30, the server lacks REQUIRETLS.
-				a.settleJob(j, withBase(base, permanent(550, "5.7.30", host+" does not support REQUIRETLS")))
-				return nil
-			}
 			return err
 		}
 		c.Reset()
@@ -344,6 +370,9 @@ func (a *attempt) settleJob(j queue.Job, r queue.Result) {
 
 func withBase(base, r queue.Result) queue.Result {
 	r.RemoteMTA, r.TLS = base.RemoteMTA, base.TLS
+	if r.ResultType == "" {
+		r.ResultType = base.ResultType
+	}
 	return r
 }
 

@@ -84,7 +84,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	h := &harness{t: t, n: n, rec: &recorder{}, settings: &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Level{}}}
+	h := &harness{t: t, n: n, rec: &recorder{}, settings: &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Rule{}}}
 	db, err := store.OpenSQLite(filepath.Join(t.TempDir(), "state.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -257,7 +257,7 @@ func TestFallbackToSecondMXWhenFirstRefusesConnections_SMTP8(t *testing.T) {
 func TestFallbackToSecondMXOnHandshakeFailureUnderRequiredVerify(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.settings.Rules["example.com"] = tlspolicy.LevelRequiredVerify
+	h.settings.Rules["example.com"] = tlspolicy.Rule{Level: tlspolicy.LevelRequiredVerify}
 	mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{STARTTLS: simnet.HandshakeFail})
 	mx2 := h.mx("example.com", "mx2.example.com", 20, simnet.MXOptions{})
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
@@ -272,7 +272,7 @@ func TestFallbackToSecondMXOnHandshakeFailureUnderRequiredVerify(t *testing.T) {
 func TestRequiredVerifyBadCertificateDefers(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t)
-	h.settings.Rules["example.com"] = tlspolicy.LevelRequiredVerify
+	h.settings.Rules["example.com"] = tlspolicy.Rule{Level: tlspolicy.LevelRequiredVerify}
 	mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{Cert: h.cert(h.n.TrustedCA, testpki.Leaf{DNSNames: []string{"other.test"}})})
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
 	if r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultCertificateHostMismatch) {
@@ -444,7 +444,7 @@ func TestSessionKeptForNextBatchUnderSamePlan(t *testing.T) {
 		t.Errorf("recorded %d sessions, want 1 (a kept session is one session)", s)
 	}
 	// A committed change of plan never rides on the old session.
-	h.settings = &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Level{"example.com": tlspolicy.LevelRequiredVerify}}
+	h.settings = &tlspolicy.Settings{EnableMTASTS: true, Rules: map[string]tlspolicy.Rule{"example.com": {Level: tlspolicy.LevelRequiredVerify}}}
 	if r := one(t, h.deliver("example.com", job("m4", "bob@example.com"))); r.Outcome != queue.Delivered || r.Policy != "required-verify" {
 		t.Fatalf("after the change: %+v", r)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Options control a demo run.
@@ -108,6 +109,13 @@ func scenarios() []scenario {
 				return err
 			}
 			return sts(n, "testing.example", "testing", "mx.testing.example")
+		}},
+		{"override.example", "MTA-STS enforce, untrusted certificate, rule opportunistic override", func(n *simnet.Net, cfg *config.Config) error {
+			cfg.Domains = append(cfg.Domains, config.DomainRule{Name: "override.example", TLS: tlspolicy.LevelOpportunistic, Override: true})
+			if err := mx(n, "override.example", simnet.MXOptions{Cert: cert(n.EvilCA, testpki.Leaf{DNSNames: []string{"mx.override.example"}})}); err != nil {
+				return err
+			}
+			return sts(n, "override.example", "enforce", "mx.override.example")
 		}},
 	}
 }
@@ -222,6 +230,7 @@ func Run(ctx context.Context, o Options) error {
 	mu.Unlock()
 	tw.Flush()
 	fmt.Fprintln(out, "\nDeferred messages stay queued and are retried; under enforce they are never sent in clear text or to an unlisted MX.")
+	fmt.Fprintln(out, "A result type on a delivered row is a TLS failure the session saw but did not enforce (testing mode, opportunistic TLS, an override).")
 
 	fmt.Fprintln(out, "\nTLS reports (RFC 8460) for today so far, as the domains received them:")
 	reports, err := sendReports(ctx, n, d, sinks)

@@ -19,16 +19,18 @@ func TestDemoShowsEveryCase(t *testing.T) {
 	}
 	text := out.String()
 	rows := []string{
-		`plain\.example .* opportunistic +mx\.plain\.example +none +delivered`,
-		`tls\.example .* opportunistic +mx\.tls\.example +verified TLS 1\.3 +delivered`,
-		`selfsigned\.example .* opportunistic +mx\.selfsigned\.example +unverified TLS 1\.3 +delivered`,
+		// Failures are visible whatever the mode: delivered rows show the failure their session saw.
+		`plain\.example .* opportunistic +mx\.plain\.example +none +delivered +starttls-not-supported`,
+		`tls\.example .* opportunistic +mx\.tls\.example +verified TLS 1\.3 +delivered +-`,
+		`selfsigned\.example .* opportunistic +mx\.selfsigned\.example +unverified TLS 1\.3 +delivered +certificate-not-trusted`,
 		`strict\.example .* required-verify +mx\.strict\.example +- +deferred +certificate-not-trusted`,
 		`enforce\.example .* mta-sts enforce +mx\.enforce\.example +verified TLS 1\.3 +delivered`,
 		`expired\.example .* mta-sts enforce .* deferred +certificate-expired`,
 		`wrongname\.example .* mta-sts enforce .* deferred +certificate-host-mismatch`,
 		`nostarttls\.example .* mta-sts enforce .* deferred +starttls-not-supported`,
 		`unlisted\.example .* mta-sts enforce .* deferred +validation-failure`,
-		`testing\.example .* mta-sts testing +mx\.testing\.example +unverified TLS 1\.3 +delivered`,
+		`testing\.example .* mta-sts testing +mx\.testing\.example +unverified TLS 1\.3 +delivered +certificate-not-trusted`,
+		`override\.example .* opportunistic override +mx\.override\.example +unverified TLS 1\.3 +delivered +certificate-not-trusted`,
 		// RPT: the testing-mode failure reaches the domain by signed mail, with the right type and counts.
 		`testing\.example +mail +pass d=gw\.demo\.example +sts +0 +1 +certificate-not-trusted x1 \(mx\.testing\.example\)`,
 		`enforce\.example +mail +pass d=gw\.demo\.example +sts +1 +0 +-`,

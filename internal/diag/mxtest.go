@@ -230,7 +230,7 @@ func probeHost(ctx context.Context, env Env, plan *tlspolicy.Plan, ht *HostTest)
 	ht.STARTTLS = hasKeyword(ht.Extensions, "STARTTLS")
 	if !ht.STARTTLS {
 		s.quit()
-		return plan.NoTLS(ht.Host, tlsrpt.ResultSTARTTLSNotSupported, ht.Host+" does not offer STARTTLS"), true
+		return plan.STARTTLSNotOffered(ht.Host), true
 	}
 	code, msg, err = s.cmd("STARTTLS", 220)
 	if err != nil {
@@ -238,21 +238,24 @@ func probeHost(ctx context.Context, env Env, plan *tlspolicy.Plan, ht *HostTest)
 			ht.Error = "STARTTLS: " + err.Error()
 			return v, false
 		}
-		ht.STARTTLSError = fmt.Sprintf("STARTTLS refused: %d %s", code, firstLine(msg))
+		v = plan.STARTTLSRefused(code, msg)
+		ht.STARTTLSError = v.Detail
 		s.quit()
-		return plan.NoTLS(ht.Host, tlsrpt.ResultSTARTTLSNotSupported, ht.STARTTLSError), true
+		return v, true
 	}
 	if n := s.br.Buffered(); n > 0 {
 		// RFC 3207 Section 5: nothing may follow the 220 before the handshake; bytes here would be
 		// plain text injected into the TLS session (CVE-2011-0411 class).
-		ht.STARTTLSError = fmt.Sprintf("TLS handshake failed: %d bytes of plain text followed the 220 reply to STARTTLS", n)
-		return plan.NoTLS(ht.Host, tlsrpt.ResultValidationFailure, ht.STARTTLSError), true
+		v = plan.HandshakeFailed(fmt.Errorf("%d bytes of plain text followed the 220 reply to STARTTLS", n))
+		ht.STARTTLSError = v.Detail
+		return v, true
 	}
 	// The TLS configuration delivery uses: SNI is the MX host name (RFC 8461 Section 7.1), TLS 1.2 or later.
 	tconn := tls.Client(conn, plan.TLSConfig(ht.Host))
 	if err := tconn.HandshakeContext(ctx); err != nil {
-		ht.STARTTLSError = "TLS handshake failed: " + err.Error()
-		return plan.NoTLS(ht.Host, tlsrpt.ResultValidationFailure, ht.STARTTLSError), true
+		v = plan.HandshakeFailed(err)
+		ht.STARTTLSError = v.Detail
+		return v, true
 	}
 	cs := tconn.ConnectionState()
 	ht.TLS = describeTLS(ht.Host, cs, env.Roots, env.now())

@@ -13,6 +13,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/smtpserver"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
@@ -101,7 +103,7 @@ func New(src Sources) *Metrics {
 		}, []string{"outcome", "tls", "policy"}),
 		tlsFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxgate_tls_failures_total",
-			Help: "Recipient delivery attempts with a TLS or policy failure, by RFC 8460 result type and whether it blocked delivery (enforced) or was only recorded.",
+			Help: "TLS and policy failures seen by delivery attempts (per recipient), by RFC 8460 result type, and whether the plan enforced them (enforce, required levels, REQUIRETLS) or only recorded them (MTA-STS testing, opportunistic TLS: the mail went anyway).",
 		}, []string{"result_type", "enforced"}),
 		deliveryDelay: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "mxgate_delivery_delay_seconds",
@@ -185,15 +187,14 @@ func (m *Metrics) Handler() http.Handler {
 // Registry is the registry, for tests.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Delivery counts one recipient's attempt.
-func (m *Metrics) Delivery(outcome, tls, policy string, resultType tlsrpt.ResultType) {
-	m.attempts.WithLabelValues(outcome, tlsClass(tls), policy).Inc()
-	if resultType != "" {
-		enforced := "false"
-		if outcome != "delivered" {
-			enforced = "true"
-		}
-		m.tlsFailures.WithLabelValues(string(resultType), enforced).Inc()
+// Delivery counts one recipient outcome as delivery reports it. A TLS failure is counted whatever the
+// outcome: enforced="true" when the plan stops delivery on failures, "false" when it only records them
+// (MTA-STS testing, opportunistic TLS), so that failures that did not block mail are visible too.
+func (m *Metrics) Delivery(ev delivery.Event) {
+	r := ev.Result
+	m.attempts.WithLabelValues(string(r.Outcome), tlsClass(r.TLS), ev.Plan).Inc()
+	if r.ResultType != "" {
+		m.tlsFailures.WithLabelValues(r.ResultType, strconv.FormatBool(ev.Enforced)).Inc()
 	}
 }
 

@@ -2,7 +2,9 @@ package metrics
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -10,9 +12,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/smtpserver"
-	"github.com/mxgate/mxgate/internal/tlsrpt"
+	"github.com/mxgate/mxgate/internal/testpki"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/version"
 )
 
@@ -42,9 +50,11 @@ func TestMetricsExposition(t *testing.T) {
 		Build: version.Info{Version: "v1.2.3", Revision: "abc", GoVersion: "go1.26.8"},
 		Now:   func() time.Time { return now },
 	})
-	m.Delivery("delivered", "verified TLS 1.3", "mta-sts enforce", "")
-	m.Delivery("deferred", "", "mta-sts enforce", tlsrpt.ResultCertificateExpired)
-	m.Delivery("delivered", "unverified TLS 1.3", "mta-sts testing", tlsrpt.ResultCertificateNotTrusted)
+	// The events are what delivery produces: a verified delivery under enforce, an expired certificate
+	// under enforce (deferred), an untrusted certificate under testing (delivered anyway).
+	for _, ev := range deliveryEvents(t) {
+		m.Delivery(ev)
+	}
 	m.Settled("delivered", 42*time.Second)
 	m.Settled("failed", 5*24*time.Hour)
 	in := m.Intake()
@@ -59,7 +69,7 @@ func TestMetricsExposition(t *testing.T) {
 		t.Errorf("enforced certificate-expired = %v, want 1", got)
 	}
 	if got := testutil.ToFloat64(m.tlsFailures.WithLabelValues("certificate-not-trusted", "false")); got != 1 {
-		t.Errorf("recorded-only certificate-not-trusted = %v, want 1", got)
+		t.Errorf("recorded-only certificate-not-trusted (delivered under testing) = %v, want 1", got)
 	}
 	body := scrape(t, m)
 	for _, want := range []string{
@@ -76,6 +86,7 @@ func TestMetricsExposition(t *testing.T) {
 		`mxgate_tlsrpt_report_deliveries{status="queued",transport="mailto"} 3`,
 		`mxgate_tlsrpt_report_deliveries{status="delivered",transport="https"} 0`,
 		`mxgate_delivery_attempts_total{outcome="deferred",policy="mta-sts enforce",tls="no-session"} 1`,
+		`mxgate_delivery_attempts_total{outcome="delivered",policy="mta-sts testing",tls="unverified"} 1`,
 		`mxgate_delivery_delay_seconds_bucket{outcome="delivered",le="60"} 1`,
 		`mxgate_delivery_delay_seconds_bucket{outcome="failed",le="172800"} 0`,
 		`mxgate_delivery_delay_seconds_count{outcome="failed"} 1`,
@@ -144,4 +155,61 @@ func TestScrapeFailsWhenQueueUnreadable(t *testing.T) {
 	if rec.Code == 200 || !strings.Contains(rec.Body.String(), "database is locked") {
 		t.Errorf("scrape with an unreadable queue: HTTP %d %q, want an error naming the cause", rec.Code, rec.Body)
 	}
+}
+
+// staticSTS serves one fixed MTA-STS policy per domain: the test's input, not a decision.
+type staticSTS map[string]tlspolicy.STSResult
+
+func (s staticSTS) Lookup(_ context.Context, d address.Domain) (tlspolicy.STSResult, error) {
+	return s[d.String()], nil
+}
+
+// deliveryEvents runs three real deliveries over simnet and returns their events.
+func deliveryEvents(t *testing.T) []delivery.Event {
+	t.Helper()
+	n, err := simnet.New(simnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	now := time.Now()
+	expired := n.TrustedCA.MustIssue(testpki.Leaf{DNSNames: []string{"mx.expired.example"}, NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)})
+	untrusted := n.EvilCA.MustIssue(testpki.Leaf{DNSNames: []string{"mx.testing.example"}})
+	sts := staticSTS{}
+	for _, c := range []struct {
+		domain, mode string
+		cert         *tls.Certificate
+	}{
+		{"good.example", "enforce", nil},
+		{"expired.example", "enforce", &expired},
+		{"testing.example", "testing", &untrusted},
+	} {
+		if _, err := n.AddMX(simnet.MXOptions{Domain: c.domain, Host: "mx." + c.domain, Pref: 10, Cert: c.cert}); err != nil {
+			t.Fatal(err)
+		}
+		pol, err := mtasts.ParsePolicy([]byte("version: STSv1\nmode: " + c.mode + "\nmx: mx." + c.domain + "\nmax_age: 86400\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sts[c.domain] = tlspolicy.STSResult{Policy: pol, ID: "1"}
+	}
+	var evs []delivery.Event
+	d := &delivery.Deliverer{
+		Resolver: n.Resolver(), Port: n.SMTPPort, Hostname: "gw.sender.test",
+		Decider:        &tlspolicy.Decider{Settings: func() *tlspolicy.Settings { return &tlspolicy.Settings{EnableMTASTS: true} }, STS: sts, Roots: n.RootPool()},
+		ConnectTimeout: 10 * time.Second, CommandTimeout: 20 * time.Second,
+		Events: func(ev delivery.Event) { evs = append(evs, ev) },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, dom := range []string{"good.example", "expired.example", "testing.example"} {
+		body := "Subject: t\r\n\r\nHello.\r\n"
+		d.Deliver(ctx, queue.Batch{Domain: dom, Jobs: []queue.Job{{MsgID: dom, From: "a@sender.test", Size: int64(len(body)), Attempt: 1,
+			Recipients: []queue.Recipient{{Addr: "bob@" + dom}},
+			Open:       func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }}}})
+	}
+	if len(evs) != 3 {
+		t.Fatalf("got %d delivery events, want 3: %+v", len(evs), evs)
+	}
+	return evs
 }

@@ -155,10 +155,13 @@ type failure struct {
 }
 
 type flight struct {
-	done    chan struct{}
-	res     Lookup
-	err     error
-	waiters int // callers sharing this flight, for tests
+	done chan struct{}
+	res  Lookup
+	err  error
+	// waiters counts the callers sharing this flight and joined is closed (and replaced) when one joins,
+	// under Cache.mu: tests wait on it for callers to line up.
+	waiters int
+	joined  chan struct{}
 }
 
 // New opens the cache: it migrates its table and loads every stored policy into memory.
@@ -232,7 +235,7 @@ func (c *Cache) Get(ctx context.Context, domain address.Domain) (Lookup, error) 
 	c.mu.Lock()
 	f, ok := c.flights[domain]
 	if !ok {
-		f = &flight{done: make(chan struct{})}
+		f = &flight{done: make(chan struct{}), joined: make(chan struct{})}
 		c.flights[domain] = f
 		// The shared work must not fail because the first caller gave up: a cancelled fetch would count
 		// as a fetch failure and start a back-off. The resolver and fetcher time out on their own.
@@ -246,6 +249,8 @@ func (c *Cache) Get(ctx context.Context, domain address.Domain) (Lookup, error) 
 		}()
 	}
 	f.waiters++
+	close(f.joined)
+	f.joined = make(chan struct{})
 	c.mu.Unlock()
 	select {
 	case <-f.done:

@@ -293,6 +293,37 @@ func TestFailedRefetchKeepsCachedPolicy_STS57(t *testing.T) {
 	}
 }
 
+// RFC 8461 Section 3.3 (STS-57): the back-off after a failed fetch for a new id lasts 5 minutes on the
+// injected clock: no fetch a second before it ends, a fetch as it ends (which, failing again, backs off
+// again), and the new policy taken once its host serves it.
+func TestFailureBackoffEndsAfterFiveMinutes_STS57(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.publish("example.com", "1", pEnf(604800))
+	e.get("example.com")
+	e.clock.Advance(time.Hour)
+	e.dns.setTXT("_mta-sts.example.com", "v=STSv1; id=2")
+	e.policy.serve("example.com", http.StatusInternalServerError, "")
+	backingOff := summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceCache, Failure: fetchError}
+	check(t, "id 2 fails", e.get("example.com"), backingOff)
+	checkFetches(t, e, "example.com", 2)
+
+	e.clock.Advance(5*time.Minute - time.Second)
+	check(t, "4m59s later", e.get("example.com"), backingOff)
+	checkFetches(t, e, "example.com", 2)
+	e.clock.Advance(time.Second)
+	check(t, "5m later, still failing", e.get("example.com"), backingOff)
+	checkFetches(t, e, "example.com", 3)
+
+	e.policy.serve("example.com", http.StatusOK, pEnf(86400))
+	e.clock.Advance(5*time.Minute - time.Second)
+	check(t, "the second back-off", e.get("example.com"), backingOff)
+	checkFetches(t, e, "example.com", 3)
+	e.clock.Advance(time.Second)
+	check(t, "the second back-off over", e.get("example.com"), summary{Mode: mtasts.ModeEnforce, ID: "2", Source: SourceFetched})
+	checkFetches(t, e, "example.com", 4)
+}
+
 func TestRefetchRestartsLifetime_STS58(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -431,20 +462,27 @@ func TestConcurrentGetsShareOneFetch(t *testing.T) {
 			results[i] = l
 		})
 	}
-	// Wait (bounded) until all ten callers share the flight held up at the TXT lookup, then let it go.
-	deadline := time.Now().Add(10 * time.Second)
+	// Wait (bounded) until all ten callers share the flight held up at the TXT lookup, then let it go. The
+	// flight exists once the first caller asked the (gated) resolver.
+	deadline := time.After(10 * time.Second)
+	select {
+	case <-e.dns.asked:
+	case <-deadline:
+		t.Fatal("no Get reached the TXT lookup")
+	}
 	for {
 		e.cache.mu.Lock()
 		f := e.cache.flights[domain]
-		joined := f != nil && f.waiters == n
+		joined, next := f.waiters == n, f.joined
 		e.cache.mu.Unlock()
 		if joined {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-next:
+		case <-deadline:
 			t.Fatal("the ten Gets did not join one flight")
 		}
-		time.Sleep(time.Millisecond)
 	}
 	close(gate)
 	wg.Wait()

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/store"
@@ -41,24 +42,6 @@ const (
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// clock is a fake clock the test moves by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // fakeDNS answers TXT queries from a map; other lookups find nothing.
 type fakeDNS struct {
 	mu      sync.Mutex
@@ -67,6 +50,8 @@ type fakeDNS struct {
 	queries []string
 	// gate, if set, blocks every TXT lookup until it is closed.
 	gate chan struct{}
+	// asked receives a value (when there is room) for every TXT lookup, before the gate.
+	asked chan struct{}
 }
 
 func (d *fakeDNS) setTXT(name string, txts ...string) {
@@ -88,6 +73,10 @@ func (d *fakeDNS) LookupTXT(ctx context.Context, name string) ([]string, dnsx.Re
 	d.queries = append(d.queries, name)
 	gate := d.gate
 	d.mu.Unlock()
+	select {
+	case d.asked <- struct{}{}:
+	default:
+	}
 	if gate != nil {
 		select {
 		case <-gate:
@@ -143,6 +132,8 @@ type policyServer struct {
 	mu   sync.Mutex
 	resp map[string]response // by policy host
 	hits map[string]int
+	// hit is closed (and replaced) on every request.
+	hit chan struct{}
 }
 
 func (s *policyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -152,6 +143,8 @@ func (s *policyServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Lock()
 	s.hits[host]++
+	close(s.hit)
+	s.hit = make(chan struct{})
 	resp, ok := s.resp[host]
 	s.mu.Unlock()
 	if !ok || r.URL.Path != "/.well-known/mta-sts.txt" {
@@ -177,6 +170,23 @@ func (s *policyServer) fetches(domain string) int {
 	return s.hits["mta-sts."+domain]
 }
 
+// waitFetches waits (bounded by ctx) until domain's policy host has received at least n requests.
+func (s *policyServer) waitFetches(ctx context.Context, domain string, n int) error {
+	for {
+		s.mu.Lock()
+		got, next := s.hits["mta-sts."+domain], s.hit
+		s.mu.Unlock()
+		if got >= n {
+			return nil
+		}
+		select {
+		case <-next:
+		case <-ctx.Done():
+			return fmt.Errorf("%d requests to mta-sts.%s, want %d: %w", got, domain, n, ctx.Err())
+		}
+	}
+}
+
 // syncBuffer is a log sink safe for concurrent writes.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -198,7 +208,7 @@ func (b *syncBuffer) String() string {
 // env is one test's world: a fake clock and DNS, a policy server, a database file and a cache over them.
 type env struct {
 	t       *testing.T
-	clock   *clock
+	clock   *clocktest.Clock
 	dns     *fakeDNS
 	policy  *policyServer
 	fetcher *mtasts.Fetcher
@@ -217,7 +227,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := &policyServer{resp: map[string]response{}, hits: map[string]int{}}
+	ps := &policyServer{resp: map[string]response{}, hits: map[string]int{}, hit: make(chan struct{})}
 	ps.srv = httptest.NewUnstartedServer(ps)
 	ps.srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.MustIssue(testpki.Leaf{DNSNames: certNames})}}
 	ps.srv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake failures are expected in some tests
@@ -227,8 +237,8 @@ func newEnv(t *testing.T) *env {
 
 	e := &env{
 		t:      t,
-		clock:  &clock{t: t0},
-		dns:    &fakeDNS{txt: map[string][]string{}, err: map[string]error{}},
+		clock:  clocktest.New(t0),
+		dns:    &fakeDNS{txt: map[string][]string{}, err: map[string]error{}, asked: make(chan struct{}, 1)},
 		policy: ps,
 		fetcher: &mtasts.Fetcher{
 			Client: mtasts.NewHTTPClient(mtasts.ClientOptions{

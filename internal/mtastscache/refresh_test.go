@@ -283,12 +283,10 @@ func TestRunRefreshesUntilCancelled_STS59(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	// Wait (bounded) for the background refresh to reach the policy host.
-	deadline := time.Now().Add(10 * time.Second)
-	for e.policy.fetches("example.com") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatal("Run did not refresh the policy")
-		}
-		time.Sleep(time.Millisecond)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := e.policy.waitFetches(wctx, "example.com", 2); err != nil {
+		t.Fatalf("Run did not refresh the policy: %v", err)
 	}
 	cancel()
 	if err := <-done; err != nil {

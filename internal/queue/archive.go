@@ -10,6 +10,7 @@ import (
 	"net/textproto"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/store"
@@ -71,12 +72,52 @@ var archiveMigrations = []string{
 		policy TEXT NOT NULL,
 		result_type TEXT NOT NULL
 	);
-	CREATE INDEX archive_attempts_msg ON archive_attempts(msg_id, at);
-	CREATE INDEX archive_attempts_at ON archive_attempts(at);`,
+	CREATE INDEX archive_attempts_msg ON archive_attempts(msg_id, at);`,
 }
 
 func migrateArchive(ctx context.Context, db *store.DB) error {
 	return store.Migrate(ctx, db, "queue_archive", archiveMigrations)
+}
+
+// archiveStmts are the archive's statements on the delivery path, prepared once by Open (like stmts: a
+// statement cannot be prepared inside a transaction that holds the only connection).
+type archiveStmts struct {
+	once              sync.Once
+	err               error
+	msg, rcpts, tries *sql.Stmt
+}
+
+func (a *archiveStmts) prepare(ctx context.Context, db *store.DB) error {
+	a.once.Do(func() {
+		for _, s := range []struct {
+			dst   **sql.Stmt
+			query string
+		}{
+			{&a.msg, `INSERT OR REPLACE INTO archive_messages(id, message_id, sender, size, flags, client_ip, received, finished)
+				SELECT id, ?, sender, size, flags, client_ip, received, ? FROM queue_messages WHERE id = ?`},
+			{&a.rcpts, `INSERT INTO archive_recipients(msg_id, rcpt, domain, state, attempts, code, enhanced, text, result_type,
+				remote_mta, tls, policy, updated)
+				SELECT msg_id, rcpt, domain, state, attempts, last_code, last_enhanced, last_text, last_result_type,
+				last_remote_mta, last_tls, last_policy, updated FROM queue_recipients WHERE msg_id = ?`},
+			{&a.tries, `INSERT INTO archive_attempts(msg_id, rcpt, at, outcome, code, enhanced, text, remote_mta, tls, policy, result_type)
+				SELECT msg_id, rcpt, at, outcome, code, enhanced, text, remote_mta, tls, policy, result_type
+				FROM queue_attempts WHERE msg_id = ?`},
+		} {
+			if *s.dst, a.err = db.PrepareContext(ctx, s.query); a.err != nil {
+				a.err = fmt.Errorf("queue: prepare archive: %w", a.err)
+				return
+			}
+		}
+	})
+	return a.err
+}
+
+func (a *archiveStmts) close() {
+	for _, st := range []*sql.Stmt{a.msg, a.rcpts, a.tries} {
+		if st != nil {
+			st.Close()
+		}
+	}
 }
 
 // archive copies finished message id, its recipients and its attempts into the archive, in tx, before the
@@ -86,22 +127,15 @@ func (q *Queue) archive(ctx context.Context, tx *sql.Tx, id string, finished tim
 		return nil
 	}
 	msgID := q.headerMessageID(id)
-	for _, stmt := range []struct {
-		sql  string
+	for _, st := range []struct {
+		stmt *sql.Stmt
 		args []any
 	}{
-		{`INSERT OR REPLACE INTO archive_messages(id, message_id, sender, size, flags, client_ip, received, finished)
-			SELECT id, ?, sender, size, flags, client_ip, received, ? FROM queue_messages WHERE id = ?`,
-			[]any{msgID, ns(finished), id}},
-		{`INSERT INTO archive_recipients(msg_id, rcpt, domain, state, attempts, code, enhanced, text, result_type,
-			remote_mta, tls, policy, updated)
-			SELECT msg_id, rcpt, domain, state, attempts, last_code, last_enhanced, last_text, last_result_type,
-			last_remote_mta, last_tls, last_policy, updated FROM queue_recipients WHERE msg_id = ?`, []any{id}},
-		{`INSERT INTO archive_attempts(msg_id, rcpt, at, outcome, code, enhanced, text, remote_mta, tls, policy, result_type)
-			SELECT msg_id, rcpt, at, outcome, code, enhanced, text, remote_mta, tls, policy, result_type
-			FROM queue_attempts WHERE msg_id = ?`, []any{id}},
+		{q.arch.msg, []any{msgID, ns(finished), id}},
+		{q.arch.rcpts, []any{id}},
+		{q.arch.tries, []any{id}},
 	} {
-		if _, err := tx.ExecContext(ctx, stmt.sql, stmt.args...); err != nil {
+		if _, err := tx.StmtContext(ctx, st.stmt).ExecContext(ctx, st.args...); err != nil {
 			return fmt.Errorf("queue: archive %s: %w", id, err)
 		}
 	}

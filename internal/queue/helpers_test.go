@@ -12,28 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/store"
 )
-
-// fakeClock is the injected clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
 
 // delivery is what the fake deliverer saw of one job.
 type delivery struct {
@@ -45,7 +26,7 @@ type delivery struct {
 
 // fakeDeliverer records batches and answers with script (default: delivered). DSNs are always delivered.
 type fakeDeliverer struct {
-	clock  *fakeClock
+	clock  *clocktest.Clock
 	script func(j Job, r Recipient) Result
 	// gate, when set, is waited on by every Deliver (or its ctx); started receives each batch first.
 	gate    chan struct{}
@@ -60,7 +41,7 @@ type fakeDeliverer struct {
 	maxAll      int
 }
 
-func newFake(clock *fakeClock) *fakeDeliverer {
+func newFake(clock *clocktest.Clock) *fakeDeliverer {
 	return &fakeDeliverer{clock: clock, inflight: map[string]int{}, maxInflight: map[string]int{}}
 }
 
@@ -148,7 +129,7 @@ var t0 = time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
 type env struct {
 	q     *Queue
 	fake  *fakeDeliverer
-	clock *fakeClock
+	clock *clocktest.Clock
 	opts  Options
 }
 
@@ -162,7 +143,7 @@ func newEnv(t *testing.T, edit func(*Options)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	clock := &fakeClock{t: t0}
+	clock := clocktest.New(t0)
 	fake := newFake(clock)
 	opts := Options{
 		Dir:        filepath.Join(dir, "spool"),

@@ -33,6 +33,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/atomicfile"
 	"github.com/mxgate/mxgate/internal/store"
 )
 
@@ -197,7 +198,7 @@ func (o *Options) setDefaults() error {
 		o.SyncFile = (*os.File).Sync
 	}
 	if o.SyncDir == nil {
-		o.SyncDir = syncDir
+		o.SyncDir = atomicfile.SyncDir
 	}
 	return nil
 }
@@ -239,6 +240,7 @@ type Queue struct {
 
 	// archivePruned is when the archive was last pruned (UnixNano; 0: not yet).
 	archivePruned atomic.Int64
+	arch          archiveStmts
 }
 
 // Open prepares the index, recovers the spool (see recover.go) and starts the group committer. Call Close
@@ -276,6 +278,10 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	if err := q.prepare(ctx); err != nil {
 		return nil, err
 	}
+	if err := q.arch.prepare(ctx, q.db); err != nil {
+		q.st.close()
+		return nil, err
+	}
 	if err := q.loadIndex(ctx); err != nil {
 		q.st.close()
 		return nil, err
@@ -290,6 +296,7 @@ func (q *Queue) Close() error {
 	<-q.committerDone
 	q.workers.Wait()
 	q.stmtsOnce.Do(q.st.close)
+	q.arch.close()
 	return nil
 }
 

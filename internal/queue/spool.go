@@ -112,18 +112,6 @@ func (q *Queue) writeBody(id string, body io.Reader) (int64, error) {
 	return n, nil
 }
 
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // recover reconciles the spool with the index at Open:
 //   - temporary files are unacknowledged leftovers of interrupted Submits: removed;
 //   - body files without an index row were never acknowledged (or belong to a finished message whose

@@ -13,6 +13,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/store"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Errors.
@@ -49,10 +52,23 @@ type Def struct {
 	Help    string `json:"help"`
 }
 
-// DomainPrefix starts the per-domain TLS rule keys: "Domain.example.com.TLS" = "required-verify".
+// DomainPrefix starts the per-domain TLS rule keys: "Domain.example.com.TLS" = "required-verify". A rule's
+// value is tlspolicy.Rule's text form: a level, optionally followed by "override".
 const DomainPrefix = "Domain."
 
 const domainSuffix = ".TLS"
+
+// Keys of the settings that have typed accessors on Snapshot.
+const (
+	KeyEnableTLSRPT = "Controller.EnableTLSRPT"
+	KeyEnableDANE   = "Sender.EnableDANE"
+	KeyEnableMTASTS = "Sender.EnableMTASTS"
+	// KeyTLSRequiredNoRelaxesRules lets TLS-Required: No relax the administrator's per-domain rules.
+	KeyTLSRequiredNoRelaxesRules = "Sender.TLSRequiredNoRelaxesRules"
+)
+
+// DomainKey returns the key of d's TLS rule.
+func DomainKey(d address.Domain) string { return DomainPrefix + d.String() + domainSuffix }
 
 // Defs returns the known settings, sorted by key.
 func Defs() []Def {
@@ -60,6 +76,7 @@ func Defs() []Def {
 		{"Controller.EnableTLSRPT", Bool, "true", "Record TLS sessions and send daily TLS reports (RFC 8460) to domains that publish _smtp._tls."},
 		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes (not implemented yet: refused when true)."},
 		{"Sender.EnableMTASTS", Bool, "true", "Validate MTA-STS (RFC 8461) on delivery to MX routes."},
+		{"Sender.TLSRequiredNoRelaxesRules", Bool, "false", "Let a message's TLS-Required: No header (RFC 8689) relax per-domain TLS rules too, not only the recipient's published policies."},
 		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them (default postmaster@<hostname>)."},
 		{"TLSRPT.DKIMKeyFile", String, "", "PEM private key (RSA or Ed25519) that signs TLS report mail (RFC 8460 Section 3)."},
 		{"TLSRPT.DKIMSelector", String, "", "DKIM selector of TLSRPT.DKIMKeyFile; the d= domain is the submitter domain."},
@@ -96,7 +113,7 @@ func Canonical(key, value string) (string, string, error) {
 		if err != nil {
 			return "", "", fmt.Errorf("%s: %w: %q is not a boolean (true or false)", key, ErrInvalidValue, value)
 		}
-		if key == "Sender.EnableDANE" && b {
+		if key == KeyEnableDANE && b {
 			return "", "", fmt.Errorf("%s: %w: DANE validation is not implemented in this version", key, ErrInvalidValue)
 		}
 		return key, strconv.FormatBool(b), nil
@@ -117,14 +134,65 @@ func Canonical(key, value string) (string, string, error) {
 		if err != nil {
 			return "", "", fmt.Errorf("%s: %w", key, err)
 		}
-		switch value {
-		case "none", "opportunistic", "required", "required-verify":
-		default:
-			return "", "", fmt.Errorf("%s: %w: unknown TLS level %q (want none, opportunistic, required, required-verify)", key, ErrInvalidValue, value)
+		r, err := tlspolicy.ParseRule(value)
+		if err != nil {
+			return "", "", fmt.Errorf("%s: %w: %w", key, ErrInvalidValue, err)
 		}
-		return DomainPrefix + d.String() + domainSuffix, value, nil
+		return DomainKey(d), r.String(), nil
 	}
 	return "", "", fmt.Errorf("%s: %w", key, ErrUnknownKey)
+}
+
+// FromTOML validates a [settings] table of TOML values (as decoded into map[string]any) and returns it in
+// canonical form. It is the one reading of such tables: the bootstrap file's [settings] and `mxgate config
+// apply` files both go through it. Values are booleans, integers or strings; nested tables are flattened with
+// dots, so that an unquoted Domain.example.com.TLS key means the same as the quoted one. Every key is checked
+// by Canonical, the check a staged change gets. The error joins one error per bad key, each starting with it.
+func FromTOML(tbl map[string]any) (map[string]string, error) {
+	raw := map[string]string{}
+	var errs []error
+	flatten("", tbl, raw, &errs)
+	out := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(raw)) {
+		ck, cv, err := Canonical(k, raw[k])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, dup := out[ck]; dup {
+			errs = append(errs, fmt.Errorf("%q is given twice (keys differ only in spelling): %w", k, ErrInvalidValue))
+			continue
+		}
+		out[ck] = cv
+	}
+	return out, errors.Join(errs...)
+}
+
+func flatten(prefix string, tbl map[string]any, out map[string]string, errs *[]error) {
+	for _, k := range slices.Sorted(maps.Keys(tbl)) {
+		key := prefix + k
+		var v string
+		switch t := tbl[k].(type) {
+		case map[string]any:
+			flatten(key+".", t, out, errs)
+			continue
+		case bool:
+			v = strconv.FormatBool(t)
+		case int64:
+			v = strconv.FormatInt(t, 10)
+		case string:
+			v = t
+		default:
+			*errs = append(*errs, fmt.Errorf("%q: %w: want a boolean, an integer or a string, not %T", key, ErrInvalidValue, t))
+			continue
+		}
+		// A quoted "Domain.x.TLS" key and a [settings.Domain.x] table with TLS = ... name the same setting.
+		if _, dup := out[key]; dup {
+			*errs = append(*errs, fmt.Errorf("%q is given twice: %w", key, ErrInvalidValue))
+			continue
+		}
+		out[key] = v
+	}
 }
 
 func knownKeys() string {
@@ -162,15 +230,35 @@ func (s Snapshot) Get(key string) string {
 	return d.Default
 }
 
-// DomainRules returns the per-domain TLS rules: A-label domain → level.
-func (s Snapshot) DomainRules() map[string]string {
-	out := map[string]string{}
+// MTASTSEnabled is Sender.EnableMTASTS.
+func (s Snapshot) MTASTSEnabled() bool { return s.Bool(KeyEnableMTASTS) }
+
+// DANEEnabled is Sender.EnableDANE.
+func (s Snapshot) DANEEnabled() bool { return s.Bool(KeyEnableDANE) }
+
+// TLSRequiredNoRelaxesRules is Sender.TLSRequiredNoRelaxesRules.
+func (s Snapshot) TLSRequiredNoRelaxesRules() bool { return s.Bool(KeyTLSRequiredNoRelaxesRules) }
+
+// TLSRPTEnabled is Controller.EnableTLSRPT.
+func (s Snapshot) TLSRPTEnabled() bool { return s.Bool(KeyEnableTLSRPT) }
+
+// DomainRules returns the per-domain TLS rules: A-label domain → rule. A stored value that does not parse is
+// an error naming its key (values are validated when staged, so this means a damaged store), never a rule
+// silently dropped.
+func (s Snapshot) DomainRules() (map[string]tlspolicy.Rule, error) {
+	out := map[string]tlspolicy.Rule{}
+	var errs []error
 	for k, v := range s.Values {
 		if strings.HasPrefix(k, DomainPrefix) && strings.HasSuffix(k, domainSuffix) {
-			out[strings.TrimSuffix(strings.TrimPrefix(k, DomainPrefix), domainSuffix)] = v
+			r, err := tlspolicy.ParseRule(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("settings generation %d: %s: %w", s.Generation, k, err))
+				continue
+			}
+			out[strings.TrimSuffix(strings.TrimPrefix(k, DomainPrefix), domainSuffix)] = r
 		}
 	}
-	return out
+	return out, errors.Join(errs...)
 }
 
 // Change is one staged change.

@@ -3,13 +3,16 @@ package settings
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/mxgate/mxgate/internal/store"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 func openStore(t *testing.T, path string, seed map[string]string) *Store {
@@ -27,13 +30,22 @@ func openStore(t *testing.T, path string, seed map[string]string) *Store {
 	return s
 }
 
+func rules(t *testing.T, s Snapshot) map[string]tlspolicy.Rule {
+	t.Helper()
+	r, err := s.DomainRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func TestSeedIsGenerationOne(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "s.db"), map[string]string{"Sender.EnableMTASTS": "false", "Domain.Bücher.example.TLS": "required-verify"})
 	cur := s.Current()
 	if cur.Generation != 1 || cur.Bool("Sender.EnableMTASTS") || !cur.Bool("Controller.EnableTLSRPT") {
 		t.Fatalf("generation 1 = %+v", cur)
 	}
-	if diff := cmp.Diff(map[string]string{"xn--bcher-kva.example": "required-verify"}, cur.DomainRules()); diff != "" {
+	if diff := cmp.Diff(map[string]tlspolicy.Rule{"xn--bcher-kva.example": {Level: tlspolicy.LevelRequiredVerify}}, rules(t, cur)); diff != "" {
 		t.Errorf("domain rules (-want +got):\n%s", diff)
 	}
 }
@@ -85,7 +97,7 @@ func TestStageDiffCommitRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if snap.Generation != 2 || snap.Bool("Sender.EnableMTASTS") || snap.DomainRules()["example.com"] != "required-verify" {
+	if snap.Generation != 2 || snap.Bool("Sender.EnableMTASTS") || rules(t, snap)["example.com"] != (tlspolicy.Rule{Level: tlspolicy.LevelRequiredVerify}) {
 		t.Fatalf("generation 2 = %+v", snap)
 	}
 	if d, _ := s.Diff(ctx); len(d) != 0 {
@@ -106,7 +118,7 @@ func TestStageDiffCommitRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if snap.Generation != 4 || !snap.Bool("Sender.EnableMTASTS") || len(snap.DomainRules()) != 0 {
+	if snap.Generation != 4 || !snap.Bool("Sender.EnableMTASTS") || len(rules(t, snap)) != 0 {
 		t.Fatalf("rollback to 1 = %+v", snap)
 	}
 	hist, err := s.History(ctx)
@@ -142,6 +154,8 @@ func TestRefusesUnknownAndIllTyped(t *testing.T) {
 		{"TLSRPT.MaxDestinations", "-1", ErrInvalidValue},
 		{"TLSRPT.OrganizationName", "Acme\r\nBcc: x", ErrInvalidValue},
 		{"Domain.example.com.TLS", "secure", ErrInvalidValue},
+		{"Domain.example.com.TLS", "required-verify please", ErrInvalidValue},
+		{"Domain.example.com.TLS", "", ErrInvalidValue},
 		{"Sender.EnableDANE", "true", ErrInvalidValue},
 	}
 	for _, tc := range tests {
@@ -154,6 +168,45 @@ func TestRefusesUnknownAndIllTyped(t *testing.T) {
 	}
 	if d, _ := s.Diff(ctx); len(d) != 0 {
 		t.Errorf("refused changes were staged: %+v", d)
+	}
+}
+
+// TestDomainRulesUseTheTLSVocabulary: every level tlspolicy knows (dane and dane-only included) and the
+// override form are accepted, stored in canonical form and read back as typed rules.
+func TestDomainRulesUseTheTLSVocabulary(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "s.db"), nil)
+	want := map[string]tlspolicy.Rule{}
+	for i, l := range tlspolicy.Levels() {
+		dom := fmt.Sprintf("d%d.example", i)
+		if err := s.Set(ctx, "Domain."+dom+".TLS", string(l)); err != nil {
+			t.Fatal(err)
+		}
+		want[dom] = tlspolicy.Rule{Level: l}
+	}
+	if err := s.Set(ctx, "Domain.partner.example.TLS", "  opportunistic   override "); err != nil {
+		t.Fatal(err)
+	}
+	want["partner.example"] = tlspolicy.Rule{Level: tlspolicy.LevelOpportunistic, Override: true}
+	snap, err := s.Commit(ctx, "rules", "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := snap.Values["Domain.partner.example.TLS"]; got != "opportunistic override" {
+		t.Errorf("stored override rule = %q, want the canonical %q", got, "opportunistic override")
+	}
+	if diff := cmp.Diff(want, rules(t, snap)); diff != "" {
+		t.Errorf("rules (-want +got):\n%s", diff)
+	}
+}
+
+// TestDomainRulesRefuseDamagedValues: a stored value that does not parse is an error naming its key, not a
+// rule dropped.
+func TestDomainRulesRefuseDamagedValues(t *testing.T) {
+	snap := Snapshot{Generation: 7, Values: map[string]string{"Domain.a.example.TLS": "required", "Domain.b.example.TLS": "secure"}}
+	_, err := snap.DomainRules()
+	if err == nil || !strings.Contains(err.Error(), "Domain.b.example.TLS") {
+		t.Fatalf("DomainRules() error = %v, want one naming Domain.b.example.TLS", err)
 	}
 }
 

@@ -332,6 +332,15 @@ func (r *Receiver) WaitMessages(ctx context.Context, n int) error {
 	})
 }
 
+// WaitAccepted blocks until cond holds of the accepted messages or ctx is done; what names the condition
+// in the error. cond is called at once and again after each change at this receiver, with the receiver
+// locked: it must not keep the slice or call the receiver's methods.
+func (r *Receiver) WaitAccepted(ctx context.Context, what string, cond func(accepted []Received) bool) error {
+	return waitFor(ctx, &r.mu, &r.sig, func() (bool, string) {
+		return cond(r.accepted), fmt.Sprintf("%s at %s (%d messages)", what, r.host, len(r.accepted))
+	})
+}
+
 // WaitConnections blocks until at least n connections were accepted or ctx is done.
 func (r *Receiver) WaitConnections(ctx context.Context, n int) error {
 	return waitFor(ctx, &r.mu, &r.sig, func() (bool, string) {

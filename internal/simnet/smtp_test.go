@@ -1,6 +1,7 @@
 package simnet
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -319,5 +320,33 @@ func TestReceiverStopStartAndReplies(t *testing.T) {
 	cmdExpect(t, c, 221, "QUIT")
 	if err := r.WaitConnections(waitCtx(t), 2); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// WaitAccepted returns once a message meeting the condition arrives, and names the condition when ctx
+// ends first.
+func TestReceiverWaitAccepted(t *testing.T) {
+	t.Parallel()
+	n := newNet(t)
+	r, err := n.AddMX(MXOptions{Domain: "example.com", Host: "mx1.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromAlice := func(msgs []Received) bool {
+		return slices.ContainsFunc(msgs, func(m Received) bool { return m.From == "alice@sender.test" })
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- sendTLS(t, r.Addr(), "mx1.example.com", &tls.Config{RootCAs: n.RootPool()}, nil) }()
+	if err := r.WaitAccepted(waitCtx(t), "a message from alice", fromAlice); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(waitCtx(t))
+	cancel()
+	err = r.WaitAccepted(ctx, "a message from carol", func(msgs []Received) bool { return len(msgs) > 1 })
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "a message from carol") {
+		t.Errorf("WaitAccepted with a cancelled context = %v, want context.Canceled naming the condition", err)
 	}
 }

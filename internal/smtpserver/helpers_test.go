@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/testpki"
 )
@@ -60,24 +61,6 @@ func (f *fakeSubmitter) got() []submitted {
 	return append([]submitted(nil), f.msgs...)
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // syncBuffer collects log output from the server's goroutines.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -102,7 +85,7 @@ type harness struct {
 	addr  string
 	sub   *fakeSubmitter
 	ca    *testpki.CA
-	clock *fakeClock
+	clock *clocktest.Clock
 	serve chan error
 }
 
@@ -112,7 +95,7 @@ const testHost = "mx.test"
 // alice/secret; mod adjusts the config first.
 func newHarness(t testing.TB, mod func(*Config)) *harness {
 	t.Helper()
-	clock := &fakeClock{t: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC))
 	ca, err := testpki.NewCA("smtpserver test CA", clock.Now)
 	if err != nil {
 		t.Fatal(err)

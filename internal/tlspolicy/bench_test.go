@@ -27,7 +27,7 @@ func BenchmarkDecisionWarmCache(b *testing.B) {
 		b.Fatal(err)
 	}
 	now := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
-	settings := &Settings{EnableMTASTS: true, Rules: map[string]Level{"other.example": LevelRequiredVerify}}
+	settings := &Settings{EnableMTASTS: true, Rules: map[string]Rule{"other.example": {Level: LevelRequiredVerify}}}
 	d := &Decider{
 		Settings: func() *Settings { return settings },
 		STS:      warmSTS{STSResult{Policy: pol, ID: "20260310"}},

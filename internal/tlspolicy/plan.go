@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -22,6 +23,10 @@ type Plan struct {
 	STSID   string
 	// RequireTLS: the message demands RFC 8689 REQUIRETLS handling.
 	RequireTLS bool
+	// Rule is the administrator's rule for the domain, nil when none. Override: the rule replaced the
+	// domain's published policy instead of raising its floor.
+	Rule     *Rule
+	Override bool
 
 	sts              *mtasts.Policy
 	report           tlsrpt.Policy
@@ -29,6 +34,7 @@ type Plan struct {
 	discoveryDetail  string
 	mxSecure         bool
 	routed           bool
+	optional         bool
 	roots            *x509.CertPool
 	now              func() time.Time
 	sessions         tls.ClientSessionCache
@@ -41,14 +47,28 @@ func (p *Plan) Reason() string {
 	case SourceTLSOptional:
 		return "the message carries TLS-Required: No, so recipient policies are ignored (RFC 8689 Section 4.2.2)"
 	case SourceRule:
+		switch {
+		case p.optional:
+			return fmt.Sprintf("the message carries TLS-Required: No, so recipient policies are ignored (RFC 8689 Section 4.2.2); the per-domain rule for %s still sets %s", p.Domain, p.Level)
+		case p.Override && p.STSMode != "":
+			return fmt.Sprintf("per-domain rule for %s sets %s and overrides the published MTA-STS policy id %s (mode %s): its checks are not applied", p.Domain, p.Level, p.STSID, p.STSMode)
+		case p.Override:
+			return fmt.Sprintf("per-domain rule for %s sets %s (override: published policies are not applied)", p.Domain, p.Level)
+		case p.sts != nil:
+			return fmt.Sprintf("per-domain rule for %s raises the level to %s on top of MTA-STS policy id %s (mode %s), whose MX check still applies", p.Domain, p.Level, p.STSID, p.STSMode)
+		}
 		return fmt.Sprintf("per-domain rule for %s sets %s", p.Domain, p.Level)
 	case SourceRoute:
 		return fmt.Sprintf("static route with TLS level %s (MTA-STS does not apply to static routes)", p.Level)
 	case SourceMTASTS:
-		if p.STSMode == mtasts.ModeEnforce {
-			return fmt.Sprintf("MTA-STS policy id %s in enforce mode: only listed MX hosts, verified TLS", p.STSID)
+		var floor string
+		if p.Rule != nil {
+			floor = fmt.Sprintf("; the per-domain rule %s asks for no more", p.Rule.Level)
 		}
-		return fmt.Sprintf("MTA-STS policy id %s in testing mode: checked and reported, delivered regardless", p.STSID)
+		if p.STSMode == mtasts.ModeEnforce {
+			return fmt.Sprintf("MTA-STS policy id %s in enforce mode: only listed MX hosts, verified TLS%s", p.STSID, floor)
+		}
+		return fmt.Sprintf("MTA-STS policy id %s in testing mode: checked and reported, delivered regardless%s", p.STSID, floor)
 	}
 	if p.STSMode == mtasts.ModeNone {
 		return fmt.Sprintf("MTA-STS policy id %s in mode none: no policy in force; no rule or policy applies: opportunistic TLS", p.STSID)
@@ -68,12 +88,30 @@ type Verdict struct {
 	// ReasonCode is a finer-grained failure-reason-code for TLS reports ("mx-not-in-policy", ...).
 	ReasonCode string
 	Detail     string
+	// Unreported is a failure seen but not reported because no policy asked for the check: an unverifiable
+	// certificate under opportunistic TLS. It would fail under an enforcing policy, so it is still shown
+	// (delivery result, log, console); Failure is "" then.
+	Unreported tlsrpt.ResultType
+}
+
+// Seen is the TLS failure this step saw, reported or not ("" when none).
+func (v Verdict) Seen() tlsrpt.ResultType {
+	if v.Failure != "" {
+		return v.Failure
+	}
+	return v.Unreported
 }
 
 // Name is a short label for logs and metrics: "mta-sts enforce", "mta-sts testing", "required-verify", ...
 func (p *Plan) Name() string {
-	if p.Source == SourceMTASTS {
+	switch {
+	case p.Source == SourceMTASTS:
 		return "mta-sts " + string(p.STSMode)
+	case p.Override:
+		// Logged with every delivery: a deliberate downgrade stays visible.
+		return string(p.Level) + " override"
+	case p.Source == SourceRule && p.sts != nil:
+		return string(p.Level) + " + mta-sts " + string(p.STSMode)
 	}
 	return string(p.Level)
 }
@@ -84,7 +122,7 @@ func (p *Plan) Enforcing() bool { return p.Level.requiresTLS() || p.RequireTLS }
 
 // Reportable reports whether sessions under this plan are recorded for TLS reporting: MX routes only, and
 // not when the sender opted out of recipient policies.
-func (p *Plan) Reportable() bool { return !p.routed && p.Source != SourceTLSOptional }
+func (p *Plan) Reportable() bool { return !p.routed && !p.optional }
 
 // ReportPolicy is the RFC 8460 policy sessions are recorded against.
 func (p *Plan) ReportPolicy() tlsrpt.Policy { return p.report }
@@ -106,7 +144,7 @@ func (p *Plan) AllowMX(host string) Verdict {
 		// RFC 8461 Section 5: in enforce mode "MUST NOT deliver to hosts that fail MX matching"; in testing mode
 		// the host is used and the failure reported. Spec: STS-71 has no dedicated result type;
 		// validation-failure with reason code mx-not-in-policy is our reading.
-		v.Proceed = p.STSMode == mtasts.ModeTesting && !p.RequireTLS
+		v.Proceed = (p.STSMode == mtasts.ModeTesting || p.Override) && !p.RequireTLS
 		return v
 	}
 	// RFC 8689 Section 4.2.1 step 2: for REQUIRETLS, an MX name not protected by DNSSEC must be authenticated
@@ -139,12 +177,29 @@ func (p *Plan) TLSConfig(host string) *tls.Config {
 	}
 }
 
-// NoTLS is asked when TLS could not be had with host: STARTTLS not offered or refused (failure
-// starttls-not-supported), or the handshake failed (validation-failure). It says whether the session may
-// continue, or the host be retried, in plain text.
-func (p *Plan) NoTLS(host string, failure tlsrpt.ResultType, detail string) Verdict {
+// STARTTLSNotOffered is asked when host's EHLO reply does not list STARTTLS (starttls-not-supported). Like
+// STARTTLSRefused and HandshakeFailed, it says whether the session may continue, or the host be retried, in
+// plain text; these three name every way a session gets no TLS, for delivery and diagnostics alike.
+func (p *Plan) STARTTLSNotOffered(host string) Verdict {
+	return p.noTLS(tlsrpt.ResultSTARTTLSNotSupported, host+" does not offer STARTTLS")
+}
+
+// STARTTLSRefused is asked when the host answered STARTTLS with a reply other than 220 (starttls-not-supported);
+// text is the reply's text, of which the first line is kept.
+func (p *Plan) STARTTLSRefused(code int, text string) Verdict {
+	first, _, _ := strings.Cut(text, "\n")
+	return p.noTLS(tlsrpt.ResultSTARTTLSNotSupported, fmt.Sprintf("STARTTLS refused: %d %s", code, first))
+}
+
+// HandshakeFailed is asked when the TLS handshake with the host failed (validation-failure, reason
+// tls-handshake-failed).
+func (p *Plan) HandshakeFailed(err error) Verdict {
+	return p.noTLS(tlsrpt.ResultValidationFailure, "TLS handshake failed: "+err.Error())
+}
+
+func (p *Plan) noTLS(failure tlsrpt.ResultType, detail string) Verdict {
 	v := Verdict{Failure: failure, Detail: detail}
-	if failure == tlsrpt.ResultValidationFailure && v.ReasonCode == "" {
+	if failure == tlsrpt.ResultValidationFailure {
 		v.ReasonCode = "tls-handshake-failed"
 	}
 	// RFC 8461 Section 5 (enforce), RFC 8689 Section 4.2.1 step 4, required levels: never plain text.
@@ -170,9 +225,10 @@ func (p *Plan) Check(host string, cs tls.ConnectionState, requireTLSOffered bool
 		// Opportunistic, required (unverified) and MTA-STS testing: TLS is enough to proceed.
 		v.Proceed = true
 	}
-	if !p.Level.verifies() && p.Source != SourceMTASTS && !p.RequireTLS {
+	if !p.Level.verifies() && p.sts == nil && !p.RequireTLS {
 		// Without a policy that asks for validation, an unverifiable certificate is not a failure to
 		// report (RFC 8460 Section 4.3: no-policy-found sessions count as successful when TLS was used).
+		v.Unreported = v.Failure
 		v.Failure, v.ReasonCode, v.Detail = "", "", ""
 	}
 	return v

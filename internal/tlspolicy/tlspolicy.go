@@ -1,8 +1,9 @@
-// Package tlspolicy is mxgate's one TLS decision point. For each destination it combines, in this order of
-// precedence, the administrator's explicit per-domain rule, DANE (RFC 7672, when TLSA records are
-// DNSSEC-secure), MTA-STS (RFC 8461, when Sender.EnableMTASTS is on and a policy applies) and the global
-// default (opportunistic), and yields a Plan: which MX hosts may be used, whether TLS is required, how the
-// certificate is verified, and what to record for TLS reporting (RFC 8460).
+// Package tlspolicy is mxgate's one TLS decision point and its one TLS vocabulary (Level, Rule). For each
+// destination it combines MTA-STS (RFC 8461, when Sender.EnableMTASTS is on and a policy applies), DANE
+// (RFC 7672, when TLSA records are DNSSEC-secure) and the administrator's per-domain rule, and yields a Plan:
+// which MX hosts may be used, whether TLS is required, how the certificate is verified, and what to record
+// for TLS reporting (RFC 8460). The strongest rule wins: a rule raises the floor the published policies set
+// and never removes one of their checks, unless it says "override".
 //
 // Nothing else in mxgate decides TLS. Delivery asks the Plan at each step (AllowMX before dialing, NoTLS when
 // STARTTLS is missing or fails, Check after the handshake) and does what the Verdict says. Every refusal is
@@ -18,6 +19,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -25,7 +28,9 @@ import (
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
-// Level is a TLS security level, with the names administrators know from Postfix and appliances.
+// Level is a TLS security level, with the names administrators know from Postfix and appliances. It is the one
+// TLS vocabulary of mxgate: the configuration file, committed settings, the console, the CLI and the daemon all
+// parse levels with ParseLevel, and an unknown level is an error everywhere (never dropped or downgraded).
 type Level string
 
 const (
@@ -39,18 +44,44 @@ const (
 	// LevelRequiredVerify requires TLS and a certificate that chains to a trusted root, is in date and names
 	// the MX host in its SAN.
 	LevelRequiredVerify Level = "required-verify"
-	// LevelDANE and LevelDANEOnly are RFC 7672 levels.
-	LevelDANE     Level = "dane"
+	// LevelDANE is RFC 7672 DANE where the domain's TLSA records are DNSSEC-secure.
+	LevelDANE Level = "dane"
+	// LevelDANEOnly is RFC 7672 DANE required: no delivery without usable DNSSEC-secure TLSA records.
 	LevelDANEOnly Level = "dane-only"
 )
 
-// ParseLevel parses a configured level name.
+// Levels returns every level, from the weakest to the strongest.
+func Levels() []Level {
+	return []Level{LevelNone, LevelOpportunistic, LevelRequired, LevelRequiredVerify, LevelDANE, LevelDANEOnly}
+}
+
+// LevelNames is the list of level names for error messages and help texts.
+const LevelNames = "none, opportunistic, required, required-verify, dane, dane-only"
+
+// ErrUnknownLevel is wrapped by ParseLevel's error.
+var ErrUnknownLevel = errors.New("unknown TLS level")
+
+// ParseLevel parses a level name. Names are exact (lower case, no spaces).
 func ParseLevel(s string) (Level, error) {
 	switch l := Level(s); l {
 	case LevelNone, LevelOpportunistic, LevelRequired, LevelRequiredVerify, LevelDANE, LevelDANEOnly:
 		return l, nil
 	}
-	return "", fmt.Errorf("unknown TLS level %q (want none, opportunistic, required, required-verify, dane, dane-only)", s)
+	return "", fmt.Errorf("%w %q (want %s)", ErrUnknownLevel, s, LevelNames)
+}
+
+// String returns the level's name.
+func (l Level) String() string { return string(l) }
+
+// RequiresTLS reports whether the level refuses plain text.
+func (l Level) RequiresTLS() bool { return l.requiresTLS() }
+
+// Verifies reports whether the level requires an authenticated peer (PKIX or DANE).
+func (l Level) Verifies() bool { return l.verifies() }
+
+// stronger reports whether l asks for more than m, in the order of Levels.
+func (l Level) stronger(m Level) bool {
+	return slices.Index(Levels(), l) > slices.Index(Levels(), m)
 }
 
 func (l Level) requiresTLS() bool {
@@ -59,6 +90,43 @@ func (l Level) requiresTLS() bool {
 
 func (l Level) verifies() bool {
 	return l == LevelRequiredVerify || l == LevelDANE || l == LevelDANEOnly
+}
+
+// Rule is the administrator's per-domain TLS rule. A rule raises the floor set by the domain's published
+// policies (MTA-STS, DANE): it adds checks and never removes one those policies require. Override makes the
+// rule replace them instead, for a partner whose published policy is broken; such a plan says so in status,
+// explanations and every delivery log event.
+type Rule struct {
+	Level    Level `json:"level"`
+	Override bool  `json:"override,omitempty"`
+}
+
+// String is the rule's text form, as stored in committed settings and shown to administrators:
+// "required-verify", or "opportunistic override".
+func (r Rule) String() string {
+	if r.Override {
+		return string(r.Level) + " " + overrideWord
+	}
+	return string(r.Level)
+}
+
+const overrideWord = "override"
+
+// ParseRule parses a rule's text form: a level name, optionally followed by the word "override" (the
+// attribute syntax of Postfix's TLS policy tables: "level attribute").
+func ParseRule(s string) (Rule, error) {
+	f := strings.Fields(s)
+	switch {
+	case len(f) == 0:
+		return Rule{}, fmt.Errorf("%w: empty rule (want a level: %s; optionally followed by %q)", ErrUnknownLevel, LevelNames, overrideWord)
+	case len(f) > 2 || (len(f) == 2 && f[1] != overrideWord):
+		return Rule{}, fmt.Errorf("invalid TLS rule %q: want a level (%s), optionally followed by %q", s, LevelNames, overrideWord)
+	}
+	l, err := ParseLevel(f[0])
+	if err != nil {
+		return Rule{}, err
+	}
+	return Rule{Level: l, Override: len(f) == 2}, nil
 }
 
 // Source says where a Plan's level came from, for logs, the console and `mxgate policy explain`.
@@ -91,8 +159,11 @@ type STSSource interface {
 type Settings struct {
 	EnableMTASTS bool
 	EnableDANE   bool
+	// TLSRequiredNoRelaxesRules lets "TLS-Required: No" relax the administrator's per-domain rules too, not
+	// only the recipient's published policies (Sender.TLSRequiredNoRelaxesRules, default false).
+	TLSRequiredNoRelaxesRules bool
 	// Rules holds the per-domain TLS rules, keyed by A-label domain.
-	Rules map[string]Level
+	Rules map[string]Rule
 }
 
 // Decider makes Plans. Its fields are set once at start; Settings is read on every decision so that a
@@ -122,52 +193,80 @@ type Request struct {
 var ErrSTSLookup = errors.New("tlspolicy: MTA-STS lookup failed")
 
 // For returns the Plan for delivering to the MX hosts of req.Domain.
+//
+// The strongest rule wins: the domain's published MTA-STS policy is applied, and the administrator's rule
+// can only raise the level on top of it (an enforce policy keeps its MX check under any rule). A rule with
+// Override replaces the published policy instead. Either way the domain's sessions are recorded for TLS
+// reports under the policy it publishes.
 func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 	s := d.settings()
 	p := d.newPlan(req.Domain)
 	p.RequireTLS = req.RequireTLS && !req.Domain.IsZero()
 	p.mxSecure = req.MXSecure
+	rule, hasRule := s.Rules[req.Domain.String()]
 
 	// RFC 8689 Section 4.2.2: with "TLS-Required: No" (and no REQUIRETLS), recipient TLS policies are
-	// ignored; STARTTLS is still used when offered.
+	// ignored; STARTTLS is still used when offered. The administrator's own rule is not a recipient policy:
+	// it stays unless Sender.TLSRequiredNoRelaxesRules says otherwise.
 	if req.TLSOptional && !req.RequireTLS {
+		p.optional = true
+		if hasRule && !s.TLSRequiredNoRelaxesRules {
+			p.Level, p.Source, p.Rule, p.Override = rule.Level, SourceRule, &rule, rule.Override
+			return p, nil
+		}
 		p.Level, p.Source = LevelOpportunistic, SourceTLSOptional
 		return p, nil
 	}
 
-	if lvl, ok := s.Rules[req.Domain.String()]; ok {
-		p.Level, p.Source = lvl, SourceRule
+	if hasRule && rule.Override {
+		// A deliberate downgrade (or change) for a partner whose published policy is broken. The policy is
+		// still looked up, so that sessions are reported under it, but a failed lookup does not defer.
+		p.Level, p.Source, p.Rule, p.Override = rule.Level, SourceRule, &rule, true
+		if s.EnableMTASTS && d.STS != nil {
+			if r, err := d.STS.Lookup(ctx, req.Domain); err == nil && r.Policy != nil && r.Policy.Mode != mtasts.ModeNone {
+				// Its checks still run, so that failures are seen and reported; the rule's level decides.
+				p.sts, p.STSMode, p.STSID = r.Policy, r.Policy.Mode, r.ID
+				p.report = stsReportPolicy(req.Domain, r)
+			}
+		}
 		return p, nil
 	}
 
+	p.Level, p.Source = LevelOpportunistic, SourceDefault
 	if s.EnableMTASTS && d.STS != nil {
 		r, err := d.STS.Lookup(ctx, req.Domain)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %w", ErrSTSLookup, req.Domain, err)
 		}
 		p.discoveryFailure, p.discoveryDetail = r.Failure, r.FailureDetail
-		if r.Policy != nil && r.Policy.Mode != mtasts.ModeNone {
+		switch {
+		case r.Policy != nil && r.Policy.Mode != mtasts.ModeNone:
 			p.sts, p.STSID, p.STSMode = r.Policy, r.ID, r.Policy.Mode
 			p.Source = SourceMTASTS
-			p.report = tlsrpt.Policy{
-				Type:   tlsrpt.PolicySTS,
-				String: r.Policy.Lines, // shared, read-only: cached policies are never modified
-				Domain: req.Domain.String(),
-				MXHost: r.Policy.MX,
-			}
+			p.report = stsReportPolicy(req.Domain, r)
 			if r.Policy.Mode == mtasts.ModeEnforce {
 				p.Level = LevelRequiredVerify
-			} else {
-				p.Level = LevelOpportunistic
 			}
-			return p, nil
-		}
-		if r.Policy != nil {
+		case r.Policy != nil:
 			p.STSMode, p.STSID = mtasts.ModeNone, r.ID
 		}
 	}
-	p.Level, p.Source = LevelOpportunistic, SourceDefault
+	if hasRule {
+		p.Rule = &rule
+		if rule.Level.stronger(p.Level) {
+			p.Level, p.Source = rule.Level, SourceRule
+		}
+	}
 	return p, nil
+}
+
+func stsReportPolicy(domain address.Domain, r STSResult) tlsrpt.Policy {
+	return tlsrpt.Policy{
+		Type:   tlsrpt.PolicySTS,
+		String: r.Policy.Lines, // shared, read-only: cached policies are never modified
+		Domain: domain.String(),
+		MXHost: r.Policy.MX,
+	}
 }
 
 // ForRoute returns the Plan for a static route (smart host). MTA-STS never applies to static routes: they

@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/mtasts"
@@ -128,9 +131,25 @@ func TestPlanModes(t *testing.T) {
 			want{"opportunistic", true, true, true, true, "", tlsrpt.PolicyNoPolicyFound, SourceDefault}},
 		{"Sender.EnableMTASTS off", Settings{EnableMTASTS: false}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
 			want{"opportunistic", true, true, true, true, "", tlsrpt.PolicyNoPolicyFound, SourceDefault}},
-		{"rule required-verify beats policy", Settings{EnableMTASTS: true, Rules: map[string]Level{"example.com": LevelRequiredVerify}}, STSResult{Policy: testing_}, Request{Domain: dom},
+		{"rule required-verify raises testing policy", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, STSResult{Policy: testing_}, Request{Domain: dom},
+			want{"required-verify + mta-sts testing", true, true, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceRule}},
+		// Strongest rule wins: a rule never removes the enforce policy's MX check (a forged MX with a valid
+		// certificate is refused), and a weaker rule does not lower the policy's level.
+		{"rule required-verify keeps enforce MX check", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
+			want{"mta-sts enforce", true, false, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceMTASTS}},
+		{"weaker rule does not lower enforce", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelOpportunistic}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
+			want{"mta-sts enforce", true, false, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceMTASTS}},
+		{"rule none does not lower enforce", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelNone}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
+			want{"mta-sts enforce", true, false, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceMTASTS}},
+		// Override: the rule replaces the policy; failures are still seen and the session reported under it.
+		{"override replaces enforce", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelOpportunistic, Override: true}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom},
+			want{"opportunistic override", true, true, true, true, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicySTS, SourceRule}},
+		// RFC 8689 Section 4.2.2 relaxes recipient policies, not the administrator's rules (unless allowed).
+		{"TLS-Required: No keeps the rule", Settings{EnableMTASTS: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom, TLSOptional: true},
 			want{"required-verify", true, true, false, false, tlsrpt.ResultCertificateNotTrusted, tlsrpt.PolicyNoPolicyFound, SourceRule}},
-		{"rule required does not verify", Settings{Rules: map[string]Level{"example.com": LevelRequired}}, STSResult{}, Request{Domain: dom},
+		{"TLS-Required: No relaxes rules when allowed", Settings{EnableMTASTS: true, TLSRequiredNoRelaxesRules: true, Rules: map[string]Rule{"example.com": {Level: LevelRequiredVerify}}}, STSResult{Policy: enforce, ID: "1"}, Request{Domain: dom, TLSOptional: true},
+			want{"opportunistic", true, true, true, true, "", tlsrpt.PolicyNoPolicyFound, SourceTLSOptional}},
+		{"rule required does not verify", Settings{Rules: map[string]Rule{"example.com": {Level: LevelRequired}}}, STSResult{}, Request{Domain: dom},
 			want{"required", true, true, false, true, "", tlsrpt.PolicyNoPolicyFound, SourceRule}},
 		{"TLS-Required: No ignores enforce REQ11", Settings{EnableMTASTS: true}, STSResult{Policy: enforce}, Request{Domain: dom, TLSOptional: true},
 			want{"opportunistic", true, true, true, true, "", tlsrpt.PolicyNoPolicyFound, SourceTLSOptional}},
@@ -152,8 +171,8 @@ func TestPlanModes(t *testing.T) {
 			if got := p.AllowMX("evil.test").Proceed; got != tc.want.allowUnlisted {
 				t.Errorf("AllowMX(unlisted) = %v, want %v", got, tc.want.allowUnlisted)
 			}
-			if got := p.NoTLS("mx1.example.com", tlsrpt.ResultSTARTTLSNotSupported, "").Proceed; got != tc.want.noTLSProceeds {
-				t.Errorf("NoTLS.Proceed = %v, want %v", got, tc.want.noTLSProceeds)
+			if got := p.STARTTLSNotOffered("mx1.example.com").Proceed; got != tc.want.noTLSProceeds {
+				t.Errorf("STARTTLSNotOffered.Proceed = %v, want %v", got, tc.want.noTLSProceeds)
 			}
 			v := p.Check("mx1.example.com", badCert, false)
 			if v.Proceed != tc.want.badCertProceeds || v.Failure != tc.want.badCertFailure {
@@ -216,7 +235,7 @@ func TestRequireTLS_REQ5_REQ7(t *testing.T) {
 	if !p.AllowMX("mx1.example.com").Proceed {
 		t.Error("REQ-5: a DNSSEC-secure MX name is authenticated")
 	}
-	if p.NoTLS("mx1.example.com", tlsrpt.ResultSTARTTLSNotSupported, "").Proceed {
+	if p.STARTTLSNotOffered("mx1.example.com").Proceed {
 		t.Error("REQ-6: REQUIRETLS never goes without TLS")
 	}
 	if p.Check("mx1.example.com", good, false).Proceed {
@@ -229,5 +248,33 @@ func TestRequireTLS_REQ5_REQ7(t *testing.T) {
 	p, _ = withSTS.For(context.Background(), Request{Domain: dom, RequireTLS: true})
 	if !p.AllowMX("mx1.example.com").Proceed {
 		t.Error("REQ-5: an MX listed by an enforced MTA-STS policy is authenticated")
+	}
+}
+
+// Every way a session gets no TLS has one label (result type, reason code, detail), whichever client path
+// (delivery or diagnostics) meets it; STS-72 and STS-73 name the result types.
+func TestNoTLSLabels_STS72(t *testing.T) {
+	dom := address.MustParseDomain("example.com")
+	enforce := mustPolicy(t, "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n")
+	d := &Decider{Settings: func() *Settings { return &Settings{EnableMTASTS: true} }, STS: fakeSTS{STSResult{Policy: enforce, ID: "1"}}}
+	p, err := d.For(context.Background(), Request{Domain: dom})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		got  Verdict
+		want Verdict
+	}{
+		{"not offered", p.STARTTLSNotOffered("mx1.example.com"),
+			Verdict{Failure: tlsrpt.ResultSTARTTLSNotSupported, Detail: "mx1.example.com does not offer STARTTLS"}},
+		{"refused", p.STARTTLSRefused(454, "4.7.0 TLS not available\nsecond line"),
+			Verdict{Failure: tlsrpt.ResultSTARTTLSNotSupported, Detail: "STARTTLS refused: 454 4.7.0 TLS not available"}},
+		{"handshake", p.HandshakeFailed(errors.New("remote error: tls: handshake failure")),
+			Verdict{Failure: tlsrpt.ResultValidationFailure, ReasonCode: "tls-handshake-failed", Detail: "TLS handshake failed: remote error: tls: handshake failure"}},
+	} {
+		if diff := cmp.Diff(tc.want, tc.got); diff != "" {
+			t.Errorf("%s under enforce (-want +got):\n%s", tc.name, diff)
+		}
 	}
 }

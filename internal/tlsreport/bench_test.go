@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -48,7 +49,7 @@ func BenchmarkBuildReports(b *testing.B) {
 	if err := rec.Flush(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	clock := newClock(testDay.Add(30 * time.Hour))
+	clock := clocktest.New(testDay.Add(30 * time.Hour))
 	rep := &Reporter{DB: db, Recorder: rec, Now: clock.Now, Org: "Sender Org", Contact: mustAddr(contact)}
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/dnsx/dnstest"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/store"
@@ -33,32 +34,6 @@ func openDB(t testing.TB, path string) *store.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
-}
-
-// clock is an injected clock that tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 // submission is one message handed to the fake queue.
@@ -108,7 +83,7 @@ type env struct {
 	t     *testing.T
 	db    *store.DB
 	dns   *dnstest.Server
-	clock *clock
+	clock *clocktest.Clock
 	queue *fakeQueue
 	rec   *Recorder
 	rep   *Reporter
@@ -126,7 +101,7 @@ func newEnv(t *testing.T) *env {
 		t:     t,
 		db:    openDB(t, ""),
 		dns:   dnstest.New(t),
-		clock: newClock(testDay.Add(9 * time.Hour)),
+		clock: clocktest.New(testDay.Add(9 * time.Hour)),
 		queue: &fakeQueue{},
 	}
 	rec, err := NewRecorder(t.Context(), e.db, RecorderOptions{Now: e.clock.Now, FlushInterval: -1})

@@ -26,6 +26,9 @@ type RecorderOptions struct {
 	FlushInterval time.Duration
 	// FlushSessions starts a flush early once this many sessions are buffered; 0 means 1000.
 	FlushSessions int
+	// OnFlush, when set, is called after each background flush with its error (nil when the buffered
+	// counts are in the store).
+	OnFlush func(err error)
 	// MaxKeys bounds the distinct aggregates held in memory between flushes; sessions that would add a new
 	// one beyond it are dropped (and counted in Dropped) so a stuck database cannot exhaust memory. 0 means
 	// 100000.
@@ -42,6 +45,7 @@ type Recorder struct {
 	log           *slog.Logger
 	flushSessions int
 	maxKeys       int
+	onFlush       func(error)
 
 	mu       sync.Mutex
 	buf      map[policyKey]*policyAgg
@@ -92,6 +96,7 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 		log:           o.Logger,
 		flushSessions: o.FlushSessions,
 		maxKeys:       o.MaxKeys,
+		onFlush:       o.OnFlush,
 		buf:           map[policyKey]*policyAgg{},
 		kick:          make(chan struct{}, 1),
 		stop:          make(chan struct{}),
@@ -132,8 +137,12 @@ func (r *Recorder) loop(interval time.Duration) {
 		case <-tick:
 		case <-r.kick:
 		}
-		if err := r.Flush(context.Background()); err != nil {
+		err := r.Flush(context.Background())
+		if err != nil {
 			r.log.Error("tlsreport: flushing session results", "err", err)
+		}
+		if r.onFlush != nil {
+			r.onFlush(err)
 		}
 	}
 }

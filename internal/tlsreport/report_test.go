@@ -229,27 +229,31 @@ func TestRecorderSurvivesRestart_RPT16(t *testing.T) {
 func TestRecorderBackgroundFlush(t *testing.T) {
 	t.Parallel()
 	db := openDB(t, "")
-	rec, err := NewRecorder(t.Context(), db, RecorderOptions{FlushSessions: 3, FlushInterval: time.Hour})
+	flushed := make(chan error, 1)
+	rec, err := NewRecorder(t.Context(), db, RecorderOptions{FlushSessions: 3, FlushInterval: time.Hour,
+		OnFlush: func(err error) {
+			select {
+			case flushed <- err:
+			default:
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rec.Close(t.Context())
 	recordN(rec, 3, success(stsPolicy, testDay))
-	// The third session kicks the flusher; wait for its write with a bounded deadline.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var n int64
-		err := db.QueryRowContext(t.Context(), `SELECT COALESCE(SUM(success), 0) FROM tlsreport_policies`).Scan(&n)
+	// The third session kicks the flusher (the hourly tick cannot come first); wait for it, bounded.
+	select {
+	case err := <-flushed:
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("background flush: %v", err)
 		}
-		if n == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("background flush did not happen: %d sessions stored", n)
-		}
-		time.Sleep(5 * time.Millisecond)
+	case <-time.After(10 * time.Second):
+		t.Fatal("background flush did not happen")
+	}
+	var n int64
+	if err := db.QueryRowContext(t.Context(), `SELECT COALESCE(SUM(success), 0) FROM tlsreport_policies`).Scan(&n); err != nil || n != 3 {
+		t.Fatalf("stored sessions = %d, %v; want 3", n, err)
 	}
 }
 

@@ -437,11 +437,11 @@ func TestSendHTTPSRetried_RPT33_RPT35(t *testing.T) {
 		t.Fatalf("after the first attempt: %+v", d)
 	}
 	// Not due yet: nothing happens.
-	e.clock.Add(4 * time.Minute)
+	e.clock.Advance(4 * time.Minute)
 	if n, err := e.rep.RetryDue(t.Context()); err != nil || n != 0 {
 		t.Errorf("RetryDue before due = %d, %v", n, err)
 	}
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	if n, err := e.rep.RetryDue(t.Context()); err != nil || n != 1 {
 		t.Errorf("RetryDue = %d, %v", n, err)
 	}
@@ -511,7 +511,7 @@ func TestSendRetriesGiveUpAfterADay_RPT36(t *testing.T) {
 	if last := times[len(times)-1]; !last.Equal(sendTime.Add(24 * time.Hour)) {
 		t.Errorf("last attempt %v, want at the deadline", last)
 	}
-	e.clock.Add(48 * time.Hour)
+	e.clock.Advance(48 * time.Hour)
 	if n, err := e.rep.RetryDue(t.Context()); err != nil || n != 0 {
 		t.Errorf("RetryDue after giving up = %d, %v", n, err)
 	}
@@ -538,7 +538,7 @@ func TestSendOneEndpointSuffices_RPT7(t *testing.T) {
 	e.queue.mu.Lock()
 	e.queue.fail = nil
 	e.queue.mu.Unlock()
-	e.clock.Add(5 * time.Minute)
+	e.clock.Advance(5 * time.Minute)
 	if n, err := e.rep.RetryDue(t.Context()); err != nil || n != 1 {
 		t.Errorf("RetryDue = %d, %v", n, err)
 	}

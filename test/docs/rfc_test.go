@@ -1,16 +1,22 @@
 // Package docs checks that the documentation in docs/ stays true to the code: today, that the RFC support
-// table docs/rfc.md lists every MTA-STS item and names tests that exist.
+// table docs/rfc.md lists every MTA-STS item and names tests that exist, as the go command sees them (`go
+// test -list` for tests, a run for subtests), not as a grep of the sources would.
 package docs
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mxgate/mxgate/internal/testenv"
 )
 
 // stsItems is the number of RFC 8461 items in REQUIREMENTS.md section 1 (STS-1 … STS-95).
@@ -20,11 +26,8 @@ const stsItems = 95
 var statuses = []string{"implemented", "partial", "not implemented", "N/A"}
 
 var (
-	itemRe  = regexp.MustCompile(`^(STS|RPT|DANE|REQ|SMTP)-([0-9]+)$`)
-	testRe  = regexp.MustCompile("`([a-z0-9]+)\\.((?:Test|Fuzz)[A-Za-z0-9_]*)(/[^`]*)?`")
-	funcRe  = regexp.MustCompile(`(?m)^func ((?:Test|Fuzz)[A-Za-z0-9_]*)\(`)
-	pkgRe   = regexp.MustCompile(`(?m)^package ([a-z0-9_]+)`)
-	skipDir = map[string]bool{".git": true, "testdata": true, "node_modules": true, "vendor": true}
+	itemRe = regexp.MustCompile(`^(STS|RPT|DANE|REQ|SMTP)-([0-9]+)$`)
+	testRe = regexp.MustCompile("`([a-z0-9]+)\\.((?:Test|Fuzz)[A-Za-z0-9_]*)(/[^`]*)?`")
 )
 
 // row is one item of the table.
@@ -96,57 +99,138 @@ func parseTable(t *testing.T, path string) []row {
 	return rows
 }
 
-// testFuncs returns the Test and Fuzz functions of the module's *_test.go files, by package name and by
-// directory name (the two differ only for main packages and the like).
-func testFuncs(t *testing.T, root string) map[string]map[string]bool {
+// goCmd runs the go command in the module root and returns its standard output.
+func goCmd(t *testing.T, root string, args ...string) []byte {
 	t.Helper()
-	funcs := map[string]map[string]bool{}
-	add := func(pkg, name string) {
-		if funcs[pkg] == nil {
-			funcs[pkg] = map[string]bool{}
-		}
-		funcs[pkg][name] = true
-	}
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if path != root && (skipDir[d.Name()] || strings.HasPrefix(d.Name(), ".")) {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(d.Name(), "_test.go") {
-			return nil
-		}
-		src, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		pkg := filepath.Base(filepath.Dir(path))
-		if m := pkgRe.FindSubmatch(src); m != nil {
-			pkg2 := strings.TrimSuffix(string(m[1]), "_test")
-			for _, f := range funcRe.FindAllSubmatch(src, -1) {
-				add(pkg2, string(f[1]))
-			}
-		}
-		for _, f := range funcRe.FindAllSubmatch(src, -1) {
-			add(pkg, string(f[1]))
-		}
-		return nil
-	})
+	gobin, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatal(err)
+		testenv.MissingDependency(t, "the go command, to list the tests docs/rfc.md names: %v", err)
 	}
-	return funcs
+	cmd := exec.Command(gobin, args...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go %s: %v\n%s%s", strings.Join(args, " "), err, stderr.Bytes(), out)
+	}
+	return out
+}
+
+// testEvent is the part of a `go test -json` event read here.
+type testEvent struct {
+	Action, Package, Test, Output string
+}
+
+func readEvents(t *testing.T, out []byte) []testEvent {
+	t.Helper()
+	var evs []testEvent
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var ev testEvent
+		if err := dec.Decode(&ev); err != nil {
+			t.Fatalf("go test -json output: %v", err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// packagePaths maps the module's package names to their import paths (names are unique in the module).
+func packagePaths(t *testing.T, root string) map[string]string {
+	t.Helper()
+	paths := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(goCmd(t, root, "list", "-f", "{{.Name}} {{.ImportPath}}", "./..."))), "\n") {
+		name, path, _ := strings.Cut(line, " ")
+		if prev, dup := paths[name]; dup {
+			t.Fatalf("package name %s is both %s and %s: rfc.md references would be ambiguous", name, prev, path)
+		}
+		paths[name] = path
+	}
+	return paths
+}
+
+// listTests asks `go test -list` for the top-level tests and fuzz targets of the import paths, by path.
+func listTests(t *testing.T, root string, paths []string) map[string]map[string]bool {
+	t.Helper()
+	args := append([]string{"test", "-json", "-list", "^(Test|Fuzz)"}, paths...)
+	listed := map[string]map[string]bool{}
+	for _, ev := range readEvents(t, goCmd(t, root, args...)) {
+		name := strings.TrimSpace(ev.Output)
+		if ev.Action != "output" || ev.Test != "" || !strings.HasPrefix(name, "Test") && !strings.HasPrefix(name, "Fuzz") {
+			continue
+		}
+		if listed[ev.Package] == nil {
+			listed[ev.Package] = map[string]bool{}
+		}
+		listed[ev.Package][name] = true
+	}
+	return listed
+}
+
+// runSubtests runs exactly the named subtests (and their parents' setup) and returns, by import path and
+// full test name, the last action go test reported for each test that ran: pass, fail or skip. Subtests
+// exist only when run: `go test -list` does not see them.
+func runSubtests(t *testing.T, root string, refs map[string][]testRef) map[string]map[string]string {
+	t.Helper()
+	var parents, subs, paths []string
+	for path, rs := range refs {
+		paths = append(paths, path)
+		for _, r := range rs {
+			parents = append(parents, regexp.QuoteMeta(r.name))
+			for i, part := range strings.Split(strings.TrimPrefix(r.sub, "/"), "/") {
+				if i == 0 {
+					subs = append(subs, regexp.QuoteMeta(part))
+				}
+			}
+		}
+	}
+	slices.Sort(paths)
+	slices.Sort(parents)
+	slices.Sort(subs)
+	run := "^(" + strings.Join(slices.Compact(parents), "|") + ")$/^(" + strings.Join(slices.Compact(subs), "|") + ")$"
+	args := append([]string{"test", "-json", "-timeout", "10m", "-run", run}, paths...)
+	results := map[string]map[string]string{}
+	for _, ev := range readEvents(t, goCmd(t, root, args...)) {
+		switch ev.Action {
+		case "run", "pass", "fail", "skip":
+		default:
+			continue
+		}
+		if ev.Test == "" {
+			continue
+		}
+		if results[ev.Package] == nil {
+			results[ev.Package] = map[string]string{}
+		}
+		results[ev.Package][ev.Test] = ev.Action
+	}
+	return results
 }
 
 func TestRFCTable(t *testing.T) {
 	t.Parallel()
 	root := moduleRoot(t)
 	rows := parseTable(t, filepath.Join(root, "docs", "rfc.md"))
-	funcs := testFuncs(t, root)
+	pkgs := packagePaths(t, root)
+	var paths []string
+	subRefs := map[string][]testRef{}
+	for _, r := range rows {
+		for _, ref := range r.tests {
+			path, ok := pkgs[ref.pkg]
+			if !ok {
+				t.Errorf("rfc.md:%d: %s lists %s, but the module has no package %s", r.line, r.item, ref, ref.pkg)
+				continue
+			}
+			paths = append(paths, path)
+			if ref.sub != "" {
+				subRefs[path] = append(subRefs[path], ref)
+			}
+		}
+	}
+	slices.Sort(paths)
+	listed := listTests(t, root, slices.Compact(paths))
+	ran := runSubtests(t, root, subRefs)
 
 	seen := map[string]int{}
 	for _, r := range rows {
@@ -169,9 +253,17 @@ func TestRFCTable(t *testing.T) {
 			t.Errorf("rfc.md:%d: %s is implemented but lists no test", r.line, r.item)
 		}
 		for _, ref := range r.tests {
-			if !funcs[ref.pkg][ref.name] {
-				t.Errorf("rfc.md:%d: %s lists %s, but no *_test.go file of package %s has func %s",
-					r.line, r.item, ref, ref.pkg, ref.name)
+			path, ok := pkgs[ref.pkg]
+			switch {
+			case !ok:
+				// Reported above.
+			case !listed[path][ref.name]:
+				t.Errorf("rfc.md:%d: %s lists %s, but go test -list %s does not list %s", r.line, r.item, ref, path, ref.name)
+			case ref.sub == "":
+			case ran[path][ref.name+ref.sub] == "":
+				t.Errorf("rfc.md:%d: %s lists %s, but %s has no such subtest (go test -run)", r.line, r.item, ref, ref.name)
+			case ran[path][ref.name+ref.sub] == "skip":
+				t.Errorf("rfc.md:%d: %s lists %s, which skips", r.line, r.item, ref)
 			}
 		}
 	}

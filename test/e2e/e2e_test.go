@@ -265,28 +265,30 @@ func retry(tok string, killed *atomic.Bool, g *gateway, onAck func(string)) bool
 	return false
 }
 
+// waitAll waits (bounded by ctx) until every acknowledged token has reached mx, on the receiver's events.
 func waitAll(ctx context.Context, t *testing.T, mx *simnet.Receiver, sub *submitter) {
 	t.Helper()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		got := tokens(mx)
-		missing := 0
+	got := map[string]int{}
+	seen, missing := 0, 0
+	err := mx.WaitAccepted(ctx, "every acknowledged message", func(msgs []simnet.Received) bool {
+		for _, m := range msgs[seen:] {
+			if mm := tokenRE.FindSubmatch(m.Data); mm != nil {
+				got[string(mm[1])]++
+			}
+		}
+		seen = len(msgs)
 		sub.mu.Lock()
+		defer sub.mu.Unlock()
+		missing = 0
 		for tok := range sub.acked {
 			if got[tok] == 0 {
 				missing++
 			}
 		}
-		sub.mu.Unlock()
-		if missing == 0 {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%d acknowledged messages still missing at the receiver", missing)
-		case <-tick.C:
-		}
+		return missing == 0
+	})
+	if err != nil {
+		t.Fatalf("%d acknowledged messages still missing at the receiver: %v", missing, err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
+	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/console"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtastscache"
@@ -64,26 +65,6 @@ func trace(now func() time.Time) func(context.Context, queue.TraceQuery) ([]queu
 	}
 }
 
-// Clock is a settable clock, safe for concurrent use.
-type Clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-// Now returns the clock's time.
-func (c *Clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Set sets the clock.
-func (c *Clock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 // Env is a console under test.
 type Env struct {
 	Console  *console.Console
@@ -93,7 +74,7 @@ type Env struct {
 	Settings *settings.Store
 	Reporter *tlsreport.Reporter
 	DB       *store.DB
-	Clock    *Clock
+	Clock    *clocktest.Clock
 	// PasswordFile holds the hash of Password.
 	PasswordFile string
 
@@ -118,7 +99,7 @@ func New(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	clock := &Clock{t: admintest.Now()}
+	clock := clocktest.New(admintest.Now())
 	ctx := context.Background()
 	st, err := settings.Open(ctx, db, map[string]string{"Sender.EnableMTASTS": "true"}, clock.Now)
 	if err != nil {
@@ -236,7 +217,7 @@ func addExpired(q *admintest.Queue, sts *admintest.STSCache) {
 }
 
 // feed observes a day of delivery events ending at admintest.Now(), then leaves the clock there.
-func feed(c *console.Console, clock *Clock) {
+func feed(c *console.Console, clock *clocktest.Clock) {
 	now := admintest.Now()
 	ev := func(domain string, r queue.Result, plan string, src tlspolicy.Source) delivery.Event {
 		r.Policy = plan
