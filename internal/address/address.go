@@ -169,6 +169,11 @@ func checkLocal(l string) error {
 	if len(l) > 64 {
 		return errors.New("local part longer than 64 octets")
 	}
+	// RFC 6531 Section 3.3: a non-ASCII local part is UTF-8; other octets are no address at all, and no
+	// bounce could be addressed to them.
+	if !utf8.ValidString(l) {
+		return errors.New("local part is not valid UTF-8")
+	}
 	if strings.HasPrefix(l, `"`) {
 		if len(l) < 2 || !strings.HasSuffix(l, `"`) {
 			return errors.New("unterminated quoted local part")

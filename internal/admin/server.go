@@ -45,6 +45,8 @@ type QueueAPI interface {
 	Release(ctx context.Context, id string) error
 	Delete(ctx context.Context, id string) error
 	Bounce(ctx context.Context, id string) error
+	PreviewBulk(ctx context.Context, a queue.Action, s queue.Selection) (queue.BulkResult, error)
+	Bulk(ctx context.Context, a queue.Action, s queue.Selection) (queue.BulkResult, error)
 }
 
 // STSCacheAPI is what the API needs of the MTA-STS policy cache; *mtastscache.Cache implements it.
@@ -141,6 +143,7 @@ func (s *Server) routes() {
 	}
 	m.HandleFunc("GET /api/v1/queue", s.queueList)
 	m.HandleFunc("GET /api/v1/queue/summary", s.queueSummary)
+	m.HandleFunc("POST /api/v1/queue/bulk", s.queueBulk)
 	m.HandleFunc("GET /api/v1/queue/{id}", s.queueShow)
 	for _, a := range queue.Actions() {
 		if a == queue.ActionDelete {
@@ -450,6 +453,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 
 // statusOf maps an error from a collaborator to an HTTP status.
 func statusOf(err error) int {
+	if st, ok := bulkStatus(err); ok {
+		return st
+	}
 	switch {
 	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached),
 		errors.Is(err, settings.ErrNoGeneration), errors.Is(err, tlsreport.ErrNotFound):

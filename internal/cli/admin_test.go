@@ -198,7 +198,7 @@ func TestAdminVerbErrors(t *testing.T) {
 		{[]string{"queue", "list", "--state", "deferred"}, `mxgate: invalid state parameter "deferred"`},
 		{[]string{"sts", "cache", "show", "unknown.example"}, "mxgate: mtastscache: no cached policy for domain: unknown.example\n"},
 		{[]string{"sts", "cache", "flush", "bad..domain"}, "mxgate: invalid domain"},
-		{[]string{"queue", "retry"}, "mxgate: accepts 1 arg(s), received 0\n"},
+		{[]string{"queue", "retry"}, "mxgate: give a message ID, --all, or a filter (--domain, --result-type, --held, --older-than)\n"},
 		{[]string{"--token", "wrong-token-wrong-token", "status"}, "mxgate: missing or invalid admin token\n"},
 	}
 	for _, tt := range tests {

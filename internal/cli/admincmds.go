@@ -171,14 +171,28 @@ func queueCmd(g *globals) *cobra.Command {
 			http.MethodPost, "bounce", "bounced message %s: its remaining recipients failed (5.0.0) and DSNs were queued as requested"},
 	}
 	for _, a := range actions {
-		cmd.AddCommand(&cobra.Command{
-			Use:   a.use + " ID",
-			Short: a.short,
-			Args:  cobra.ExactArgs(1),
+		var b bulkFlags
+		sub := &cobra.Command{
+			Use:   a.use + " ID | --all | [--domain D] [--result-type T] [--held] [--older-than AGE]",
+			Short: a.short + ", or of every message selected",
+			Args:  cobra.MaximumNArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				return act(cmd, g, a.method, admin.MessagePath(args[0], a.action), fmt.Sprintf(a.done, args[0]))
+				switch {
+				case len(args) == 1 && b.selects():
+					return fmt.Errorf("give a message ID or a selection (--all or filters), not both")
+				case len(args) == 1:
+					if b.dryRun || b.yes {
+						return fmt.Errorf("--dry-run and --yes apply to bulk actions; %s of one message ID is done at once", a.use)
+					}
+					return act(cmd, g, a.method, admin.MessagePath(args[0], a.action), fmt.Sprintf(a.done, args[0]))
+				case !b.selects():
+					return fmt.Errorf("give a message ID, --all, or a filter (--domain, --result-type, --held, --older-than)")
+				}
+				return runBulk(cmd, g, a.use, &b)
 			},
-		})
+		}
+		b.add(sub, a.use)
+		cmd.AddCommand(sub)
 	}
 	return cmd
 }

@@ -48,7 +48,7 @@ func TestConfigFileChoice(t *testing.T) {
 				}
 				return ""
 			}, defaultConfig: tt.def}
-			code := run(append(tt.args, "check-config"), &out, &errb, env)
+			code := mainIO(append(tt.args, "check-config"), strings.NewReader(""), &out, &errb, env)
 			if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) || !strings.Contains(errb.String(), tt.wantErr) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q",
 					code, out.String(), errb.String(), tt.wantCode, tt.wantOut, tt.wantErr)
@@ -60,7 +60,7 @@ func TestConfigFileChoice(t *testing.T) {
 func TestVersion(t *testing.T) {
 	for _, args := range [][]string{{"version"}, {"--version"}} {
 		var out, errb bytes.Buffer
-		if code := run(args, &out, &errb, environment{getenv: func(string) string { return "" }}); code != 0 ||
+		if code := mainIO(args, strings.NewReader(""), &out, &errb, environment{getenv: func(string) string { return "" }}); code != 0 ||
 			!strings.HasPrefix(out.String(), "mxgate ") || !strings.Contains(out.String(), " go1.") {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q", args, code, out.String(), errb.String())
 		}

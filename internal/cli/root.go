@@ -18,13 +18,14 @@ import (
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	return run(args, stdout, stderr, osEnvironment())
+	return mainIO(args, os.Stdin, stdout, stderr, osEnvironment())
 }
 
-func run(args []string, stdout, stderr io.Writer, env environment) int {
+// mainIO is Main with standard input, which confirmations read, and the environment given.
+func mainIO(args []string, stdin io.Reader, stdout, stderr io.Writer, env environment) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := newRoot(stdout, stderr, env)
+	root := newRoot(stdin, stdout, stderr, env)
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -50,13 +51,14 @@ type globals struct {
 	adminURL   string
 	token      string
 	json       bool
+	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
 	env        environment
 }
 
-func newRoot(stdout, stderr io.Writer, env environment) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr, env: env}
+func newRoot(stdin io.Reader, stdout, stderr io.Writer, env environment) *cobra.Command {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr, env: env}
 	root := &cobra.Command{
 		Use:           "mxgate",
 		Short:         "Outbound mail gateway with MTA-STS, REQUIRETLS and TLS reporting",
@@ -73,6 +75,7 @@ func newRoot(stdout, stderr io.Writer, env environment) *cobra.Command {
 	addAdminCommands(root, g)
 	root.AddCommand(traceCmd(g))
 	addDiagCommands(root, g)
+	addDANECommands(root, g)
 	addCompletions(root, g)
 	return root
 }

@@ -41,7 +41,7 @@ func TestServeNotifiesSystemd(t *testing.T) {
 	}}
 	var out, errb bytes.Buffer
 	exited := make(chan int, 1)
-	go func() { exited <- run([]string{"serve"}, &out, &errb, env) }()
+	go func() { exited <- mainIO([]string{"serve"}, strings.NewReader(""), &out, &errb, env) }()
 
 	read := func() string {
 		t.Helper()

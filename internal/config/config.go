@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
@@ -76,6 +77,24 @@ func (s SMTP) StartTLS() bool { return s.TLSCertFile != "" && s.TLSKeyFile != ""
 type DNS struct {
 	Servers []string `toml:"servers"` // "ip" or "ip:port"; empty means /etc/resolv.conf
 	Timeout Duration `toml:"timeout"`
+	// Validating lists the resolvers ("ip" or "prefix") trusted to validate DNSSEC: only their AD bit makes an
+	// answer secure (RFC 7672 Section 2.1.1). Empty means loopback resolvers only.
+	Validating []string `toml:"validating"`
+}
+
+// ValidatingPrefixes returns Validating as prefixes; nil (loopback only) when empty. Invalid entries
+// (impossible after Parse) are skipped.
+func (d DNS) ValidatingPrefixes() []netip.Prefix {
+	if len(d.Validating) == 0 {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, s := range d.Validating {
+		if p, err := dnsx.ParseValidating([]string{s}); err == nil {
+			out = append(out, p...)
+		}
+	}
+	return out
 }
 
 // ServerAddrs returns Servers with port 53 where none was given. Invalid entries (impossible after Parse) are
@@ -186,9 +205,23 @@ type Route struct {
 	TLS          tlspolicy.Level `toml:"tls"`
 	AuthUser     string          `toml:"auth_user"`
 	AuthPassword string          `toml:"auth_password"`
+	// AuthMinTLS is the weakest channel AUTH is sent over: required-verify (default: TLS with a verified
+	// certificate), required (any TLS) or none (also in clear text). See ValidAuthMinTLS.
+	AuthMinTLS tlspolicy.Level `toml:"auth_min_tls"`
 }
 
-func (r *Route) setDefaults() { *r = Route{Port: 25, TLS: tlspolicy.LevelOpportunistic} }
+func (r *Route) setDefaults() {
+	*r = Route{Port: 25, TLS: tlspolicy.LevelOpportunistic, AuthMinTLS: tlspolicy.LevelRequiredVerify}
+}
+
+// ValidAuthMinTLS reports whether l is a value of [[route]] auth_min_tls.
+func ValidAuthMinTLS(l tlspolicy.Level) bool {
+	switch l {
+	case tlspolicy.LevelRequiredVerify, tlspolicy.LevelRequired, tlspolicy.LevelNone:
+		return true
+	}
+	return false
+}
 
 // Addrs returns Hosts as "host:port" dial addresses, with Port where a host has none.
 func (r Route) Addrs() []string {

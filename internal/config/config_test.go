@@ -189,9 +189,9 @@ func TestGoodFull(t *testing.T) {
 		Routes: []Route{
 			{
 				Domains: []string{"corp.example", "xn--mnchen-3ya.example"}, Hosts: []string{"relay.corp.example", "relay2.corp.example:587"},
-				Port: 25, TLS: "required-verify", AuthUser: "gateway", AuthPassword: "pw",
+				Port: 25, TLS: "required-verify", AuthUser: "gateway", AuthPassword: "pw", AuthMinTLS: "required-verify",
 			},
-			{Domains: []string{"*"}, Hosts: []string{"192.0.2.25", "2001:db8::25", "[2001:db8::26]:2525"}, Port: 2525, TLS: "opportunistic"},
+			{Domains: []string{"*"}, Hosts: []string{"192.0.2.25", "2001:db8::25", "[2001:db8::26]:2525"}, Port: 2525, TLS: "opportunistic", AuthMinTLS: "required-verify"},
 		},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -306,7 +306,8 @@ listen = "0.0.0.0:8025"
 domains = ["*"]
 hosts = ["relay.example"]
 auth_user = "u"
-auth_password = "p"`, []string{
+auth_password = "p"
+auth_min_tls = "none"`, []string{
 			`delivery.hostname: "localhost" is not a fully qualified domain name; receivers may reject our EHLO`,
 			"smtp.max_recipients: 10 is below the 100 recipients RFC 5321 requires a server to accept",
 			"smtp.max_line_length: 512 rejects lines RFC 5321 allows (up to 1000 octets)",
@@ -315,7 +316,7 @@ auth_password = "p"`, []string{
 			"mtasts.https_port: policies are fetched from port 8443, not 443; use this only in a lab",
 			"mtasts.allow_networks: policy and report HTTPS may reach 127.0.0.0/8; use this only in a lab or test",
 			"admin.listen: the API and console are reachable on 0.0.0.0:8025, not only on loopback",
-			`route[0]: auth_password may be sent in clear text with tls = "opportunistic"; use required-verify`,
+			`route[0]: auth_password may be sent in clear text (auth_min_tls = "none"); use required-verify`,
 		}},
 	}
 	for _, tt := range tests {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
@@ -154,6 +155,11 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 			}
 		}
 		v.positiveDuration("dns.timeout", c.DNS.Timeout)
+		for i, s := range c.DNS.Validating {
+			if _, err := dnsx.ParseValidating([]string{s}); err != nil {
+				v.errorf(fmt.Sprintf("dns.validating[%d]", i), "invalid resolver %q: want an IP address or prefix", s)
+			}
+		}
 	}
 	if !failed["delivery"] {
 		d := &c.Delivery
@@ -341,6 +347,14 @@ func (v checker) routes(routes []Route) {
 		case r.AuthUser == "" && r.AuthPassword != "":
 			v.errorf(path+".auth_user", "required when auth_password is set")
 		}
+		switch {
+		case !v.ok(path + ".auth_min_tls"):
+		case !ValidAuthMinTLS(r.AuthMinTLS):
+			v.errorf(path+".auth_min_tls", "unknown value %q (want required-verify, required or none)", r.AuthMinTLS)
+		case r.AuthUser != "" && r.TLS == tlspolicy.LevelNone && r.AuthMinTLS != tlspolicy.LevelNone:
+			// Every delivery would be deferred: AUTH waits for a TLS session that tls = "none" never starts.
+			v.errorf(path+".auth_min_tls", "%q needs TLS, but the route's tls is \"none\"; raise tls or set auth_min_tls = \"none\"", r.AuthMinTLS)
+		}
 	}
 }
 
@@ -441,8 +455,12 @@ func (c *Config) Warnings() []string {
 		add("admin.listen: the API and console are reachable on %s, not only on loopback", c.Admin.Listen)
 	}
 	for i, r := range c.Routes {
-		if r.AuthUser != "" && (r.TLS == "none" || r.TLS == "opportunistic" || r.TLS == "dane") {
-			add("route[%d]: auth_password may be sent in clear text with tls = %q; use required-verify", i, r.TLS)
+		switch {
+		case r.AuthUser == "":
+		case r.AuthMinTLS == tlspolicy.LevelNone:
+			add("route[%d]: auth_password may be sent in clear text (auth_min_tls = \"none\"); use required-verify", i)
+		case r.AuthMinTLS == tlspolicy.LevelRequired:
+			add("route[%d]: auth_password may be sent to a relay whose certificate is not verified (auth_min_tls = \"required\"); use required-verify", i)
 		}
 	}
 	return w

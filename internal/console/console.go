@@ -182,6 +182,8 @@ func (c *Console) routes() {
 	m.Handle("GET /queue", c.page(c.queueList))
 	m.Handle("GET /queue/confirm", c.page(c.queueConfirm))
 	m.Handle("POST /queue/action", c.post(c.queueAction))
+	m.Handle("GET /queue/bulk", c.page(c.queueBulkConfirm))
+	m.Handle("POST /queue/bulk", c.post(c.queueBulk))
 	m.Handle("GET /queue/{id}", c.page(c.queueDetail))
 	m.Handle("GET /trace", c.page(c.tracePage))
 	m.Handle("GET /domains", c.page(c.domainsList))

@@ -12,7 +12,7 @@ import (
 // pageNames are the templates under templates/, each rendered inside layout.html.
 func pageNames() []string {
 	return []string{
-		"login", "error", "dashboard", "queue", "message", "confirm", "domains", "domain",
+		"login", "error", "dashboard", "queue", "message", "confirm", "bulk", "domains", "domain",
 		"reports", "preview", "settings", "review", "history", "account", "trace",
 	}
 }
@@ -116,7 +116,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, cod
 
 func navOf(page string) string {
 	switch page {
-	case "queue", "message", "confirm":
+	case "queue", "message", "confirm", "bulk":
 		return "queue"
 	case "domains", "domain":
 		return "domains"

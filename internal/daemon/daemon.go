@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,6 +139,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 			return d.settingsStore.Current().Generation, d.runningGeneration()
 		},
 		TLSRPTDropped: func() int64 { return d.Recorder.Dropped() },
+		DSNFallbacks:  func() int64 { return d.Queue.DSNFallbacks() },
 		Reports: func(ctx context.Context) (map[[2]string]int, error) {
 			r := d.Reporter()
 			if r == nil {
@@ -245,6 +247,7 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		DataTimeout:         cfg.Delivery.DataTimeout.Duration(),
 		MaxAddressesPerHost: cfg.Delivery.MaxAddressesPerHost,
 		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
+		Listeners:           d.ownListeners,
 		Now:                 now,
 		Events: func(ev delivery.Event) {
 			d.Metrics.Delivery(ev)
@@ -428,6 +431,19 @@ func (d *Daemon) SMTPAddr() string {
 	return d.smtpLn.Addr().String()
 }
 
+// ownListeners is the address of the SMTP listener, for MX loop detection: deliveries start in Run, after
+// Listen has bound it.
+func (d *Daemon) ownListeners() []netip.AddrPort {
+	if d.smtpLn == nil {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(d.smtpLn.Addr().String())
+	if err != nil {
+		return nil
+	}
+	return []netip.AddrPort{ap}
+}
+
 // AdminAddr is the address the admin API listens on (after Listen).
 func (d *Daemon) AdminAddr() string {
 	if d.adminLn == nil {
@@ -586,7 +602,13 @@ func routesFromConfig(cfg *config.Config) ([]delivery.Route, error) {
 			errs = append(errs, fmt.Errorf("route[%d].tls: %w", i, err))
 			continue
 		}
-		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl, AuthUser: r.AuthUser, AuthPassword: r.AuthPassword})
+		// A configuration built in code may leave auth_min_tls empty: the default, required-verify.
+		if r.AuthMinTLS != "" && !config.ValidAuthMinTLS(r.AuthMinTLS) {
+			errs = append(errs, fmt.Errorf("route[%d].auth_min_tls: unknown value %q", i, r.AuthMinTLS))
+			continue
+		}
+		out = append(out, delivery.Route{Domains: r.Domains, Hosts: r.Hosts, Port: r.Port, Level: lvl,
+			AuthUser: r.AuthUser, AuthPassword: r.AuthPassword, AuthMinTLS: r.AuthMinTLS})
 	}
 	return out, errors.Join(errs...)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
 )
@@ -74,6 +75,27 @@ func (g *gw) nextEvent(t *testing.T, domain string) delivery.Event {
 		case <-timeout:
 			t.Fatalf("no delivery event for %s", domain)
 		}
+	}
+}
+
+// waitRecorded returns msgID's detail once the queue has recorded an attempt for rcpt, failing after 30 s.
+func (g *gw) waitRecorded(t *testing.T, msgID, rcpt string) queue.MessageDetail {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		detail, err := g.d.Queue.Get(context.Background(), msgID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range detail.Timeline {
+			if a.Rcpt == rcpt {
+				return detail
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recorded attempt for %s in %s after 30 s: %+v", rcpt, msgID, detail.Timeline)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

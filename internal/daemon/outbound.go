@@ -32,7 +32,7 @@ func NewOutbound(cfg *config.Config, roots *x509.CertPool, resolver dnsx.Resolve
 		}
 	}
 	if resolver == nil {
-		c := &dnsx.Client{Timeout: cfg.DNS.Timeout.Duration()}
+		c := &dnsx.Client{Timeout: cfg.DNS.Timeout.Duration(), Validating: cfg.DNS.ValidatingPrefixes()}
 		for _, ap := range cfg.DNS.ServerAddrs() {
 			c.Servers = append(c.Servers, ap.String())
 		}

@@ -9,7 +9,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Status is `mxgate status`.
@@ -24,12 +26,17 @@ type Status struct {
 		Running   int `json:"running"`
 	} `json:"settings_generation"`
 	EnableMTASTS bool `json:"Sender.EnableMTASTS"`
+	EnableDANE   bool `json:"Sender.EnableDANE"`
 	EnableTLSRPT bool `json:"Controller.EnableTLSRPT"`
 	// TLSOverrides lists the per-domain rules that replace the domain's published policies ("domain: rule"):
 	// deliberate downgrades an administrator should not forget.
 	TLSOverrides []string       `json:"tls_overrides,omitempty"`
 	Queue        queue.Summary  `json:"queue"`
 	STSCache     map[string]int `json:"mtasts_cache_entries"`
+	// DNSSEC counts the resolver's answers by what they said about DNSSEC (since start).
+	DNSSEC *dnsx.DNSSECStats `json:"dnssec,omitempty"`
+	// Warnings are conditions an administrator should fix.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Status reports the node's state.
@@ -59,7 +66,31 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	for m, n := range d.STS.Stats().Entries {
 		s.STSCache[string(m)] = n
 	}
+	ps := d.settings.Load()
+	s.EnableDANE = ps.EnableDANE
+	daneOn := ps.EnableDANE
+	for _, r := range ps.Rules {
+		daneOn = daneOn || r.Level == tlspolicy.LevelDANE || r.Level == tlspolicy.LevelDANEOnly
+	}
+	if st, ok := dnsx.StatsOf(d.Deliv.Resolver); ok {
+		s.DNSSEC = &st
+		if daneOn {
+			s.Warnings = append(s.Warnings, daneWarnings(st)...)
+		}
+	}
 	return s, nil
+}
+
+// daneWarnings says when DANE is on but cannot work: RFC 7672 Section 2.1.1 needs a validating resolver
+// whose AD bit is trusted. Without it every TLSA record counts as insecure and DANE never applies.
+func daneWarnings(st dnsx.DNSSECStats) []string {
+	switch {
+	case st.Trusted == 0 && st.UntrustedAD > 0:
+		return []string{fmt.Sprintf("DANE is on, but the resolver that set the AD bit (%d answers) is not listed in dns.validating: its AD bit is ignored, so DANE never applies", st.UntrustedAD)}
+	case st.Trusted > 0 && st.Authenticated == 0:
+		return []string{fmt.Sprintf("DANE is on, but the resolver has set the AD bit on none of %d answers: it does not validate DNSSEC, so DANE never applies (run a validating resolver such as unbound on loopback)", st.Trusted)}
+	}
+	return nil
 }
 
 // ready checks that the store answers and the spool is writable.

@@ -139,10 +139,8 @@ func TestFailuresVisibleAndOverrideLogged(t *testing.T) {
 	if got := metricValue(t, g.d, "mxgate_tls_failures_total", map[string]string{"result_type": "certificate-not-trusted", "enforced": "false"}); got != 2 {
 		t.Errorf(`mxgate_tls_failures_total{result_type="certificate-not-trusted",enforced="false"} = %v, want 2`, got)
 	}
-	detail, err := g.d.Queue.Get(context.Background(), ev.Result.MsgID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The delivery event comes before the queue records the batch's results: wait for the record.
+	detail := g.waitRecorded(t, ev.Result.MsgID, "bob@testing.example")
 	var seen bool
 	for _, a := range detail.Timeline {
 		if a.Rcpt == "bob@testing.example" {

@@ -31,13 +31,18 @@ import (
 type Route struct {
 	// Domains are A-label domains; "*" matches every domain.
 	Domains []string
-	// Hosts are smart hosts, "host" or "host:port", tried in order.
+	// Hosts are smart hosts, "host", "host:port", an IP address or "[IPv6]:port", tried in order. An IP
+	// address is dialled as it is and its certificate must name that address.
 	Hosts []string
 	// Port is used for hosts without a port; 0 means the Deliverer's Port.
-	Port         int
-	Level        tlspolicy.Level
+	Port  int
+	Level tlspolicy.Level
+	// AuthUser and AuthPassword, when set, authenticate us to the hosts (AUTH PLAIN or LOGIN, RFC 4954).
 	AuthUser     string
 	AuthPassword string
+	// AuthMinTLS is the weakest channel AUTH is sent over: LevelRequiredVerify (also the zero value: TLS
+	// with a verified certificate), LevelRequired (any TLS) or LevelNone (clear text too).
+	AuthMinTLS tlspolicy.Level
 }
 
 // Recorder receives one result per delivery session for TLS reporting (RFC 8460 Section 4).
@@ -64,8 +69,14 @@ type Deliverer struct {
 	MaxAddressesPerHost int
 	// LocalNames are our own names, for MX loop prevention.
 	LocalNames []string
-	Recorder   Recorder
-	Now        func() time.Time
+	// Listeners returns the addresses our SMTP listeners are bound to, for MX loop prevention: an MX host
+	// whose address and the delivery port are one of them is this gateway (nil: none).
+	Listeners func() []netip.AddrPort
+	// InterfaceAddrs returns this host's addresses, for listeners on 0.0.0.0 or ::; nil means
+	// net.InterfaceAddrs.
+	InterfaceAddrs func() ([]netip.Addr, error)
+	Recorder       Recorder
+	Now            func() time.Time
 	// Events, when set, is called for every recipient outcome (metrics).
 	Events func(Event)
 	// IdleTimeout is how long a session stays open after a batch for the next batch to the same MX (0:
@@ -180,6 +191,13 @@ func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey,
 	hosts, plan, res, ok := d.route(ctx, domain, k)
 	if !ok {
 		a.plan = plan
+		if res.ResultType == string(tlsrpt.ResultDNSSECInvalid) && !k.report && !k.tlsOptional && d.Recorder != nil {
+			// No policy could be found for a domain whose MX answer is bogus: the failure is reported all the same.
+			d.Recorder.Record(tlsrpt.Session{
+				Policy: tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, String: []string{}, Domain: domain}, At: d.now(),
+				Failure: &tlsrpt.FailureDetails{ResultType: tlsrpt.ResultDNSSECInvalid, FailureReasonCode: "mx-bogus", AdditionalInfo: res.Text, FailedSessionCount: 1},
+			})
+		}
 		a.finishAll(res)
 		return a.results
 	}
@@ -211,6 +229,15 @@ type target struct {
 	port int
 	// literal is set for address-literal recipients.
 	literal netip.Addr
+	// pref is the MX preference.
+	pref uint16
+	// auth is the route whose credentials the host wants (nil: no AUTH).
+	auth *Route
+	// resolved is set when addrs and addrErr hold the host's address lookup, made early for loop detection.
+	resolved bool
+	addrs    []netip.Addr
+	addrRes  dnsx.Result
+	addrErr  error
 }
 
 // route resolves the hosts and the plan. When ok is false, res is the outcome for every recipient.
@@ -235,6 +262,10 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 	}
 	if r, ok := d.MatchRoute(domain); ok {
 		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
+		var auth *Route
+		if r.AuthUser != "" {
+			auth = &r
+		}
 		var ts []target
 		for _, h := range r.Hosts {
 			host, p := h, r.Port
@@ -247,7 +278,12 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 					host, p = hh, n
 				}
 			}
-			ts = append(ts, target{name: strings.ToLower(host), port: p})
+			t := target{name: strings.ToLower(host), port: p, auth: auth}
+			if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+				// An address literal is dialled as it is: looking it up in DNS would fail.
+				t.name, t.literal = ip.String(), ip
+			}
+			ts = append(ts, t)
 		}
 		return ts, plan, queue.Result{}, true
 	}
@@ -260,20 +296,26 @@ func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]tar
 		// RFC 7505 Section 4.1 (SMTP-6).
 		return nil, nil, permanent(556, "5.1.10", fmt.Sprintf("recipient domain %s accepts no mail (null MX)", domain)), false
 	case errors.Is(err, mx.ErrLoop):
-		return nil, nil, permanent(554, "5.4.6", fmt.Sprintf("mail for %s loops back to this gateway", domain)), false
+		return nil, nil, loopResult(domain), false
+	case errors.Is(err, dnsx.ErrBogus):
+		// RFC 7672 Section 2.1.2 (DANE-2): a bogus MX RRset delays delivery: no fallback to address records
+		// and no bounce. RFC 8460 Section 4.3.2.1: dnssec-invalid.
+		r := deferred(451, "4.4.3", fmt.Sprintf("MX records of %s failed DNSSEC validation: %v", domain, err))
+		r.ResultType = string(tlsrpt.ResultDNSSECInvalid)
+		return nil, nil, r, false
 	case err != nil:
 		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.
 		return nil, nil, deferred(451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)), false
 	}
 	// RFC 8460 Section 3 (RPT-32): reports are delivered despite TLS failures: the rua domain's MTA-STS
 	// policy never blocks them, as with TLS-Required: No.
-	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional || k.report, MXSecure: route.Secure})
+	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional || k.report, MXSecure: route.Secure, MXCNAMEs: route.CNAMEs})
 	if err != nil {
 		return nil, nil, deferred(451, "4.4.3", err.Error()), false
 	}
-	ts := make([]target, 0, len(route.Hosts))
-	for _, h := range route.Hosts {
-		ts = append(ts, target{name: h.Name, port: port})
+	ts, ok := d.dropSelf(ctx, route.Hosts, port)
+	if !ok {
+		return nil, plan, loopResult(domain), false
 	}
 	return ts, plan, queue.Result{}, true
 }
@@ -334,7 +376,7 @@ func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 	r.MsgID, r.Rcpt = j.MsgID, rcpt
 	if a.plan != nil {
 		if r.Policy == "" {
-			r.Policy = a.plan.Name()
+			r.Policy = a.plan.NameFor(r.RemoteMTA)
 		}
 		r.PolicySource, r.STSMode, r.STSID = string(a.plan.Source), string(a.plan.STSMode), a.plan.STSID
 	}
@@ -354,8 +396,8 @@ func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
 		ev.Session = a.sessionNo
 	}
 	if a.plan != nil {
-		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.Name(), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
-		ev.Enforced = a.plan.Enforcing()
+		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.NameFor(r.RemoteMTA), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
+		ev.Enforced = a.plan.EnforcingFor(r.RemoteMTA)
 	}
 	d.Events(ev)
 }

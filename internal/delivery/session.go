@@ -17,6 +17,8 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/dane"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mx"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
@@ -38,8 +40,12 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 		}
 	}
 	addrs := []netip.Addr{t.literal}
+	var addrRes dnsx.Result
 	if !t.literal.IsValid() {
-		ips, _, err := mx.Addresses(ctx, d.Resolver, t.name)
+		ips, res, err := t.addrs, t.addrRes, t.addrErr
+		if !t.resolved {
+			ips, res, err = mx.AddressesResult(ctx, d.Resolver, t.name)
+		}
 		if err != nil {
 			a.last = deferred(451, "4.4.4", fmt.Sprintf("no address for %s: %v", t.name, err))
 			if mx.Permanent(err) {
@@ -48,7 +54,25 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 			a.last.RemoteMTA = t.name
 			return
 		}
-		addrs = ips
+		addrs, addrRes = ips, res
+	}
+	if !a.daneHost(ctx, t, addrRes) {
+		return
+	}
+	if self := d.selfCheck(t.port); self != nil {
+		// A smart host or literal that is one of our own listeners would hand the mail back to us.
+		kept := addrs[:0:0]
+		for _, ip := range addrs {
+			if !self.is(ip) {
+				kept = append(kept, ip)
+			}
+		}
+		if len(kept) == 0 {
+			a.last = loopResult(a.domain)
+			a.last.RemoteMTA = t.name
+			return
+		}
+		addrs = kept
 	}
 	max := d.MaxAddressesPerHost
 	if max <= 0 {
@@ -63,6 +87,36 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 			a.session(ctx, t, ip, plainText)
 		}
 	}
+}
+
+// daneHost looks up t's TLSA records when the plan asks for DANE (RFC 7672 Section 2.2.2: after the address
+// records) and hands them to the plan. It returns false when t must not be used: a bogus or failed TLSA
+// lookup (RFC 7672 Section 2.1.2, DANE-4) or mandatory DANE without secure TLSA records (DANE-16); the
+// next host is then tried.
+func (a *attempt) daneHost(ctx context.Context, t target, addr dnsx.Result) bool {
+	if a.plan.DANE() == tlspolicy.DANEOff {
+		return true
+	}
+	var set dane.TLSASet
+	// RFC 7672 Section 2.2 (DANE-14): DANE does not apply to address literals, nor to an MX that (wrongly)
+	// names an IP address.
+	_, err := netip.ParseAddr(t.name)
+	if a.plan.LookupTLSA() && !t.literal.IsValid() && err != nil {
+		set = dane.Lookup(ctx, a.d.Resolver, dane.LookupRequest{Host: t.name, Port: t.port, Addr: addr})
+	}
+	v := a.plan.SetDANE(t.name, set)
+	if v.Proceed {
+		return true
+	}
+	a.recordFailure(t.name, "", v)
+	if v.Failure == "" {
+		// A TLSA lookup that failed for another reason than DNSSEC: temporary, like any DNS failure.
+		a.last = deferred(451, "4.4.3", fmt.Sprintf("TLSA lookup for %s failed: %s", t.name, v.Detail))
+		a.last.RemoteMTA = t.name
+		return false
+	}
+	a.last = policyDeferral(t.name, v)
+	return false
 }
 
 // sessionEnd says where what is still pending after a session goes.
@@ -95,7 +149,11 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 		a.sessionSeen = ""
 		a.sessionNo = d.sessionSeq.Add(1)
 	}
-	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain)}
+	key := poolKey{host: t.name, addr: addr, plan: a.planKey(plain) + "|" + a.plan.DANEKey(t.name)}
+	if t.auth != nil {
+		// A session authenticated as one user is reused for that user only.
+		key.plan += "|auth=" + t.auth.AuthUser
+	}
 	if s := d.pool().get(key); s != nil {
 		// A session kept from an earlier batch under the same plan: RSET proves it is still alive.
 		if err := s.c.Reset(); err == nil {
@@ -142,7 +200,15 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 		a.recordFailure(t.name, ip.String(), *failure)
 		reusable = false
 	} else if a.record && !plain {
-		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicy(), Success: true, At: d.now()})
+		d.Recorder.Record(tlsrpt.Session{Policy: a.plan.ReportPolicyFor(t.name), Success: true, At: d.now()})
+	}
+	if t.auth != nil {
+		ch := channel{tls: tlsDesc != "none", verified: failure != nil && failure.Verified}
+		if res, ok := authenticate(c, t, ch); !ok {
+			a.last = res
+			c.Quit()
+			return nextAddress
+		}
 	}
 	a.run(&pooled{c: c, tlsDesc: tlsDesc, noReuse: !reusable, no: a.sessionNo}, key, t)
 	return nextAddress
@@ -228,7 +294,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 			conn.Close()
 			return nil, "", nil, err
 		}
-		v := plan.STARTTLSRefused(code, msg)
+		v := plan.STARTTLSRefused(t.name, code, msg)
 		if !v.Proceed {
 			c.Quit()
 			return nil, "", &v, errors.New(v.Detail)
@@ -241,7 +307,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 	cancel()
 	if err != nil {
 		conn.Close()
-		v := plan.HandshakeFailed(err)
+		v := plan.HandshakeFailed(t.name, err)
 		if !v.Proceed {
 			return nil, "", &v, errors.New(v.Detail)
 		}
@@ -261,6 +327,9 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 	desc := "unverified " + tls.VersionName(cs.Version)
 	if v.Verified {
 		desc = "verified " + tls.VersionName(cs.Version)
+	}
+	if v.DANE {
+		desc += " (DANE)"
 	}
 	if !v.Proceed {
 		tc.Quit()
@@ -440,7 +509,7 @@ func (a *attempt) recordFailure(host, ip string, v tlspolicy.Verdict) {
 		return
 	}
 	a.d.Recorder.Record(tlsrpt.Session{
-		Policy: a.plan.ReportPolicy(),
+		Policy: a.plan.ReportPolicyFor(host),
 		At:     a.d.now(),
 		Failure: &tlsrpt.FailureDetails{
 			ResultType:          v.Failure,

@@ -59,6 +59,26 @@ func scenarios() []scenario {
 		return err
 	}
 	cert := func(ca *testpki.CA, l testpki.Leaf) *tls.Certificate { c := ca.MustIssue(l); return &c }
+	// daneMX adds a signed domain whose MX host presents a certificate PKIX does not trust (from EvilRoot),
+	// and publishes at _25._tcp.<mx> the TLSA record of usage, selector and matching type for what
+	// match says: the leaf (DANE-EE), the issuing CA (DANE-TA), or another key (a mismatch).
+	daneMX := func(n *simnet.Net, domain string, usage uint8, match bool) error {
+		host := "mx." + domain
+		n.DNS.SetDNSSEC(domain, simnet.Secure)
+		r, err := n.AddMX(simnet.MXOptions{Domain: domain, Host: host, Pref: 10, Cert: cert(n.EvilCA, testpki.Leaf{DNSNames: []string{host}})})
+		if err != nil {
+			return err
+		}
+		c := r.Leaf()
+		switch {
+		case usage == 2:
+			c = n.EvilCA.Cert
+		case !match:
+			c = n.TrustedCA.Cert
+		}
+		n.DNS.AddDANE(host, n.SMTPPort, usage, 1, 1, c)
+		return nil
+	}
 	return []scenario{
 		{"plain.example", "no policy, MX without STARTTLS", func(n *simnet.Net, _ *config.Config) error {
 			return mx(n, "plain.example", simnet.MXOptions{STARTTLS: simnet.NotOffered})
@@ -117,6 +137,28 @@ func scenarios() []scenario {
 			}
 			return sts(n, "override.example", "enforce", "mx.override.example")
 		}},
+		{"dane-ee.example", "DANE-EE 3 1 1 matches an untrusted certificate", func(n *simnet.Net, _ *config.Config) error {
+			return daneMX(n, "dane-ee.example", 3, true)
+		}},
+		{"dane-ta.example", "DANE-TA 2 1 1 names the MX's private CA", func(n *simnet.Net, _ *config.Config) error {
+			return daneMX(n, "dane-ta.example", 2, true)
+		}},
+		{"tlsa-mismatch.example", "DANE, TLSA record matches no certificate", func(n *simnet.Net, _ *config.Config) error {
+			return daneMX(n, "tlsa-mismatch.example", 3, false)
+		}},
+		{"bogus.example", "DANE, DNSSEC-bogus TLSA answer", func(n *simnet.Net, _ *config.Config) error {
+			if err := daneMX(n, "bogus.example", 3, true); err != nil {
+				return err
+			}
+			n.DNS.SetDNSSEC("_"+fmt.Sprint(n.SMTPPort)+"._tcp.mx.bogus.example", simnet.Bogus)
+			return nil
+		}},
+		{"dane-sts.example", "DANE over a failing MTA-STS enforce policy", func(n *simnet.Net, _ *config.Config) error {
+			if err := daneMX(n, "dane-sts.example", 3, true); err != nil {
+				return err
+			}
+			return sts(n, "dane-sts.example", "enforce", "mx.dane-sts.example")
+		}},
 	}
 }
 
@@ -149,6 +191,8 @@ func Run(ctx context.Context, o Options) error {
 	cfg.Delivery.Hostname = "gw.demo.example"
 	cfg.Delivery.ConnectTimeout = config.Duration(3 * time.Second)
 	cfg.Delivery.CommandTimeout = config.Duration(10 * time.Second)
+	// DANE applies wherever a domain is signed and publishes TLSA records; the other scenarios are unsigned.
+	cfg.Settings["Sender.EnableDANE"] = "true"
 
 	scs := scenarios()
 	var stsDomains []string
@@ -158,6 +202,10 @@ func Run(ctx context.Context, o Options) error {
 		}
 		if strings.Contains(sc.what, "MTA-STS") {
 			stsDomains = append(stsDomains, sc.domain)
+		}
+		if strings.Contains(sc.what, "DANE") {
+			// RFC 8460 Section 4.4: DANE results go to the TLSA base domain, the MX host.
+			stsDomains = append(stsDomains, "mx."+sc.domain)
 		}
 	}
 	sinks, err := publishTLSRPT(n, stsDomains)

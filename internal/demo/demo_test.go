@@ -31,6 +31,16 @@ func TestDemoShowsEveryCase(t *testing.T) {
 		`unlisted\.example .* mta-sts enforce .* deferred +validation-failure`,
 		`testing\.example .* mta-sts testing +mx\.testing\.example +unverified TLS 1\.3 +delivered +certificate-not-trusted`,
 		`override\.example .* opportunistic override +mx\.override\.example +unverified TLS 1\.3 +delivered +certificate-not-trusted`,
+		// DANE (RFC 7672): authenticated by TLSA where PKIX would not trust, refused on a mismatch or a bogus
+		// answer, and taking precedence over a failing MTA-STS policy; reports go to the TLSA base domain.
+		`dane-ee\.example .* dane +mx\.dane-ee\.example +verified TLS 1\.3 \(DANE\) +delivered`,
+		`dane-ta\.example .* dane +mx\.dane-ta\.example +verified TLS 1\.3 \(DANE\) +delivered`,
+		`tlsa-mismatch\.example .* dane .* deferred +tlsa-invalid`,
+		`bogus\.example .* dane .* deferred +dnssec-invalid`,
+		`dane-sts\.example .* dane +mx\.dane-sts\.example +verified TLS 1\.3 \(DANE\) +delivered`,
+		`mx\.dane-ee\.example +mail +pass d=gw\.demo\.example +tlsa +1 +0 +-`,
+		`mx\.tlsa-mismatch\.example +mail .* tlsa +0 +1 +tlsa-invalid x1`,
+		`mx\.bogus\.example +mail .* tlsa +0 +1 +dnssec-invalid x1`,
 		// RPT: the testing-mode failure reaches the domain by signed mail, with the right type and counts.
 		`testing\.example +mail +pass d=gw\.demo\.example +sts +0 +1 +certificate-not-trusted x1 \(mx\.testing\.example\)`,
 		`enforce\.example +mail +pass d=gw\.demo\.example +sts +1 +0 +-`,

@@ -238,7 +238,7 @@ func probeHost(ctx context.Context, env Env, plan *tlspolicy.Plan, ht *HostTest)
 			ht.Error = "STARTTLS: " + err.Error()
 			return v, false
 		}
-		v = plan.STARTTLSRefused(code, msg)
+		v = plan.STARTTLSRefused(ht.Host, code, msg)
 		ht.STARTTLSError = v.Detail
 		s.quit()
 		return v, true
@@ -246,19 +246,22 @@ func probeHost(ctx context.Context, env Env, plan *tlspolicy.Plan, ht *HostTest)
 	if n := s.br.Buffered(); n > 0 {
 		// RFC 3207 Section 5: nothing may follow the 220 before the handshake; bytes here would be
 		// plain text injected into the TLS session (CVE-2011-0411 class).
-		v = plan.HandshakeFailed(fmt.Errorf("%d bytes of plain text followed the 220 reply to STARTTLS", n))
+		v = plan.HandshakeFailed(ht.Host, fmt.Errorf("%d bytes of plain text followed the 220 reply to STARTTLS", n))
 		ht.STARTTLSError = v.Detail
 		return v, true
 	}
 	// The TLS configuration delivery uses: SNI is the MX host name (RFC 8461 Section 7.1), TLS 1.2 or later.
-	tconn := tls.Client(conn, plan.TLSConfig(ht.Host))
+	// Where DANE applies, SNI is the TLSA base domain (RFC 7672 Section 8.1).
+	cfg := plan.TLSConfig(ht.Host)
+	tconn := tls.Client(conn, cfg)
 	if err := tconn.HandshakeContext(ctx); err != nil {
-		v = plan.HandshakeFailed(err)
+		v = plan.HandshakeFailed(ht.Host, err)
 		ht.STARTTLSError = v.Detail
 		return v, true
 	}
 	cs := tconn.ConnectionState()
 	ht.TLS = describeTLS(ht.Host, cs, env.Roots, env.now())
+	ht.TLS.ServerName = cfg.ServerName
 	v = plan.Check(ht.Host, cs, false)
 	// RFC 3207 Section 4.2: the pre-TLS EHLO is forgotten; ask again to show what is offered over TLS.
 	s = newDialogue(tconn)

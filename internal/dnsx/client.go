@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -41,6 +42,77 @@ type Client struct {
 	// ResolvConf is the resolver configuration file read when Servers is empty; "" means DefaultResolvConf.
 	// It is read at every lookup, so changes take effect without a restart.
 	ResolvConf string
+	// Validating lists the resolvers (addresses or prefixes) trusted to validate DNSSEC: only their AD bit
+	// makes an answer secure, and only their SERVFAIL can be bogus. Nil means loopback resolvers only
+	// (RFC 7672 Section 2.1.1: a validating resolver reached over a trusted channel). An empty, non-nil
+	// slice trusts none.
+	Validating []netip.Prefix
+
+	stats dnssecCounters
+}
+
+// DNSSECStats counts answers by what they said about DNSSEC, since the Client was made. They let `status`
+// warn when DANE is on but the resolver never validates.
+type DNSSECStats struct {
+	// Trusted counts answers from resolvers listed as validating; Authenticated those of them with the AD bit.
+	Trusted, Authenticated uint64
+	// UntrustedAD counts answers with the AD bit from resolvers not listed as validating (the bit was ignored).
+	UntrustedAD uint64
+	// Bogus counts SERVFAIL answers classified as DNSSEC validation failures.
+	Bogus uint64
+}
+
+type dnssecCounters struct {
+	trusted, authenticated, untrustedAD, bogus atomic.Uint64
+}
+
+// Stats returns the DNSSEC counters.
+func (c *Client) Stats() DNSSECStats {
+	return DNSSECStats{
+		Trusted:       c.stats.trusted.Load(),
+		Authenticated: c.stats.authenticated.Load(),
+		UntrustedAD:   c.stats.untrustedAD.Load(),
+		Bogus:         c.stats.bogus.Load(),
+	}
+}
+
+// Trusted reports whether server ("ip:port") is listed as a validating resolver whose AD bit is trusted.
+func (c *Client) Trusted(server string) bool {
+	ap, err := netip.ParseAddrPort(server)
+	if err != nil {
+		return false
+	}
+	ip := ap.Addr().Unmap()
+	if c.Validating == nil {
+		return ip.IsLoopback()
+	}
+	for _, p := range c.Validating {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseValidating parses resolver addresses or prefixes ("127.0.0.1", "10.0.0.0/8", "::1") as listed in
+// the configuration.
+func ParseValidating(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	var errs []error
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("validating resolver %q: not an IP address or prefix", s))
+			continue
+		}
+		ip = ip.Unmap()
+		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+	}
+	return out, errors.Join(errs...)
 }
 
 var _ Resolver = (*Client)(nil)
@@ -155,6 +227,9 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 	cur := fqdn
 	for {
 		resp, err := c.exchange(ctx, cur, qtype)
+		if errors.Is(err, ErrBogus) {
+			return nil, Result{CNAMEs: res.CNAMEs}, fmt.Errorf("%s %s: %w", tname, name, err)
+		}
 		if err != nil {
 			return nil, Result{CNAMEs: res.CNAMEs}, fmt.Errorf("%w: %s %s: %w", ErrTemporary, tname, name, err)
 		}
@@ -209,6 +284,8 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 }
 
 // exchange sends one query, trying the servers in turn, and returns the first NOERROR or NXDOMAIN answer.
+// The AD bit of an answer from a server not trusted to validate is cleared. When every server failed and a
+// trusted validating server called the answer bogus, the error wraps ErrBogus.
 func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	servers := c.servers()
 	attempts := c.Attempts
@@ -216,34 +293,87 @@ func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.
 		attempts = DefaultAttempts
 	}
 	var errs []error
+	bogus := false
 	for range attempts {
 		for _, srv := range servers {
 			if err := ctx.Err(); err != nil {
 				return nil, errors.Join(append(errs, err)...)
 			}
-			resp, err := c.exchangeOne(ctx, srv, name, qtype)
+			resp, err := c.exchangeOne(ctx, srv, name, qtype, false)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", srv, err))
 				continue
 			}
+			trusted := c.Trusted(srv)
 			switch resp.Rcode {
 			case dns.RcodeSuccess, dns.RcodeNameError:
+				if trusted {
+					c.stats.trusted.Add(1)
+					if resp.AuthenticatedData {
+						c.stats.authenticated.Add(1)
+					}
+				} else if resp.AuthenticatedData {
+					// RFC 7672 Section 2.1.1 (DANE-1): the AD bit of a resolver we do not trust proves nothing.
+					c.stats.untrustedAD.Add(1)
+					resp.AuthenticatedData = false
+				}
 				return resp, nil
+			case dns.RcodeServerFailure:
+				if trusted && c.bogus(ctx, srv, name, qtype, resp) {
+					c.stats.bogus.Add(1)
+					bogus = true
+					errs = append(errs, fmt.Errorf("%s: %w: DNSSEC validation failed", srv, RcodeError(resp.Rcode)))
+					continue
+				}
+				errs = append(errs, fmt.Errorf("%s: %w", srv, RcodeError(resp.Rcode)))
 			default:
-				// SERVFAIL (also a validating resolver's answer for bogus data), REFUSED and the rest: the
-				// next server may do better.
+				// REFUSED and the rest: the next server may do better.
 				errs = append(errs, fmt.Errorf("%s: %w", srv, RcodeError(resp.Rcode)))
 			}
 		}
 	}
+	if bogus {
+		return nil, fmt.Errorf("%w: %w", ErrBogus, errors.Join(errs...))
+	}
 	return nil, errors.Join(errs...)
 }
 
+// bogus tells whether a validating resolver's SERVFAIL is a DNSSEC failure (RFC 4033 Section 5: bogus or
+// indeterminate) rather than an unreachable or broken authority. An Extended DNS Error (RFC 8914) decides
+// when present; otherwise the question is asked again with checking disabled (RFC 4035 Section 3.2.2): an
+// answer then means only validation stood in the way.
+func (c *Client) bogus(ctx context.Context, server, name string, qtype uint16, resp *dns.Msg) bool {
+	if opt := resp.IsEdns0(); opt != nil {
+		for _, o := range opt.Option {
+			if ede, ok := o.(*dns.EDNS0_EDE); ok {
+				return dnssecEDE(ede.InfoCode)
+			}
+		}
+	}
+	cd, err := c.exchangeOne(ctx, server, name, qtype, true)
+	return err == nil && (cd.Rcode == dns.RcodeSuccess || cd.Rcode == dns.RcodeNameError)
+}
+
+// dnssecEDE reports whether an RFC 8914 info code names a DNSSEC failure (codes 1, 2 and 5 to 12).
+func dnssecEDE(code uint16) bool {
+	switch code {
+	case dns.ExtendedErrorCodeUnsupportedDNSKEYAlgorithm, dns.ExtendedErrorCodeUnsupportedDSDigestType,
+		dns.ExtendedErrorCodeDNSSECIndeterminate, dns.ExtendedErrorCodeDNSBogus,
+		dns.ExtendedErrorCodeSignatureExpired, dns.ExtendedErrorCodeSignatureNotYetValid,
+		dns.ExtendedErrorCodeDNSKEYMissing, dns.ExtendedErrorCodeRRSIGsMissing,
+		dns.ExtendedErrorCodeNoZoneKeyBitSet, dns.ExtendedErrorCodeNSECMissing:
+		return true
+	}
+	return false
+}
+
 // exchangeOne asks one server over UDP, and again over TCP if the UDP answer was truncated.
-func (c *Client) exchangeOne(ctx context.Context, server, name string, qtype uint16) (*dns.Msg, error) {
+// With checkingDisabled the CD bit asks a validating resolver for the data without validation.
+func (c *Client) exchangeOne(ctx context.Context, server, name string, qtype uint16, checkingDisabled bool) (*dns.Msg, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.RecursionDesired = true
+	m.CheckingDisabled = checkingDisabled
 	// RFC 4035 Section 3.2.1: DO asks a validating resolver for the AD bit (and signatures).
 	m.SetEdns0(ednsUDPSize, true)
 

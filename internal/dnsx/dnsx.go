@@ -2,12 +2,17 @@
 // distinctions mail security depends on (NXDOMAIN, NODATA, temporary failure, and the AD bit for DNSSEC).
 //
 // It does not validate DNSSEC itself: like Postfix and mox it trusts the AD bit from a validating resolver
-// that it reaches over a trusted path (loopback), and reports it as Result.Secure.
+// that it reaches over a trusted path, and reports it as Result.Secure. RFC 7672 Section 2.1.1 and RFC 6698
+// Section 4.1: the AD bit is trusted only from the resolvers the administrator lists as validating (loopback
+// ones by default); from any other resolver it is cleared, so its answers are insecure. A SERVFAIL from a
+// trusted validating resolver whose cause is DNSSEC (an Extended DNS Error, RFC 8914, of the DNSSEC family,
+// or an answer once checking is disabled) is bogus: ErrBogus.
 package dnsx
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 )
 
@@ -18,11 +23,15 @@ var (
 	ErrNotFound = errors.New("dnsx: no such domain (NXDOMAIN)")
 	// ErrTemporary: SERVFAIL, REFUSED, timeout or a network error. Never to be read as "no records".
 	ErrTemporary = errors.New("dnsx: temporary DNS failure")
+	// ErrBogus: a validating resolver refused the answer because its DNSSEC validation failed (bogus or
+	// indeterminate, RFC 4033 Section 5). It wraps ErrTemporary: like any failure it is never "no records".
+	ErrBogus = fmt.Errorf("%w: DNSSEC validation failed (bogus)", ErrTemporary)
 )
 
 // Result describes how an answer was obtained.
 type Result struct {
-	// Secure is true when the resolver set the AD bit (RFC 4035 Section 3.2.3) on the answer.
+	// Secure is true when a trusted validating resolver set the AD bit (RFC 4035 Section 3.2.3) on every
+	// answer used. False means insecure: unsigned, or from a resolver whose AD bit is not trusted.
 	Secure bool
 	// CNAMEs is the chain of CNAME targets followed to reach the answer, in order, without trailing dots.
 	CNAMEs []string

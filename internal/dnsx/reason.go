@@ -31,7 +31,8 @@ type Reason string
 
 const (
 	ReasonTimeout  Reason = "timeout"  // no answer within the timeout (or the caller's deadline)
-	ReasonServfail Reason = "servfail" // SERVFAIL, also a validating resolver's answer for bogus DNSSEC data
+	ReasonBogus    Reason = "bogus"    // a trusted validating resolver found the DNSSEC data bogus (ErrBogus)
+	ReasonServfail Reason = "servfail" // SERVFAIL for another cause
 	ReasonRefused  Reason = "refused"  // REFUSED: the resolver will not answer us
 	ReasonRcode    Reason = "rcode"    // another error response code (FORMERR, NOTIMP, ...)
 	ReasonNetwork  Reason = "network"  // no route, connection refused, and other transport errors
@@ -40,13 +41,15 @@ const (
 )
 
 // Reasons lists every Reason, so that a metric can start each at zero.
-var Reasons = []Reason{ReasonTimeout, ReasonServfail, ReasonRefused, ReasonRcode, ReasonNetwork, ReasonCNAME, ReasonOther}
+var Reasons = []Reason{ReasonTimeout, ReasonBogus, ReasonServfail, ReasonRefused, ReasonRcode, ReasonNetwork, ReasonCNAME, ReasonOther}
 
 // FailureReason classifies an error wrapping ErrTemporary. A lookup that tried several servers reports the
 // most telling reason any of them gave: an error response code before a timeout before a network error.
 func FailureReason(err error) Reason {
 	var rc RcodeError
 	switch {
+	case errors.Is(err, ErrBogus):
+		return ReasonBogus
 	case errors.As(err, &rc):
 		switch int(rc) {
 		case dns.RcodeServerFailure:
@@ -116,4 +119,15 @@ func (o Observed) LookupTLSA(ctx context.Context, name string) ([]TLSA, Result, 
 	rrs, res, err := o.Resolver.LookupTLSA(ctx, name)
 	o.note("TLSA", err)
 	return rrs, res, err
+}
+
+// StatsOf returns the DNSSEC counts of r, looking through Observed; ok is false when r keeps none.
+func StatsOf(r Resolver) (st DNSSECStats, ok bool) {
+	if o, isObs := r.(Observed); isObs {
+		return StatsOf(o.Resolver)
+	}
+	if s, has := r.(interface{ Stats() DNSSECStats }); has {
+		return s.Stats(), true
+	}
+	return DNSSECStats{}, false
 }

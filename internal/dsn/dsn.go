@@ -6,9 +6,12 @@
 // is the queue's job. Parse reads back what Build writes (for tests and tooling); it is not a general parser
 // for every DSN found in the wild.
 //
-// Header injection: every string that ends up in a header field or a delivery-status field is checked.
-// Identity fields (addresses, host names, ENVID, Message-ID, Status) containing CR, LF or any other control
-// character are refused with an error wrapping ErrField. Free text that comes from a remote server
+// Header injection: every string that ends up in a header field or a delivery-status field is checked or
+// encoded. Recipient addresses (final and original) are always represented: what an rfc822 address field
+// cannot hold (spaces, controls, non-ASCII) is written as RFC 6533 utf-8-addr-xtext, and a Remote-MTA name
+// in DNS presentation format, so that no bounce is lost over an address RFC 5321 allows. The other identity
+// fields (the To and From headers, Reporting-MTA, ENVID, Message-ID, Status) containing CR, LF or any other
+// control character are refused with an error wrapping ErrField. Free text that comes from a remote server
 // (DiagnosticCode) is sanitised instead, since losing a bounce because a remote server sent a bare LF would be
 // worse: control characters become spaces and non-ASCII bytes become '?'.
 //
@@ -215,12 +218,14 @@ func (p *Params) check() error {
 		return fmt.Errorf("%w: Ret %q", ErrField, p.Ret)
 	}
 	for i, r := range p.Recipients {
-		if err := checkAddr("FinalRecipient", r.FinalRecipient); err != nil {
-			return fmt.Errorf("recipient %d: %w", i, err)
+		// Any recipient can be written: addrField encodes what an rfc822 address field cannot hold.
+		if r.FinalRecipient == "" || len(r.FinalRecipient) > maxField {
+			return fmt.Errorf("%w: recipient %d: FinalRecipient empty or longer than %d octets", ErrField, i, maxField)
 		}
 		if r.OriginalRecipient != "" {
-			if err := checkField("OriginalRecipient", r.OriginalRecipient); err != nil {
-				return fmt.Errorf("recipient %d: %w", i, err)
+			// The address part is encoded by addrField like FinalRecipient; only its type must be a token.
+			if len(r.OriginalRecipient) > maxField {
+				return fmt.Errorf("%w: recipient %d: OriginalRecipient longer than %d octets", ErrField, i, maxField)
 			}
 			if typ, addr, ok := strings.Cut(r.OriginalRecipient, ";"); ok && (!isAtom(strings.TrimSpace(typ)) || strings.TrimSpace(addr) == "") {
 				return fmt.Errorf("%w: recipient %d: OriginalRecipient %q: want type;address", ErrField, i, r.OriginalRecipient)
@@ -234,10 +239,8 @@ func (p *Params) check() error {
 		if r.Status != "" && !ValidStatus(r.Status) {
 			return fmt.Errorf("%w: recipient %d: Status %q", ErrField, i, r.Status)
 		}
-		if r.RemoteMTA != "" {
-			if err := checkToken("RemoteMTA", r.RemoteMTA, true); err != nil {
-				return fmt.Errorf("recipient %d: %w", i, err)
-			}
+		if len(r.RemoteMTA) > maxField {
+			return fmt.Errorf("%w: recipient %d: RemoteMTA longer than %d octets", ErrField, i, maxField)
 		}
 	}
 	return nil
@@ -278,7 +281,9 @@ func checkToken(name, s string, required bool) error {
 	return nil
 }
 
-// checkAddr accepts a mailbox written inside <...>: no controls, no angle brackets, not empty.
+// checkAddr accepts a mailbox written inside <...>: no controls, not empty, and angle brackets only inside
+// a quoted local part (RFC 5321 Section 4.1.2 allows "a<b>c"@example.com, and RFC 5322 Section 3.4.1 lets
+// an angle-addr hold it).
 func checkAddr(name, s string) error {
 	if s == "" {
 		return fmt.Errorf("%w: %s is empty", ErrField, name)
@@ -286,7 +291,13 @@ func checkAddr(name, s string) error {
 	if err := checkField(name, s); err != nil {
 		return err
 	}
-	if strings.ContainsAny(s, "<>") || strings.TrimSpace(s) != s {
+	rest := s
+	if strings.HasPrefix(s, `"`) {
+		if end := strings.LastIndex(s, `"@`); end > 0 {
+			rest = s[end+1:]
+		}
+	}
+	if strings.ContainsAny(rest, "<>") || strings.TrimSpace(s) != s {
 		return fmt.Errorf("%w: %s %q", ErrField, name, s)
 	}
 	return nil
@@ -396,16 +407,42 @@ func fold(b *strings.Builder, name, value string) {
 	b.WriteString(line + "\r\n")
 }
 
-// addrField writes an address with its RFC 3464 address type. ASCII addresses use rfc822; others use the
-// RFC 6533 Section 3 "utf-8" type with utf-8-addr-xtext, which keeps the 7bit part 7bit.
+// addrField writes an address with its RFC 3464 address type. Addresses of printable ASCII use their type
+// (rfc822); any other (non-ASCII, or a quoted local part holding spaces or controls) uses the RFC 6533
+// Section 3 "utf-8" type with utf-8-addr-xtext, which keeps the 7bit part 7bit and represents every
+// address. Spec: octets that are not UTF-8 cannot be written as utf-8-addr-xtext; each becomes U+FFFD.
 func addrField(typ, addr string) string {
-	if isASCII(addr) && typ == "rfc822" {
-		return "rfc822; " + addr
-	}
-	if isASCII(addr) {
+	if isPrintable(addr) {
 		return typ + "; " + addr
 	}
-	return "utf-8; " + encodeUTF8Addr(addr)
+	return "utf-8; " + encodeUTF8Addr(strings.ToValidUTF8(addr, "\uFFFD"))
+}
+
+// isPrintable reports whether s is printable ASCII without spaces.
+func isPrintable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// hostField writes a host name for Remote-MTA. A name that is not printable ASCII (DNS allows any octet in
+// a label) is written in DNS presentation format (RFC 1035 Section 5.1), each such octet as \DDD.
+func hostField(h string) string {
+	if isPrintable(h) {
+		return h
+	}
+	var b strings.Builder
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; c <= ' ' || c >= 0x7f {
+			fmt.Fprintf(&b, "\\%03d", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 func isASCII(s string) bool {
@@ -458,7 +495,7 @@ func (p *Params) statusPart() (string, error) {
 		}
 		fold(&b, "Status", status)
 		if r.RemoteMTA != "" {
-			fold(&b, "Remote-MTA", "dns; "+r.RemoteMTA)
+			fold(&b, "Remote-MTA", "dns; "+hostField(r.RemoteMTA))
 		}
 		if d := SanitizeText(r.DiagnosticCode); d != "" {
 			fold(&b, "Diagnostic-Code", "smtp; "+d)
@@ -533,7 +570,7 @@ func (p *Params) humanText(orig *returned) string {
 				b.WriteString(wrap("    ", SanitizeText(r.Reason)))
 			}
 			if r.RemoteMTA != "" {
-				line("    (reported by " + r.RemoteMTA + ")")
+				line("    (reported by " + hostField(r.RemoteMTA) + ")")
 			}
 			if r.Action == ActionDelayed && !r.WillRetryUntil.IsZero() {
 				line("    Delivery will be retried until " + r.WillRetryUntil.Format(time.RFC1123Z) + ".")

@@ -225,9 +225,6 @@ func TestHeaderInjectionRefused(t *testing.T) {
 		{"EnvID", func(p *Params) { p.EnvID = "id\r\nFinal-Recipient: rfc822; evil@example.org" }},
 		{"EnvID space", func(p *Params) { p.EnvID = "a b" }},
 		{"MessageID", func(p *Params) { p.MessageID = "x>\r\nBcc: <y" }},
-		{"FinalRecipient", func(p *Params) { p.Recipients[0].FinalRecipient = "bob@example.com\rAction: delivered" }},
-		{"OriginalRecipient", func(p *Params) { p.Recipients[0].OriginalRecipient = "rfc822;bob\n\nAction: delivered" }},
-		{"RemoteMTA", func(p *Params) { p.Recipients[0].RemoteMTA = "mx1\r\n" }},
 		{"Status", func(p *Params) { p.Recipients[0].Status = "5.01.1" }},
 		{"Action", func(p *Params) { p.Recipients[0].Action = "bounced" }},
 		{"Ret", func(p *Params) { p.Ret = "ALL" }},
@@ -241,6 +238,56 @@ func TestHeaderInjectionRefused(t *testing.T) {
 			_, err := Build(p)
 			if !errors.Is(err, ErrField) {
 				t.Errorf("Build error = %v, want ErrField", err)
+			}
+		})
+	}
+}
+
+// Every recipient, original recipient and remote host is represented instead of refused: what an address
+// field cannot hold is written as RFC 6533 utf-8-addr-xtext, and a host name in DNS presentation format, so
+// that no field can inject another (the report still has one recipient, failed) and a bounce is never lost
+// over an unusual address.
+func TestUnusualFieldsEncodedNotRefused(t *testing.T) {
+	tests := []struct {
+		name                       string
+		edit                       func(*Params)
+		wantRcpt, wantOrig, wantMX string
+		wantLine                   string
+	}{
+		{"quoted local part with angle brackets", func(p *Params) {
+			p.To = `"a<b>c"@sender.test`
+			p.Recipients[0].FinalRecipient = `"x>y<z"@example.com`
+		}, `"x>y<z"@example.com`, "", "mx1.example.com", `Final-Recipient: rfc822; "x>y<z"@example.com`},
+		{"quoted local part with a space", func(p *Params) { p.Recipients[0].FinalRecipient = `"bob smith"@example.com` },
+			`"bob smith"@example.com`, "", "mx1.example.com", `Final-Recipient: utf-8; "bob\x{20}smith"@example.com`},
+		{"invalid UTF-8 under SMTPUTF8", func(p *Params) { p.Recipients[0].FinalRecipient = "j\xf6rg@example.com" },
+			"j\uFFFDrg@example.com", "", "mx1.example.com", `Final-Recipient: utf-8; j\x{FFFD}rg@example.com`},
+		{"CR in the recipient", func(p *Params) { p.Recipients[0].FinalRecipient = "bob@example.com\rAction: delivered" },
+			"bob@example.com\rAction: delivered", "", "mx1.example.com", `Final-Recipient: utf-8; bob@example.com\x{D}Action:\x{20}delivered`},
+		{"LF in the original recipient", func(p *Params) { p.Recipients[0].OriginalRecipient = "rfc822;bob\n\nAction: delivered" },
+			"Bob@example.com", "utf-8;bob\n\nAction: delivered", "mx1.example.com", `Original-Recipient: utf-8; bob\x{A}\x{A}Action:\x{20}delivered`},
+		{"MX name with escaped characters", func(p *Params) { p.Recipients[0].RemoteMTA = "mx1 .example.com\r\n" },
+			"Bob@example.com", "", `mx1\032.example.com\013\010`, `Remote-MTA: dns; mx1\032.example.com\013\010`},
+		{"mailto: rua with bad percent-encoding", func(p *Params) { p.Recipients[0].FinalRecipient = "tlsrpt%zz%@example.com" },
+			"tlsrpt%zz%@example.com", "", "mx1.example.com", "Final-Recipient: rfc822; tlsrpt%zz%@example.com"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := baseParams()
+			p.Recipients[0].RemoteMTA = "mx1.example.com"
+			tt.edit(&p)
+			msg := build(t, p)
+			if !strings.Contains(string(msg), "\r\n"+tt.wantLine+"\r\n") {
+				t.Errorf("no line %q in\n%s", tt.wantLine, msg)
+			}
+			rep := parse(t, msg)
+			if len(rep.Recipients) != 1 || rep.Recipients[0].Action != ActionFailed {
+				t.Fatalf("recipients = %+v, want one failed", rep.Recipients)
+			}
+			r := rep.Recipients[0]
+			if r.FinalRecipient != tt.wantRcpt || r.OriginalRecipient != tt.wantOrig || r.RemoteMTA != tt.wantMX {
+				t.Errorf("got %q, %q, %q; want %q, %q, %q", r.FinalRecipient, r.OriginalRecipient, r.RemoteMTA,
+					tt.wantRcpt, tt.wantOrig, tt.wantMX)
 			}
 		})
 	}

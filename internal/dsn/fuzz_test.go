@@ -60,8 +60,9 @@ func FuzzBuild(f *testing.F) {
 			t.Fatalf("%d recipients, want 1", len(rep.Recipients))
 		}
 		r := rep.Recipients[0]
-		if r.FinalRecipient != rcpt {
-			t.Errorf("FinalRecipient = %q, want %q", r.FinalRecipient, rcpt)
+		// Every recipient is represented; octets that are not UTF-8 come back as U+FFFD.
+		if want := strings.ToValidUTF8(rcpt, "\uFFFD"); r.FinalRecipient != want {
+			t.Errorf("FinalRecipient = %q, want %q", r.FinalRecipient, want)
 		}
 		if want := wantORcpt(orcpt); r.OriginalRecipient != want {
 			t.Errorf("OriginalRecipient = %q, want %q", r.OriginalRecipient, want)
@@ -72,8 +73,8 @@ func FuzzBuild(f *testing.F) {
 		if want := status; want != "" && r.Status != want {
 			t.Errorf("Status = %q, want %q", r.Status, want)
 		}
-		if r.RemoteMTA != remote {
-			t.Errorf("RemoteMTA = %q, want %q", r.RemoteMTA, remote)
+		if want := hostField(remote); r.RemoteMTA != want {
+			t.Errorf("RemoteMTA = %q, want %q", r.RemoteMTA, want)
 		}
 		if want := SanitizeText(diag); r.DiagnosticCode != want {
 			t.Errorf("DiagnosticCode = %q, want %q", r.DiagnosticCode, want)
@@ -98,8 +99,14 @@ func wantORcpt(orcpt string) string {
 		typ, addr = "rfc822", orcpt
 	}
 	typ, addr = strings.TrimSpace(typ), strings.TrimSpace(addr)
-	if !isASCII(addr) {
-		typ = "utf-8"
+	switch {
+	case !isPrintable(addr):
+		typ, addr = "utf-8", strings.ToValidUTF8(addr, "\uFFFD")
+	case strings.EqualFold(typ, "utf-8"):
+		// Already utf-8-addr-xtext: Parse decodes it.
+		if dec, err := decodeAddrField(typ + ";" + addr); err == nil {
+			addr = dec
+		}
 	}
 	return typ + ";" + addr
 }

@@ -49,6 +49,8 @@ type Sources struct {
 	Generations func() (committed, running int)
 	// TLSRPTDropped counts sessions the recorder had to drop.
 	TLSRPTDropped func() int64
+	// DSNFallbacks counts DSNs that could not be built as composed and were built again with fewer fields.
+	DSNFallbacks func() int64
 	// Reports returns the TLS report deliveries in the report log by transport (mailto, https) and status.
 	Reports func(ctx context.Context) (map[[2]string]int, error)
 	// Build describes the binary (mxgate_build_info); zero means version.Get().
@@ -126,7 +128,7 @@ func New(src Sources) *Metrics {
 		}),
 		dnsFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxgate_dns_failures_total",
-			Help: "Temporary DNS lookup failures by query (MX, TXT, IP, TLSA) and reason (timeout, servfail, refused, rcode, network, cname, other). NXDOMAIN and NODATA are answers, not failures.",
+			Help: "Temporary DNS lookup failures by query (MX, TXT, IP, TLSA) and reason (timeout, bogus, servfail, refused, rcode, network, cname, other). NXDOMAIN and NODATA are answers, not failures.",
 		}, []string{"query", "reason"}),
 		tlsrptSess: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "mxgate_tlsrpt_sessions_total", Help: "Delivery sessions recorded for TLS reporting, by policy type and result.",
@@ -262,11 +264,12 @@ var (
 	descGeneration  = prometheus.NewDesc("mxgate_settings_generation", "Settings generation committed and running on this node.", []string{"which"}, nil)
 	descReports     = prometheus.NewDesc("mxgate_tlsrpt_report_deliveries", "TLS report deliveries in the report log (kept 30 days) by transport and status.", []string{"transport", "status"}, nil)
 	descDropped     = prometheus.NewDesc("mxgate_tlsrpt_sessions_dropped_total", "Sessions the TLS report recorder could not keep.", nil, nil)
+	descDSNFallback = prometheus.NewDesc("mxgate_dsn_fallbacks_total", "DSNs that could not be built as composed (a field refused) and were sent with fewer fields, or not at all; the failures they report were recorded all the same.", nil, nil)
 )
 
 func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descInFlight, descQuarantined, descOldest,
-		descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports} {
+		descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descDSNFallback} {
 		ch <- d
 	}
 }
@@ -341,5 +344,8 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.src.TLSRPTDropped != nil {
 		counter(descDropped, float64(s.src.TLSRPTDropped()))
+	}
+	if s.src.DSNFallbacks != nil {
+		ch <- prometheus.MustNewConstMetric(descDSNFallback, prometheus.CounterValue, float64(s.src.DSNFallbacks()))
 	}
 }

@@ -112,6 +112,7 @@ func TestEveryFamilyFromFirstScrape(t *testing.T) {
 		STSCache:      func() (map[string]int, map[string]uint64) { return nil, nil },
 		Generations:   func() (int, int) { return 1, 1 },
 		TLSRPTDropped: func() int64 { return 0 },
+		DSNFallbacks:  func() int64 { return 0 },
 		Reports:       func(context.Context) (map[[2]string]int, error) { return nil, nil },
 	})
 	body := scrape(t, m)
@@ -122,7 +123,7 @@ func TestEveryFamilyFromFirstScrape(t *testing.T) {
 		"mxgate_settings_commits_total", "mxgate_queue_messages", "mxgate_queue_recipients",
 		"mxgate_queue_batches_in_flight", "mxgate_queue_quarantined_total", "mxgate_queue_oldest_age_seconds",
 		"mxgate_mtasts_cache_entries", "mxgate_mtasts_fetches_total", "mxgate_settings_generation",
-		"mxgate_tlsrpt_report_deliveries", "mxgate_tlsrpt_sessions_dropped_total",
+		"mxgate_tlsrpt_report_deliveries", "mxgate_tlsrpt_sessions_dropped_total", "mxgate_dsn_fallbacks_total",
 	}
 	for _, f := range families {
 		if !strings.Contains(body, "# TYPE "+f+" ") {

@@ -27,7 +27,9 @@ var (
 	ErrNoSuchDomain = errors.New("mx: no such domain")
 	// ErrNullMX: the domain publishes a null MX and accepts no mail (RFC 7505). Permanent; DSN status 5.1.10.
 	ErrNullMX = errors.New("mx: domain accepts no mail (null MX)")
-	// ErrLoop: we are the best MX of the domain ourselves, so delivering would loop. Permanent; DSN 5.4.6.
+	// ErrLoop: we are the best MX of the domain ourselves, so delivering would loop. Not permanent: as in
+	// Postfix, the caller defers it ("loops back to myself"), since a DNS or configuration change can end it,
+	// and it bounces with 5.4.6 at expiry.
 	ErrLoop = errors.New("mx: mail for this domain would loop back to us")
 	// ErrNoAddress: an MX host has no A or AAAA records, or does not exist. Permanent for that host; the
 	// destination fails (5.4.4) only when every host is unusable.
@@ -39,8 +41,7 @@ var (
 // Permanent reports whether err proves that retrying cannot help. Anything it does not recognise is
 // temporary, so an unknown failure defers rather than bounces.
 func Permanent(err error) bool {
-	return errors.Is(err, ErrNoSuchDomain) || errors.Is(err, ErrNullMX) || errors.Is(err, ErrLoop) ||
-		errors.Is(err, ErrNoAddress)
+	return errors.Is(err, ErrNoSuchDomain) || errors.Is(err, ErrNullMX) || errors.Is(err, ErrNoAddress)
 }
 
 // Options tune Resolve.
@@ -73,8 +74,8 @@ type Route struct {
 	CNAMEs []string
 }
 
-// Resolve returns the hosts to deliver mail for domain to, in order. Errors wrap ErrNoSuchDomain, ErrNullMX or
-// ErrLoop (permanent) or ErrTemporary (defer); use Permanent to tell them apart.
+// Resolve returns the hosts to deliver mail for domain to, in order. Errors wrap ErrNoSuchDomain or ErrNullMX
+// (permanent), ErrLoop or ErrTemporary (defer); use Permanent to tell them apart.
 func Resolve(ctx context.Context, r dnsx.Resolver, domain address.Domain, opts Options) (Route, error) {
 	if domain.IsZero() {
 		return Route{}, fmt.Errorf("%w: empty domain", ErrNoSuchDomain)
@@ -200,14 +201,21 @@ func sortAndShuffle(hosts []Host, rnd *rand.Rand) {
 // A host that does not exist or has no addresses is ErrNoAddress (unusable, not a reason to retry: SMTP-5);
 // a DNS failure is ErrTemporary. The order within each family is the resolver's (SMTP-8).
 func Addresses(ctx context.Context, r dnsx.Resolver, host string) ([]netip.Addr, bool, error) {
+	addrs, res, err := AddressesResult(ctx, r, host)
+	return addrs, res.Secure, err
+}
+
+// AddressesResult is Addresses with the whole lookup Result: whether it was secure and the CNAMEs it
+// followed, which RFC 7672 Section 2.2.2 needs to choose the TLSA base domain.
+func AddressesResult(ctx context.Context, r dnsx.Resolver, host string) ([]netip.Addr, dnsx.Result, error) {
 	addrs, res, err := r.LookupIP(ctx, host)
 	switch {
 	case errors.Is(err, dnsx.ErrNotFound):
-		return nil, res.Secure, fmt.Errorf("%w: %s: %w", ErrNoAddress, host, err)
+		return nil, res, fmt.Errorf("%w: %s: %w", ErrNoAddress, host, err)
 	case err != nil:
-		return nil, false, fmt.Errorf("%w: address of %s: %w", ErrTemporary, host, err)
+		return nil, dnsx.Result{}, fmt.Errorf("%w: address of %s: %w", ErrTemporary, host, err)
 	case len(addrs) == 0:
-		return nil, res.Secure, fmt.Errorf("%w: %s has no A or AAAA records", ErrNoAddress, host)
+		return nil, res, fmt.Errorf("%w: %s has no A or AAAA records", ErrNoAddress, host)
 	}
-	return addrs, res.Secure, nil
+	return addrs, res, nil
 }

@@ -108,7 +108,7 @@ func (q *Queue) changes(w *work, results []Result, missing string) []*change {
 			if !now.Before(m.expires) {
 				// RFC 8461 Section 5.1 / STS-84: expiry is decided after an attempt, never before one.
 				c.state = stateFailed
-				c.dsnStatus = "5.4.7"
+				c.dsnStatus = expiryStatus(res)
 				c.reason = fmt.Sprintf("Delivery time expired: no successful delivery in %d attempts since %s; "+
 					"the last error is shown.", row.attempts, m.received.Format(time.RFC1123Z))
 			} else {

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"time"
@@ -98,9 +98,9 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 		MessageID:    rec.id + "@" + q.opts.Hostname,
 		Recipients:   rcpts,
 	}
-	body, err := q.buildDSN(m.id, p)
-	if err != nil {
-		return nil, err
+	body := q.buildDSN(m.id, p)
+	if body == nil {
+		return nil, nil
 	}
 	rec.env.EightBit = !isASCII(body)
 	rec.env.SMTPUTF8 = !isASCII([]byte(to)) || rec.env.EightBit && m.flags&flagSMTPUTF8 != 0
@@ -125,10 +125,12 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 }
 
 // buildDSN builds the DSN with the original attached. If a field is unusable (dsn.ErrField), it is built
-// again without the optional ENVID and ORCPT fields, and then without the original: a bounce is never lost
-// for a cosmetic reason.
-func (q *Queue) buildDSN(id string, p dsn.Params) ([]byte, error) {
-	f, err := os.Open(q.bodyPath(id))
+// again without the optional ENVID and ORCPT fields, and then as a minimal DSN (no original, no remote
+// host, diagnostics sanitised): recording outcomes never depends on building a DSN, and a bounce is never
+// lost for a cosmetic reason. Every fallback is logged and counted (DSNFallbacks). It returns nil when not
+// even the minimal DSN can be built (a return path the DSN cannot be addressed to), which is logged too.
+func (q *Queue) buildDSN(id string, p dsn.Params) []byte {
+	f, err := q.openBody(id)
 	if err != nil {
 		q.log.Error("queue: DSN without the original message", "msg_id", id, "err", err)
 	} else {
@@ -136,23 +138,36 @@ func (q *Queue) buildDSN(id string, p dsn.Params) ([]byte, error) {
 		p.Original = f
 	}
 	body, err := dsn.Build(p)
-	if errors.Is(err, dsn.ErrField) {
-		q.log.Warn("queue: DSN field refused; retrying without ENVID and ORCPT", "msg_id", id, "err", err)
-		p.EnvID = ""
-		for i := range p.Recipients {
-			p.Recipients[i].OriginalRecipient = ""
-		}
-		if f != nil {
-			if _, serr := f.Seek(0, 0); serr != nil {
-				p.Original = nil
-			}
-		}
-		body, err = dsn.Build(p)
+	if err == nil {
+		return body
 	}
-	if err != nil {
-		return nil, fmt.Errorf("queue: DSN for %s: %w", id, err)
+	q.dsnFallbacks.Add(1)
+	q.log.Warn("queue: DSN field refused; retrying without ENVID and ORCPT", "msg_id", id, "err", err)
+	p.EnvID = ""
+	for i := range p.Recipients {
+		p.Recipients[i].OriginalRecipient = ""
 	}
-	return body, nil
+	if f != nil {
+		if _, serr := f.(io.Seeker).Seek(0, io.SeekStart); serr != nil {
+			p.Original = nil
+		}
+	}
+	if body, err = dsn.Build(p); err == nil {
+		return body
+	}
+	q.log.Warn("queue: DSN refused again; sending a minimal DSN", "msg_id", id, "err", err)
+	p.Original = nil
+	for i := range p.Recipients {
+		r := &p.Recipients[i]
+		r.RemoteMTA = ""
+		r.DiagnosticCode = dsn.SanitizeText(r.DiagnosticCode)
+		r.Reason = dsn.SanitizeText(r.Reason)
+	}
+	if body, err = dsn.Build(p); err == nil {
+		return body
+	}
+	q.log.Error("queue: DSN cannot be built; the failure is recorded without one", "msg_id", id, "to", p.To, "err", err)
+	return nil
 }
 
 func isASCII(b []byte) bool {

@@ -135,7 +135,7 @@ type env struct {
 
 // newEnv opens a queue in a fresh directory with a fake clock and deliverer. fsync of bodies is a no-op
 // (SQLite still syncs) to keep tests fast; the durability tests install their own hooks.
-func newEnv(t *testing.T, edit func(*Options)) *env {
+func newEnv(t testing.TB, edit func(*Options)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
@@ -164,7 +164,7 @@ func newEnv(t *testing.T, edit func(*Options)) *env {
 	return e
 }
 
-func (e *env) open(t *testing.T) {
+func (e *env) open(t testing.TB) {
 	t.Helper()
 	q, err := Open(context.Background(), e.opts)
 	if err != nil {

@@ -218,6 +218,7 @@ type Queue struct {
 	closeOnce     sync.Once
 	commits       atomic.Int64
 	quarantined   atomic.Int64
+	dsnFallbacks  atomic.Int64
 
 	st        stmts
 	stmtsOnce sync.Once
@@ -237,6 +238,7 @@ type Queue struct {
 	busy int // batches in flight
 
 	spare spares
+	refs  bodyRefs
 
 	// archivePruned is when the archive was last pruned (UnixNano; 0: not yet).
 	archivePruned atomic.Int64
@@ -339,6 +341,10 @@ func (q *Queue) Kick() {
 // Commits returns the number of index transactions committed for Submits (group commit makes this far
 // smaller than the number of Submits under load).
 func (q *Queue) Commits() int64 { return q.commits.Load() }
+
+// DSNFallbacks returns the number of DSNs since Open that could not be built as composed and were built
+// again with fewer fields (or not at all); their failures were recorded all the same.
+func (q *Queue) DSNFallbacks() int64 { return q.dsnFallbacks.Load() }
 
 // Quarantined returns the number of messages quarantined since Open.
 func (q *Queue) Quarantined() int64 { return q.quarantined.Load() }

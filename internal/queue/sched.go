@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -315,14 +314,7 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 }
 
 func (q *Queue) opener(id string) func() (io.ReadCloser, error) {
-	path := q.bodyPath(id)
-	return func() (io.ReadCloser, error) {
-		f, err := os.Open(path)
-		if err != nil {
-			return nil, fmt.Errorf("queue: open body of %s: %w", id, err)
-		}
-		return f, nil
-	}
+	return func() (io.ReadCloser, error) { return q.openBody(id) }
 }
 
 func (q *Queue) worker(ctx context.Context, w *work) {
@@ -418,14 +410,6 @@ func (q *Queue) finishIfDone(ctx context.Context, tx *sql.Tx, id string) (bool, 
 		return false, fmt.Errorf("queue: finish %s: %w", id, err)
 	}
 	return true, nil
-}
-
-func (q *Queue) removeBodies(ids []string) {
-	for _, id := range ids {
-		if err := q.spare.keep(q.bodyPath(id)); err != nil && !os.IsNotExist(err) {
-			q.log.Warn("queue: cannot remove body of finished message", "msg_id", id, "err", err)
-		}
-	}
 }
 
 // normStatus returns enh when it is a valid RFC 3463 status of the given class, the same detail with the

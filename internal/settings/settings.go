@@ -74,7 +74,7 @@ func DomainKey(d address.Domain) string { return DomainPrefix + d.String() + dom
 func Defs() []Def {
 	return []Def{
 		{"Controller.EnableTLSRPT", Bool, "true", "Record TLS sessions and send daily TLS reports (RFC 8460) to domains that publish _smtp._tls."},
-		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes (not implemented yet: refused when true)."},
+		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes: hosts with DNSSEC-secure TLSA records must be authenticated by them (needs a validating resolver, see dns.validating)."},
 		{"Sender.EnableMTASTS", Bool, "true", "Validate MTA-STS (RFC 8461) on delivery to MX routes."},
 		{"Sender.TLSRequiredNoRelaxesRules", Bool, "false", "Let a message's TLS-Required: No header (RFC 8689) relax per-domain TLS rules too, not only the recipient's published policies."},
 		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them (default postmaster@<hostname>)."},
@@ -112,9 +112,6 @@ func Canonical(key, value string) (string, string, error) {
 		b, err := strconv.ParseBool(value)
 		if err != nil {
 			return "", "", fmt.Errorf("%s: %w: %q is not a boolean (true or false)", key, ErrInvalidValue, value)
-		}
-		if key == KeyEnableDANE && b {
-			return "", "", fmt.Errorf("%s: %w: DANE validation is not implemented in this version", key, ErrInvalidValue)
 		}
 		return key, strconv.FormatBool(b), nil
 	case Int:

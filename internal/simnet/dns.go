@@ -2,6 +2,7 @@ package simnet
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/dnsx"
 )
 
@@ -68,7 +70,7 @@ type DNS struct {
 	mu      sync.Mutex
 	rrs     map[string][]dns.RR // owner name (canonical FQDN) to records
 	fail    map[failKey]Failure
-	secure  map[string]bool
+	secure  map[string]DNSSEC
 	queries []Query
 	sig     signal
 }
@@ -77,7 +79,7 @@ func newDNS() *DNS {
 	return &DNS{
 		rrs:    make(map[string][]dns.RR),
 		fail:   make(map[failKey]Failure),
-		secure: make(map[string]bool),
+		secure: make(map[string]DNSSEC),
 	}
 }
 
@@ -168,6 +170,17 @@ func (d *DNS) AddTLSA(name string, t dnsx.TLSA) {
 	})
 }
 
+// AddDANE publishes at _port._tcp.host the TLSA record of the given usage, selector and matching type for
+// cert (RFC 6698 Section 2.1, RFC 7672 Section 2.2.3). port 0 means 25.
+func (d *DNS) AddDANE(host string, port int, usage, selector, matchingType uint8, cert *x509.Certificate) dnsx.TLSA {
+	if port == 0 {
+		port = 25
+	}
+	t := dane.Make(usage, selector, matchingType, cert)
+	d.AddTLSA(dane.QueryName(host, port), t)
+	return t
+}
+
 // Remove deletes the records of type rrtype at name; dns.TypeANY deletes all of them.
 func (d *DNS) Remove(name string, rrtype uint16) {
 	name = canon(name)
@@ -199,14 +212,49 @@ func (d *DNS) SetFailure(name string, rrtype uint16, f Failure) {
 	d.fail[k] = f
 }
 
+// DNSSEC is the validation status the server reports for a name, as a validating resolver would after
+// checking signatures (RFC 4033 Section 5).
+type DNSSEC int
+
+// DNSSEC statuses. Insecure answers have no AD bit; Secure answers have it; Bogus answers are SERVFAIL with
+// the Extended DNS Error "DNSSEC Bogus" (RFC 8914 Section 4.7), unless the query sets CD (checking disabled,
+// RFC 4035 Section 3.2.2), which gets the records without the AD bit.
+const (
+	Insecure DNSSEC = iota
+	Secure
+	Bogus
+)
+
+func (s DNSSEC) String() string {
+	switch s {
+	case Insecure:
+		return "insecure"
+	case Secure:
+		return "secure"
+	case Bogus:
+		return "bogus"
+	}
+	return fmt.Sprintf("DNSSEC(%d)", int(s))
+}
+
 // SetSecure sets whether answers for name and every name below it are DNSSEC-secure, that is carry the AD bit
 // (RFC 4035 Section 3.2.3). The setting of the closest enclosing name wins, so a signed zone can hold an
 // insecure subtree. Names are insecure by default. An answer is secure only when every name of its CNAME
 // chain is.
 func (d *DNS) SetSecure(name string, secure bool) {
+	st := Insecure
+	if secure {
+		st = Secure
+	}
+	d.SetDNSSEC(name, st)
+}
+
+// SetDNSSEC sets the DNSSEC status of name and every name below it (the closest enclosing setting wins). An
+// answer whose CNAME chain reaches a bogus name is bogus; otherwise it is secure only if every name is.
+func (d *DNS) SetDNSSEC(name string, st DNSSEC) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.secure[canon(name)] = secure
+	d.secure[canon(name)] = st
 }
 
 // Queries returns the questions received so far, in order.
@@ -249,13 +297,13 @@ func (d *DNS) WaitQuery(ctx context.Context, name string, rrtype uint16) error {
 	})
 }
 
-func (d *DNS) isSecureLocked(name string) bool {
+func (d *DNS) statusLocked(name string) DNSSEC {
 	for {
 		if s, ok := d.secure[name]; ok {
 			return s
 		}
 		if name == "." {
-			return false
+			return Insecure
 		}
 		_, rest, _ := strings.Cut(name, ".")
 		if rest == "" {
@@ -290,37 +338,45 @@ func (d *DNS) failureLocked(name string, rrtype uint16) Failure {
 	return d.fail[failKey{name, dns.TypeANY}]
 }
 
-// answerLocked fills m for the question; it returns false when the query is to be dropped.
-func (d *DNS) answerLocked(m *dns.Msg, q dns.Question) bool {
+// answerLocked fills m for the question; it returns false when the query is to be dropped, and bogus when a
+// validating resolver would refuse the answer (the records are filled in for a query with CD set).
+func (d *DNS) answerLocked(m *dns.Msg, q dns.Question) (reply, bogus bool) {
 	name := strings.ToLower(q.Name)
 	secure := true
+	defer func() {
+		if bogus {
+			m.AuthenticatedData = false
+		}
+	}()
 	for hop := 0; ; hop++ {
 		if hop > maxCNAMEHops {
 			m.Answer = nil
 			m.Rcode = dns.RcodeServerFailure
-			return true
+			return true, bogus
 		}
-		secure = secure && d.isSecureLocked(name)
+		st := d.statusLocked(name)
+		secure = secure && st == Secure
+		bogus = bogus || st == Bogus
 		switch d.failureLocked(name, q.Qtype) {
 		case Timeout:
-			return false
+			return false, false
 		case ServFail:
 			m.Answer = nil
 			m.Rcode = dns.RcodeServerFailure
-			return true
+			return true, bogus
 		case Refused:
 			m.Answer = nil
 			m.Rcode = dns.RcodeRefused
-			return true
+			return true, bogus
 		case NXDomain:
 			m.Rcode = dns.RcodeNameError
 			m.AuthenticatedData = secure
-			return true
+			return true, bogus
 		}
 		if !d.existsLocked(name) {
 			m.Rcode = dns.RcodeNameError
 			m.AuthenticatedData = secure
-			return true
+			return true, bogus
 		}
 		rrs := d.rrs[name]
 		if q.Qtype != dns.TypeCNAME {
@@ -343,7 +399,7 @@ func (d *DNS) answerLocked(m *dns.Msg, q dns.Question) bool {
 			}
 		}
 		m.AuthenticatedData = secure
-		return true
+		return true, bogus
 	}
 }
 
@@ -363,15 +419,22 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	d.mu.Lock()
 	d.queries = append(d.queries, Query{strings.TrimSuffix(strings.ToLower(q.Name), "."), q.Qtype})
 	d.sig.broadcast()
-	reply := d.answerLocked(m, q)
+	reply, bogus := d.answerLocked(m, q)
 	d.mu.Unlock()
 	if !reply {
 		return
+	}
+	if bogus && !req.CheckingDisabled {
+		// A validating resolver refuses data that fails validation (RFC 4035 Section 5.5).
+		m.Answer, m.Ns, m.Rcode = nil, nil, dns.RcodeServerFailure
 	}
 	size := dns.MinMsgSize
 	if opt := req.IsEdns0(); opt != nil {
 		size = max(int(opt.UDPSize()), dns.MinMsgSize)
 		m.SetEdns0(uint16(size), opt.Do())
+		if bogus && !req.CheckingDisabled {
+			m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus, ExtraText: "simnet: " + q.Name + " is bogus"})
+		}
 	}
 	if _, isUDP := w.RemoteAddr().(*net.UDPAddr); isUDP {
 		m.Truncate(size)

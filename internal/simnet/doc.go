@@ -31,8 +31,10 @@
 //
 // # What it deliberately does not do
 //
-// The DNS server is not a DNSSEC implementation: it signs nothing and sets the AD bit from SetSecure, the way a
-// validating resolver reached over a trusted path would. It serves no wildcards, no delegations and no SOA in
+// The DNS server is not a DNSSEC implementation: it signs nothing, and answers from the status SetDNSSEC (or
+// SetSecure) gives a name the way a validating resolver reached over a trusted path would: the AD bit for
+// secure names, SERVFAIL with the Extended DNS Error "DNSSEC Bogus" for bogus ones (the records when the query
+// sets CD). It serves no wildcards, no delegations and no SOA in
 // negative answers. Clocks (Options.Now) only drive certificate validity and recorded timestamps; delays in
 // simulated servers use real time.
 package simnet

@@ -2,6 +2,7 @@ package simnet
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"strings"
 	"sync"
 )
@@ -47,4 +48,19 @@ func (t *tlsIdentity) config(serverName string) *tls.Config {
 		cert = c
 	}
 	return &tls.Config{Certificates: []tls.Certificate{*cert}, MinVersion: t.minV, MaxVersion: t.maxV}
+}
+
+// Leaf returns the certificate presented to clients that send no matching SNI, parsed: for publishing the
+// TLSA records that match it.
+func (t *tlsIdentity) Leaf() *x509.Certificate {
+	t.idMu.Lock()
+	defer t.idMu.Unlock()
+	if t.cert.Leaf != nil {
+		return t.cert.Leaf
+	}
+	c, err := x509.ParseCertificate(t.cert.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return c
 }

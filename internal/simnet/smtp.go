@@ -15,7 +15,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/mxgate/mxgate/internal/testpki"
 )
 
 // StartTLSMode is how an SMTP receiver treats STARTTLS (RFC 3207).
@@ -67,7 +70,8 @@ type MXOptions struct {
 
 	// STARTTLS is the receiver's STARTTLS behaviour.
 	STARTTLS StartTLSMode
-	// Cert is the certificate presented; nil means a valid certificate for Host from TrustedCA.
+	// Cert is the certificate presented; nil means a valid certificate from TrustedCA for Host and the
+	// receiver's address (SAN dNSName and iPAddress).
 	Cert *tls.Certificate
 	// CertForSNI overrides Cert for the given (lower-case) server names.
 	CertForSNI map[string]*tls.Certificate
@@ -75,6 +79,11 @@ type MXOptions struct {
 	TLSMinVersion, TLSMaxVersion uint16
 	// RequireTLS advertises REQUIRETLS (RFC 8689) after STARTTLS.
 	RequireTLS bool
+	// Users, when set, makes the receiver a relay that requires AUTH (RFC 4954): it offers PLAIN and LOGIN,
+	// over TLS and in clear text alike, and refuses MAIL with 530 5.7.0 before a successful AUTH.
+	Users map[string]string
+	// AuthMechanisms are the SASL mechanisms offered with Users (default PLAIN and LOGIN).
+	AuthMechanisms []string
 
 	// MailReply, RcptReply and DataReply decide the replies to MAIL, RCPT and the end of DATA; nil or a nil
 	// result accepts.
@@ -93,6 +102,8 @@ type Received struct {
 
 	Helo       string
 	RemoteAddr string
+	// AuthUser and AuthMech are the user and SASL mechanism of a successful AUTH ("" without one).
+	AuthUser, AuthMech string
 	// TLS is true when the transaction ran over STARTTLS; TLSVersion and SNI then describe the session.
 	TLS        bool
 	TLSVersion uint16
@@ -123,6 +134,7 @@ type Receiver struct {
 	snis     []string
 	accepted []Received
 	rejected []Received
+	auths    int
 }
 
 // AddMX starts an SMTP receiver for opts.Host on a new address, and adds its A record and the MX record
@@ -148,16 +160,18 @@ func (n *Net) AddSMTPHost(host string, opts MXOptions) (*Receiver, error) {
 		return nil, errors.New("simnet: SMTP host without a name")
 	}
 	opts.Host = host
-	if opts.Cert == nil {
-		c, err := n.IssueCert(host)
-		if err != nil {
-			return nil, err
-		}
-		opts.Cert = c
-	}
 	ln, ip, err := n.listen(n.SMTPPort)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Cert == nil {
+		// The address too, for clients that dial it as a literal (smart hosts given as IP addresses).
+		c, err := n.TrustedCA.Issue(testpki.Leaf{DNSNames: []string{host}, IPAddresses: []netip.Addr{ip}})
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("simnet: %w", err)
+		}
+		opts.Cert = &c
 	}
 	r := &Receiver{
 		n: n, host: host, ip: ip, opts: opts,
@@ -193,6 +207,8 @@ func (r *Receiver) newServer(cfg *tls.Config) *smtp.Server {
 	s.EnableSMTPUTF8 = true
 	s.EnableDSN = true
 	s.EnableREQUIRETLS = r.opts.RequireTLS
+	// A relay that requires AUTH takes it in clear text too, so that a client's own refusal can be tested.
+	s.AllowInsecureAuth = true
 	s.MaxMessageBytes = maxMessageBytes
 	s.ReadTimeout = time.Minute
 	s.WriteTimeout = time.Minute
@@ -310,6 +326,13 @@ func (r *Receiver) Rejected() []Received {
 	return append([]Received(nil), r.rejected...)
 }
 
+// AuthAttempts returns the number of AUTH commands received.
+func (r *Receiver) AuthAttempts() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.auths
+}
+
 // Connections returns the number of TCP connections accepted.
 func (r *Receiver) Connections() int {
 	r.mu.Lock()
@@ -369,6 +392,8 @@ type session struct {
 	mailOpts smtp.MailOptions
 	to       []string
 	rcptOpts []smtp.RcptOptions
+
+	authUser, authMech string
 }
 
 func (s *session) Reset() {
@@ -377,7 +402,68 @@ func (s *session) Reset() {
 
 func (s *session) Logout() error { return nil }
 
+// AuthMechanisms offers AUTH when the receiver has users.
+func (s *session) AuthMechanisms() []string {
+	if len(s.r.opts.Users) == 0 {
+		return nil
+	}
+	if m := s.r.opts.AuthMechanisms; m != nil {
+		return m
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth checks PLAIN and LOGIN credentials against MXOptions.Users.
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	if len(s.r.opts.Users) == 0 {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	s.r.mu.Lock()
+	s.r.auths++
+	s.r.mu.Unlock()
+	check := func(user, pass string) error {
+		if want, ok := s.r.opts.Users[user]; !ok || want != pass {
+			return smtp.ErrAuthFailed
+		}
+		s.authUser, s.authMech = user, strings.ToUpper(mech)
+		return nil
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, user, pass string) error {
+			if identity != "" && identity != user {
+				return smtp.ErrAuthFailed
+			}
+			return check(user, pass)
+		}), nil
+	case sasl.Login:
+		return &loginServer{check: check}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+// loginServer is the server side of the LOGIN mechanism, which go-sasl lacks.
+type loginServer struct {
+	check func(user, pass string) error
+	user  *string
+}
+
+func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
+	switch {
+	case l.user == nil && response == nil:
+		return []byte("Username:"), false, nil
+	case l.user == nil:
+		u := string(response)
+		l.user = &u
+		return []byte("Password:"), false, nil
+	}
+	return nil, true, l.check(*l.user, string(response))
+}
+
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if len(s.r.opts.Users) > 0 && s.authUser == "" {
+		return &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
+	}
 	var o smtp.MailOptions
 	if opts != nil {
 		o = *opts
@@ -414,7 +500,7 @@ func (s *session) Data(rd io.Reader) error {
 	m := Received{
 		From: s.from, MailOpts: s.mailOpts,
 		To: append([]string(nil), s.to...), RcptOpts: append([]smtp.RcptOptions(nil), s.rcptOpts...),
-		Data: data, Helo: s.helo, RemoteAddr: s.remote,
+		Data: data, Helo: s.helo, RemoteAddr: s.remote, AuthUser: s.authUser, AuthMech: s.authMech,
 		TLS: s.tls, TLSVersion: s.tlsVersion, SNI: s.sni,
 		ReceivedAt: s.r.n.now(),
 	}

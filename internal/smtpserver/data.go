@@ -75,6 +75,7 @@ type message struct {
 	rest        io.Reader
 	tlsRequired int    // number of TLS-Required fields
 	tlsValue    string // value of the first, unfolded and trimmed
+	received    int    // number of Received fields (hops so far)
 }
 
 // readHeader reads the header section (RFC 5322 Section 2.1) into memory, up to maxHeaderBytes, so that the
@@ -107,6 +108,9 @@ func readHeader(r io.Reader) (message, error) {
 			head.Write(line)
 		} else if name, value, ok := splitField(line); ok {
 			inTLSField = false
+			if strings.EqualFold(name, "Received") {
+				m.received++
+			}
 			if strings.EqualFold(name, "TLS-Required") {
 				m.tlsRequired++
 				if m.tlsRequired == 1 {

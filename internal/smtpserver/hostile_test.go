@@ -1,6 +1,7 @@
 package smtpserver
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -61,36 +62,97 @@ func TestOverlongLinesRefused(t *testing.T) {
 	})
 }
 
-// Commands ended by a bare LF or CR. A bare CR does not end a command: the whole line is one (invalid)
-// command and no transaction starts. A bare LF does end one (go-smtp reads commands with net/textproto,
-// which accepts LF; RFC 5321 Section 2.3.8 forbids clients to send it but does not require servers to
-// refuse it), so each piece is still a command of its own, checked like any other: a relay trick hidden
-// behind a bare LF is refused and nothing is queued. (Postfix 3.9 goes further and refuses bare LF in
-// commands; see RELIABILITY.md.)
+// Commands ended by a bare LF or holding a bare CR: like Postfix 3.9 (smtpd_forbid_bare_newline), the session
+// is refused with 500 5.5.2 and closed, so a relay trick or a second command hidden behind one never runs.
+// Commands sent before the bad line in the same packet are still answered first.
 func TestBareLineEndingsInCommands(t *testing.T) {
-	t.Run("bare CR", func(t *testing.T) {
+	for _, tt := range []struct {
+		name, send, want string
+		before           []int // replies expected before the refusal
+	}{
+		{"bare LF ends MAIL", "MAIL FROM:<a@example.org>\nRCPT TO:<user%other.example@example.net>\r\nDATA\r\n", "bare LF", nil},
+		{"bare CR inside MAIL", "MAIL FROM:<a@example.org>\rRCPT TO:<b@example.net>\rDATA\r\n", "bare CR", nil},
+		{"bare CR before LF only at the end", "NOOP\r\r\n", "bare CR", nil},
+		{"LF alone as the only line", "\n", "bare LF", nil},
+		{"pipelined: good commands first", "MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nRSET\n", "bare LF", []int{250, 250}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, nil)
+			c := h.dial(t)
+			c.ehlo()
+			c.raw(tt.send)
+			for _, want := range tt.before {
+				c.expect(want, "")
+			}
+			msg := c.expect(500, "5.5.2")
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("refusal %q does not name the %s", msg, tt.want)
+			}
+			c.closed()
+			if got := h.sub.got(); len(got) != 0 {
+				t.Fatalf("queued %d messages", len(got))
+			}
+			if !strings.Contains(h.logs.String(), "session refused: "+tt.want+" in a command") {
+				t.Errorf("the refusal is not logged:\n%s", h.logs.String())
+			}
+		})
+	}
+}
+
+// TestBareLineEndingsInDataNotCommands: bare line endings inside DATA content or a BDAT chunk are message
+// data, refused with 554 5.6.0 while the session goes on; a DATA that was refused leaves the next line a
+// command again; after STARTTLS the guard steps aside.
+func TestBareLineEndingsInDataNotCommands(t *testing.T) {
+	t.Run("DATA content", func(t *testing.T) {
 		h := newHarness(t, nil)
 		c := h.dial(t)
 		c.ehlo()
-		c.raw("MAIL FROM:<a@example.org>\rRCPT TO:<b@example.net>\rDATA\r\n")
-		if code, msg := c.read(); code < 500 {
-			t.Fatalf("MAIL line with bare CRs answered %d %q, want 5xx", code, msg)
+		if code, _ := c.send("a@example.org", []string{"b@example.net"}, "Subject: x\r\n\r\nbare\nLF\r\n.\r\n"); code != 554 {
+			t.Fatalf("bare LF in data: %d, want 554", code)
 		}
-		c.cmd(502, "5.5.1", "DATA") // no transaction under way
+		if code, _ := c.send("a@example.org", []string{"b@example.net"}, simpleMsg); code != 250 {
+			t.Fatalf("next transaction: %d, want 250", code)
+		}
 	})
-	t.Run("bare LF", func(t *testing.T) {
+	t.Run("DATA content sent without waiting for 354", func(t *testing.T) {
 		h := newHarness(t, nil)
 		c := h.dial(t)
 		c.ehlo()
-		c.raw("MAIL FROM:<a@example.org>\nRCPT TO:<user%other.example@example.net>\nDATA\r\n")
-		c.expect(250, "")                    // MAIL
-		c.expect(553, "5.1.3")               // RCPT: the percent hack is refused as on its own line
-		if code, _ := c.read(); code < 500 { // DATA without a recipient
-			t.Fatalf("DATA without an accepted recipient answered %d", code)
-		}
+		c.raw("MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nSubject: x\r\n\r\nbare\nLF\r\n.\r\n")
+		c.expect(250, "")
+		c.expect(250, "")
+		c.expect(354, "")
+		c.expect(554, "5.6.0")
 		c.cmd(250, "", "NOOP")
-		if got := h.sub.got(); len(got) != 0 {
-			t.Fatalf("queued %d messages", len(got))
+	})
+	t.Run("BDAT chunk", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		c.cmd(250, "", "MAIL FROM:<a@example.org>")
+		c.cmd(250, "", "RCPT TO:<b@example.net>")
+		chunk := "Subject: x\r\n\r\nbare\nLF and bare\rCR\r\n"
+		c.raw(fmt.Sprintf("BDAT %d LAST\r\n%s", len(chunk), chunk))
+		c.expect(554, "5.6.0")
+		c.cmd(250, "", "NOOP")
+	})
+	t.Run("refused DATA", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		c.cmd(502, "5.5.1", "DATA") // no transaction: the next lines are commands, and checked
+		c.raw("NOOP\n")
+		c.expect(500, "5.5.2")
+		c.closed()
+	})
+	t.Run("after STARTTLS", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		c.starttls()
+		c.ehlo()
+		if code, _ := c.send("a@example.org", []string{"b@example.net"}, simpleMsg); code != 250 {
+			t.Fatalf("transaction over TLS: %d, want 250", code)
 		}
 	})
 }

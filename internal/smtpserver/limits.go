@@ -57,6 +57,8 @@ type trackedConn struct {
 	once     sync.Once
 	draining atomic.Bool
 	busy     bool // in a transaction (MAIL accepted, not yet reset); guarded by srv.mu
+	// guard refuses commands with a bare LF or CR (bareline.go).
+	guard commandGuard
 }
 
 // pastDeadline is any time in the past: a read with it fails at once.

@@ -246,6 +246,10 @@ func (s *session) data(r io.Reader) error {
 	}
 	// RFC 8689 Section 4.1 / REQ-3, REQ-13.
 	switch {
+	case msg.received > maxHops:
+		// RFC 5321 Section 6.3: a message with this many hops is in a mail loop.
+		s.srv.log.Warn("message refused: mail loop", "ip", s.ip.String(), "hops", msg.received)
+		return smtpErr(554, smtp.EnhancedCode{5, 4, 6}, "Too many hops (%d Received header fields): mail loop", msg.received)
 	case msg.tlsRequired > 1:
 		// Spec: RFC 8689 Section 5 says a message has at most one TLS-Required field; we read several as
 		// malformed rather than guess which one the author meant.

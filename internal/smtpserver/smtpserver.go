@@ -6,11 +6,15 @@
 // (RFC 3207). It advertises PIPELINING, 8BITMIME, SMTPUTF8 (RFC 6531), SIZE (RFC 1870), ENHANCEDSTATUSCODES
 // (RFC 2034), DSN (RFC 3461), REQUIRETLS (RFC 8689, only after STARTTLS) and, because go-smtp always does,
 // CHUNKING (RFC 3030). Message data with a bare CR or bare LF is refused with 554 5.6.0, whichever way it
-// arrives, so that nothing can be smuggled through mxgate to a lenient next hop (see lineEndingReader).
+// arrives, so that nothing can be smuggled through mxgate to a lenient next hop (see lineEndingReader). A
+// command line ended by a bare LF or holding a bare CR refuses the whole session with 500 5.5.2 (RFC 5321
+// Section 2.3.8; see commandGuard), except inside STARTTLS, where go-smtp's reader cannot be reached.
 // RFC 8689: MAIL ... REQUIRETLS sets Envelope.RequireTLS and is refused with 530 5.7.10 outside TLS; a single
 // "TLS-Required: No" header sets Envelope.TLSOptional unless REQUIRETLS was given; a message with more than
 // one TLS-Required field is refused with 554 5.6.0 (REQ-13: we treat it as malformed). Each accepted message
-// gets a Received field prepended (RFC 5321 Section 4.4); nothing else in the message is changed.
+// gets a Received field prepended (RFC 5321 Section 4.4); nothing else in the message is changed. A message
+// that already has more than 100 Received fields is looping and is refused with 554 5.4.6 (RFC 5321 Section
+// 6.3).
 //
 // It deliberately does not: deliver locally, verify senders against the authenticated identity, accept
 // address literals as recipients, or accept BINARYMIME.
@@ -49,6 +53,10 @@ const (
 // maxHeaderBytes bounds the header section kept in memory while it is inspected (TLS-Required, RFC 8689).
 // The body after it is streamed.
 const maxHeaderBytes = 1 << 20
+
+// maxHops is the number of Received fields beyond which a message is taken to be looping (RFC 5321
+// Section 6.3: the threshold should be at least 100).
+const maxHops = 100
 
 // maxAuthFailures is the number of failed AUTH attempts one IP may make per authFailureWindow.
 const (

@@ -382,8 +382,8 @@ func TestOpenRelayTricksRefused(t *testing.T) {
 		{"<user@[192.0.2.1]>", 553, "5.1.2"},
 		{"<user@example.net.>", 250, ""},
 		{"<user\x00x@example.net>", 553, "5.1.3"},
-		{"<user\rx@example.net>", 553, "5.1.3"},
-		{"<user@exa\rmple.net>", 553, "5.1.3"},
+		{"<user\rx@example.net>", 500, "5.5.2"}, // a bare CR refuses the session
+		{"<user@exa\rmple.net>", 500, "5.5.2"},
 		{"<user@exa mple.net>", 501, "5.5.2"},
 		{"<>", 501, ""},
 	}
@@ -416,10 +416,10 @@ func TestCommandInjectionRefused(t *testing.T) {
 		name, line string
 		code       int
 	}{
-		{"CR in ENVID", "MAIL FROM:<a@example.org> ENVID=ab\rRCPT TO:<c@example.net>", 500},
+		{"CR in ENVID", "MAIL FROM:<a@example.org> ENVID=ab\rRCPT TO:<c@example.net>", 500}, // 500: session refused
 		{"xtext CR in ENVID", "MAIL FROM:<a@example.org> ENVID=ab+0DRCPT", 501},
 		{"NUL in ENVID", "MAIL FROM:<a@example.org> ENVID=ab\x00cd", 501},
-		{"CR in sender", "MAIL FROM:<a\r@example.org>", 553},
+		{"CR in sender", "MAIL FROM:<a\r@example.org>", 500},
 		{"NUL in sender", "MAIL FROM:<a@exam\x00ple.org>", 553},
 		{"source route sender", "MAIL FROM:<a@example.org@evil.example>", 553},
 		{"bad SIZE", "MAIL FROM:<a@example.org> SIZE=1\r0", 500},
@@ -432,6 +432,10 @@ func TestCommandInjectionRefused(t *testing.T) {
 			c.ehlo()
 			c.raw(tt.line + "\r\n")
 			c.expect(tt.code, "")
+			if tt.code == 500 {
+				c.closed() // a bare CR in a command ends the session
+				return
+			}
 			c.cmd(502, "", "RCPT TO:<b@example.net>") // no transaction was opened
 		})
 	}

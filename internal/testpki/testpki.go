@@ -14,6 +14,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
+	"net/netip"
 	"sync/atomic"
 	"time"
 )
@@ -76,6 +78,8 @@ func (ca *CA) PEM() []byte {
 type Leaf struct {
 	// DNSNames are the SAN dNSName entries; may be empty (for CN-only certificates).
 	DNSNames []string
+	// IPAddresses are the SAN iPAddress entries.
+	IPAddresses []netip.Addr
 	// CommonName is the subject CN; empty means none.
 	CommonName string
 	// NotBefore and NotAfter default to an hour ago and 90 days ahead of CA.Now.
@@ -103,6 +107,7 @@ func (ca *CA) Issue(l Leaf) (tls.Certificate, error) {
 		SerialNumber: big.NewInt(ca.serial.Add(1)),
 		Subject:      pkix.Name{CommonName: l.CommonName},
 		DNSNames:     l.DNSNames,
+		IPAddresses:  ips(l.IPAddresses),
 		NotBefore:    l.NotBefore,
 		NotAfter:     l.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -117,6 +122,14 @@ func (ca *CA) Issue(l Leaf) (tls.Certificate, error) {
 		return tls.Certificate{}, fmt.Errorf("testpki: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+func ips(as []netip.Addr) []net.IP {
+	var out []net.IP
+	for _, a := range as {
+		out = append(out, a.AsSlice())
+	}
+	return out
 }
 
 // MustIssue is Issue for tests; it panics on failure, which only a broken crypto library causes.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
@@ -33,7 +34,11 @@ type Plan struct {
 	discoveryFailure tlsrpt.ResultType
 	discoveryDetail  string
 	mxSecure         bool
+	mxCNAMEs         []string
 	routed           bool
+	daneMode         DANEMode
+	daneRule         bool
+	dane             map[string]*daneHost
 	optional         bool
 	roots            *x509.CertPool
 	now              func() time.Time
@@ -43,6 +48,16 @@ type Plan struct {
 // Reason explains the decision in one sentence (for `mxgate policy explain`, the console and logs). It is
 // built on demand so that the decision itself stays cheap.
 func (p *Plan) Reason() string {
+	switch p.DANE() {
+	case DANEOn:
+		return p.baseReason() + "; DANE: hosts with DNSSEC-secure TLSA records must be authenticated by them (RFC 7672), whatever the above"
+	case DANERequired:
+		return "dane-only: only hosts with DNSSEC-secure TLSA records are used, authenticated by them (RFC 7672); the others are refused (dane-required)"
+	}
+	return p.baseReason()
+}
+
+func (p *Plan) baseReason() string {
 	switch p.Source {
 	case SourceTLSOptional:
 		return "the message carries TLS-Required: No, so recipient policies are ignored (RFC 8689 Section 4.2.2)"
@@ -80,8 +95,10 @@ func (p *Plan) Reason() string {
 type Verdict struct {
 	// Proceed: the session may go on (to dialing, or to MAIL FROM).
 	Proceed bool
-	// Verified: the peer's certificate passed PKIX validation for the MX host name.
+	// Verified: the peer's certificate passed PKIX validation for the MX host name, or DANE authentication.
 	Verified bool
+	// DANE: the peer was authenticated by its TLSA records (RFC 7672).
+	DANE bool
 	// Failure names the RFC 8460 result type of what went wrong, "" when the policy was satisfied. In testing
 	// mode and for opportunistic TLS a Verdict can proceed and still carry a Failure to record.
 	Failure tlsrpt.ResultType
@@ -104,16 +121,44 @@ func (v Verdict) Seen() tlsrpt.ResultType {
 
 // Name is a short label for logs and metrics: "mta-sts enforce", "mta-sts testing", "required-verify", ...
 func (p *Plan) Name() string {
+	var base string
 	switch {
 	case p.Source == SourceMTASTS:
-		return "mta-sts " + string(p.STSMode)
+		base = "mta-sts " + string(p.STSMode)
 	case p.Override:
 		// Logged with every delivery: a deliberate downgrade stays visible.
-		return string(p.Level) + " override"
+		base = string(p.Level) + " override"
 	case p.Source == SourceRule && p.sts != nil:
-		return string(p.Level) + " + mta-sts " + string(p.STSMode)
+		base = string(p.Level) + " + mta-sts " + string(p.STSMode)
+	default:
+		base = string(p.Level)
 	}
-	return string(p.Level)
+	if !p.daneRule {
+		// Sender.EnableDANE changes nothing for hosts without TLSA records: NameFor names the hosts it governs.
+		return base
+	}
+	switch {
+	case p.Override && p.Rule != nil:
+		return p.Rule.String()
+	case p.DANE() == DANERequired:
+		return "dane-only"
+	case base == string(LevelOpportunistic):
+		return "dane"
+	}
+	return "dane + " + base
+}
+
+// NameFor is Name for a session with host: "dane" (or "dane-only") where DANE governed it, a secure TLSA
+// RRset or a bogus TLSA answer, else Name.
+func (p *Plan) NameFor(host string) string {
+	h := p.daneHost(host)
+	if h == nil || (h.set.Status != dane.StatusSecure && h.set.Status != dane.StatusBogus) {
+		return p.Name()
+	}
+	if p.DANE() == DANERequired {
+		return "dane-only"
+	}
+	return "dane"
 }
 
 // Enforcing reports whether failures of this plan stop delivery (as opposed to testing mode and
@@ -165,7 +210,7 @@ func (p *Plan) UseTLS() bool { return p.Level != LevelNone || p.RequireTLS }
 // TLSConfig returns the client TLS configuration for host. Verification is done by Check, after the
 // handshake, so that every failure can be classified and opportunistic sessions can proceed.
 func (p *Plan) TLSConfig(host string) *tls.Config {
-	return &tls.Config{
+	c := &tls.Config{
 		// RFC 8461 Section 7.1 (STS-79): SNI carries the MX host name.
 		ServerName: host,
 		// Certificates are verified in Check with the Plan's roots, clock and RFC 8460 classification.
@@ -175,41 +220,52 @@ func (p *Plan) TLSConfig(host string) *tls.Config {
 		ClientSessionCache: p.sessions,
 		Time:               p.now,
 	}
+	p.daneTLSConfig(host, c)
+	return c
 }
 
 // STARTTLSNotOffered is asked when host's EHLO reply does not list STARTTLS (starttls-not-supported). Like
 // STARTTLSRefused and HandshakeFailed, it says whether the session may continue, or the host be retried, in
 // plain text; these three name every way a session gets no TLS, for delivery and diagnostics alike.
 func (p *Plan) STARTTLSNotOffered(host string) Verdict {
-	return p.noTLS(tlsrpt.ResultSTARTTLSNotSupported, host+" does not offer STARTTLS")
+	return p.noTLS(host, tlsrpt.ResultSTARTTLSNotSupported, host+" does not offer STARTTLS")
 }
 
 // STARTTLSRefused is asked when the host answered STARTTLS with a reply other than 220 (starttls-not-supported);
 // text is the reply's text, of which the first line is kept.
-func (p *Plan) STARTTLSRefused(code int, text string) Verdict {
+func (p *Plan) STARTTLSRefused(host string, code int, text string) Verdict {
 	first, _, _ := strings.Cut(text, "\n")
-	return p.noTLS(tlsrpt.ResultSTARTTLSNotSupported, fmt.Sprintf("STARTTLS refused: %d %s", code, first))
+	return p.noTLS(host, tlsrpt.ResultSTARTTLSNotSupported, fmt.Sprintf("STARTTLS refused: %d %s", code, first))
 }
 
 // HandshakeFailed is asked when the TLS handshake with the host failed (validation-failure, reason
 // tls-handshake-failed).
-func (p *Plan) HandshakeFailed(err error) Verdict {
-	return p.noTLS(tlsrpt.ResultValidationFailure, "TLS handshake failed: "+err.Error())
+func (p *Plan) HandshakeFailed(host string, err error) Verdict {
+	return p.noTLS(host, tlsrpt.ResultValidationFailure, "TLS handshake failed: "+err.Error())
 }
 
-func (p *Plan) noTLS(failure tlsrpt.ResultType, detail string) Verdict {
+func (p *Plan) noTLS(host string, failure tlsrpt.ResultType, detail string) Verdict {
 	v := Verdict{Failure: failure, Detail: detail}
 	if failure == tlsrpt.ResultValidationFailure {
 		v.ReasonCode = "tls-handshake-failed"
 	}
-	// RFC 8461 Section 5 (enforce), RFC 8689 Section 4.2.1 step 4, required levels: never plain text.
-	v.Proceed = !p.Enforcing()
+	// RFC 8461 Section 5 (enforce), RFC 8689 Section 4.2.1 step 4, required levels, and RFC 7672 Section
+	// 2.2 for a host with a secure TLSA RRset (DANE-11): never plain text.
+	v.Proceed = !p.Enforcing() && !p.daneRequiresTLS(host)
 	return v
 }
 
 // Check is asked after a successful TLS handshake with host (and, for REQUIRETLS, after the post-TLS EHLO:
 // requireTLSOffered says whether it advertised REQUIRETLS).
 func (p *Plan) Check(host string, cs tls.ConnectionState, requireTLSOffered bool) Verdict {
+	if v, ok := p.daneCheck(host, cs, requireTLSOffered); ok {
+		return v
+	}
+	return p.pkixCheck(host, cs, requireTLSOffered)
+}
+
+// pkixCheck is Check without DANE: PKIX verification as the plan's level, MTA-STS policy or REQUIRETLS asks.
+func (p *Plan) pkixCheck(host string, cs tls.ConnectionState, requireTLSOffered bool) Verdict {
 	failure, reason, detail := VerifyCertificate(host, cs, p.roots, p.now())
 	v := Verdict{Verified: failure == "", Failure: failure, ReasonCode: reason, Detail: detail}
 	switch {
@@ -273,9 +329,14 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 		}
 	}
 	// crypto/x509 matches SAN dNSNames only (no CN fallback since Go 1.15) and wildcards only as the whole
-	// left-most label, which is what RFC 8461 Section 4.2 and RFC 6125 Section 6.4.3 ask for.
+	// left-most label, which is what RFC 8461 Section 4.2 and RFC 6125 Section 6.4.3 ask for. A host that is
+	// an IP address (a smart host given as one) is matched against the SAN iPAddress entries instead.
 	if err := leaf.VerifyHostname(host); err != nil {
-		return tlsrpt.ResultCertificateHostMismatch, "san-mismatch", fmt.Sprintf("certificate names %v, not %s", leaf.DNSNames, host)
+		names := append([]string(nil), leaf.DNSNames...)
+		for _, ip := range leaf.IPAddresses {
+			names = append(names, ip.String())
+		}
+		return tlsrpt.ResultCertificateHostMismatch, "san-mismatch", fmt.Sprintf("certificate names %v, not %s", names, host)
 	}
 	return "", "", ""
 }

@@ -9,8 +9,9 @@
 // STARTTLS is missing or fails, Check after the handshake) and does what the Verdict says. Every refusal is
 // named by its RFC 8460 result type.
 //
-// DANE is not evaluated yet: the dane and dane-only levels are accepted in configuration and currently
-// behave as required-verify (a stricter reading, never a weaker one).
+// DANE (RFC 7672) is evaluated per host: delivery looks up each host's TLSA records after its addresses and
+// gives them to the Plan (SetDANE); a host with a secure TLSA RRset is then governed by DANE, which takes
+// precedence over MTA-STS (RFC 8461 Section 2) and is never overridden by it.
 package tlspolicy
 
 import (
@@ -185,8 +186,12 @@ type Request struct {
 	RequireTLS bool
 	// TLSOptional: the message carries "TLS-Required: No" (RFC 8689 Section 4.2.2).
 	TLSOptional bool
-	// MXSecure: the MX RRset was DNSSEC-validated (for RFC 8689 Section 4.2.1 step 2).
+	// MXSecure: the MX RRset was DNSSEC-validated (for RFC 8689 Section 4.2.1 step 2 and RFC 7672 Section
+	// 2.2.1).
 	MXSecure bool
+	// MXCNAMEs is the CNAME chain followed by the MX lookup, for DANE-TA reference identifiers (RFC 7672
+	// Section 3.2.2).
+	MXCNAMEs []string
 }
 
 // ErrSTSLookup wraps a failure of the MTA-STS source that must defer the delivery.
@@ -202,16 +207,27 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 	s := d.settings()
 	p := d.newPlan(req.Domain)
 	p.RequireTLS = req.RequireTLS && !req.Domain.IsZero()
-	p.mxSecure = req.MXSecure
+	p.mxSecure, p.mxCNAMEs = req.MXSecure, req.MXCNAMEs
 	rule, hasRule := s.Rules[req.Domain.String()]
+	// RFC 7672: DANE applies when Sender.EnableDANE is on, and to a domain whose rule asks for it (dane,
+	// dane-only) whatever the global switch.
+	if s.EnableDANE {
+		p.daneMode = DANEOn
+	}
 
 	// RFC 8689 Section 4.2.2: with "TLS-Required: No" (and no REQUIRETLS), recipient TLS policies are
 	// ignored; STARTTLS is still used when offered. The administrator's own rule is not a recipient policy:
 	// it stays unless Sender.TLSRequiredNoRelaxesRules says otherwise.
 	if req.TLSOptional && !req.RequireTLS {
 		p.optional = true
+		// DANE, as a recipient policy, is ignored too (REQ-11); a dane or dane-only rule of the administrator
+		// is not.
+		p.daneMode = DANEOff
 		if hasRule && !s.TLSRequiredNoRelaxesRules {
 			p.Level, p.Source, p.Rule, p.Override = rule.Level, SourceRule, &rule, rule.Override
+			if p.applyDANERule(rule) {
+				p.Level = LevelOpportunistic
+			}
 			return p, nil
 		}
 		p.Level, p.Source = LevelOpportunistic, SourceTLSOptional
@@ -222,6 +238,12 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 		// A deliberate downgrade (or change) for a partner whose published policy is broken. The policy is
 		// still looked up, so that sessions are reported under it, but a failed lookup does not defer.
 		p.Level, p.Source, p.Rule, p.Override = rule.Level, SourceRule, &rule, true
+		// An override replaces DANE as it replaces MTA-STS, unless it asks for DANE itself: then DANE alone
+		// decides (hosts without TLSA records get opportunistic TLS, or none under dane-only).
+		p.daneMode = DANEOff
+		if p.applyDANERule(rule) {
+			p.Level = LevelOpportunistic
+		}
 		if s.EnableMTASTS && d.STS != nil {
 			if r, err := d.STS.Lookup(ctx, req.Domain); err == nil && r.Policy != nil && r.Policy.Mode != mtasts.ModeNone {
 				// Its checks still run, so that failures are seen and reported; the rule's level decides.
@@ -253,11 +275,33 @@ func (d *Decider) For(ctx context.Context, req Request) (*Plan, error) {
 	}
 	if hasRule {
 		p.Rule = &rule
-		if rule.Level.stronger(p.Level) {
+		switch {
+		case p.applyDANERule(rule):
+			// A dane or dane-only rule raises the floor with DANE: hosts with secure TLSA records are
+			// authenticated by them; the others keep what MTA-STS or the default gives (RFC 7672 Section 2.2:
+			// pre-DANE TLS), and dane-only refuses them in SetDANE.
+			if p.Source == SourceDefault {
+				p.Source = SourceRule
+			}
+		case rule.Level.stronger(p.Level):
 			p.Level, p.Source = rule.Level, SourceRule
 		}
 	}
 	return p, nil
+}
+
+// applyDANERule turns DANE on as a dane or dane-only rule asks, and reports whether r was such a rule.
+func (p *Plan) applyDANERule(r Rule) bool {
+	switch r.Level {
+	case LevelDANE:
+		p.daneMode = DANEOn
+	case LevelDANEOnly:
+		p.daneMode = DANERequired
+	default:
+		return false
+	}
+	p.daneRule = true
+	return true
 }
 
 func stsReportPolicy(domain address.Domain, r STSResult) tlsrpt.Policy {
@@ -276,6 +320,13 @@ func (d *Decider) ForRoute(domain address.Domain, level Level, requireTLS bool) 
 	p.Level, p.Source = level, SourceRoute
 	p.RequireTLS = requireTLS
 	p.routed = true
+	switch level {
+	case LevelDANE:
+		// RFC 7672 Section 2.2.3 (DANE-9): a smart host's TLSA records are at its own name and port.
+		p.Level, p.daneMode, p.daneRule = LevelOpportunistic, DANEOn, true
+	case LevelDANEOnly:
+		p.Level, p.daneMode, p.daneRule = LevelOpportunistic, DANERequired, true
+	}
 	return p
 }
 

@@ -268,9 +268,9 @@ func TestNoTLSLabels_STS72(t *testing.T) {
 	}{
 		{"not offered", p.STARTTLSNotOffered("mx1.example.com"),
 			Verdict{Failure: tlsrpt.ResultSTARTTLSNotSupported, Detail: "mx1.example.com does not offer STARTTLS"}},
-		{"refused", p.STARTTLSRefused(454, "4.7.0 TLS not available\nsecond line"),
+		{"refused", p.STARTTLSRefused("mx1.example.com", 454, "4.7.0 TLS not available\nsecond line"),
 			Verdict{Failure: tlsrpt.ResultSTARTTLSNotSupported, Detail: "STARTTLS refused: 454 4.7.0 TLS not available"}},
-		{"handshake", p.HandshakeFailed(errors.New("remote error: tls: handshake failure")),
+		{"handshake", p.HandshakeFailed("mx1.example.com", errors.New("remote error: tls: handshake failure")),
 			Verdict{Failure: tlsrpt.ResultValidationFailure, ReasonCode: "tls-handshake-failed", Detail: "TLS handshake failed: remote error: tls: handshake failure"}},
 	} {
 		if diff := cmp.Diff(tc.want, tc.got); diff != "" {

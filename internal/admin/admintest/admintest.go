@@ -28,6 +28,8 @@ type Queue struct {
 	Err      error
 	// Summ is what Summary returns.
 	Summ queue.Summary
+	// Now is the clock of bulk selections by age; nil means time.Now.
+	Now func() time.Time
 }
 
 // Add adds messages in order (List returns them in that order).
@@ -260,7 +262,7 @@ const (
 // an expired example.net in testing mode); example.com can be refreshed. Times are relative to Now.
 func Fixture() (*Queue, *STSCache) {
 	now := Now()
-	q := &Queue{Summ: queue.Summary{
+	q := &Queue{Now: Now, Summ: queue.Summary{
 		Messages:          2,
 		Held:              1,
 		Oldest:            now.Add(-2 * time.Hour),

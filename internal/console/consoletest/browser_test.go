@@ -50,8 +50,9 @@ func (p *pageErrors) take() []string {
 
 // TestConsoleInChromium drives the real console in headless Chromium: log in, find the message deferred by
 // an MTA-STS enforce failure (certificate-expired) and open it, stage Sender.EnableMTASTS=false, review,
-// commit with a note, see the new generation in the history and in the domain's effective policy; then
-// visit every page, save a PNG of each, and fail on any console error.
+// commit with a note, see the new generation in the history and in the domain's effective policy; visit
+// every page; bounce every certificate-expired message through the bulk review and confirmation; save a PNG
+// of each page, and fail on any console error.
 func TestConsoleInChromium(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		testenv.MissingDependency(t, "console browser test: %s not found (install Debian's chromium): %v", chromiumPath, err)
@@ -266,4 +267,29 @@ func TestConsoleInChromium(t *testing.T) {
 	visit("settings-after", "/settings", "#settings-table")
 	visit("review-empty", "/settings/review", "main")
 	visit("account", "/account", "#password-form")
+
+	// A bulk action: bounce every message whose last attempt failed with certificate-expired. The review
+	// page says what the queue would do; only the confirmation does it.
+	visit("queue-bulk", "/queue", "#bulk-form")
+	step("choose bounce", chromedp.SetValue(chromedp.CSS(`#bulk-form select[name="action"]`), "bounce"))
+	step("result type", chromedp.SendKeys(chromedp.CSS(`#bulk-form input[name="result_type"]`), "certificate-expired"))
+	submit("review bulk", `#bulk-form button[type="submit"]`)
+	step("bulk review", chromedp.WaitVisible(chromedp.ID("bulk-count")))
+	if got := text("#bulk-count"); !strings.Contains(got, "Bounce 1 message, affecting 1 recipient") {
+		t.Errorf("bulk review = %q, want Bounce 1 message, affecting 1 recipient", got)
+	}
+	screenshot("bulk-review")
+	checkErrors("bulk review")
+	if calls := env.Queue.Calls(); len(calls) != 0 {
+		t.Fatalf("the review changed the queue: %v", calls)
+	}
+	submit("confirm bulk", "#bulk-confirm")
+	step("queue after bulk", chromedp.WaitVisible(chromedp.ID("flash")))
+	if got := text("#flash"); !strings.Contains(got, "Bounce: done for 1 message(s), 1 recipient(s)") {
+		t.Errorf("flash after the bulk bounce = %q", got)
+	}
+	if calls := env.Queue.Calls(); len(calls) != 1 || calls[0] != "bounce "+consoletest.MsgExpired {
+		t.Errorf("queue calls after the bulk bounce = %v, want [bounce %s]", calls, consoletest.MsgExpired)
+	}
+	checkErrors("queue after bulk")
 }
