@@ -281,9 +281,11 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
-		ReportBounceTo:   "postmaster@" + cfg.SMTP.Hostname,
-		OnSettled:        func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
-		ArchiveRetention: cfg.Queue.TrackRetention.Duration(),
+		ReportBounceTo:      "postmaster@" + cfg.SMTP.Hostname,
+		OnSettled:           func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
+		ArchiveRetention:    cfg.Queue.TrackRetention.Duration(),
+		DelayWarning:        cfg.Queue.DelayWarningTime.Duration(),
+		DelayWarningDefault: cfg.Queue.DelayWarningDefault,
 	})
 	if err != nil {
 		db.Close()

@@ -154,6 +154,17 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 		switch {
 		case c.state == stateQueued:
 			f.queued = append(f.queued, c)
+			due, err := q.delayNoticeDue(ctx, tx, f.w.msgs[c.row.msgID], c, now)
+			if err != nil {
+				return err
+			}
+			if due {
+				c.delayNotice = true
+				if len(failed[c.row.msgID]) == 0 {
+					msgOrder = append(msgOrder, c.row.msgID)
+				}
+				failed[c.row.msgID] = append(failed[c.row.msgID], c)
+			}
 		case c.state == stateFailed, wantsRelayedDSN(c):
 			// Failures, and successes that asked for a notice the next hop cannot give, are reported.
 			if len(failed[c.row.msgID]) == 0 {

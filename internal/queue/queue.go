@@ -118,6 +118,11 @@ type Options struct {
 	SyncDir  func(dir string) error
 	// OnSettled, when set, is told about each recipient that reached a final state, after it is recorded.
 	OnSettled func(Settled)
+	// DelayWarning is how long after its message's arrival a deferred recipient's sender gets one delay
+	// notice (delaynotice.go); 0 means never. DelayWarningDefault sends them for recipients without a
+	// NOTIFY parameter.
+	DelayWarning        time.Duration
+	DelayWarningDefault bool
 	// ArchiveRetention is how long finished messages stay findable with Trace (archive.go); default
 	// DefaultArchiveRetention, negative: not archived.
 	ArchiveRetention time.Duration
@@ -255,6 +260,9 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	if err := migrateArchive(ctx, opts.DB); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	if err := migrateDelayNotices(ctx, opts.DB); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	for _, d := range []string{opts.Dir, opts.QuarantineDir} {
