@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/mxgate/mxgate/internal/delivery"
 )
 
 // Client calls the admin API of a running gateway.
@@ -146,6 +148,9 @@ func STSPath(domain, action string) string {
 // PolicyPath returns the path of the policy explanation for domain.
 func PolicyPath(domain string) string { return "/api/v1/policy/" + url.PathEscape(domain) }
 
+// PolicyPathRequireTLS is PolicyPath for a message received with REQUIRETLS.
+func PolicyPathRequireTLS(domain string) string { return PolicyPath(domain) + "?requiretls=true" }
+
 // ListQueue lists the messages matching f, oldest first.
 func (c *Client) ListQueue(ctx context.Context, f QueueFilter) ([]Message, error) {
 	var out []Message
@@ -214,9 +219,9 @@ func (c *Client) STSFlush(ctx context.Context, domain string) error {
 	return c.Do(ctx, http.MethodDelete, STSPath(domain, ""), nil, nil)
 }
 
-// Explain returns the explanation of the TLS policy for domain as the server sent it.
-func (c *Client) Explain(ctx context.Context, domain string) (json.RawMessage, error) {
-	var out json.RawMessage
+// Explain returns the explanation of the TLS policy delivery would apply to domain.
+func (c *Client) Explain(ctx context.Context, domain string) (delivery.Explanation, error) {
+	var out delivery.Explanation
 	return out, c.Do(ctx, http.MethodGet, PolicyPath(domain), nil, &out)
 }
 

@@ -22,11 +22,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
@@ -69,10 +71,10 @@ type Options struct {
 	Token string
 	Queue QueueAPI
 	STS   STSCacheAPI
-	// Explain answers GET /api/v1/policy/{domain}: the TLS policy that applies to domain and why. Its result
-	// is sent as JSON. Nil means the endpoint answers 501. An error wrapping address.ErrSyntax is a 400,
-	// dnsx.ErrTemporary or dnsx.ErrNotFound a 502.
-	Explain func(ctx context.Context, domain string) (any, error)
+	// Explain answers GET /api/v1/policy/{domain}[?requiretls=true]: the TLS policy delivery would apply to
+	// the domain (or address literal) now and why. Nil means the endpoint answers 501. An error wrapping
+	// address.ErrSyntax is a 400, dnsx.ErrTemporary or dnsx.ErrNotFound a 502.
+	Explain func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error)
 	// Status answers GET /api/v1/status; its result is sent as JSON. Nil means the endpoint answers 501.
 	Status func(ctx context.Context) (any, error)
 	// Ready answers GET /readyz: nil error means ready (200), otherwise 503 with the error. Nil means always
@@ -355,6 +357,22 @@ func (s *Server) queueAction(action queue.Action) http.HandlerFunc {
 }
 
 // domainParam parses the {domain} path value.
+// addressLiteral returns s in the form the queue gives it ("[192.0.2.1]", "[IPv6:2001:db8::1]") when it is
+// an address literal.
+func addressLiteral(s string) (string, bool) {
+	if len(s) < 3 || s[0] != '[' || s[len(s)-1] != ']' {
+		return "", false
+	}
+	ip, err := netip.ParseAddr(strings.TrimPrefix(s[1:len(s)-1], "IPv6:"))
+	if err != nil || ip.Zone() != "" {
+		return "", false
+	}
+	if ip.Is6() {
+		return "[IPv6:" + ip.String() + "]", true
+	}
+	return "[" + ip.String() + "]", true
+}
+
 func domainParam(r *http.Request) (address.Domain, error) {
 	d, err := address.ParseDomain(r.PathValue("domain"))
 	if err != nil {
@@ -425,12 +443,26 @@ func (s *Server) policyExplain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "policy explain is not available on this node")
 		return
 	}
-	d, err := domainParam(r)
-	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+	req := delivery.PlanRequest{Domain: r.PathValue("domain")}
+	if lit, ok := addressLiteral(req.Domain); ok {
+		req.Domain = lit
+	} else {
+		d, err := domainParam(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		req.Domain = d.String()
+	}
+	switch v := r.URL.Query().Get("requiretls"); v {
+	case "", "false":
+	case "true":
+		req.RequireTLS = true
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("requiretls: %q is not true or false", v))
 		return
 	}
-	v, err := s.opts.Explain(r.Context(), d.String())
+	v, err := s.opts.Explain(r.Context(), req)
 	if err != nil {
 		s.fail(w, r, err)
 		return

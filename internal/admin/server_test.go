@@ -19,6 +19,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
@@ -44,8 +45,8 @@ func newHarness(t *testing.T, edit func(*admin.Options)) *harness {
 		Token: testToken,
 		Queue: q,
 		STS:   c,
-		Explain: func(ctx context.Context, domain string) (any, error) {
-			return map[string]string{"domain": domain, "decided_by": "mta-sts"}, nil
+		Explain: func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
+			return delivery.Explanation{Domain: req.Domain, RequireTLS: req.RequireTLS, Source: "mta-sts"}, nil
 		},
 		Status:  func(ctx context.Context) (any, error) { return map[string]any{"node": "n1", "generation": 3}, nil },
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
@@ -133,7 +134,7 @@ func TestEveryEndpointWithToken(t *testing.T) {
 		"/api/v1/sts/cache/example.org":                   `"max_age_seconds": 604800`,
 		"/api/v1/sts/cache/example.com/refresh":           `"fetched": "2025-06-01T10:00:00Z"`,
 		"/api/v1/sts/cache/example.net":                   `"action": "flush"`,
-		"/api/v1/policy/example.org":                      `"decided_by": "mta-sts"`,
+		"/api/v1/policy/example.org":                      `"source": "mta-sts"`,
 		"/api/v1/status":                                  `"generation": 3`,
 	}
 	for _, ep := range endpoints() {
@@ -352,8 +353,8 @@ func TestClient(t *testing.T) {
 	if err != nil || len(entries) != 2 || entries[0].Domain != "example.com" || entries[1].Domain != "example.net" {
 		t.Errorf("STSCache = %+v, %v", entries, err)
 	}
-	if raw, err := c.Explain(ctx, "example.org"); err != nil || !strings.Contains(string(raw), "mta-sts") {
-		t.Errorf("Explain = %s, %v", raw, err)
+	if e, err := c.Explain(ctx, "example.org"); err != nil || e.Source != "mta-sts" || e.Domain != "example.org" {
+		t.Errorf("Explain = %+v, %v", e, err)
 	}
 	if raw, err := c.Status(ctx); err != nil || !strings.Contains(string(raw), `"n1"`) {
 		t.Errorf("Status = %s, %v", raw, err)
@@ -401,3 +402,25 @@ var (
 	_ admin.QueueAPI    = (*queue.Queue)(nil)
 	_ admin.STSCacheAPI = (*mtastscache.Cache)(nil)
 )
+
+// TestPolicyExplainLiteralAndRequireTLS: the explain endpoint takes address literals (canonical form, as the
+// queue writes them) and ?requiretls=true, and refuses a malformed flag or literal.
+func TestPolicyExplainLiteralAndRequireTLS(t *testing.T) {
+	h := newHarness(t, nil)
+	for _, tc := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/api/v1/policy/[192.0.2.1]?requiretls=true", 200, `"domain": "[192.0.2.1]"`},
+		{"/api/v1/policy/[IPv6:2001:DB8::1]", 200, `"domain": "[IPv6:2001:db8::1]"`},
+		{"/api/v1/policy/example.org?requiretls=true", 200, `"requiretls": true`},
+		{"/api/v1/policy/example.org?requiretls=yes", 400, `requiretls: \"yes\" is not true or false`},
+		{"/api/v1/policy/[300.1.1.1]", 400, "invalid domain"},
+	} {
+		code, _, body := h.do(t, http.MethodGet, tc.path, "Bearer "+testToken)
+		if code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("GET %s = %d %s, want %d containing %q", tc.path, code, body, tc.code, tc.want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/delivery"
 )
 
 // Text output of the admin verbs: aligned tables for people. Scripts use --json, whose format is the API's.
@@ -319,4 +320,68 @@ func walkJSON(dec *json.Decoder, key string, emit func(k, v string)) error {
 		emit(key, "-")
 	}
 	return nil
+}
+
+// printExplanation prints `mxgate policy explain`.
+func printExplanation(w io.Writer, e delivery.Explanation) error {
+	tw := newTable(w)
+	row(tw, "domain", e.Domain)
+	if e.RequireTLS {
+		row(tw, "requiretls", "yes (the plan is for a message received with REQUIRETLS)")
+	}
+	if e.Undeliverable != "" {
+		row(tw, "undeliverable", e.Undeliverable)
+	} else {
+		row(tw, "plan", fmt.Sprintf("%s (source %s, level %s)", e.Plan, e.Source, e.Level))
+		row(tw, "why", e.Reason)
+	}
+	if e.Override {
+		row(tw, "override", "yes: the domain's rule replaces its published policy")
+	}
+	if len(e.Route) > 0 {
+		row(tw, "route", strings.Join(e.Route, ", "))
+	}
+	if e.STSMode != "" {
+		row(tw, "mta-sts", fmt.Sprintf("mode %s, id %s", e.STSMode, e.STSID))
+	}
+	if e.STS != nil {
+		row(tw, "cached", fmt.Sprintf("id %s, mode %s, expires %s", e.STS.ID, e.STS.Mode, e.STS.Expires.UTC().Format(time.RFC3339)))
+	}
+	if e.DiscoveryFailure != "" {
+		row(tw, "discovery failure", e.DiscoveryFailure)
+	}
+	rule := e.Settings.Rule
+	if rule == "" {
+		rule = "-"
+	}
+	if e.DANE != "" {
+		row(tw, "dane", e.DANE)
+	}
+	row(tw, "settings", fmt.Sprintf("Sender.EnableMTASTS %v; Sender.EnableDANE %v; rule %s", e.Settings.EnableMTASTS, e.Settings.EnableDANE, rule))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(e.MX) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	row(tw, "HOST", "PREF", "ALLOWED", "DANE", "FAILURE")
+	for _, m := range e.MX {
+		allowed, failure, dane := "yes", "-", "-"
+		if !m.Allowed {
+			allowed = "no"
+		}
+		if m.Failure != "" {
+			failure = m.Failure + ": " + m.Detail
+		}
+		if m.DANE != nil {
+			dane = m.DANE.Status
+			if m.DANE.Usable {
+				dane += " (usable)"
+			}
+		}
+		row(tw, m.Host, strconv.Itoa(int(m.Pref)), allowed, dane, failure)
+	}
+	return tw.Flush()
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/queue"
 )
 
@@ -32,13 +33,11 @@ func newAdminHarness(t *testing.T, token string) *adminHarness {
 		Token: token,
 		Queue: q,
 		STS:   c,
-		Explain: func(ctx context.Context, domain string) (any, error) {
-			return map[string]any{
-				"domain":  domain,
-				"level":   "required-verify",
-				"reasons": []string{"no explicit rule", "MTA-STS enforce policy 2025a"},
-				"sts":     map[string]any{"mode": "enforce", "mx": []string{"mx1.example.org"}},
-			}, nil
+		Explain: func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
+			e := delivery.Explanation{Domain: req.Domain, RequireTLS: req.RequireTLS, Level: "required-verify", Plan: "mta-sts enforce",
+				Reason: "MTA-STS policy id 2025a in enforce mode", STSMode: "enforce",
+				MX: []delivery.MXCheck{{Host: "mx1.example.org", Pref: 10, Allowed: true}}}
+			return e, nil
 		},
 		Status: func(ctx context.Context) (any, error) {
 			return map[string]any{"node": "n1", "generation": 3, "queue": map[string]int{"messages": 2}}, nil
@@ -92,8 +91,11 @@ func TestAdminVerbsText(t *testing.T) {
 			"fetched        2025-06-01T10:00:00Z\n", "max age        1d\n"}},
 		{[]string{"sts", "cache", "flush", "example.net"}, []string{"flushed the cached MTA-STS policy of example.net"}},
 		{[]string{"policy", "explain", "example.org"}, []string{
-			"domain      example.org\nlevel       required-verify\nreasons[0]  no explicit rule\n" +
-				"reasons[1]  MTA-STS enforce policy 2025a\nsts.mode    enforce\nsts.mx[0]   mx1.example.org\n"}},
+			"domain    example.org\nplan      mta-sts enforce (source , level required-verify)\n",
+			"why       MTA-STS policy id 2025a in enforce mode\n",
+			"HOST             PREF  ALLOWED  DANE  FAILURE\nmx1.example.org  10    yes      -     -\n"}},
+		{[]string{"policy", "explain", "--requiretls", "[192.0.2.1]"}, []string{
+			"domain      [192.0.2.1]\nrequiretls  yes"}},
 		{[]string{"status"}, []string{"generation      3\n", "node            n1\n", "queue.messages  2\n"}},
 	}
 	for _, tt := range tests {

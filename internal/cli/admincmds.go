@@ -259,14 +259,24 @@ func policyCmd(g *globals) *cobra.Command {
 		Use:   "policy",
 		Short: "The TLS policy applied to destinations",
 	}
-	cmd.AddCommand(&cobra.Command{
-		Use:   "explain DOMAIN",
-		Short: "Show the TLS policy that applies to a domain and why (rule, DANE, MTA-STS, default)",
-		Args:  cobra.ExactArgs(1),
+	var requireTLS bool
+	explain := &cobra.Command{
+		Use:   "explain DOMAIN|[ADDRESS]",
+		Short: "Show the TLS plan delivery would follow for a domain or address literal now, and why",
+		Long: "Shows the plan delivery itself would build now (static route, address literal, MTA-STS, the\n" +
+			"per-domain rule and its override, REQUIRETLS with --requiretls) and which hosts it allows.\n" +
+			"It may fetch an MTA-STS policy but connects to no host.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return show(g, admin.PolicyPath(args[0]), printFields)(cmd, args)
+			path := admin.PolicyPath(args[0])
+			if requireTLS {
+				path = admin.PolicyPathRequireTLS(args[0])
+			}
+			return show(g, path, printExplanation)(cmd, args)
 		},
-	})
+	}
+	explain.Flags().BoolVar(&requireTLS, "requiretls", false, "explain for a message received with REQUIRETLS (RFC 8689)")
+	cmd.AddCommand(explain)
 	return cmd
 }
 

@@ -68,9 +68,9 @@ type Options struct {
 	Settings *settings.Store
 	// Reports returns the TLS report sender in force; nil (or a nil result) means TLS reporting is off.
 	Reports func() *tlsreport.Reporter
-	// Explain explains the TLS policy that applies to a domain now (the daemon's Explain); its result is
-	// shown as JSON-shaped fields. Nil hides explanations.
-	Explain func(ctx context.Context, domain string) (any, error)
+	// Explain explains the TLS policy delivery would apply to a domain now (the daemon's Explain). Nil hides
+	// explanations.
+	Explain func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error)
 	// Trace finds messages that left the queue ((*queue.Queue).Trace); nil: the Tracking page says it is
 	// not available.
 	Trace func(ctx context.Context, q queue.TraceQuery) ([]queue.Traced, error)

@@ -441,6 +441,25 @@ func TestDomainRefreshAndFlush(t *testing.T) {
 	}
 }
 
+// TestOverrideRuleStagedAndShown: an override rule is staged from the settings form, the form then shows it
+// (not a weaker preselected level), and the domain page says the rule overrides the published policy.
+func TestOverrideRuleStagedAndShown(t *testing.T) {
+	t.Parallel()
+	env, b := loggedIn(t)
+	b.post("/settings/set", url.Values{"domain": {"partner.example"}, "value": {"opportunistic override"}})
+	p := b.post("/settings/commit", url.Values{"note": {"partner's policy host is broken"}})
+	if p.code != http.StatusSeeOther {
+		t.Fatalf("commit: %d", p.code)
+	}
+	if got := env.Settings.Current().Values["Domain.partner.example.TLS"]; got != "opportunistic override" {
+		t.Fatalf("committed rule = %q", got)
+	}
+	mustContain(t, b.get("/settings"), "<option selected>opportunistic override</option>")
+	mustContain(t, b.get("/domains/partner.example"), `id="override"`, "opportunistic override", "domain rule opportunistic override")
+	mustContain(t, b.get(b.post("/settings/set", url.Values{"domain": {"partner.example"}, "value": {"lax"}}).location),
+		"Not staged: Domain.partner.example.TLS: invalid value: unknown TLS level")
+}
+
 func TestSettingsStageCommitRollback(t *testing.T) {
 	t.Parallel()
 	env, b := loggedIn(t)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 )
 
@@ -103,31 +104,6 @@ func (c *Console) domainsList(w http.ResponseWriter, r *http.Request, s *session
 	c.render(w, r, s, http.StatusOK, "domains", "Domains", d)
 }
 
-// explanation is the part of the daemon's policy explanation the page lays out; the rest is shown as JSON.
-type explanation struct {
-	Domain           string   `json:"domain"`
-	Route            []string `json:"route"`
-	Plan             string   `json:"plan"`
-	Source           string   `json:"source"`
-	Level            string   `json:"level"`
-	Reason           string   `json:"reason"`
-	STSMode          string   `json:"sts_mode"`
-	STSID            string   `json:"sts_id"`
-	DiscoveryFailure string   `json:"discovery_failure"`
-	MXError          string   `json:"mx_error"`
-	MX               []struct {
-		Host    string `json:"host"`
-		Pref    int    `json:"pref"`
-		Allowed bool   `json:"allowed"`
-		Failure string `json:"failure"`
-		Detail  string `json:"detail"`
-	} `json:"mx"`
-	Settings struct {
-		EnableMTASTS bool   `json:"Sender.EnableMTASTS"`
-		Rule         string `json:"rule"`
-	} `json:"settings"`
-}
-
 type domainData struct {
 	Domain     string
 	Unicode    string
@@ -137,7 +113,7 @@ type domainData struct {
 	STS        *mtastscache.Entry
 	Expired    bool
 	Explained  bool
-	Explain    explanation
+	Explain    delivery.Explanation
 	ExplainRaw string
 	ExplainErr string
 }
@@ -166,17 +142,14 @@ func (c *Console) domainDetail(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	if c.opts.Explain != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), explainBudget)
-		v, err := c.opts.Explain(ctx, d.Domain)
+		v, err := c.opts.Explain(ctx, delivery.PlanRequest{Domain: d.Domain})
 		cancel()
 		if err != nil {
 			d.ExplainErr = err.Error()
 		} else if raw, err := json.MarshalIndent(v, "", "  "); err != nil {
 			d.ExplainErr = err.Error()
 		} else {
-			d.ExplainRaw = string(raw)
-			if err := json.Unmarshal(raw, &d.Explain); err == nil {
-				d.Explained = true
-			}
+			d.Explain, d.ExplainRaw, d.Explained = v, string(raw), true
 		}
 	}
 	c.render(w, r, s, http.StatusOK, "domain", "Domain "+d.Domain, d)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
 )
@@ -58,7 +59,7 @@ func TestCommittedEnableDANEDeliversOverDANE(t *testing.T) {
 	if !st.EnableDANE || len(st.Warnings) != 0 || st.DNSSEC == nil || st.DNSSEC.Authenticated == 0 {
 		t.Errorf("status %+v (dnssec %+v), want DANE on, AD answers counted, no warning", st, st.DNSSEC)
 	}
-	e, err := g.d.Explain(context.Background(), "example.com")
+	e, err := g.d.Explain(context.Background(), delivery.PlanRequest{Domain: "example.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestCommittedEnableDANEDeliversOverDANE(t *testing.T) {
 	}
 	// A bogus TLSA answer makes the host unusable, and explain says so.
 	n.DNS.SetDNSSEC("_25._tcp.mx1.example.com", simnet.Bogus)
-	if e, err = g.d.Explain(context.Background(), "example.com"); err != nil || e.MX[0].Allowed || e.MX[0].Failure != "dnssec-invalid" {
+	if e, err = g.d.Explain(context.Background(), delivery.PlanRequest{Domain: "example.com"}); err != nil || e.MX[0].Allowed || e.MX[0].Failure != "dnssec-invalid" {
 		t.Errorf("bogus TLSA: explanation mx %+v, %v; want not allowed, dnssec-invalid", e.MX, err)
 	}
 }

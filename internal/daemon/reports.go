@@ -24,7 +24,7 @@ type gatedRecorder struct {
 }
 
 func (g gatedRecorder) Record(s tlsrpt.Session) {
-	if g.d.settingsStore.Current().Bool("Controller.EnableTLSRPT") {
+	if g.d.settingsStore.Current().TLSRPTEnabled() {
 		g.rec.Record(s)
 		g.d.Metrics.TLSRPTSession(s.Policy.Type, s.Success)
 	}
@@ -129,7 +129,7 @@ func (d *Daemon) restartReports(ctx context.Context, snap settings.Snapshot) {
 		<-d.reports.done
 		d.reports.cancel, d.reports.current = nil, nil
 	}
-	if !snap.Bool("Controller.EnableTLSRPT") {
+	if !snap.TLSRPTEnabled() {
 		return
 	}
 	r, err := d.reporterFrom(snap)

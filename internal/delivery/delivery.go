@@ -10,18 +10,13 @@ package delivery
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dnsx"
-	"github.com/mxgate/mxgate/internal/mx"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -229,8 +224,9 @@ type target struct {
 	port int
 	// literal is set for address-literal recipients.
 	literal netip.Addr
-	// pref is the MX preference.
-	pref uint16
+	// pref is the MX preference; implicit marks the domain standing in as its own MX.
+	pref     uint16
+	implicit bool
 	// auth is the route whose credentials the host wants (nil: no AUTH).
 	auth *Route
 	// resolved is set when addrs and addrErr hold the host's address lookup, made early for loop detection.
@@ -240,84 +236,18 @@ type target struct {
 	addrErr  error
 }
 
-// route resolves the hosts and the plan. When ok is false, res is the outcome for every recipient.
+// route resolves the hosts and the plan with Destination. When ok is false, res is the outcome for every
+// recipient.
 func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]target, *tlspolicy.Plan, queue.Result, bool) {
-	port := d.Port
-	if port == 0 {
-		port = 25
-	}
-	if strings.HasPrefix(domain, "[") {
-		// RFC 8461 Section 3.4 (STS-3): address literals have no MTA-STS policy.
-		lit := strings.TrimPrefix(strings.Trim(domain, "[]"), "IPv6:")
-		ip, err := netip.ParseAddr(lit)
-		if err != nil {
-			return nil, nil, permanent(501, "5.1.3", "bad address literal "+domain), false
-		}
-		plan := d.Decider.ForRoute(address.Domain{}, tlspolicy.LevelOpportunistic, k.requireTLS)
-		return []target{{name: ip.String(), port: port, literal: ip}}, plan, queue.Result{}, true
-	}
-	dom, err := address.ParseDomain(domain)
+	dest, err := d.Destination(ctx, PlanRequest{Domain: domain, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional, Report: k.report})
 	if err != nil {
-		return nil, nil, permanent(501, "5.1.2", "bad recipient domain: "+err.Error()), false
-	}
-	if r, ok := d.MatchRoute(domain); ok {
-		plan := d.Decider.ForRoute(dom, r.Level, k.requireTLS)
-		var auth *Route
-		if r.AuthUser != "" {
-			auth = &r
+		var u *UndeliverableError
+		if errors.As(err, &u) {
+			return nil, u.Plan, u.Result, false
 		}
-		var ts []target
-		for _, h := range r.Hosts {
-			host, p := h, r.Port
-			if p == 0 {
-				p = port
-			}
-			// Config validation accepts only host or host:port with a numeric port.
-			if hh, ps, err := net.SplitHostPort(h); err == nil {
-				if n, err := strconv.Atoi(ps); err == nil {
-					host, p = hh, n
-				}
-			}
-			t := target{name: strings.ToLower(host), port: p, auth: auth}
-			if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-				// An address literal is dialled as it is: looking it up in DNS would fail.
-				t.name, t.literal = ip.String(), ip
-			}
-			ts = append(ts, t)
-		}
-		return ts, plan, queue.Result{}, true
-	}
-	route, err := mx.Resolve(ctx, d.Resolver, dom, mx.Options{LocalNames: d.LocalNames})
-	switch {
-	case errors.Is(err, mx.ErrNoSuchDomain):
-		// RFC 5321 Section 5.1 (SMTP-2): a domain that does not exist is a permanent error.
-		return nil, nil, permanent(550, "5.1.2", fmt.Sprintf("recipient domain %s does not exist (NXDOMAIN)", domain)), false
-	case errors.Is(err, mx.ErrNullMX):
-		// RFC 7505 Section 4.1 (SMTP-6).
-		return nil, nil, permanent(556, "5.1.10", fmt.Sprintf("recipient domain %s accepts no mail (null MX)", domain)), false
-	case errors.Is(err, mx.ErrLoop):
-		return nil, nil, loopResult(domain), false
-	case errors.Is(err, dnsx.ErrBogus):
-		// RFC 7672 Section 2.1.2 (DANE-2): a bogus MX RRset delays delivery: no fallback to address records
-		// and no bounce. RFC 8460 Section 4.3.2.1: dnssec-invalid.
-		r := deferred(451, "4.4.3", fmt.Sprintf("MX records of %s failed DNSSEC validation: %v", domain, err))
-		r.ResultType = string(tlsrpt.ResultDNSSECInvalid)
-		return nil, nil, r, false
-	case err != nil:
-		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.
-		return nil, nil, deferred(451, "4.4.3", fmt.Sprintf("MX lookup for %s failed: %v", domain, err)), false
-	}
-	// RFC 8460 Section 3 (RPT-32): reports are delivered despite TLS failures: the rua domain's MTA-STS
-	// policy never blocks them, as with TLS-Required: No.
-	plan, err := d.Decider.For(ctx, tlspolicy.Request{Domain: dom, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional || k.report, MXSecure: route.Secure, MXCNAMEs: route.CNAMEs})
-	if err != nil {
 		return nil, nil, deferred(451, "4.4.3", err.Error()), false
 	}
-	ts, ok := d.dropSelf(ctx, route.Hosts, port)
-	if !ok {
-		return nil, plan, loopResult(domain), false
-	}
-	return ts, plan, queue.Result{}, true
+	return dest.targets, dest.Plan, queue.Result{}, true
 }
 
 // MatchRoute returns the static route for domain: an exact match first, then the "*" route.
@@ -385,6 +315,10 @@ func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 	}
 	a.results = append(a.results, r)
 	a.d.logEvent(a, j, r)
+	if j.Settled != nil {
+		// The queue records the message as soon as all its recipients are settled, not when the batch ends.
+		j.Settled(r)
+	}
 }
 
 func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {

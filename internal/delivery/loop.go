@@ -85,7 +85,7 @@ func (d *Deliverer) dropSelf(ctx context.Context, hosts []mx.Host, port int) ([]
 	self := d.selfCheck(port)
 	lowest, found := uint16(0), false
 	for _, h := range hosts {
-		t := target{name: h.Name, port: port, pref: h.Pref}
+		t := target{name: h.Name, port: port, pref: h.Pref, implicit: h.Implicit}
 		if self != nil && (!found || h.Pref < lowest) {
 			t.addrs, t.addrRes, t.addrErr = mx.AddressesResult(ctx, d.Resolver, h.Name)
 			t.resolved = true

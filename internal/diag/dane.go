@@ -57,6 +57,14 @@ type DANEReport struct {
 	Tested   bool       `json:"tested"`
 }
 
+// Verdict concludes the DANE diagnostic: blocked when DANE leaves no host to deliver to, else OK.
+func (r *DANEReport) Verdict() Verdict {
+	if r.Blocked() {
+		return VerdictBlocked
+	}
+	return VerdictOK
+}
+
 // Blocked reports whether DANE leaves no host to deliver to: every host was refused (lookup) or, after a
 // test, none would get mail and at least one was refused by DANE.
 func (r *DANEReport) Blocked() bool {

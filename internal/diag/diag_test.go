@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/diag"
@@ -458,4 +459,75 @@ func TestClockDrivesVerification(t *testing.T) {
 	if h.TLS == nil || h.TLS.Verdict != string(tlsrpt.ResultCertificateExpired) || h.Enforce.ResultType != tlsrpt.ResultCertificateExpired {
 		t.Errorf("host TLS %+v enforce %+v, want certificate-expired", h.TLS, h.Enforce)
 	}
+}
+
+// A temporary DNS failure for _mta-sts is never "no policy": without a cached policy the verdict is
+// unknown (delivery defers), with one it is the cached policy that delivery applies.
+func TestTXTServfailIsNotNoPolicy_STS19(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.exampleCom()
+	f.n.DNS.SetFailure("_mta-sts.example.com", dns.TypeTXT, simnet.ServFail)
+	rep, err := diag.LookupSTS(context.Background(), f.env, address.MustParseDomain("example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Record.Temporary || rep.Verdict() != diag.VerdictUnknown {
+		t.Fatalf("record %+v, verdict %v; want temporary and VerdictUnknown", rep.Record, rep.Verdict())
+	}
+	out := text(t, &rep)
+	wantContains(t, out, `UNKNOWN: the _mta-sts TXT lookup failed temporarily`, `this is not "no policy"`)
+	if strings.Contains(out, "no MTA-STS policy applies") {
+		t.Errorf("a temporary failure reads as no policy:\n%s", out)
+	}
+
+	expires := time.Now().Add(24 * time.Hour)
+	rep.Cache = &diag.CacheView{Entry: &diag.CachedPolicy{ID: "20250101", Mode: mtasts.ModeEnforce, MX: []string{"mx1.example.com"}, Expires: expires}}
+	if rep.Verdict() != diag.VerdictOK {
+		t.Errorf("verdict with a cached enforce policy = %v, want OK", rep.Verdict())
+	}
+	wantContains(t, text(t, &rep), "Cached policy", "delivery applies the cached enforce policy id 20250101")
+
+	mt, err := diag.TestMX(context.Background(), f.env, address.MustParseDomain("example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mt.Verdict() != diag.VerdictUnknown {
+		t.Errorf("TestMX verdict = %v, want VerdictUnknown", mt.Verdict())
+	}
+	wantContains(t, text(t, &mt), `UNKNOWN (temporary DNS failure, not "no policy")`)
+}
+
+// A cached enforce policy is not called opportunistic when the live record is gone (STS-16: it stays in
+// force until it expires).
+func TestCachedEnforceNotCalledOpportunistic_STS16(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{})
+	rep, err := diag.LookupSTS(context.Background(), f.env, address.MustParseDomain("example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.Cache = &diag.CacheView{Entry: &diag.CachedPolicy{ID: "old", Mode: mtasts.ModeEnforce, MX: []string{"mx1.example.com"}, Expires: time.Now().Add(time.Hour)}}
+	out := text(t, &rep)
+	wantContains(t, out, "no live MTA-STS policy, but the cached enforce policy id old stays in force")
+	if strings.Contains(out, "opportunistic") {
+		t.Errorf("a cached enforce policy is called opportunistic:\n%s", out)
+	}
+	rep.Cache.Entry.Expired = true
+	wantContains(t, text(t, &rep), "(expired: no longer applied)", "no MTA-STS policy applies; mail goes with opportunistic TLS")
+}
+
+// `sts test` with no MX host to test says so and concludes so.
+func TestNoMXHostToTest(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	mt, err := diag.TestMX(context.Background(), f.env, address.MustParseDomain("nomx.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mt.Verdict() != diag.VerdictNothingToTest {
+		t.Errorf("verdict = %v, want VerdictNothingToTest", mt.Verdict())
+	}
+	wantContains(t, text(t, &mt), "Result: no MX host to test")
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dnsx"
@@ -81,6 +82,65 @@ type STSReport struct {
 	PolicyHost *PolicyHostReport `json:"policy_host,omitempty"`
 	MX         []MXCoverage      `json:"mx"`
 	MXError    string            `json:"mx_error,omitempty"`
+	// MXTemporary marks an MX lookup that failed temporarily: delivery defers.
+	MXTemporary bool `json:"mx_temporary,omitempty"`
+	// Cache is the gateway's cached policy for the domain (what delivery applies when the live lookup fails
+	// or shows the same id); nil when it was not asked.
+	Cache *CacheView `json:"cache,omitempty"`
+}
+
+// CacheView is the gateway's policy cache for one domain, as the lookup saw it.
+type CacheView struct {
+	// Entry is the cached policy, nil when none is cached.
+	Entry *CachedPolicy `json:"entry,omitempty"`
+	// Error says why the cache could not be read (the gateway is not running, no token, ...).
+	Error string `json:"error,omitempty"`
+}
+
+// CachedPolicy is one cached policy.
+type CachedPolicy struct {
+	ID      string      `json:"id"`
+	Mode    mtasts.Mode `json:"mode"`
+	MX      []string    `json:"mx"`
+	Fetched time.Time   `json:"fetched"`
+	Expires time.Time   `json:"expires"`
+	// Expired: past its expiry when asked, so no longer applied.
+	Expired bool `json:"expired"`
+}
+
+// usable returns the cached policy delivery would apply, nil when there is none in force.
+func (c *CacheView) usable() *CachedPolicy {
+	if c == nil || c.Entry == nil || c.Entry.Expired || c.Entry.Mode == mtasts.ModeNone {
+		return nil
+	}
+	return c.Entry
+}
+
+// Verdict is a diagnostic's conclusion, for exit codes.
+type Verdict int
+
+const (
+	// VerdictOK: the answer is complete, and mail can be delivered (or is delivered without a policy).
+	VerdictOK Verdict = iota
+	// VerdictBlocked: the enforce policy keeps all mail to the domain from being delivered.
+	VerdictBlocked
+	// VerdictUnknown: a lookup failed temporarily and nothing cached stands in, so delivery would defer;
+	// this is never read as "no policy".
+	VerdictUnknown
+	// VerdictNothingToTest: there was no MX host to test.
+	VerdictNothingToTest
+)
+
+// Verdict concludes the lookup: blocked, unknown (a temporary DNS failure that delivery would defer on,
+// with no usable cached policy), or OK.
+func (r *STSReport) Verdict() Verdict {
+	switch {
+	case r.Blocked():
+		return VerdictBlocked
+	case r.MXTemporary, r.Record.Temporary && r.Cache.usable() == nil:
+		return VerdictUnknown
+	}
+	return VerdictOK
 }
 
 // Blocked reports whether the domain's policy is in enforce mode and covers none of its live MX hosts:
@@ -115,7 +175,7 @@ func LookupSTS(ctx context.Context, env Env, domain address.Domain) (STSReport, 
 	}
 	hosts, err := resolveMX(ctx, env, domain)
 	if err != nil {
-		rep.MXError = err.Error()
+		rep.MXError, rep.MXTemporary = err.Error(), !mx.Permanent(err)
 	}
 	for _, h := range hosts {
 		rep.MX = append(rep.MX, MXCoverage{Host: h.Name, Pref: h.Pref, Implicit: h.Implicit, Policy: coverage(pol, h.Name)})

@@ -2,6 +2,7 @@ package diag
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -9,11 +10,13 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mx"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
@@ -74,6 +77,20 @@ type MXTestReport struct {
 	MXError string        `json:"mx_error,omitempty"`
 }
 
+// Verdict concludes the test: blocked, unknown (the _mta-sts TXT lookup failed temporarily, so no decision
+// can be shown), nothing to test (no MX host), or OK.
+func (r *MXTestReport) Verdict() Verdict {
+	switch {
+	case r.Blocked():
+		return VerdictBlocked
+	case r.Record.Temporary:
+		return VerdictUnknown
+	case len(r.Hosts) == 0:
+		return VerdictNothingToTest
+	}
+	return VerdictOK
+}
+
 // Blocked reports whether the domain's policy is in enforce mode and refuses every MX host that a decision
 // could be made for: no host would get mail. Hosts that were merely unreachable do not count either way, but
 // at least one host must have been refused.
@@ -111,11 +128,7 @@ func TestMX(ctx context.Context, env Env, domain address.Domain) (MXTestReport, 
 	rep := MXTestReport{Domain: domain.String(), Hosts: []HostTest{}}
 	var pol *mtasts.Policy
 	rep.Record, rep.Policy, pol = discover(ctx, env, domain)
-	plan, enforcing, err := enforcePlan(ctx, env, domain, pol, rep.Record.ID)
-	if err != nil {
-		return rep, err
-	}
-	hosts, err := resolveMX(ctx, env, domain)
+	plan, hosts, enforcing, err := enforcePlan(ctx, env, domain, pol, rep.Record.ID)
 	if err != nil {
 		rep.MXError = err.Error()
 	}
@@ -131,11 +144,12 @@ func TestMX(ctx context.Context, env Env, domain address.Domain) (MXTestReport, 
 	return rep, nil
 }
 
-// enforcePlan asks the decision point for the Plan delivery would follow if pol were in enforce mode. Without
-// a policy that lists MX patterns it returns the default (opportunistic) plan, used only for its TLS
-// configuration, and enforcing false.
-func enforcePlan(ctx context.Context, env Env, domain address.Domain, pol *mtasts.Policy, id string) (*tlspolicy.Plan, bool, error) {
-	d := &tlspolicy.Decider{
+// enforcePlan asks delivery's own plan builder (delivery.Deliverer.Destination) for the hosts and the Plan
+// delivery would follow if pol were in enforce mode. Without a policy that lists MX patterns the plan is
+// the default (opportunistic) one, used only for its TLS configuration, and enforcing is false. Hosts of
+// equal preference, which delivery shuffles, are listed in a stable order.
+func enforcePlan(ctx context.Context, env Env, domain address.Domain, pol *mtasts.Policy, id string) (*tlspolicy.Plan, []mx.Host, bool, error) {
+	dec := &tlspolicy.Decider{
 		Settings: func() *tlspolicy.Settings { return &tlspolicy.Settings{EnableMTASTS: true} },
 		Roots:    env.Roots,
 		Now:      env.now,
@@ -144,13 +158,21 @@ func enforcePlan(ctx context.Context, env Env, domain address.Domain, pol *mtast
 	if enforcing {
 		p := *pol
 		p.Mode = mtasts.ModeEnforce
-		d.STS = fixedSTS{tlspolicy.STSResult{Policy: &p, ID: id}}
+		dec.STS = fixedSTS{tlspolicy.STSResult{Policy: &p, ID: id}}
 	}
-	plan, err := d.For(ctx, tlspolicy.Request{Domain: domain})
+	dlv := &delivery.Deliverer{Resolver: env.Resolver, Decider: dec, Port: env.port()}
+	dest, err := dlv.Destination(ctx, delivery.PlanRequest{Domain: domain.String()})
 	if err != nil {
-		return nil, false, fmt.Errorf("diag: plan for %s: %w", domain, err)
+		return nil, nil, enforcing, err
 	}
-	return plan, enforcing, nil
+	hosts := make([]mx.Host, 0, len(dest.Hosts))
+	for _, h := range dest.Hosts {
+		hosts = append(hosts, mx.Host{Name: h.Name, Pref: h.Pref, Implicit: h.Implicit})
+	}
+	slices.SortStableFunc(hosts, func(a, b mx.Host) int {
+		return cmp.Or(cmp.Compare(a.Pref, b.Pref), cmp.Compare(a.Name, b.Name))
+	})
+	return dest.Plan, hosts, enforcing, nil
 }
 
 // fixedSTS is an STSSource that knows one answer.

@@ -48,10 +48,44 @@ func (r *STSReport) Text(w io.Writer) error {
 		}
 		b.line("  %-5d %-32s %s", m.Pref, name, note)
 	}
+	if r.Cache != nil {
+		b.blank()
+		b.line("Cached policy (the gateway's, what delivery applies when the live lookup fails or shows the same id)")
+		switch c := r.Cache; {
+		case c.Error != "":
+			b.field("cache", "not available: "+c.Error)
+		case c.Entry == nil:
+			b.field("cache", "none cached")
+		default:
+			b.field("id", c.Entry.ID)
+			b.field("mode", string(c.Entry.Mode))
+			b.field("mx", strings.Join(c.Entry.MX, ", "))
+			exp := c.Entry.Expires.UTC().Format(time.RFC3339)
+			if c.Entry.Expired {
+				exp += " (expired: no longer applied)"
+			}
+			b.field("expires", exp)
+		}
+	}
 	b.blank()
+	cached := r.Cache.usable()
 	switch {
 	case r.Blocked():
 		b.line("BLOCKED: the enforce policy covers none of the MX hosts; mail to %s cannot be delivered", r.Domain)
+	case r.MXTemporary:
+		b.line("UNKNOWN: the MX lookup failed temporarily; delivery defers until DNS answers")
+	case r.Record.Temporary && cached != nil:
+		b.line("Result: the _mta-sts TXT lookup failed temporarily; delivery applies the cached %s policy id %s (expires %s)",
+			cached.Mode, cached.ID, cached.Expires.UTC().Format(time.RFC3339))
+	case r.Record.Temporary:
+		why := "nothing is cached"
+		if r.Cache == nil || r.Cache.Error != "" {
+			why = "the gateway's cache could not be read"
+		}
+		b.line("UNKNOWN: the _mta-sts TXT lookup failed temporarily and %s; this is not \"no policy\": delivery defers until DNS answers", why)
+	case (r.Policy == nil || !r.Policy.Fetched) && cached != nil:
+		b.line("Result: no live MTA-STS policy, but the cached %s policy id %s stays in force until %s",
+			cached.Mode, cached.ID, cached.Expires.UTC().Format(time.RFC3339))
 	case r.Policy == nil || !r.Policy.Fetched:
 		b.line("Result: no MTA-STS policy applies; mail goes with opportunistic TLS")
 	case r.Policy.Mode == mtasts.ModeNone:
@@ -77,6 +111,8 @@ func (r *MXTestReport) Text(w io.Writer) error {
 		b.field("policy", summary)
 	case r.Policy != nil:
 		b.field("policy", fmt.Sprintf("none: %s: %s", r.Policy.ResultType, r.Policy.Error))
+	case r.Record.Temporary:
+		b.field("policy", "UNKNOWN (temporary DNS failure, not \"no policy\"): "+r.Record.Error)
 	default:
 		b.field("policy", "none: "+r.Record.Error)
 	}
@@ -135,6 +171,8 @@ func (r *MXTestReport) Text(w io.Writer) error {
 	switch {
 	case r.Blocked():
 		b.line("BLOCKED: the enforce policy refuses every reachable MX host; mail to %s cannot be delivered", r.Domain)
+	case r.Record.Temporary:
+		b.line("UNKNOWN: the _mta-sts TXT lookup failed temporarily, so what a policy would decide cannot be shown; delivery defers unless a policy is cached")
 	case len(r.Hosts) == 0:
 		b.line("Result: no MX host to test")
 	case r.Hosts[0].Enforce == nil:

@@ -141,10 +141,44 @@ func (c *Client) LookupTXT(ctx context.Context, name string) ([]string, Result, 
 	var out []string
 	for _, rr := range rrs {
 		// RFC 7208 Section 3.3, RFC 8461 Section 3.1: the strings of one record are joined without separators.
-		out = append(out, strings.Join(rr.(*dns.TXT).Txt, ""))
+		// miekg/dns gives each string in presentation form (a quote or backslash escaped with "\", a byte
+		// outside printable ASCII as "\DDD"); the record parsers must see the published bytes.
+		var b strings.Builder
+		for _, s := range rr.(*dns.TXT).Txt {
+			b.WriteString(TXTWire(s))
+		}
+		out = append(out, b.String())
 	}
 	return out, res, nil
 }
+
+// TXTWire decodes one TXT character-string from miekg/dns's presentation form to the bytes on the wire:
+// "\DDD" (three decimal digits) is the byte DDD, "\" followed by any other character is that character.
+func TXTWire(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' || i+1 == len(s) {
+			b = append(b, c)
+			continue
+		}
+		i++
+		if i+2 < len(s) && isDigit(s[i]) && isDigit(s[i+1]) && isDigit(s[i+2]) {
+			if n := int(s[i]-'0')*100 + int(s[i+1]-'0')*10 + int(s[i+2]-'0'); n <= 0xff {
+				b = append(b, byte(n))
+				i += 2
+				continue
+			}
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // LookupTLSA implements Resolver.
 func (c *Client) LookupTLSA(ctx context.Context, name string) ([]TLSA, Result, error) {

@@ -421,3 +421,39 @@ func TestResolvConf(t *testing.T) {
 		}
 	}
 }
+
+// TestTXTReturnsWireBytes: TXT strings come back as the bytes published, not in miekg/dns's presentation
+// form: a zone's \DDD, \" and \\ reach the record parsers as the byte, the quote and the backslash.
+func TestTXTReturnsWireBytes(t *testing.T) {
+	t.Parallel()
+	s := dnstest.New(t)
+	s.Add(`example.com. TXT "v=STSv1; id=1; x=a\001b" "c\"d" "e\\f" "\195\169"`)
+	c := &dnsx.Client{Servers: []string{s.Addr()}, Timeout: 2 * time.Second, Attempts: 1}
+	got, _, err := c.LookupTXT(t.Context(), "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"v=STSv1; id=1; x=a\x01bc\"de\\f\u00e9"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("TXT (-want +got):\n%s", diff)
+	}
+}
+
+func TestTXTWire(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		``:            ``,
+		`plain`:       `plain`,
+		`a\059b`:      "a;b",
+		`\"q\"`:       `"q"`,
+		`back\\slash`: `back\slash`,
+		`\255\000`:    "\xff\x00",
+		`\999`:        "999", // not a byte: the backslash only quotes the next character
+		`trailing\`:   `trailing\`,
+		`\12x`:        "12x",
+	} {
+		if got := dnsx.TXTWire(in); got != want {
+			t.Errorf("TXTWire(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

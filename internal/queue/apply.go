@@ -6,12 +6,23 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 )
 
-// finished is a delivered batch with its results, being recorded.
+// Recording results (RFC 5321 Section 6.1: a message the receiver accepted must not be sent again, as far
+// as a crash allows). Each message's results are recorded as soon as every recipient of it in the batch
+// has one, not when the whole batch is done: the Deliverer reports each result through Job.Settled the
+// moment the reply arrives, and the message goes to the recorder, which commits the messages of every
+// worker that finished meanwhile in one transaction (group commit, like the Submit committer). A crash
+// then repeats only the messages whose 250 arrived within one commit of the crash, instead of every
+// message of the batches in flight. The batch's slot is freed (and its deferred recipients go back into
+// the scheduler's index) when the whole batch is recorded, so batches keep their size.
+
+// finished is the results of one message in a batch, being recorded.
 type finished struct {
 	w       *work
+	msgID   string
 	changes []*change
 
 	// Set by applyBatch.
@@ -19,76 +30,242 @@ type finished struct {
 	doneIDs []string  // finished messages whose bodies go after the commit
 	queued  []*change // recipients that stay queued, once committed
 	requeue []*rcptRow
+	done    chan struct{}
 }
 
-// apply records the results of batch w in one transaction, then puts the recipients still queued back
-// into the index and frees the batch's slot.
-//
-// Each worker records its own batch. Grouping the transactions of batches that finish together (one
-// applier goroutine, like the Submit committer) was tried with mxgate bench and dropped: it freed each
-// domain's slot sooner, which meant more, smaller batches (0.60 instead of 0.41-0.53 TLS handshakes per
-// message) and more CPU per message (2.06-2.33 ms instead of 1.76-1.97).
-func (q *Queue) apply(w *work, results []Result, missing string) {
-	f := &finished{w: w, changes: q.changes(w, results, missing)}
-	q.orderMu.Lock()
-	defer q.orderMu.Unlock()
-	if err := q.applyTx(f, q.now()); err != nil {
-		q.applyFailed(f, err)
-	} else {
-		q.settled(f)
-		q.pruneArchive(context.Background(), q.now())
+// settler collects the results a Deliverer reports during one batch and hands each message to the
+// recorder once all its recipients have one.
+type settler struct {
+	q *Queue
+	w *work
+
+	mu      sync.Mutex
+	results map[string][]Result // by message id
+	left    map[string]int      // recipients of the message still without a result
+	handed  map[string]*finished
+	order   []*finished
+}
+
+func newSettler(q *Queue, w *work) *settler {
+	s := &settler{q: q, w: w, results: map[string][]Result{}, left: map[string]int{}, handed: map[string]*finished{}}
+	for _, r := range w.rcpts {
+		s.left[r.msgID]++
 	}
-	// A DSN is indexed before the slot is freed, so that RunOnce sees it.
-	if len(f.dsns) > 0 {
-		q.indexRecords(f.dsns...)
+	for i := range w.batch.Jobs {
+		w.batch.Jobs[i].Settled = s.settled
+	}
+	return s
+}
+
+// settled is Job.Settled: it notes r and records its message once complete.
+func (s *settler) settled(r Result) {
+	s.mu.Lock()
+	if _, ok := s.left[r.MsgID]; !ok || s.handed[r.MsgID] != nil {
+		s.mu.Unlock()
+		return
+	}
+	for _, x := range s.results[r.MsgID] {
+		if x.Rcpt == r.Rcpt {
+			s.mu.Unlock()
+			return // reported twice: the first counts
+		}
+	}
+	s.results[r.MsgID] = append(s.results[r.MsgID], r)
+	s.left[r.MsgID]--
+	var f *finished
+	if s.left[r.MsgID] == 0 {
+		f = s.hand(r.MsgID, s.results[r.MsgID], "")
+	}
+	s.mu.Unlock()
+	if f != nil {
+		s.q.record(f)
+	}
+}
+
+// hand builds the finished message msgID from its results. s.mu is held.
+func (s *settler) hand(msgID string, results []Result, missing string) *finished {
+	var rows []*rcptRow
+	for _, r := range s.w.rcpts {
+		if r.msgID == msgID {
+			rows = append(rows, r)
+		}
+	}
+	f := &finished{w: s.w, msgID: msgID, changes: s.q.changes(s.w, rows, results, missing), done: make(chan struct{})}
+	s.handed[msgID] = f
+	s.order = append(s.order, f)
+	return f
+}
+
+// finish records the messages not recorded yet with the results Deliver returned (a recipient without a
+// result is deferred with the text missing) and waits until every message of the batch is recorded.
+func (s *settler) finish(results []Result, missing string) {
+	byMsg := map[string][]Result{}
+	for _, r := range results {
+		byMsg[r.MsgID] = append(byMsg[r.MsgID], r)
+	}
+	var late []*finished
+	s.mu.Lock()
+	seen := map[string]bool{}
+	for _, r := range s.w.rcpts {
+		if seen[r.msgID] || s.handed[r.msgID] != nil {
+			continue
+		}
+		seen[r.msgID] = true
+		late = append(late, s.hand(r.msgID, append(s.results[r.msgID], byMsg[r.msgID]...), missing))
+	}
+	order := s.order
+	s.mu.Unlock()
+	for _, f := range late {
+		s.q.record(f)
+	}
+	for _, f := range order {
+		<-f.done
+	}
+}
+
+// record hands f to the recorder goroutine; f.done is closed once it is recorded (or could not be).
+func (q *Queue) record(f *finished) {
+	select {
+	case q.recordCh <- f:
+	case <-q.recorderDone:
+		// Cannot happen while workers run (Close waits for them); leave everything where dispatch put it.
+		q.applyFailed(f, ErrClosed)
+		q.mu.Lock()
+		for _, r := range f.requeue {
+			q.ix.add(r.id, r.msgID, r.domain, ns(r.retryAt))
+		}
+		q.mu.Unlock()
+		close(f.done)
+	}
+}
+
+// recorder is the goroutine that records results: it takes every finished message waiting, records them
+// in one transaction, and then updates the index, queues the DSNs and recycles the finished bodies.
+func (q *Queue) recorder() {
+	defer close(q.recorderDone)
+	for {
+		var group []*finished
+		select {
+		case f := <-q.recordCh:
+			group = append(group, f)
+		case <-q.stopRecorder:
+			return
+		}
+	more:
+		for len(group) < q.opts.GroupCommitMax {
+			select {
+			case f := <-q.recordCh:
+				group = append(group, f)
+			default:
+				break more
+			}
+		}
+		q.applyGroup(group)
+	}
+}
+
+// applyGroup records group in one transaction; when that fails, each message alone, so that one bad
+// message does not fail its neighbours.
+func (q *Queue) applyGroup(group []*finished) {
+	q.orderMu.Lock()
+	now := q.now()
+	err := q.applyTx(group, now)
+	if err != nil && len(group) > 1 {
+		for _, f := range group {
+			if err := q.applyTx([]*finished{f}, now); err != nil {
+				q.applyFailed(f, err)
+			} else {
+				q.settled(f)
+			}
+		}
+	} else if err != nil {
+		q.applyFailed(group[0], err)
+	} else {
+		for _, f := range group {
+			q.settled(f)
+		}
+	}
+	q.pruneArchive(context.Background(), now)
+	var dsns []*record
+	q.mu.Lock()
+	for _, f := range group {
+		dsns = append(dsns, f.dsns...)
+		// Recipients still queued go back into the index now, under orderMu, so that an administrator's
+		// Retry or Hold right after this commit finds them there.
+		for _, r := range f.requeue {
+			q.ix.add(r.id, r.msgID, r.domain, ns(r.retryAt))
+		}
+	}
+	q.mu.Unlock()
+	// A DSN is indexed before the batch's slot is freed, so that RunOnce sees it.
+	if len(dsns) > 0 {
+		q.indexRecords(dsns...)
 		q.Kick()
 	}
-	q.removeBodies(f.doneIDs)
-	q.release(f.w, f.requeue)
+	q.orderMu.Unlock()
+	for _, f := range group {
+		q.removeBodies(f.doneIDs)
+		close(f.done)
+	}
 }
 
 // applyFailed leaves every recipient of f where dispatch put it: nothing of f was recorded.
 func (q *Queue) applyFailed(f *finished, err error) {
-	q.log.Error("queue: cannot record delivery results; will retry after backoff", "domain", f.w.batch.Domain, "err", err)
-	f.dsns, f.doneIDs, f.requeue = nil, nil, f.w.rcpts
+	q.log.Error("queue: cannot record delivery results; will retry after backoff", "domain", f.w.batch.Domain,
+		"msg_id", f.msgID, "err", err)
+	f.dsns, f.doneIDs, f.requeue = nil, nil, nil
+	for _, c := range f.changes {
+		f.requeue = append(f.requeue, c.row)
+	}
 }
 
-// applyTx records f in one transaction. On error nothing is recorded and the DSN bodies written for it
+// applyTx records group in one transaction. On error nothing is recorded and the DSN bodies written for it
 // are removed.
-func (q *Queue) applyTx(f *finished, now time.Time) error {
+func (q *Queue) applyTx(group []*finished, now time.Time) error {
 	ctx := context.Background() // results are recorded even while shutting down
 	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	err = q.applyBatch(ctx, tx, f, now)
+	for _, f := range group {
+		if err = q.applyBatch(ctx, tx, f, now); err != nil {
+			break
+		}
+	}
 	if err == nil {
 		err = tx.Commit()
 	}
 	if err != nil {
 		tx.Rollback()
-		for _, rec := range f.dsns {
-			os.Remove(q.bodyPath(rec.id))
+		for _, f := range group {
+			for _, rec := range f.dsns {
+				os.Remove(q.bodyPath(rec.id))
+			}
+			f.dsns, f.doneIDs, f.queued = nil, nil, nil
 		}
-		f.dsns, f.doneIDs, f.queued = nil, nil, nil
 		return err
 	}
-	for _, c := range f.queued {
-		c.row.retryAt = c.next
-		f.requeue = append(f.requeue, c.row)
+	for _, f := range group {
+		for _, c := range f.queued {
+			c.row.retryAt = c.next
+			f.requeue = append(f.requeue, c.row)
+		}
 	}
 	return nil
 }
 
-// changes classifies the results of batch w, one change per recipient, and logs one delivery event each.
-func (q *Queue) changes(w *work, results []Result, missing string) []*change {
+// changes classifies the results for rows (recipients of one message in batch w), one change per
+// recipient, and logs one delivery event each.
+func (q *Queue) changes(w *work, rows []*rcptRow, results []Result, missing string) []*change {
 	now := q.now()
 	byKey := map[[2]string]Result{}
 	for _, r := range results {
-		byKey[[2]string{r.MsgID, r.Rcpt}] = r
+		if _, dup := byKey[[2]string{r.MsgID, r.Rcpt}]; !dup {
+			byKey[[2]string{r.MsgID, r.Rcpt}] = r
+		}
 	}
 	var changes []*change
-	for _, row := range w.rcpts {
+	for _, row := range rows {
 		m := w.msgs[row.msgID]
 		res, ok := byKey[[2]string{row.msgID, row.rcpt}]
 		if !ok {
@@ -135,12 +312,16 @@ func (q *Queue) changes(w *work, results []Result, missing string) []*change {
 	return changes
 }
 
-// applyBatch records the results of one batch in tx: recipient states, the attempt history, the DSNs for
-// failures, and the removal of finished messages. It notes in f the DSNs queued, the finished messages and
-// the recipients that stay queued.
+// applyBatch records the results of one message of a batch in tx: the attempt counts, recipient states,
+// the attempt history, the DSN for failures, and the removal of a finished message. It notes in f the DSN
+// queued, the finished message and the recipients that stay queued.
 func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now time.Time) error {
-	failed := map[string][]*change{}
-	var msgOrder []string
+	// The attempt is counted when its result is recorded, never before it is made: an attempt cut short
+	// by a crash does not count (recover).
+	if _, err := tx.StmtContext(ctx, q.st.bumpMsg).ExecContext(ctx, f.msgID); err != nil {
+		return fmt.Errorf("queue: record attempt: %w", err)
+	}
+	var failed []*change
 	for _, c := range f.changes {
 		applied, err := q.updateRecipient(ctx, tx, c, now)
 		if err != nil {
@@ -154,27 +335,21 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 		switch {
 		case c.state == stateQueued:
 			f.queued = append(f.queued, c)
-			due, err := q.delayNoticeDue(ctx, tx, f.w.msgs[c.row.msgID], c, now)
+			due, err := q.delayNoticeDue(ctx, tx, f.w.msgs[f.msgID], c, now)
 			if err != nil {
 				return err
 			}
 			if due {
 				c.delayNotice = true
-				if len(failed[c.row.msgID]) == 0 {
-					msgOrder = append(msgOrder, c.row.msgID)
-				}
-				failed[c.row.msgID] = append(failed[c.row.msgID], c)
+				failed = append(failed, c)
 			}
 		case c.state == stateFailed, wantsRelayedDSN(c):
 			// Failures, and successes that asked for a notice the next hop cannot give, are reported.
-			if len(failed[c.row.msgID]) == 0 {
-				msgOrder = append(msgOrder, c.row.msgID)
-			}
-			failed[c.row.msgID] = append(failed[c.row.msgID], c)
+			failed = append(failed, c)
 		}
 	}
-	for _, id := range msgOrder {
-		rec, err := q.queueDSN(ctx, tx, f.w.msgs[id], failed[id], now)
+	if len(failed) > 0 {
+		rec, err := q.queueDSN(ctx, tx, f.w.msgs[f.msgID], failed, now)
 		if err != nil {
 			return err
 		}
@@ -182,14 +357,12 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 			f.dsns = append(f.dsns, rec)
 		}
 	}
-	for id := range f.w.msgs {
-		fin, err := q.finishIfDone(ctx, tx, id)
-		if err != nil {
-			return err
-		}
-		if fin {
-			f.doneIDs = append(f.doneIDs, id)
-		}
+	fin, err := q.finishIfDone(ctx, tx, f.msgID)
+	if err != nil {
+		return err
+	}
+	if fin {
+		f.doneIDs = append(f.doneIDs, f.msgID)
 	}
 	return nil
 }

@@ -12,9 +12,10 @@
 // queued recipients are indexed in memory (index.go) by domain and next attempt, so finding due work costs
 // no SQL; SQLite stays the durable truth, and the index is rebuilt from it at Open. Due recipients are
 // grouped by domain and then by message into Batches, handed to the Deliverer by a bounded number of
-// workers, and the results applied in one transaction per batch. A crash while a batch is in flight leads
-// to a retry after the backoff (the attempt is recorded before delivery), so a recipient may be delivered
-// twice but is never lost.
+// workers, and each message's results recorded as soon as the reply for it arrives (apply.go), in
+// transactions shared by every worker (group commit). A recipient is marked in flight, not counted, when
+// its attempt starts; after a crash, the recipients in flight are due at once and the interrupted attempt
+// counts for nothing (resumeInterrupted), so a recipient may be delivered twice but is never lost.
 //
 // Finished messages (no queued recipient left) are deleted with their body and history; the final outcome
 // is in the logs. The queue does not send "delivered"/"relayed" or "delayed" DSNs (NOTIFY=SUCCESS,DELAY):
@@ -220,7 +221,11 @@ type Queue struct {
 	commitCh      chan *pending
 	stopCommitter chan struct{}
 	committerDone chan struct{}
+	recordCh      chan *finished
+	stopRecorder  chan struct{}
+	recorderDone  chan struct{}
 	closeOnce     sync.Once
+	recorderOnce  sync.Once
 	commits       atomic.Int64
 	quarantined   atomic.Int64
 	dsnFallbacks  atomic.Int64
@@ -277,6 +282,9 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		commitCh:      make(chan *pending),
 		stopCommitter: make(chan struct{}),
 		committerDone: make(chan struct{}),
+		recordCh:      make(chan *finished),
+		stopRecorder:  make(chan struct{}),
+		recorderDone:  make(chan struct{}),
 		kick:          make(chan struct{}, 1),
 		workerDone:    make(chan struct{}, 1),
 		ix:            newDueIndex(opts.PerDomain, opts.MaxBatch, int64(opts.BatchWait)),
@@ -297,6 +305,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		return nil, err
 	}
 	go q.committer()
+	go q.recorder()
 	return q, nil
 }
 
@@ -305,6 +314,8 @@ func (q *Queue) Close() error {
 	q.closeOnce.Do(func() { close(q.stopCommitter) })
 	<-q.committerDone
 	q.workers.Wait()
+	q.recorderOnce.Do(func() { close(q.stopRecorder) })
+	<-q.recorderDone
 	q.stmtsOnce.Do(q.st.close)
 	q.arch.close()
 	return nil
@@ -433,6 +444,13 @@ var migrations = []string{
 		reason TEXT NOT NULL,
 		at INTEGER NOT NULL
 	);`,
+	// inflight marks a recipient whose attempt has started and whose result is not recorded yet; at Open
+	// such a recipient was interrupted by a crash (recover). interrupted counts the crashes in a row that
+	// cut its attempt short. body_sum is the SHA-256 of the body as accepted (NULL for messages accepted
+	// before it existed: not verified).
+	`ALTER TABLE queue_recipients ADD COLUMN inflight INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE queue_recipients ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE queue_messages ADD COLUMN body_sum BLOB;`,
 }
 
 // Message flags in queue_messages.flags.

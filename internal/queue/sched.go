@@ -20,7 +20,7 @@ type msgRow struct {
 	flags                int
 	size                 int64
 	received, expires    time.Time
-	attempts             int // including the attempt in flight
+	attempts             int // including the attempt in flight (counted in the index once recorded)
 }
 
 type rcptRow struct {
@@ -28,7 +28,7 @@ type rcptRow struct {
 	msgID, rcpt string
 	notify      []string
 	orcpt       string
-	attempts    int // including the attempt in flight
+	attempts    int // including the attempt in flight (counted in the index once recorded)
 	domain      string
 	// retryAt is the next attempt recorded before delivery: where the recipient stays if the results
 	// cannot be recorded.
@@ -233,10 +233,12 @@ func (q *Queue) dispatchRound(ctx, dctx context.Context) (dispatched, picked int
 }
 
 // load reads the picked recipients with their messages in one transaction, drops those that are no longer
-// queued, and records the attempts: it counts them before they are made and moves next_attempt to where a
-// retry would be, so that a crash (or a failure to record the results) leads to a retry after the backoff
-// rather than a loss or an immediate loop. It returns one work per pick (possibly with no jobs) and the
-// recipients to put back into the index: held, or not due yet after all.
+// queued, and marks the attempts as in flight: it moves next_attempt to where a retry would be, so that a
+// failure to record the results leads to a retry after the backoff rather than a loss or an immediate
+// loop, but counts nothing. The attempt is counted when its result is recorded; after a crash, recover
+// makes in-flight recipients due at once without counting the interrupted attempt. It returns one work per
+// pick (possibly with no jobs) and the recipients to put back into the index: held, or not due yet after
+// all.
 func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work, []*dueRcpt, error) {
 	tx, err := q.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -244,7 +246,6 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 	}
 	defer tx.Rollback()
 	load := tx.StmtContext(ctx, q.st.loadRcpt)
-	bumpMsg := tx.StmtContext(ctx, q.st.bumpMsg)
 	bumpRcpt := tx.StmtContext(ctx, q.st.bumpRcpt)
 	var back []*dueRcpt
 	works := make([]*work, 0, len(picks))
@@ -293,9 +294,6 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 				Size: m.size, Attempt: m.attempts, Received: m.received, Expires: m.expires,
 				Open: q.opener(id),
 			}
-			if _, err := bumpMsg.ExecContext(ctx, id); err != nil {
-				return nil, nil, fmt.Errorf("queue: record attempts: %w", err)
-			}
 			for _, r := range byMsg[id] {
 				job.Recipients = append(job.Recipients, Recipient{Addr: r.rcpt, Notify: r.notify, ORcpt: r.orcpt})
 				w.rcpts = append(w.rcpts, r)
@@ -319,12 +317,14 @@ func (q *Queue) opener(id string) func() (io.ReadCloser, error) {
 
 func (q *Queue) worker(ctx context.Context, w *work) {
 	defer q.workers.Done()
+	s := newSettler(q, w)
 	results, panicked := q.deliver(ctx, w)
 	missing := "no result from delivery"
 	if panicked {
 		missing = "internal error during delivery"
 	}
-	q.apply(w, results, missing)
+	s.finish(results, missing)
+	q.release(w)
 }
 
 // deliver is the worker's recovery boundary: a panic in delivery is logged and the batch deferred.
@@ -339,13 +339,10 @@ func (q *Queue) deliver(ctx context.Context, w *work) (res []Result, panicked bo
 	return q.opts.Deliverer.Deliver(ctx, w.batch), false
 }
 
-// release ends batch w: its recipients still queued go back into the index (at the time apply recorded,
-// or at the time recorded before delivery when apply could not record anything), and its slot is freed.
-func (q *Queue) release(w *work, requeue []*rcptRow) {
+// release ends batch w once all its results are recorded (its recipients still queued are back in the
+// index already): its slot is freed.
+func (q *Queue) release(w *work) {
 	q.mu.Lock()
-	for _, r := range requeue {
-		q.ix.add(r.id, r.msgID, r.domain, ns(r.retryAt))
-	}
 	q.busy--
 	q.ix.done(w.batch.Domain)
 	q.mu.Unlock()

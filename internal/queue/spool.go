@@ -120,7 +120,8 @@ func (q *Queue) writeBody(id string, body io.Reader) (int64, error) {
 //     quarantined: their recipients move to state "quarantined", a queue_quarantine row says why, the body
 //     (if any) moves to QuarantineDir. Nothing is deleted.
 //
-// Queued recipients need no further work: they are due at their next_attempt as before.
+// Queued recipients are due at their next_attempt as before, except those whose attempt was in flight
+// (resumeInterrupted).
 func (q *Queue) recover(ctx context.Context) error {
 	entries, err := os.ReadDir(q.opts.Dir)
 	if err != nil {
@@ -173,6 +174,9 @@ func (q *Queue) recover(ctx context.Context) error {
 		if err := q.quarantine(ctx, b.id, b.reason); err != nil {
 			return err
 		}
+	}
+	if err := q.resumeInterrupted(ctx); err != nil {
+		return err
 	}
 	// Files of messages that are in the index but have no queued recipient (already quarantined) stay
 	// out of the way too.
@@ -248,6 +252,29 @@ func (q *Queue) quarantine(ctx context.Context, id, reason string) error {
 func (q *Queue) moveToQuarantine(name string) error {
 	if err := os.Rename(filepath.Join(q.opts.Dir, name), filepath.Join(q.opts.QuarantineDir, name)); err != nil {
 		return fmt.Errorf("queue: quarantine %s: %w", name, err)
+	}
+	return nil
+}
+
+// maxInterrupted is how many crashes in a row may cut a recipient's attempt short before its retry waits
+// for the backoff again: a message that crashes the gateway must not crash it on every start.
+const maxInterrupted = 3
+
+// resumeInterrupted makes the recipients whose attempt was in flight at a crash due now. The interrupted
+// attempt was never counted (attempts are counted when their result is recorded), so it pushes no backoff;
+// the receiver may have taken the message already, which costs a duplicate, never a loss. As Postfix does,
+// the retry comes at once rather than after the retry interval. After maxInterrupted crashes in a row the
+// recipient keeps the retry time recorded when the attempt started.
+func (q *Queue) resumeInterrupted(ctx context.Context) error {
+	now := ns(q.now())
+	res, err := q.db.ExecContext(ctx, `UPDATE queue_recipients SET inflight = 0, interrupted = interrupted + 1,
+		next_attempt = CASE WHEN interrupted < ? THEN ? ELSE next_attempt END, updated = ?
+		WHERE inflight = 1 AND state = ?`, maxInterrupted, now, now, stateQueued)
+	if err != nil {
+		return fmt.Errorf("queue: resume interrupted deliveries: %w", err)
+	}
+	if n, err := res.RowsAffected(); err == nil && n > 0 {
+		q.log.Warn("queue: deliveries interrupted by a restart are due now", "recipients", n)
 	}
 	return nil
 }

@@ -29,9 +29,9 @@ func (q *Queue) prepare(ctx context.Context) error {
 			m.sender, m.envid, m.ret, m.flags, m.size, m.received, m.expires, m.attempts, m.held
 			FROM queue_recipients r JOIN queue_messages m ON m.id = r.msg_id WHERE r.id = ?`},
 		{&q.st.bumpMsg, `UPDATE queue_messages SET attempts = attempts + 1 WHERE id = ?`},
-		{&q.st.bumpRcpt, `UPDATE queue_recipients SET attempts = attempts + 1, next_attempt = ?, updated = ?
-			WHERE id = ?`},
-		{&q.st.updateRcpt, `UPDATE queue_recipients SET state = ?, next_attempt = ?, last_code = ?,
+		{&q.st.bumpRcpt, `UPDATE queue_recipients SET inflight = 1, next_attempt = ?, updated = ? WHERE id = ?`},
+		{&q.st.updateRcpt, `UPDATE queue_recipients SET state = ?, next_attempt = ?, attempts = attempts + 1,
+			inflight = 0, interrupted = 0, last_code = ?,
 			last_enhanced = ?, last_text = ?, last_result_type = ?, last_remote_mta = ?, last_tls = ?,
 			last_policy = ?, updated = ? WHERE id = ? AND state = ?`},
 		{&q.st.insertAttempt, `INSERT INTO queue_attempts(msg_id, rcpt, at, outcome, code, enhanced, text,

@@ -88,8 +88,14 @@ type Job struct {
 	Expires  time.Time
 	// Report marks TLS report mail, never recorded for TLS reporting.
 	Report bool
-	// Open returns the message body (header and content, CRLF line endings) from the spool.
+	// Open returns the message body (header and content, CRLF line endings) from the spool. Reading it
+	// fails (before io.EOF) if the body no longer matches the checksum taken when it was accepted.
 	Open func() (io.ReadCloser, error)
+	// Settled, when set, is called by the Deliverer with each recipient's result as soon as it is known
+	// (the reply to DATA, or to RCPT), before Deliver returns: the queue records a message as soon as all
+	// its recipients have one, which keeps the window for a duplicate after a crash short. Deliver still
+	// returns every result.
+	Settled func(Result)
 }
 
 // Result is the outcome of one attempt for one recipient.

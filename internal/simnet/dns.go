@@ -140,18 +140,36 @@ func (d *DNS) SetNullMX(domain string) {
 	d.AddRR(&dns.MX{Hdr: hdr(domain, dns.TypeMX), Preference: 0, Mx: "."})
 }
 
-// AddTXT adds one TXT record made of the given character-strings. Strings longer than 255 octets are split,
-// as a zone file compiler would.
+// AddTXT adds one TXT record made of the given character-strings, each the exact bytes to publish (any byte,
+// quotes and backslashes included). Strings longer than 255 octets are split, as a zone file compiler would.
 func (d *DNS) AddTXT(name string, strs ...string) {
 	var parts []string
 	for _, s := range strs {
 		for len(s) > 255 {
-			parts = append(parts, s[:255])
+			parts = append(parts, presentTXT(s[:255]))
 			s = s[255:]
 		}
-		parts = append(parts, s)
+		parts = append(parts, presentTXT(s))
 	}
 	d.AddRR(&dns.TXT{Hdr: hdr(name, dns.TypeTXT), Txt: parts})
+}
+
+// presentTXT writes wire bytes in miekg/dns's presentation form, which its packer decodes: a quote or
+// backslash escaped with a backslash, a byte outside printable ASCII as \DDD.
+func presentTXT(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case c < ' ' || c > '~':
+			fmt.Fprintf(&b, "\\%03d", c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 // AddCNAME makes name an alias of target.

@@ -306,6 +306,28 @@ func TestSendNoValidRecord_RPT3_RPT8(t *testing.T) {
 	}
 }
 
+// TestSendRecordBytesAsPublished_RPT6: the _smtp._tls record is parsed as the bytes published, not in the
+// resolver's presentation form: a control byte in an extension value breaks the ABNF (no report), while a
+// quote or backslash there is allowed (a report).
+func TestSendRecordBytesAsPublished_RPT6(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	at := testDay.Add(time.Hour)
+	for _, d := range []string{"ctl.test", "high.test", "quote.test"} {
+		e.rec.Record(success(tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, Domain: d}, at))
+	}
+	e.dns.Add(
+		`_smtp._tls.ctl.test. 300 IN TXT "v=TLSRPTv1; rua=mailto:ctl@r.test; x=a\001b"`,
+		`_smtp._tls.high.test. 300 IN TXT "v=TLSRPTv1; rua=mailto:high@r.test; x=caf\195\169"`,
+		`_smtp._tls.quote.test. 300 IN TXT "v=TLSRPTv1; rua=mailto:quote@r.test; x=a\"b\\c"`,
+	)
+	res := sendDay(t, e)
+	want := map[string]string{"ctl.test": "no-record", "high.test": "no-record", "quote.test": "sent"}
+	if diff := cmp.Diff(want, statuses(res)); diff != "" {
+		t.Errorf("statuses (-want +got):\n%s", diff)
+	}
+}
+
 func TestSendSuppressedAndMaxDestinations(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

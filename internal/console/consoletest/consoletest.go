@@ -159,25 +159,33 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// explain imitates the daemon's policy explanation (daemon.Explanation's JSON shape).
-func (e *Env) explain(ctx context.Context, domain string) (any, error) {
+// explain stands in for the daemon's Explain (delivery.Explanation), with what the fixture's cache holds.
+func (e *Env) explain(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
 	e.explainMu.Lock()
-	e.explained = append(e.explained, domain)
+	e.explained = append(e.explained, req.Domain)
 	e.explainMu.Unlock()
-	mtasts := e.Settings.Current().Bool("Sender.EnableMTASTS")
-	out := map[string]any{
-		"domain":   domain,
-		"plan":     "opportunistic",
-		"source":   "default",
-		"level":    "opportunistic",
-		"reason":   "no rule, no DANE, no MTA-STS policy: opportunistic TLS",
-		"settings": map[string]any{"Sender.EnableMTASTS": mtasts},
-		"mx":       []map[string]any{{"host": "mx." + domain, "pref": 10, "allowed": true}},
+	mtasts := e.Settings.Current().MTASTSEnabled()
+	out := delivery.Explanation{
+		Domain: req.Domain, Plan: "opportunistic", Source: "default", Level: "opportunistic",
+		Reason:   "no rule, no DANE, no MTA-STS policy: opportunistic TLS",
+		Settings: delivery.ExplainedBy{EnableMTASTS: mtasts},
+		MX:       []delivery.MXCheck{{Host: "mx." + req.Domain, Pref: 10, Allowed: true}},
 	}
-	if entry, err := e.STS.Show(ctx, address.MustParseDomain(domain)); err == nil && mtasts {
-		out["plan"], out["source"], out["level"] = "mta-sts "+string(entry.Mode), "mta-sts", "required-verify"
-		out["reason"] = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
-		out["sts_mode"], out["sts_id"] = string(entry.Mode), entry.ID
+	if entry, err := e.STS.Show(ctx, address.MustParseDomain(req.Domain)); err == nil && mtasts {
+		out.Plan, out.Source, out.Level = "mta-sts "+string(entry.Mode), "mta-sts", "required-verify"
+		out.Reason = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
+		out.STSMode, out.STSID = string(entry.Mode), entry.ID
+	}
+	rules, err := e.Settings.Current().DomainRules()
+	if err != nil {
+		return out, err
+	}
+	if r, ok := rules[req.Domain]; ok {
+		out.Settings.Rule = r.String()
+		if r.Override {
+			out.Plan, out.Source, out.Level, out.Override = string(r.Level)+" override", "rule", string(r.Level), true
+			out.Reason = "per-domain rule sets " + string(r.Level) + " (override: published policies are not applied)"
+		}
 	}
 	return out, nil
 }
