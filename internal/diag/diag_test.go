@@ -475,6 +475,11 @@ func TestTXTServfailIsNotNoPolicy_STS19(t *testing.T) {
 	if !rep.Record.Temporary || rep.Verdict() != diag.VerdictUnknown {
 		t.Fatalf("record %+v, verdict %v; want temporary and VerdictUnknown", rep.Record, rep.Verdict())
 	}
+	for _, m := range rep.MX {
+		if m.Policy != diag.Unknown {
+			t.Errorf("MX %s coverage %q, want unknown while the record lookup fails", m.Host, m.Policy)
+		}
+	}
 	out := text(t, &rep)
 	wantContains(t, out, `UNKNOWN: the _mta-sts TXT lookup failed temporarily`, `this is not "no policy"`)
 	if strings.Contains(out, "no MTA-STS policy applies") {

@@ -55,6 +55,8 @@ const (
 	Covered    Coverage = "covered"
 	NotCovered Coverage = "not-covered"
 	NoPolicy   Coverage = "no-policy"
+	// Unknown: the _mta-sts lookup failed temporarily, so whether a policy covers the host is not known.
+	Unknown Coverage = "unknown"
 )
 
 // MXCoverage is one live MX host and whether the policy covers it.
@@ -178,7 +180,11 @@ func LookupSTS(ctx context.Context, env Env, domain address.Domain) (STSReport, 
 		rep.MXError, rep.MXTemporary = err.Error(), !mx.Permanent(err)
 	}
 	for _, h := range hosts {
-		rep.MX = append(rep.MX, MXCoverage{Host: h.Name, Pref: h.Pref, Implicit: h.Implicit, Policy: coverage(pol, h.Name)})
+		c := coverage(pol, h.Name)
+		if rep.Record.Temporary {
+			c = Unknown
+		}
+		rep.MX = append(rep.MX, MXCoverage{Host: h.Name, Pref: h.Pref, Implicit: h.Implicit, Policy: c})
 	}
 	if err := ctx.Err(); err != nil {
 		return rep, fmt.Errorf("diag: lookup %s: %w", domain, err)
