@@ -60,6 +60,9 @@ type Options struct {
 	// BootstrapOut, when set, receives the one-time console password at first start as a line of text;
 	// nil means it is logged, as one structured record (docs/logs.md), so that a JSON log stays JSON.
 	BootstrapOut io.Writer
+	// ConsolePassword, when set, receives the one-time console password at first start instead of the
+	// log and BootstrapOut (the demo prints it with the admin URL).
+	ConsolePassword func(password, file string)
 	// Notify, when set, tells the service manager about the daemon's state (sdnotify.Notifier.Notify):
 	// READY=1 once the listeners are bound and every component runs, STOPPING=1 when shutdown begins.
 	Notify func(assignments ...string) error
@@ -372,7 +375,9 @@ func New(ctx context.Context, o Options) (*Daemon, error) {
 	if created {
 		// Shown once, at first start, for the administrator to log in and change it (Account page). WARN, so
 		// that it shows at every log level.
-		if o.BootstrapOut != nil {
+		if o.ConsolePassword != nil {
+			o.ConsolePassword(pw, pwFile)
+		} else if o.BootstrapOut != nil {
 			fmt.Fprintf(o.BootstrapOut, "mxgate: web console password for the first login: %s (stored hashed in %s; change it on the Account page)\n", pw, pwFile)
 		} else {
 			log.Warn("web console password for the first login: change it on the Account page",
