@@ -305,6 +305,11 @@ type CommitResult struct {
 	// RollbackOf is the generation a rollback restored.
 	RollbackOf int               `json:"rollback_of,omitempty"`
 	Values     map[string]string `json:"values"`
+	// InForce is true when a rollback found the generation's settings in force already: nothing was
+	// committed and Generation is the one in force.
+	InForce bool `json:"in_force,omitempty"`
+	// Discarded are the staged changes a rollback with discard_staged dropped.
+	Discarded []SettingChange `json:"discarded,omitempty"`
 }
 
 // Generation is one entry of GET /api/v1/config/history, newest first.
@@ -448,4 +453,44 @@ func sendResultDTO(r tlsreport.SendResult) SendResult {
 		out.Domains = append(out.Domains, dr)
 	}
 	return out
+}
+
+// ComponentState is what a component of the gateway is doing.
+type ComponentState string
+
+const (
+	// ComponentRunning: the component does its work.
+	ComponentRunning ComponentState = "running"
+	// ComponentOff: a setting switches the component off (Controller.EnableTLSRPT = false).
+	ComponentOff ComponentState = "off"
+	// ComponentFailed: the component should run and does not; Reason says why.
+	ComponentFailed ComponentState = "failed"
+)
+
+// Component is one component's state, in GET /api/v1/status and (without the reason) GET /healthz.
+type Component struct {
+	Name   string         `json:"name"`
+	State  ComponentState `json:"state"`
+	Reason string         `json:"reason,omitempty"`
+	Since  time.Time      `json:"since,omitzero"`
+}
+
+// Health is the body of GET /healthz: the process answers, and which components run. Status is "ok", or
+// "degraded" when a component failed (GET /api/v1/status has the reason).
+type Health struct {
+	Status     string      `json:"status"`
+	Components []Component `json:"components,omitempty"`
+}
+
+// DKIMRecord is the DNS record that publishes the key TLS reports are signed with (RFC 8460 Section 3), in
+// GET /api/v1/status and on the console's reports page.
+type DKIMRecord struct {
+	// Name is the owner name, <selector>._domainkey.<domain>; Value the TXT record's text.
+	Name  string `json:"name"`
+	Value string `json:"value"`
+	// KeyFile is the private key's file.
+	KeyFile string `json:"key_file"`
+	// Published is true when DNS answers Value's key at Name; Problem says otherwise why not.
+	Published bool   `json:"published"`
+	Problem   string `json:"problem,omitempty"`
 }

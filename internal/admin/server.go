@@ -77,6 +77,8 @@ type Options struct {
 	Explain func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error)
 	// Status answers GET /api/v1/status; its result is sent as JSON. Nil means the endpoint answers 501.
 	Status func(ctx context.Context) (any, error)
+	// Components returns the state of the gateway's components for GET /healthz; nil means none are shown.
+	Components func() []Component
 	// Ready answers GET /readyz: nil error means ready (200), otherwise 503 with the error. Nil means always
 	// ready once the handler serves.
 	Ready func(ctx context.Context) error
@@ -217,8 +219,20 @@ func (r *statusRecorder) Header() http.Header         { return r.header }
 func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *statusRecorder) WriteHeader(code int)        { r.code = code }
 
+// healthz answers 200 while the process serves: a failed component is shown ("degraded") but restarting
+// the process would not mend it, so it is no liveness failure. Reasons may name files and stay behind the
+// token (GET /api/v1/status).
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	h := Health{Status: "ok"}
+	if s.opts.Components != nil {
+		for _, c := range s.opts.Components() {
+			if c.State == ComponentFailed {
+				h.Status = "degraded"
+			}
+			h.Components = append(h.Components, Component{Name: c.Name, State: c.State})
+		}
+	}
+	writeJSON(w, http.StatusOK, h)
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -494,8 +508,10 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, address.ErrSyntax), errors.Is(err, settings.ErrUnknownKey), errors.Is(err, settings.ErrInvalidValue):
 		return http.StatusBadRequest
-	case errors.Is(err, settings.ErrNoChanges), errors.Is(err, tlsreport.ErrDayNotOver):
+	case errors.Is(err, settings.ErrNoChanges), errors.Is(err, settings.ErrStaged), errors.Is(err, tlsreport.ErrDayNotOver):
 		return http.StatusConflict
+	case errors.Is(err, settings.ErrRefused):
+		return http.StatusUnprocessableEntity
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	// A refresh or explanation that failed out there (DNS, the policy host, the policy itself) is not

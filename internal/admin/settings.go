@@ -26,7 +26,7 @@ type SettingsAPI interface {
 	Discard(ctx context.Context) error
 	Commit(ctx context.Context, note, author string) (settings.Snapshot, error)
 	History(ctx context.Context) ([]settings.Generation, error)
-	Rollback(ctx context.Context, gen int, note, author string) (settings.Snapshot, error)
+	Rollback(ctx context.Context, gen int, note, author string, staged settings.StagedChanges) (settings.RollbackResult, error)
 }
 
 // maxRequestBody bounds the JSON body of a request; a whole settings document is a few kilobytes.
@@ -291,6 +291,9 @@ type RollbackRequest struct {
 	// Note defaults to "rollback to generation N".
 	Note   string `json:"note,omitempty"`
 	Author string `json:"author,omitempty"`
+	// DiscardStaged drops the staged changes with the rollback; without it a rollback is refused (409)
+	// while changes are staged.
+	DiscardStaged bool `json:"discard_staged,omitempty"`
 }
 
 func (s *Server) configRollback(w http.ResponseWriter, r *http.Request, st SettingsAPI) {
@@ -308,14 +311,26 @@ func (s *Server) configRollback(w http.ResponseWriter, r *http.Request, st Setti
 		return
 	}
 	who := author(r, req.Author)
-	snap, err := st.Rollback(r.Context(), req.Generation, strings.TrimSpace(req.Note), who)
+	staged := settings.RefuseStaged
+	if req.DiscardStaged {
+		staged = settings.DiscardStaged
+	}
+	res, err := st.Rollback(r.Context(), req.Generation, strings.TrimSpace(req.Note), who, staged)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("admin: settings rolled back", "to", req.Generation, "generation", snap.Generation, "author", who, "ip", remoteIP(r))
-	out := commitDTO(snap)
+	out := commitDTO(res.Snapshot)
 	out.RollbackOf = req.Generation
+	out.InForce = res.InForce
+	for _, c := range res.Discarded {
+		out.Discarded = append(out.Discarded, changeDTO(c))
+	}
+	if res.InForce {
+		s.log.Info("admin: rollback to the settings in force: nothing committed", "to", req.Generation, "generation", res.Generation, "discarded", len(res.Discarded), "ip", remoteIP(r))
+	} else {
+		s.log.Info("admin: settings rolled back", "to", req.Generation, "generation", res.Generation, "discarded", len(res.Discarded), "author", who, "ip", remoteIP(r))
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

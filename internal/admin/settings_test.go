@@ -408,6 +408,23 @@ func TestClientSettingsAndReports(t *testing.T) {
 	if _, err := c.Rollback(ctx, admin.RollbackRequest{Generation: 42}); !admin.IsNotFound(err) {
 		t.Errorf("Rollback(42) = %v", err)
 	}
+	// Generation 1's settings are in force (generation 3): no new generation.
+	if res, err := c.Rollback(ctx, admin.RollbackRequest{Generation: 1}); err != nil || !res.InForce || res.Generation != 3 {
+		t.Errorf("Rollback to the settings in force = %+v, %v; want in_force at 3", res, err)
+	}
+	// While a change is staged a rollback is refused, unless it discards the change, and says so.
+	if _, err := c.SetSetting(ctx, "TLSRPT.OnlyFailures", "true"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Rollback(ctx, admin.RollbackRequest{Generation: 2}); !isStatus(err, 409) || !strings.Contains(err.Error(), "TLSRPT.OnlyFailures") {
+		t.Errorf("Rollback with a staged change = %v, want 409 naming it", err)
+	}
+	if res, err := c.Rollback(ctx, admin.RollbackRequest{Generation: 2, DiscardStaged: true}); err != nil || res.Generation != 4 || len(res.Discarded) != 1 || res.Discarded[0].Key != "TLSRPT.OnlyFailures" {
+		t.Errorf("Rollback discarding = %+v, %v; want generation 4 and the discarded change", res, err)
+	}
+	if res, err := c.Rollback(ctx, admin.RollbackRequest{Generation: 1}); err != nil || res.Generation != 5 || res.InForce {
+		t.Errorf("Rollback back to 1 = %+v, %v; want generation 5", res, err)
+	}
 	if d, err := c.Apply(ctx, map[string]string{"Sender.EnableMTASTS": "false", "TLSRPT.OrganizationName": "Acme"}); err != nil || len(d.Changes) != 1 {
 		t.Errorf("Apply = %+v, %v", d, err)
 	}

@@ -151,9 +151,10 @@ func configCmd(g *globals) *cobra.Command {
 	history.Flags().BoolVar(&histDiff, "diff", false, "show what each generation changed against the one before")
 
 	var rbNote, rbAuthor string
+	var rbDiscard bool
 	rollback := &cobra.Command{
-		Use:   "rollback N [-m NOTE]",
-		Short: "Commit a new generation with the settings of generation N",
+		Use:   "rollback N [-m NOTE] [--discard-staged]",
+		Short: "Commit a new generation with the settings of generation N (refused while changes are staged)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n, err := strconv.Atoi(args[0])
@@ -161,16 +162,30 @@ func configCmd(g *globals) *cobra.Command {
 				return fmt.Errorf("invalid generation %q: want a number from `mxgate config history`", args[0])
 			}
 			raw, err := callBody(cmd.Context(), g, http.MethodPost, "/api/v1/config/rollback",
-				admin.RollbackRequest{Generation: n, Note: rbNote, Author: authorOr(rbAuthor)})
+				admin.RollbackRequest{Generation: n, Note: rbNote, Author: authorOr(rbAuthor), DiscardStaged: rbDiscard})
 			if err != nil {
+				var apiErr *admin.APIError
+				if errors.As(err, &apiErr) && apiErr.Status == http.StatusConflict && !rbDiscard {
+					return fmt.Errorf("%w\n(see them with `mxgate config diff`; add --discard-staged to drop them with the rollback)", err)
+				}
 				return err
 			}
 			return output(g, raw, func(w io.Writer, c admin.CommitResult) error {
+				for _, d := range c.Discarded {
+					if _, err := fmt.Fprintf(w, "discarded staged change: %s\n", d.Key); err != nil {
+						return err
+					}
+				}
+				if c.InForce {
+					_, err := fmt.Fprintf(w, "generation %d has the settings in force (generation %d): nothing to roll back\n", n, c.Generation)
+					return err
+				}
 				_, err := fmt.Fprintf(w, "rolled back to generation %d: committed generation %d\n", n, c.Generation)
 				return err
 			})
 		},
 	}
+	rollback.Flags().BoolVar(&rbDiscard, "discard-staged", false, "drop the staged changes with the rollback (refused otherwise)")
 	rollback.Flags().StringVarP(&rbNote, "message", "m", "", `why (default: "rollback to generation N")`)
 	rollback.Flags().StringVar(&rbAuthor, "author", "", "who rolls back (default: the login name)")
 

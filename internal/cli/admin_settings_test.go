@@ -273,3 +273,52 @@ func TestSettingsVerbErrorsAndJSON(t *testing.T) {
 		}
 	}
 }
+
+// What a component would refuse is refused by the CLI with the component's reason, at staging (a bad value)
+// or at commit (a generation only the staged changes together make invalid), and nothing is committed.
+func TestSettingsRefusedByComponent(t *testing.T) {
+	h := newFullHarness(t, false)
+	h.settings.AddCheck(admintest.TLSRPTCheck)
+	errOut := h.mustFail(t, "settings", "set", "TLSRPT.ContactInfo", "notanemail")
+	if !strings.Contains(errOut, `TLSRPT.ContactInfo: invalid value: tlsrpt refuses it: "notanemail" has no domain`) {
+		t.Errorf("set notanemail: stderr %q", errOut)
+	}
+	h.mustRun(t, "settings", "set", "TLSRPT.DKIMKeyFile", "/etc/mxgate/dkim.pem")
+	errOut = h.mustFail(t, "config", "commit", "-m", "sign reports")
+	if !strings.Contains(errOut, "refused by tlsrpt: TLSRPT.DKIMSelector: required with TLSRPT.DKIMKeyFile") {
+		t.Errorf("commit: stderr %q", errOut)
+	}
+	if g := h.settings.Current().Generation; g != 1 {
+		t.Errorf("generation %d in force after a refused commit, want 1", g)
+	}
+}
+
+// config rollback refuses while changes are staged, naming them and the flag that drops them; with
+// --discard-staged it says what it dropped; rolling back to the settings in force commits nothing.
+func TestRollbackStagedAndNoOp(t *testing.T) {
+	h := newFullHarness(t, false)
+	h.mustRun(t, "settings", "set", "Sender.EnableMTASTS", "false")
+	h.mustRun(t, "config", "commit", "-m", "off")
+	h.mustRun(t, "settings", "set", "TLSRPT.OnlyFailures", "true")
+
+	errOut := h.mustFail(t, "config", "rollback", "1")
+	for _, want := range []string{"changes are staged: 1 (TLSRPT.OnlyFailures)", "--discard-staged"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("rollback with a staged change: stderr %q lacks %q", errOut, want)
+		}
+	}
+	if g := h.settings.Current().Generation; g != 2 {
+		t.Fatalf("generation %d after a refused rollback, want 2", g)
+	}
+	out := h.mustRun(t, "config", "rollback", "1", "--discard-staged")
+	if want := "discarded staged change: TLSRPT.OnlyFailures\nrolled back to generation 1: committed generation 3\n"; out != want {
+		t.Errorf("rollback --discard-staged = %q, want %q", out, want)
+	}
+	out = h.mustRun(t, "config", "rollback", "1")
+	if want := "generation 1 has the settings in force (generation 3): nothing to roll back\n"; out != want {
+		t.Errorf("rollback to the settings in force = %q, want %q", out, want)
+	}
+	if g := h.settings.Current().Generation; g != 3 {
+		t.Errorf("generation %d after a no-op rollback, want 3", g)
+	}
+}

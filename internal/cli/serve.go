@@ -1,9 +1,13 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -22,7 +26,9 @@ func serveCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			log := newLogger(cfg, g)
+			level := new(slog.LevelVar)
+			level.Set(cfg.Log.SlogLevel())
+			log := newLogger(cfg, g, level)
 			if cfgPath == "" {
 				log.Info("configuration: no file, built-in defaults", "file", "")
 			} else {
@@ -34,22 +40,59 @@ func serveCmd(g *globals) *cobra.Command {
 			for _, w := range secretFileWarnings(cfgPath, cfg) {
 				log.Warn("file permissions", "warning", w)
 			}
+			// SIGHUP reloads (systemctl reload, logrotate); without this it would end the process.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			notifier := sdnotify.Notifier{Addr: g.env.getenv(sdnotify.Socket)}
-			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log, Notify: notifier.Notify})
+			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log, LogLevel: level, Notify: notifier.Notify})
 			if err != nil {
 				return err
 			}
-			return d.Run(cmd.Context())
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			go reloadOnHUP(ctx, hup, cfgPath, d, log)
+			return d.Run(ctx)
 		},
 	}
 }
 
-func newLogger(cfg *config.Config, g *globals) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: cfg.Log.SlogLevel()}
-	if cfg.Log.Format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+// reloadOnHUP reloads the configuration file at every SIGHUP and logs what changed, what needs a restart
+// and what failed to load. A file that does not load changes nothing.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, d *daemon.Daemon, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			log.Error("reload: configuration not loaded, nothing changed", "file", path, "err", err)
+			continue
+		}
+		r := d.Reload(cfg)
+		for _, s := range r.Reloaded {
+			log.Info("reload: "+s, "file", path)
+		}
+		for _, s := range r.Failed {
+			log.Error("reload: "+s, "file", path)
+		}
+		if len(r.NeedRestart) > 0 {
+			log.Warn("reload: changed keys need a restart: "+strings.Join(r.NeedRestart, ", "), "file", path, "keys", r.NeedRestart)
+		}
+		if len(r.Reloaded)+len(r.Failed)+len(r.NeedRestart) == 0 {
+			log.Info("reload: nothing changed", "file", path)
+		}
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+func newLogger(cfg *config.Config, g *globals, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(g.stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(g.stderr, opts))
 }
 
 func checkConfigCmd(g *globals) *cobra.Command {

@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// printStatus prints the status answer as aligned "key  value" lines (printFields) for people: durations
+// printStatus prints the status answer as aligned "key  value" lines in document order, nested keys joined
+// by dots and array elements numbered (walkJSON), for people: durations
 // the API gives in nanoseconds (keys ending in _ns) as durations ("2h5m0s"), times in UTC without the
 // fractional seconds, and no line for a time that is not set (the zero time).
 func printStatus(w io.Writer, raw json.RawMessage) error {

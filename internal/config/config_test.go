@@ -460,3 +460,24 @@ func testdataAbs(t *testing.T) string {
 	}
 	return td
 }
+
+// A host name set in the file is used for the other host name too, instead of the OS host name; both set
+// stay as set.
+func TestHostnameSetInFileBeatsOSHostname(t *testing.T) {
+	for _, tc := range []struct {
+		file                string
+		wantSMTP, wantDeliv string
+	}{
+		{"[delivery]\nhostname = \"mx-out.example.net\"\n", "mx-out.example.net", "mx-out.example.net"},
+		{"[smtp]\nhostname = \"relay.example.net\"\n", "relay.example.net", "relay.example.net"},
+		{"[smtp]\nhostname = \"in.example.net\"\n[delivery]\nhostname = \"out.example.net\"\n", "in.example.net", "out.example.net"},
+	} {
+		c, err := Parse([]byte(tc.file))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.file, err)
+		}
+		if c.SMTP.Hostname != tc.wantSMTP || c.Delivery.Hostname != tc.wantDeliv {
+			t.Errorf("%q: smtp.hostname %q, delivery.hostname %q; want %q, %q", tc.file, c.SMTP.Hostname, c.Delivery.Hostname, tc.wantSMTP, tc.wantDeliv)
+		}
+	}
+}

@@ -45,6 +45,15 @@ func decode(data []byte, c *Config, errs *[]error) failedSet {
 	d := &decoder{data: data, md: &md, errs: errs, failed: failedSet{}}
 	d.table(top, "", reflect.ValueOf(c).Elem())
 	d.unknownKeys()
+	// A host name set in the file beats the OS host name for the other one too: both name the gateway, and
+	// the default addresses (postmaster@, the TLS report contact) are built from them.
+	smtpSet, deliverySet := md.IsDefined("smtp", "hostname"), md.IsDefined("delivery", "hostname")
+	switch {
+	case smtpSet && !deliverySet:
+		c.Delivery.Hostname = c.SMTP.Hostname
+	case deliverySet && !smtpSet:
+		c.SMTP.Hostname = c.Delivery.Hostname
+	}
 	return d.failed
 }
 

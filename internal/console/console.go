@@ -71,6 +71,11 @@ type Options struct {
 	// Explain explains the TLS policy delivery would apply to a domain now (the daemon's Explain). Nil hides
 	// explanations.
 	Explain func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error)
+	// DKIM returns the DNS record of the key TLS reports are signed with, for the reports page; nil shows
+	// none.
+	DKIM func(ctx context.Context) (admin.DKIMRecord, error)
+	// Components returns the state of the gateway's components for the dashboard; nil shows none.
+	Components func() []admin.Component
 	// Trace finds messages that left the queue ((*queue.Queue).Trace); nil: the Tracking page says it is
 	// not available.
 	Trace func(ctx context.Context, q queue.TraceQuery) ([]queue.Traced, error)
@@ -90,6 +95,13 @@ type Options struct {
 	// crypto/rand.Reader.
 	Now  func() time.Time
 	Rand io.Reader
+}
+
+func (c *Console) components() []admin.Component {
+	if c.opts.Components == nil {
+		return nil
+	}
+	return c.opts.Components()
 }
 
 // Console is the web console. It is safe for concurrent use.

@@ -572,3 +572,19 @@ func TestPasswordChange(t *testing.T) {
 		t.Errorf("after logout: %d", p.code)
 	}
 }
+
+// What a component refuses is refused by the console with the component's reason: at staging (a bad
+// value) and at commit (a generation only the staged changes together make invalid); nothing is committed.
+func TestSettingsRefusedByComponent(t *testing.T) {
+	t.Parallel()
+	env, b := loggedIn(t)
+	env.Settings.AddCheck(admintest.TLSRPTCheck)
+	p := b.post("/settings/set", url.Values{"key": {"TLSRPT.ContactInfo"}, "value": {"notanemail"}})
+	mustContain(t, b.get(p.location), "Not staged: TLSRPT.ContactInfo: invalid value: tlsrpt refuses it: &#34;notanemail&#34; has no domain")
+	b.post("/settings/set", url.Values{"key": {"TLSRPT.DKIMKeyFile"}, "value": {"/etc/mxgate/dkim.pem"}})
+	p = b.post("/settings/commit", url.Values{"note": {"sign reports"}})
+	mustContain(t, b.get(p.location), "Not committed: refused by tlsrpt: TLSRPT.DKIMSelector: required with TLSRPT.DKIMKeyFile")
+	if g := env.Settings.Current().Generation; g != 1 {
+		t.Errorf("generation %d after a refused commit, want 1", g)
+	}
+}

@@ -2,6 +2,7 @@ package console
 
 import (
 	"cmp"
+	"github.com/mxgate/mxgate/internal/admin"
 	"net/http"
 	"slices"
 	"strings"
@@ -25,12 +26,13 @@ type dashboardData struct {
 	Failing                 []domainState
 	Chart                   chart
 	Generation              int
+	Components              []admin.Component
 }
 
 func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *session) {
 	now := c.now()
 	st := c.timeline.stats(now)
-	d := dashboardData{Stats: st, Chart: tlsChart(st.Hours), Generation: c.opts.Settings.Current().Generation}
+	d := dashboardData{Stats: st, Chart: tlsChart(st.Hours), Generation: c.opts.Settings.Current().Generation, Components: c.components()}
 	for i := range numClasses {
 		d.Out += st.Delivered[i]
 		d.Attempts += st.Attempts[i]

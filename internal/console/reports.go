@@ -3,6 +3,7 @@ package console
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/mxgate/mxgate/internal/admin"
 	"net/http"
 	"slices"
 	"strings"
@@ -13,6 +14,8 @@ import (
 )
 
 type reportsData struct {
+	DKIM         *admin.DKIMRecord
+	DKIMErr      string
 	Off          bool
 	Pending      []tlsreport.PendingSummary
 	PendingErr   string
@@ -40,6 +43,7 @@ func errText(err error) string {
 
 func (c *Console) reportsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	d := reportsData{Today: c.now().UTC().Format("2006-01-02")}
+	c.dkimRecord(r.Context(), &d)
 	rep := c.reporter()
 	if rep == nil {
 		d.Off = true

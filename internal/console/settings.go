@@ -3,6 +3,7 @@ package console
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -53,6 +54,9 @@ func (c *Console) settingsSet(w http.ResponseWriter, r *http.Request, s *session
 		key = settings.DomainPrefix + dom + ".TLS"
 	}
 	value := strings.TrimSpace(r.PostForm.Get("value"))
+	if !c.confirmLowering(w, r, s, key, value, false) {
+		return
+	}
 	msg := fmt.Sprintf("Staged %s = %s. Review and commit to put it in force.", key, value)
 	if err := c.opts.Settings.Set(r.Context(), key, value); err != nil {
 		msg = "Not staged: " + err.Error()
@@ -64,6 +68,9 @@ func (c *Console) settingsSet(w http.ResponseWriter, r *http.Request, s *session
 
 func (c *Console) settingsUnset(w http.ResponseWriter, r *http.Request, s *session) {
 	key := strings.TrimSpace(r.PostForm.Get("key"))
+	if !c.confirmLowering(w, r, s, key, "", true) {
+		return
+	}
 	msg := fmt.Sprintf("Staged the removal of %s (back to its default). Review and commit to put it in force.", key)
 	if err := c.opts.Settings.Unset(r.Context(), key); err != nil {
 		msg = "Not staged: " + err.Error()
@@ -97,7 +104,7 @@ func (c *Console) settingsCommit(w http.ResponseWriter, r *http.Request, s *sess
 	}
 	snap, err := c.opts.Settings.Commit(r.Context(), note, consoleAuthor)
 	if err != nil {
-		if !errors.Is(err, settings.ErrNoChanges) {
+		if !errors.Is(err, settings.ErrNoChanges) && !errors.Is(err, settings.ErrRefused) {
 			c.log.Error("console: settings commit", "err", err)
 		}
 		c.done(w, r, s, "/settings/review", "Not committed: "+err.Error())
@@ -118,11 +125,15 @@ func (c *Console) settingsDiscard(w http.ResponseWriter, r *http.Request, s *ses
 type historyRow struct {
 	settings.Generation
 	Current bool
+	// InForce: the generation's settings are those in force (rolling back to it changes nothing).
+	InForce bool
 	Changes []settings.Change
 }
 
 type historyData struct {
 	Rows []historyRow
+	// Staged are the staged changes a rollback would have to discard.
+	Staged []settings.Change
 }
 
 // genDiff is what changed from generation old to generation new.
@@ -150,8 +161,12 @@ func (c *Console) settingsHistory(w http.ResponseWriter, r *http.Request, s *ses
 		return
 	}
 	var d historyData
+	if d.Staged, err = c.opts.Settings.Diff(r.Context()); err != nil {
+		c.fail(w, r, s, err)
+		return
+	}
 	for i, g := range hist {
-		row := historyRow{Generation: g, Current: i == 0}
+		row := historyRow{Generation: g, Current: i == 0, InForce: maps.Equal(g.Values, hist[0].Values)}
 		var prev map[string]string
 		if i+1 < len(hist) {
 			prev = hist[i+1].Values
@@ -168,14 +183,26 @@ func (c *Console) settingsRollback(w http.ResponseWriter, r *http.Request, s *se
 		c.renderError(w, r, s, http.StatusBadRequest, "invalid generation")
 		return
 	}
-	snap, err := c.opts.Settings.Rollback(r.Context(), gen, strings.TrimSpace(r.PostForm.Get("note")), consoleAuthor)
+	staged := settings.RefuseStaged
+	if r.PostForm.Get("discard") == "staged" {
+		staged = settings.DiscardStaged
+	}
+	res, err := c.opts.Settings.Rollback(r.Context(), gen, strings.TrimSpace(r.PostForm.Get("note")), consoleAuthor, staged)
 	if err != nil {
-		if !errors.Is(err, settings.ErrNoGeneration) {
+		if !errors.Is(err, settings.ErrNoGeneration) && !errors.Is(err, settings.ErrStaged) && !errors.Is(err, settings.ErrRefused) {
 			c.log.Error("console: settings rollback", "err", err)
 		}
 		c.done(w, r, s, "/settings/history", "Not rolled back: "+err.Error())
 		return
 	}
-	c.log.Info("console: settings rolled back", "to", gen, "generation", snap.Generation, "ip", remoteIP(r))
-	c.done(w, r, s, "/settings/history", fmt.Sprintf("Rolled back to generation %d as generation %d; it is in force now.", gen, snap.Generation))
+	discarded := ""
+	if n := len(res.Discarded); n > 0 {
+		discarded = fmt.Sprintf(" Discarded %d staged change(s).", n)
+	}
+	if res.InForce {
+		c.done(w, r, s, "/settings/history", fmt.Sprintf("Generation %d has the settings in force (generation %d): nothing to roll back.%s", gen, res.Generation, discarded))
+		return
+	}
+	c.log.Info("console: settings rolled back", "to", gen, "generation", res.Generation, "discarded", len(res.Discarded), "ip", remoteIP(r))
+	c.done(w, r, s, "/settings/history", fmt.Sprintf("Rolled back to generation %d as generation %d; it is in force now.%s", gen, res.Generation, discarded))
 }

@@ -5,6 +5,7 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -14,8 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,7 +30,6 @@ import (
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/metrics"
-	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
@@ -63,6 +61,8 @@ type Options struct {
 	// ConsolePassword, when set, receives the one-time console password at first start instead of the
 	// log and BootstrapOut (the demo prints it with the admin URL).
 	ConsolePassword func(password, file string)
+	// LogLevel, when set, is the level of Logger, which Reload changes when log.level does.
+	LogLevel *slog.LevelVar
 	// Notify, when set, tells the service manager about the daemon's state (sdnotify.Notifier.Notify):
 	// READY=1 once the listeners are bound and every component runs, STOPPING=1 when shutdown begins.
 	Notify func(assignments ...string) error
@@ -84,11 +84,10 @@ type Daemon struct {
 	Recorder      *tlsreport.Recorder
 	httpClient    *http.Client
 	reports       reportLoop
-	warnings      warnings
 	Metrics       *metrics.Metrics
 	Admin         *admin.Server
 	Console       *console.Console
-	started       time.Time
+	started       atomic.Pointer[time.Time] // when Run started; nil before
 
 	settings atomic.Pointer[tlspolicy.Settings]
 	// running is the settings generation the TLS decision point uses.
@@ -96,316 +95,27 @@ type Daemon struct {
 	routes  atomic.Pointer[[]delivery.Route]
 
 	smtpLn, adminLn net.Listener
-	notify          func(assignments ...string) error
-}
 
-// New builds the gateway; nothing runs until Run.
-func New(ctx context.Context, o Options) (*Daemon, error) {
-	cfg := o.Config
-	if cfg == nil {
-		cfg = config.Default()
-	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	now := o.Now
-	if now == nil {
-		now = time.Now
-	}
-	d := &Daemon{cfg: cfg, log: log, now: now, notify: o.Notify}
+	out   Outbound
+	comps components
+	// dkimKey is the TLS report signing key made at first start (dkimPath).
+	dkimKey  crypto.Signer
+	dkimPath string
 
-	// The metrics come first: every component reports to them from its start. Their sources are read at
-	// scrape time, once the daemon runs.
-	d.Metrics = metrics.New(metrics.Sources{
-		Queue: func(ctx context.Context) (metrics.QueueStats, error) {
-			st, err := d.Queue.Stats(ctx)
-			return metrics.QueueStats{Messages: st.QueuedMessages, Recipients: st.QueuedRecipients,
-				BatchesInFlight: st.InFlight, Quarantined: st.Quarantined, Oldest: st.Oldest}, err
-		},
-		STSCache: func() (map[string]int, map[string]uint64) {
-			st := d.STS.Stats()
-			byMode := map[string]int{}
-			for m, n := range st.Entries {
-				byMode[string(m)] = n
-			}
-			fetches := map[string]uint64{}
-			var failed uint64
-			for rt, n := range st.FetchFailures {
-				fetches[string(rt)] = n
-				failed += n
-			}
-			fetches["ok"] = st.Fetches - min(failed, st.Fetches)
-			return byMode, fetches
-		},
-		Generations: func() (int, int) {
-			return d.settingsStore.Current().Generation, d.runningGeneration()
-		},
-		TLSRPTDropped: func() int64 { return d.Recorder.Dropped() },
-		DSNFallbacks:  func() int64 { return d.Queue.DSNFallbacks() },
-		Reports: func(ctx context.Context) (map[[2]string]int, error) {
-			r := d.Reporter()
-			if r == nil {
-				return nil, nil
-			}
-			sent, err := r.Sent(ctx)
-			counts := map[[2]string]int{}
-			for _, s := range sent {
-				transport := "https"
-				if strings.HasPrefix(s.Destination, "mailto:") {
-					transport = "mailto"
-				}
-				counts[[2]string{transport, s.Status}]++
-			}
-			return counts, err
-		},
-		Now: now,
-	})
+	// What Reload replaces: the SMTP server certificate, the trust store and the HTTPS transport built on
+	// it, and the log level. fixedRoots is true when Options.Roots replaced the trust store.
+	cert       atomic.Pointer[tls.Certificate]
+	roots      atomic.Pointer[x509.CertPool]
+	https      swapTransport
+	logLevel   *slog.LevelVar
+	fixedRoots bool
+	reloadMu   sync.Mutex
+	level      string // the log level last applied
+	// releasers release the components built so far, in reverse order (see New and Close).
+	releasers []func(context.Context) error
 
-	// The same checks `mxgate check-config` runs, so that a file it accepts is one the daemon starts with.
-	if err := config.Preflight(cfg); err != nil {
-		return nil, fmt.Errorf("configuration:\n%w", err)
-	}
-	if err := os.MkdirAll(cfg.Data.Dir, 0o700); err != nil {
-		return nil, fmt.Errorf("data.dir: %w", err)
-	}
-	db, err := store.OpenSQLite(filepath.Join(cfg.Data.Dir, "state.db"))
-	if err != nil {
-		return nil, err
-	}
-	d.DB = db
-
-	out, err := NewOutbound(cfg, o.Roots, o.Resolver)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	roots, httpClient := out.Roots, out.HTTP
-	resolver := dnsx.Observed{Resolver: out.Resolver, OnFailure: d.Metrics.DNSFailure}
-	d.STS, err = mtastscache.New(ctx, mtastscache.Options{
-		DB:             db,
-		Resolver:       resolver,
-		Fetcher:        &mtasts.Fetcher{Client: httpClient, MaxBody: cfg.MTASTS.MaxPolicyBytes, Timeout: cfg.MTASTS.FetchTimeout.Duration()},
-		Now:            now,
-		Logger:         log.With("component", "mtastscache"),
-		FailureBackoff: cfg.MTASTS.FailureBackoff.Duration(),
-	})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-
-	d.settingsStore, err = settings.Open(ctx, db, seedFromConfig(cfg), now)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	ps, err := policySettings(d.settingsStore.Current())
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	d.settings.Store(ps)
-	d.running.Store(int64(d.settingsStore.Current().Generation))
-	d.settingsStore.Watch(func(s settings.Snapshot) {
-		ps, err := policySettings(s)
-		if err != nil {
-			// Unreachable while settings validates every staged value with the same parser; should a stored
-			// value still fail, the previous TLS settings stay in force rather than losing a rule.
-			log.Error("settings committed but not applied: TLS rules do not parse; the previous generation's TLS settings stay in force", "generation", s.Generation, "err", err)
-			return
-		}
-		d.settings.Store(ps)
-		d.running.Store(int64(s.Generation))
-		d.Metrics.SettingsCommitted()
-		log.Info("settings committed", "generation", s.Generation)
-	})
-	d.Recorder, err = tlsreport.NewRecorder(ctx, db, tlsreport.RecorderOptions{Now: now, Logger: log.With("component", "tlsreport")})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	d.httpClient = httpClient
-	routes, err := routesFromConfig(cfg)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	d.routes.Store(&routes)
-	d.Policy = &tlspolicy.Decider{
-		Settings: d.settings.Load,
-		STS:      stsSource{d.STS},
-		Roots:    roots,
-		Now:      now,
-		Sessions: tls.NewLRUClientSessionCache(1024),
-	}
-	d.Deliv = &delivery.Deliverer{
-		Resolver:            resolver,
-		Decider:             d.Policy,
-		Routes:              func() []delivery.Route { return *d.routes.Load() },
-		Port:                cfg.Delivery.Port,
-		Hostname:            cfg.Delivery.Hostname,
-		ConnectTimeout:      cfg.Delivery.ConnectTimeout.Duration(),
-		CommandTimeout:      cfg.Delivery.CommandTimeout.Duration(),
-		DataTimeout:         cfg.Delivery.DataTimeout.Duration(),
-		MaxAddressesPerHost: cfg.Delivery.MaxAddressesPerHost,
-		LocalNames:          []string{cfg.Delivery.Hostname, cfg.SMTP.Hostname},
-		Listeners:           d.ownListeners,
-		Now:                 now,
-		Events: func(ev delivery.Event) {
-			d.Metrics.Delivery(ev)
-			d.Console.Observe(ev)
-			if o.OnDelivery != nil {
-				o.OnDelivery(ev)
-			}
-		},
-		Recorder: gatedRecorder{d: d, rec: d.Recorder},
-		// Like Postfix's connection cache: a session stays open a few seconds for the next batch to the same
-		// MX under the same plan.
-		IdleTimeout: 5 * time.Second,
-	}
-	if src := cfg.Delivery.SourceAddr(); src.IsValid() {
-		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
-		d.Deliv.Dial = nd.DialContext
-	}
-
-	d.Queue, err = queue.Open(ctx, queue.Options{
-		Dir:          filepath.Join(cfg.Data.Dir, "spool"),
-		DB:           db,
-		Deliverer:    d.Deliv,
-		Now:          now,
-		Logger:       log.With("component", "queue"),
-		Hostname:     cfg.SMTP.Hostname,
-		Postmaster:   "postmaster@" + cfg.SMTP.Hostname,
-		MaxLifetime:  cfg.Queue.MaxLifetime.Duration(),
-		Backoff:      queue.Backoff{Initial: cfg.Queue.RetryInitial.Duration(), Max: cfg.Queue.RetryMax.Duration(), Factor: cfg.Queue.RetryFactor, Jitter: cfg.Queue.RetryJitter},
-		Concurrency:  cfg.Queue.Concurrency,
-		PerDomain:    cfg.Queue.PerDomain,
-		MaxBatch:     cfg.Queue.MaxBatch,
-		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
-		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
-		ReportBounceTo:      "postmaster@" + cfg.SMTP.Hostname,
-		OnSettled:           func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
-		ArchiveRetention:    cfg.Queue.TrackRetention.Duration(),
-		DelayWarning:        cfg.Queue.DelayWarningTime.Duration(),
-		DelayWarningDefault: cfg.Queue.DelayWarningDefault,
-	})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-
-	var srvTLS *tls.Config
-	if cfg.SMTP.StartTLS() {
-		cert, err := tls.LoadX509KeyPair(cfg.SMTP.TLSCertFile, cfg.SMTP.TLSKeyFile)
-		if err != nil {
-			db.Close()
-			return nil, fmt.Errorf("smtp.tls_cert_file: %w", err)
-		}
-		srvTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	d.SMTP, err = smtpserver.New(smtpserver.Config{
-		Hostname:        cfg.SMTP.Hostname,
-		RelayNetworks:   cfg.SMTP.RelayPrefixes(),
-		Users:           cfg.SMTP.Users,
-		TLS:             srvTLS,
-		MaxMessageBytes: cfg.SMTP.MaxMessageBytes,
-		MaxRecipients:   cfg.SMTP.MaxRecipients,
-		MaxLineLength:   cfg.SMTP.MaxLineLength,
-		ReadTimeout:     cfg.SMTP.ReadTimeout.Duration(),
-		WriteTimeout:    cfg.SMTP.WriteTimeout.Duration(),
-		MaxConnsPerIP:   cfg.SMTP.MaxConnsPerIP,
-		RatePerIP:       cfg.SMTP.MessagesPerMinutePerIP,
-		Now:             now,
-		TempError:       submitError,
-		Observer:        d.Metrics.Intake(),
-	}, countingSubmitter{d.Queue, d}, log.With("component", "smtp"))
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	d.smtpLn, d.adminLn = o.SMTPListener, o.AdminListener
-
-	tok, created, err := admin.LoadOrCreateToken(cfg.Data.Dir)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	tokPath := admin.TokenPath(cfg.Data.Dir)
-	if created {
-		log.Info("admin token created", "file", tokPath)
-	}
-	if admin.TokenFileInsecure(tokPath) {
-		log.Warn("admin token file is readable by group or others: chmod 600 it", "file", tokPath)
-	}
-	d.Admin, err = admin.New(admin.Options{
-		Token:    tok,
-		Queue:    d.Queue,
-		STS:      d.STS,
-		Metrics:  d.Metrics.Handler(),
-		Logger:   log.With("component", "admin"),
-		Now:      now,
-		Explain:  d.Explain,
-		Status:   func(ctx context.Context) (any, error) { return d.Status(ctx) },
-		Ready:    d.ready,
-		Trace:    d.Queue.Trace,
-		Settings: d.settingsStore,
-		Reports: func() admin.ReportsAPI {
-			if r := d.Reporter(); r != nil {
-				return r
-			}
-			return nil
-		},
-		LookupTLSRPT: func(ctx context.Context, domain string) ([]string, error) {
-			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
-			return txts, err
-		},
-	})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-
-	pwFile := filepath.Join(cfg.Data.Dir, "console-password")
-	pw, created, err := console.Bootstrap(pwFile)
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	if created {
-		// Shown once, at first start, for the administrator to log in and change it (Account page). WARN, so
-		// that it shows at every log level.
-		if o.ConsolePassword != nil {
-			o.ConsolePassword(pw, pwFile)
-		} else if o.BootstrapOut != nil {
-			fmt.Fprintf(o.BootstrapOut, "mxgate: web console password for the first login: %s (stored hashed in %s; change it on the Account page)\n", pw, pwFile)
-		} else {
-			log.Warn("web console password for the first login: change it on the Account page",
-				"console_password", pw, "password_file", pwFile)
-		}
-	}
-	d.Console, err = console.New(console.Options{
-		Queue:        d.Queue,
-		STS:          d.STS,
-		Settings:     d.settingsStore,
-		Reports:      d.Reporter,
-		Explain:      d.Explain,
-		PasswordFile: pwFile,
-		Trace:        d.Queue.Trace,
-		Logger:       log.With("component", "console"),
-		Now:          now,
-	})
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	// The dashboard counts from stored data: what the queue and its archive hold of the last day.
-	if h, err := d.Queue.HistorySince(ctx, now().Add(-console.Window)); err != nil {
-		log.Error("console: cannot read the delivery history; the dashboard starts empty", "err", err)
-	} else {
-		d.Console.Replay(h)
-	}
-	return d, nil
+	warnings warnings
+	notify   func(assignments ...string) error
 }
 
 // adminHandler serves the API, metrics and probes, and the web console for everything else.
@@ -488,7 +198,8 @@ func (d *Daemon) Run(ctx context.Context) error {
 	errc := make(chan error, 6)
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	d.started = d.now()
+	startedAt := d.now()
+	d.started.Store(&startedAt)
 	wg.Add(4)
 	go func() {
 		defer wg.Done()
@@ -497,13 +208,23 @@ func (d *Daemon) Run(ctx context.Context) error {
 			cancel()
 		}
 	}()
-	go func() { defer wg.Done(); errc <- d.Queue.Run(runCtx) }()
+	d.comps.set(componentQueue, admin.ComponentRunning, "")
+	go func() {
+		defer wg.Done()
+		err := d.Queue.Run(runCtx)
+		if err != nil && runCtx.Err() == nil {
+			d.comps.set(componentQueue, admin.ComponentFailed, err.Error())
+		}
+		errc <- err
+	}()
 	go func() { defer wg.Done(); d.STS.Run(runCtx) }()
 	d.restartReports(runCtx, d.settingsStore.Current())
 	d.settingsStore.Watch(func(s settings.Snapshot) { d.restartReports(runCtx, s) })
+	d.comps.set(componentSMTP, admin.ComponentRunning, "")
 	go func() {
 		defer wg.Done()
 		if err := d.SMTP.Serve(d.smtpLn); err != nil && !errors.Is(err, smtp.ErrServerClosed) && runCtx.Err() == nil {
+			d.comps.set(componentSMTP, admin.ComponentFailed, err.Error())
 			errc <- fmt.Errorf("smtp: %w", err)
 			cancel()
 		}
@@ -512,16 +233,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 		"admin_token_file", admin.TokenPath(d.cfg.Data.Dir), "settings_generation", d.settingsStore.Current().Generation)
 	d.tellManager("READY=1", "STATUS=accepting mail on "+d.SMTPAddr())
 	<-runCtx.Done()
+	d.log.Info("stopping", "drain_timeout", d.cfg.Queue.DrainTimeout.Duration().String())
 	d.tellManager("STOPPING=1", "STATUS=stopping: draining deliveries")
 	shutdownCtx, done := context.WithTimeout(context.Background(), d.cfg.Queue.DrainTimeout.Duration()+5*time.Second)
 	defer done()
 	d.SMTP.Shutdown(shutdownCtx)
 	wg.Wait()
-	d.Deliv.Close()
 	d.stopReports()
-	if err := d.Recorder.Close(shutdownCtx); err != nil {
-		errc <- err
-	}
 	close(errc)
 	var errs []error
 	for err := range errc {
@@ -529,9 +247,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := d.Close(); err != nil {
+	if err := d.release(shutdownCtx); err != nil {
 		errs = append(errs, err)
 	}
+	// The errors themselves are returned to the caller, who reports them.
+	d.log.Info("stopped", "errors", len(errs))
 	return errors.Join(errs...)
 }
 
@@ -546,9 +266,10 @@ func (d *Daemon) tellManager(assignments ...string) {
 	}
 }
 
-// Close releases the queue and the store. Run calls it.
+// Close releases what New built (delivery sessions, the queue, the TLS session recorder, the store) for a
+// gateway that never ran; Run does it itself when it returns.
 func (d *Daemon) Close() error {
-	return errors.Join(d.Queue.Close(), d.DB.Close())
+	return d.release(context.Background())
 }
 
 func (d *Daemon) runningGeneration() int { return int(d.running.Load()) }
@@ -556,7 +277,7 @@ func (d *Daemon) runningGeneration() int { return int(d.running.Load()) }
 // Settings returns the committed settings store.
 func (d *Daemon) Settings() *settings.Store { return d.settingsStore }
 
-// countingSubmitter shows messages acknowledged by intake on the console.
+// countingSubmitter shows messages acknowledged by intake on the console (the metrics count them in intake).
 type countingSubmitter struct {
 	q *queue.Queue
 	d *Daemon

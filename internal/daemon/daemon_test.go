@@ -3,8 +3,8 @@ package daemon_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -23,16 +23,37 @@ import (
 )
 
 type gw struct {
-	d      *daemon.Daemon
-	n      *simnet.Net
-	smtp   string
-	events chan delivery.Event
+	// printed is what the gateway printed for the administrator at first start (BootstrapOut).
+	printed syncBuffer
+	dir     string
+	d       *daemon.Daemon
+	n       *simnet.Net
+	smtp    string
+	events  chan delivery.Event
+}
+
+// newSimNet starts a simulated internet, closed at the end of the test.
+func newSimNet(t *testing.T) *simnet.Net {
+	t.Helper()
+	n, err := simnet.New(simnet.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
 }
 
 // startGateway runs a gateway in n; edit, when given, changes its configuration first.
 func startGateway(t *testing.T, n *simnet.Net, edit ...func(*config.Config)) *gw {
 	t.Helper()
-	cfg := n.GatewayConfig(filepath.Join(t.TempDir(), "data"))
+	dir := filepath.Join(t.TempDir(), "data")
+	return startGatewayWith(t, n, n.GatewayConfig(dir), n.RootPool(), edit...)
+}
+
+// startGatewayWith starts a gateway on cfg; a nil roots means the system pool plus tls.ca_file.
+func startGatewayWith(t *testing.T, n *simnet.Net, cfg *config.Config, roots *x509.CertPool, edit ...func(*config.Config)) *gw {
+	t.Helper()
+	dir := cfg.Data.Dir
 	cfg.Queue.RetryInitial = config.Duration(time.Hour)
 	for _, e := range edit {
 		e(cfg)
@@ -45,8 +66,8 @@ func startGateway(t *testing.T, n *simnet.Net, edit ...func(*config.Config)) *gw
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &gw{n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
-	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: n.RootPool(), SMTPListener: ln, AdminListener: aln,
+	g := &gw{dir: dir, n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
+	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: &g.printed, Config: cfg, Roots: roots, SMTPListener: ln, AdminListener: aln,
 		OnDelivery: func(ev delivery.Event) { g.events <- ev }})
 	if err != nil {
 		t.Fatal(err)

@@ -56,8 +56,8 @@ func TestCommittedEnableDANEDeliversOverDANE(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !st.EnableDANE || len(st.Warnings) != 0 || st.DNSSEC == nil || st.DNSSEC.Authenticated == 0 {
-		t.Errorf("status %+v (dnssec %+v), want DANE on, AD answers counted, no warning", st, st.DNSSEC)
+	if dw := daneWarningsOf(st.Warnings); !st.EnableDANE || len(dw) != 0 || st.DNSSEC == nil || st.DNSSEC.Authenticated == 0 {
+		t.Errorf("status %+v (dnssec %+v), want DANE on, AD answers counted, no DANE warning", st, st.DNSSEC)
 	}
 	e, err := g.d.Explain(context.Background(), delivery.PlanRequest{Domain: "example.com"})
 	if err != nil {
@@ -101,7 +101,19 @@ func TestStatusWarnsWhenResolverNeverSetsAD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Warnings) != 1 || !strings.Contains(st.Warnings[0], "set the AD bit on none") {
+	if dw := daneWarningsOf(st.Warnings); len(dw) != 1 || !strings.Contains(dw[0], "set the AD bit on none") {
 		t.Errorf("warnings %q, want one about the AD bit", st.Warnings)
 	}
+}
+
+// daneWarningsOf keeps the status warnings about DANE (others, such as the report signing key's DNS
+// record, are not what these tests are about).
+func daneWarningsOf(ws []string) []string {
+	var out []string
+	for _, w := range ws {
+		if strings.Contains(w, "DANE") {
+			out = append(out, w)
+		}
+	}
+	return out
 }

@@ -53,9 +53,9 @@ func (l *jsonLog) records(t *testing.T, msg string) []map[string]any {
 	return out
 }
 
-// TestDaemonLogsAndMetrics shows, on a running gateway with a JSON log: the console password as one JSON
-// record, the unsigned-reports warning once however many commits follow, a delivery event with the sender
-// and the delay, and the metrics of intake, delivery latency and DNS failures.
+// TestDaemonLogsAndMetrics shows, on a running gateway with a JSON log: the console password and the DKIM
+// record as JSON records, a delivery event with the sender and the delay, and the metrics of intake,
+// delivery latency, DNS failures and commits.
 func TestDaemonLogsAndMetrics(t *testing.T) {
 	n, err := simnet.New(simnet.Options{})
 	if err != nil {
@@ -109,8 +109,9 @@ func TestDaemonLogsAndMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := logs.records(t, "tlsreport: no DKIM key configured: report mail is sent unsigned and may be discarded"); len(got) != 1 {
-		t.Errorf("unsigned-reports warning logged %d times over 4 report sender starts, want once", len(got))
+	// The DKIM record to publish, printed once at first start, is a structured record as well.
+	if got := logs.records(t, "TLS reports are DKIM-signed: publish this DNS record"); len(got) != 1 || got[0]["record_txt"] == nil {
+		t.Errorf("DKIM record = %v, want one record with record_txt", got)
 	}
 
 	c, err := smtp.Dial(ln.Addr().String())

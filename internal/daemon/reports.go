@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/tlsreport"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -30,20 +31,18 @@ func (g gatedRecorder) Record(s tlsrpt.Session) {
 	}
 }
 
-// reporterFrom builds the report sender from committed settings.
+// reporterFrom builds the report sender from a settings generation. Its errors are settings.KeyErrors naming
+// the setting at fault; the settings store runs it as the tlsrpt component's check before every commit.
 func (d *Daemon) reporterFrom(snap settings.Snapshot) (*tlsreport.Reporter, error) {
-	host := d.cfg.SMTP.Hostname
-	contact := snap.Get("TLSRPT.ContactInfo")
-	if contact == "" {
-		contact = "postmaster@" + host
-	}
-	ca, err := address.ParseAddress(contact)
+	host := d.defaultMailHost()
+	bad := func(key string, err error) error { return &settings.KeyError{Key: key, Err: err} }
+	ca, err := address.ParseAddress(d.contact(snap))
 	if err != nil {
-		return nil, fmt.Errorf("TLSRPT.ContactInfo: %w", err)
+		return nil, bad("TLSRPT.ContactInfo", err)
 	}
 	r := &tlsreport.Reporter{
 		DB:              d.DB,
-		Resolver:        d.Deliv.Resolver,
+		Resolver:        d.out.Resolver,
 		Queue:           d.Queue,
 		HTTP:            d.httpClient,
 		Recorder:        d.Recorder,
@@ -59,29 +58,62 @@ func (d *Daemon) reporterFrom(snap settings.Snapshot) (*tlsreport.Reporter, erro
 	}
 	if sub := snap.Get("TLSRPT.Submitter"); sub != "" {
 		if r.Submitter, err = address.ParseDomain(sub); err != nil {
-			return nil, fmt.Errorf("TLSRPT.Submitter: %w", err)
+			return nil, bad("TLSRPT.Submitter", err)
 		}
 	}
 	if from := snap.Get("TLSRPT.From"); from != "" {
 		if r.From, err = address.ParseAddress(from); err != nil {
-			return nil, fmt.Errorf("TLSRPT.From: %w", err)
+			return nil, bad("TLSRPT.From", err)
 		}
 	}
-	if keyFile := snap.Get("TLSRPT.DKIMKeyFile"); keyFile != "" {
-		signer, err := loadSigner(keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("TLSRPT.DKIMKeyFile: %w", err)
-		}
-		sel := snap.Get("TLSRPT.DKIMSelector")
-		if sel == "" {
-			return nil, errors.New("TLSRPT.DKIMSelector: required with TLSRPT.DKIMKeyFile")
-		}
-		r.DKIM = &tlsreport.DKIMKey{Selector: sel, Signer: signer}
-	}
-	if err := r.Check(); err != nil {
+	signer, sel, _, err := d.dkimSigning(snap)
+	if err != nil {
 		return nil, err
 	}
+	r.DKIM = &tlsreport.DKIMKey{Selector: sel, Signer: signer}
+	if err := r.Check(); err != nil {
+		fes := fieldErrors(err)
+		if len(fes) == 0 {
+			return nil, err
+		}
+		var errs []error
+		for _, fe := range fes {
+			if key, ok := reporterFieldKeys[fe.Field]; ok {
+				errs = append(errs, bad(key, fe.Err))
+			} else {
+				errs = append(errs, fe)
+			}
+		}
+		return nil, errors.Join(errs...)
+	}
 	return r, nil
+}
+
+// reporterFieldKeys maps the report sender's fields to the settings that fill them.
+var reporterFieldKeys = map[string]string{
+	"Contact":   "TLSRPT.ContactInfo",
+	"Submitter": "TLSRPT.Submitter",
+	"From":      "TLSRPT.From",
+	"DKIM":      "TLSRPT.DKIMSelector",
+}
+
+// fieldErrors returns the report sender's field errors in err's tree.
+func fieldErrors(err error) []*tlsreport.FieldError {
+	switch e := err.(type) {
+	case nil:
+		return nil
+	case *tlsreport.FieldError:
+		return []*tlsreport.FieldError{e}
+	case interface{ Unwrap() []error }:
+		var out []*tlsreport.FieldError
+		for _, x := range e.Unwrap() {
+			out = append(out, fieldErrors(x)...)
+		}
+		return out
+	case interface{ Unwrap() error }:
+		return fieldErrors(e.Unwrap())
+	}
+	return nil
 }
 
 func loadSigner(path string) (crypto.Signer, error) {
@@ -130,13 +162,18 @@ func (d *Daemon) restartReports(ctx context.Context, snap settings.Snapshot) {
 		d.reports.cancel, d.reports.current = nil, nil
 	}
 	if !snap.TLSRPTEnabled() {
+		d.comps.set(componentTLSRPT, admin.ComponentOff, "Controller.EnableTLSRPT is false")
 		return
 	}
 	r, err := d.reporterFrom(snap)
 	if err != nil {
-		d.log.Error("TLS reports disabled: bad settings", "err", err)
+		// Commits are checked with reporterFrom; this is a generation that was in force before, or a key
+		// file that changed on disk since.
+		d.comps.set(componentTLSRPT, admin.ComponentFailed, err.Error())
+		d.log.Error("component failed", "component", componentTLSRPT, "generation", snap.Generation, "err", err)
 		return
 	}
+	d.comps.set(componentTLSRPT, admin.ComponentRunning, "")
 	// RFC 8460 Section 3: report mail MUST be DKIM-signed; unsigned reports may be discarded.
 	d.warnings.set(d.log, "tlsrpt-unsigned", r.DKIM == nil,
 		"tlsreport: no DKIM key configured: report mail is sent unsigned and may be discarded", "component", "tlsreport")
@@ -146,7 +183,8 @@ func (d *Daemon) restartReports(ctx context.Context, snap settings.Snapshot) {
 	go func() {
 		defer close(done)
 		if err := r.Run(rctx); err != nil && rctx.Err() == nil {
-			d.log.Error("TLS report sender stopped", "err", err)
+			d.comps.set(componentTLSRPT, admin.ComponentFailed, err.Error())
+			d.log.Error("component failed", "component", componentTLSRPT, "err", err)
 		}
 	}()
 }

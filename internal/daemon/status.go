@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
@@ -33,18 +35,25 @@ type Status struct {
 	TLSOverrides []string       `json:"tls_overrides,omitempty"`
 	Queue        queue.Summary  `json:"queue"`
 	STSCache     map[string]int `json:"mtasts_cache_entries"`
+	// Components says what each component does; a failed one carries its reason.
+	Components []admin.Component `json:"components"`
+	// TLSRPTDKIM is the DNS record of the key TLS reports are signed with, while TLS reporting is on.
+	TLSRPTDKIM *admin.DKIMRecord `json:"tlsrpt_dkim,omitempty"`
 	// DNSSEC counts the resolver's answers by what they said about DNSSEC (since start).
 	DNSSEC *dnsx.DNSSECStats `json:"dnssec,omitempty"`
-	// Warnings are conditions an administrator should fix.
+	// Warnings are conditions an administrator should fix, one sentence each.
 	Warnings []string `json:"warnings,omitempty"`
 }
+
+// dkimLookupBudget bounds the DNS lookup status makes for the DKIM record.
+const dkimLookupBudget = 5 * time.Second
 
 // Status reports the node's state.
 func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	var s Status
 	s.Node, s.SMTP, s.Admin, s.DataDir = d.cfg.Node, d.SMTPAddr(), d.AdminAddr(), d.cfg.Data.Dir
-	if !d.started.IsZero() {
-		s.Uptime = d.now().Sub(d.started).Round(time.Second).String()
+	if started := d.started.Load(); started != nil {
+		s.Uptime = d.now().Sub(*started).Round(time.Second).String()
 	}
 	snap := d.settingsStore.Current()
 	// A single node runs what is committed the moment the commit returns (settings.Store.Watch).
@@ -61,6 +70,21 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	}
 	if s.Queue, err = d.Queue.Summary(ctx); err != nil {
 		return s, err
+	}
+	s.Components = d.comps.list()
+	s.Warnings = d.hostnameWarnings()
+	if snap.Bool("Controller.EnableTLSRPT") {
+		lctx, cancel := context.WithTimeout(ctx, dkimLookupBudget)
+		rec, err := d.DKIM(lctx)
+		cancel()
+		if err != nil {
+			s.Warnings = append(s.Warnings, "TLS reports cannot be DKIM-signed: "+err.Error())
+		} else {
+			s.TLSRPTDKIM = &rec
+			if !rec.Published {
+				s.Warnings = append(s.Warnings, fmt.Sprintf("TLS reports are DKIM-signed but DNS does not have the key (%s): publish %s. TXT \"%s\"", rec.Problem, rec.Name, rec.Value))
+			}
+		}
 	}
 	s.STSCache = map[string]int{}
 	for m, n := range d.STS.Stats().Entries {
@@ -79,6 +103,16 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 		}
 	}
 	return s, nil
+}
+
+// hostnameWarnings says when neither host name is fully qualified: the default addresses (postmaster@, the
+// TLS report contact) and the EHLO name are then useless to receivers.
+func (d *Daemon) hostnameWarnings() []string {
+	if strings.Contains(d.cfg.SMTP.Hostname, ".") || strings.Contains(d.cfg.Delivery.Hostname, ".") {
+		return nil
+	}
+	return []string{fmt.Sprintf("no fully qualified host name: smtp.hostname %q and delivery.hostname %q; default addresses such as %s use it: set delivery.hostname to the gateway's DNS name",
+		d.cfg.SMTP.Hostname, d.cfg.Delivery.Hostname, "postmaster@"+d.defaultMailHost())}
 }
 
 // daneWarnings says when DANE is on but cannot work: RFC 7672 Section 2.1.1 needs a validating resolver

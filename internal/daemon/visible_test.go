@@ -35,6 +35,12 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // deliveryLogs returns the "delivery" log events for domain.
 func (s *syncBuffer) deliveryLogs(domain string) []map[string]any {
 	s.mu.Lock()

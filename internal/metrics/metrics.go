@@ -55,7 +55,10 @@ type Sources struct {
 	Reports func(ctx context.Context) (map[[2]string]int, error)
 	// Build describes the binary (mxgate_build_info); zero means version.Get().
 	Build version.Info
-	Now   func() time.Time
+	// Components returns, per component, whether it does what the settings ask (running, or off because a
+	// setting says so) rather than having failed.
+	Components func() map[string]bool
+	Now        func() time.Time
 }
 
 // Known label values, each started at zero.
@@ -263,13 +266,14 @@ var (
 	descSTSFetches  = prometheus.NewDesc("mxgate_mtasts_fetches_total", "MTA-STS policy fetches by result (ok or an RFC 8460 result type).", []string{"result"}, nil)
 	descGeneration  = prometheus.NewDesc("mxgate_settings_generation", "Settings generation committed and running on this node.", []string{"which"}, nil)
 	descReports     = prometheus.NewDesc("mxgate_tlsrpt_report_deliveries", "TLS report deliveries in the report log (kept 30 days) by transport and status.", []string{"transport", "status"}, nil)
+	descComponentUp = prometheus.NewDesc("mxgate_component_up", "1 when the component does what the committed settings ask (running, or off because a setting says so); 0 when it should run and does not (status shows why).", []string{"component"}, nil)
 	descDropped     = prometheus.NewDesc("mxgate_tlsrpt_sessions_dropped_total", "Sessions the TLS report recorder could not keep.", nil, nil)
 	descDSNFallback = prometheus.NewDesc("mxgate_dsn_fallbacks_total", "DSNs that could not be built as composed (a field refused) and were sent with fewer fields, or not at all; the failures they report were recorded all the same.", nil, nil)
 )
 
 func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descInFlight, descQuarantined, descOldest,
-		descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descDSNFallback} {
+		descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descComponentUp, descDSNFallback} {
 		ch <- d
 	}
 }
@@ -340,6 +344,15 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 					gauge(descReports, float64(n), k[0], k[1])
 				}
 			}
+		}
+	}
+	if s.src.Components != nil {
+		for name, up := range s.src.Components() {
+			v := 0.0
+			if up {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descComponentUp, prometheus.GaugeValue, v, name)
 		}
 	}
 	if s.src.TLSRPTDropped != nil {

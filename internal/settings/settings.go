@@ -32,7 +32,51 @@ var (
 	ErrInvalidValue = errors.New("invalid value")
 	ErrNoChanges    = errors.New("no staged changes")
 	ErrNoGeneration = errors.New("no such generation")
+	// ErrRefused means a component that uses the settings would refuse the generation a commit or a
+	// rollback would make; nothing is committed.
+	ErrRefused = errors.New("refused")
+	// ErrStaged means a rollback was asked while changes are staged.
+	ErrStaged = errors.New("changes are staged")
 )
+
+// KeyError is a component's refusal of one setting's value.
+type KeyError struct {
+	Key string
+	Err error
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *KeyError) Unwrap() error { return e.Err }
+
+// keyErrors returns the KeyErrors in err's tree (errors.Join and %w wrapping).
+func keyErrors(err error) []*KeyError {
+	var out []*KeyError
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *KeyError:
+			out = append(out, e)
+		case interface{ Unwrap() []error }:
+			for _, x := range e.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return out
+}
+
+// Check is a component's validation of a whole generation: the code the component itself runs when it takes
+// the settings up, so that what it would refuse is refused before it is committed. It returns KeyErrors
+// for the settings at fault.
+type Check struct {
+	// Component names the component ("tlsrpt").
+	Component string
+	Check     func(Snapshot) error
+}
 
 // Kind is a setting's type.
 type Kind string
@@ -77,14 +121,14 @@ func Defs() []Def {
 		{"Sender.EnableDANE", Bool, "false", "Validate DANE (RFC 7672) on delivery to MX routes: hosts with DNSSEC-secure TLSA records must be authenticated by them (needs a validating resolver, see dns.validating)."},
 		{"Sender.EnableMTASTS", Bool, "true", "Validate MTA-STS (RFC 8461) on delivery to MX routes."},
 		{"Sender.TLSRequiredNoRelaxesRules", Bool, "false", "Let a message's TLS-Required: No header (RFC 8689) relax per-domain TLS rules too, not only the recipient's published policies."},
-		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them (default postmaster@<hostname>)."},
-		{"TLSRPT.DKIMKeyFile", String, "", "PEM private key (RSA or Ed25519) that signs TLS report mail (RFC 8460 Section 3)."},
-		{"TLSRPT.DKIMSelector", String, "", "DKIM selector of TLSRPT.DKIMKeyFile; the d= domain is the submitter domain."},
-		{"TLSRPT.From", String, "", "From address of TLS report mail (default tlsrpt-noreply@<hostname>)."},
+		{"TLSRPT.ContactInfo", String, "", "contact-info of TLS reports: an address responsible for them (default postmaster@<delivery.hostname>)."},
+		{"TLSRPT.DKIMKeyFile", String, "", "PEM private key (RSA or Ed25519) that signs TLS report mail (RFC 8460 Section 3); default: the key made at first start in data.dir."},
+		{"TLSRPT.DKIMSelector", String, "", "DKIM selector of the signing key (default tlsrpt for the key made at first start; required with TLSRPT.DKIMKeyFile); the d= domain is the submitter domain."},
+		{"TLSRPT.From", String, "", "From address of TLS report mail (default: the contact address)."},
 		{"TLSRPT.MaxDestinations", Int, "4", "At most this many rua destinations per domain."},
 		{"TLSRPT.OnlyFailures", Bool, "false", "Send a report only for days that had failures."},
 		{"TLSRPT.OrganizationName", String, "", "organization-name of TLS reports."},
-		{"TLSRPT.Submitter", String, "", "Submitter domain of TLS reports (default: the SMTP hostname)."},
+		{"TLSRPT.Submitter", String, "", "Submitter domain of TLS reports (default: the domain of the contact address)."},
 	}
 }
 
@@ -302,6 +346,71 @@ type Store struct {
 	mu       sync.Mutex
 	current  Snapshot
 	watchers []func(Snapshot)
+	checks   []Check
+}
+
+// AddCheck registers a component's validation. Staging a value the check refuses is refused; a commit or
+// rollback to a generation it refuses is refused, unless the generation in force is refused for the same
+// reason already (a key file removed from disk must not block an unrelated change; the component's state
+// shows the failure).
+func (s *Store) AddCheck(c Check) {
+	s.mu.Lock()
+	s.checks = append(s.checks, c)
+	s.mu.Unlock()
+}
+
+func (s *Store) checkList() []Check {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Check(nil), s.checks...)
+}
+
+// staged returns the values the staged changes would commit.
+func (s *Store) staged(ctx context.Context) (map[string]string, error) {
+	changes, err := s.Diff(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vals := maps.Clone(s.Current().Values)
+	for _, c := range changes {
+		if c.NewSet {
+			vals[c.Key] = c.New
+		} else {
+			delete(vals, c.Key)
+		}
+	}
+	return vals, nil
+}
+
+// checkStaging runs the checks on the generation vals would make, and refuses the values of the changed
+// keys that a component refuses. Keys not changed are left to the commit (see AddCheck).
+func (s *Store) checkStaging(vals map[string]string, changed ...string) error {
+	var errs []error
+	for _, c := range s.checkList() {
+		for _, ke := range keyErrors(c.Check(Snapshot{Values: vals})) {
+			if slices.Contains(changed, ke.Key) {
+				errs = append(errs, fmt.Errorf("%s: %w: %s refuses it: %w", ke.Key, ErrInvalidValue, c.Component, ke.Err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkCommit runs the checks on the generation vals would make.
+func (s *Store) checkCommit(vals map[string]string) error {
+	cur := s.Current()
+	var errs []error
+	for _, c := range s.checkList() {
+		err := c.Check(Snapshot{Values: vals})
+		if err == nil {
+			continue
+		}
+		if old := c.Check(cur); old != nil && old.Error() == err.Error() {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("%w by %s: %w", ErrRefused, c.Component, err))
+	}
+	return errors.Join(errs...)
 }
 
 // Open opens the settings in db. When no generation exists yet, generation 1 is created from seed (the
@@ -401,6 +510,14 @@ func (s *Store) Set(ctx context.Context, key, value string) error {
 	if err != nil {
 		return err
 	}
+	vals, err := s.staged(ctx)
+	if err != nil {
+		return err
+	}
+	vals[ck] = cv
+	if err := s.checkStaging(vals, ck); err != nil {
+		return err
+	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, ?, 0)
 		ON CONFLICT(key) DO UPDATE SET value = excluded.value, unset = 0`, ck, cv)
 	return wrap(err)
@@ -419,7 +536,15 @@ func (s *Store) Unset(ctx context.Context, key string) error {
 			return err
 		}
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, NULL, 1)
+	vals, err := s.staged(ctx)
+	if err != nil {
+		return err
+	}
+	delete(vals, ck)
+	if err := s.checkStaging(vals, ck); err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, NULL, 1)
 		ON CONFLICT(key) DO UPDATE SET value = NULL, unset = 1`, ck)
 	return wrap(err)
 }
@@ -438,6 +563,21 @@ func (s *Store) Apply(ctx context.Context, vals map[string]string) error {
 		canon[ck] = cv
 	}
 	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// The document replaces what is staged: it is the whole generation to check.
+	var changed []string
+	for k, v := range canon {
+		if old, ok := s.Current().Values[k]; !ok || old != v {
+			changed = append(changed, k)
+		}
+	}
+	for k := range s.Current().Values {
+		if _, ok := canon[k]; !ok {
+			changed = append(changed, k)
+		}
+	}
+	if err := s.checkStaging(canon, changed...); err != nil {
 		return err
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -521,6 +661,9 @@ func (s *Store) Commit(ctx context.Context, note, author string) (Snapshot, erro
 			delete(vals, c.Key)
 		}
 	}
+	if err := s.checkCommit(vals); err != nil {
+		return Snapshot{}, err
+	}
 	return s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, Values: vals})
 }
 
@@ -577,21 +720,72 @@ func (s *Store) History(ctx context.Context) ([]Generation, error) {
 	return out, wrap(rows.Err())
 }
 
-// Rollback commits a new generation with the settings of generation gen. Staged changes are dropped.
-func (s *Store) Rollback(ctx context.Context, gen int, note, author string) (Snapshot, error) {
+// StagedChanges says what a rollback does with changes staged but not committed.
+type StagedChanges int
+
+const (
+	// RefuseStaged refuses the rollback while changes are staged (ErrStaged).
+	RefuseStaged StagedChanges = iota
+	// DiscardStaged drops the staged changes with the rollback.
+	DiscardStaged
+)
+
+// RollbackResult is what a rollback did.
+type RollbackResult struct {
+	// Snapshot is the generation in force afterwards: a new one, or the one in force before when InForce.
+	Snapshot
+	// InForce is true when generation's settings were in force already: no generation was made.
+	InForce bool
+	// Discarded are the staged changes dropped (with DiscardStaged).
+	Discarded []Change
+}
+
+// Rollback commits a new generation with the settings of generation gen. While changes are staged it
+// refuses (ErrStaged) unless staged is DiscardStaged, so that a rollback never drops work silently. When the
+// settings of gen are those in force it makes no generation (InForce).
+func (s *Store) Rollback(ctx context.Context, gen int, note, author string, staged StagedChanges) (RollbackResult, error) {
+	changes, err := s.Diff(ctx)
+	if err != nil {
+		return RollbackResult{}, err
+	}
+	if len(changes) > 0 && staged != DiscardStaged {
+		keys := make([]string, 0, len(changes))
+		for _, c := range changes {
+			keys = append(keys, c.Key)
+		}
+		return RollbackResult{}, fmt.Errorf("%w: %d (%s); commit or discard them first, or discard them with the rollback",
+			ErrStaged, len(changes), strings.Join(keys, ", "))
+	}
 	hist, err := s.History(ctx)
 	if err != nil {
-		return Snapshot{}, err
+		return RollbackResult{}, err
 	}
 	for _, g := range hist {
-		if g.Number == gen {
-			if note == "" {
-				note = fmt.Sprintf("rollback to generation %d", gen)
-			}
-			return s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: g.Values})
+		if g.Number != gen {
+			continue
 		}
+		if maps.Equal(g.Values, s.Current().Values) {
+			if len(changes) > 0 {
+				if err := s.Discard(ctx); err != nil {
+					return RollbackResult{}, err
+				}
+			}
+			return RollbackResult{Snapshot: s.Current(), InForce: true, Discarded: changes}, nil
+		}
+		if note == "" {
+			note = fmt.Sprintf("rollback to generation %d", gen)
+		}
+		if err := s.checkCommit(g.Values); err != nil {
+			return RollbackResult{}, err
+		}
+		// commit drops the staged changes in the same transaction.
+		snap, err := s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: g.Values})
+		if err != nil {
+			return RollbackResult{}, err
+		}
+		return RollbackResult{Snapshot: snap, Discarded: changes}, nil
 	}
-	return Snapshot{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
+	return RollbackResult{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
 }
 
 // Entry is one setting as listed: committed value, default, staged change.

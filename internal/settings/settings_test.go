@@ -114,10 +114,11 @@ func TestStageDiffCommitRollback(t *testing.T) {
 		t.Fatalf("after unset = %q, want the default", got)
 	}
 
-	snap, err = s.Rollback(ctx, 1, "", "bob")
+	res, err := s.Rollback(ctx, 1, "", "bob", RefuseStaged)
 	if err != nil {
 		t.Fatal(err)
 	}
+	snap = res.Snapshot
 	if snap.Generation != 4 || !snap.Bool("Sender.EnableMTASTS") || len(rules(t, snap)) != 0 {
 		t.Fatalf("rollback to 1 = %+v", snap)
 	}
@@ -128,7 +129,7 @@ func TestStageDiffCommitRollback(t *testing.T) {
 	if len(hist) != 4 || hist[0].RollbackOf != 1 || hist[0].Note != "rollback to generation 1" || hist[2].Author != "alice" {
 		t.Fatalf("history = %+v", hist)
 	}
-	if _, err := s.Rollback(ctx, 99, "", "bob"); !errors.Is(err, ErrNoGeneration) {
+	if _, err := s.Rollback(ctx, 99, "", "bob", RefuseStaged); !errors.Is(err, ErrNoGeneration) {
 		t.Errorf("rollback to 99 = %v, want ErrNoGeneration", err)
 	}
 	if d := cmp.Diff([]int{2, 3, 4}, seen); d != "" {

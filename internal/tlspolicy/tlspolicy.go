@@ -174,7 +174,10 @@ type Decider struct {
 	STS      STSSource
 	// Roots are the trusted roots for certificate verification (system pool plus tls.ca_file).
 	Roots *x509.CertPool
-	Now   func() time.Time
+	// TrustStore, when set, is read for every plan instead of Roots, so that a reloaded tls.ca_file
+	// applies to the next delivery.
+	TrustStore func() *x509.CertPool
+	Now        func() time.Time
 	// Sessions caches TLS sessions for resumption across connections to the same MX.
 	Sessions tls.ClientSessionCache
 }
@@ -342,9 +345,13 @@ func (d *Decider) newPlan(domain address.Domain) *Plan {
 	if now == nil {
 		now = time.Now
 	}
+	roots := d.Roots
+	if d.TrustStore != nil {
+		roots = d.TrustStore()
+	}
 	return &Plan{
 		Domain:   domain,
-		roots:    d.Roots,
+		roots:    roots,
 		now:      now,
 		sessions: d.Sessions,
 		report:   tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, String: []string{}, Domain: domain.String()},

@@ -43,6 +43,17 @@ type DKIMKey struct {
 // ErrConfig is wrapped by errors about the Reporter's configuration.
 var ErrConfig = errors.New("tlsreport: invalid configuration")
 
+// FieldError is a refusal of one Reporter field, so that a caller can say which of its own settings is at
+// fault.
+type FieldError struct {
+	// Field is the Reporter field: "Contact", "Submitter", "From", "DKIM", "DB".
+	Field string
+	Err   error
+}
+
+func (e *FieldError) Error() string { return strings.ToLower(e.Field) + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
 // ErrNotFound is returned by Preview when there is nothing recorded for the domain and day.
 var ErrNotFound = errors.New("tlsreport: no sessions recorded")
 
@@ -124,10 +135,10 @@ func (r *Reporter) config() (config, error) {
 	var errs []error
 	c := config{maxDest: r.MaxDestinations, jitter: r.MaxJitter, retryInt: r.RetryInterval, retryFor: r.RetryFor, backoff: r.MinBackoff}
 	if r.DB == nil {
-		errs = append(errs, errors.New("db: not set"))
+		errs = append(errs, &FieldError{"DB", errors.New("not set")})
 	}
 	if r.Contact.IsZero() || r.Contact.Domain.IsZero() {
-		errs = append(errs, errors.New("contact: an address with a domain is required"))
+		errs = append(errs, &FieldError{"Contact", errors.New("an address with a domain is required")})
 	}
 	c.contact = r.Contact.String()
 	c.submitter = r.Submitter.String()
@@ -135,7 +146,7 @@ func (r *Reporter) config() (config, error) {
 		c.submitter = r.Contact.Domain.String()
 	} else if !r.Contact.Domain.IsZero() && r.Submitter != r.Contact.Domain {
 		// RFC 8460 Section 5.3: TLS-Report-Submitter MUST be the domain of contact-info (RPT-29).
-		errs = append(errs, fmt.Errorf("submitter: %s differs from the domain of contact %s", r.Submitter, r.Contact))
+		errs = append(errs, &FieldError{"Submitter", fmt.Errorf("%s differs from the domain of contact %s", r.Submitter, r.Contact)})
 	}
 	c.from = r.From.String()
 	if r.From.IsZero() {
@@ -143,7 +154,7 @@ func (r *Reporter) config() (config, error) {
 	}
 	if r.DKIM != nil {
 		if r.DKIM.Signer == nil || r.DKIM.Selector == "" || strings.ContainsAny(r.DKIM.Selector, "\r\n;= ") {
-			errs = append(errs, errors.New("DKIM: selector and signer are required"))
+			errs = append(errs, &FieldError{"DKIM", errors.New("selector and signer are required")})
 		}
 		c.dkimD = r.DKIM.Domain.String()
 		if r.DKIM.Domain.IsZero() {

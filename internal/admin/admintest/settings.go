@@ -1,7 +1,10 @@
 package admintest
 
 import (
+	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mxgate/mxgate/internal/settings"
@@ -23,3 +26,15 @@ func OpenSettings(t testing.TB, seed map[string]string) *settings.Store {
 	}
 	return st
 }
+
+// TLSRPTCheck stands for the report sender's check of the settings (the daemon registers the real one): it
+// refuses a TLSRPT.ContactInfo without "@", and TLSRPT.DKIMKeyFile without TLSRPT.DKIMSelector.
+var TLSRPTCheck = settings.Check{Component: "tlsrpt", Check: func(s settings.Snapshot) error {
+	if c := s.Get("TLSRPT.ContactInfo"); c != "" && !strings.Contains(c, "@") {
+		return &settings.KeyError{Key: "TLSRPT.ContactInfo", Err: fmt.Errorf("%q has no domain", c)}
+	}
+	if s.Get("TLSRPT.DKIMKeyFile") != "" && s.Get("TLSRPT.DKIMSelector") == "" {
+		return &settings.KeyError{Key: "TLSRPT.DKIMSelector", Err: errors.New("required with TLSRPT.DKIMKeyFile")}
+	}
+	return nil
+}}

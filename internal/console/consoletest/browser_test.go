@@ -185,6 +185,10 @@ func TestConsoleInChromium(t *testing.T) {
 	if got := text("#failing"); !strings.Contains(got, consoletest.ExpiredDomain) || !strings.Contains(got, "certificate-expired") {
 		t.Errorf("dashboard: failing-enforce table = %q, want %s with certificate-expired", got, consoletest.ExpiredDomain)
 	}
+	// No component stops silently: the failed report sender is on the dashboard with its reason.
+	if got := text(`#components tr.error`); !strings.Contains(got, "tlsrpt") || !strings.Contains(got, "failed") || !strings.Contains(got, "TLSRPT.DKIMKeyFile") {
+		t.Errorf("dashboard: failed component row = %q, want tlsrpt failed with its reason", got)
+	}
 	checkErrors("login")
 
 	// The queue: find the message deferred with result type certificate-expired and open it.
@@ -257,12 +261,101 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("effective policy of %s after the commit = %q, want opportunistic", consoletest.ExpiredDomain, got)
 	}
 
+	// A staged rule is what the form shows: staging "required" for a domain and coming back to the page
+	// shows "required" preselected on its row, so that pressing Stage there does not stage "none".
+	visit("settings-rule", "/settings", "#domain-rule")
+	step("rule domain", chromedp.SendKeys(chromedp.CSS(`#domain-rule input[name="domain"]`), "bank.example"))
+	step("rule level", chromedp.SetValue(chromedp.CSS(`#domain-rule select[name="value"]`), "required"))
+	submit("stage the rule", `#domain-rule button[type="submit"]`)
+	step("staged rule banner", chromedp.WaitVisible(chromedp.ID("staged-banner")))
+	ruleForm := `form:has(input[name="key"][value="Domain.bank.example.TLS"])`
+	shown, err := chromedp.Run(bctx, chromedp.Value(chromedp.CSS(ruleForm+` select[name="value"]`)))
+	if err != nil || shown != "required" {
+		t.Errorf("the row of the staged rule preselects %q (%v), want required", shown, err)
+	}
+	screenshot("settings-staged-rule")
+	// Lowering it asks first; Cancel keeps what was staged.
+	step("choose none", chromedp.SetValue(chromedp.CSS(ruleForm+` select[name="value"]`), "none"))
+	submit("stage none", ruleForm+` button[type="submit"]`)
+	step("lowering warning", chromedp.WaitVisible(chromedp.ID("lower-warning")))
+	if got := text("#lower-warning"); !strings.Contains(got, "bank.example") || !strings.Contains(got, "required") || !strings.Contains(got, "none") {
+		t.Errorf("lowering warning = %q, want bank.example from required to none", got)
+	}
+	screenshot("confirm-lower")
+	checkErrors("confirm-lower")
+	submit("cancel lowering", "#cancel-lower")
+	step("back on settings", chromedp.WaitVisible(chromedp.ID("settings-table")))
+	staged := func() string {
+		t.Helper()
+		changes, err := env.Settings.Diff(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range changes {
+			if c.Key == "Domain.bank.example.TLS" {
+				return c.New
+			}
+		}
+		return ""
+	}
+	if got := staged(); got != "required" {
+		t.Errorf("after Cancel the staged rule is %q, want required", got)
+	}
+	step("choose none again", chromedp.SetValue(chromedp.CSS(ruleForm+` select[name="value"]`), "none"))
+	submit("stage none again", ruleForm+` button[type="submit"]`)
+	step("lowering warning again", chromedp.WaitVisible(chromedp.ID("confirm-lower")))
+	submit("confirm lowering", "#confirm-lower")
+	step("staged after confirming", chromedp.WaitVisible(chromedp.ID("staged-banner")))
+	if got := staged(); got != "none" {
+		t.Errorf("after confirming the staged rule is %q, want none", got)
+	}
+	if err := env.Settings.Discard(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Rollback never drops staged work silently: with a change staged, the history says so and a rollback
+	// without ticking "discard" is refused; ticked, it rolls back and says what it discarded. Generation 1's
+	// settings are then in force, and its row offers no rollback that would change nothing.
+	if err := env.Settings.Set(context.Background(), "TLSRPT.OnlyFailures", "true"); err != nil {
+		t.Fatal(err)
+	}
+	visit("history-staged", "/settings/history", "#staged-warning")
+	if got := text("#staged-warning"); !strings.Contains(got, "TLSRPT.OnlyFailures") {
+		t.Errorf("staged warning = %q, want the staged key", got)
+	}
+	submit("rollback without discarding", "#rollback-1")
+	step("refused", chromedp.WaitVisible(chromedp.ID("flash")))
+	if got := text("#flash"); !strings.Contains(got, "Not rolled back") || !strings.Contains(got, "staged") {
+		t.Errorf("flash after a rollback with staged changes = %q, want a refusal", got)
+	}
+	if g := env.Settings.Current().Generation; g != 2 {
+		t.Fatalf("generation %d after a refused rollback, want 2", g)
+	}
+	step("tick discard", chromedp.Click(chromedp.ID("discard-1")))
+	submit("rollback discarding", "#rollback-1")
+	step("rolled back", chromedp.WaitVisible(chromedp.ID("flash")))
+	if got := text("#flash"); !strings.Contains(got, "Rolled back to generation 1 as generation 3") || !strings.Contains(got, "Discarded 1 staged change") {
+		t.Errorf("flash after a discarding rollback = %q", got)
+	}
+	if got := text("#history tbody tr:last-child"); !strings.Contains(got, "same settings as in force") {
+		t.Errorf("generation 1's row = %q, want no rollback offered (same settings as in force)", got)
+	}
+	screenshot("history-rolled-back")
+	checkErrors("history-rolled-back")
+
 	// Every other page renders without errors.
 	visit("dashboard", "/", "#mail-in")
 	visit("queue-expired-filter", "/queue?error=certificate-expired", "#queue-table")
 	visit("confirm-bounce", "/queue/confirm?action=bounce&id="+consoletest.MsgExpired, "#confirm-count")
 	visit("domains", "/domains", "#domains-table")
 	visit("reports", "/reports", "#pending")
+	// The record to publish for the report signing key, and that DNS does not have it yet.
+	if got := text("#dkim-record"); got != consoletest.DKIM.Name+`. TXT "`+consoletest.DKIM.Value+`"` {
+		t.Errorf("reports page DKIM record = %q", got)
+	}
+	if got := text("#dkim-status"); !strings.Contains(got, "does not publish it yet") {
+		t.Errorf("reports page DKIM status = %q, want not published", got)
+	}
 	visit("report-preview", "/reports/preview?domain=example.org&day=2025-06-01", "#report-json")
 	visit("settings-after", "/settings", "#settings-table")
 	visit("review-empty", "/settings/review", "main")

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/admin/admintest"
 	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/console"
@@ -89,6 +90,21 @@ func (e *Env) Explained() []string {
 	return append([]string(nil), e.explained...)
 }
 
+// Components are the component states the fixture's dashboard shows: the report sender failed.
+var Components = []admin.Component{
+	{Name: "queue", State: admin.ComponentRunning, Since: admintest.Now()},
+	{Name: "smtp", State: admin.ComponentRunning, Since: admintest.Now()},
+	{Name: "tlsrpt", State: admin.ComponentFailed, Reason: "TLSRPT.DKIMKeyFile: open /etc/mxgate/dkim.pem: no such file or directory", Since: admintest.Now()},
+}
+
+// DKIM is the fixture's record of the key report mail is signed with, not yet in DNS.
+var DKIM = admin.DKIMRecord{
+	Name:    "tlsrpt._domainkey.corp.example",
+	Value:   "v=DKIM1; k=rsa; s=email:tlsrpt; p=MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA",
+	KeyFile: "/var/lib/mxgate/tlsrpt-dkim.pem",
+	Problem: "no TXT record at tlsrpt._domainkey.corp.example",
+}
+
 // New starts a console on the fixture. The clock stands at admintest.Now(); everything is closed at the
 // end of the test.
 func New(t testing.TB) *Env {
@@ -130,6 +146,8 @@ func New(t testing.TB) *Env {
 		Settings:           st,
 		Reports:            func() *tlsreport.Reporter { return rep },
 		Explain:            e.explain,
+		Components:         func() []admin.Component { return Components },
+		DKIM:               func(context.Context) (admin.DKIMRecord, error) { return DKIM, nil },
 		PasswordFile:       pwFile,
 		PasswordIterations: 1000,
 		Trace:              trace(clock.Now),
