@@ -190,6 +190,15 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("dashboard: failed component row = %q, want tlsrpt failed with its reason", got)
 	}
 	checkErrors("login")
+	// The TLS mix chart counts the attempts that never reached a session (the expired certificate under
+	// enforce was refused before any mail was sent) beside the TLS classes.
+	if got, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.getElementById("chart-desc").textContent`)); err != nil ||
+		!strings.Contains(got, "that never reached a session") || strings.Contains(got, " 0 that never reached") {
+		t.Errorf("chart description = %q, want a non-zero count of attempts that never reached a session", got)
+	}
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("svg.chart rect.nosession").length`)); err != nil || n == 0 {
+		t.Errorf("no-session bars: %v, %v", n, err)
+	}
 
 	// The queue: find the message deferred with result type certificate-expired and open it.
 	visit("queue", "/queue", "#queue-table")
