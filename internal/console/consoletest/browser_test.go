@@ -366,6 +366,10 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("reports page DKIM status = %q, want not published", got)
 	}
 	visit("report-preview", "/reports/preview?domain=example.org&day=2025-06-01", "#report-json")
+	// The preview reads as a table beside the JSON: policy, counts, failures by result type.
+	if got := text("#report-table tbody"); !strings.Contains(got, "sts") || !strings.Contains(got, "example.org") {
+		t.Errorf("report preview table = %q, want the sts policy of example.org with its counts", got)
+	}
 	visit("settings-after", "/settings", "#settings-table")
 	visit("review-empty", "/settings/review", "main")
 	visit("account", "/account", "#password-form")
