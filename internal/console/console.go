@@ -207,6 +207,7 @@ func (c *Console) routes() {
 	m.Handle("POST /reports/suppress", c.post(c.reportSuppress))
 	m.Handle("POST /reports/unsuppress", c.post(c.reportUnsuppress))
 	m.Handle("GET /settings", c.page(c.settingsPage))
+	m.Handle("GET /rules", c.page(c.rulesPage))
 	m.Handle("POST /settings/set", c.post(c.settingsSet))
 	m.Handle("POST /settings/unset", c.post(c.settingsUnset))
 	m.Handle("GET /settings/review", c.page(c.settingsReview))

@@ -272,7 +272,12 @@ func TestConsoleInChromium(t *testing.T) {
 
 	// A staged rule is what the form shows: staging "required" for a domain and coming back to the page
 	// shows "required" preselected on its row, so that pressing Stage there does not stage "none".
-	visit("settings-rule", "/settings", "#domain-rule")
+	// Domain TLS rules have their own page, apart from the global settings.
+	visit("settings-no-rules", "/settings", "#rules-link")
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#settings-table input[name=key][value^='Domain.']").length`)); err != nil || n != 0 {
+		t.Errorf("the settings page lists %d domain rules (%v), want none", n, err)
+	}
+	visit("settings-rule", "/rules", "#domain-rule")
 	step("rule domain", chromedp.SendKeys(chromedp.CSS(`#domain-rule input[name="domain"]`), "bank.example"))
 	step("rule level", chromedp.SetValue(chromedp.CSS(`#domain-rule select[name="value"]`), "required"))
 	submit("stage the rule", `#domain-rule button[type="submit"]`)
@@ -293,7 +298,7 @@ func TestConsoleInChromium(t *testing.T) {
 	screenshot("confirm-lower")
 	checkErrors("confirm-lower")
 	submit("cancel lowering", "#cancel-lower")
-	step("back on settings", chromedp.WaitVisible(chromedp.ID("settings-table")))
+	step("back on the rules page", chromedp.WaitVisible(chromedp.ID("rules-table")))
 	staged := func() string {
 		t.Helper()
 		changes, err := env.Settings.Diff(context.Background())
