@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -27,10 +28,13 @@ type finished struct {
 
 	// Set by applyBatch.
 	dsns    []*record
-	doneIDs []string  // finished messages whose bodies go after the commit
-	queued  []*change // recipients that stay queued, once committed
-	requeue []*rcptRow
-	done    chan struct{}
+	doneIDs []string // finished messages whose bodies go after the commit
+	corrupt string   // the body failed verification: quarantined instead of recorded
+	// journaled counts its recipients written to the delivery journal.
+	journaled int
+	queued    []*change // recipients that stay queued, once committed
+	requeue   []*rcptRow
+	done      chan struct{}
 }
 
 // settler collects the results a Deliverer reports during one batch and hands each message to the
@@ -44,10 +48,13 @@ type settler struct {
 	left    map[string]int      // recipients of the message still without a result
 	handed  map[string]*finished
 	order   []*finished
+	// journaled counts, per message, the recipients written to the delivery journal.
+	journaled map[string]int
 }
 
 func newSettler(q *Queue, w *work) *settler {
-	s := &settler{q: q, w: w, results: map[string][]Result{}, left: map[string]int{}, handed: map[string]*finished{}}
+	s := &settler{q: q, w: w, results: map[string][]Result{}, left: map[string]int{}, handed: map[string]*finished{},
+		journaled: map[string]int{}}
 	for _, r := range w.rcpts {
 		s.left[r.msgID]++
 	}
@@ -72,6 +79,9 @@ func (s *settler) settled(r Result) {
 	}
 	s.results[r.MsgID] = append(s.results[r.MsgID], r)
 	s.left[r.MsgID]--
+	if r.Outcome == Delivered {
+		s.journal(r)
+	}
 	var f *finished
 	if s.left[r.MsgID] == 0 {
 		f = s.hand(r.MsgID, s.results[r.MsgID], "")
@@ -79,6 +89,23 @@ func (s *settler) settled(r Result) {
 	s.mu.Unlock()
 	if f != nil {
 		s.q.record(f)
+	}
+}
+
+// journal writes a delivered recipient to the delivery journal at once, unless its success needs a
+// "relayed" DSN (only the index records that). s.mu is held.
+func (s *settler) journal(r Result) {
+	for _, row := range s.w.rcpts {
+		if row.msgID != r.MsgID || row.rcpt != r.Rcpt {
+			continue
+		}
+		if !r.NextHopDSN && slices.Contains(row.notify, "SUCCESS") {
+			return
+		}
+		if s.q.journalDelivered(row.msgID, row.id) {
+			s.journaled[r.MsgID]++
+		}
+		return
 	}
 }
 
@@ -90,7 +117,8 @@ func (s *settler) hand(msgID string, results []Result, missing string) *finished
 			rows = append(rows, r)
 		}
 	}
-	f := &finished{w: s.w, msgID: msgID, changes: s.q.changes(s.w, rows, results, missing), done: make(chan struct{})}
+	f := &finished{w: s.w, msgID: msgID, changes: s.q.changes(s.w, rows, results, missing), done: make(chan struct{}),
+		journaled: s.journaled[msgID]}
 	s.handed[msgID] = f
 	s.order = append(s.order, f)
 	return f
@@ -123,6 +151,9 @@ func (s *settler) finish(results []Result, missing string) {
 	}
 }
 
+// recordWindow is how long the recorder collects finished messages before it records them together.
+const recordWindow = 5 * time.Millisecond
+
 // record hands f to the recorder goroutine; f.done is closed once it is recorded (or could not be).
 func (q *Queue) record(f *finished) {
 	select {
@@ -151,15 +182,19 @@ func (q *Queue) recorder() {
 		case <-q.stopRecorder:
 			return
 		}
+		// Collect for a moment: every transaction costs an fsync and its statements, and a crash in the
+		// meantime costs no duplicate (delivered recipients are in the journal already).
+		t := time.NewTimer(recordWindow)
 	more:
 		for len(group) < q.opts.GroupCommitMax {
 			select {
 			case f := <-q.recordCh:
 				group = append(group, f)
-			default:
+			case <-t.C:
 				break more
 			}
 		}
+		t.Stop()
 		q.applyGroup(group)
 	}
 }
@@ -204,7 +239,20 @@ func (q *Queue) applyGroup(group []*finished) {
 	}
 	q.orderMu.Unlock()
 	for _, f := range group {
+		if f.corrupt != "" {
+			q.quarantined.Add(1)
+			q.clearCorrupt(f.msgID)
+			if _, err := os.Stat(q.bodyPath(f.msgID)); err == nil {
+				if err := q.moveToQuarantine(f.msgID); err != nil {
+					q.log.Error("queue: cannot move a corrupt body to quarantine", "msg_id", f.msgID, "err", err)
+				}
+			}
+			q.log.Error("queue: message quarantined", "msg_id", f.msgID, "reason", f.corrupt)
+		}
 		q.removeBodies(f.doneIDs)
+		if err := q.journal.recorded(f.journaled); err != nil {
+			q.log.Error("queue: cannot empty the delivery journal", "err", err)
+		}
 		close(f.done)
 	}
 }
@@ -241,7 +289,7 @@ func (q *Queue) applyTx(group []*finished, now time.Time) error {
 			for _, rec := range f.dsns {
 				os.Remove(q.bodyPath(rec.id))
 			}
-			f.dsns, f.doneIDs, f.queued = nil, nil, nil
+			f.dsns, f.doneIDs, f.queued, f.corrupt = nil, nil, nil, ""
 		}
 		return err
 	}
@@ -316,6 +364,9 @@ func (q *Queue) changes(w *work, rows []*rcptRow, results []Result, missing stri
 // the attempt history, the DSN for failures, and the removal of a finished message. It notes in f the DSN
 // queued, the finished message and the recipients that stay queued.
 func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now time.Time) error {
+	if reason := q.corruptReason(f.msgID); reason != "" {
+		return q.recordCorrupt(ctx, tx, f, reason, now)
+	}
 	// The attempt is counted when its result is recorded, never before it is made: an attempt cut short
 	// by a crash does not count (recover).
 	if _, err := tx.StmtContext(ctx, q.st.bumpMsg).ExecContext(ctx, f.msgID); err != nil {
@@ -364,5 +415,27 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 	if fin {
 		f.doneIDs = append(f.doneIDs, f.msgID)
 	}
+	return nil
+}
+
+// recordCorrupt quarantines message f.msgID, whose body failed verification during this attempt, instead
+// of recording the attempt's results: nothing was delivered from that body (the Deliverer aborted before
+// the final dot, or never sent it), and nothing will be. Its recipients stay in state quarantined with the
+// reason, for an administrator to bounce or delete; the body moves to the quarantine directory after the
+// commit.
+func (q *Queue) recordCorrupt(ctx context.Context, tx *sql.Tx, f *finished, reason string, now time.Time) error {
+	res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?, inflight = 0, updated = ?, last_text = ?
+		WHERE msg_id = ? AND state = ?`, stateQuarantined, ns(now), "quarantined: "+reason, f.msgID, stateQueued)
+	if err != nil {
+		return fmt.Errorf("queue: quarantine %s: %w", f.msgID, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // quarantined already, by another batch of the same message
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO queue_quarantine(msg_id, reason, at) VALUES(?, ?, ?)
+		ON CONFLICT(msg_id) DO UPDATE SET reason = excluded.reason, at = excluded.at`, f.msgID, reason, ns(now)); err != nil {
+		return fmt.Errorf("queue: quarantine %s: %w", f.msgID, err)
+	}
+	f.corrupt = reason
 	return nil
 }

@@ -1,8 +1,12 @@
 package queue
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sync"
@@ -91,17 +95,82 @@ func (q *Queue) bodyClosed(id string) {
 	}
 }
 
-// bodyReader is one reader of a spool body.
+// openVerified is openBody for delivery: the body is checked against sum, the SHA-256 taken when it was
+// accepted, as it is read. When the end of the file is reached and the octets read do not match, Read
+// returns an error wrapping ErrBodyCorrupt instead of io.EOF, so that the Deliverer aborts before the
+// final dot, and the message is marked for quarantine: it is never opened for delivery again, and its
+// results are not recorded (recordCorrupt). A nil sum (a message accepted before checksums were kept) is
+// not verified.
+func (q *Queue) openVerified(id string, sum []byte) (io.ReadCloser, error) {
+	if reason := q.corruptReason(id); reason != "" {
+		return nil, fmt.Errorf("queue: open body of %s: %w: %s", id, ErrBodyCorrupt, reason)
+	}
+	rc, err := q.openBody(id)
+	if err != nil || sum == nil {
+		return rc, err
+	}
+	r := rc.(*bodyReader)
+	r.want, r.h = sum, sha256.New()
+	return r, nil
+}
+
+// corruptReason returns why message id's body was found corrupt since Open, or "".
+func (q *Queue) corruptReason(id string) string {
+	q.corruptMu.Lock()
+	defer q.corruptMu.Unlock()
+	return q.corrupt[id]
+}
+
+func (q *Queue) markCorrupt(id, reason string) {
+	q.corruptMu.Lock()
+	defer q.corruptMu.Unlock()
+	if q.corrupt == nil {
+		q.corrupt = map[string]string{}
+	}
+	q.corrupt[id] = reason
+}
+
+func (q *Queue) clearCorrupt(id string) {
+	q.corruptMu.Lock()
+	defer q.corruptMu.Unlock()
+	delete(q.corrupt, id)
+}
+
+// bodyReader is one reader of a spool body, verifying it when want is set.
 type bodyReader struct {
 	q      *Queue
 	id     string
 	f      *os.File
 	closed bool
+
+	want []byte    // expected SHA-256; nil: not verified
+	h    hash.Hash // of the octets read so far, from the start
 }
 
-func (r *bodyReader) Read(p []byte) (int, error) { return r.f.Read(p) }
+func (r *bodyReader) Read(p []byte) (int, error) {
+	n, err := r.f.Read(p)
+	if r.want == nil {
+		return n, err
+	}
+	r.h.Write(p[:n])
+	if err == io.EOF {
+		if got := r.h.Sum(nil); !bytes.Equal(got, r.want) {
+			reason := fmt.Sprintf("body does not match its checksum: SHA-256 %s, accepted as %s",
+				hex.EncodeToString(got), hex.EncodeToString(r.want))
+			r.q.markCorrupt(r.id, reason)
+			return n, fmt.Errorf("queue: body of %s: %w: %s", r.id, ErrBodyCorrupt, reason)
+		}
+	}
+	return n, err
+}
 
-func (r *bodyReader) Seek(off int64, whence int) (int64, error) { return r.f.Seek(off, whence) }
+// Seek is for DSN building, which reads unverified bodies only.
+func (r *bodyReader) Seek(off int64, whence int) (int64, error) {
+	if r.want != nil {
+		return 0, errors.New("queue: a verified body cannot seek")
+	}
+	return r.f.Seek(off, whence)
+}
 
 // Close closes the file and, for the last reader of a removed message, recycles the body.
 func (r *bodyReader) Close() error {

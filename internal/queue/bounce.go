@@ -109,11 +109,11 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	}
 	rec.env.EightBit = !isASCII(body)
 	rec.env.SMTPUTF8 = !isASCII([]byte(to)) || rec.env.EightBit && m.flags&flagSMTPUTF8 != 0
-	size, err := q.writeBody(rec.id, bytes.NewReader(body))
+	size, sum, err := q.writeBody(rec.id, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("queue: DSN for %s: %w", m.id, err)
 	}
-	rec.size = size
+	rec.size, rec.sum = size, sum
 	path := q.bodyPath(rec.id)
 	// The DSN's rename must be durable before tx commits its index rows. DSNs are rare: one directory
 	// fsync each.

@@ -214,7 +214,7 @@ func (e *env) spoolFiles(t *testing.T) []string {
 	}
 	var out []string
 	for _, en := range ents {
-		if en.IsDir() {
+		if en.IsDir() || en.Name() == journalName {
 			continue
 		}
 		if strings.HasPrefix(en.Name(), sparePrefix) {

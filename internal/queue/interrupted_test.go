@@ -2,7 +2,9 @@ package queue
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -153,5 +155,72 @@ func TestMessageRecordedWhenSettledNotAtBatchEnd(t *testing.T) {
 	}
 	if n := e.count(t, `SELECT COUNT(*) FROM queue_messages`); n != 0 {
 		t.Errorf("%d messages left after the batch, want 0", n)
+	}
+}
+
+// A delivery whose 250 reached the journal but not the index before the process died is recorded as
+// delivered at the next start, not delivered again; a torn last line is ignored.
+func TestJournalledDeliveryRecordedAtStart(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.submit(t, "alice@sender.test", "bob@example.com", "carol@example.com")
+	var bob int64
+	if err := e.opts.DB.QueryRow(`SELECT id FROM queue_recipients WHERE msg_id = ? AND rcpt = 'bob@example.com'`, id).Scan(&bob); err != nil {
+		t.Fatal(err)
+	}
+	e.q.Close()
+	if err := os.WriteFile(filepath.Join(e.opts.Dir, journalName), []byte(id+" "+strconv.FormatInt(bob, 10)+"\n"+id+" 1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.open(t)
+	d, err := e.q.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	for _, r := range d.Rcpts {
+		states[r.Addr] = r.State
+	}
+	if states["bob@example.com"] != stateDelivered || states["carol@example.com"] != stateQueued {
+		t.Errorf("states after start = %v, want bob delivered, carol queued", states)
+	}
+	e.runOnce(t)
+	for _, dl := range e.fake.Deliveries() {
+		for _, r := range dl.Job.Recipients {
+			if r.Addr == "bob@example.com" {
+				t.Errorf("bob was delivered again")
+			}
+		}
+	}
+}
+
+// SQLite reuses the row ids of deleted recipients: a journal entry left from a finished message never
+// marks a new message's recipient that got the same row id as delivered.
+func TestJournalEntryOfFinishedMessageIgnored(t *testing.T) {
+	e := newEnv(t, nil)
+	old := e.submit(t, "alice@sender.test", "bob@example.com")
+	var oldID int64
+	if err := e.opts.DB.QueryRow(`SELECT id FROM queue_recipients WHERE msg_id = ?`, old).Scan(&oldID); err != nil {
+		t.Fatal(err)
+	}
+	e.runOnce(t) // delivered: its rows are deleted
+	fresh := e.submit(t, "alice@sender.test", "carol@example.com")
+	var freshID int64
+	if err := e.opts.DB.QueryRow(`SELECT id FROM queue_recipients WHERE msg_id = ?`, fresh).Scan(&freshID); err != nil {
+		t.Fatal(err)
+	}
+	if freshID != oldID {
+		t.Fatalf("row id not reused (%d, %d): the test needs SQLite's reuse", oldID, freshID)
+	}
+	e.q.Close()
+	if err := os.WriteFile(filepath.Join(e.opts.Dir, journalName), []byte(old+" "+strconv.FormatInt(oldID, 10)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.open(t)
+	d, err := e.q.Get(context.Background(), fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Rcpts[0].State != stateQueued {
+		t.Errorf("the new message's recipient is %s after replaying an old journal entry, want queued", d.Rcpts[0].State)
 	}
 }

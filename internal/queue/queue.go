@@ -51,6 +51,9 @@ var (
 	ErrNotFound = errors.New("queue: message not found")
 	// ErrClosed is returned by Submit after Close.
 	ErrClosed = errors.New("queue: closed")
+	// ErrBodyCorrupt is wrapped by the error of a body read for delivery that no longer matches the
+	// checksum taken when the message was accepted; the message is quarantined.
+	ErrBodyCorrupt = errors.New("queue: message body corrupt")
 )
 
 // Backoff is the retry schedule. The delay after the n-th attempt is Initial·Factor^(n-1), at most Max, then
@@ -247,8 +250,12 @@ type Queue struct {
 	ix   *dueIndex
 	busy int // batches in flight
 
-	spare spares
-	refs  bodyRefs
+	spare   spares
+	refs    bodyRefs
+	journal journal
+
+	corruptMu sync.Mutex
+	corrupt   map[string]string // message id -> why its body failed verification
 
 	// archivePruned is when the archive was last pruned (UnixNano; 0: not yet).
 	archivePruned atomic.Int64
@@ -316,6 +323,7 @@ func (q *Queue) Close() error {
 	q.workers.Wait()
 	q.recorderOnce.Do(func() { close(q.stopRecorder) })
 	<-q.recorderDone
+	q.journal.close()
 	q.stmtsOnce.Do(q.st.close)
 	q.arch.close()
 	return nil

@@ -19,6 +19,7 @@ type msgRow struct {
 	id, from, envid, ret string
 	flags                int
 	size                 int64
+	sum                  []byte // SHA-256 of the body; nil for messages accepted before it was kept
 	received, expires    time.Time
 	attempts             int // including the attempt in flight (counted in the index once recorded)
 }
@@ -260,7 +261,7 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 			var next, received, expires int64
 			var held bool
 			err := load.QueryRowContext(ctx, e.id).Scan(&r.msgID, &r.rcpt, &notify, &r.orcpt, &r.attempts, &state,
-				&next, &m.from, &m.envid, &m.ret, &m.flags, &m.size, &received, &expires, &m.attempts, &held)
+				&next, &m.from, &m.envid, &m.ret, &m.flags, &m.size, &received, &expires, &m.attempts, &held, &m.sum)
 			switch {
 			case errors.Is(err, sql.ErrNoRows):
 				continue // deleted
@@ -292,7 +293,7 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 				RequireTLS: m.flags&flagRequireTLS != 0, TLSOptional: m.flags&flagTLSOptional != 0,
 				SMTPUTF8: m.flags&flagSMTPUTF8 != 0, EightBit: m.flags&flag8Bit != 0, Report: m.flags&flagReport != 0,
 				Size: m.size, Attempt: m.attempts, Received: m.received, Expires: m.expires,
-				Open: q.opener(id),
+				Open: q.opener(id, m.sum),
 			}
 			for _, r := range byMsg[id] {
 				job.Recipients = append(job.Recipients, Recipient{Addr: r.rcpt, Notify: r.notify, ORcpt: r.orcpt})
@@ -311,8 +312,9 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 	return works, back, nil
 }
 
-func (q *Queue) opener(id string) func() (io.ReadCloser, error) {
-	return func() (io.ReadCloser, error) { return q.openBody(id) }
+// opener opens message id's body for delivery, verified against sum while it is read.
+func (q *Queue) opener(id string, sum []byte) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) { return q.openVerified(id, sum) }
 }
 
 func (q *Queue) worker(ctx context.Context, w *work) {

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
 	"encoding/binary"
 	"errors"
@@ -71,29 +72,30 @@ func storageErr(op string, err error) error {
 // committer does it once per group), so that the name and the content are both durable before the row
 // exists. A crash before that commit leaves a body without an index row, never acknowledged, which Open
 // moves to the quarantine directory. On error nothing is left behind. It returns the number of octets
-// written.
-func (q *Queue) writeBody(id string, body io.Reader) (int64, error) {
+// written and their SHA-256, which the index keeps so that every later read can be verified.
+func (q *Queue) writeBody(id string, body io.Reader) (int64, []byte, error) {
 	f, tmp := q.spare.take()
 	if f == nil {
 		var err error
 		if f, err = os.CreateTemp(q.opts.Dir, tmpPrefix+id+".*"); err != nil {
-			return 0, storageErr("create spool file", err)
+			return 0, nil, storageErr("create spool file", err)
 		}
 		tmp = f.Name()
 	}
-	fail := func(op string, err error) (int64, error) {
+	fail := func(op string, err error) (int64, []byte, error) {
 		f.Close()
 		os.Remove(tmp)
-		return 0, storageErr(op, err)
+		return 0, nil, storageErr(op, err)
 	}
-	n, err := io.Copy(f, body)
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(f, h), body)
 	if err != nil {
 		return fail("write spool file", err)
 	}
 	if n == 0 {
 		f.Close()
 		os.Remove(tmp)
-		return 0, fmt.Errorf("%w: empty message", ErrInvalid)
+		return 0, nil, fmt.Errorf("%w: empty message", ErrInvalid)
 	}
 	// Never retry a failed fsync on the same file: after a failure the page cache may already have dropped
 	// the dirty pages (the PostgreSQL "fsyncgate" lesson). The message is refused instead.
@@ -102,14 +104,14 @@ func (q *Queue) writeBody(id string, body io.Reader) (int64, error) {
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
-		return 0, storageErr("close spool file", err)
+		return 0, nil, storageErr("close spool file", err)
 	}
 	final := q.bodyPath(id)
 	if err := os.Rename(tmp, final); err != nil {
 		os.Remove(tmp)
-		return 0, storageErr("rename spool file", err)
+		return 0, nil, storageErr("rename spool file", err)
 	}
-	return n, nil
+	return n, h.Sum(nil), nil
 }
 
 // recover reconciles the spool with the index at Open:
@@ -132,6 +134,7 @@ func (q *Queue) recover(ctx context.Context) error {
 		name := e.Name()
 		switch {
 		case e.IsDir():
+		case name == journalName:
 		case strings.HasPrefix(name, sparePrefix):
 			q.spare.found(name)
 		case strings.HasPrefix(name, tmpPrefix):
@@ -174,6 +177,9 @@ func (q *Queue) recover(ctx context.Context) error {
 		if err := q.quarantine(ctx, b.id, b.reason); err != nil {
 			return err
 		}
+	}
+	if err := q.replayJournal(ctx); err != nil {
+		return err
 	}
 	if err := q.resumeInterrupted(ctx); err != nil {
 		return err
@@ -257,8 +263,10 @@ func (q *Queue) moveToQuarantine(name string) error {
 }
 
 // maxInterrupted is how many crashes in a row may cut a recipient's attempt short before its retry waits
-// for the backoff again: a message that crashes the gateway must not crash it on every start.
-const maxInterrupted = 3
+// for the backoff again: a message that crashes the gateway must not crash it on every start. It is well
+// above what unrelated crashes do to one recipient: an operator's restarts in quick succession (or the
+// crash test's kills 50 acknowledgements apart) can catch the same recipient in flight two or three times.
+const maxInterrupted = 10
 
 // resumeInterrupted makes the recipients whose attempt was in flight at a crash due now. The interrupted
 // attempt was never counted (attempts are counted when their result is recorded), so it pushes no backoff;

@@ -22,11 +22,12 @@ func (q *Queue) prepare(ctx context.Context) error {
 		query string
 	}{
 		{&q.st.insertMsg, `INSERT INTO queue_messages
-			(id, sender, envid, ret, flags, client_ip, size, received, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`},
+			(id, sender, envid, ret, flags, client_ip, size, body_sum, received, expires)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&q.st.insertRcpt, `INSERT INTO queue_recipients
 			(msg_id, rcpt, domain, notify, orcpt, state, next_attempt, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&q.st.loadRcpt, `SELECT r.msg_id, r.rcpt, r.notify, r.orcpt, r.attempts, r.state, r.next_attempt,
-			m.sender, m.envid, m.ret, m.flags, m.size, m.received, m.expires, m.attempts, m.held
+			m.sender, m.envid, m.ret, m.flags, m.size, m.received, m.expires, m.attempts, m.held, m.body_sum
 			FROM queue_recipients r JOIN queue_messages m ON m.id = r.msg_id WHERE r.id = ?`},
 		{&q.st.bumpMsg, `UPDATE queue_messages SET attempts = attempts + 1 WHERE id = ?`},
 		{&q.st.bumpRcpt, `UPDATE queue_recipients SET inflight = 1, next_attempt = ?, updated = ? WHERE id = ?`},

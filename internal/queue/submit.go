@@ -19,6 +19,7 @@ type record struct {
 	domains  []string // per recipient
 	rcptIDs  []int64  // per recipient, once inserted
 	size     int64
+	sum      []byte // SHA-256 of the body
 	received time.Time
 	expires  time.Time
 }
@@ -40,11 +41,11 @@ func (q *Queue) Submit(ctx context.Context, env Envelope, body io.Reader) (strin
 	if err != nil {
 		return "", err
 	}
-	size, err := q.writeBody(rec.id, body)
+	size, sum, err := q.writeBody(rec.id, body)
 	if err != nil {
 		return "", err
 	}
-	rec.size = size
+	rec.size, rec.sum = size, sum
 	if err := q.commitIndex(ctx, rec); err != nil {
 		os.Remove(q.bodyPath(rec.id))
 		return "", err
@@ -225,7 +226,7 @@ func (q *Queue) commitGroup(group []*pending) error {
 func (q *Queue) insertRecord(ctx context.Context, tx *sql.Tx, rec *record) error {
 	e := rec.env
 	if _, err := tx.StmtContext(ctx, q.st.insertMsg).ExecContext(ctx,
-		rec.id, e.From, e.EnvID, e.Ret, envFlags(e), e.ClientIP, rec.size, ns(rec.received), ns(rec.expires)); err != nil {
+		rec.id, e.From, e.EnvID, e.Ret, envFlags(e), e.ClientIP, rec.size, rec.sum, ns(rec.received), ns(rec.expires)); err != nil {
 		return err
 	}
 	ins := tx.StmtContext(ctx, q.st.insertRcpt)

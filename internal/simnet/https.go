@@ -233,9 +233,12 @@ func (p *PolicyHost) serve(w http.ResponseWriter, r *http.Request) {
 	p.pmu.Lock()
 	body, status, ct, header, delay, stall := p.body, p.status, p.contentType, p.header.Clone(), p.delay, p.stall
 	p.pmu.Unlock()
+	// A stalled or delayed request that the client gives up on is aborted, never answered: returning from
+	// the handler would let net/http send an implicit empty 200, which a client still reading could take
+	// for a policy.
 	if stall {
 		<-r.Context().Done()
-		return
+		panic(http.ErrAbortHandler)
 	}
 	if delay > 0 {
 		t := time.NewTimer(delay)
@@ -243,7 +246,7 @@ func (p *PolicyHost) serve(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
-			return
+			panic(http.ErrAbortHandler)
 		}
 	}
 	for k, vs := range header {

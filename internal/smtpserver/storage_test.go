@@ -134,7 +134,8 @@ func TestStorageFailuresNever250(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, e := range ents {
-				if !e.IsDir() {
+				// The queue's delivery journal is not a message.
+				if !e.IsDir() && e.Name() != "delivered.journal" {
 					t.Errorf("spool holds %s after a refused message", e.Name())
 				}
 			}

@@ -91,7 +91,7 @@ func TestFullDiskAnswers452AndResumes(t *testing.T) {
 	i := 0
 	for ; i < 200 && full == nil; i++ {
 		tok := fmt.Sprintf("t4-%d", i)
-		err := sendPadded(g.smtp, "bob@example.com", tok, pad)
+		err := sendPadded(g.SMTP, "bob@example.com", tok, pad)
 		switch {
 		case err == nil:
 			sub.ack(tok)
@@ -110,7 +110,7 @@ func TestFullDiskAnswers452AndResumes(t *testing.T) {
 	t.Logf("disk full after %d accepted messages: %d %v %s", accepted, full.Code, full.EnhancedCode, full.Message)
 	// Still full: every further attempt is refused with 452 too, and the gateway keeps running.
 	for j := 0; j < 5; j++ {
-		err := sendPadded(g.smtp, "bob@example.com", fmt.Sprintf("t4-full-%d", j), pad)
+		err := sendPadded(g.SMTP, "bob@example.com", fmt.Sprintf("t4-full-%d", j), pad)
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) || se.Code != 452 {
 			t.Fatalf("retry %d while full: %v, want 452", j, err)
@@ -128,7 +128,7 @@ func TestFullDiskAnswers452AndResumes(t *testing.T) {
 	const more = 5
 	for j := 0; j < more; j++ {
 		tok := fmt.Sprintf("t4-%d", i+j)
-		if err := sendPadded(g.smtp, "bob@example.com", tok, pad); err != nil {
+		if err := sendPadded(g.SMTP, "bob@example.com", tok, pad); err != nil {
 			t.Fatalf("after freeing space, message %d: %v", j, err)
 		}
 		sub.ack(tok)
@@ -154,7 +154,7 @@ func TestFullDiskAnswers452AndResumes(t *testing.T) {
 	}
 	fmt.Printf("full-disk: accepted=%d then 452 4.3.1 (x6), after freeing space accepted=%d, delivered=%d, lost=0\n",
 		accepted, more, len(got))
-	if err := g.stop(); err != nil {
+	if err := g.Stop(); err != nil {
 		t.Error(err)
 	}
 }

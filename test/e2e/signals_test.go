@@ -90,21 +90,21 @@ func TestSignalsReloadAndStop(t *testing.T) {
 	writeReloadConfig(t, cfgPath, dir, "info", 100)
 
 	g := start(t, cfgPath)
-	if got, want := servedSerial(t, g.smtp, ca), first.Leaf.SerialNumber; got.Cmp(want) != 0 {
+	if got, want := servedSerial(t, g.SMTP, ca), first.Leaf.SerialNumber; got.Cmp(want) != 0 {
 		t.Fatalf("served certificate serial %v, want the first one %v", got, want)
 	}
 
 	second := ca.MustIssue(testpki.Leaf{DNSNames: []string{"gw.example"}, CommonName: "renewed"})
 	writeCert(t, second, certFile, keyFile)
 	writeReloadConfig(t, cfgPath, dir, "debug", 50)
-	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := g.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	const wait = 30 * time.Second
-	g.waitLog(regexp.MustCompile(`"msg":"reload: log.level: info -> debug"`), wait)
-	g.waitLog(regexp.MustCompile(`"msg":"reload: smtp.tls_cert_file: subject \\"CN=renewed\\"`), wait)
-	g.waitLog(regexp.MustCompile(`"msg":"reload: changed keys need a restart: smtp.max_recipients"`), wait)
-	if got, want := servedSerial(t, g.smtp, ca), second.Leaf.SerialNumber; got.Cmp(want) != 0 {
+	g.WaitLog(regexp.MustCompile(`"msg":"reload: log.level: info -> debug"`), wait)
+	g.WaitLog(regexp.MustCompile(`"msg":"reload: smtp.tls_cert_file: subject \\"CN=renewed\\"`), wait)
+	g.WaitLog(regexp.MustCompile(`"msg":"reload: changed keys need a restart: smtp.max_recipients"`), wait)
+	if got, want := servedSerial(t, g.SMTP, ca), second.Leaf.SerialNumber; got.Cmp(want) != 0 {
 		t.Fatalf("after SIGHUP the served certificate serial is %v, want the renewed one %v", got, want)
 	}
 
@@ -112,18 +112,18 @@ func TestSignalsReloadAndStop(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte("[smtp]\nlisten = 25\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := g.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	g.waitLog(regexp.MustCompile(`"msg":"reload: configuration not loaded, nothing changed".*smtp.listen`), wait)
-	if got, want := servedSerial(t, g.smtp, ca), second.Leaf.SerialNumber; got.Cmp(want) != 0 {
+	g.WaitLog(regexp.MustCompile(`"msg":"reload: configuration not loaded, nothing changed".*smtp.listen`), wait)
+	if got, want := servedSerial(t, g.SMTP, ca), second.Leaf.SerialNumber; got.Cmp(want) != 0 {
 		t.Fatalf("after a failed reload the served certificate serial is %v, want %v", got, want)
 	}
 
-	if err := g.stop(); err != nil {
+	if err := g.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	logs := g.logs()
+	logs := g.Logs()
 	for _, msg := range []string{`"msg":"stopping"`, `"msg":"stopped"`} {
 		if !strings.Contains(logs, msg) {
 			t.Errorf("no %s line after SIGTERM:\n%s", msg, logs)

@@ -1,0 +1,206 @@
+package queue
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// journalEntry is one delivered recipient in the journal.
+type journalEntry struct {
+	msgID string
+	id    int64
+}
+
+// journalName is the delivery journal in the spool directory.
+const journalName = "delivered.journal"
+
+// journalTrimSize is the size past which the journal is emptied once every entry in it is recorded.
+const journalTrimSize = 1 << 20
+
+// journal closes most of the window between a receiver's 250 and the queue's record of it. The record is
+// a database transaction whose commit waits for an fsync and for the transactions ahead of it; a message
+// whose 250 arrives while its record waits is sent again if the process dies meanwhile. So each delivered
+// recipient is first appended to this file with one write(2), before anything else happens, as its
+// message id and row id (SQLite reuses the row ids of deleted rows; message ids are never reused): once
+// write returns, the entry survives the death of the process (the kernel has it), which is the crash
+// that matters for duplicates. At Open the entries are applied to the index before anything is scheduled
+// (replayJournal), then the file is emptied. It is not fsynced: after a power loss a duplicate remains
+// possible, a loss never (the index still has the recipient queued).
+//
+// The file is emptied whenever every entry written is recorded in the index and it has grown past
+// journalTrimSize.
+type journal struct {
+	mu          sync.Mutex
+	f           *os.File
+	buf         []byte
+	size        int64
+	outstanding int // entries whose result is not recorded in the index yet
+	failed      bool
+}
+
+// write appends recipient row id of message msgID; false when it could not.
+func (j *journal) write(msgID string, id int64) (bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil || j.failed {
+		return false, nil
+	}
+	j.buf = append(j.buf[:0], msgID...)
+	j.buf = append(j.buf, ' ')
+	j.buf = strconv.AppendInt(j.buf, id, 10)
+	j.buf = append(j.buf, '\n')
+	n, err := j.f.Write(j.buf)
+	j.size += int64(n)
+	if err != nil {
+		j.failed = true
+		return false, err
+	}
+	j.outstanding++
+	return true, nil
+}
+
+// recorded notes that n entries are now in the index (or will never be), and empties the file when
+// nothing written is outstanding and it has grown.
+func (j *journal) recorded(n int) error {
+	if n == 0 {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.outstanding -= n
+	if j.outstanding > 0 || j.size < journalTrimSize || j.f == nil {
+		return nil
+	}
+	if err := j.f.Truncate(0); err != nil {
+		return err
+	}
+	j.size = 0
+	return nil
+}
+
+func (j *journal) close() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f != nil {
+		j.f.Close()
+		j.f = nil
+	}
+}
+
+// journalDelivered appends a delivered recipient to the journal.
+func (q *Queue) journalDelivered(msgID string, id int64) bool {
+	ok, err := q.journal.write(msgID, id)
+	if err != nil {
+		q.log.Error("queue: delivery journal write failed; results are still recorded in the index", "err", err)
+	}
+	return ok
+}
+
+// replayJournal applies the delivery journal left by the previous process: every recipient in it that is
+// still queued is recorded as delivered (its message finishes if nothing else is left), then the journal
+// is emptied and opened for this process.
+func (q *Queue) replayJournal(ctx context.Context) error {
+	path := filepath.Join(q.opts.Dir, journalName)
+	var ids []journalEntry
+	if f, err := os.Open(path); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			// A torn last line (the process died within the write) fails to parse and is skipped.
+			msgID, num, ok := strings.Cut(sc.Text(), " ")
+			id, err := strconv.ParseInt(num, 10, 64)
+			if ok && err == nil && validID(msgID) {
+				ids = append(ids, journalEntry{msgID, id})
+			}
+		}
+		err := sc.Err()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("queue: read delivery journal: %w", err)
+		}
+	} else if !os.IsNotExist(err) {
+		return fmt.Errorf("queue: read delivery journal: %w", err)
+	}
+	var done []string
+	if len(ids) > 0 {
+		var err error
+		if done, err = q.applyJournal(ctx, ids); err != nil {
+			return err
+		}
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("queue: open delivery journal: %w", err)
+	}
+	q.journal.f = f
+	for _, id := range done {
+		q.recycle(id)
+	}
+	return nil
+}
+
+// applyJournal records the journal's recipients as delivered in one transaction and returns the messages
+// that are finished.
+func (q *Queue) applyJournal(ctx context.Context, ids []journalEntry) ([]string, error) {
+	tx, err := q.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("queue: apply delivery journal: %w", err)
+	}
+	defer tx.Rollback()
+	now := ns(q.now())
+	msgs := map[string]bool{}
+	var order []string
+	n := 0
+	for _, e := range ids {
+		msgID := e.msgID
+		var rcpt string
+		err := tx.QueryRowContext(ctx, `UPDATE queue_recipients SET state = ?, inflight = 0, interrupted = 0,
+			attempts = attempts + 1, next_attempt = ?, last_code = 250, last_enhanced = '',
+			last_text = 'delivered (recorded from the delivery journal at start)', updated = ?
+			WHERE id = ? AND msg_id = ? AND state = ? RETURNING rcpt`, stateDelivered, now, now, e.id, e.msgID, stateQueued).Scan(&rcpt)
+		if err != nil {
+			continue // no longer queued (recorded before the crash), or gone
+		}
+		n++
+		if _, err := tx.ExecContext(ctx, `INSERT INTO queue_attempts(msg_id, rcpt, at, outcome, code, text)
+			VALUES (?, ?, ?, ?, 250, 'delivered (recorded from the delivery journal at start)')`, msgID, rcpt, now, string(Delivered)); err != nil {
+			return nil, fmt.Errorf("queue: apply delivery journal: %w", err)
+		}
+		if !msgs[msgID] {
+			msgs[msgID] = true
+			order = append(order, msgID)
+		}
+	}
+	var done []string
+	for _, id := range order {
+		if _, err := tx.ExecContext(ctx, `UPDATE queue_messages SET attempts = attempts + 1 WHERE id = ?`, id); err != nil {
+			return nil, fmt.Errorf("queue: apply delivery journal: %w", err)
+		}
+		var live int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM queue_recipients WHERE msg_id = ? AND state IN (?, ?)`,
+			id, stateQueued, stateQuarantined).Scan(&live); err != nil {
+			return nil, fmt.Errorf("queue: apply delivery journal: %w", err)
+		}
+		if live > 0 {
+			continue
+		}
+		for _, stmt := range []string{`DELETE FROM queue_attempts WHERE msg_id = ?`, `DELETE FROM queue_messages WHERE id = ?`} {
+			if _, err := tx.ExecContext(ctx, stmt, id); err != nil {
+				return nil, fmt.Errorf("queue: apply delivery journal: %w", err)
+			}
+		}
+		done = append(done, id)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("queue: apply delivery journal: %w", err)
+	}
+	if n > 0 {
+		q.log.Info("queue: deliveries recorded from the delivery journal", "recipients", n, "finished_messages", len(done))
+	}
+	return done, nil
+}
