@@ -165,7 +165,14 @@ func (m MTASTS) AllowPrefixes() []netip.Prefix { return prefixes(m.AllowNetworks
 // Admin is the [admin] table.
 type Admin struct {
 	Listen string `toml:"listen"`
+	// TLSCertFile and TLSKeyFile, when set (both or neither), serve the API and the console over HTTPS;
+	// console cookies are then Secure.
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
 }
+
+// TLS reports whether the admin listener serves HTTPS.
+func (a Admin) TLS() bool { return a.TLSCertFile != "" && a.TLSKeyFile != "" }
 
 // Log is the [log] table.
 type Log struct {

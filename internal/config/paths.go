@@ -25,6 +25,8 @@ func (c *Config) resolvePaths(data []byte, dir string) {
 		{[]string{"smtp", "tls_cert_file"}, &c.SMTP.TLSCertFile},
 		{[]string{"smtp", "tls_key_file"}, &c.SMTP.TLSKeyFile},
 		{[]string{"tls", "ca_file"}, &c.TLS.CAFile},
+		{[]string{"admin", "tls_cert_file"}, &c.Admin.TLSCertFile},
+		{[]string{"admin", "tls_key_file"}, &c.Admin.TLSKeyFile},
 	} {
 		if md.IsDefined(p.key...) && *p.val != "" && !filepath.IsAbs(*p.val) {
 			*p.val = filepath.Join(dir, *p.val)

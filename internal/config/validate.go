@@ -188,6 +188,13 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 	}
 	if !failed["admin"] {
 		v.listen("admin.listen", c.Admin.Listen)
+		switch {
+		case !v.ok("admin.tls_cert_file", "admin.tls_key_file"):
+		case c.Admin.TLSCertFile != "" && c.Admin.TLSKeyFile == "":
+			v.errorf("admin.tls_key_file", "required when admin.tls_cert_file is set")
+		case c.Admin.TLSCertFile == "" && c.Admin.TLSKeyFile != "":
+			v.errorf("admin.tls_cert_file", "required when admin.tls_key_file is set")
+		}
 	}
 	if !failed["log"] {
 		if f := c.Log.Format; f != "json" && f != "text" {

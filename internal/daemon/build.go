@@ -365,6 +365,13 @@ func (d *Daemon) buildSMTP(_ context.Context, o Options) error {
 }
 
 func (d *Daemon) buildAdmin(context.Context, Options) error {
+	if d.cfg.Admin.TLS() {
+		cert, err := tls.LoadX509KeyPair(d.cfg.Admin.TLSCertFile, d.cfg.Admin.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("admin.tls_cert_file: %w", err)
+		}
+		d.adminTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	tok, created, err := admin.LoadOrCreateToken(d.cfg.Data.Dir)
 	if err != nil {
 		return err

@@ -95,6 +95,8 @@ type Daemon struct {
 	routes  atomic.Pointer[[]delivery.Route]
 
 	smtpLn, adminLn net.Listener
+	// adminTLS, when set (admin.tls_cert_file), makes the admin listener serve HTTPS.
+	adminTLS *tls.Config
 
 	out   Outbound
 	comps components
@@ -203,7 +205,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Add(4)
 	go func() {
 		defer wg.Done()
-		if err := admin.ServeHandler(runCtx, d.adminLn, d.adminHandler(), d.log.With("component", "admin")); err != nil && runCtx.Err() == nil {
+		ln := d.adminLn
+		if d.adminTLS != nil {
+			ln = tls.NewListener(ln, d.adminTLS)
+		}
+		if err := admin.ServeHandler(runCtx, ln, d.adminHandler(), d.log.With("component", "admin")); err != nil && runCtx.Err() == nil {
 			errc <- fmt.Errorf("admin: %w", err)
 			cancel()
 		}
