@@ -113,8 +113,7 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	for _, r := range ps.Rules {
 		daneOn = daneOn || r.Level == tlspolicy.LevelDANE || r.Level == tlspolicy.LevelDANEOnly
 	}
-	if c, ok := d.Deliv.Resolver.(interface{ Stats() dnsx.DNSSECStats }); ok {
-		st := c.Stats()
+	if st, ok := dnsx.StatsOf(d.Deliv.Resolver); ok {
 		s.DNSSEC = &st
 		if daneOn {
 			s.Warnings = append(s.Warnings, daneWarnings(st)...)
