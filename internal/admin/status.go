@@ -7,10 +7,12 @@ import (
 
 // Status is GET /api/v1/status (`mxgate status`): the node's state.
 type Status struct {
-	Node       string           `json:"node"`
-	SMTP       string           `json:"smtp"`
-	Admin      string           `json:"admin"`
-	DataDir    string           `json:"data_dir"`
+	Node    string `json:"node"`
+	SMTP    string `json:"smtp"`
+	Admin   string `json:"admin"`
+	DataDir string `json:"data_dir"`
+	// Database is the PostgreSQL database the cluster shares (password hidden); empty on a single node.
+	Database   string           `json:"database,omitempty"`
 	Uptime     string           `json:"uptime"`
 	Generation StatusGeneration `json:"settings_generation"`
 	// EnableMTASTS, EnableDANE and EnableTLSRPT are the committed Sender.EnableMTASTS, Sender.EnableDANE
