@@ -200,8 +200,9 @@ func (c *Client) LookupTLSA(ctx context.Context, name string) ([]TLSA, Result, e
 }
 
 // LookupIP implements Resolver. AAAA and A are asked concurrently. NXDOMAIN for either means the name does not
-// exist. If one type fails temporarily and the other has addresses, those addresses are returned; Secure is
-// then that of the answer used. No addresses and a temporary failure is a temporary failure.
+// exist. A bogus answer for either (ErrBogus) makes the lookup bogus. If one type fails temporarily and the
+// other has addresses, those addresses are returned; Secure is then that of the answer used. No addresses and
+// a temporary failure is a temporary failure.
 func (c *Client) LookupIP(ctx context.Context, host string) ([]netip.Addr, Result, error) {
 	type answer struct {
 		rrs []dns.RR
@@ -214,6 +215,13 @@ func (c *Client) LookupIP(ctx context.Context, host string) ([]netip.Addr, Resul
 	wg.Go(func() { v4.rrs, v4.res, v4.err = c.lookup(ctx, host, dns.TypeA) })
 	wg.Wait()
 
+	// RFC 7672 Section 2.1.2: a bogus A or AAAA RRset makes the host unusable, even when the other family
+	// answers; otherwise a forged record of one family would hide behind the addresses of the other.
+	for _, a := range []answer{v6, v4} {
+		if errors.Is(a.err, ErrBogus) {
+			return nil, a.res, a.err
+		}
+	}
 	for _, a := range []answer{v6, v4} {
 		if errors.Is(a.err, ErrNotFound) {
 			return nil, a.res, a.err
@@ -318,8 +326,8 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 }
 
 // exchange sends one query, trying the servers in turn, and returns the first NOERROR or NXDOMAIN answer.
-// The AD bit of an answer from a server not trusted to validate is cleared. When every server failed and a
-// trusted validating server called the answer bogus, the error wraps ErrBogus.
+// The AD bit of an answer from a server not trusted to validate is cleared. As soon as a trusted validating
+// server calls the answer bogus, exchange stops and the error wraps ErrBogus: no other server is asked.
 func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	servers := c.servers()
 	attempts := c.Attempts
@@ -327,7 +335,6 @@ func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.
 		attempts = DefaultAttempts
 	}
 	var errs []error
-	bogus := false
 	for range attempts {
 		for _, srv := range servers {
 			if err := ctx.Err(); err != nil {
@@ -354,10 +361,12 @@ func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.
 				return resp, nil
 			case dns.RcodeServerFailure:
 				if trusted && c.bogus(ctx, srv, name, qtype, resp) {
+					// RFC 7672 Section 2.1.2: data a trusted validator calls bogus is unusable. Asking the
+					// next resolver would be a downgrade: a resolver that does not validate returns the
+					// forged records, insecure, and DANE would silently give way to opportunistic TLS.
 					c.stats.bogus.Add(1)
-					bogus = true
 					errs = append(errs, fmt.Errorf("%s: rcode SERVFAIL: DNSSEC validation failed", srv))
-					continue
+					return nil, fmt.Errorf("%w: %w", ErrBogus, errors.Join(errs...))
 				}
 				errs = append(errs, fmt.Errorf("%s: rcode SERVFAIL", srv))
 			default:
@@ -365,9 +374,6 @@ func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.
 				errs = append(errs, fmt.Errorf("%s: rcode %s", srv, dns.RcodeToString[resp.Rcode]))
 			}
 		}
-	}
-	if bogus {
-		return nil, fmt.Errorf("%w: %w", ErrBogus, errors.Join(errs...))
 	}
 	return nil, errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/dnsx/dnstest"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
 
@@ -104,6 +105,65 @@ func TestBogusDistinguished_DANE2_DANE4(t *testing.T) {
 	}
 	if got := trusted.Stats().Bogus; got != 2 {
 		t.Errorf("Stats().Bogus = %d, want 2", got)
+	}
+}
+
+// TestBogusFromValidatorStopsLookup_DANE2 shows that once a trusted validating resolver calls an answer bogus,
+// no other resolver is asked: a resolver that does not validate would return the forged records, insecure,
+// and DANE would give way to opportunistic TLS (RFC 7672 Section 2.1.2).
+func TestBogusFromValidatorStopsLookup_DANE2(t *testing.T) {
+	t.Parallel()
+	validator := dnstest.New(t)
+	validator.Add(
+		"forged.example. MX 10 mx.attacker.example.",
+		"_25._tcp.mx.forged.example. TLSA 3 1 1 abcdef0123",
+	)
+	validator.Fail("forged.example", dns.TypeMX, dnstest.FailBogus)
+	validator.Fail("_25._tcp.mx.forged.example", dns.TypeTLSA, dnstest.FailBogus)
+	// The second resolver does not validate: it hands out the forged data.
+	n := newNet(t)
+	n.DNS.AddMX("forged.example", "mx.attacker.example", 10)
+	n.DNS.AddTLSA("_25._tcp.mx.forged.example", dnsx.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
+
+	c := &dnsx.Client{
+		Servers:    []string{validator.Addr(), n.DNSAddr},
+		Timeout:    10 * time.Second,
+		Attempts:   1,
+		Validating: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+	}
+	if mx, _, err := c.LookupMX(t.Context(), "forged.example"); !errors.Is(err, dnsx.ErrBogus) {
+		t.Errorf("LookupMX = %v, %v; want ErrBogus", mx, err)
+	}
+	if tlsa, _, err := c.LookupTLSA(t.Context(), "_25._tcp.mx.forged.example"); !errors.Is(err, dnsx.ErrBogus) {
+		t.Errorf("LookupTLSA = %v, %v; want ErrBogus", tlsa, err)
+	}
+	if q := n.DNS.Queries(); len(q) != 0 {
+		t.Errorf("the non-validating resolver was asked %v after a bogus answer", q)
+	}
+}
+
+// TestLookupIPBogusFamilyWins_DANE2 shows that a bogus A or AAAA RRset makes the host unusable even when the
+// other address family answers (RFC 7672 Section 2.1.2).
+func TestLookupIPBogusFamilyWins_DANE2(t *testing.T) {
+	t.Parallel()
+	s := dnstest.New(t)
+	s.Add(
+		"v6bogus.example. A 192.0.2.1",
+		"v6bogus.example. AAAA 2001:db8::1",
+		"v4bogus.example. A 192.0.2.2",
+		"v4bogus.example. AAAA 2001:db8::2",
+		"v4bogus-nx.example. AAAA 2001:db8::3",
+	)
+	s.Fail("v6bogus.example", dns.TypeAAAA, dnstest.FailBogus)
+	s.Fail("v4bogus.example", dns.TypeA, dnstest.FailBogus)
+	s.Fail("v4bogus-nx.example", dns.TypeA, dnstest.FailBogus)
+	s.Fail("v4bogus-nx.example", dns.TypeAAAA, dnstest.FailNXDomain)
+	c := s.Client()
+	for _, name := range []string{"v6bogus.example", "v4bogus.example", "v4bogus-nx.example"} {
+		addrs, _, err := c.LookupIP(t.Context(), name)
+		if !errors.Is(err, dnsx.ErrBogus) || len(addrs) != 0 {
+			t.Errorf("LookupIP(%s) = %v, %v; want no addresses and ErrBogus", name, addrs, err)
+		}
 	}
 }
 
