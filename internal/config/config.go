@@ -47,6 +47,9 @@ type Config struct {
 // Data is the [data] table.
 type Data struct {
 	Dir string `toml:"dir"` // spool and SQLite state; relative paths are relative to the working directory
+	// Database is the shared state store of a cluster: a postgres:// URL. Empty: the embedded SQLite database
+	// in Dir. The spool and queue index stay in Dir either way.
+	Database string `toml:"database"`
 }
 
 // SMTP is the [smtp] table: the listener internal mail servers submit to.

@@ -140,7 +140,11 @@ func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
-	s, err := settings.Open(ctx, d.DB, seedFromConfig(d.cfg), d.now)
+	st, err := d.settingsStorage(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := settings.OpenStorage(ctx, st, seedFromConfig(d.cfg), d.now)
 	if err != nil {
 		return err
 	}

@@ -71,10 +71,12 @@ func (o Options) bootstrapOut() io.Writer {
 
 // Daemon is a running gateway.
 type Daemon struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	now    func() time.Time
-	DB     *store.DB
+	cfg *config.Config
+	log *slog.Logger
+	now func() time.Time
+	DB  *store.DB
+	// pg is the PostgreSQL database a cluster shares ([data] database), nil on a single node.
+	pg     *store.PG
 	Queue  *queue.Queue
 	STS    *mtastscache.Cache
 	Policy *tlspolicy.Decider
@@ -218,6 +220,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.STS.Run(runCtx) }()
 	d.restartReports(runCtx, d.settingsStore.Current())
 	d.settingsStore.Watch(func(s settings.Snapshot) { d.restartReports(runCtx, s) })
+	if d.pg != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.followSettings(runCtx) }()
+	}
 	d.comps.set(componentSMTP, admin.ComponentRunning, "")
 	go func() {
 		defer wg.Done()

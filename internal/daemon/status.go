@@ -13,15 +13,18 @@ import (
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Status is `mxgate status`.
 type Status struct {
-	Node       string `json:"node"`
-	SMTP       string `json:"smtp"`
-	Admin      string `json:"admin"`
-	DataDir    string `json:"data_dir"`
+	Node    string `json:"node"`
+	SMTP    string `json:"smtp"`
+	Admin   string `json:"admin"`
+	DataDir string `json:"data_dir"`
+	// Database is the PostgreSQL database the cluster shares (password hidden); empty on a single node.
+	Database   string `json:"database,omitempty"`
 	Uptime     string `json:"uptime"`
 	Generation struct {
 		Committed int `json:"committed"`
@@ -58,6 +61,20 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	snap := d.settingsStore.Current()
 	// A single node runs what is committed the moment the commit returns (settings.Store.Watch).
 	s.Generation.Committed, s.Generation.Running = snap.Generation, d.runningGeneration()
+	if d.pg != nil {
+		// In a cluster, committed is the newest generation in the shared database, which may be ahead of
+		// the running one for up to the propagation delay, or longer when this node cannot follow.
+		s.Database = store.Redact(d.cfg.Data.Database)
+		// Bounded: a database that does not answer (a partition rather than a refusal) must not hang status.
+		nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		latest, err := d.settingsStore.Newest(nctx)
+		cancel()
+		if err != nil {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("shared settings database unreachable (%v): running generation %d stays in force", err, s.Generation.Running))
+		} else {
+			s.Generation.Committed = latest
+		}
+	}
 	s.EnableMTASTS, s.EnableTLSRPT = snap.MTASTSEnabled(), snap.TLSRPTEnabled()
 	rules, err := snap.DomainRules()
 	if err != nil {
@@ -72,7 +89,7 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 		return s, err
 	}
 	s.Components = d.comps.list()
-	s.Warnings = d.hostnameWarnings()
+	s.Warnings = append(s.Warnings, d.hostnameWarnings()...)
 	if snap.Bool("Controller.EnableTLSRPT") {
 		lctx, cancel := context.WithTimeout(ctx, dkimLookupBudget)
 		rec, err := d.DKIM(lctx)
