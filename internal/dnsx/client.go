@@ -94,6 +94,44 @@ func (c *Client) Trusted(server string) bool {
 	return false
 }
 
+// knownStub names the loopback resolvers known to forward queries, and the upstream resolver's AD bit with
+// them, without validating DNSSEC themselves.
+func knownStub(ip netip.Addr) (string, bool) {
+	if ip == netip.AddrFrom4([4]byte{127, 0, 0, 11}) {
+		return "Docker's embedded DNS server", true
+	}
+	return "", false
+}
+
+// StubValidator is a resolver trusted to validate (by default as a loopback resolver) that is a known
+// forwarding stub: its AD bit is only as good as the resolver behind it and the network path to it, which
+// RFC 7672 Section 2.1.1 asks to be trusted.
+type StubValidator struct {
+	Server string // "ip:port"
+	Name   string // what it is, e.g. "Docker's embedded DNS server"
+}
+
+// StubValidators returns the known forwarding stubs among the resolvers in use when they are the only ones
+// trusted to validate, and nil otherwise. Status and start-up warn with it when DANE is on.
+func (c *Client) StubValidators() []StubValidator {
+	var stubs []StubValidator
+	for _, srv := range c.servers() {
+		if !c.Trusted(srv) {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(srv)
+		if err != nil {
+			continue
+		}
+		name, ok := knownStub(ap.Addr().Unmap())
+		if !ok {
+			return nil
+		}
+		stubs = append(stubs, StubValidator{Server: srv, Name: name})
+	}
+	return stubs
+}
+
 // ParseValidating parses resolver addresses or prefixes ("127.0.0.1", "10.0.0.0/8", "::1") as listed in
 // the configuration.
 func ParseValidating(list []string) ([]netip.Prefix, error) {

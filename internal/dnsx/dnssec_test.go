@@ -3,6 +3,7 @@ package dnsx_test
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -175,5 +176,37 @@ func TestParseValidating(t *testing.T) {
 	}
 	if _, err := dnsx.ParseValidating([]string{"resolver.example"}); err == nil {
 		t.Error("a host name was accepted as a validating resolver")
+	}
+}
+
+// TestStubValidators_DANE1 shows that a known forwarding stub (Docker's 127.0.0.11) trusted as the only
+// validating resolver is named, so that status can warn, and that a real validating resolver beside it, or
+// not trusting the stub, silences it.
+func TestStubValidators_DANE1(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		servers    []string
+		validating []netip.Prefix
+		want       []string
+	}{
+		{"docker stub alone", []string{"127.0.0.11:53"}, nil, []string{"127.0.0.11:53"}},
+		{"docker stub and unbound", []string{"127.0.0.11:53", "127.0.0.1:53"}, nil, nil},
+		{"docker stub beside an untrusted resolver", []string{"127.0.0.11:53", "192.0.2.53:53"}, nil, []string{"127.0.0.11:53"}},
+		{"local resolver", []string{"127.0.0.1:53"}, nil, nil},
+		{"stub not trusted", []string{"127.0.0.11:53"}, []netip.Prefix{}, nil},
+	}
+	for _, tt := range tests {
+		c := &dnsx.Client{Servers: tt.servers, Validating: tt.validating}
+		var got []string
+		for _, s := range c.StubValidators() {
+			if s.Name == "" {
+				t.Errorf("%s: stub %s has no name", tt.name, s.Server)
+			}
+			got = append(got, s.Server)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: StubValidators = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
