@@ -192,6 +192,13 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 	}
 	if !failed["admin"] {
 		v.listen("admin.listen", c.Admin.Listen)
+		switch {
+		case !v.ok("admin.tls_cert_file", "admin.tls_key_file"):
+		case c.Admin.TLSCertFile != "" && c.Admin.TLSKeyFile == "":
+			v.errorf("admin.tls_key_file", "required when admin.tls_cert_file is set")
+		case c.Admin.TLSCertFile == "" && c.Admin.TLSKeyFile != "":
+			v.errorf("admin.tls_cert_file", "required when admin.tls_key_file is set")
+		}
 	}
 	if !failed["log"] {
 		if f := c.Log.Format; f != "json" && f != "text" {
@@ -264,6 +271,10 @@ func (v checker) queue(q *Queue) {
 	}
 	v.positive("queue.max_batch", int64(q.MaxBatch))
 	v.positiveDuration("queue.drain_timeout", q.DrainTimeout)
+	v.positiveDuration("queue.track_retention", q.TrackRetention)
+	if q.DelayWarningTime < 0 {
+		v.errorf("queue.delay_warning_time", "must not be negative (0 turns delay notices off), got %s", q.DelayWarningTime)
+	}
 }
 
 func (v checker) domains(rules []DomainRule) {

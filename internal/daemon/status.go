@@ -110,8 +110,7 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	ps := d.settings.Load()
 	s.EnableDANE = ps.EnableDANE
 	daneOn := daneEnabled(ps)
-	if c, ok := d.Deliv.Resolver.(interface{ Stats() dnsx.DNSSECStats }); ok {
-		st := c.Stats()
+	if st, ok := dnsx.StatsOf(d.Deliv.Resolver); ok {
 		s.DNSSEC = &st
 		if daneOn {
 			s.Warnings = append(s.Warnings, daneWarnings(st)...)
@@ -137,11 +136,7 @@ func daneEnabled(ps *tlspolicy.Settings) bool {
 // path mxgate cannot vouch for (RFC 7672 Section 2.1.1). The default is kept: the stub may forward to a
 // validating resolver the operator does trust, which only the operator knows.
 func (d *Daemon) stubValidatorWarning() string {
-	c, ok := d.Deliv.Resolver.(interface{ StubValidators() []dnsx.StubValidator })
-	if !ok {
-		return ""
-	}
-	stubs := c.StubValidators()
+	stubs := dnsx.StubValidatorsOf(d.Deliv.Resolver)
 	if len(stubs) == 0 {
 		return ""
 	}

@@ -329,10 +329,10 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 				break
 			}
 			if seen[next] {
-				return nil, res, fmt.Errorf("%w: %s %s: CNAME loop at %s", ErrTemporary, tname, name, trimName(next))
+				return nil, res, fmt.Errorf("%w: %s %s: %w at %s", ErrTemporary, tname, name, errCNAMELoop, trimName(next))
 			}
 			if len(res.CNAMEs) == maxCNAMEHops {
-				return nil, res, fmt.Errorf("%w: %s %s: CNAME chain longer than %d", ErrTemporary, tname, name, maxCNAMEHops)
+				return nil, res, fmt.Errorf("%w: %s %s: %w (more than %d)", ErrTemporary, tname, name, errCNAMELong, maxCNAMEHops)
 			}
 			seen[next] = true
 			res.CNAMEs = append(res.CNAMEs, trimName(next))
@@ -346,7 +346,7 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 			return nil, res, fmt.Errorf("%w: %s %s", ErrNotFound, tname, name)
 		default:
 			// exchange returns only NOERROR and NXDOMAIN answers.
-			return nil, res, fmt.Errorf("%w: %s %s: rcode %s", ErrTemporary, tname, name, dns.RcodeToString[resp.Rcode])
+			return nil, res, fmt.Errorf("%w: %s %s: %w", ErrTemporary, tname, name, RcodeError(resp.Rcode))
 		}
 
 		var rrs []dns.RR
@@ -403,13 +403,13 @@ func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.
 					// next resolver would be a downgrade: a resolver that does not validate returns the
 					// forged records, insecure, and DANE would silently give way to opportunistic TLS.
 					c.stats.bogus.Add(1)
-					errs = append(errs, fmt.Errorf("%s: rcode SERVFAIL: DNSSEC validation failed", srv))
+					errs = append(errs, fmt.Errorf("%s: %w: DNSSEC validation failed", srv, RcodeError(resp.Rcode)))
 					return nil, fmt.Errorf("%w: %w", ErrBogus, errors.Join(errs...))
 				}
-				errs = append(errs, fmt.Errorf("%s: rcode SERVFAIL", srv))
+				errs = append(errs, fmt.Errorf("%s: %w", srv, RcodeError(resp.Rcode)))
 			default:
 				// REFUSED and the rest: the next server may do better.
-				errs = append(errs, fmt.Errorf("%s: rcode %s", srv, dns.RcodeToString[resp.Rcode]))
+				errs = append(errs, fmt.Errorf("%s: %w", srv, RcodeError(resp.Rcode)))
 			}
 		}
 	}
@@ -464,7 +464,7 @@ func (c *Client) exchangeOne(ctx context.Context, server, name string, qtype uin
 		return nil, err
 	}
 	if len(resp.Question) != 1 || resp.Question[0].Qtype != qtype || !strings.EqualFold(resp.Question[0].Name, name) {
-		return nil, errors.New("answer does not match the question")
+		return nil, errMismatch
 	}
 	return resp, nil
 }

@@ -97,6 +97,8 @@ type Config struct {
 	Now func() time.Time
 	// TempError maps a Submit error to the reply. Default (or nil result): 451 4.3.0.
 	TempError func(error) *smtp.SMTPError
+	// Observer receives accepted messages and refusals, for metrics.
+	Observer Observer
 }
 
 // Server is the inbound SMTP listener.
