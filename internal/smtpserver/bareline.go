@@ -85,50 +85,50 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	g := &c.guard
 	g.mu.Lock()
 	closed, refused := g.closed, g.refused
-	var (
-		n   int
-		err error
-	)
-	fromHeld := len(g.held) > 0
-	if fromHeld {
-		n = copy(p, g.held)
-		g.held = g.held[n:]
-		if len(g.held) == 0 {
-			g.held, err, g.heldErr = nil, g.heldErr, nil
-		}
-	} else if g.heldErr != nil {
+	var err error
+	if len(g.held) == 0 && g.heldErr != nil {
 		err, g.heldErr = g.heldErr, nil
 	}
+	fromHeld := len(g.held) > 0
 	g.mu.Unlock()
 	switch {
 	case closed:
 		return 0, io.EOF
 	case refused != nil:
 		return 0, c.refuse(refused)
-	case !fromHeld && err == nil:
+	case err != nil:
+		return 0, err
+	}
+	n := 0
+	if !fromHeld {
 		n, err = c.Conn.Read(p)
 	}
 	g.mu.Lock()
-	keep, verr := g.scan(p[:n])
+	src := p[:n]
+	if fromHeld {
+		src = g.held[:min(len(g.held), len(p))]
+	}
+	keep, verr := g.scan(src)
 	switch {
-	case verr != nil && keep > 0:
-		g.refused = verr
-	case verr == nil && keep < n:
-		// Hold back what follows a command line until go-smtp has answered it.
-		g.held = append(append([]byte(nil), p[keep:n]...), g.held...)
-		if err != nil {
-			g.heldErr, err = err, nil
+	case verr != nil && keep <= 0:
+		g.mu.Unlock()
+		return 0, c.refuse(verr)
+	case verr != nil:
+		// The lines before the offending one are answered first.
+		g.refused, err = verr, nil
+	}
+	if fromHeld {
+		copy(p, src[:keep])
+		if g.held = g.held[keep:]; len(g.held) == 0 {
+			g.held = nil
 		}
-		n = keep
+	} else if verr == nil && keep < len(src) {
+		// Hold back what follows a command line until go-smtp has answered it.
+		g.held = append([]byte(nil), src[keep:]...)
+		g.heldErr, err = err, nil
 	}
 	g.mu.Unlock()
-	switch {
-	case verr == nil:
-		return n, err
-	case keep > 0:
-		return keep, nil
-	}
-	return 0, c.refuse(verr)
+	return keep, err
 }
 
 // refuse answers 500 5.5.2 and closes the connection. go-smtp then sees the end of input and ends the
