@@ -192,7 +192,7 @@ func TestDANEOnlyUnusableTLSARefusesHost_DANE16_DANE12(t *testing.T) {
 	mx1 := h.evilMX("mx1.example.com", 10, simnet.MXOptions{})
 	h.n.DNS.AddTLSA("_25._tcp.mx1.example.com", dnsx.TLSA{Usage: 4, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
-	if r.Outcome != queue.Deferred || mx1.Connections() != 0 || r.ResultType != string(tlsrpt.ResultTLSAInvalid) {
+	if r.Outcome != queue.Deferred || mx1.Connections() != 0 || r.ResultType != tlsrpt.ResultTLSAInvalid {
 		t.Fatalf("result = %+v, mx1 connections %d; want deferred (tlsa-invalid) with no connection", r, mx1.Connections())
 	}
 	s := h.rec.sessionsFor("mx1.example.com")
