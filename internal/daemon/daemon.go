@@ -243,6 +243,9 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	d.log.Info("mxgate running", "smtp", d.SMTPAddr(), "admin", d.AdminAddr(), "data_dir", d.cfg.Data.Dir,
 		"admin_token_file", admin.TokenPath(d.cfg.Data.Dir), "settings_generation", d.settingsStore.Current().Generation)
+	if w := d.stubValidatorWarning(); w != "" && daneEnabled(d.settings.Load()) {
+		d.log.Warn(w)
+	}
 	d.tellManager("READY=1", "STATUS=accepting mail on "+d.SMTPAddr())
 	<-runCtx.Done()
 	d.log.Info("stopping", "drain_timeout", d.cfg.Queue.DrainTimeout.Duration().String())

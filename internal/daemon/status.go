@@ -109,17 +109,43 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	}
 	ps := d.settings.Load()
 	s.EnableDANE = ps.EnableDANE
-	daneOn := ps.EnableDANE
-	for _, r := range ps.Rules {
-		daneOn = daneOn || r.Level == tlspolicy.LevelDANE || r.Level == tlspolicy.LevelDANEOnly
-	}
+	daneOn := daneEnabled(ps)
 	if st, ok := dnsx.StatsOf(d.Deliv.Resolver); ok {
 		s.DNSSEC = &st
 		if daneOn {
 			s.Warnings = append(s.Warnings, daneWarnings(st)...)
 		}
 	}
+	if w := d.stubValidatorWarning(); daneOn && w != "" {
+		s.Warnings = append(s.Warnings, w)
+	}
 	return s, nil
+}
+
+// daneEnabled reports whether DANE applies to some destination: the global switch or a dane rule.
+func daneEnabled(ps *tlspolicy.Settings) bool {
+	on := ps.EnableDANE
+	for _, r := range ps.Rules {
+		on = on || r.Level == tlspolicy.LevelDANE || r.Level == tlspolicy.LevelDANEOnly
+	}
+	return on
+}
+
+// stubValidatorWarning says when the only resolvers trusted to validate are known forwarding stubs (Docker's
+// 127.0.0.11): the default trust in loopback resolvers then trusts an AD bit set upstream, over a network
+// path mxgate cannot vouch for (RFC 7672 Section 2.1.1). The default is kept: the stub may forward to a
+// validating resolver the operator does trust, which only the operator knows.
+func (d *Daemon) stubValidatorWarning() string {
+	stubs := dnsx.StubValidatorsOf(d.Deliv.Resolver)
+	if len(stubs) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(stubs))
+	for _, s := range stubs {
+		names = append(names, fmt.Sprintf("%s (%s)", s.Server, s.Name))
+	}
+	return fmt.Sprintf("DANE is on, but the only resolver trusted to validate DNSSEC is a forwarding stub: %s passes on the AD bit of the resolver behind it, over a path that may not be trusted; run a validating resolver (unbound) in the container or on the host and list it in dns.servers, or set dns.validating to the resolvers you trust",
+		strings.Join(names, ", "))
 }
 
 // hostnameWarnings says when neither host name is fully qualified: the default addresses (postmaster@, the

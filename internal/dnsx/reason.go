@@ -131,3 +131,14 @@ func StatsOf(r Resolver) (st DNSSECStats, ok bool) {
 	}
 	return DNSSECStats{}, false
 }
+
+// StubValidatorsOf returns the StubValidators of r, looking through Observed; nil when r cannot tell.
+func StubValidatorsOf(r Resolver) []StubValidator {
+	if o, isObs := r.(Observed); isObs {
+		return StubValidatorsOf(o.Resolver)
+	}
+	if s, has := r.(interface{ StubValidators() []StubValidator }); has {
+		return s.StubValidators()
+	}
+	return nil
+}

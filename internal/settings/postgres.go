@@ -138,9 +138,20 @@ func pgStaged(ctx context.Context, q pgQueryer) ([]Staged, error) {
 func (s PostgresStorage) Staged(ctx context.Context) ([]Staged, error) { return pgStaged(ctx, s.PG) }
 
 // DiscardStaged implements Storage.
-func (s PostgresStorage) DiscardStaged(ctx context.Context) error {
-	_, err := s.PG.Exec(ctx, `DELETE FROM settings_staged`)
-	return wrap(err)
+func (s PostgresStorage) DiscardStaged(ctx context.Context, changes []Staged) error {
+	return pgx.BeginFunc(ctx, s.PG, func(tx pgx.Tx) error { return pgUnstage(ctx, tx, changes) })
+}
+
+// pgUnstage deletes the staged rows that still hold the changes read earlier. A Stage that landed since
+// (another value for the key) is not deleted: it was never committed or shown as discarded.
+func pgUnstage(ctx context.Context, tx pgx.Tx, changes []Staged) error {
+	for _, c := range changes {
+		if _, err := tx.Exec(ctx, `DELETE FROM settings_staged WHERE key = $1 AND value IS NOT DISTINCT FROM $2::text AND unset = $3`,
+			c.Key, stagedValue(c), c.Unset); err != nil {
+			return wrap(err)
+		}
+	}
+	return nil
 }
 
 // Commit implements Storage. An advisory transaction lock serialises commits from every node, so that each
@@ -173,8 +184,8 @@ func (s PostgresStorage) Commit(ctx context.Context, build func(Generation, []St
 			VALUES($1, $2, $3, $4, $5, $6)`, g.Number, g.Committed.UnixNano(), g.Note, g.Author, g.RollbackOf, string(doc)); err != nil {
 			return fmt.Errorf("settings: commit: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM settings_staged`); err != nil {
-			return wrap(err)
+		if err := pgUnstage(ctx, tx, staged); err != nil {
+			return err
 		}
 		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, fmt.Sprint(g.Number)); err != nil {
 			return wrap(err)

@@ -327,6 +327,10 @@ type Store struct {
 	st  Storage
 	now func() time.Time
 
+	// commitMu serialises Commit and Rollback on this node, from reading the staged changes to running the
+	// watchers, so that two commits never interleave their checks or put generations in force out of order.
+	// The storage's transaction does the same across nodes.
+	commitMu sync.Mutex
 	notifyMu sync.Mutex
 	mu       sync.Mutex
 	current  Snapshot
@@ -625,15 +629,21 @@ func diff(committed map[string]string, staged []Staged) []Change {
 	return out
 }
 
-// Discard drops the staged changes.
+// Discard drops the staged changes. A change staged while it runs may be kept.
 func (s *Store) Discard(ctx context.Context) error {
-	return s.st.DiscardStaged(ctx)
+	staged, err := s.st.Staged(ctx)
+	if err != nil {
+		return err
+	}
+	return s.st.DiscardStaged(ctx, staged)
 }
 
 // Commit makes the staged changes a new generation, in force at once. It returns ErrNoChanges when nothing
 // would change. The changes apply to the newest committed generation, read in the commit's transaction, so
 // that a commit made meanwhile on another node of a cluster is kept, not overwritten.
 func (s *Store) Commit(ctx context.Context, note, author string) (Snapshot, error) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	g, err := s.st.Commit(ctx, func(latest Generation, staged []Staged) (Generation, error) {
 		changes := diff(latest.Values, staged)
 		if len(changes) == 0 {
@@ -664,16 +674,6 @@ func (s *Store) History(ctx context.Context) ([]Generation, error) {
 	return s.st.History(ctx)
 }
 
-// commit stores g as the next generation, dropping the staged changes in the same transaction, and puts it in
-// force.
-func (s *Store) commit(ctx context.Context, g Generation) (Snapshot, error) {
-	out, err := s.st.Commit(ctx, func(Generation, []Staged) (Generation, error) { return g, nil })
-	if err != nil {
-		return Snapshot{}, err
-	}
-	return s.adopt(out.Snapshot()), nil
-}
-
 // StagedChanges says what a rollback does with changes staged but not committed.
 type StagedChanges int
 
@@ -698,49 +698,74 @@ type RollbackResult struct {
 // refuses (ErrStaged) unless staged is DiscardStaged, so that a rollback never drops work silently. When the
 // settings of gen are those in force it makes no generation (InForce).
 func (s *Store) Rollback(ctx context.Context, gen int, note, author string, staged StagedChanges) (RollbackResult, error) {
-	changes, err := s.Diff(ctx)
-	if err != nil {
-		return RollbackResult{}, err
-	}
-	if len(changes) > 0 && staged != DiscardStaged {
-		keys := make([]string, 0, len(changes))
-		for _, c := range changes {
-			keys = append(keys, c.Key)
-		}
-		return RollbackResult{}, fmt.Errorf("%w: %d (%s); commit or discard them first, or discard them with the rollback",
-			ErrStaged, len(changes), strings.Join(keys, ", "))
-	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	hist, err := s.History(ctx)
 	if err != nil {
 		return RollbackResult{}, err
 	}
-	for _, g := range hist {
-		if g.Number != gen {
-			continue
+	var target *Generation
+	for i := range hist {
+		if hist[i].Number == gen {
+			target = &hist[i]
+			break
 		}
-		if maps.Equal(g.Values, s.Current().Values) {
-			if len(changes) > 0 {
-				if err := s.Discard(ctx); err != nil {
-					return RollbackResult{}, err
-				}
-			}
-			return RollbackResult{Snapshot: s.Current(), InForce: true, Discarded: changes}, nil
-		}
-		if note == "" {
-			note = fmt.Sprintf("rollback to generation %d", gen)
-		}
-		if err := s.checkCommit(g.Values); err != nil {
-			return RollbackResult{}, err
-		}
-		// commit drops the staged changes in the same transaction.
-		snap, err := s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: g.Values})
-		if err != nil {
-			return RollbackResult{}, err
-		}
-		return RollbackResult{Snapshot: snap, Discarded: changes}, nil
 	}
-	return RollbackResult{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
+	if target == nil {
+		return RollbackResult{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
+	}
+	if note == "" {
+		note = fmt.Sprintf("rollback to generation %d", gen)
+	}
+	// The staged changes are judged inside the commit's transaction, against the newest generation: a change
+	// staged after a check made outside it would otherwise be dropped without being refused or listed.
+	var (
+		res      RollbackResult
+		inForce  Generation
+		dropping []Staged
+	)
+	g, err := s.st.Commit(ctx, func(latest Generation, st []Staged) (Generation, error) {
+		changes := diff(latest.Values, st)
+		if len(changes) > 0 && staged != DiscardStaged {
+			keys := make([]string, 0, len(changes))
+			for _, c := range changes {
+				keys = append(keys, c.Key)
+			}
+			return Generation{}, fmt.Errorf("%w: %d (%s); commit or discard them first, or discard them with the rollback",
+				ErrStaged, len(changes), strings.Join(keys, ", "))
+		}
+		if len(changes) > 0 {
+			res.Discarded, dropping = changes, st
+		}
+		if maps.Equal(target.Values, latest.Values) {
+			inForce = latest
+			return Generation{}, errInForce
+		}
+		if err := s.checkCommit(target.Values); err != nil {
+			return Generation{}, err
+		}
+		return Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: target.Values}, nil
+	})
+	switch {
+	case errors.Is(err, errInForce):
+		// No generation is made; the staged changes read are dropped as asked (DiscardStaged).
+		if len(dropping) > 0 {
+			if err := s.st.DiscardStaged(ctx, dropping); err != nil {
+				return RollbackResult{}, err
+			}
+		}
+		res.Snapshot, res.InForce = s.adopt(inForce.Snapshot()), true
+		return res, nil
+	case err != nil:
+		return RollbackResult{}, err
+	}
+	// The commit dropped the staged changes read in its transaction.
+	res.Snapshot = s.adopt(g.Snapshot())
+	return res, nil
 }
+
+// errInForce ends a rollback's transaction without a new generation: the settings asked for are in force.
+var errInForce = errors.New("settings: generation in force")
 
 // Entry is one setting as listed: committed value, default, staged change.
 type Entry struct {

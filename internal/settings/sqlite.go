@@ -144,9 +144,28 @@ func sqliteStaged(ctx context.Context, q sqlRowsQueryer) ([]Staged, error) {
 func (s SQLiteStorage) Staged(ctx context.Context) ([]Staged, error) { return sqliteStaged(ctx, s.DB) }
 
 // DiscardStaged implements Storage.
-func (s SQLiteStorage) DiscardStaged(ctx context.Context) error {
-	_, err := s.DB.ExecContext(ctx, `DELETE FROM settings_staged`)
-	return wrap(err)
+func (s SQLiteStorage) DiscardStaged(ctx context.Context, changes []Staged) error {
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return wrap(err)
+	}
+	defer tx.Rollback()
+	if err := sqliteUnstage(ctx, tx, changes); err != nil {
+		return err
+	}
+	return wrap(tx.Commit())
+}
+
+// sqliteUnstage deletes the staged rows that still hold the changes read earlier. A Stage that landed since
+// (another value for the key) is not deleted: it was never committed or shown as discarded.
+func sqliteUnstage(ctx context.Context, tx *sql.Tx, changes []Staged) error {
+	for _, c := range changes {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM settings_staged WHERE key = ? AND value IS ? AND unset = ?`,
+			c.Key, stagedValue(c), c.Unset); err != nil {
+			return wrap(err)
+		}
+	}
+	return nil
 }
 
 // Commit implements Storage. The store opens transactions with BEGIN IMMEDIATE, so the transaction holds
@@ -178,8 +197,8 @@ func (s SQLiteStorage) Commit(ctx context.Context, build func(Generation, []Stag
 		VALUES(?, ?, ?, ?, ?, ?)`, g.Number, g.Committed.UnixNano(), g.Note, g.Author, g.RollbackOf, string(doc)); err != nil {
 		return Generation{}, fmt.Errorf("settings: commit: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM settings_staged`); err != nil {
-		return Generation{}, wrap(err)
+	if err := sqliteUnstage(ctx, tx, staged); err != nil {
+		return Generation{}, err
 	}
 	if err := tx.Commit(); err != nil {
 		return Generation{}, wrap(err)

@@ -21,12 +21,13 @@ type Storage interface {
 	ReplaceStaged(ctx context.Context, changes []Staged) error
 	// Staged returns the staged changes, sorted by key.
 	Staged(ctx context.Context) ([]Staged, error)
-	// DiscardStaged drops every staged change.
-	DiscardStaged(ctx context.Context) error
+	// DiscardStaged drops the given staged changes, each only while its key still holds the same staged
+	// value: a change staged again meanwhile is kept.
+	DiscardStaged(ctx context.Context, changes []Staged) error
 	// Commit runs build with the newest generation and the staged changes inside one transaction that no
 	// other commit (from this node or another) interleaves with, stores the generation build returns as the
-	// next number, drops the staged changes and returns the stored generation. An error from build is
-	// returned as is and nothing changes.
+	// next number, drops the staged changes build was given (a key staged again meanwhile stays staged) and
+	// returns the stored generation. An error from build is returned as is and nothing changes.
 	Commit(ctx context.Context, build func(latest Generation, staged []Staged) (Generation, error)) (Generation, error)
 }
 

@@ -98,6 +98,7 @@ func (s *Server) track(c net.Conn, ip netip.Addr) (*trackedConn, bool) {
 	}
 	s.perIP[ip]++
 	tc := &trackedConn{Conn: c, srv: s, ip: ip}
+	tc.guard.maxLine = s.cfg.MaxLineLength
 	if s.shuttingDown {
 		tc.drain()
 	}
