@@ -26,6 +26,9 @@ const (
 	Viewer Role = "viewer"
 )
 
+// PasswordFileName is the name of the accounts file in the data directory.
+const PasswordFileName = "console-password"
+
 // BootstrapAccount is the name of the account a password file written by Bootstrap (or by versions
 // without named accounts, one bare hash) holds: an administrator.
 const BootstrapAccount = "admin"
@@ -236,4 +239,11 @@ func checkAccount(path, name, password string) (accountEntry, bool, error) {
 	}
 	ok, err := checkHash(path, e.hash, password)
 	return e, ok, err
+}
+
+// Authenticate reports whether password is that of account name in the password file at path, and
+// returns the account.
+func Authenticate(path, name, password string) (Account, bool, error) {
+	e, ok, err := checkAccount(path, name, password)
+	return e.Account, ok, err
 }

@@ -416,7 +416,7 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 }
 
 func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
-	pwFile := filepath.Join(d.cfg.Data.Dir, "console-password")
+	pwFile := filepath.Join(d.cfg.Data.Dir, console.PasswordFileName)
 	pw, created, err := console.Bootstrap(pwFile)
 	if err != nil {
 		return err
