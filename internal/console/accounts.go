@@ -234,6 +234,13 @@ func lookupAccount(path, name string) (accountEntry, error) {
 // checkAccount reports whether password is account name's, and returns the account.
 func checkAccount(path, name, password string) (accountEntry, bool, error) {
 	e, err := lookupAccount(path, name)
+	if errors.Is(err, ErrNoAccount) {
+		// Hash anyway, at the file's cost, so that the time taken does not tell which names exist.
+		if es, rerr := readAccounts(path); rerr == nil {
+			checkHash(path, es[0].hash, password)
+		}
+		return accountEntry{}, false, err
+	}
 	if err != nil {
 		return accountEntry{}, false, err
 	}
