@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mxgate/mxgate/internal/atomicfile"
 )
 
@@ -79,8 +81,42 @@ func ValidAccountName(name string) error {
 	return nil
 }
 
-// accountsMu serializes this process's read-modify-write cycles of password files.
+// accountsMu serializes this process's read-modify-write cycles of password files; lockAccounts those of
+// different processes (the daemon's Account page and the CLI).
 var accountsMu sync.Mutex
+
+// lockAccounts takes an exclusive lock on path's lock file (path + ".lock") and returns its release.
+func lockAccounts(path string) (func(), error) {
+	f, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("console: password file lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("console: password file lock %s: %w", f.Name(), err)
+	}
+	return func() { f.Close() }, nil // closing releases the lock
+}
+
+// update runs change on the accounts of the password file at path (nil when there is none yet) under
+// both locks, and writes back what it returns.
+func updateAccounts(path string, change func([]accountEntry) ([]accountEntry, error)) error {
+	accountsMu.Lock()
+	defer accountsMu.Unlock()
+	unlock, err := lockAccounts(path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	es, err := readAccounts(path)
+	if err != nil && !errors.Is(err, ErrNoPassword) {
+		return err
+	}
+	if es, err = change(es); err != nil {
+		return err
+	}
+	return writeAccounts(path, es)
+}
 
 // readAccounts parses the password file at path: one account per line, "NAME ROLE HASH"; a file of a
 // single bare hash (Bootstrap's format before named accounts) is the administrator BootstrapAccount.
@@ -157,58 +193,54 @@ func AddAccount(path, name string, role Role, password string, iterations int) e
 	if _, err := ParseRole(string(role)); err != nil {
 		return err
 	}
-	accountsMu.Lock()
-	defer accountsMu.Unlock()
-	es, err := readAccounts(path)
-	if err != nil && !errors.Is(err, ErrNoPassword) {
-		return err
-	}
-	if slices.ContainsFunc(es, func(e accountEntry) bool { return e.Name == name }) {
-		return fmt.Errorf("%w: %s", ErrAccountExists, name)
-	}
 	h, err := hashPassword(password, iterations)
 	if err != nil {
 		return err
 	}
-	return writeAccounts(path, append(es, accountEntry{Account: Account{Name: name, Role: role}, hash: h}))
+	return updateAccounts(path, func(es []accountEntry) ([]accountEntry, error) {
+		if slices.ContainsFunc(es, func(e accountEntry) bool { return e.Name == name }) {
+			return nil, fmt.Errorf("%w: %s", ErrAccountExists, name)
+		}
+		return append(es, accountEntry{Account: Account{Name: name, Role: role}, hash: h}), nil
+	})
 }
 
 // SetAccountPassword replaces the password of account name in the password file at path.
 func SetAccountPassword(path, name, password string, iterations int) error {
-	accountsMu.Lock()
-	defer accountsMu.Unlock()
-	es, err := readAccounts(path)
+	h, err := hashPassword(password, iterations)
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(es, func(e accountEntry) bool { return e.Name == name })
-	if i < 0 {
-		return fmt.Errorf("%w: %s", ErrNoAccount, name)
-	}
-	if es[i].hash, err = hashPassword(password, iterations); err != nil {
-		return err
-	}
-	return writeAccounts(path, es)
+	return updateAccounts(path, func(es []accountEntry) ([]accountEntry, error) {
+		i := slices.IndexFunc(es, func(e accountEntry) bool { return e.Name == name })
+		if len(es) == 0 {
+			return nil, ErrNoPassword
+		}
+		if i < 0 {
+			return nil, fmt.Errorf("%w: %s", ErrNoAccount, name)
+		}
+		es[i].hash = h
+		return es, nil
+	})
 }
 
 // RemoveAccount removes account name from the password file at path; it refuses to remove the last
 // administrator.
 func RemoveAccount(path, name string) error {
-	accountsMu.Lock()
-	defer accountsMu.Unlock()
-	es, err := readAccounts(path)
-	if err != nil {
-		return err
-	}
-	i := slices.IndexFunc(es, func(e accountEntry) bool { return e.Name == name })
-	if i < 0 {
-		return fmt.Errorf("%w: %s", ErrNoAccount, name)
-	}
-	es = slices.Delete(es, i, i+1)
-	if !slices.ContainsFunc(es, func(e accountEntry) bool { return e.Role == Administrator }) {
-		return fmt.Errorf("%w: %s", ErrLastAdministrator, name)
-	}
-	return writeAccounts(path, es)
+	return updateAccounts(path, func(es []accountEntry) ([]accountEntry, error) {
+		if len(es) == 0 {
+			return nil, ErrNoPassword
+		}
+		i := slices.IndexFunc(es, func(e accountEntry) bool { return e.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("%w: %s", ErrNoAccount, name)
+		}
+		es = slices.Delete(es, i, i+1)
+		if !slices.ContainsFunc(es, func(e accountEntry) bool { return e.Role == Administrator }) {
+			return nil, fmt.Errorf("%w: %s", ErrLastAdministrator, name)
+		}
+		return es, nil
+	})
 }
 
 func hashPassword(password string, iterations int) (string, error) {

@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -257,5 +258,28 @@ func TestAccountsFile(t *testing.T) {
 		if _, err := console.Accounts(p); err == nil {
 			t.Errorf("file %q accepted", bad)
 		}
+	}
+}
+
+func TestConcurrentAccountChangesLoseNothing(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), console.PasswordFileName)
+	if err := console.WritePassword(path, viewerPW, 1000); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	errs := make(chan error, 2*n)
+	for i := range n {
+		go func() { errs <- console.AddAccount(path, fmt.Sprintf("user%d", i), console.Viewer, viewerPW, 1000) }()
+		go func() { errs <- console.SetAccountPassword(path, console.BootstrapAccount, fmt.Sprintf("%s %d", viewerPW, i), 1000) }()
+	}
+	for range 2 * n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	got, err := console.Accounts(path)
+	if err != nil || len(got) != n+1 {
+		t.Errorf("after %d concurrent adds: %v %v", n, got, err)
 	}
 }
