@@ -271,7 +271,9 @@ func TestConcurrentAccountChangesLoseNothing(t *testing.T) {
 	errs := make(chan error, 2*n)
 	for i := range n {
 		go func() { errs <- console.AddAccount(path, fmt.Sprintf("user%d", i), console.Viewer, viewerPW, 1000) }()
-		go func() { errs <- console.SetAccountPassword(path, console.BootstrapAccount, fmt.Sprintf("%s %d", viewerPW, i), 1000) }()
+		go func() {
+			errs <- console.SetAccountPassword(path, console.BootstrapAccount, fmt.Sprintf("%s %d", viewerPW, i), 1000)
+		}()
 	}
 	for range 2 * n {
 		if err := <-errs; err != nil {
