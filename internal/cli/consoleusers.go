@@ -134,6 +134,8 @@ command line.`,
 			return tw.Flush()
 		},
 	}
+	passwd.ValidArgsFunction = accountNames(g)
+	remove.ValidArgsFunction = accountNames(g)
 	user.AddCommand(add, passwd, remove, list)
 	cons.AddCommand(user)
 	root.AddCommand(cons)
@@ -214,4 +216,28 @@ func readNoEcho(f *os.File, t *unix.Termios, w io.Writer, prompt string) (string
 		return "", fmt.Errorf("terminal: %w", err)
 	}
 	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// accountNames completes the first argument with the names of the console accounts.
+func accountNames(g *globals) completer {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		path, err := consolePasswordFile(g)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		accts, err := console.Accounts(path)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		var out []cobra.Completion
+		for _, a := range accts {
+			if strings.HasPrefix(a.Name, toComplete) {
+				out = append(out, a.Name)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 }

@@ -68,6 +68,12 @@ func TestConsoleUserCommands(t *testing.T) {
 		t.Errorf("list: %d %q", code, out)
 	}
 
+	var comp bytes.Buffer
+	if code := mainIO([]string{"-c", cfg, "__complete", "console", "user", "passwd", "b"}, strings.NewReader(""), &comp, &comp, osEnvironment()); code != 0 ||
+		!strings.HasPrefix(comp.String(), "bob\n") || strings.Contains(comp.String(), "admin") {
+		t.Errorf("completion of passwd b: %d %q, want bob", code, comp.String())
+	}
+
 	const newPW = "bob's new password, longer"
 	if code, out, errs := consoleUsers(t, cfg, newPW+"\n", "passwd", "bob"); code != 0 || !strings.Contains(out, "password of bob changed") {
 		t.Fatalf("passwd bob: %d %q %q", code, out, errs)
