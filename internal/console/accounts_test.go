@@ -102,7 +102,8 @@ func TestViewerCannotChangeAnything(t *testing.T) {
 
 	// The viewer sees every page, without the forms it may not use.
 	for _, path := range []string{"/", "/queue", "/queue/" + admintest.MsgQueued, "/domains", "/domains/example.net", "/reports",
-		"/settings", "/rules", "/settings/review", "/settings/history", "/trace", "/account"} {
+		"/settings", "/rules", "/settings/review", "/settings/history", "/trace", "/account",
+		"/queue/confirm?action=delete&id=" + admintest.MsgQueued, "/queue/bulk?action=retry&all=true"} {
 		p := v.get(path)
 		if p.code != http.StatusOK {
 			t.Errorf("viewer GET %s: %d", path, p.code)
@@ -110,7 +111,7 @@ func TestViewerCannotChangeAnything(t *testing.T) {
 		}
 		for _, action := range []string{`action="/settings/set"`, `action="/settings/unset"`, `action="/settings/commit"`,
 			`action="/settings/discard"`, `action="/settings/rollback"`, `action="/queue/bulk"`, `action="/reports/suppress"`,
-			`/refresh"`, `/flush"`, `name="action" value="delete"`} {
+			`/refresh"`, `/flush"`, `name="action" value="delete"`, `action="/queue/action"`, `method="post" action="/queue/bulk"`} {
 			if strings.Contains(p.body, action) {
 				t.Errorf("viewer GET %s shows a form it may not use: %s", path, action)
 			}

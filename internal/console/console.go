@@ -1,6 +1,6 @@
 // Package console implements mxgate's web console: server-rendered HTML pages (html/template, embedded
 // templates and one CSS file, no JavaScript) on the admin listener for the dashboard, the queue, destination
-// domains and their TLS policies, TLS reports, committed settings and the console password.
+// domains and their TLS policies, TLS reports, committed settings and the account's password.
 //
 // The console keeps its own in-memory view of recent deliveries (Observe): per-minute counts for the last
 // 24 hours and the last result of the most recently seen domains. It is bounded and lost on restart; the
