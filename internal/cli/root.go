@@ -76,6 +76,7 @@ func newRoot(stdin io.Reader, stdout, stderr io.Writer, env environment) *cobra.
 	root.AddCommand(traceCmd(g))
 	addDiagCommands(root, g)
 	addDANECommands(root, g)
+	addConsoleCommands(root, g)
 	addCompletions(root, g)
 	return root
 }

@@ -7,10 +7,12 @@ import (
 
 type accountData struct {
 	MinLength int
+	Account   string
+	Role      Role
 }
 
 func (c *Console) accountPage(w http.ResponseWriter, r *http.Request, s *session) {
-	c.render(w, r, s, http.StatusOK, "account", "Account", accountData{MinLength: MinPasswordLength})
+	c.render(w, r, s, http.StatusOK, "account", "Account", accountData{MinLength: MinPasswordLength, Account: s.account, Role: s.role})
 }
 
 func (c *Console) accountPassword(w http.ResponseWriter, r *http.Request, s *session) {
@@ -19,7 +21,7 @@ func (c *Console) accountPassword(w http.ResponseWriter, r *http.Request, s *ses
 		c.done(w, r, s, "/account", "Too many wrong passwords from this address; try again later.")
 		return
 	}
-	ok, err := checkPassword(c.opts.PasswordFile, r.PostForm.Get("current"))
+	_, ok, err := checkAccount(c.opts.PasswordFile, s.account, r.PostForm.Get("current"))
 	if err != nil {
 		c.log.Error("console: password change", "err", err)
 		c.done(w, r, s, "/account", "The password file cannot be read; see the server log.")
@@ -39,12 +41,16 @@ func (c *Console) accountPassword(w http.ResponseWriter, r *http.Request, s *ses
 		c.done(w, r, s, "/account", "Not changed: the two new passwords differ.")
 		return
 	}
-	if err := WritePassword(c.opts.PasswordFile, pw, c.opts.PasswordIterations); err != nil {
+	if err := SetAccountPassword(c.opts.PasswordFile, s.account, pw, c.opts.PasswordIterations); err != nil {
 		c.log.Error("console: password change", "err", err)
 		c.done(w, r, s, "/account", "Not changed: the password file cannot be written; see the server log.")
 		return
 	}
-	c.sessions.removeOthers(s.id)
-	c.log.Info("console: password changed; other sessions ended", "ip", ip)
-	c.done(w, r, s, "/account", "Password changed. Other sessions were logged out.")
+	a, err := lookupAccount(c.opts.PasswordFile, s.account)
+	if err != nil {
+		c.log.Error("console: password change", "err", err)
+	}
+	c.sessions.setHash(s.id, a.hash)
+	c.log.Info("console: password changed; the account's other sessions end", "account", s.account, "ip", ip)
+	c.done(w, r, s, "/account", "Password changed. Other sessions of this account were logged out.")
 }

@@ -32,6 +32,12 @@ type session struct {
 	lastSeen time.Time
 	// flash is a one-time message shown on the next page.
 	flash string
+	// account is the name the session logged in as; hash is that account's password hash at login (a
+	// session ends when its account is removed or its password changed elsewhere). role is the account's
+	// role as of the current request.
+	account string
+	hash    string
+	role    Role
 }
 
 type sessions struct {
@@ -125,20 +131,18 @@ func (ss *sessions) setFlash(id, msg string) {
 	}
 }
 
+// setHash records the session's account's new password hash (after it changed its own password).
+func (ss *sessions) setHash(id, hash string) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if s, ok := ss.m[id]; ok {
+		s.hash = hash
+	}
+}
+
 func (ss *sessions) remove(id string) {
 	ss.mu.Lock()
 	delete(ss.m, id)
-	ss.mu.Unlock()
-}
-
-// removeOthers ends every session but keep (after a password change).
-func (ss *sessions) removeOthers(keep string) {
-	ss.mu.Lock()
-	for id := range ss.m {
-		if id != keep {
-			delete(ss.m, id)
-		}
-	}
 	ss.mu.Unlock()
 }
 
@@ -248,12 +252,32 @@ func (c *Console) redirectToLogin(w http.ResponseWriter, r *http.Request) {
 // handlerFunc is a page or action handler with its session.
 type handlerFunc func(w http.ResponseWriter, r *http.Request, s *session)
 
+// current returns the session of r, if valid, with its account's role as the password file says now. A
+// session whose account was removed, or whose password was changed elsewhere, is ended.
+func (c *Console) current(r *http.Request) (session, bool) {
+	now := c.now()
+	s, ok := c.sessions.get(r, now, c.opts.SessionIdle)
+	if !ok || !c.sessions.checkAge(s.id, now, c.opts.SessionMax) {
+		return session{}, false
+	}
+	a, err := lookupAccount(c.opts.PasswordFile, s.account)
+	if err != nil || a.hash != s.hash {
+		if err != nil && !errors.Is(err, ErrNoAccount) {
+			c.log.Error("console: password file", "err", err)
+		}
+		c.log.Info("console: session ended: account removed or password changed", "account", s.account, "ip", remoteIP(r))
+		c.sessions.remove(s.id)
+		return session{}, false
+	}
+	s.role = a.Role
+	return s, true
+}
+
 // page wraps a GET handler: it needs a session.
 func (c *Console) page(h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := c.now()
-		s, ok := c.sessions.get(r, now, c.opts.SessionIdle)
-		if !ok || !c.sessions.checkAge(s.id, now, c.opts.SessionMax) {
+		s, ok := c.current(r)
+		if !ok {
 			c.redirectToLogin(w, r)
 			return
 		}
@@ -261,12 +285,17 @@ func (c *Console) page(h handlerFunc) http.Handler {
 	})
 }
 
-// post wraps a state-changing handler: it needs a session and the session's CSRF token in the form.
-func (c *Console) post(h handlerFunc) http.Handler {
+// post wraps a state-changing handler: it needs an administrator's session and the session's CSRF token
+// in the form. A viewer is refused with 403.
+func (c *Console) post(h handlerFunc) http.Handler { return c.postAs(h, Administrator) }
+
+// postSelf wraps a handler any account may use on itself (log out, change its own password).
+func (c *Console) postSelf(h handlerFunc) http.Handler { return c.postAs(h, "") }
+
+func (c *Console) postAs(h handlerFunc, need Role) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		now := c.now()
-		s, ok := c.sessions.get(r, now, c.opts.SessionIdle)
-		if !ok || !c.sessions.checkAge(s.id, now, c.opts.SessionMax) {
+		s, ok := c.current(r)
+		if !ok {
 			c.redirectToLogin(w, r)
 			return
 		}
@@ -279,6 +308,11 @@ func (c *Console) post(h handlerFunc) http.Handler {
 		if !sameOrigin(r) || tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(s.csrf)) != 1 {
 			c.log.Warn("console: refused a POST without a valid CSRF token", "path", r.URL.Path, "ip", remoteIP(r))
 			c.renderError(w, r, &s, http.StatusForbidden, "This form has expired or did not come from the console. Go back, reload the page and try again.")
+			return
+		}
+		if need == Administrator && s.role != Administrator {
+			c.log.Warn("console: refused a change by a viewer", "path", r.URL.Path, "account", s.account, "ip", remoteIP(r))
+			c.renderError(w, r, &s, http.StatusForbidden, fmt.Sprintf("The account %s is a viewer: it can see every page but change nothing. Ask an administrator.", s.account))
 			return
 		}
 		h(w, r, &s)
@@ -336,9 +370,16 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.renderLogin(w, r, http.StatusTooManyRequests, fmt.Sprintf("Too many failed logins from %s. Try again after %s.", ip, until.UTC().Format("15:04:05 UTC")))
 		return
 	}
-	ok, err := checkPassword(c.opts.PasswordFile, r.PostForm.Get("password"))
+	name := strings.TrimSpace(r.PostForm.Get("account"))
+	if name == "" {
+		name = BootstrapAccount
+	}
+	acct, ok, err := checkAccount(c.opts.PasswordFile, name, r.PostForm.Get("password"))
+	if errors.Is(err, ErrNoAccount) {
+		ok, err = false, nil
+	}
 	if err != nil {
-		c.log.Error("console: login", "err", err)
+		c.log.Error("console: cannot read the accounts file", "err", err)
 		msg := "The console password file cannot be read; see the server log."
 		if errors.Is(err, ErrNoPassword) {
 			msg = "No console password is set on this node; see the server log."
@@ -348,29 +389,29 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if !ok {
 		c.limiter.fail(ip, now)
-		c.log.Warn("console: failed login", "ip", ip)
-		c.renderLogin(w, r, http.StatusUnauthorized, "Wrong password.")
+		c.log.Warn("console: failed login", "account", name, "ip", ip)
+		c.renderLogin(w, r, http.StatusUnauthorized, "Wrong account name or password.")
 		return
 	}
 	c.limiter.reset(ip)
 	id, err1 := c.randomHex(32)
 	csrf, err2 := c.randomHex(32)
 	if err := errors.Join(err1, err2); err != nil {
-		c.log.Error("console: login", "err", err)
+		c.log.Error("console: cannot start a session", "err", err)
 		c.renderLogin(w, r, http.StatusInternalServerError, "Internal error; see the server log.")
 		return
 	}
-	c.sessions.add(&session{id: id, csrf: csrf, created: now, lastSeen: now}, now, c.opts.SessionIdle, c.opts.SessionMax)
+	c.sessions.add(&session{id: id, csrf: csrf, created: now, lastSeen: now, account: acct.Name, hash: acct.hash}, now, c.opts.SessionIdle, c.opts.SessionMax)
 	c.setCookie(w, r, sessionCookie, id, "/", 0)
 	c.setCookie(w, r, loginCookie, "", "/login", -1)
-	c.log.Info("console: login", "ip", ip)
+	c.log.Info("console: login", "account", acct.Name, "role", acct.Role, "ip", ip)
 	http.Redirect(w, r, localPath(r.PostForm.Get("next")), http.StatusSeeOther)
 }
 
 func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) {
 	c.sessions.remove(s.id)
 	c.setCookie(w, r, sessionCookie, "", "/", -1)
-	c.log.Info("console: logout", "ip", remoteIP(r))
+	c.log.Info("console: logout", "account", s.account, "ip", remoteIP(r))
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 

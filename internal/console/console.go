@@ -1,6 +1,6 @@
 // Package console implements mxgate's web console: server-rendered HTML pages (html/template, embedded
 // templates and one CSS file, no JavaScript) on the admin listener for the dashboard, the queue, destination
-// domains and their TLS policies, TLS reports, committed settings and the console password.
+// domains and their TLS policies, TLS reports, committed settings and the account's password.
 //
 // The console keeps its own in-memory view of recent deliveries (Observe): per-minute counts for the last
 // 24 hours and the last result of the most recently seen domains. It is bounded and lost on restart; the
@@ -11,8 +11,11 @@
 // CSRF token in a hidden field, compared in constant time; a POST without it is refused with 403. Failed
 // logins are limited per client IP. Responses forbid framing and scripts (Content-Security-Policy).
 //
-// It deliberately does not do TLS or user management: one administrator password, stored as a salted
-// PBKDF2-HMAC-SHA256 hash in a file (see Bootstrap).
+// Accounts are named, each an administrator or a viewer (Role): a viewer sees every page, but every state
+// change but logging out and changing its own password needs an administrator (403 otherwise), and the
+// pages show it no forms. Settings commits and rollbacks are attributed to the account. The accounts live
+// in one file of salted PBKDF2-HMAC-SHA256 hashes (see Bootstrap, AddAccount), read at every request, so
+// that a change made with the CLI takes effect at once.
 package console
 
 import (
@@ -26,6 +29,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/admin"
@@ -118,6 +122,8 @@ type Console struct {
 	sessions *sessions
 	limiter  *loginLimiter
 	mux      *http.ServeMux
+	// patterns lists the mux's patterns in registration order.
+	patterns []string
 }
 
 // New checks o and builds the console.
@@ -185,41 +191,51 @@ func (c *Console) ObserveAccepted() { c.timeline.accepted(c.now()) }
 func (c *Console) Handler() http.Handler { return http.HandlerFunc(c.serveHTTP) }
 
 func (c *Console) routes() {
-	m := c.mux
-	m.HandleFunc("GET /static/{file}", c.serveStatic)
-	m.HandleFunc("GET /favicon.ico", c.serveFavicon)
-	m.HandleFunc("GET /login", c.loginPage)
-	m.HandleFunc("POST /login", c.login)
-	m.Handle("POST /logout", c.post(c.logout))
+	c.handleFunc("GET /static/{file}", c.serveStatic)
+	c.handleFunc("GET /favicon.ico", c.serveFavicon)
+	c.handleFunc("GET /login", c.loginPage)
+	c.handleFunc("POST /login", c.login)
+	c.handle("POST /logout", c.postSelf(c.logout))
 
-	m.Handle("GET /{$}", c.page(c.dashboard))
-	m.Handle("GET /queue", c.page(c.queueList))
-	m.Handle("GET /queue/confirm", c.page(c.queueConfirm))
-	m.Handle("POST /queue/action", c.post(c.queueAction))
-	m.Handle("GET /queue/bulk", c.page(c.queueBulkConfirm))
-	m.Handle("POST /queue/bulk", c.post(c.queueBulk))
-	m.Handle("GET /queue/{id}", c.page(c.queueDetail))
-	m.Handle("GET /trace", c.page(c.tracePage))
-	m.Handle("GET /domains", c.page(c.domainsList))
-	m.Handle("GET /domains/{domain}", c.page(c.domainDetail))
-	m.Handle("POST /domains/{domain}/refresh", c.post(c.domainRefresh))
-	m.Handle("POST /domains/{domain}/flush", c.post(c.domainFlush))
-	m.Handle("GET /reports", c.page(c.reportsPage))
-	m.Handle("GET /reports/preview", c.page(c.reportPreview))
-	m.Handle("POST /reports/suppress", c.post(c.reportSuppress))
-	m.Handle("POST /reports/unsuppress", c.post(c.reportUnsuppress))
-	m.Handle("GET /settings", c.page(c.settingsPage))
-	m.Handle("GET /rules", c.page(c.rulesPage))
-	m.Handle("POST /settings/set", c.post(c.settingsSet))
-	m.Handle("POST /settings/unset", c.post(c.settingsUnset))
-	m.Handle("GET /settings/review", c.page(c.settingsReview))
-	m.Handle("POST /settings/commit", c.post(c.settingsCommit))
-	m.Handle("POST /settings/discard", c.post(c.settingsDiscard))
-	m.Handle("GET /settings/history", c.page(c.settingsHistory))
-	m.Handle("POST /settings/rollback", c.post(c.settingsRollback))
-	m.Handle("GET /account", c.page(c.accountPage))
-	m.Handle("POST /account/password", c.post(c.accountPassword))
+	c.handle("GET /{$}", c.page(c.dashboard))
+	c.handle("GET /queue", c.page(c.queueList))
+	c.handle("GET /queue/confirm", c.page(c.queueConfirm))
+	c.handle("POST /queue/action", c.post(c.queueAction))
+	c.handle("GET /queue/bulk", c.page(c.queueBulkConfirm))
+	c.handle("POST /queue/bulk", c.post(c.queueBulk))
+	c.handle("GET /queue/{id}", c.page(c.queueDetail))
+	c.handle("GET /trace", c.page(c.tracePage))
+	c.handle("GET /domains", c.page(c.domainsList))
+	c.handle("GET /domains/{domain}", c.page(c.domainDetail))
+	c.handle("POST /domains/{domain}/refresh", c.post(c.domainRefresh))
+	c.handle("POST /domains/{domain}/flush", c.post(c.domainFlush))
+	c.handle("GET /reports", c.page(c.reportsPage))
+	c.handle("GET /reports/preview", c.page(c.reportPreview))
+	c.handle("POST /reports/suppress", c.post(c.reportSuppress))
+	c.handle("POST /reports/unsuppress", c.post(c.reportUnsuppress))
+	c.handle("GET /settings", c.page(c.settingsPage))
+	c.handle("GET /rules", c.page(c.rulesPage))
+	c.handle("POST /settings/set", c.post(c.settingsSet))
+	c.handle("POST /settings/unset", c.post(c.settingsUnset))
+	c.handle("GET /settings/review", c.page(c.settingsReview))
+	c.handle("POST /settings/commit", c.post(c.settingsCommit))
+	c.handle("POST /settings/discard", c.post(c.settingsDiscard))
+	c.handle("GET /settings/history", c.page(c.settingsHistory))
+	c.handle("POST /settings/rollback", c.post(c.settingsRollback))
+	c.handle("GET /account", c.page(c.accountPage))
+	c.handle("POST /account/password", c.postSelf(c.accountPassword))
 }
+
+// Routes lists the patterns the console serves ("POST /settings/commit"), in registration order.
+func (c *Console) Routes() []string { return slices.Clone(c.patterns) }
+
+// handle registers h for pattern on the console's mux and lists the pattern (Patterns).
+func (c *Console) handle(pattern string, h http.Handler) {
+	c.mux.Handle(pattern, h)
+	c.patterns = append(c.patterns, pattern)
+}
+
+func (c *Console) handleFunc(pattern string, h http.HandlerFunc) { c.handle(pattern, h) }
 
 func (c *Console) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()

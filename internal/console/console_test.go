@@ -165,7 +165,7 @@ func TestLoginBadPasswordRefused(t *testing.T) {
 	if p.code != http.StatusUnauthorized {
 		t.Fatalf("wrong password: got %d, want 401", p.code)
 	}
-	mustContain(t, p, "Wrong password.")
+	mustContain(t, p, "Wrong account name or password.")
 	if p := b.get("/"); p.code != http.StatusSeeOther {
 		t.Errorf("after a failed login GET / = %d, want 303 to /login", p.code)
 	}

@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
@@ -37,9 +36,10 @@ const (
 // ErrNoPassword is returned when the password file does not exist.
 var ErrNoPassword = errors.New("console: no password file")
 
-// Bootstrap creates the console password file at path with a random password the first time, and returns
-// that password (so that the daemon can print it once) with created set. When the file already exists it
-// returns "", false, nil and leaves it alone. The file holds only a salted PBKDF2 hash, mode 0600.
+// Bootstrap creates the console password file at path the first time, holding one administrator account,
+// BootstrapAccount, with a random password, and returns that password (so that the daemon can print it
+// once) with created set. When the file already exists it returns "", false, nil and leaves it alone. The
+// file holds only salted PBKDF2 hashes, mode 0600 (see AddAccount for more accounts).
 func Bootstrap(path string) (password string, created bool, err error) {
 	if _, err := os.Stat(path); err == nil {
 		return "", false, nil
@@ -51,61 +51,62 @@ func Bootstrap(path string) (password string, created bool, err error) {
 		return "", false, fmt.Errorf("console: random: %w", err)
 	}
 	password = base64.RawURLEncoding.EncodeToString(b)
-	if err := writePassword(atomicfile.Create, path, password, DefaultIterations, rand.Reader); err != nil {
+	h, err := hashLine(password, DefaultIterations, rand.Reader)
+	if err != nil {
+		return "", false, err
+	}
+	line := fmt.Sprintf("%s %s %s\n", BootstrapAccount, Administrator, h)
+	if err := atomicfile.Create(path, []byte(line), 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			// Another process bootstrapped between Stat and create: its password stands.
 			return "", false, nil
 		}
-		return "", false, err
+		return "", false, fmt.Errorf("console: password file: %w", err)
 	}
 	return password, true, nil
 }
 
-// WritePassword replaces the password in the file at path (creating it) with a hash of password made with
-// iterations rounds (0 means DefaultIterations). The file is written to a temporary name and renamed, so a
-// crash leaves either the old or the new password.
+// WritePassword sets the password of the administrator BootstrapAccount in the file at path (creating
+// the file with that one account) to a hash of password made with iterations rounds (0 means
+// DefaultIterations). The file is written to a temporary name and renamed, so a crash leaves either the
+// old or the new password.
 func WritePassword(path, password string, iterations int) error {
-	if iterations <= 0 {
-		iterations = DefaultIterations
+	err := SetAccountPassword(path, BootstrapAccount, password, iterations)
+	if errors.Is(err, ErrNoPassword) {
+		return AddAccount(path, BootstrapAccount, Administrator, password, iterations)
 	}
-	return writePassword(atomicfile.Replace, path, password, iterations, rand.Reader)
+	return err
 }
 
-// writePassword writes a hash of password to path with write: atomicfile.Create for a new file,
-// atomicfile.Replace to change it.
-func writePassword(write func(string, []byte, fs.FileMode) error, path, password string, iterations int, rnd io.Reader) error {
+// hashLine returns the stored form of a hash of password: scheme$iterations$salt$key.
+func hashLine(password string, iterations int, rnd io.Reader) (string, error) {
 	if password == "" {
-		return errors.New("console: empty password")
+		return "", errors.New("console: empty password")
 	}
 	if iterations > maxIterations {
-		return fmt.Errorf("console: at most %d iterations", maxIterations)
+		return "", fmt.Errorf("console: at most %d iterations", maxIterations)
 	}
 	salt := make([]byte, saltLen)
 	if _, err := io.ReadFull(rnd, salt); err != nil {
-		return fmt.Errorf("console: random: %w", err)
+		return "", fmt.Errorf("console: random: %w", err)
 	}
 	key, err := pbkdf2.Key(sha256.New, password, salt, iterations, keyLen)
 	if err != nil {
-		return fmt.Errorf("console: hash: %w", err)
+		return "", fmt.Errorf("console: hash: %w", err)
 	}
-	line := fmt.Sprintf("%s$%d$%s$%s\n", hashScheme, iterations,
-		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
-	if err := write(path, []byte(line), 0o600); err != nil {
-		return fmt.Errorf("console: password file: %w", err)
-	}
-	return nil
+	return fmt.Sprintf("%s$%d$%s$%s", hashScheme, iterations,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key)), nil
 }
 
-// checkPassword reports whether password matches the hash in the file at path.
+// checkPassword reports whether password is that of the administrator BootstrapAccount in the file at path.
 func checkPassword(path, password string) (bool, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, ErrNoPassword
-	}
-	if err != nil {
-		return false, fmt.Errorf("console: password file: %w", err)
-	}
-	parts := strings.Split(string(bytes.TrimSpace(data)), "$")
+	_, ok, err := checkAccount(path, BootstrapAccount, password)
+	return ok, err
+}
+
+// checkHash reports whether password matches hash (as hashLine writes it), read from the file at path.
+func checkHash(path, hash, password string) (bool, error) {
+	parts := strings.Split(hash, "$")
 	if len(parts) != 4 || parts[0] != hashScheme {
 		return false, fmt.Errorf("console: password file %s: not a %s hash", path, hashScheme)
 	}

@@ -86,7 +86,10 @@ type layoutData struct {
 	Nav      string
 	LoggedIn bool
 	CSRF     string
-	Flash    string
+	// Account is the logged-in account; Admin is set when it may change state (forms are shown).
+	Account string
+	Admin   bool
+	Flash   string
 	// Staged counts the staged settings changes (the banner).
 	Staged int
 	Now    time.Time
@@ -98,6 +101,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, s *session, cod
 	ld := layoutData{Title: title, Nav: navOf(name), Now: c.now(), Page: data}
 	if s != nil {
 		ld.LoggedIn, ld.CSRF = true, s.csrf
+		ld.Account, ld.Admin = s.account, s.role == Administrator
 		ld.Flash = c.sessions.takeFlash(s.id)
 		if changes, err := c.opts.Settings.Diff(r.Context()); err == nil {
 			ld.Staged = len(changes)

@@ -121,15 +121,13 @@ func (c *Console) settingsReview(w http.ResponseWriter, r *http.Request, s *sess
 	c.render(w, r, s, http.StatusOK, "review", "Review staged settings", reviewData{Changes: changes, Generation: c.opts.Settings.Current().Generation})
 }
 
-const consoleAuthor = "console"
-
 func (c *Console) settingsCommit(w http.ResponseWriter, r *http.Request, s *session) {
 	note := strings.TrimSpace(r.PostForm.Get("note"))
 	if note == "" {
 		c.done(w, r, s, "/settings/review", "Not committed: write a note saying why.")
 		return
 	}
-	snap, err := c.opts.Settings.Commit(r.Context(), note, consoleAuthor)
+	snap, err := c.opts.Settings.Commit(r.Context(), note, s.account)
 	if err != nil {
 		if !errors.Is(err, settings.ErrNoChanges) && !errors.Is(err, settings.ErrRefused) {
 			c.log.Error("console: settings commit", "err", err)
@@ -214,7 +212,7 @@ func (c *Console) settingsRollback(w http.ResponseWriter, r *http.Request, s *se
 	if r.PostForm.Get("discard") == "staged" {
 		staged = settings.DiscardStaged
 	}
-	res, err := c.opts.Settings.Rollback(r.Context(), gen, strings.TrimSpace(r.PostForm.Get("note")), consoleAuthor, staged)
+	res, err := c.opts.Settings.Rollback(r.Context(), gen, strings.TrimSpace(r.PostForm.Get("note")), s.account, staged)
 	if err != nil {
 		if !errors.Is(err, settings.ErrNoGeneration) && !errors.Is(err, settings.ErrStaged) && !errors.Is(err, settings.ErrRefused) {
 			c.log.Error("console: settings rollback", "err", err)

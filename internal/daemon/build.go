@@ -411,7 +411,7 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 }
 
 func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
-	pwFile := filepath.Join(d.cfg.Data.Dir, "console-password")
+	pwFile := filepath.Join(d.cfg.Data.Dir, console.PasswordFileName)
 	pw, created, err := console.Bootstrap(pwFile)
 	if err != nil {
 		return err
@@ -423,10 +423,10 @@ func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 		case o.ConsolePassword != nil:
 			o.ConsolePassword(pw, pwFile)
 		case o.BootstrapOut != nil:
-			fmt.Fprintf(o.BootstrapOut, "mxgate: web console password for the first login: %s (stored hashed in %s; change it on the Account page)\n", pw, pwFile)
+			fmt.Fprintf(o.BootstrapOut, "mxgate: web console password for the first login, account %s: %s (stored hashed in %s; change it on the Account page)\n", console.BootstrapAccount, pw, pwFile)
 		default:
 			d.log.Warn("web console password for the first login: change it on the Account page",
-				"console_password", pw, "password_file", pwFile)
+				"console_account", console.BootstrapAccount, "console_password", pw, "password_file", pwFile)
 		}
 	}
 	d.Console, err = console.New(console.Options{

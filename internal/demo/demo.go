@@ -20,6 +20,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/console"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
@@ -301,7 +302,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		fmt.Fprintf(out, "\n--keep: the gateway runs until Ctrl-C.\n")
 		fmt.Fprintf(out, "  SMTP:     %s\n", ln.Addr())
-		fmt.Fprintf(out, "  Console:  %s/  password: %s\n", adminURL, consolePassword)
+		fmt.Fprintf(out, "  Console:  %s/  account: %s  password: %s\n", adminURL, console.BootstrapAccount, consolePassword)
 		fmt.Fprintf(out, "  CLI:      mxgate --admin %s --token %s status\n", adminURL, tok)
 		fmt.Fprintf(out, "  Data:     %s\n", dir)
 		if o.KeepReady != nil {

@@ -21,7 +21,7 @@ func TestDemoShowsEveryCase(t *testing.T) {
 	keepReady := func() {
 		defer cancel()
 		m := regexp.MustCompile(`(?m)^  CLI:      mxgate --admin (\S+) --token (\S+) status$`).FindStringSubmatch(out.String())
-		pw := regexp.MustCompile(`(?m)^  Console:  (\S+)/  password: (\S+)$`).FindStringSubmatch(out.String())
+		pw := regexp.MustCompile(`(?m)^  Console:  (\S+)/  account: admin  password: (\S+)$`).FindStringSubmatch(out.String())
 		if m == nil || pw == nil || pw[1] != m[1] || len(pw[2]) < 12 {
 			t.Errorf("--keep output lacks the admin URL, console password or CLI line:\n%s", out.String())
 			return

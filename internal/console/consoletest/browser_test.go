@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/mxgate/mxgate/internal/console"
 	"github.com/mxgate/mxgate/internal/console/consoletest"
 	"github.com/mxgate/mxgate/internal/testenv"
 )
@@ -403,4 +404,28 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("queue calls after the bulk bounce = %v, want [bounce %s]", calls, consoletest.MsgExpired)
 	}
 	checkErrors("queue after bulk")
+
+	// A viewer sees the pages but no form to change anything.
+	if err := console.AddAccount(env.PasswordFile, "viewer", console.Viewer, "a viewer's long password", 1000); err != nil {
+		t.Fatal(err)
+	}
+	submit("log out", "form.logout button")
+	step("login page after logout", chromedp.WaitVisible(chromedp.ID("password")))
+	step("log in as viewer", chromedp.SendKeys(chromedp.ID("account"), "viewer"),
+		chromedp.SendKeys(chromedp.ID("password"), "a viewer's long password"))
+	submit("log in as viewer", "#login")
+	step("dashboard as viewer", chromedp.WaitVisible(chromedp.ID("mail-in")))
+	if got := text("#whoami"); got != "viewer (viewer)" {
+		t.Errorf("account shown as %q, want viewer (viewer)", got)
+	}
+	visit("settings-viewer", "/settings", "#settings-table")
+	for _, sel := range []string{`form[action="/settings/set"]`, `form[action="/settings/unset"]`, `form[method="post"]:not(.logout)`} {
+		if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('`+sel+`').length`)); err != nil || n != 0 {
+			t.Errorf("settings page as a viewer: %d %s (%v), want none", n, sel, err)
+		}
+	}
+	visit("rules-viewer", "/rules", "main")
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('form[method="post"]:not(.logout)').length`)); err != nil || n != 0 {
+		t.Errorf("rules page as a viewer: %d forms (%v), want none", n, err)
+	}
 }

@@ -1,0 +1,243 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/mxgate/mxgate/internal/console"
+)
+
+// addConsoleCommands adds "console user ...": the web console's accounts, kept in the data directory's
+// password file. The daemon reads that file at every console request, so a change takes effect at once
+// (a removed account's sessions end, as do an account's sessions when its password changes).
+func addConsoleCommands(root *cobra.Command, g *globals) {
+	cons := &cobra.Command{Use: "console", Short: "Web console accounts"}
+	user := &cobra.Command{
+		Use:   "user",
+		Short: "Add, list, remove web console accounts and set their passwords (works on the data directory)",
+		Long: `Web console accounts live in the data directory's console-password file (salted PBKDF2 hashes,
+mode 0600); run these commands as the user that runs mxgate serve. An administrator may change
+everything; a viewer sees every page but changes nothing. Passwords are read from the terminal (asked
+twice, not echoed) or, when standard input is not a terminal, from its first line; never from the
+command line.`,
+	}
+	var role string
+	add := &cobra.Command{
+		Use:   "add NAME --role administrator|viewer",
+		Short: "Add an account",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := console.ParseRole(role)
+			if err != nil {
+				return err
+			}
+			if err := console.ValidAccountName(args[0]); err != nil {
+				return err
+			}
+			path, err := consolePasswordFile(g)
+			if err != nil {
+				return err
+			}
+			pw, err := readNewPassword(g, args[0])
+			if err != nil {
+				return err
+			}
+			if err := console.AddAccount(path, args[0], r, pw, 0); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "added %s (%s) to %s\n", args[0], r, path)
+			return nil
+		},
+	}
+	add.Flags().StringVar(&role, "role", "", "administrator or viewer (required)")
+	add.MarkFlagRequired("role")
+	passwd := &cobra.Command{
+		Use:   "passwd NAME",
+		Short: "Set an account's password (its console sessions end)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := consolePasswordFile(g)
+			if err != nil {
+				return err
+			}
+			if _, err := findAccount(path, args[0]); err != nil {
+				return err
+			}
+			pw, err := readNewPassword(g, args[0])
+			if err != nil {
+				return err
+			}
+			if err := console.SetAccountPassword(path, args[0], pw, 0); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "password of %s changed; its console sessions end\n", args[0])
+			return nil
+		},
+	}
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove an account (its console sessions end; the last administrator stays)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := consolePasswordFile(g)
+			if err != nil {
+				return err
+			}
+			if err := console.RemoveAccount(path, args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "removed %s\n", args[0])
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the accounts and their roles",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, err := consolePasswordFile(g)
+			if err != nil {
+				return err
+			}
+			accts, err := console.Accounts(path)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				type row struct {
+					Name string `json:"name"`
+					Role string `json:"role"`
+				}
+				rows := make([]row, len(accts))
+				for i, a := range accts {
+					rows[i] = row{a.Name, string(a.Role)}
+				}
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(rows)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tROLE")
+			for _, a := range accts {
+				fmt.Fprintf(tw, "%s\t%s\n", a.Name, a.Role)
+			}
+			return tw.Flush()
+		},
+	}
+	passwd.ValidArgsFunction = accountNames(g)
+	remove.ValidArgsFunction = accountNames(g)
+	user.AddCommand(add, passwd, remove, list)
+	cons.AddCommand(user)
+	root.AddCommand(cons)
+}
+
+// consolePasswordFile is the configuration's data directory's console accounts file.
+func consolePasswordFile(g *globals) (string, error) {
+	cfg, _, err := g.loadConfig()
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(cfg.Data.Dir, console.PasswordFileName)
+	if _, err := os.Stat(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("console accounts: %w (run as the user that runs mxgate serve)", err)
+	}
+	return path, nil
+}
+
+func findAccount(path, name string) (console.Account, error) {
+	accts, err := console.Accounts(path)
+	if err != nil {
+		return console.Account{}, err
+	}
+	for _, a := range accts {
+		if a.Name == name {
+			return a, nil
+		}
+	}
+	return console.Account{}, fmt.Errorf("%w: %s", console.ErrNoAccount, name)
+}
+
+// readNewPassword reads a new password for account: from the terminal, asked twice without echo, when
+// standard input is one; otherwise the first line of standard input.
+func readNewPassword(g *globals, account string) (string, error) {
+	var pw string
+	if f, ok := g.stdin.(*os.File); ok {
+		if t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			p1, err := readNoEcho(f, t, g.stderr, fmt.Sprintf("New console password for %s: ", account))
+			if err != nil {
+				return "", err
+			}
+			p2, err := readNoEcho(f, t, g.stderr, "Again: ")
+			if err != nil {
+				return "", err
+			}
+			if p1 != p2 {
+				return "", errors.New("the two passwords differ; nothing changed")
+			}
+			pw = p1
+		}
+	}
+	if pw == "" {
+		line, err := bufio.NewReader(g.stdin).ReadString('\n')
+		if err != nil && (!errors.Is(err, io.EOF) || line == "") {
+			return "", fmt.Errorf("reading the password from standard input: %w", err)
+		}
+		pw = strings.TrimRight(line, "\r\n")
+	}
+	if n := len([]rune(pw)); n < console.MinPasswordLength {
+		return "", fmt.Errorf("the password has %d characters; it needs at least %d", n, console.MinPasswordLength)
+	}
+	return pw, nil
+}
+
+// readNoEcho prompts on w and reads one line from the terminal f with echo off, restoring t after.
+func readNoEcho(f *os.File, t *unix.Termios, w io.Writer, prompt string) (string, error) {
+	fmt.Fprint(w, prompt)
+	quiet := *t
+	quiet.Lflag &^= unix.ECHO
+	quiet.Lflag |= unix.ICANON
+	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, &quiet); err != nil {
+		return "", fmt.Errorf("terminal: %w", err)
+	}
+	defer unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, t)
+	line, err := bufio.NewReader(f).ReadString('\n')
+	fmt.Fprintln(w)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("terminal: %w", err)
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// accountNames completes the first argument with the names of the console accounts.
+func accountNames(g *globals) completer {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		path, err := consolePasswordFile(g)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		accts, err := console.Accounts(path)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		var out []cobra.Completion
+		for _, a := range accts {
+			if strings.HasPrefix(a.Name, toComplete) {
+				out = append(out, a.Name)
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
+}
