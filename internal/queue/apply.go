@@ -372,8 +372,10 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 			return err
 		}
 		if !applied {
-			// Deleted, bounced or quarantined by an administrator while in flight.
-			q.log.Warn("queue: result for a recipient no longer queued ignored", "msg_id", c.row.msgID, "rcpt", c.row.rcpt)
+			// Bounce and Delete refuse while a recipient is in flight, so this is a clash that must not
+			// happen: say so loudly, with the result that is lost.
+			q.log.Error("queue: result for a recipient no longer queued ignored", "msg_id", c.row.msgID,
+				"rcpt", c.row.rcpt, "outcome", string(c.res.Outcome), "code", c.res.Code)
 			continue
 		}
 		switch {

@@ -54,6 +54,10 @@ var (
 	// ErrBodyCorrupt is wrapped by the error of a body read for delivery that no longer matches the
 	// checksum taken when the message was accepted; the message is quarantined.
 	ErrBodyCorrupt = errors.New("queue: message body corrupt")
+	// ErrInFlight is returned by Bounce and Delete while a delivery attempt of the message is in flight:
+	// its result (perhaps a 250) is not recorded yet, so acting now could bounce or drop a delivered
+	// recipient. Nothing was changed; try again once the attempt is recorded.
+	ErrInFlight = errors.New("queue: delivery in flight, retry later")
 )
 
 // Backoff is the retry schedule. The delay after the n-th attempt is Initial·Factor^(n-1), at most Max, then
