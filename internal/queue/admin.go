@@ -377,8 +377,9 @@ func (q *Queue) Bounce(ctx context.Context, id string) error {
 	defer tx.Rollback()
 	m := &msgRow{id: id}
 	var received, expires int64
-	err = tx.QueryRowContext(ctx, `SELECT sender, envid, ret, flags, size, received, expires, attempts
-		FROM queue_messages WHERE id = ?`, id).Scan(&m.from, &m.envid, &m.ret, &m.flags, &m.size, &received, &expires, &m.attempts)
+	err = tx.QueryRowContext(ctx, `SELECT sender, envid, ret, flags, size, received, expires, attempts, body_sum
+		FROM queue_messages WHERE id = ?`, id).Scan(&m.from, &m.envid, &m.ret, &m.flags, &m.size, &received, &expires,
+		&m.attempts, &m.sum)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}

@@ -3,6 +3,9 @@ package queue
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,5 +63,36 @@ func TestBounceAfterDeferredAttemptRecorded(t *testing.T) {
 	e.runOnce(t)
 	if n := len(e.fake.dsns()); n != 1 {
 		t.Errorf("%d DSNs after the bounce, want 1", n)
+	}
+}
+
+// A DSN attaches the original only after its octets match the checksum taken at acceptance: a body file
+// that holds other octets is never returned to this sender. The DSN is still sent, without the original.
+func TestDSNWithoutOriginalWhenBodyFailsChecksum(t *testing.T) {
+	for _, ret := range []string{"FULL", "HDRS"} {
+		t.Run(ret, func(t *testing.T) {
+			e := newEnv(t, nil)
+			ctx := context.Background()
+			id := e.submitEnv(t, Envelope{From: "alice@sender.test", Ret: ret, Recipients: []Recipient{{Addr: "bob@example.com"}}})
+			secret := "From: someone-else@other.test\r\nSubject: not yours\r\n\r\nSECRET of another message.\r\n"
+			if err := os.WriteFile(filepath.Join(e.opts.Dir, id), []byte(secret), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.q.Bounce(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			e.runOnce(t)
+			dsns := e.fake.dsns()
+			if len(dsns) != 1 {
+				t.Fatalf("%d DSNs, want 1", len(dsns))
+			}
+			body := dsns[0].Body
+			if strings.Contains(body, "SECRET") || strings.Contains(body, "someone-else") {
+				t.Errorf("DSN carries the octets of the corrupt body:\n%s", body)
+			}
+			if !strings.Contains(body, "bob@example.com") {
+				t.Errorf("DSN does not name the failed recipient:\n%s", body)
+			}
+		})
 	}
 }
