@@ -340,6 +340,7 @@ func (q *Queue) Delete(ctx context.Context, id string) error {
 	q.mu.Lock()
 	q.ix.removeMsg(id)
 	q.mu.Unlock()
+	q.clearCorrupt(id)
 	q.removeBodies([]string{id})
 	if validID(id) {
 		os.Remove(filepath.Join(q.opts.QuarantineDir, id))
@@ -453,6 +454,7 @@ func (q *Queue) Bounce(ctx context.Context, id string) error {
 		q.indexRecords(dsnRec)
 	}
 	if fin {
+		q.clearCorrupt(id)
 		q.removeBodies([]string{id})
 	}
 	q.log.Info("queue: message bounced by administrator", "msg_id", id, "recipients", len(failed))

@@ -247,6 +247,10 @@ type Queue struct {
 
 	corruptMu sync.Mutex
 	corrupt   map[string]string // message id -> why its body failed verification
+
+	// unrecorded holds delivered results whose record failed, for the recorder to try again.
+	unrecordedMu sync.Mutex
+	unrecorded   []*finished
 }
 
 // Open prepares the index, recovers the spool (see recover.go) and starts the group committer. Call Close

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,5 +95,159 @@ func TestDSNWithoutOriginalWhenBodyFailsChecksum(t *testing.T) {
 				t.Errorf("DSN does not name the failed recipient:\n%s", body)
 			}
 		})
+	}
+}
+
+// twoReadsDeliverer reads each body to its end. For domain hold it signals read and then waits for
+// release before it reports; for any other domain it first waits for start.
+type twoReadsDeliverer struct {
+	hold          string
+	read, release chan struct{}
+	start         chan struct{}
+}
+
+func (d *twoReadsDeliverer) Deliver(ctx context.Context, b Batch) []Result {
+	if b.Domain != d.hold {
+		<-d.start
+	}
+	var out []Result
+	for _, j := range b.Jobs {
+		err := func() error {
+			rc, err := j.Open()
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			_, err = io.Copy(io.Discard, rc)
+			return err
+		}()
+		res := Result{Outcome: Delivered, Code: 250}
+		if err != nil {
+			res = Result{Outcome: Deferred, Code: 451, Enhanced: "4.3.0", Text: err.Error()}
+		}
+		for _, r := range j.Recipients {
+			res.MsgID, res.Rcpt = j.MsgID, r.Addr
+			out = append(out, res)
+		}
+	}
+	if b.Domain == d.hold {
+		close(d.read)
+		<-d.release
+	}
+	return out
+}
+
+// Corruption is a fact about one read: when batch Y finds the body corrupt while batch X of the same
+// message already read it intact and got its 250, X's recipient is recorded as delivered, only Y's is
+// quarantined, and a later bounce reports only Y's.
+func TestCorruptReadQuarantinesOnlyItsOwnRecipients(t *testing.T) {
+	d := &twoReadsDeliverer{hold: "example.com", read: make(chan struct{}), release: make(chan struct{}), start: make(chan struct{})}
+	e := newEnv(t, func(o *Options) { o.Deliverer = d })
+	ctx := context.Background()
+	id := e.submit(t, "alice@sender.test", "bob@example.com", "dave@example.org")
+	done := make(chan error, 1)
+	go func() { _, err := e.q.RunOnce(ctx); done <- err }()
+	waitFor(t, d.read, "the example.com batch to read the body")
+	path := filepath.Join(e.opts.Dir, id)
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body[strings.Index(string(body), "Hello")] = 'J'
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	close(d.start)
+	state := func(rcpt string) string {
+		var s string
+		if err := e.opts.DB.QueryRow(`SELECT state FROM queue_recipients WHERE msg_id = ? AND rcpt = ?`, id, rcpt).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for state("dave@example.org") != stateQuarantined {
+		if time.Now().After(deadline) {
+			t.Fatal("the corrupt read's recipient was never quarantined")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(d.release)
+	if err := waitFor(t, done, "RunOnce"); err != nil {
+		t.Fatal(err)
+	}
+	if got := state("bob@example.com"); got != stateDelivered {
+		t.Errorf("bob, whose batch read the body intact and got 250, is %s, want delivered", got)
+	}
+	if got := state("dave@example.org"); got != stateQuarantined {
+		t.Errorf("dave, whose read failed, is %s, want quarantined", got)
+	}
+	e.q.opts.Deliverer = e.fake
+	if err := e.q.Bounce(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	e.runOnce(t)
+	dsns := e.fake.dsns()
+	if len(dsns) != 1 {
+		t.Fatalf("%d DSNs, want 1", len(dsns))
+	}
+	if strings.Contains(dsns[0].Body, "bob@example.com") || !strings.Contains(dsns[0].Body, "dave@example.org") {
+		t.Errorf("DSN after the bounce must report dave only:\n%s", dsns[0].Body)
+	}
+}
+
+// When the transaction recording a 250 fails (SQLITE_BUSY, a full disk), the delivered recipient is not
+// put back into the schedule (it would be delivered twice) and its journal entry stays counted as not
+// recorded; the recorder records it once the database works again.
+func TestDeliveredResultRecordedAgainAfterFailedCommit(t *testing.T) {
+	gate := make(chan struct{})
+	close(gate)
+	d := settlingDeliverer{settled: make(chan string, 10), gate: gate}
+	e := newEnv(t, func(o *Options) { o.Deliverer = d })
+	ctx := context.Background()
+	id := e.submit(t, "alice@sender.test", "bob@example.com")
+	if _, err := e.opts.DB.Exec(`CREATE TRIGGER fail_delivered BEFORE UPDATE OF state ON queue_recipients
+		WHEN NEW.state = 'delivered' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END`); err != nil {
+		t.Fatal(err)
+	}
+	e.runOnce(t)
+	if n := len(d.settled); n != 1 {
+		t.Fatalf("%d deliveries, want 1", n)
+	}
+	if got := e.q.Unrecorded(); got != 1 {
+		t.Errorf("Unrecorded() = %d after the failed commit, want 1", got)
+	}
+	e.q.journal.mu.Lock()
+	outstanding := e.q.journal.outstanding
+	e.q.journal.mu.Unlock()
+	if outstanding != 1 {
+		t.Errorf("journal entries outstanding = %d after the failed commit, want 1", outstanding)
+	}
+	// Past every backoff: the delivered recipient is not tried again.
+	e.clock.Advance(24 * time.Hour)
+	e.runOnce(t)
+	if n := len(d.settled); n != 1 {
+		t.Errorf("%d deliveries after the failed commit, want 1 (no second delivery)", n)
+	}
+	if _, err := e.opts.DB.Exec(`DROP TRIGGER fail_delivered`); err != nil {
+		t.Fatal(err)
+	}
+	// Recorded: the message is finished and its journal entry counted recorded.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := e.q.Get(ctx, id)
+		e.q.journal.mu.Lock()
+		outstanding = e.q.journal.outstanding
+		e.q.journal.mu.Unlock()
+		if errors.Is(err, ErrNotFound) && outstanding == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the delivered result was never recorded: Get = %v, journal entries outstanding = %d", err, outstanding)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(d.settled); n != 1 {
+		t.Errorf("%d deliveries in all, want 1", n)
 	}
 }
