@@ -164,6 +164,41 @@ func messageDTO(mi queue.MessageInfo) Message {
 	}
 }
 
+func recipientDTO(r queue.RecipientInfo) Recipient {
+	return Recipient{
+		Addr:           r.Addr,
+		Domain:         r.Domain,
+		Notify:         r.Notify,
+		ORcpt:          r.ORcpt,
+		State:          r.State,
+		NextAttempt:    utc(r.NextAttempt),
+		Attempts:       r.Attempts,
+		LastCode:       r.LastCode,
+		LastEnhanced:   r.LastEnhanced,
+		LastText:       r.LastText,
+		LastResultType: r.LastResultType,
+		LastRemoteMTA:  r.LastRemoteMTA,
+		LastTLS:        r.LastTLS,
+		LastPolicy:     r.LastPolicy,
+		Updated:        utc(r.Updated),
+	}
+}
+
+func attemptDTO(a queue.Attempt) Attempt {
+	return Attempt{
+		Rcpt:       a.Rcpt,
+		At:         utc(a.At),
+		Outcome:    string(a.Outcome),
+		Code:       a.Code,
+		Enhanced:   a.Enhanced,
+		Text:       a.Text,
+		RemoteMTA:  a.RemoteMTA,
+		TLS:        a.TLS,
+		Policy:     a.Policy,
+		ResultType: a.ResultType,
+	}
+}
+
 func detailDTO(d queue.MessageDetail) MessageDetail {
 	out := MessageDetail{
 		Message:          messageDTO(d.MessageInfo),
@@ -178,37 +213,10 @@ func detailDTO(d queue.MessageDetail) MessageDetail {
 		Timeline:         make([]Attempt, 0, len(d.Timeline)),
 	}
 	for _, r := range d.Rcpts {
-		out.Recipients = append(out.Recipients, Recipient{
-			Addr:           r.Addr,
-			Domain:         r.Domain,
-			Notify:         r.Notify,
-			ORcpt:          r.ORcpt,
-			State:          r.State,
-			NextAttempt:    utc(r.NextAttempt),
-			Attempts:       r.Attempts,
-			LastCode:       r.LastCode,
-			LastEnhanced:   r.LastEnhanced,
-			LastText:       r.LastText,
-			LastResultType: r.LastResultType,
-			LastRemoteMTA:  r.LastRemoteMTA,
-			LastTLS:        r.LastTLS,
-			LastPolicy:     r.LastPolicy,
-			Updated:        utc(r.Updated),
-		})
+		out.Recipients = append(out.Recipients, recipientDTO(r))
 	}
 	for _, a := range d.Timeline {
-		out.Timeline = append(out.Timeline, Attempt{
-			Rcpt:       a.Rcpt,
-			At:         utc(a.At),
-			Outcome:    string(a.Outcome),
-			Code:       a.Code,
-			Enhanced:   a.Enhanced,
-			Text:       a.Text,
-			RemoteMTA:  a.RemoteMTA,
-			TLS:        a.TLS,
-			Policy:     a.Policy,
-			ResultType: a.ResultType,
-		})
+		out.Timeline = append(out.Timeline, attemptDTO(a))
 	}
 	return out
 }

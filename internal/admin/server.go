@@ -82,6 +82,8 @@ type Options struct {
 	// Ready answers GET /readyz: nil error means ready (200), otherwise 503 with the error. Nil means always
 	// ready once the handler serves.
 	Ready func(ctx context.Context) error
+	// Trace answers GET /api/v1/trace (message tracking); nil means 501.
+	Trace TraceFunc
 	// Metrics, when set, is served at GET /metrics (behind the token like the rest).
 	Metrics http.Handler
 	Logger  *slog.Logger
@@ -162,6 +164,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /api/v1/status", s.status)
 	s.settingsRoutes()
 	s.tlsrptRoutes()
+	s.traceRoutes()
 }
 
 // Handler returns the API's HTTP handler.

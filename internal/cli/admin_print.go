@@ -259,19 +259,6 @@ func printSTSEntry(w io.Writer, e admin.STSEntry) error {
 	return nil
 }
 
-// printFields prints any JSON value as aligned "key  value" lines in document order, nested keys joined by
-// dots and array elements numbered; it serves answers whose shape belongs to another package (status, policy
-// explanations).
-func printFields(w io.Writer, raw json.RawMessage) error {
-	tw := newTable(w)
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := walkJSON(dec, "", func(k, v string) { row(tw, k, v) }); err != nil {
-		return fmt.Errorf("decoding the admin API's answer: %w", err)
-	}
-	return tw.Flush()
-}
-
 func walkJSON(dec *json.Decoder, key string, emit func(k, v string)) error {
 	tok, err := dec.Token()
 	if err != nil {

@@ -136,12 +136,19 @@ func configCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
+	var histDiff bool
 	history := &cobra.Command{
-		Use:   "history",
-		Short: "List the committed generations, newest first",
+		Use:   "history [--diff]",
+		Short: "List the committed generations, newest first (--diff: with what each changed)",
 		Args:  cobra.NoArgs,
-		RunE:  show(g, "/api/v1/config/history", printHistory),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if histDiff {
+				return show(g, "/api/v1/config/history", printHistoryDiff)(cmd, args)
+			}
+			return show(g, "/api/v1/config/history", printHistory)(cmd, args)
+		},
 	}
+	history.Flags().BoolVar(&histDiff, "diff", false, "show what each generation changed against the one before")
 
 	var rbNote, rbAuthor string
 	var rbDiscard bool
@@ -226,7 +233,7 @@ func configCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
-	cmd.AddCommand(diff, commit, discard, history, rollback, apply)
+	cmd.AddCommand(diff, commit, discard, history, rollback, apply, configExportCmd(g))
 	return cmd
 }
 

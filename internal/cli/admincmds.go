@@ -1,20 +1,23 @@
 package cli
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mxgate/mxgate/internal/admin"
-	"github.com/mxgate/mxgate/internal/config"
 )
 
 // addAdminCommands adds the verbs that talk to a running gateway through the admin API.
@@ -32,15 +35,22 @@ const adminRequestTimeout = 2 * time.Minute
 // when one of them is missing.
 func adminClient(g *globals) (*admin.Client, error) {
 	base, token := g.adminURL, g.token
+	hc := &http.Client{Timeout: adminRequestTimeout}
 	if base == "" || token == "" {
-		cfg, err := config.Load(g.configPath)
+		cfg, _, err := g.loadConfig()
 		if err != nil {
-			return nil, fmt.Errorf("configuration:\n%w", err)
+			return nil, err
 		}
 		if base == "" {
 			base, err = listenURL(cfg.Admin.Listen)
 			if err != nil {
 				return nil, err
+			}
+			if cfg.Admin.TLS() {
+				base = "https://" + strings.TrimPrefix(base, "http://")
+				if hc.Transport, err = pinnedTransport(cfg.Admin.TLSCertFile); err != nil {
+					return nil, err
+				}
 			}
 		}
 		if token == "" {
@@ -53,7 +63,32 @@ func adminClient(g *globals) (*admin.Client, error) {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	return &admin.Client{BaseURL: base, Token: token, HTTP: &http.Client{Timeout: adminRequestTimeout}}, nil
+	return &admin.Client{BaseURL: base, Token: token, HTTP: hc}, nil
+}
+
+// pinnedTransport trusts exactly the certificate in certFile: the CLI reads the gateway's own file, so it
+// needs neither a CA nor a name that matches the loopback address it connects to.
+func pinnedTransport(certFile string) (*http.Transport, error) {
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("admin.tls_cert_file: %w", err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("admin.tls_cert_file: %s holds no PEM certificate", certFile)
+	}
+	want := block.Bytes
+	return &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Verification is the pin below, not the web PKI.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 || !bytes.Equal(cs.PeerCertificates[0].Raw, want) {
+				return fmt.Errorf("the admin listener's certificate is not the one in %s", certFile)
+			}
+			return nil
+		},
+	}}, nil
 }
 
 // listenURL turns the admin listen address into a URL to connect to: a wildcard or empty host means the
@@ -286,6 +321,6 @@ func statusCmd(g *globals) *cobra.Command {
 		Use:   "status",
 		Short: "Show the running gateway's status",
 		Args:  cobra.NoArgs,
-		RunE:  show(g, "/api/v1/status", printFields),
+		RunE:  show(g, "/api/v1/status", printStatus),
 	}
 }

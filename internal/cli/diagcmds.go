@@ -113,9 +113,9 @@ func runDiag(ctx context.Context, g *globals, arg string, timeout time.Duration,
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(g.configPath)
+	cfg, _, err := g.loadConfig()
 	if err != nil {
-		return fmt.Errorf("configuration:\n%w", err)
+		return err
 	}
 	env, err := diagEnv(cfg, timeout)
 	if err != nil {

@@ -16,7 +16,7 @@ import (
 func (h *adminHarness) runIn(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code = mainIO(append([]string{"--admin", h.srv.URL, "--token", cliToken}, args...), strings.NewReader(stdin), &out, &errb)
+	code = mainIO(append([]string{"--admin", h.srv.URL, "--token", cliToken}, args...), strings.NewReader(stdin), &out, &errb, osEnvironment())
 	return code, out.String(), errb.String()
 }
 

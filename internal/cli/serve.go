@@ -13,6 +13,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
+	"github.com/mxgate/mxgate/internal/sdnotify"
 )
 
 func serveCmd(g *globals) *cobra.Command {
@@ -21,30 +22,36 @@ func serveCmd(g *globals) *cobra.Command {
 		Short: "Run the gateway (SMTP intake, queue, delivery, admin API)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(g.configPath)
+			cfg, cfgPath, err := g.loadConfig()
 			if err != nil {
-				return fmt.Errorf("configuration:\n%w", err)
+				return err
 			}
 			level := new(slog.LevelVar)
 			level.Set(cfg.Log.SlogLevel())
 			log := newLogger(cfg, g, level)
+			if cfgPath == "" {
+				log.Info("configuration: no file, built-in defaults", "file", "")
+			} else {
+				log.Info("configuration", "file", cfgPath)
+			}
 			for _, w := range cfg.Warnings() {
 				log.Warn("configuration", "warning", w)
 			}
-			for _, w := range secretFileWarnings(g.configPath, cfg) {
+			for _, w := range secretFileWarnings(cfgPath, cfg) {
 				log.Warn("file permissions", "warning", w)
 			}
 			// SIGHUP reloads (systemctl reload, logrotate); without this it would end the process.
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log, LogLevel: level})
+			notifier := sdnotify.Notifier{Addr: g.env.getenv(sdnotify.Socket)}
+			d, err := daemon.New(cmd.Context(), daemon.Options{Config: cfg, Logger: log, LogLevel: level, Notify: notifier.Notify})
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
-			go reloadOnHUP(ctx, hup, g.configPath, d, log)
+			go reloadOnHUP(ctx, hup, cfgPath, d, log)
 			return d.Run(ctx)
 		},
 	}
@@ -94,9 +101,15 @@ func checkConfigCmd(g *globals) *cobra.Command {
 		Short: "Check a configuration file and print every error with its key path",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := g.configPath
+			path := ""
 			if len(args) == 1 {
 				path = args[0]
+			} else {
+				p, _, err := g.configFile()
+				if err != nil {
+					return err
+				}
+				path = p
 			}
 			cfg, err := config.Load(path)
 			if err == nil {

@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,9 @@ type Config struct {
 // Data is the [data] table.
 type Data struct {
 	Dir string `toml:"dir"` // spool and SQLite state; relative paths are relative to the working directory
+	// Database is the shared state store of a cluster: a postgres:// URL. Empty: the embedded SQLite database
+	// in Dir. The spool and queue index stay in Dir either way.
+	Database string `toml:"database"`
 }
 
 // SMTP is the [smtp] table: the listener internal mail servers submit to.
@@ -136,6 +140,12 @@ type Queue struct {
 	PerDomain    int      `toml:"per_domain"`
 	MaxBatch     int      `toml:"max_batch"` // recipients per delivery attempt
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// TrackRetention is how long delivered and bounced messages stay findable (mxgate trace).
+	TrackRetention Duration `toml:"track_retention"`
+	// DelayWarningTime is when a delay notice (RFC 3464 Action: delayed) is sent; 0 disables them.
+	DelayWarningTime Duration `toml:"delay_warning_time"`
+	// DelayWarningDefault: send delay notices for recipients whose sender gave no NOTIFY parameter.
+	DelayWarningDefault bool `toml:"delay_warning_default"`
 }
 
 // TLS is the [tls] table.
@@ -158,7 +168,14 @@ func (m MTASTS) AllowPrefixes() []netip.Prefix { return prefixes(m.AllowNetworks
 // Admin is the [admin] table.
 type Admin struct {
 	Listen string `toml:"listen"`
+	// TLSCertFile and TLSKeyFile, when set (both or neither), serve the API and the console over HTTPS;
+	// console cookies are then Secure.
+	TLSCertFile string `toml:"tls_cert_file"`
+	TLSKeyFile  string `toml:"tls_key_file"`
 }
+
+// TLS reports whether the admin listener serves HTTPS.
+func (a Admin) TLS() bool { return a.TLSCertFile != "" && a.TLSKeyFile != "" }
 
 // Log is the [log] table.
 type Log struct {
@@ -317,6 +334,11 @@ func Default() *Config {
 			PerDomain:    2,
 			MaxBatch:     50,
 			DrainTimeout: Duration(30 * time.Second),
+			// A week, like the logs most sites keep at hand.
+			TrackRetention: Duration(7 * 24 * time.Hour),
+			// Sendmail's queuewarn default (Postfix's delay_warning_time is off unless set).
+			DelayWarningTime:    Duration(4 * time.Hour),
+			DelayWarningDefault: true,
 		},
 		MTASTS: MTASTS{
 			FetchTimeout:   Duration(60 * time.Second),
@@ -346,7 +368,8 @@ func defaultHostname() string {
 	return d.String()
 }
 
-// Load reads and parses the file at path; path "" gives Default(). Errors are joined (errors.Join), one per
+// Load reads and parses the file at path; path "" gives Default(). Relative file and directory names in the
+// file are resolved against the file's directory (resolvePaths). Errors are joined (errors.Join), one per
 // problem, each prefixed with its key path; callers print the file name in front.
 func Load(path string) (*Config, error) {
 	if path == "" {
@@ -356,7 +379,16 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Parse(data)
+	c, err := Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, err
+	}
+	c.resolvePaths(data, dir)
+	return c, nil
 }
 
 // Parse parses and validates mxgate.toml content over Default(). On error the Config is nil and the error

@@ -71,7 +71,8 @@ func TestBadConfigs(t *testing.T) {
 			} else if cfg != nil {
 				t.Errorf("Load(%s) returned a Config with the error", file)
 			}
-			got := err.Error() + "\n"
+			// Paths in the file are resolved against its directory; the goldens name them from the package.
+			got := strings.ReplaceAll(err.Error()+"\n", testdataAbs(t)+string(filepath.Separator), "testdata/")
 			golden := strings.TrimSuffix(file, ".toml") + ".err"
 			if *update {
 				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
@@ -119,9 +120,11 @@ func TestGoodFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Relative paths in the file are relative to its directory, testdata/good.
+	td := testdataAbs(t)
 	want := &Config{
 		Node: "mx1",
-		Data: Data{Dir: "testdata/var/mxgate"},
+		Data: Data{Dir: filepath.Join(td, "var/mxgate")},
 		SMTP: SMTP{
 			Listen:                 "[::]:25",
 			Hostname:               "gw.xn--bcher-kva.example",
@@ -133,8 +136,8 @@ func TestGoodFull(t *testing.T) {
 			WriteTimeout:           Duration(90 * time.Second),
 			MaxConnsPerIP:          0,
 			MessagesPerMinutePerIP: 600,
-			TLSCertFile:            "testdata/pki/cert.pem",
-			TLSKeyFile:             "testdata/pki/key.pem",
+			TLSCertFile:            filepath.Join(td, "pki/cert.pem"),
+			TLSKeyFile:             filepath.Join(td, "pki/key.pem"),
 			Users:                  map[string]string{"app": "s3cret", "batch user": "x"},
 		},
 		DNS: DNS{Servers: []string{"192.0.2.53", "[2001:db8::53]:5353"}, Timeout: Duration(2 * time.Second)},
@@ -157,8 +160,12 @@ func TestGoodFull(t *testing.T) {
 			PerDomain:    64,
 			MaxBatch:     100,
 			DrainTimeout: Duration(time.Minute),
+			// Not in full.toml: the defaults.
+			TrackRetention:      Duration(7 * 24 * time.Hour),
+			DelayWarningTime:    Duration(4 * time.Hour),
+			DelayWarningDefault: true,
 		},
-		TLS: TLS{CAFile: "testdata/pki/ca.pem"},
+		TLS: TLS{CAFile: filepath.Join(td, "pki/ca.pem")},
 		MTASTS: MTASTS{
 			FetchTimeout:   Duration(30 * time.Second),
 			MaxPolicyBytes: 32768,
@@ -442,6 +449,16 @@ func TestDefaultTimeoutsMeetRFCMinimums_SMTP14(t *testing.T) {
 	if c.Delivery.CommandTimeout.Duration() != 7*time.Minute || c.Delivery.DataTimeout.Duration() != 15*time.Minute {
 		t.Errorf("configured timeouts = %v, %v; want 7m, 15m", c.Delivery.CommandTimeout, c.Delivery.DataTimeout)
 	}
+}
+
+// testdataAbs is the absolute path of testdata.
+func testdataAbs(t *testing.T) string {
+	t.Helper()
+	td, err := filepath.Abs("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return td
 }
 
 // A host name set in the file is used for the other host name too, instead of the OS host name; both set

@@ -28,6 +28,11 @@ func Preflight(c *Config) error {
 			add("smtp.tls_cert_file, smtp.tls_key_file", err)
 		}
 	}
+	if c.Admin.TLS() {
+		if _, err := tls.LoadX509KeyPair(c.Admin.TLSCertFile, c.Admin.TLSKeyFile); err != nil {
+			add("admin.tls_cert_file, admin.tls_key_file", err)
+		}
+	}
 	if c.TLS.CAFile != "" {
 		add("tls.ca_file", checkCAFile(c.TLS.CAFile))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,6 +145,9 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 	}
 	if !failed["data"] {
 		v.notEmpty("data.dir", c.Data.Dir)
+		if err := checkDatabase(c.Data.Database); err != nil {
+			v.errorf("data.database", "%s", err)
+		}
 	}
 	if !failed["smtp"] {
 		v.smtp(&c.SMTP)
@@ -188,6 +192,13 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 	}
 	if !failed["admin"] {
 		v.listen("admin.listen", c.Admin.Listen)
+		switch {
+		case !v.ok("admin.tls_cert_file", "admin.tls_key_file"):
+		case c.Admin.TLSCertFile != "" && c.Admin.TLSKeyFile == "":
+			v.errorf("admin.tls_key_file", "required when admin.tls_cert_file is set")
+		case c.Admin.TLSCertFile == "" && c.Admin.TLSKeyFile != "":
+			v.errorf("admin.tls_cert_file", "required when admin.tls_key_file is set")
+		}
 	}
 	if !failed["log"] {
 		if f := c.Log.Format; f != "json" && f != "text" {
@@ -260,6 +271,10 @@ func (v checker) queue(q *Queue) {
 	}
 	v.positive("queue.max_batch", int64(q.MaxBatch))
 	v.positiveDuration("queue.drain_timeout", q.DrainTimeout)
+	v.positiveDuration("queue.track_retention", q.TrackRetention)
+	if q.DelayWarningTime < 0 {
+		v.errorf("queue.delay_warning_time", "must not be negative (0 turns delay notices off), got %s", q.DelayWarningTime)
+	}
 }
 
 func (v checker) domains(rules []DomainRule) {
@@ -472,4 +487,35 @@ func isLoopbackListen(addr string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
+}
+
+// checkDatabase checks the [data] database key: empty (the embedded SQLite database) or a PostgreSQL URL,
+// postgres://user:password@host:port/dbname?sslmode=... The server is not contacted here.
+func checkDatabase(dsn string) error {
+	if dsn == "" {
+		return nil
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return fmt.Errorf("invalid URL: %s", urlErrText(err))
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("want a postgres://user:password@host:port/dbname URL (or nothing, for the embedded SQLite database), not scheme %q", u.Scheme)
+	}
+	if u.Host == "" && u.Query().Get("host") == "" {
+		return errors.New("the URL names no host (postgres://user:password@host:port/dbname)")
+	}
+	if strings.Trim(u.Path, "/") == "" {
+		return errors.New("the URL names no database (postgres://user:password@host:port/dbname)")
+	}
+	return nil
+}
+
+// urlErrText is a url.Parse error without the URL itself, which may hold a password.
+func urlErrText(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return "unparsable"
 }

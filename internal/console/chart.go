@@ -16,6 +16,9 @@ type chart struct {
 	Total          int
 	Hours          []hourStats
 	None, Unv, Ver int
+	// NoSession counts attempts that never reached an SMTP session (connection refused or timed out, DNS
+	// failure, the policy refused every MX): part of the mix, or a dead destination would look healthy.
+	NoSession int
 }
 
 type chartBar struct {
@@ -59,12 +62,13 @@ func tlsChart(hours []hourStats) chart {
 	ch.PlotW, ch.PlotH = ch.Width-ch.Left-8, ch.Height-ch.Bottom-10
 	maxN := 0
 	for _, h := range hours {
-		n := h.Attempts[classNone] + h.Attempts[classUnverified] + h.Attempts[classVerified]
+		n := h.Attempts[classNone] + h.Attempts[classUnverified] + h.Attempts[classVerified] + h.Attempts[classNoSession]
 		maxN = max(maxN, n)
 		ch.Total += n
 		ch.None += h.Attempts[classNone]
 		ch.Unv += h.Attempts[classUnverified]
 		ch.Ver += h.Attempts[classVerified]
+		ch.NoSession += h.Attempts[classNoSession]
 	}
 	top := niceMax(maxN)
 	base := float64(ch.Height - ch.Bottom)
@@ -88,6 +92,7 @@ func tlsChart(hours []hourStats) chart {
 			{"none", "no TLS", h.Attempts[classNone]},
 			{"unverified", "unverified TLS", h.Attempts[classUnverified]},
 			{"verified", "verified TLS", h.Attempts[classVerified]},
+			{"nosession", "no session (never connected or refused before TLS)", h.Attempts[classNoSession]},
 		} {
 			if seg.n == 0 {
 				continue

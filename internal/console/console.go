@@ -30,6 +30,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/tlsreport"
 )
@@ -75,6 +76,9 @@ type Options struct {
 	DKIM func(ctx context.Context) (admin.DKIMRecord, error)
 	// Components returns the state of the gateway's components for the dashboard; nil shows none.
 	Components func() []admin.Component
+	// Trace finds messages that left the queue ((*queue.Queue).Trace); nil: the Tracking page says it is
+	// not available.
+	Trace func(ctx context.Context, q queue.TraceQuery) ([]queue.Traced, error)
 	// PasswordFile holds the console password's hash (see Bootstrap).
 	PasswordFile string
 	// PasswordIterations is the PBKDF2 cost of a password changed on the account page; 0 means
@@ -193,6 +197,7 @@ func (c *Console) routes() {
 	m.Handle("GET /queue/bulk", c.page(c.queueBulkConfirm))
 	m.Handle("POST /queue/bulk", c.post(c.queueBulk))
 	m.Handle("GET /queue/{id}", c.page(c.queueDetail))
+	m.Handle("GET /trace", c.page(c.tracePage))
 	m.Handle("GET /domains", c.page(c.domainsList))
 	m.Handle("GET /domains/{domain}", c.page(c.domainDetail))
 	m.Handle("POST /domains/{domain}/refresh", c.post(c.domainRefresh))
@@ -202,6 +207,7 @@ func (c *Console) routes() {
 	m.Handle("POST /reports/suppress", c.post(c.reportSuppress))
 	m.Handle("POST /reports/unsuppress", c.post(c.reportUnsuppress))
 	m.Handle("GET /settings", c.page(c.settingsPage))
+	m.Handle("GET /rules", c.page(c.rulesPage))
 	m.Handle("POST /settings/set", c.post(c.settingsSet))
 	m.Handle("POST /settings/unset", c.post(c.settingsUnset))
 	m.Handle("GET /settings/review", c.page(c.settingsReview))

@@ -130,7 +130,7 @@ func TestLoginRequired(t *testing.T) {
 	env := consoletest.New(t)
 	b := newBrowser(t, env)
 	for _, path := range []string{"/", "/queue", "/queue/" + admintest.MsgQueued, "/queue/confirm?action=retry&id=x",
-		"/domains", "/domains/example.org", "/reports", "/reports/preview?domain=example.org", "/settings",
+		"/domains", "/domains/example.org", "/reports", "/reports/preview?domain=example.org", "/settings", "/rules",
 		"/settings/review", "/settings/history", "/account", "/no-such-page"} {
 		p := b.get(path)
 		if p.code != http.StatusSeeOther || !strings.HasPrefix(p.location, "/login") {
@@ -454,7 +454,7 @@ func TestOverrideRuleStagedAndShown(t *testing.T) {
 	if got := env.Settings.Current().Values["Domain.partner.example.TLS"]; got != "opportunistic override" {
 		t.Fatalf("committed rule = %q", got)
 	}
-	mustContain(t, b.get("/settings"), "<option selected>opportunistic override</option>")
+	mustContain(t, b.get("/rules"), "<option selected>opportunistic override</option>")
 	mustContain(t, b.get("/domains/partner.example"), `id="override"`, "opportunistic override", "domain rule opportunistic override")
 	mustContain(t, b.get(b.post("/settings/set", url.Values{"domain": {"partner.example"}, "value": {"lax"}}).location),
 		"Not staged: Domain.partner.example.TLS: invalid value: unknown TLS level")

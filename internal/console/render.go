@@ -13,7 +13,7 @@ import (
 func pageNames() []string {
 	return []string{
 		"login", "error", "dashboard", "queue", "message", "confirm", "bulk", "domains", "domain",
-		"reports", "preview", "settings", "review", "history", "account", "lowertls",
+		"reports", "preview", "settings", "review", "history", "account", "lowertls", "trace", "rules",
 	}
 }
 
@@ -124,6 +124,8 @@ func navOf(page string) string {
 		return "reports"
 	case "settings", "review", "history":
 		return "settings"
+	case "rules", "lowertls":
+		return "rules"
 	}
 	return page
 }

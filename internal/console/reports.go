@@ -11,6 +11,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/tlsreport"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 type reportsData struct {
@@ -68,6 +69,8 @@ func (c *Console) reportsPage(w http.ResponseWriter, r *http.Request, s *session
 
 type previewData struct {
 	Domain, Day, JSON string
+	// Report is the same report, shown as a table beside its JSON.
+	Report *tlsrpt.Report
 }
 
 func (c *Console) reportPreview(w http.ResponseWriter, r *http.Request, s *session) {
@@ -101,7 +104,7 @@ func (c *Console) reportPreview(w http.ResponseWriter, r *http.Request, s *sessi
 		c.fail(w, r, s, err)
 		return
 	}
-	c.render(w, r, s, http.StatusOK, "preview", "TLS report preview", previewData{Domain: dom.String(), Day: dayStr, JSON: string(raw)})
+	c.render(w, r, s, http.StatusOK, "preview", "TLS report preview", previewData{Domain: dom.String(), Day: dayStr, JSON: string(raw), Report: rp})
 }
 
 func (c *Console) reportSuppress(w http.ResponseWriter, r *http.Request, s *session) {

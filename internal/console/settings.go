@@ -32,7 +32,17 @@ func tlsRules() []string {
 	return out
 }
 
+// settingsPage shows the global settings; the per-domain TLS rules have their own page (rulesPage).
 func (c *Console) settingsPage(w http.ResponseWriter, r *http.Request, s *session) {
+	c.settingsOf(w, r, s, "settings", "Settings", func(e settings.Entry) bool { return !isRule(e.Key) })
+}
+
+// rulesPage shows the per-domain TLS rules and the form to add one.
+func (c *Console) rulesPage(w http.ResponseWriter, r *http.Request, s *session) {
+	c.settingsOf(w, r, s, "rules", "Domain TLS rules", func(e settings.Entry) bool { return isRule(e.Key) })
+}
+
+func (c *Console) settingsOf(w http.ResponseWriter, r *http.Request, s *session, page, title string, keep func(settings.Entry) bool) {
 	entries, err := c.opts.Settings.List(r.Context())
 	if err != nil {
 		c.fail(w, r, s, err)
@@ -43,9 +53,26 @@ func (c *Console) settingsPage(w http.ResponseWriter, r *http.Request, s *sessio
 		c.fail(w, r, s, err)
 		return
 	}
-	c.render(w, r, s, http.StatusOK, "settings", "Settings", settingsData{
-		Entries: entries, Changes: changes, Generation: c.opts.Settings.Current().Generation, Levels: tlsRules(),
+	var shown []settings.Entry
+	for _, e := range entries {
+		if keep(e) {
+			shown = append(shown, e)
+		}
+	}
+	c.render(w, r, s, http.StatusOK, page, title, settingsData{
+		Entries: shown, Changes: changes, Generation: c.opts.Settings.Current().Generation, Levels: tlsRules(),
 	})
+}
+
+// isRule tells the per-domain TLS rule keys (Domain.<domain>.TLS) from the global settings.
+func isRule(key string) bool { return strings.HasPrefix(key, settings.DomainPrefix) }
+
+// pageOf is the page a setting is shown on, where its form returns to.
+func pageOf(key string) string {
+	if isRule(key) {
+		return "/rules"
+	}
+	return "/settings"
 }
 
 func (c *Console) settingsSet(w http.ResponseWriter, r *http.Request, s *session) {
@@ -63,7 +90,7 @@ func (c *Console) settingsSet(w http.ResponseWriter, r *http.Request, s *session
 	} else {
 		c.log.Info("console: setting staged", "key", key, "ip", remoteIP(r))
 	}
-	c.done(w, r, s, "/settings", msg)
+	c.done(w, r, s, pageOf(key), msg)
 }
 
 func (c *Console) settingsUnset(w http.ResponseWriter, r *http.Request, s *session) {
@@ -77,7 +104,7 @@ func (c *Console) settingsUnset(w http.ResponseWriter, r *http.Request, s *sessi
 	} else {
 		c.log.Info("console: setting unset staged", "key", key, "ip", remoteIP(r))
 	}
-	c.done(w, r, s, "/settings", msg)
+	c.done(w, r, s, pageOf(key), msg)
 }
 
 type reviewData struct {

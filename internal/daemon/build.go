@@ -16,6 +16,7 @@ import (
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/console"
 	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/metrics"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
@@ -43,7 +44,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if now == nil {
 		now = time.Now
 	}
-	d := &Daemon{cfg: cfg, log: log, now: now}
+	d := &Daemon{cfg: cfg, log: log, now: now, notify: o.Notify}
 	d.comps.now = now
 	d.logLevel, d.fixedRoots = o.LogLevel, o.Roots != nil
 	defer func() {
@@ -52,6 +53,9 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		}
 	}()
 	steps := []func(context.Context, Options) error{
+		// The metrics come first: every component reports to them from its start. Their sources are read
+		// at scrape time, once the daemon runs.
+		d.buildMetrics,
 		d.openStore,
 		d.openOutbound,
 		d.openSTS,
@@ -61,7 +65,6 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		d.buildDelivery,
 		d.openQueue,
 		d.registerChecks,
-		d.buildMetrics,
 		d.buildSMTP,
 		d.buildAdmin,
 		d.buildConsole,
@@ -117,6 +120,8 @@ func (d *Daemon) openOutbound(_ context.Context, o Options) error {
 	client := *out.HTTP
 	client.Transport = &d.https
 	out.HTTP = &client
+	// Every lookup's temporary failure is counted by reason (mxgate_dns_failures_total).
+	out.Resolver = dnsx.Observed{Resolver: out.Resolver, OnFailure: d.Metrics.DNSFailure}
 	d.out = out
 	d.httpClient = out.HTTP
 	return nil
@@ -140,7 +145,11 @@ func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
-	s, err := settings.Open(ctx, d.DB, seedFromConfig(d.cfg), d.now)
+	st, err := d.settingsStorage(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := settings.OpenStorage(ctx, st, seedFromConfig(d.cfg), d.now)
 	if err != nil {
 		return err
 	}
@@ -161,6 +170,7 @@ func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
 		}
 		d.settings.Store(ps)
 		d.running.Store(int64(snap.Generation))
+		d.Metrics.SettingsCommitted()
 		d.log.Info("settings committed", "generation", snap.Generation)
 	})
 	return nil
@@ -241,7 +251,11 @@ func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
-		ReportBounceTo: "postmaster@" + d.defaultMailHost(),
+		ReportBounceTo:      "postmaster@" + d.defaultMailHost(),
+		OnSettled:           func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
+		ArchiveRetention:    cfg.Queue.TrackRetention.Duration(),
+		DelayWarning:        cfg.Queue.DelayWarningTime.Duration(),
+		DelayWarningDefault: cfg.Queue.DelayWarningDefault,
 	})
 	if err != nil {
 		return err
@@ -268,9 +282,10 @@ func (d *Daemon) registerChecks(context.Context, Options) error {
 
 func (d *Daemon) buildMetrics(context.Context, Options) error {
 	d.Metrics = metrics.New(metrics.Sources{
-		Queue: func(ctx context.Context) (int, int, int, int64, time.Time, error) {
+		Queue: func(ctx context.Context) (metrics.QueueStats, error) {
 			st, err := d.Queue.Stats(ctx)
-			return st.QueuedMessages, st.QueuedRecipients, st.InFlight, st.Quarantined, st.Oldest, err
+			return metrics.QueueStats{Messages: st.QueuedMessages, Recipients: st.QueuedRecipients,
+				BatchesInFlight: st.InFlight, Quarantined: st.Quarantined, Oldest: st.Oldest}, err
 		},
 		STSCache: func() (map[string]int, map[string]uint64) {
 			st := d.STS.Stats()
@@ -290,8 +305,8 @@ func (d *Daemon) buildMetrics(context.Context, Options) error {
 		Generations: func() (int, int) {
 			return d.settingsStore.Current().Generation, d.runningGeneration()
 		},
-		TLSRPTDropped: d.Recorder.Dropped,
-		DSNFallbacks:  d.Queue.DSNFallbacks,
+		TLSRPTDropped: func() int64 { return d.Recorder.Dropped() },
+		DSNFallbacks:  func() int64 { return d.Queue.DSNFallbacks() },
 		Reports: func(ctx context.Context) (map[[2]string]int, error) {
 			r := d.Reporter()
 			if r == nil {
@@ -311,7 +326,6 @@ func (d *Daemon) buildMetrics(context.Context, Options) error {
 		Components: d.comps.up,
 		Now:        d.now,
 	})
-	d.settingsStore.Watch(func(settings.Snapshot) { d.Metrics.SettingsCmts.Inc() })
 	return nil
 }
 
@@ -344,6 +358,7 @@ func (d *Daemon) buildSMTP(_ context.Context, o Options) error {
 		RatePerIP:       cfg.SMTP.MessagesPerMinutePerIP,
 		Now:             d.now,
 		TempError:       submitError,
+		Observer:        d.Metrics.Intake(),
 	}, countingSubmitter{d.Queue, d}, d.log.With("component", "smtp"))
 	if err != nil {
 		return err
@@ -354,6 +369,13 @@ func (d *Daemon) buildSMTP(_ context.Context, o Options) error {
 }
 
 func (d *Daemon) buildAdmin(context.Context, Options) error {
+	if d.cfg.Admin.TLS() {
+		cert, err := tls.LoadX509KeyPair(d.cfg.Admin.TLSCertFile, d.cfg.Admin.TLSKeyFile)
+		if err != nil {
+			return fmt.Errorf("admin.tls_cert_file: %w", err)
+		}
+		d.adminTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	tok, created, err := admin.LoadOrCreateToken(d.cfg.Data.Dir)
 	if err != nil {
 		return err
@@ -377,6 +399,7 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 		Status:     func(ctx context.Context) (any, error) { return d.Status(ctx) },
 		Components: d.comps.list,
 		Ready:      d.ready,
+		Trace:      d.Queue.Trace,
 		Settings:   d.settingsStore,
 		Reports: func() admin.ReportsAPI {
 			if r := d.Reporter(); r != nil {
@@ -392,15 +415,24 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 	return err
 }
 
-func (d *Daemon) buildConsole(_ context.Context, o Options) error {
+func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 	pwFile := filepath.Join(d.cfg.Data.Dir, "console-password")
 	pw, created, err := console.Bootstrap(pwFile)
 	if err != nil {
 		return err
 	}
 	if created {
-		// Printed once, at first start, for the administrator to log in and change it (Account page).
-		fmt.Fprintf(o.bootstrapOut(), "mxgate: web console password for the first login: %s (stored hashed in %s; change it on the Account page)\n", pw, pwFile)
+		// Shown once, at first start, for the administrator to log in and change it (Account page). WARN, so
+		// that it shows at every log level.
+		switch {
+		case o.ConsolePassword != nil:
+			o.ConsolePassword(pw, pwFile)
+		case o.BootstrapOut != nil:
+			fmt.Fprintf(o.BootstrapOut, "mxgate: web console password for the first login: %s (stored hashed in %s; change it on the Account page)\n", pw, pwFile)
+		default:
+			d.log.Warn("web console password for the first login: change it on the Account page",
+				"console_password", pw, "password_file", pwFile)
+		}
 	}
 	d.Console, err = console.New(console.Options{
 		Queue:        d.Queue,
@@ -411,8 +443,18 @@ func (d *Daemon) buildConsole(_ context.Context, o Options) error {
 		Components:   d.comps.list,
 		DKIM:         d.DKIM,
 		PasswordFile: pwFile,
+		Trace:        d.Queue.Trace,
 		Logger:       d.log.With("component", "console"),
 		Now:          d.now,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	// The dashboard counts from stored data: what the queue and its archive hold of the last day.
+	if h, err := d.Queue.HistorySince(ctx, d.now().Add(-console.Window)); err != nil {
+		d.log.Error("console: cannot read the delivery history; the dashboard starts empty", "err", err)
+	} else {
+		d.Console.Replay(h)
+	}
+	return nil
 }

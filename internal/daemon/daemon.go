@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -56,25 +55,27 @@ type Options struct {
 	AdminListener net.Listener
 	// OnDelivery, when set, sees every recipient outcome of every attempt (the demo and the load tool).
 	OnDelivery func(delivery.Event)
-	// BootstrapOut receives the one-time console password at first start; nil means standard error.
+	// BootstrapOut, when set, receives the one-time console password at first start as a line of text;
+	// nil means it is logged, as one structured record (docs/logs.md), so that a JSON log stays JSON.
 	BootstrapOut io.Writer
+	// ConsolePassword, when set, receives the one-time console password at first start instead of the
+	// log and BootstrapOut (the demo prints it with the admin URL).
+	ConsolePassword func(password, file string)
 	// LogLevel, when set, is the level of Logger, which Reload changes when log.level does.
 	LogLevel *slog.LevelVar
-}
-
-func (o Options) bootstrapOut() io.Writer {
-	if o.BootstrapOut != nil {
-		return o.BootstrapOut
-	}
-	return os.Stderr
+	// Notify, when set, tells the service manager about the daemon's state (sdnotify.Notifier.Notify):
+	// READY=1 once the listeners are bound and every component runs, STOPPING=1 when shutdown begins.
+	Notify func(assignments ...string) error
 }
 
 // Daemon is a running gateway.
 type Daemon struct {
-	cfg    *config.Config
-	log    *slog.Logger
-	now    func() time.Time
-	DB     *store.DB
+	cfg *config.Config
+	log *slog.Logger
+	now func() time.Time
+	DB  *store.DB
+	// pg is the PostgreSQL database a cluster shares ([data] database), nil on a single node.
+	pg     *store.PG
 	Queue  *queue.Queue
 	STS    *mtastscache.Cache
 	Policy *tlspolicy.Decider
@@ -96,6 +97,8 @@ type Daemon struct {
 	routes  atomic.Pointer[[]delivery.Route]
 
 	smtpLn, adminLn net.Listener
+	// adminTLS, when set (admin.tls_cert_file), makes the admin listener serve HTTPS.
+	adminTLS *tls.Config
 
 	out   Outbound
 	comps components
@@ -114,6 +117,9 @@ type Daemon struct {
 	level      string // the log level last applied
 	// releasers release the components built so far, in reverse order (see New and Close).
 	releasers []func(context.Context) error
+
+	warnings warnings
+	notify   func(assignments ...string) error
 }
 
 // adminHandler serves the API, metrics and probes, and the web console for everything else.
@@ -201,7 +207,11 @@ func (d *Daemon) Run(ctx context.Context) error {
 	wg.Add(4)
 	go func() {
 		defer wg.Done()
-		if err := admin.ServeHandler(runCtx, d.adminLn, d.adminHandler(), d.log.With("component", "admin")); err != nil && runCtx.Err() == nil {
+		ln := d.adminLn
+		if d.adminTLS != nil {
+			ln = tls.NewListener(ln, d.adminTLS)
+		}
+		if err := admin.ServeHandler(runCtx, ln, d.adminHandler(), d.log.With("component", "admin")); err != nil && runCtx.Err() == nil {
 			errc <- fmt.Errorf("admin: %w", err)
 			cancel()
 		}
@@ -218,6 +228,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); d.STS.Run(runCtx) }()
 	d.restartReports(runCtx, d.settingsStore.Current())
 	d.settingsStore.Watch(func(s settings.Snapshot) { d.restartReports(runCtx, s) })
+	if d.pg != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.followSettings(runCtx) }()
+	}
 	d.comps.set(componentSMTP, admin.ComponentRunning, "")
 	go func() {
 		defer wg.Done()
@@ -229,8 +243,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}()
 	d.log.Info("mxgate running", "smtp", d.SMTPAddr(), "admin", d.AdminAddr(), "data_dir", d.cfg.Data.Dir,
 		"admin_token_file", admin.TokenPath(d.cfg.Data.Dir), "settings_generation", d.settingsStore.Current().Generation)
+	if w := d.stubValidatorWarning(); w != "" && daneEnabled(d.settings.Load()) {
+		d.log.Warn(w)
+	}
+	d.tellManager("READY=1", "STATUS=accepting mail on "+d.SMTPAddr())
 	<-runCtx.Done()
 	d.log.Info("stopping", "drain_timeout", d.cfg.Queue.DrainTimeout.Duration().String())
+	d.tellManager("STOPPING=1", "STATUS=stopping: draining deliveries")
 	shutdownCtx, done := context.WithTimeout(context.Background(), d.cfg.Queue.DrainTimeout.Duration()+5*time.Second)
 	defer done()
 	d.SMTP.Shutdown(shutdownCtx)
@@ -251,6 +270,17 @@ func (d *Daemon) Run(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// tellManager notifies the service manager, if any. A failure is logged: the service manager then decides
+// (a Type=notify unit that never hears READY=1 times out and is restarted).
+func (d *Daemon) tellManager(assignments ...string) {
+	if d.notify == nil {
+		return
+	}
+	if err := d.notify(assignments...); err != nil {
+		d.log.Error("cannot notify the service manager", "err", err)
+	}
+}
+
 // Close releases what New built (delivery sessions, the queue, the TLS session recorder, the store) for a
 // gateway that never ran; Run does it itself when it returns.
 func (d *Daemon) Close() error {
@@ -262,7 +292,7 @@ func (d *Daemon) runningGeneration() int { return int(d.running.Load()) }
 // Settings returns the committed settings store.
 func (d *Daemon) Settings() *settings.Store { return d.settingsStore }
 
-// countingSubmitter counts messages acknowledged by intake.
+// countingSubmitter shows messages acknowledged by intake on the console (the metrics count them in intake).
 type countingSubmitter struct {
 	q *queue.Queue
 	d *Daemon
@@ -271,7 +301,6 @@ type countingSubmitter struct {
 func (c countingSubmitter) Submit(ctx context.Context, env queue.Envelope, body io.Reader) (string, error) {
 	id, err := c.q.Submit(ctx, env, body)
 	if err == nil {
-		c.d.Metrics.Accepted.Inc()
 		c.d.Console.ObserveAccepted()
 	}
 	return id, err

@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
@@ -116,4 +117,32 @@ func daneWarningsOf(ws []string) []string {
 		}
 	}
 	return out
+}
+
+// TestStatusWarnsWhenOnlyValidatorIsAStub: with Docker's forwarding stub 127.0.0.11 as the only resolver
+// trusted to validate, status warns once DANE is on (and not before): its AD bit is set upstream.
+func TestStatusWarnsWhenOnlyValidatorIsAStub(t *testing.T) {
+	n := newSimNet(t)
+	g := startGateway(t, n, func(c *config.Config) { c.DNS.Servers = []string{"127.0.0.11"} })
+	stubWarnings := func() []string {
+		t.Helper()
+		st, err := g.d.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, w := range daneWarningsOf(st.Warnings) {
+			if strings.Contains(w, "forwarding stub") {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	if w := stubWarnings(); len(w) != 0 {
+		t.Errorf("DANE off: warnings %q, want none about the stub", w)
+	}
+	commit(t, g, "Sender.EnableDANE", "true")
+	if w := stubWarnings(); len(w) != 1 || !strings.Contains(w[0], "127.0.0.11:53") {
+		t.Errorf("DANE on: warnings %q, want one naming 127.0.0.11:53", w)
+	}
 }

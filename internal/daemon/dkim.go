@@ -48,11 +48,18 @@ func (d *Daemon) openDKIM(_ context.Context, o Options) error {
 		rec, err := d.dkimRecord(d.settingsStore.Current())
 		if err != nil {
 			// The settings in force are refused; the component state says so at Run.
-			fmt.Fprintf(o.bootstrapOut(), "mxgate: TLS reports will be DKIM-signed with the key in %s\n", path)
+			if o.BootstrapOut != nil {
+				fmt.Fprintf(o.BootstrapOut, "mxgate: TLS reports will be DKIM-signed with the key in %s\n", path)
+			}
 			return nil
 		}
 		// Printed once, at first start, for the administrator to publish (status warns until DNS has it).
-		fmt.Fprintf(o.bootstrapOut(), "mxgate: TLS reports are DKIM-signed with the key in %s; publish this DNS record:\n  %s. TXT \"%s\"\n", path, rec.Name, rec.Value)
+		// Like the console password: one structured record, unless the caller takes the text.
+		if o.BootstrapOut != nil {
+			fmt.Fprintf(o.BootstrapOut, "mxgate: TLS reports are DKIM-signed with the key in %s; publish this DNS record:\n  %s. TXT \"%s\"\n", path, rec.Name, rec.Value)
+		} else {
+			d.log.Warn("TLS reports are DKIM-signed: publish this DNS record", "record_name", rec.Name+".", "record_txt", rec.Value, "file", path)
+		}
 	}
 	return nil
 }

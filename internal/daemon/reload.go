@@ -79,6 +79,9 @@ func (d *Daemon) Reload(next *config.Config) Reload {
 			}
 		}
 	}
+	// The keys needing a restart are computed against the start-up configuration (d.cfg, never
+	// replaced), on purpose: a key changed in the file and reloaded twice is still reported until the restart
+	// that applies it, and one changed back is no longer reported.
 	r.NeedRestart = append(r.NeedRestart, changedKeys(cur, next)...)
 	return r
 }
@@ -159,7 +162,18 @@ type swapTransport struct {
 	p atomic.Pointer[http.RoundTripper]
 }
 
-func (s *swapTransport) set(rt http.RoundTripper) { s.p.Store(&rt) }
+// set puts rt in use and closes the idle keep-alive connections of the transport it replaces: they were
+// verified against the old trust store, and nothing would use or close them again until the server does.
+// Connections serving a request stay open until it ends.
+func (s *swapTransport) set(rt http.RoundTripper) {
+	old := s.p.Swap(&rt)
+	if old == nil {
+		return
+	}
+	if c, ok := (*old).(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
 
 func (s *swapTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return (*s.p.Load()).RoundTrip(req)

@@ -27,11 +27,7 @@ type gatedRecorder struct {
 func (g gatedRecorder) Record(s tlsrpt.Session) {
 	if g.d.settingsStore.Current().TLSRPTEnabled() {
 		g.rec.Record(s)
-		result := "success"
-		if !s.Success {
-			result = "failure"
-		}
-		g.d.Metrics.TLSRPTSess.WithLabelValues(string(s.Policy.Type), result).Inc()
+		g.d.Metrics.TLSRPTSession(s.Policy.Type, s.Success)
 	}
 }
 
@@ -178,6 +174,9 @@ func (d *Daemon) restartReports(ctx context.Context, snap settings.Snapshot) {
 		return
 	}
 	d.comps.set(componentTLSRPT, admin.ComponentRunning, "")
+	// RFC 8460 Section 3: report mail MUST be DKIM-signed; unsigned reports may be discarded.
+	d.warnings.set(d.log, "tlsrpt-unsigned", r.DKIM == nil,
+		"tlsreport: no DKIM key configured: report mail is sent unsigned and may be discarded", "component", "tlsreport")
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	d.reports.cancel, d.reports.done, d.reports.current = cancel, done, r

@@ -13,15 +13,18 @@ import (
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
 // Status is `mxgate status`.
 type Status struct {
-	Node       string `json:"node"`
-	SMTP       string `json:"smtp"`
-	Admin      string `json:"admin"`
-	DataDir    string `json:"data_dir"`
+	Node    string `json:"node"`
+	SMTP    string `json:"smtp"`
+	Admin   string `json:"admin"`
+	DataDir string `json:"data_dir"`
+	// Database is the PostgreSQL database the cluster shares (password hidden); empty on a single node.
+	Database   string `json:"database,omitempty"`
 	Uptime     string `json:"uptime"`
 	Generation struct {
 		Committed int `json:"committed"`
@@ -58,6 +61,20 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	snap := d.settingsStore.Current()
 	// A single node runs what is committed the moment the commit returns (settings.Store.Watch).
 	s.Generation.Committed, s.Generation.Running = snap.Generation, d.runningGeneration()
+	if d.pg != nil {
+		// In a cluster, committed is the newest generation in the shared database, which may be ahead of
+		// the running one for up to the propagation delay, or longer when this node cannot follow.
+		s.Database = store.Redact(d.cfg.Data.Database)
+		// Bounded: a database that does not answer (a partition rather than a refusal) must not hang status.
+		nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		latest, err := d.settingsStore.Newest(nctx)
+		cancel()
+		if err != nil {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("shared settings database unreachable (%v): running generation %d stays in force", err, s.Generation.Running))
+		} else {
+			s.Generation.Committed = latest
+		}
+	}
 	s.EnableMTASTS, s.EnableTLSRPT = snap.MTASTSEnabled(), snap.TLSRPTEnabled()
 	rules, err := snap.DomainRules()
 	if err != nil {
@@ -72,7 +89,7 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 		return s, err
 	}
 	s.Components = d.comps.list()
-	s.Warnings = d.hostnameWarnings()
+	s.Warnings = append(s.Warnings, d.hostnameWarnings()...)
 	if snap.Bool("Controller.EnableTLSRPT") {
 		lctx, cancel := context.WithTimeout(ctx, dkimLookupBudget)
 		rec, err := d.DKIM(lctx)
@@ -92,18 +109,43 @@ func (d *Daemon) Status(ctx context.Context) (Status, error) {
 	}
 	ps := d.settings.Load()
 	s.EnableDANE = ps.EnableDANE
-	daneOn := ps.EnableDANE
-	for _, r := range ps.Rules {
-		daneOn = daneOn || r.Level == tlspolicy.LevelDANE || r.Level == tlspolicy.LevelDANEOnly
-	}
-	if c, ok := d.Deliv.Resolver.(interface{ Stats() dnsx.DNSSECStats }); ok {
-		st := c.Stats()
+	daneOn := daneEnabled(ps)
+	if st, ok := dnsx.StatsOf(d.Deliv.Resolver); ok {
 		s.DNSSEC = &st
 		if daneOn {
 			s.Warnings = append(s.Warnings, daneWarnings(st)...)
 		}
 	}
+	if w := d.stubValidatorWarning(); daneOn && w != "" {
+		s.Warnings = append(s.Warnings, w)
+	}
 	return s, nil
+}
+
+// daneEnabled reports whether DANE applies to some destination: the global switch or a dane rule.
+func daneEnabled(ps *tlspolicy.Settings) bool {
+	on := ps.EnableDANE
+	for _, r := range ps.Rules {
+		on = on || r.Level == tlspolicy.LevelDANE || r.Level == tlspolicy.LevelDANEOnly
+	}
+	return on
+}
+
+// stubValidatorWarning says when the only resolvers trusted to validate are known forwarding stubs (Docker's
+// 127.0.0.11): the default trust in loopback resolvers then trusts an AD bit set upstream, over a network
+// path mxgate cannot vouch for (RFC 7672 Section 2.1.1). The default is kept: the stub may forward to a
+// validating resolver the operator does trust, which only the operator knows.
+func (d *Daemon) stubValidatorWarning() string {
+	stubs := dnsx.StubValidatorsOf(d.Deliv.Resolver)
+	if len(stubs) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(stubs))
+	for _, s := range stubs {
+		names = append(names, fmt.Sprintf("%s (%s)", s.Server, s.Name))
+	}
+	return fmt.Sprintf("DANE is on, but the only resolver trusted to validate DNSSEC is a forwarding stub: %s passes on the AD bit of the resolver behind it, over a path that may not be trusted; run a validating resolver (unbound) in the container or on the host and list it in dns.servers, or set dns.validating to the resolvers you trust",
+		strings.Join(names, ", "))
 }
 
 // hostnameWarnings says when neither host name is fully qualified: the default addresses (postmaster@, the

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
@@ -143,7 +142,7 @@ func TestFailuresVisibleAndOverrideLogged(t *testing.T) {
 		t.Fatalf("testing-mode event = %+v (enforced %v), want delivered, certificate-not-trusted, not enforced", ev.Result, ev.Enforced)
 	}
 	// Counted per recipient result: bob (delivered) and later (451 over the same session) both saw it.
-	if got := testutil.ToFloat64(g.d.Metrics.TLSFailures.WithLabelValues("certificate-not-trusted", "false")); got != 2 {
+	if got := metricValue(t, g.d, "mxgate_tls_failures_total", map[string]string{"result_type": "certificate-not-trusted", "enforced": "false"}); got != 2 {
 		t.Errorf(`mxgate_tls_failures_total{result_type="certificate-not-trusted",enforced="false"} = %v, want 2`, got)
 	}
 	// The delivery event comes before the queue records the batch's results: wait for the record.

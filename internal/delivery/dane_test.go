@@ -182,6 +182,32 @@ func TestUnusableTLSAStillRequiresTLS_DANE12(t *testing.T) {
 	}
 }
 
+// TestDANEOnlyUnusableTLSARefusesHost_DANE16_DANE12: under dane-only a secure RRset with no usable record
+// cannot authenticate the host: it is never connected to (no unauthenticated TLS), tlsa-invalid is
+// reported, and the next MX with a usable record gets the mail.
+func TestDANEOnlyUnusableTLSARefusesHost_DANE16_DANE12(t *testing.T) {
+	t.Parallel()
+	h := daneHarness(t)
+	setRule(h, "example.com", tlspolicy.LevelDANEOnly)
+	mx1 := h.evilMX("mx1.example.com", 10, simnet.MXOptions{})
+	h.n.DNS.AddTLSA("_25._tcp.mx1.example.com", dnsx.TLSA{Usage: 4, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
+	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
+	if r.Outcome != queue.Deferred || mx1.Connections() != 0 || r.ResultType != string(tlsrpt.ResultTLSAInvalid) {
+		t.Fatalf("result = %+v, mx1 connections %d; want deferred (tlsa-invalid) with no connection", r, mx1.Connections())
+	}
+	s := h.rec.sessionsFor("mx1.example.com")
+	if len(s) != 1 || s[0].Failure == nil || s[0].Failure.ResultType != tlsrpt.ResultTLSAInvalid || s[0].Policy.Type != tlsrpt.PolicyTLSA {
+		t.Errorf("mx1 sessions %+v, want one tlsa-invalid under policy tlsa", s)
+	}
+
+	mx2 := h.evilMX("mx2.example.com", 20, simnet.MXOptions{})
+	h.tlsa(mx2, 3, 1, 1, true)
+	r = one(t, h.deliver("example.com", job("m2", "bob@example.com")))
+	if r.Outcome != queue.Delivered || r.RemoteMTA != "mx2.example.com" || !strings.HasSuffix(r.TLS, "(DANE)") || mx1.Connections() != 0 {
+		t.Fatalf("result = %+v, mx1 connections %d; want DANE delivery to mx2 and none to mx1", r, mx1.Connections())
+	}
+}
+
 // TestBogusTLSAMakesHostUnusable_DANE4: a bogus TLSA answer: mx1 is never connected to, mx2 gets the mail,
 // and dnssec-invalid is reported; a SERVFAIL does the same without a report; with no host left, deferral.
 func TestBogusTLSAMakesHostUnusable_DANE4(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
@@ -29,8 +30,11 @@ import (
 // Options control a demo run.
 type Options struct {
 	Out io.Writer
-	// Keep leaves the gateway and the simulated internet running until ctx is cancelled.
-	Keep bool
+	// Keep leaves the gateway and the simulated internet running until ctx is cancelled, and prints the
+	// admin URL, the console password and a ready CLI line. KeepReady, when set, is called once they are
+	// printed.
+	Keep      bool
+	KeepReady func()
 	// DataDir holds the gateway's data; "" means a temporary directory removed at the end.
 	DataDir string
 	// Logger receives the gateway's logs; nil discards them.
@@ -220,7 +224,8 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	d, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard,
+	var consolePassword string
+	d, err := daemon.New(ctx, daemon.Options{ConsolePassword: func(pw, _ string) { consolePassword = pw },
 		Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln,
 		OnDelivery: func(ev delivery.Event) {
 			mu.Lock()
@@ -289,7 +294,19 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	if o.Keep {
-		fmt.Fprintf(out, "\n--keep: gateway SMTP on %s, data in %s. Press Ctrl-C to stop.\n", ln.Addr(), dir)
+		adminURL := "http://" + d.AdminAddr()
+		tok, err := admin.ReadToken(admin.TokenPath(dir))
+		if err != nil {
+			fmt.Fprintf(out, "  could not read the admin token: %v\n", err)
+		}
+		fmt.Fprintf(out, "\n--keep: the gateway runs until Ctrl-C.\n")
+		fmt.Fprintf(out, "  SMTP:     %s\n", ln.Addr())
+		fmt.Fprintf(out, "  Console:  %s/  password: %s\n", adminURL, consolePassword)
+		fmt.Fprintf(out, "  CLI:      mxgate --admin %s --token %s status\n", adminURL, tok)
+		fmt.Fprintf(out, "  Data:     %s\n", dir)
+		if o.KeepReady != nil {
+			o.KeepReady()
+		}
 		<-ctx.Done()
 	}
 	stop()

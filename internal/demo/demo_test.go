@@ -3,6 +3,8 @@ package demo
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,7 +16,39 @@ func TestDemoShowsEveryCase(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	if err := Run(ctx, Options{Out: &out}); err != nil {
+	// With --keep, the demo prints where to reach the running gateway: the printed CLI line's URL and
+	// token answer, and the console asks for the printed password.
+	keepReady := func() {
+		defer cancel()
+		m := regexp.MustCompile(`(?m)^  CLI:      mxgate --admin (\S+) --token (\S+) status$`).FindStringSubmatch(out.String())
+		pw := regexp.MustCompile(`(?m)^  Console:  (\S+)/  password: (\S+)$`).FindStringSubmatch(out.String())
+		if m == nil || pw == nil || pw[1] != m[1] || len(pw[2]) < 12 {
+			t.Errorf("--keep output lacks the admin URL, console password or CLI line:\n%s", out.String())
+			return
+		}
+		req, _ := http.NewRequest("GET", m[1]+"/api/v1/status", nil)
+		req.Header.Set("Authorization", "Bearer "+m[2])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Errorf("the printed CLI line's gateway: %v", err)
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("status with the printed token: %s", resp.Status)
+		}
+		resp, err = http.Get(pw[1] + "/login")
+		if err != nil {
+			t.Errorf("the printed console URL: %v", err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `id="password"`) {
+			t.Errorf("console login page at the printed URL: %s", resp.Status)
+		}
+	}
+	if err := Run(ctx, Options{Out: &out, Keep: true, KeepReady: keepReady}); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	text := out.String()

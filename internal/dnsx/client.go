@@ -94,6 +94,44 @@ func (c *Client) Trusted(server string) bool {
 	return false
 }
 
+// knownStub names the loopback resolvers known to forward queries, and the upstream resolver's AD bit with
+// them, without validating DNSSEC themselves.
+func knownStub(ip netip.Addr) (string, bool) {
+	if ip == netip.AddrFrom4([4]byte{127, 0, 0, 11}) {
+		return "Docker's embedded DNS server", true
+	}
+	return "", false
+}
+
+// StubValidator is a resolver trusted to validate (by default as a loopback resolver) that is a known
+// forwarding stub: its AD bit is only as good as the resolver behind it and the network path to it, which
+// RFC 7672 Section 2.1.1 asks to be trusted.
+type StubValidator struct {
+	Server string // "ip:port"
+	Name   string // what it is, e.g. "Docker's embedded DNS server"
+}
+
+// StubValidators returns the known forwarding stubs among the resolvers in use when they are the only ones
+// trusted to validate, and nil otherwise. Status and start-up warn with it when DANE is on.
+func (c *Client) StubValidators() []StubValidator {
+	var stubs []StubValidator
+	for _, srv := range c.servers() {
+		if !c.Trusted(srv) {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(srv)
+		if err != nil {
+			continue
+		}
+		name, ok := knownStub(ap.Addr().Unmap())
+		if !ok {
+			return nil
+		}
+		stubs = append(stubs, StubValidator{Server: srv, Name: name})
+	}
+	return stubs
+}
+
 // ParseValidating parses resolver addresses or prefixes ("127.0.0.1", "10.0.0.0/8", "::1") as listed in
 // the configuration.
 func ParseValidating(list []string) ([]netip.Prefix, error) {
@@ -200,8 +238,9 @@ func (c *Client) LookupTLSA(ctx context.Context, name string) ([]TLSA, Result, e
 }
 
 // LookupIP implements Resolver. AAAA and A are asked concurrently. NXDOMAIN for either means the name does not
-// exist. If one type fails temporarily and the other has addresses, those addresses are returned; Secure is
-// then that of the answer used. No addresses and a temporary failure is a temporary failure.
+// exist. A bogus answer for either (ErrBogus) makes the lookup bogus. If one type fails temporarily and the
+// other has addresses, those addresses are returned; Secure is then that of the answer used. No addresses and
+// a temporary failure is a temporary failure.
 func (c *Client) LookupIP(ctx context.Context, host string) ([]netip.Addr, Result, error) {
 	type answer struct {
 		rrs []dns.RR
@@ -214,6 +253,13 @@ func (c *Client) LookupIP(ctx context.Context, host string) ([]netip.Addr, Resul
 	wg.Go(func() { v4.rrs, v4.res, v4.err = c.lookup(ctx, host, dns.TypeA) })
 	wg.Wait()
 
+	// RFC 7672 Section 2.1.2: a bogus A or AAAA RRset makes the host unusable, even when the other family
+	// answers; otherwise a forged record of one family would hide behind the addresses of the other.
+	for _, a := range []answer{v6, v4} {
+		if errors.Is(a.err, ErrBogus) {
+			return nil, a.res, a.err
+		}
+	}
 	for _, a := range []answer{v6, v4} {
 		if errors.Is(a.err, ErrNotFound) {
 			return nil, a.res, a.err
@@ -283,10 +329,10 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 				break
 			}
 			if seen[next] {
-				return nil, res, fmt.Errorf("%w: %s %s: CNAME loop at %s", ErrTemporary, tname, name, trimName(next))
+				return nil, res, fmt.Errorf("%w: %s %s: %w at %s", ErrTemporary, tname, name, errCNAMELoop, trimName(next))
 			}
 			if len(res.CNAMEs) == maxCNAMEHops {
-				return nil, res, fmt.Errorf("%w: %s %s: CNAME chain longer than %d", ErrTemporary, tname, name, maxCNAMEHops)
+				return nil, res, fmt.Errorf("%w: %s %s: %w (more than %d)", ErrTemporary, tname, name, errCNAMELong, maxCNAMEHops)
 			}
 			seen[next] = true
 			res.CNAMEs = append(res.CNAMEs, trimName(next))
@@ -300,7 +346,7 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 			return nil, res, fmt.Errorf("%w: %s %s", ErrNotFound, tname, name)
 		default:
 			// exchange returns only NOERROR and NXDOMAIN answers.
-			return nil, res, fmt.Errorf("%w: %s %s: rcode %s", ErrTemporary, tname, name, dns.RcodeToString[resp.Rcode])
+			return nil, res, fmt.Errorf("%w: %s %s: %w", ErrTemporary, tname, name, RcodeError(resp.Rcode))
 		}
 
 		var rrs []dns.RR
@@ -318,8 +364,8 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 }
 
 // exchange sends one query, trying the servers in turn, and returns the first NOERROR or NXDOMAIN answer.
-// The AD bit of an answer from a server not trusted to validate is cleared. When every server failed and a
-// trusted validating server called the answer bogus, the error wraps ErrBogus.
+// The AD bit of an answer from a server not trusted to validate is cleared. As soon as a trusted validating
+// server calls the answer bogus, exchange stops and the error wraps ErrBogus: no other server is asked.
 func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
 	servers := c.servers()
 	attempts := c.Attempts
@@ -327,7 +373,6 @@ func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.
 		attempts = DefaultAttempts
 	}
 	var errs []error
-	bogus := false
 	for range attempts {
 		for _, srv := range servers {
 			if err := ctx.Err(); err != nil {
@@ -354,20 +399,19 @@ func (c *Client) exchange(ctx context.Context, name string, qtype uint16) (*dns.
 				return resp, nil
 			case dns.RcodeServerFailure:
 				if trusted && c.bogus(ctx, srv, name, qtype, resp) {
+					// RFC 7672 Section 2.1.2: data a trusted validator calls bogus is unusable. Asking the
+					// next resolver would be a downgrade: a resolver that does not validate returns the
+					// forged records, insecure, and DANE would silently give way to opportunistic TLS.
 					c.stats.bogus.Add(1)
-					bogus = true
-					errs = append(errs, fmt.Errorf("%s: rcode SERVFAIL: DNSSEC validation failed", srv))
-					continue
+					errs = append(errs, fmt.Errorf("%s: %w: DNSSEC validation failed", srv, RcodeError(resp.Rcode)))
+					return nil, fmt.Errorf("%w: %w", ErrBogus, errors.Join(errs...))
 				}
-				errs = append(errs, fmt.Errorf("%s: rcode SERVFAIL", srv))
+				errs = append(errs, fmt.Errorf("%s: %w", srv, RcodeError(resp.Rcode)))
 			default:
 				// REFUSED and the rest: the next server may do better.
-				errs = append(errs, fmt.Errorf("%s: rcode %s", srv, dns.RcodeToString[resp.Rcode]))
+				errs = append(errs, fmt.Errorf("%s: %w", srv, RcodeError(resp.Rcode)))
 			}
 		}
-	}
-	if bogus {
-		return nil, fmt.Errorf("%w: %w", ErrBogus, errors.Join(errs...))
 	}
 	return nil, errors.Join(errs...)
 }
@@ -420,7 +464,7 @@ func (c *Client) exchangeOne(ctx context.Context, server, name string, qtype uin
 		return nil, err
 	}
 	if len(resp.Question) != 1 || resp.Question[0].Qtype != qtype || !strings.EqualFold(resp.Question[0].Name, name) {
-		return nil, errors.New("answer does not match the question")
+		return nil, errMismatch
 	}
 	return resp, nil
 }

@@ -3,12 +3,14 @@ package dnsx_test
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
 	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/dnsx/dnstest"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
 
@@ -107,6 +109,65 @@ func TestBogusDistinguished_DANE2_DANE4(t *testing.T) {
 	}
 }
 
+// TestBogusFromValidatorStopsLookup_DANE2 shows that once a trusted validating resolver calls an answer bogus,
+// no other resolver is asked: a resolver that does not validate would return the forged records, insecure,
+// and DANE would give way to opportunistic TLS (RFC 7672 Section 2.1.2).
+func TestBogusFromValidatorStopsLookup_DANE2(t *testing.T) {
+	t.Parallel()
+	validator := dnstest.New(t)
+	validator.Add(
+		"forged.example. MX 10 mx.attacker.example.",
+		"_25._tcp.mx.forged.example. TLSA 3 1 1 abcdef0123",
+	)
+	validator.Fail("forged.example", dns.TypeMX, dnstest.FailBogus)
+	validator.Fail("_25._tcp.mx.forged.example", dns.TypeTLSA, dnstest.FailBogus)
+	// The second resolver does not validate: it hands out the forged data.
+	n := newNet(t)
+	n.DNS.AddMX("forged.example", "mx.attacker.example", 10)
+	n.DNS.AddTLSA("_25._tcp.mx.forged.example", dnsx.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
+
+	c := &dnsx.Client{
+		Servers:    []string{validator.Addr(), n.DNSAddr},
+		Timeout:    10 * time.Second,
+		Attempts:   1,
+		Validating: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+	}
+	if mx, _, err := c.LookupMX(t.Context(), "forged.example"); !errors.Is(err, dnsx.ErrBogus) {
+		t.Errorf("LookupMX = %v, %v; want ErrBogus", mx, err)
+	}
+	if tlsa, _, err := c.LookupTLSA(t.Context(), "_25._tcp.mx.forged.example"); !errors.Is(err, dnsx.ErrBogus) {
+		t.Errorf("LookupTLSA = %v, %v; want ErrBogus", tlsa, err)
+	}
+	if q := n.DNS.Queries(); len(q) != 0 {
+		t.Errorf("the non-validating resolver was asked %v after a bogus answer", q)
+	}
+}
+
+// TestLookupIPBogusFamilyWins_DANE2 shows that a bogus A or AAAA RRset makes the host unusable even when the
+// other address family answers (RFC 7672 Section 2.1.2).
+func TestLookupIPBogusFamilyWins_DANE2(t *testing.T) {
+	t.Parallel()
+	s := dnstest.New(t)
+	s.Add(
+		"v6bogus.example. A 192.0.2.1",
+		"v6bogus.example. AAAA 2001:db8::1",
+		"v4bogus.example. A 192.0.2.2",
+		"v4bogus.example. AAAA 2001:db8::2",
+		"v4bogus-nx.example. AAAA 2001:db8::3",
+	)
+	s.Fail("v6bogus.example", dns.TypeAAAA, dnstest.FailBogus)
+	s.Fail("v4bogus.example", dns.TypeA, dnstest.FailBogus)
+	s.Fail("v4bogus-nx.example", dns.TypeA, dnstest.FailBogus)
+	s.Fail("v4bogus-nx.example", dns.TypeAAAA, dnstest.FailNXDomain)
+	c := s.Client()
+	for _, name := range []string{"v6bogus.example", "v4bogus.example", "v4bogus-nx.example"} {
+		addrs, _, err := c.LookupIP(t.Context(), name)
+		if !errors.Is(err, dnsx.ErrBogus) || len(addrs) != 0 {
+			t.Errorf("LookupIP(%s) = %v, %v; want no addresses and ErrBogus", name, addrs, err)
+		}
+	}
+}
+
 func TestParseValidating(t *testing.T) {
 	t.Parallel()
 	got, err := dnsx.ParseValidating([]string{"127.0.0.1", "10.0.0.0/8", "::1"})
@@ -115,5 +176,37 @@ func TestParseValidating(t *testing.T) {
 	}
 	if _, err := dnsx.ParseValidating([]string{"resolver.example"}); err == nil {
 		t.Error("a host name was accepted as a validating resolver")
+	}
+}
+
+// TestStubValidators_DANE1 shows that a known forwarding stub (Docker's 127.0.0.11) trusted as the only
+// validating resolver is named, so that status can warn, and that a real validating resolver beside it, or
+// not trusting the stub, silences it.
+func TestStubValidators_DANE1(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name       string
+		servers    []string
+		validating []netip.Prefix
+		want       []string
+	}{
+		{"docker stub alone", []string{"127.0.0.11:53"}, nil, []string{"127.0.0.11:53"}},
+		{"docker stub and unbound", []string{"127.0.0.11:53", "127.0.0.1:53"}, nil, nil},
+		{"docker stub beside an untrusted resolver", []string{"127.0.0.11:53", "192.0.2.53:53"}, nil, []string{"127.0.0.11:53"}},
+		{"local resolver", []string{"127.0.0.1:53"}, nil, nil},
+		{"stub not trusted", []string{"127.0.0.11:53"}, []netip.Prefix{}, nil},
+	}
+	for _, tt := range tests {
+		c := &dnsx.Client{Servers: tt.servers, Validating: tt.validating}
+		var got []string
+		for _, s := range c.StubValidators() {
+			if s.Name == "" {
+				t.Errorf("%s: stub %s has no name", tt.name, s.Server)
+			}
+			got = append(got, s.Server)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s: StubValidators = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

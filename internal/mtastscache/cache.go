@@ -39,8 +39,10 @@ type Fetcher interface {
 	Fetch(ctx context.Context, domain address.Domain) (*mtasts.Policy, []byte, error)
 }
 
-// Options configures a Cache. DB, Resolver and Fetcher are required.
+// Options configures a Cache. Resolver, Fetcher and one of Store and DB are required.
 type Options struct {
+	// Store persists the policies; DB, when Store is nil, means SQLiteStore{DB: DB}.
+	Store    Store
 	DB       *store.DB
 	Resolver dnsx.Resolver
 	Fetcher  Fetcher
@@ -101,7 +103,7 @@ type Stats struct {
 
 // Cache is the persisted MTA-STS policy cache. It is safe for concurrent use.
 type Cache struct {
-	db              *store.DB
+	store           Store
 	resolver        dnsx.Resolver
 	fetcher         Fetcher
 	now             func() time.Time
@@ -166,11 +168,14 @@ type flight struct {
 
 // New opens the cache: it migrates its table and loads every stored policy into memory.
 func New(ctx context.Context, o Options) (*Cache, error) {
-	if o.DB == nil || o.Resolver == nil || o.Fetcher == nil {
-		return nil, errors.New("mtastscache: Options.DB, Resolver and Fetcher are required")
+	if o.Store == nil && o.DB != nil {
+		o.Store = SQLiteStore{DB: o.DB}
+	}
+	if o.Store == nil || o.Resolver == nil || o.Fetcher == nil {
+		return nil, errors.New("mtastscache: Options.Store (or DB), Resolver and Fetcher are required")
 	}
 	c := &Cache{
-		db:              o.DB,
+		store:           o.Store,
 		resolver:        o.Resolver,
 		fetcher:         o.Fetcher,
 		now:             o.Now,
@@ -203,7 +208,7 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	if c.refreshInterval <= 0 {
 		c.refreshInterval = DefaultRefreshInterval
 	}
-	if err := store.Migrate(ctx, o.DB, "mtastscache", migrations); err != nil {
+	if err := o.Store.Migrate(ctx); err != nil {
 		return nil, fmt.Errorf("mtastscache: %w", err)
 	}
 	// RFC 8461 Section 10.2 (STS-63): the cache survives restarts.

@@ -16,6 +16,7 @@ import (
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/store/storetest"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -383,9 +384,15 @@ func TestCacheKeyedOnExactDomain_STS62(t *testing.T) {
 		summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceCache})
 }
 
+// TestPersistsAcrossRestart_STS63 runs on both stores: the node's SQLite database and the PostgreSQL
+// database of a cluster.
 func TestPersistsAcrossRestart_STS63(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	t.Run("sqlite", func(t *testing.T) { t.Parallel(); persistsAcrossRestart(t, newEnv(t)) })
+	t.Run("postgres", func(t *testing.T) { t.Parallel(); persistsAcrossRestart(t, newEnvOn(t, storetest.PostgresDSN(t))) })
+}
+
+func persistsAcrossRestart(t *testing.T, e *env) {
 	e.publish("example.com", "1", pEnf(604800))
 	e.get("example.com")
 	e.clock.Advance(time.Hour)

@@ -213,7 +213,10 @@ type env struct {
 	policy  *policyServer
 	fetcher *mtasts.Fetcher
 	dbPath  string
-	db      *store.DB
+	// pgDSN, when set, puts the cache in that PostgreSQL database instead of dbPath's SQLite one.
+	pgDSN   string
+	st      Store
+	closeDB func() error
 	logs    *syncBuffer
 	cache   *Cache
 }
@@ -222,6 +225,12 @@ type env struct {
 var certNames = []string{"mta-sts.example.com", "mta-sts.sub.example.com", "mta-sts.other.test", "mta-sts.new.test"}
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvOn(t, "")
+}
+
+// newEnvOn is newEnv with the cache in the PostgreSQL database pgDSN ("" for SQLite).
+func newEnvOn(t *testing.T, pgDSN string) *env {
 	t.Helper()
 	ca, err := testpki.NewCA("mtastscache test root", nil)
 	if err != nil {
@@ -252,6 +261,7 @@ func newEnv(t *testing.T) *env {
 			Timeout: 10 * time.Second,
 		},
 		dbPath: filepath.Join(t.TempDir(), "state.db"),
+		pgDSN:  pgDSN,
 		logs:   &syncBuffer{},
 	}
 	e.open()
@@ -261,13 +271,23 @@ func newEnv(t *testing.T) *env {
 // open opens the database and a new cache on it, as a (re)started gateway does.
 func (e *env) open() {
 	e.t.Helper()
-	db, err := store.OpenSQLite(e.dbPath)
-	if err != nil {
-		e.t.Fatal(err)
+	if e.pgDSN != "" {
+		pg, err := store.OpenPostgres(context.Background(), e.pgDSN)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(pg.Close)
+		e.st, e.closeDB = PostgresStore{PG: pg}, func() error { pg.Close(); return nil }
+	} else {
+		db, err := store.OpenSQLite(e.dbPath)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() { db.Close() })
+		e.st, e.closeDB = SQLiteStore{DB: db}, db.Close
 	}
-	e.t.Cleanup(func() { db.Close() })
 	c, err := New(context.Background(), Options{
-		DB:       db,
+		Store:    e.st,
 		Resolver: e.dns,
 		Fetcher:  e.fetcher,
 		Now:      e.clock.Now,
@@ -276,13 +296,13 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.db, e.cache = db, c
+	e.cache = c
 }
 
 // restart closes the database and opens it and the cache again.
 func (e *env) restart() {
 	e.t.Helper()
-	if err := e.db.Close(); err != nil {
+	if err := e.closeDB(); err != nil {
 		e.t.Fatal(err)
 	}
 	e.open()

@@ -273,7 +273,7 @@ func TestRunRefreshesUntilCancelled_STS59(t *testing.T) {
 	e.clock.Advance(25 * time.Hour)
 
 	c, err := New(context.Background(), Options{
-		DB: e.db, Resolver: e.dns, Fetcher: e.fetcher, Now: e.clock.Now,
+		Store: e.st, Resolver: e.dns, Fetcher: e.fetcher, Now: e.clock.Now,
 		RefreshInterval: time.Millisecond,
 	})
 	if err != nil {

@@ -9,25 +9,37 @@ import (
 	"github.com/mxgate/mxgate/internal/mtasts"
 )
 
-// migrations are the versions of this package's schema; never edit a released one, append.
-//
-// Times are Unix nanoseconds, 0 for "never". policy is the policy body as fetched; the parsed form is rebuilt
-// from it at load, so a stricter parser drops what it no longer accepts. mode and max_age (seconds) are
-// copies for people reading the database.
-var migrations = []string{
-	`CREATE TABLE mtasts_policies (
-		domain               TEXT PRIMARY KEY,
-		id                   TEXT NOT NULL,
-		policy               TEXT NOT NULL,
-		mode                 TEXT NOT NULL,
-		max_age              INTEGER NOT NULL,
-		fetched              INTEGER NOT NULL,
-		expires              INTEGER NOT NULL,
-		last_used            INTEGER NOT NULL DEFAULT 0,
-		last_refresh_at      INTEGER NOT NULL DEFAULT 0,
-		last_refresh_error   TEXT NOT NULL DEFAULT '',
-		consecutive_failures INTEGER NOT NULL DEFAULT 0
-	)`,
+// Store persists the cached policies so that they survive restarts (RFC 8461 Section 10.2). Two
+// implementations exist: SQLiteStore, in a node's embedded database, and PostgresStore, in the database a
+// cluster shares. Both pass the same contract tests (store_test.go).
+type Store interface {
+	// Migrate brings the store's schema up to date (versioned migrations, run at start).
+	Migrate(ctx context.Context) error
+	// Load returns every stored policy, in no particular order.
+	Load(ctx context.Context) ([]Record, error)
+	// Save writes r, replacing the domain's record.
+	Save(ctx context.Context, r Record) error
+	// Used records that domain's policy was used at at; it never moves the time backwards.
+	Used(ctx context.Context, domain address.Domain, at time.Time) error
+	// Delete removes domain's record, if any.
+	Delete(ctx context.Context, domain address.Domain) error
+}
+
+// Record is one stored policy. Policy is the body as fetched: the parsed form is rebuilt from it at load, so
+// a stricter parser drops what it no longer accepts. Mode and MaxAge are copies for people reading the
+// database. Zero times mean "never".
+type Record struct {
+	Domain           string
+	ID               string
+	Policy           string
+	Mode             mtasts.Mode
+	MaxAge           time.Duration
+	Fetched          time.Time
+	Expires          time.Time
+	LastUsed         time.Time
+	LastRefreshAt    time.Time
+	LastRefreshError string
+	Failures         int
 }
 
 func toDB(t time.Time) int64 {
@@ -44,72 +56,52 @@ func fromDB(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// load reads every stored policy. A row whose domain or policy no longer parses is skipped with a warning;
-// the next successful fetch for that domain overwrites it.
+// load reads every stored policy. A record whose domain or policy no longer parses is skipped with a
+// warning; the next successful fetch for that domain overwrites it.
 func (c *Cache) load(ctx context.Context) ([]*entry, error) {
-	rows, err := c.db.QueryContext(ctx, `SELECT domain, id, policy, fetched, expires, last_used,
-		last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies`)
+	recs, err := c.store.Load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("mtastscache: load: %w", err)
 	}
-	defer rows.Close()
 	var out []*entry
-	for rows.Next() {
-		var (
-			name, id, body                          string
-			fetched, expires, lastUsed, lastErrorAt int64
-			lastError                               string
-			failures                                int
-		)
-		if err := rows.Scan(&name, &id, &body, &fetched, &expires, &lastUsed, &lastErrorAt, &lastError, &failures); err != nil {
-			return nil, fmt.Errorf("mtastscache: load: %w", err)
-		}
-		domain, err := address.ParseDomain(name)
+	for _, r := range recs {
+		domain, err := address.ParseDomain(r.Domain)
 		if err != nil {
-			c.log.Warn("mtastscache: dropping stored policy with invalid domain", "domain", name, "err", err)
+			c.log.Warn("mtastscache: dropping stored policy with invalid domain", "domain", r.Domain, "err", err)
 			continue
 		}
-		pol, err := mtasts.ParsePolicy([]byte(body))
+		pol, err := mtasts.ParsePolicy([]byte(r.Policy))
 		if err != nil {
-			c.log.Warn("mtastscache: dropping stored policy that no longer parses", "domain", name, "err", err)
+			c.log.Warn("mtastscache: dropping stored policy that no longer parses", "domain", r.Domain, "err", err)
 			continue
 		}
 		out = append(out, &entry{
 			domain:      domain,
-			id:          id,
+			id:          r.ID,
 			policy:      pol,
-			raw:         []byte(body),
-			fetched:     fromDB(fetched),
-			expires:     fromDB(expires),
-			lastUsed:    fromDB(lastUsed),
-			lastErrorAt: fromDB(lastErrorAt),
-			lastError:   lastError,
-			failures:    failures,
+			raw:         []byte(r.Policy),
+			fetched:     r.Fetched,
+			expires:     r.Expires,
+			lastUsed:    r.LastUsed,
+			lastErrorAt: r.LastRefreshAt,
+			lastError:   r.LastRefreshError,
+			failures:    r.Failures,
 		})
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("mtastscache: load: %w", err)
 	}
 	return out, nil
 }
 
-// save writes e, replacing the domain's row.
+// save writes e, replacing the domain's record.
 func (c *Cache) save(ctx context.Context, e *entry) error {
 	c.mu.Lock()
-	lastUsed, lastErrorAt, lastError, failures := e.lastUsed, e.lastErrorAt, e.lastError, e.failures
+	r := Record{
+		Domain: e.domain.String(), ID: e.id, Policy: string(e.raw), Mode: e.policy.Mode, MaxAge: e.policy.MaxAge,
+		Fetched: e.fetched, Expires: e.expires, LastUsed: e.lastUsed, LastRefreshAt: e.lastErrorAt,
+		LastRefreshError: e.lastError, Failures: e.failures,
+	}
 	e.usedDirty = false
 	c.mu.Unlock()
-	_, err := c.db.ExecContext(ctx, `INSERT INTO mtasts_policies(domain, id, policy, mode, max_age, fetched,
-		expires, last_used, last_refresh_at, last_refresh_error, consecutive_failures)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(domain) DO UPDATE SET id = excluded.id, policy = excluded.policy, mode = excluded.mode,
-			max_age = excluded.max_age, fetched = excluded.fetched, expires = excluded.expires,
-			last_used = excluded.last_used, last_refresh_at = excluded.last_refresh_at,
-			last_refresh_error = excluded.last_refresh_error,
-			consecutive_failures = excluded.consecutive_failures`,
-		e.domain.String(), e.id, string(e.raw), string(e.policy.Mode), int64(e.policy.MaxAge/time.Second),
-		toDB(e.fetched), toDB(e.expires), toDB(lastUsed), toDB(lastErrorAt), lastError, failures)
-	if err != nil {
+	if err := c.store.Save(ctx, r); err != nil {
 		return fmt.Errorf("mtastscache: save %s: %w", e.domain, err)
 	}
 	return nil
@@ -131,8 +123,7 @@ func (c *Cache) saveUsage(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	for i, u := range dirty {
-		if _, err := c.db.ExecContext(ctx, `UPDATE mtasts_policies SET last_used = ? WHERE domain = ? AND last_used < ?`,
-			toDB(u.at), u.domain.String(), toDB(u.at)); err != nil {
+		if err := c.store.Used(ctx, u.domain, u.at); err != nil {
 			// Mark the rest dirty again so a later call retries them.
 			c.mu.Lock()
 			for _, u := range dirty[i:] {
@@ -148,7 +139,7 @@ func (c *Cache) saveUsage(ctx context.Context) error {
 }
 
 func (c *Cache) remove(ctx context.Context, domain address.Domain) error {
-	if _, err := c.db.ExecContext(ctx, `DELETE FROM mtasts_policies WHERE domain = ?`, domain.String()); err != nil {
+	if err := c.store.Delete(ctx, domain); err != nil {
 		return fmt.Errorf("mtastscache: delete %s: %w", domain, err)
 	}
 	return nil

@@ -226,11 +226,18 @@ func (q *Queue) applyGroup(group []*finished) {
 		for _, f := range group {
 			if err := q.applyTx([]*finished{f}, now); err != nil {
 				q.applyFailed(f, err)
+			} else {
+				q.settled(f)
 			}
 		}
 	} else if err != nil {
 		q.applyFailed(group[0], err)
+	} else {
+		for _, f := range group {
+			q.settled(f)
+		}
 	}
+	q.pruneArchive(context.Background(), now)
 	var dsns []*record
 	q.mu.Lock()
 	for _, f := range group {
@@ -396,11 +403,11 @@ func (q *Queue) changes(w *work, rows []*rcptRow, results []Result, missing stri
 		if c.res.Outcome != Delivered {
 			level = slog.LevelWarn
 		}
-		q.log.Log(context.Background(), level, "delivery", "msg_id", row.msgID, "rcpt", row.rcpt, "domain", row.domain,
+		q.log.Log(context.Background(), level, "delivery", "msg_id", row.msgID, "from", m.from, "rcpt", row.rcpt, "domain", row.domain,
 			"mx", res.RemoteMTA, "ip", res.IP, "attempt", row.attempts, "tls", res.TLS, "policy", res.Policy,
 			"policy_source", res.PolicySource, "sts_mode", res.STSMode, "sts_id", res.STSID,
 			"result_type", res.ResultType, "code", res.Code, "enhanced", res.Enhanced,
-			"outcome", string(c.res.Outcome), "final_state", c.state, "text", res.Text)
+			"outcome", string(c.res.Outcome), "final_state", c.state, "delay", q.delay(w, row).Seconds(), "text", res.Text)
 		changes = append(changes, c)
 	}
 	return changes
@@ -438,6 +445,14 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 		switch {
 		case c.state == stateQueued:
 			f.queued = append(f.queued, c)
+			due, err := q.delayNoticeDue(ctx, tx, f.w.msgs[f.msgID], c, now)
+			if err != nil {
+				return err
+			}
+			if due {
+				c.delayNotice = true
+				failed = append(failed, c)
+			}
 		case c.state == stateFailed, wantsRelayedDSN(c):
 			// Failures, and successes that asked for a notice the next hop cannot give, are reported.
 			failed = append(failed, c)

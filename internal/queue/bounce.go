@@ -52,7 +52,11 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	var rcpts []dsn.Recipient
 	for _, c := range fails {
 		action, status := dsn.ActionFailed, c.dsnStatus
+		var retryUntil time.Time
 		switch {
+		case c.delayNotice:
+			// RFC 3464 Section 2.3.3 and 2.3.9: delayed, with the time the queue gives up.
+			action, status, retryUntil = dsn.ActionDelayed, normStatus(c.res.Enhanced, '4'), m.expires
 		case wantsRelayedDSN(c):
 			action, status = dsn.ActionRelayed, "2.0.0"
 		case c.state == stateFailed && wantsDSN(c.row.notify):
@@ -67,6 +71,7 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 			RemoteMTA:         c.res.RemoteMTA,
 			DiagnosticCode:    diagnostic(c.res),
 			LastAttempt:       now,
+			WillRetryUntil:    retryUntil,
 			Reason:            c.reason,
 		})
 	}

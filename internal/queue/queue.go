@@ -124,6 +124,16 @@ type Options struct {
 	// of the opened directory.
 	SyncFile func(*os.File) error
 	SyncDir  func(dir string) error
+	// OnSettled, when set, is told about each recipient that reached a final state, after it is recorded.
+	OnSettled func(Settled)
+	// DelayWarning is how long after its message's arrival a deferred recipient's sender gets one delay
+	// notice (delaynotice.go); 0 means never. DelayWarningDefault sends them for recipients without a
+	// NOTIFY parameter.
+	DelayWarning        time.Duration
+	DelayWarningDefault bool
+	// ArchiveRetention is how long finished messages stay findable with Trace (archive.go); default
+	// DefaultArchiveRetention, negative: not archived.
+	ArchiveRetention time.Duration
 }
 
 func (o *Options) setDefaults() error {
@@ -135,6 +145,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.ArchiveRetention == 0 {
+		o.ArchiveRetention = DefaultArchiveRetention
 	}
 	if o.Rand == nil {
 		seed := uint64(time.Now().UnixNano())
@@ -251,6 +264,10 @@ type Queue struct {
 	// unrecorded holds delivered results whose record failed, for the recorder to try again.
 	unrecordedMu sync.Mutex
 	unrecorded   []*finished
+
+	// archivePruned is when the archive was last pruned (UnixNano; 0: not yet).
+	archivePruned atomic.Int64
+	arch          archiveStmts
 }
 
 // Open prepares the index, recovers the spool (see recover.go) and starts the group committer. Call Close
@@ -260,6 +277,12 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		return nil, err
 	}
 	if err := store.Migrate(ctx, opts.DB, "queue", migrations); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	if err := migrateArchive(ctx, opts.DB); err != nil {
+		return nil, fmt.Errorf("queue: %w", err)
+	}
+	if err := migrateDelayNotices(ctx, opts.DB); err != nil {
 		return nil, fmt.Errorf("queue: %w", err)
 	}
 	for _, d := range []string{opts.Dir, opts.QuarantineDir} {
@@ -288,6 +311,10 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	if err := q.prepare(ctx); err != nil {
 		return nil, err
 	}
+	if err := q.arch.prepare(ctx, q.db); err != nil {
+		q.st.close()
+		return nil, err
+	}
 	if err := q.loadIndex(ctx); err != nil {
 		q.st.close()
 		return nil, err
@@ -306,6 +333,7 @@ func (q *Queue) Close() error {
 	<-q.recorderDone
 	q.journal.close()
 	q.stmtsOnce.Do(q.st.close)
+	q.arch.close()
 	return nil
 }
 

@@ -389,6 +389,8 @@ type change struct {
 	// dsnStatus and reason are set for failures.
 	dsnStatus string
 	reason    string
+	// delayNotice: this deferral gets the recipient's one delay notice (delaynotice.go).
+	delayNotice bool
 }
 
 // updateRecipient writes c and its attempt history; it reports false when the recipient was no longer
@@ -424,6 +426,12 @@ func (q *Queue) finishIfDone(ctx context.Context, tx *sql.Tx, id string) (bool, 
 	}
 	if n > 0 {
 		return false, nil
+	}
+	if err := q.archive(ctx, tx, id, q.now()); err != nil {
+		return false, err
+	}
+	if err := forgetDelayNotices(ctx, tx, id); err != nil {
+		return false, err
 	}
 	if _, err := tx.StmtContext(ctx, q.st.deleteAttempts).ExecContext(ctx, id); err != nil {
 		return false, fmt.Errorf("queue: finish %s: %w", id, err)

@@ -9,8 +9,6 @@ package settings
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -323,26 +321,17 @@ type Generation struct {
 	Values     map[string]string `json:"values"`
 }
 
-var migrations = []string{`
-CREATE TABLE settings_generations (
-	gen INTEGER PRIMARY KEY,
-	committed INTEGER NOT NULL,
-	note TEXT NOT NULL,
-	author TEXT NOT NULL,
-	rollback_of INTEGER NOT NULL DEFAULT 0,
-	doc TEXT NOT NULL
-);
-CREATE TABLE settings_staged (
-	key TEXT PRIMARY KEY,
-	value TEXT,
-	unset INTEGER NOT NULL DEFAULT 0
-);`}
-
-// Store is the settings store of one node.
+// Store is the settings store of one node: the committed snapshot in force on it, over the Storage that
+// keeps the generations (the node's own SQLite database, or the PostgreSQL database its cluster shares).
 type Store struct {
-	db  *store.DB
+	st  Storage
 	now func() time.Time
 
+	// commitMu serialises Commit and Rollback on this node, from reading the staged changes to running the
+	// watchers, so that two commits never interleave their checks or put generations in force out of order.
+	// The storage's transaction does the same across nodes.
+	commitMu sync.Mutex
+	notifyMu sync.Mutex
 	mu       sync.Mutex
 	current  Snapshot
 	watchers []func(Snapshot)
@@ -413,21 +402,27 @@ func (s *Store) checkCommit(vals map[string]string) error {
 	return errors.Join(errs...)
 }
 
-// Open opens the settings in db. When no generation exists yet, generation 1 is created from seed (the
-// bootstrap file's [settings] and [[domain]] tables), validated like any change.
+// Open opens the settings in a node's embedded SQLite database; see OpenStorage.
 func Open(ctx context.Context, db *store.DB, seed map[string]string, now func() time.Time) (*Store, error) {
+	return OpenStorage(ctx, SQLiteStorage{DB: db}, seed, now)
+}
+
+// OpenStorage migrates st and opens the settings kept in it. When no generation exists yet, generation 1 is
+// created from seed (the bootstrap file's [settings] and [[domain]] tables), validated like any change; in a
+// cluster, the first node to start seeds and the others take its generation.
+func OpenStorage(ctx context.Context, st Storage, seed map[string]string, now func() time.Time) (*Store, error) {
 	if now == nil {
 		now = time.Now
 	}
-	if err := store.Migrate(ctx, db, "settings", migrations); err != nil {
+	if err := st.Migrate(ctx); err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, now: now}
-	snap, err := s.load(ctx)
+	s := &Store{st: st, now: now}
+	latest, err := st.Latest(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if snap.Generation == 0 {
+	if latest.Number == 0 {
 		vals := map[string]string{}
 		var errs []error
 		for k, v := range seed {
@@ -441,53 +436,26 @@ func Open(ctx context.Context, db *store.DB, seed map[string]string, now func() 
 		if err := errors.Join(errs...); err != nil {
 			return nil, fmt.Errorf("settings seed: %w", err)
 		}
-		if err := s.insert(ctx, nil, Generation{Committed: now(), Note: "initial settings from the bootstrap configuration", Author: "mxgate", Values: vals}); err != nil {
+		_, err := st.Commit(ctx, func(latest Generation, _ []Staged) (Generation, error) {
+			if latest.Number != 0 {
+				return Generation{}, errSeeded
+			}
+			return Generation{Committed: now(), Note: "initial settings from the bootstrap configuration", Author: "mxgate", Values: vals}, nil
+		})
+		if err != nil && !errors.Is(err, errSeeded) {
 			return nil, err
 		}
-		if snap, err = s.load(ctx); err != nil {
+		if latest, err = st.Latest(ctx); err != nil {
 			return nil, err
 		}
 	}
-	s.current = snap
+	s.current = latest.Snapshot()
 	return s, nil
 }
 
-func (s *Store) load(ctx context.Context) (Snapshot, error) {
-	var gen int
-	var doc string
-	err := s.db.QueryRowContext(ctx, `SELECT gen, doc FROM settings_generations ORDER BY gen DESC LIMIT 1`).Scan(&gen, &doc)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Snapshot{Values: map[string]string{}}, nil
-	}
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("settings: %w", err)
-	}
-	vals := map[string]string{}
-	if err := json.Unmarshal([]byte(doc), &vals); err != nil {
-		return Snapshot{}, fmt.Errorf("settings: generation %d: %w", gen, err)
-	}
-	return Snapshot{Generation: gen, Values: vals}, nil
-}
-
-type execer interface {
-	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
-}
-
-func (s *Store) insert(ctx context.Context, tx execer, g Generation) error {
-	if tx == nil {
-		tx = s.db
-	}
-	doc, err := json.Marshal(g.Values)
-	if err != nil {
-		return err
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO settings_generations(gen, committed, note, author, rollback_of, doc)
-		VALUES((SELECT COALESCE(MAX(gen), 0) + 1 FROM settings_generations), ?, ?, ?, ?, ?)`,
-		g.Committed.UnixNano(), g.Note, g.Author, g.RollbackOf, string(doc))
-	if err != nil {
-		return fmt.Errorf("settings: commit: %w", err)
-	}
-	return nil
+// Snapshot returns g's settings as a Snapshot.
+func (g Generation) Snapshot() Snapshot {
+	return Snapshot{Generation: g.Number, Values: g.Values}
 }
 
 // Current returns the committed settings in force.
@@ -497,11 +465,52 @@ func (s *Store) Current() Snapshot {
 	return s.current
 }
 
-// Watch calls f with every newly committed snapshot (after Commit or Rollback returns it).
+// Watch calls f with every newly committed snapshot (after Commit or Rollback returns it, or when Reload finds
+// a generation committed elsewhere).
 func (s *Store) Watch(f func(Snapshot)) {
 	s.mu.Lock()
 	s.watchers = append(s.watchers, f)
 	s.mu.Unlock()
+}
+
+// Reload reads the newest generation from the storage and, when it is not the one in force, puts it in force
+// and tells the watchers. In a cluster this is how a commit made on another node takes effect on this one.
+// It returns the snapshot in force.
+func (s *Store) Reload(ctx context.Context) (Snapshot, error) {
+	latest, err := s.st.Latest(ctx)
+	if err != nil {
+		return s.Current(), err
+	}
+	return s.adopt(latest.Snapshot()), nil
+}
+
+// Newest returns the number of the newest generation in the storage, which in a cluster may be one this
+// node has not put in force yet.
+func (s *Store) Newest(ctx context.Context) (int, error) {
+	g, err := s.st.Latest(ctx)
+	return g.Number, err
+}
+
+// adopt puts snap in force and tells the watchers, unless a generation at least as new is in force already
+// (a local commit and a notification of it may race).
+func (s *Store) adopt(snap Snapshot) Snapshot {
+	// notifyMu is held while the watchers run, so that they see generations in order even when Reload and
+	// Commit race; mu is not, so that a watcher may call Current.
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	s.mu.Lock()
+	if snap.Generation <= s.current.Generation {
+		cur := s.current
+		s.mu.Unlock()
+		return cur
+	}
+	s.current = snap
+	watchers := append([]func(Snapshot){}, s.watchers...)
+	s.mu.Unlock()
+	for _, w := range watchers {
+		w(snap)
+	}
+	return snap
 }
 
 // Set stages key = value.
@@ -518,9 +527,7 @@ func (s *Store) Set(ctx context.Context, key, value string) error {
 	if err := s.checkStaging(vals, ck); err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, ?, 0)
-		ON CONFLICT(key) DO UPDATE SET value = excluded.value, unset = 0`, ck, cv)
-	return wrap(err)
+	return s.st.Stage(ctx, Staged{Key: ck, Value: cv})
 }
 
 // Unset stages the removal of key (back to its default).
@@ -544,9 +551,7 @@ func (s *Store) Unset(ctx context.Context, key string) error {
 	if err := s.checkStaging(vals, ck); err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, NULL, 1)
-		ON CONFLICT(key) DO UPDATE SET value = NULL, unset = 1`, ck)
-	return wrap(err)
+	return s.st.Stage(ctx, Staged{Key: ck, Unset: true})
 }
 
 // Apply stages a whole settings document: every key in vals is set, and every committed key not in vals is
@@ -580,144 +585,93 @@ func (s *Store) Apply(ctx context.Context, vals map[string]string) error {
 	if err := s.checkStaging(canon, changed...); err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return wrap(err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `DELETE FROM settings_staged`); err != nil {
-		return wrap(err)
-	}
 	cur := s.Current()
+	var changes []Staged
 	for k, v := range canon {
 		if old, ok := cur.Values[k]; ok && old == v {
 			continue
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, ?, 0)`, k, v); err != nil {
-			return wrap(err)
-		}
+		changes = append(changes, Staged{Key: k, Value: v})
 	}
 	for k := range cur.Values {
 		if _, ok := canon[k]; !ok {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO settings_staged(key, value, unset) VALUES(?, NULL, 1)`, k); err != nil {
-				return wrap(err)
-			}
+			changes = append(changes, Staged{Key: k, Unset: true})
 		}
 	}
-	return wrap(tx.Commit())
+	return s.st.ReplaceStaged(ctx, changes)
 }
 
 // Diff returns the staged changes against the committed settings, sorted by key; changes that would not
 // change anything are left out.
 func (s *Store) Diff(ctx context.Context) ([]Change, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT key, COALESCE(value, ''), unset FROM settings_staged ORDER BY key`)
+	staged, err := s.st.Staged(ctx)
 	if err != nil {
-		return nil, wrap(err)
+		return nil, err
 	}
-	defer rows.Close()
-	cur := s.Current()
+	return diff(s.Current().Values, staged), nil
+}
+
+// diff returns the changes staged makes to committed, sorted by key, leaving out those that change nothing.
+func diff(committed map[string]string, staged []Staged) []Change {
 	var out []Change
-	for rows.Next() {
-		var c Change
-		var unset bool
-		if err := rows.Scan(&c.Key, &c.New, &unset); err != nil {
-			return nil, wrap(err)
+	for _, st := range staged {
+		c := Change{Key: st.Key, New: st.Value, NewSet: !st.Unset}
+		if st.Unset {
+			c.New = ""
 		}
-		c.NewSet = !unset
-		c.Old, c.OldSet = cur.Values[c.Key]
+		c.Old, c.OldSet = committed[c.Key]
 		if c.OldSet == c.NewSet && c.Old == c.New {
 			continue
 		}
 		out = append(out, c)
 	}
-	return out, wrap(rows.Err())
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
 }
 
-// Discard drops the staged changes.
+// Discard drops the staged changes. A change staged while it runs may be kept.
 func (s *Store) Discard(ctx context.Context) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM settings_staged`)
-	return wrap(err)
+	staged, err := s.st.Staged(ctx)
+	if err != nil {
+		return err
+	}
+	return s.st.DiscardStaged(ctx, staged)
 }
 
 // Commit makes the staged changes a new generation, in force at once. It returns ErrNoChanges when nothing
-// would change.
+// would change. The changes apply to the newest committed generation, read in the commit's transaction, so
+// that a commit made meanwhile on another node of a cluster is kept, not overwritten.
 func (s *Store) Commit(ctx context.Context, note, author string) (Snapshot, error) {
-	changes, err := s.Diff(ctx)
-	if err != nil {
-		return Snapshot{}, err
-	}
-	if len(changes) == 0 {
-		return Snapshot{}, ErrNoChanges
-	}
-	cur := s.Current()
-	vals := make(map[string]string, len(cur.Values))
-	for k, v := range cur.Values {
-		vals[k] = v
-	}
-	for _, c := range changes {
-		if c.NewSet {
-			vals[c.Key] = c.New
-		} else {
-			delete(vals, c.Key)
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	g, err := s.st.Commit(ctx, func(latest Generation, staged []Staged) (Generation, error) {
+		changes := diff(latest.Values, staged)
+		if len(changes) == 0 {
+			return Generation{}, ErrNoChanges
 		}
-	}
-	if err := s.checkCommit(vals); err != nil {
-		return Snapshot{}, err
-	}
-	return s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, Values: vals})
-}
-
-func (s *Store) commit(ctx context.Context, g Generation) (Snapshot, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Snapshot{}, wrap(err)
-	}
-	defer tx.Rollback()
-	if err := s.insert(ctx, tx, g); err != nil {
-		return Snapshot{}, err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM settings_staged`); err != nil {
-		return Snapshot{}, wrap(err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Snapshot{}, wrap(err)
-	}
-	snap, err := s.load(ctx)
+		vals := make(map[string]string, len(latest.Values))
+		maps.Copy(vals, latest.Values)
+		for _, c := range changes {
+			if c.NewSet {
+				vals[c.Key] = c.New
+			} else {
+				delete(vals, c.Key)
+			}
+		}
+		if err := s.checkCommit(vals); err != nil {
+			return Generation{}, err
+		}
+		return Generation{Committed: s.now(), Note: note, Author: author, Values: vals}, nil
+	})
 	if err != nil {
 		return Snapshot{}, err
 	}
-	s.mu.Lock()
-	s.current = snap
-	watchers := append([]func(Snapshot){}, s.watchers...)
-	s.mu.Unlock()
-	for _, w := range watchers {
-		w(snap)
-	}
-	return snap, nil
+	return s.adopt(g.Snapshot()), nil
 }
 
 // History returns every generation, newest first.
 func (s *Store) History(ctx context.Context) ([]Generation, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT gen, committed, note, author, rollback_of, doc FROM settings_generations ORDER BY gen DESC`)
-	if err != nil {
-		return nil, wrap(err)
-	}
-	defer rows.Close()
-	var out []Generation
-	for rows.Next() {
-		var g Generation
-		var ts int64
-		var doc string
-		if err := rows.Scan(&g.Number, &ts, &g.Note, &g.Author, &g.RollbackOf, &doc); err != nil {
-			return nil, wrap(err)
-		}
-		g.Committed = time.Unix(0, ts).UTC()
-		if err := json.Unmarshal([]byte(doc), &g.Values); err != nil {
-			return nil, wrap(err)
-		}
-		out = append(out, g)
-	}
-	return out, wrap(rows.Err())
+	return s.st.History(ctx)
 }
 
 // StagedChanges says what a rollback does with changes staged but not committed.
@@ -744,49 +698,74 @@ type RollbackResult struct {
 // refuses (ErrStaged) unless staged is DiscardStaged, so that a rollback never drops work silently. When the
 // settings of gen are those in force it makes no generation (InForce).
 func (s *Store) Rollback(ctx context.Context, gen int, note, author string, staged StagedChanges) (RollbackResult, error) {
-	changes, err := s.Diff(ctx)
-	if err != nil {
-		return RollbackResult{}, err
-	}
-	if len(changes) > 0 && staged != DiscardStaged {
-		keys := make([]string, 0, len(changes))
-		for _, c := range changes {
-			keys = append(keys, c.Key)
-		}
-		return RollbackResult{}, fmt.Errorf("%w: %d (%s); commit or discard them first, or discard them with the rollback",
-			ErrStaged, len(changes), strings.Join(keys, ", "))
-	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	hist, err := s.History(ctx)
 	if err != nil {
 		return RollbackResult{}, err
 	}
-	for _, g := range hist {
-		if g.Number != gen {
-			continue
+	var target *Generation
+	for i := range hist {
+		if hist[i].Number == gen {
+			target = &hist[i]
+			break
 		}
-		if maps.Equal(g.Values, s.Current().Values) {
-			if len(changes) > 0 {
-				if err := s.Discard(ctx); err != nil {
-					return RollbackResult{}, err
-				}
-			}
-			return RollbackResult{Snapshot: s.Current(), InForce: true, Discarded: changes}, nil
-		}
-		if note == "" {
-			note = fmt.Sprintf("rollback to generation %d", gen)
-		}
-		if err := s.checkCommit(g.Values); err != nil {
-			return RollbackResult{}, err
-		}
-		// commit drops the staged changes in the same transaction.
-		snap, err := s.commit(ctx, Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: g.Values})
-		if err != nil {
-			return RollbackResult{}, err
-		}
-		return RollbackResult{Snapshot: snap, Discarded: changes}, nil
 	}
-	return RollbackResult{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
+	if target == nil {
+		return RollbackResult{}, fmt.Errorf("%w %d", ErrNoGeneration, gen)
+	}
+	if note == "" {
+		note = fmt.Sprintf("rollback to generation %d", gen)
+	}
+	// The staged changes are judged inside the commit's transaction, against the newest generation: a change
+	// staged after a check made outside it would otherwise be dropped without being refused or listed.
+	var (
+		res      RollbackResult
+		inForce  Generation
+		dropping []Staged
+	)
+	g, err := s.st.Commit(ctx, func(latest Generation, st []Staged) (Generation, error) {
+		changes := diff(latest.Values, st)
+		if len(changes) > 0 && staged != DiscardStaged {
+			keys := make([]string, 0, len(changes))
+			for _, c := range changes {
+				keys = append(keys, c.Key)
+			}
+			return Generation{}, fmt.Errorf("%w: %d (%s); commit or discard them first, or discard them with the rollback",
+				ErrStaged, len(changes), strings.Join(keys, ", "))
+		}
+		if len(changes) > 0 {
+			res.Discarded, dropping = changes, st
+		}
+		if maps.Equal(target.Values, latest.Values) {
+			inForce = latest
+			return Generation{}, errInForce
+		}
+		if err := s.checkCommit(target.Values); err != nil {
+			return Generation{}, err
+		}
+		return Generation{Committed: s.now(), Note: note, Author: author, RollbackOf: gen, Values: target.Values}, nil
+	})
+	switch {
+	case errors.Is(err, errInForce):
+		// No generation is made; the staged changes read are dropped as asked (DiscardStaged).
+		if len(dropping) > 0 {
+			if err := s.st.DiscardStaged(ctx, dropping); err != nil {
+				return RollbackResult{}, err
+			}
+		}
+		res.Snapshot, res.InForce = s.adopt(inForce.Snapshot()), true
+		return res, nil
+	case err != nil:
+		return RollbackResult{}, err
+	}
+	// The commit dropped the staged changes read in its transaction.
+	res.Snapshot = s.adopt(g.Snapshot())
+	return res, nil
 }
+
+// errInForce ends a rollback's transaction without a new generation: the settings asked for are in force.
+var errInForce = errors.New("settings: generation in force")
 
 // Entry is one setting as listed: committed value, default, staged change.
 type Entry struct {

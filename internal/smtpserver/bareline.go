@@ -17,24 +17,42 @@ var (
 	errBareCRCommand = errors.New("bare CR in a command")
 )
 
-// maxVerb bounds what commandGuard keeps of a command line: enough for "BDAT 4294967295 LAST".
-const maxVerb = 64
+// lineSlack is what commandGuard keeps of a command line beyond the server's MaxLineLength: go-smtp ends the
+// session at a longer line, so a line the guard had to cut short is never parsed by go-smtp.
+const lineSlack = 16
 
 // What commandGuard is reading.
 const (
 	guardCommand = iota // command lines
-	guardData           // DATA content, up to <CRLF>.<CRLF>
+	guardData           // DATA content, up to the end marker as go-smtp's data reader finds it
 	guardChunk          // a BDAT chunk of known size
 	guardPass           // TLS after STARTTLS: nothing to see here
+)
+
+// States of DATA content, those of go-smtp v0.25.1's dataReader: the guard must find the end of the data
+// exactly where go-smtp does (a bare CR before ".\r\n", for one, does not end it).
+const (
+	dataBeginLine = iota
+	dataDot
+	dataDotCR
+	dataCR
+	dataText
 )
 
 // commandGuard refuses a session whose client ends a command line with LF alone or puts a CR not followed by
 // LF into one, as Postfix 3.9 does (smtpd_forbid_bare_newline): it replies 500 5.5.2 and closes. go-smtp's
 // reader takes LF alone as a line ending and keeps a CR inside a line, and it offers no hook, so the guard
-// reads the connection's bytes beneath it. It follows the protocol to know what is a command: message
-// data after DATA (until <CRLF>.<CRLF>, and only while the reply to DATA is 354) and BDAT chunks are not
-// commands; bare line endings there are refused with 554 5.6.0 by lineEndingReader instead, and the
-// session goes on. The server's replies, seen on the way out, are matched to the commands in order.
+// reads the connection's bytes beneath it. It must see the protocol exactly as go-smtp does to know what is
+// a command: message data after a DATA answered 354 (up to the end marker, found with go-smtp's own state
+// machine) and BDAT chunks are not commands; bare line endings there are refused with 554 5.6.0 by
+// lineEndingReader instead, and the session goes on. The server's replies, seen on the way out, are matched
+// to the commands in order.
+//
+// Whether DATA is accepted, whether a line is an AUTH response, and whether STARTTLS succeeds are known only
+// from the server's reply. So the guard hands go-smtp one command line per read and holds back what the
+// client pipelined after it: go-smtp answers a command before it reads again, and the reply is seen before
+// the held bytes are judged. A BDAT chunk follows its command whatever the reply, so BDAT is decided from
+// the full line, parsed as go-smtp v0.25.1's parseCmd and handleBdat do.
 //
 // Spec: after STARTTLS the bytes on the socket are TLS records and go-smtp reads the commands from its own
 // tls.Conn, which this guard cannot reach; inside TLS a bare line ending in a command is not refused. Message
@@ -45,10 +63,15 @@ const (
 type commandGuard struct {
 	mu      sync.Mutex
 	mode    int
+	maxLine int    // the server's MaxLineLength
 	cr      bool   // the previous command byte was CR
-	line    []byte // the current command line, up to maxVerb bytes
+	line    []byte // the current command line, up to maxLine+lineSlack bytes
+	long    bool   // the current command line was longer than that
+	auth    bool   // the next line is an AUTH response (the last reply was 334), not a command
 	chunk   uint64 // bytes left in a BDAT chunk
-	dot     int    // bytes of "\r\n.\r\n" matched in DATA content
+	data    int    // DATA content state (dataBeginLine...)
+	held    []byte // bytes read from the client and not yet handed to go-smtp
+	heldErr error  // the read error that came with held bytes, returned once they are gone
 	pending []string
 	greeted bool
 	out     []byte // the server's current reply line
@@ -56,35 +79,56 @@ type commandGuard struct {
 	closed  bool
 }
 
-const endOfData = "\r\n.\r\n"
-
-// Read passes the client's bytes on, up to the first command line with a bare LF or CR; the read after that
-// refuses the session.
+// Read passes the client's bytes on, one command line at a time, up to the first command line with a bare
+// LF or CR; the read after that refuses the session.
 func (c *trackedConn) Read(p []byte) (int, error) {
 	g := &c.guard
 	g.mu.Lock()
 	closed, refused := g.closed, g.refused
+	var err error
+	if len(g.held) == 0 && g.heldErr != nil {
+		err, g.heldErr = g.heldErr, nil
+	}
+	fromHeld := len(g.held) > 0
 	g.mu.Unlock()
 	switch {
 	case closed:
 		return 0, io.EOF
 	case refused != nil:
 		return 0, c.refuse(refused)
+	case err != nil:
+		return 0, err
 	}
-	n, err := c.Conn.Read(p)
+	n := 0
+	if !fromHeld {
+		n, err = c.Conn.Read(p)
+	}
 	g.mu.Lock()
-	keep, verr := g.scan(p[:n])
-	if verr != nil && keep > 0 {
-		g.refused = verr
+	src := p[:n]
+	if fromHeld {
+		src = g.held[:min(len(g.held), len(p))]
+	}
+	keep, verr := g.scan(src)
+	switch {
+	case verr != nil && keep <= 0:
+		g.mu.Unlock()
+		return 0, c.refuse(verr)
+	case verr != nil:
+		// The lines before the offending one are answered first.
+		g.refused, err = verr, nil
+	}
+	if fromHeld {
+		copy(p, src[:keep])
+		if g.held = g.held[keep:]; len(g.held) == 0 {
+			g.held = nil
+		}
+	} else if verr == nil && keep < len(src) {
+		// Hold back what follows a command line until go-smtp has answered it.
+		g.held = append([]byte(nil), src[keep:]...)
+		g.heldErr, err = err, nil
 	}
 	g.mu.Unlock()
-	switch {
-	case verr == nil:
-		return n, err
-	case keep > 0:
-		return keep, nil
-	}
-	return 0, c.refuse(verr)
+	return keep, err
 }
 
 // refuse answers 500 5.5.2 and closes the connection. go-smtp then sees the end of input and ends the
@@ -109,8 +153,9 @@ func (c *trackedConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// scan looks at bytes read from the client. On a violation it returns how many of them precede the
-// offending command line (negative or zero: the line began in an earlier read).
+// scan looks at bytes read from the client. It returns how many of them go to go-smtp now: all of them, or
+// those up to the end of a command line (the rest is held back). On a violation it returns how many of
+// them precede the offending command line (negative or zero: the line began in an earlier read).
 func (g *commandGuard) scan(b []byte) (int, error) {
 	lineStart := -len(g.line)
 	if g.cr {
@@ -128,24 +173,15 @@ func (g *commandGuard) scan(b []byte) (int, error) {
 				g.mode, lineStart = guardCommand, i+1
 			}
 		case guardData:
-			if g.dot == 0 {
-				// Most of a message: skip to the next CR, where the end of data could begin.
+			if g.data == dataText {
+				// Most of a message: only a CR changes the state.
 				j := bytes.IndexByte(b[i:], '\r')
 				if j < 0 {
 					return len(b), nil
 				}
 				i += j
 			}
-			ch := b[i]
-			switch {
-			case ch == endOfData[g.dot]:
-				g.dot++
-			case ch == '\r':
-				g.dot = 1
-			default:
-				g.dot = 0
-			}
-			if g.dot == len(endOfData) {
+			if g.dataByte(b[i]) {
 				g.mode, lineStart = guardCommand, i+1
 			}
 		default:
@@ -157,9 +193,13 @@ func (g *commandGuard) scan(b []byte) (int, error) {
 				return lineStart, errBareLFCommand
 			case ch == '\n':
 				g.command()
-				lineStart = i + 1
-			case ch != '\r' && len(g.line) < maxVerb:
+				// One command line per read: what follows is judged after go-smtp has answered.
+				return i + 1, nil
+			case ch == '\r':
+			case len(g.line) < g.maxLine+lineSlack:
 				g.line = append(g.line, ch)
+			default:
+				g.long = true
 			}
 			g.cr = ch == '\r'
 		}
@@ -167,24 +207,85 @@ func (g *commandGuard) scan(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// dataByte steps DATA content through go-smtp v0.25.1's dataReader states and reports the end of the data.
+func (g *commandGuard) dataByte(c byte) (end bool) {
+	switch g.data {
+	case dataBeginLine:
+		switch c {
+		case '.':
+			g.data = dataDot
+		case '\r':
+			g.data = dataCR
+		default:
+			g.data = dataText
+		}
+	case dataDot:
+		if c == '\r' {
+			g.data = dataDotCR
+		} else {
+			g.data = dataText
+		}
+	case dataDotCR:
+		if c == '\n' {
+			return true
+		}
+		g.data = dataText
+	case dataCR:
+		if c == '\n' {
+			g.data = dataBeginLine
+		} else {
+			g.data = dataText
+		}
+	case dataText:
+		if c == '\r' {
+			g.data = dataCR
+		}
+	}
+	return false
+}
+
+// parseCommand splits a command line as go-smtp v0.25.1's parseCmd does, which is what decides what the
+// server does with it: any line starting with STARTTLS (in any case) is STARTTLS; otherwise a verb is
+// exactly four bytes, alone or followed by a space.
+func parseCommand(line string) (verb, arg string) {
+	switch l := len(line); {
+	case strings.HasPrefix(strings.ToUpper(line), "STARTTLS"):
+		return "STARTTLS", ""
+	case l < 4 || l == 5:
+		return "", ""
+	case l == 4:
+		return strings.ToUpper(line), ""
+	case line[4] != ' ':
+		return "", ""
+	}
+	return strings.ToUpper(line[0:4]), strings.TrimSpace(line[5:])
+}
+
 // command notes a complete command line: what it expects in reply, and what follows it on the wire.
 func (g *commandGuard) command() {
-	f := strings.Fields(string(g.line))
-	g.line, g.cr = g.line[:0], false
-	verb := ""
-	if len(f) > 0 {
-		verb = strings.ToUpper(f[0])
+	line, long, auth := string(g.line), g.long, g.auth
+	g.line, g.cr, g.long, g.auth = g.line[:0], false, false, false
+	if auth {
+		// An AUTH response (RFC 4954 Section 4): go-smtp reads it as such, not as a command.
+		g.pending = append(g.pending, "AUTH")
+		return
+	}
+	verb, arg := parseCommand(line)
+	if long {
+		// go-smtp refuses the line as too long and ends the session.
+		verb = ""
 	}
 	g.pending = append(g.pending, verb)
-	switch {
-	case verb == "DATA" && len(f) == 1:
-		// Data follows once the reply is 354; a client that does not wait is read as sending data.
-		g.mode, g.dot = guardData, 2
-	case verb == "BDAT" && (len(f) == 2 || len(f) == 3 && strings.EqualFold(f[2], "LAST")):
-		// As go-smtp does: a chunk follows every BDAT whose arguments parse, accepted or not.
-		if n, err := strconv.ParseUint(f[1], 10, 32); err == nil && n > 0 {
-			g.mode, g.chunk = guardChunk, n
-		}
+	if verb != "BDAT" {
+		return
+	}
+	// As go-smtp's handleBdat: a chunk follows every BDAT whose arguments parse, accepted or not.
+	f := strings.Fields(arg)
+	if len(f) == 0 || len(f) > 2 || len(f) == 2 && !strings.EqualFold(f[1], "LAST") {
+		return
+	}
+	if n, err := strconv.ParseUint(f[0], 10, 32); err == nil && n > 0 {
+		g.mode, g.chunk = guardChunk, n
 	}
 }
 
@@ -221,11 +322,13 @@ func (g *commandGuard) replies(b []byte) {
 		switch verb {
 		case "DATA":
 			if code == 354 {
-				// The reply at the end of the data answers DATA too.
+				// The data follows; the reply at its end answers DATA too.
+				g.mode, g.data = guardData, dataBeginLine
 				g.pending = append([]string{"DATA END"}, g.pending...)
-			} else if g.mode == guardData {
-				g.mode, g.dot = guardCommand, 0
 			}
+		case "AUTH":
+			// A challenge: the next line is the client's response (RFC 4954 Section 4).
+			g.auth = code == 334
 		case "STARTTLS":
 			if code == 220 {
 				g.mode = guardPass

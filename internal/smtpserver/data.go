@@ -168,13 +168,18 @@ func splitField(line []byte) (name, value string, ok bool) {
 }
 
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	now func() time.Time
+	eof time.Time // when the end of the data was read: the client's final dot
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err == io.EOF && c.eof.IsZero() {
+		c.eof = c.now()
+	}
 	return n, err
 }
 

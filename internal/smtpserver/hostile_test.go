@@ -1,7 +1,9 @@
 package smtpserver
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net/textproto"
 	"strings"
 	"testing"
 )
@@ -154,5 +156,74 @@ func TestBareLineEndingsInDataNotCommands(t *testing.T) {
 		if code, _ := c.send("a@example.org", []string{"b@example.net"}, simpleMsg); code != 250 {
 			t.Fatalf("transaction over TLS: %d, want 250", code)
 		}
+	})
+}
+
+// TestCommandGuardParsesAsGoSMTP: the guard reads each line as go-smtp v0.25.1 does, so what it takes for a
+// command, a BDAT chunk or DATA content is what the server takes for it; a bare LF in what the server reads
+// as a command is always refused, and message data is never refused as a command.
+func TestCommandGuardParsesAsGoSMTP(t *testing.T) {
+	t.Run("BDAT with a tab is a bad command, not a chunk", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		c.raw("BDAT\t10\r\nNOOP\nRSET\r\n")
+		c.expect(501, "5.5.2")
+		c.expect(500, "5.5.2")
+		c.closed()
+	})
+	t.Run("DATA with a trailing space is refused, and what follows are commands", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		c.cmd(250, "", "MAIL FROM:<a@example.org>")
+		c.cmd(250, "", "RCPT TO:<b@example.net>")
+		c.raw("DATA \r\nNOOP\n")
+		c.expect(501, "5.5.2")
+		c.expect(500, "5.5.2")
+		c.closed()
+	})
+	t.Run("commands pipelined after a refused DATA are commands", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		c.raw("DATA\r\nNOOP\n")
+		c.expect(502, "5.5.1")
+		c.expect(500, "5.5.2")
+		c.closed()
+	})
+	t.Run("STARTTLS followed by junk is STARTTLS", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		c.raw("STARTTLSx\r\n")
+		c.expect(220, "2.0.0")
+		tc := tls.Client(c.conn, &tls.Config{RootCAs: c.ca.Pool(), ServerName: testHost, Time: c.ca.Now})
+		if err := tc.Handshake(); err != nil {
+			t.Fatalf("TLS handshake after STARTTLSx: %v", err)
+		}
+		c.conn, c.tp = tc, textproto.NewConn(tc)
+		c.ehlo()
+	})
+	t.Run("BDAT with its size beyond 64 bytes of spaces", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		c.cmd(250, "", "MAIL FROM:<a@example.org>")
+		c.cmd(250, "", "RCPT TO:<b@example.net>")
+		chunk := "Subject: x\r\n\r\nbare\nLF\r\n"
+		c.raw(fmt.Sprintf("BDAT%s%d LAST\r\n%s", strings.Repeat(" ", 80), len(chunk), chunk))
+		c.expect(554, "5.6.0")
+		c.cmd(250, "", "NOOP")
+	})
+	t.Run("a bare CR before the dot line does not end DATA", func(t *testing.T) {
+		h := newHarness(t, nil)
+		c := h.dial(t)
+		c.ehlo()
+		code, _ := c.send("a@example.org", []string{"b@example.net"}, "Subject: x\r\n\r\n.\r\r\n.\r\nfoo\nbar\r\n.\r\n")
+		if code != 554 {
+			t.Fatalf("data with bare line endings: %d, want 554", code)
+		}
+		c.cmd(250, "", "NOOP")
 	})
 }

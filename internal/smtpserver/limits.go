@@ -26,6 +26,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return tc, nil
 		}
 		l.srv.log.Info("connection refused: too many connections", "ip", ip.String())
+		l.srv.rejected(ReasonTooManyConns)
 		// A fresh socket's send buffer is empty, so this write does not block in practice; the deadline
 		// bounds it anyway. Deadlines are wall-clock by nature, not the injected clock.
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -97,6 +98,7 @@ func (s *Server) track(c net.Conn, ip netip.Addr) (*trackedConn, bool) {
 	}
 	s.perIP[ip]++
 	tc := &trackedConn{Conn: c, srv: s, ip: ip}
+	tc.guard.maxLine = s.cfg.MaxLineLength
 	if s.shuttingDown {
 		tc.drain()
 	}

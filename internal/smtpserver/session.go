@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -97,7 +98,23 @@ func hasControl(s string) bool {
 	return false
 }
 
+// Mail, Rcpt, Data and Auth count each refusal for metrics (observe.go).
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	return s.srv.observe(s.mail(from, opts))
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	return s.srv.observe(s.rcpt(to, opts))
+}
+
+func (s *session) Data(r io.Reader) error { return s.srv.observe(s.data(r)) }
+
+func (s *session) Auth(mech string) (sasl.Server, error) {
+	srv, err := s.auth(mech)
+	return srv, s.srv.observe(err)
+}
+
+func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	if opts == nil {
 		opts = &smtp.MailOptions{}
 	}
@@ -148,7 +165,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
 	if opts == nil {
 		opts = &smtp.RcptOptions{}
 	}
@@ -212,7 +229,7 @@ func (s *session) Logout() error {
 
 // Data streams the message to the Submitter. The reply for success is returned as an *smtp.SMTPError with
 // code 250, which is how go-smtp lets a backend choose the text ("queued as <id>").
-func (s *session) Data(r io.Reader) error {
+func (s *session) data(r io.Reader) error {
 	s.mu.Lock()
 	env := s.env
 	env.Recipients = append([]queue.Recipient(nil), s.env.Recipients...)
@@ -242,7 +259,7 @@ func (s *session) Data(r io.Reader) error {
 	}
 
 	received := s.received(env, authed)
-	counted := &countingReader{r: io.MultiReader(strings.NewReader(received), bytes.NewReader(msg.head), msg.rest)}
+	counted := &countingReader{r: io.MultiReader(strings.NewReader(received), bytes.NewReader(msg.head), msg.rest), now: s.srv.now}
 	id, subErr := s.srv.sub.Submit(s.srv.baseCtx, env, counted)
 	if chk.err != nil {
 		if subErr == nil {
@@ -262,6 +279,13 @@ func (s *session) Data(r io.Reader) error {
 	tlsDesc := "none"
 	if s.tls != nil {
 		tlsDesc = tlsVersionName(s.tls.Version)
+	}
+	if s.srv.cfg.Observer.Accepted != nil {
+		var commit time.Duration
+		if !counted.eof.IsZero() {
+			commit = s.srv.now().Sub(counted.eof)
+		}
+		s.srv.cfg.Observer.Accepted(Accepted{Authenticated: authed, Commit: commit})
 	}
 	s.srv.log.Info("message accepted", "msg_id", id, "from", env.From, "rcpts", len(env.Recipients),
 		"size", counted.n, "ip", s.ip.String(), "tls", tlsDesc, "auth", authed)
@@ -305,7 +329,7 @@ func (s *session) AuthMechanisms() []string {
 	return []string{sasl.Plain, sasl.Login}
 }
 
-func (s *session) Auth(mech string) (sasl.Server, error) {
+func (s *session) auth(mech string) (sasl.Server, error) {
 	if s.tls == nil {
 		if s.srv.cfg.TLS != nil {
 			return nil, smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Must issue a STARTTLS command first")
@@ -336,6 +360,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 
 func (s *session) authResult(user string, ok bool) error {
 	if !ok {
+		s.srv.rejected(ReasonAuthFailed)
 		s.srv.authFailed(s.ip)
 		s.srv.log.Info("authentication failed", "ip", s.ip.String())
 		return smtp.ErrAuthFailed

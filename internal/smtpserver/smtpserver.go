@@ -97,6 +97,8 @@ type Config struct {
 	Now func() time.Time
 	// TempError maps a Submit error to the reply. Default (or nil result): 451 4.3.0.
 	TempError func(error) *smtp.SMTPError
+	// Observer receives accepted messages and refusals, for metrics.
+	Observer Observer
 }
 
 // Server is the inbound SMTP listener.
@@ -115,6 +117,8 @@ type Server struct {
 
 	mu           sync.Mutex
 	shuttingDown bool
+	listeners    []net.Listener // those Serve was given
+	serving      sync.WaitGroup // Serve loops still accepting; Add only under mu before shuttingDown
 	conns        map[*trackedConn]struct{}
 	perIP        map[netip.Addr]int
 	rate         map[netip.Addr]*bucket
@@ -228,13 +232,20 @@ func (s *Server) mac(password string) []byte {
 // Serve accepts connections on ln until Shutdown. It returns nil after Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	down := s.shuttingDown
-	s.mu.Unlock()
-	if down {
+	if s.shuttingDown {
+		s.mu.Unlock()
 		ln.Close()
 		return nil
 	}
-	if err := s.smtp.Serve(&limitListener{Listener: ln, srv: s}); err != nil {
+	s.listeners = append(s.listeners, ln)
+	s.serving.Add(1)
+	s.mu.Unlock()
+	defer s.serving.Done()
+	err := s.smtp.Serve(&limitListener{Listener: ln, srv: s})
+	s.mu.Lock()
+	down := s.shuttingDown
+	s.mu.Unlock()
+	if err != nil && !(down && errors.Is(err, net.ErrClosed)) {
 		return fmt.Errorf("smtpserver: serve: %w", err)
 	}
 	return nil
@@ -250,7 +261,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			c.drain()
 		}
 	}
+	listeners := s.listeners
 	s.mu.Unlock()
+	// Stop the accept loops before go-smtp's Shutdown waits for its connections: an accept that raced
+	// with that wait would add to go-smtp's WaitGroup while it is being waited on.
+	for _, ln := range listeners {
+		ln.Close()
+	}
+	s.serving.Wait()
 
 	done := make(chan error, 1)
 	go func() { done <- s.smtp.Shutdown(context.Background()) }()

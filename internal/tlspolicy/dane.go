@@ -75,6 +75,13 @@ func (p *Plan) SetDANE(host string, set dane.TLSASet) Verdict {
 		return Verdict{ReasonCode: "tlsa-lookup-failed", Detail: errText(set.Err)}
 	case dane.StatusSecure:
 		h.names = p.referenceIDs(host, set.BaseDomain)
+		if p.DANE() == DANERequired && !set.Usable() {
+			// RFC 7672 Section 6 (DANE-16): mandatory DANE needs a usable secure TLSA record; with none the
+			// host cannot be authenticated, so it is not used (as Postfix's dane-only defers). The records
+			// are at fault, so the report says tlsa-invalid, under the TLSA policy of the base domain.
+			return Verdict{Failure: tlsrpt.ResultTLSAInvalid, ReasonCode: dane.ReasonUnusable,
+				Detail: fmt.Sprintf("dane-only: no usable TLSA record among %v", dane.Strings(set.RRset))}
+		}
 		return Verdict{Proceed: true}
 	}
 	if p.DANE() == DANERequired {
@@ -181,8 +188,12 @@ func (p *Plan) daneCheck(host string, cs tls.ConnectionState, requireTLSOffered 
 	if !h.set.Usable() {
 		// RFC 7672 Section 2.2 (DANE-12): a secure RRset with no usable record: TLS is mandatory but not
 		// authenticated by DANE; the rest of the plan still applies (an enforced MTA-STS policy still asks
-		// for PKIX). The unusable RRset is reported.
+		// for PKIX). The unusable RRset is reported. Under dane-only SetDANE has refused the host already;
+		// should a session reach here anyway, it never proceeds unauthenticated.
 		v := p.pkixCheck(host, cs, requireTLSOffered)
+		if p.DANE() == DANERequired {
+			v.Proceed = false
+		}
 		if v.Failure == "" {
 			v.Failure, v.ReasonCode = tlsrpt.ResultTLSAInvalid, dane.ReasonUnusable
 			v.Detail = fmt.Sprintf("no usable TLSA record among %v", dane.Strings(h.set.RRset))

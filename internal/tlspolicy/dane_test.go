@@ -48,6 +48,7 @@ func TestDANEMode(t *testing.T) {
 func TestSetDANE_DANE4_DANE16_DANE25_DANE28(t *testing.T) {
 	dom := address.MustParseDomain("example.com")
 	rec := dnsx.TLSA{Usage: 3, Selector: 1, MatchingType: 1, Data: make([]byte, 32)}
+	unusable := dnsx.TLSA{Usage: 1, Selector: 1, MatchingType: 1, Data: make([]byte, 32)}
 	tests := []struct {
 		name        string
 		mode        Level
@@ -67,6 +68,10 @@ func TestSetDANE_DANE4_DANE16_DANE25_DANE28(t *testing.T) {
 			tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, String: []string{}, Domain: "example.com"}, "mx1.example.com"},
 		{"none under dane-only", LevelDANEOnly, dane.TLSASet{}, false, tlsrpt.ResultDANERequired,
 			tlsrpt.Policy{Type: tlsrpt.PolicyTLSA, String: []string{}, Domain: "example.com"}, "mx1.example.com"},
+		{"unusable under dane-only", LevelDANEOnly, dane.TLSASet{Status: dane.StatusSecure, BaseDomain: "mx1.example.com", RRset: []dnsx.TLSA{unusable}}, false, tlsrpt.ResultTLSAInvalid,
+			tlsrpt.Policy{Type: tlsrpt.PolicyTLSA, String: []string{dane.String(unusable)}, Domain: "mx1.example.com"}, "mx1.example.com"},
+		{"unusable under dane", LevelDANE, dane.TLSASet{Status: dane.StatusSecure, BaseDomain: "mx1.example.com", RRset: []dnsx.TLSA{unusable}}, true, "",
+			tlsrpt.Policy{Type: tlsrpt.PolicyTLSA, String: []string{dane.String(unusable)}, Domain: "mx1.example.com"}, "mx1.example.com"},
 	}
 	for _, tt := range tests {
 		s := &Settings{Rules: map[string]Rule{"example.com": {Level: tt.mode}}}

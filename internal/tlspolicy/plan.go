@@ -299,11 +299,11 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 	}
 	leaf := cs.PeerCertificates[0]
 	if now.After(leaf.NotAfter) {
-		return tlsrpt.ResultCertificateExpired, "leaf-expired", fmt.Sprintf("certificate for %q expired at %s", leaf.Subject.CommonName, leaf.NotAfter.UTC().Format(time.RFC3339))
+		return tlsrpt.ResultCertificateExpired, "leaf-expired", fmt.Sprintf("certificate %s expired at %s", certName(leaf), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	if now.Before(leaf.NotBefore) {
 		// Spec: STS-74 recommends certificate-not-trusted or validation-failure for not-yet-valid.
-		return tlsrpt.ResultCertificateNotTrusted, "certificate-not-yet-valid", fmt.Sprintf("certificate not valid before %s", leaf.NotBefore.UTC().Format(time.RFC3339))
+		return tlsrpt.ResultCertificateNotTrusted, "certificate-not-yet-valid", fmt.Sprintf("certificate %s is not valid before %s", certName(leaf), leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {
@@ -321,11 +321,14 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 		var invalid x509.CertificateInvalidError
 		switch {
 		case errors.As(err, &unknown):
-			return tlsrpt.ResultCertificateNotTrusted, "unknown-authority", err.Error()
+			return tlsrpt.ResultCertificateNotTrusted, "unknown-authority",
+				fmt.Sprintf("certificate %s is signed by an authority not in the trust store", certName(leaf))
 		case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-			return tlsrpt.ResultCertificateExpired, "chain-certificate-expired", err.Error()
+			return tlsrpt.ResultCertificateExpired, "chain-certificate-expired",
+				fmt.Sprintf("certificate %s: %s", certName(leaf), strings.TrimPrefix(err.Error(), "x509: "))
 		default:
-			return tlsrpt.ResultValidationFailure, "chain-invalid", err.Error()
+			return tlsrpt.ResultValidationFailure, "chain-invalid",
+				fmt.Sprintf("certificate %s: %s", certName(leaf), strings.TrimPrefix(err.Error(), "x509: "))
 		}
 	}
 	// crypto/x509 matches SAN dNSNames only (no CN fallback since Go 1.15) and wildcards only as the whole
@@ -336,9 +339,26 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 		for _, ip := range leaf.IPAddresses {
 			names = append(names, ip.String())
 		}
-		return tlsrpt.ResultCertificateHostMismatch, "san-mismatch", fmt.Sprintf("certificate names %v, not %s", names, host)
+		return tlsrpt.ResultCertificateHostMismatch, "san-mismatch", fmt.Sprintf("certificate %s names %v, not %s", certName(leaf), names, host)
 	}
 	return "", "", ""
+}
+
+// certName names a certificate for people reading an error: its subject (the common name, else the first
+// DNS name) and its issuer, as in `"mx.example.com" (issuer "R11")`.
+func certName(c *x509.Certificate) string {
+	subject := c.Subject.CommonName
+	if subject == "" && len(c.DNSNames) > 0 {
+		subject = c.DNSNames[0]
+	}
+	if subject == "" {
+		subject = c.Subject.String()
+	}
+	issuer := c.Issuer.CommonName
+	if issuer == "" {
+		issuer = c.Issuer.String()
+	}
+	return fmt.Sprintf("%q (issuer %q)", subject, issuer)
 }
 
 // STSFetchResult names a failed MTA-STS policy fetch by its RFC 8460 Section 4.3.2.2 result type (STS-92):

@@ -83,7 +83,7 @@ type Reporter struct {
 	Submitter address.Domain
 	// From is the report mail's From header and envelope sender. Zero means Contact.
 	From address.Address
-	// DKIM signs report mail; nil sends it unsigned, which receivers may discard (Run logs a warning).
+	// DKIM signs report mail; nil sends it unsigned, which receivers may discard (the daemon logs a warning).
 	DKIM *DKIMKey
 	// MaxDestinations bounds the rua destinations one report is sent to; 0 means 4.
 	MaxDestinations int

@@ -15,10 +15,6 @@ func (r *Reporter) Run(ctx context.Context) error {
 		return err
 	}
 	log := r.log()
-	if r.DKIM == nil {
-		// RFC 8460 Section 3: report mail MUST be DKIM-signed; unsigned reports may be discarded.
-		log.Warn("tlsreport: no DKIM key configured: report mail is sent unsigned and may be discarded")
-	}
 	var (
 		handled   time.Time // the last day whose reports were sent without a temporary failure
 		jitterDay time.Time

@@ -190,6 +190,15 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("dashboard: failed component row = %q, want tlsrpt failed with its reason", got)
 	}
 	checkErrors("login")
+	// The TLS mix chart counts the attempts that never reached a session (the expired certificate under
+	// enforce was refused before any mail was sent) beside the TLS classes.
+	if got, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.getElementById("chart-desc").textContent`)); err != nil ||
+		!strings.Contains(got, "that never reached a session") || strings.Contains(got, " 0 that never reached") {
+		t.Errorf("chart description = %q, want a non-zero count of attempts that never reached a session", got)
+	}
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("svg.chart rect.nosession").length`)); err != nil || n == 0 {
+		t.Errorf("no-session bars: %v, %v", n, err)
+	}
 
 	// The queue: find the message deferred with result type certificate-expired and open it.
 	visit("queue", "/queue", "#queue-table")
@@ -210,6 +219,21 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	screenshot("message")
 	checkErrors("message")
+
+	// Tracking: a delivered message is found by its recipient, with both attempts.
+	visit("trace", "/trace", "#trace-form")
+	step("search", chromedp.SendKeys(chromedp.ID("trace-q"), consoletest.TracedAddr))
+	submit("find", `#trace-form button[type="submit"]`)
+	step("traced message", chromedp.WaitVisible(chromedp.ID("traced-"+consoletest.MsgTraced)))
+	if got := text("#traced-" + consoletest.MsgTraced + " .trace-recipients tbody"); !strings.Contains(got, "delivered") || !strings.Contains(got, "verified TLS 1.3") {
+		t.Errorf("traced recipient = %q, want delivered over verified TLS 1.3", got)
+	}
+	if got := text("#traced-" + consoletest.MsgTraced + " .trace-timeline tbody"); !strings.Contains(got, "certificate-expired") || !strings.Contains(got, "250 2.0.0") {
+		t.Errorf("traced timeline = %q, want the certificate-expired deferral, then the delivery", got)
+	}
+	screenshot("trace")
+	checkErrors("trace")
+	visit("trace-none", "/trace?q=nobody%40example.org", "#trace-none")
 
 	// Settings: stage Sender.EnableMTASTS=false, review the diff, commit with a note.
 	visit("settings", "/settings", "#settings-table")
@@ -248,7 +272,12 @@ func TestConsoleInChromium(t *testing.T) {
 
 	// A staged rule is what the form shows: staging "required" for a domain and coming back to the page
 	// shows "required" preselected on its row, so that pressing Stage there does not stage "none".
-	visit("settings-rule", "/settings", "#domain-rule")
+	// Domain TLS rules have their own page, apart from the global settings.
+	visit("settings-no-rules", "/settings", "#rules-link")
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("#settings-table input[name=key][value^='Domain.']").length`)); err != nil || n != 0 {
+		t.Errorf("the settings page lists %d domain rules (%v), want none", n, err)
+	}
+	visit("settings-rule", "/rules", "#domain-rule")
 	step("rule domain", chromedp.SendKeys(chromedp.CSS(`#domain-rule input[name="domain"]`), "bank.example"))
 	step("rule level", chromedp.SetValue(chromedp.CSS(`#domain-rule select[name="value"]`), "required"))
 	submit("stage the rule", `#domain-rule button[type="submit"]`)
@@ -269,7 +298,7 @@ func TestConsoleInChromium(t *testing.T) {
 	screenshot("confirm-lower")
 	checkErrors("confirm-lower")
 	submit("cancel lowering", "#cancel-lower")
-	step("back on settings", chromedp.WaitVisible(chromedp.ID("settings-table")))
+	step("back on the rules page", chromedp.WaitVisible(chromedp.ID("rules-table")))
 	staged := func() string {
 		t.Helper()
 		changes, err := env.Settings.Diff(context.Background())
@@ -342,6 +371,10 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Errorf("reports page DKIM status = %q, want not published", got)
 	}
 	visit("report-preview", "/reports/preview?domain=example.org&day=2025-06-01", "#report-json")
+	// The preview reads as a table beside the JSON: policy, counts, failures by result type.
+	if got := text("#report-table tbody"); !strings.Contains(got, "sts") || !strings.Contains(got, "example.org") {
+		t.Errorf("report preview table = %q, want the sts policy of example.org with its counts", got)
+	}
 	visit("settings-after", "/settings", "#settings-table")
 	visit("review-empty", "/settings/review", "main")
 	visit("account", "/account", "#password-form")

@@ -38,6 +38,34 @@ const MsgExpired = "0a1b2c3d4e5f6g7h8i9j0k1l2p"
 // ExpiredDomain is MsgExpired's destination, failing MTA-STS enforce.
 const ExpiredDomain = "shop.example"
 
+// MsgTraced is a delivered message the Tracking page finds by TracedAddr (its recipient) or its ID.
+const (
+	MsgTraced  = "0t1r2a3c4e5d6m7s8g9x0y1z2w"
+	TracedAddr = "dana@partner.example"
+)
+
+// trace finds MsgTraced, which left the queue an hour before the clock's start.
+func trace(now func() time.Time) func(context.Context, queue.TraceQuery) ([]queue.Traced, error) {
+	return func(_ context.Context, q queue.TraceQuery) ([]queue.Traced, error) {
+		if q.Any != TracedAddr && q.Any != MsgTraced {
+			return nil, nil
+		}
+		fin := now().Add(-time.Hour)
+		return []queue.Traced{{
+			ID: MsgTraced, MessageID: "<q3-report@corp.example>", From: "alice@corp.example", Size: 4096,
+			Received: fin.Add(-5 * time.Minute), Finished: fin,
+			Recipients: []queue.RecipientInfo{{Addr: TracedAddr, Domain: "partner.example", State: "delivered", Attempts: 2,
+				LastCode: 250, LastEnhanced: "2.0.0", LastText: "OK", LastRemoteMTA: "mx.partner.example", LastTLS: "verified TLS 1.3", LastPolicy: "mta-sts enforce"}},
+			Attempts: []queue.Attempt{
+				{Rcpt: TracedAddr, At: fin.Add(-4 * time.Minute), Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5", Text: "certificate has expired",
+					RemoteMTA: "mx.partner.example", Policy: "mta-sts enforce", ResultType: "certificate-expired"},
+				{Rcpt: TracedAddr, At: fin, Outcome: queue.Delivered, Code: 250, Enhanced: "2.0.0", Text: "OK",
+					RemoteMTA: "mx.partner.example", TLS: "verified TLS 1.3", Policy: "mta-sts enforce"},
+			},
+		}}, nil
+	}
+}
+
 // Env is a console under test.
 type Env struct {
 	Console  *console.Console
@@ -122,6 +150,7 @@ func New(t testing.TB) *Env {
 		DKIM:               func(context.Context) (admin.DKIMRecord, error) { return DKIM, nil },
 		PasswordFile:       pwFile,
 		PasswordIterations: 1000,
+		Trace:              trace(clock.Now),
 		Now:                clock.Now,
 		Logger:             slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})

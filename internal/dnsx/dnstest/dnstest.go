@@ -1,7 +1,8 @@
 // Package dnstest provides a small recursive-resolver look-alike for tests: a miekg/dns server on 127.0.0.1
 // (UDP and TCP on the same port) that answers from an in-memory record set, follows CNAMEs the way a
 // recursive resolver does, sets the AD bit for names marked secure, truncates UDP answers that exceed the
-// client's advertised size, and can be told to fail (SERVFAIL, REFUSED, NXDOMAIN) or to drop queries.
+// client's advertised size, and can be told to fail (SERVFAIL, REFUSED, NXDOMAIN, DNSSEC bogus) or to drop
+// queries.
 //
 // It is not an authoritative server: it has no zones, no delegation, no wildcards and no DNSSEC signatures.
 // "Secure" is a label on names, standing in for a validating resolver's verdict.
@@ -35,6 +36,10 @@ const (
 	FailNXDomain
 	// FailDrop sends no answer at all, so the client times out.
 	FailDrop
+	// FailBogus answers as a validating resolver does for data whose DNSSEC validation failed: SERVFAIL with
+	// the Extended DNS Error "DNSSEC Bogus" (RFC 8914 Section 4.7), or the records, without the AD bit, to a
+	// query with checking disabled (RFC 4035 Section 3.2.2).
+	FailBogus
 )
 
 // Query is one query the server received.
@@ -294,7 +299,18 @@ func (s *Server) answer(req *dns.Msg, network string) (resp *dns.Msg, drop bool)
 	seen := map[string]bool{}
 	for hop := 0; ; hop++ {
 		if f := s.failureLocked(name, q.Qtype); f != FailNone {
+			if f == FailBogus && req.CheckingDisabled {
+				secure = false
+				f = FailNone
+			}
 			switch f {
+			case FailBogus:
+				resp.Answer = nil
+				resp.Rcode = dns.RcodeServerFailure
+				if ropt := resp.IsEdns0(); ropt != nil {
+					ropt.Option = append(ropt.Option, &dns.EDNS0_EDE{InfoCode: dns.ExtendedErrorCodeDNSBogus})
+				}
+				return resp, false
 			case FailDrop:
 				return nil, true
 			case FailServFail:

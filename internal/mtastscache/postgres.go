@@ -1,0 +1,93 @@
+package mtastscache
+
+import (
+	"context"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/store"
+)
+
+// postgresMigrations are the versions of this package's PostgreSQL schema; never edit a released one,
+// append. The columns are those of the SQLite schema, with 64-bit integers for the nanosecond times.
+var postgresMigrations = []string{
+	`CREATE TABLE mtasts_policies (
+		domain               TEXT PRIMARY KEY,
+		id                   TEXT NOT NULL,
+		policy               TEXT NOT NULL,
+		mode                 TEXT NOT NULL,
+		max_age              BIGINT NOT NULL,
+		fetched              BIGINT NOT NULL,
+		expires              BIGINT NOT NULL,
+		last_used            BIGINT NOT NULL DEFAULT 0,
+		last_refresh_at      BIGINT NOT NULL DEFAULT 0,
+		last_refresh_error   TEXT NOT NULL DEFAULT '',
+		consecutive_failures INTEGER NOT NULL DEFAULT 0
+	)`,
+}
+
+// PostgresStore keeps the policy cache in the PostgreSQL database a cluster shares.
+type PostgresStore struct {
+	PG *store.PG
+}
+
+var _ Store = PostgresStore{}
+
+// Migrate implements Store.
+func (s PostgresStore) Migrate(ctx context.Context) error {
+	return store.MigratePostgres(ctx, s.PG, "mtastscache", postgresMigrations)
+}
+
+// Load implements Store.
+func (s PostgresStore) Load(ctx context.Context) ([]Record, error) {
+	rows, err := s.PG.Query(ctx, `SELECT domain, id, policy, mode, max_age, fetched, expires, last_used,
+		last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var r Record
+		var mode string
+		var maxAge, fetched, expires, lastUsed, lastRefreshAt int64
+		if err := rows.Scan(&r.Domain, &r.ID, &r.Policy, &mode, &maxAge, &fetched, &expires, &lastUsed,
+			&lastRefreshAt, &r.LastRefreshError, &r.Failures); err != nil {
+			return nil, err
+		}
+		r.Mode = mtasts.Mode(mode)
+		r.MaxAge = time.Duration(maxAge) * time.Second
+		r.Fetched, r.Expires, r.LastUsed, r.LastRefreshAt = fromDB(fetched), fromDB(expires), fromDB(lastUsed), fromDB(lastRefreshAt)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Save implements Store.
+func (s PostgresStore) Save(ctx context.Context, r Record) error {
+	_, err := s.PG.Exec(ctx, `INSERT INTO mtasts_policies(domain, id, policy, mode, max_age, fetched,
+		expires, last_used, last_refresh_at, last_refresh_error, consecutive_failures)
+		VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		ON CONFLICT(domain) DO UPDATE SET id = excluded.id, policy = excluded.policy, mode = excluded.mode,
+			max_age = excluded.max_age, fetched = excluded.fetched, expires = excluded.expires,
+			last_used = excluded.last_used, last_refresh_at = excluded.last_refresh_at,
+			last_refresh_error = excluded.last_refresh_error,
+			consecutive_failures = excluded.consecutive_failures`,
+		r.Domain, r.ID, r.Policy, string(r.Mode), int64(r.MaxAge/time.Second),
+		toDB(r.Fetched), toDB(r.Expires), toDB(r.LastUsed), toDB(r.LastRefreshAt), r.LastRefreshError, r.Failures)
+	return err
+}
+
+// Used implements Store.
+func (s PostgresStore) Used(ctx context.Context, domain address.Domain, at time.Time) error {
+	_, err := s.PG.Exec(ctx, `UPDATE mtasts_policies SET last_used = $1 WHERE domain = $2 AND last_used < $1`,
+		toDB(at), domain.String())
+	return err
+}
+
+// Delete implements Store.
+func (s PostgresStore) Delete(ctx context.Context, domain address.Domain) error {
+	_, err := s.PG.Exec(ctx, `DELETE FROM mtasts_policies WHERE domain = $1`, domain.String())
+	return err
+}
