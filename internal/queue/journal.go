@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -39,30 +41,85 @@ type journal struct {
 	mu          sync.Mutex
 	f           *os.File
 	buf         []byte
-	size        int64
-	outstanding int // entries whose result is not recorded in the index yet
-	failed      bool
+	size        int64 // octets of whole entries in the file
+	outstanding int   // entries whose result is not recorded in the index yet
+	// err is the last write error while the journal does not work; each write tries again first.
+	err error
+	// state, when set, is told each time the journal stops working (the error) or works again (nil).
+	state func(error)
 }
 
-// write appends recipient row id of message msgID; false when it could not.
+// appendEntry formats one entry: the message id, the row id and a CRC-32 of both, so that a line torn or
+// mangled by a partial write is recognised at replay rather than read as another recipient.
+func appendEntry(b []byte, msgID string, id int64) []byte {
+	start := len(b)
+	b = append(b, msgID...)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, id, 10)
+	sum := crc32.ChecksumIEEE(b[start:])
+	b = append(b, ' ')
+	b = strconv.AppendUint(b, uint64(sum), 16)
+	return append(b, '\n')
+}
+
+// parseEntry reads one newline-terminated line (without its newline). Lines written before entries had
+// a checksum (two fields) are accepted as they are: they were newline-terminated.
+func parseEntry(line string) (journalEntry, bool) {
+	fields := strings.Split(line, " ")
+	switch len(fields) {
+	case 3:
+		want, err := strconv.ParseUint(fields[2], 16, 32)
+		if err != nil || crc32.ChecksumIEEE([]byte(fields[0]+" "+fields[1])) != uint32(want) {
+			return journalEntry{}, false
+		}
+	case 2:
+	default:
+		return journalEntry{}, false
+	}
+	id, err := strconv.ParseInt(fields[1], 10, 64)
+	if err != nil || !validID(fields[0]) {
+		return journalEntry{}, false
+	}
+	return journalEntry{fields[0], id}, true
+}
+
+// write appends recipient row id of message msgID; false when it could not. After a failed write the next
+// one first cuts the file back to its last whole entry and tries again, so that a passing failure (a full
+// disk that was cleaned) does not switch the journal off.
 func (j *journal) write(msgID string, id int64) (bool, error) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.f == nil || j.failed {
+	if j.f == nil {
 		return false, nil
 	}
-	j.buf = append(j.buf[:0], msgID...)
-	j.buf = append(j.buf, ' ')
-	j.buf = strconv.AppendInt(j.buf, id, 10)
-	j.buf = append(j.buf, '\n')
-	n, err := j.f.Write(j.buf)
-	j.size += int64(n)
-	if err != nil {
-		j.failed = true
-		return false, err
+	if j.err != nil {
+		if err := j.f.Truncate(j.size); err != nil {
+			return false, j.fail(err)
+		}
+	}
+	j.buf = appendEntry(j.buf[:0], msgID, id)
+	if _, err := j.f.Write(j.buf); err != nil {
+		return false, j.fail(err)
+	}
+	j.size += int64(len(j.buf))
+	if j.err != nil {
+		j.err = nil
+		if j.state != nil {
+			j.state(nil)
+		}
 	}
 	j.outstanding++
 	return true, nil
+}
+
+// fail notes a write error; the state callback hears of the first one of a run. j.mu is held.
+func (j *journal) fail(err error) error {
+	first := j.err == nil
+	j.err = err
+	if first && j.state != nil {
+		j.state(err)
+	}
+	return err
 }
 
 // recorded notes that n entries are now in the index (or will never be), and empties the file when
@@ -97,9 +154,17 @@ func (j *journal) close() {
 func (q *Queue) journalDelivered(msgID string, id int64) bool {
 	ok, err := q.journal.write(msgID, id)
 	if err != nil {
-		q.log.Error("queue: delivery journal write failed; results are still recorded in the index", "err", err)
+		q.log.Error("queue: delivery journal write failed; results are still recorded in the index, the next write tries again",
+			"msg_id", msgID, "err", err)
 	}
 	return ok
+}
+
+// JournalErr returns the last write error of the delivery journal while it does not work, or nil.
+func (q *Queue) JournalErr() error {
+	q.journal.mu.Lock()
+	defer q.journal.mu.Unlock()
+	return q.journal.err
 }
 
 // replayJournal applies the delivery journal left by the previous process: every recipient in it that is
@@ -109,20 +174,24 @@ func (q *Queue) replayJournal(ctx context.Context) error {
 	path := filepath.Join(q.opts.Dir, journalName)
 	var ids []journalEntry
 	if f, err := os.Open(path); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			// A torn last line (the process died within the write) fails to parse and is skipped.
-			msgID, num, ok := strings.Cut(sc.Text(), " ")
-			id, err := strconv.ParseInt(num, 10, 64)
-			if ok && err == nil && validID(msgID) {
-				ids = append(ids, journalEntry{msgID, id})
+		r := bufio.NewReader(f)
+		for {
+			line, err := r.ReadString('\n')
+			if err == io.EOF {
+				// A last line without its newline was torn by a write cut short (the process died, the
+				// disk filled): what it holds may be a prefix of another recipient's row id, so it is
+				// never applied. Neither is a line whose checksum does not match.
+				break
+			}
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("queue: read delivery journal: %w", err)
+			}
+			if e, ok := parseEntry(strings.TrimSuffix(line, "\n")); ok {
+				ids = append(ids, e)
 			}
 		}
-		err := sc.Err()
 		f.Close()
-		if err != nil {
-			return fmt.Errorf("queue: read delivery journal: %w", err)
-		}
 	} else if !os.IsNotExist(err) {
 		return fmt.Errorf("queue: read delivery journal: %w", err)
 	}

@@ -126,6 +126,10 @@ type Options struct {
 	SyncDir  func(dir string) error
 	// OnSettled, when set, is told about each recipient that reached a final state, after it is recorded.
 	OnSettled func(Settled)
+	// JournalState, when set, is called when the delivery journal stops working (with the write error)
+	// and when it works again (nil). Meanwhile results are still recorded in the index, but a crash
+	// between a 250 and its record may deliver that message again.
+	JournalState func(err error)
 	// DelayWarning is how long after its message's arrival a deferred recipient's sender gets one delay
 	// notice (delaynotice.go); 0 means never. DelayWarningDefault sends them for recipients without a
 	// NOTIFY parameter.
@@ -305,6 +309,14 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		ix:            newDueIndex(opts.PerDomain, opts.MaxBatch, int64(opts.BatchWait)),
 	}
 	q.spare.dir = opts.Dir
+	q.journal.state = opts.JournalState
+	// recover opens the delivery journal (replayJournal); every error path below must close it.
+	opened := false
+	defer func() {
+		if !opened {
+			q.journal.close()
+		}
+	}()
 	if err := q.recover(ctx); err != nil {
 		return nil, err
 	}
@@ -319,6 +331,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		q.st.close()
 		return nil, err
 	}
+	opened = true
 	go q.committer()
 	go q.recorder()
 	return q, nil

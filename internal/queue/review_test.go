@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -249,5 +251,108 @@ func TestDeliveredResultRecordedAgainAfterFailedCommit(t *testing.T) {
 	}
 	if n := len(d.settled); n != 1 {
 		t.Errorf("%d deliveries in all, want 1", n)
+	}
+}
+
+// A journal line torn by a write cut short is never applied: a last line without its newline may be the
+// prefix of another recipient's row id ("msg 12" cut to "msg 1"), and a line whose checksum does not
+// match was mangled. Whole lines, with or without a checksum, are applied.
+func TestJournalTornOrMangledLineIgnored(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.submit(t, "alice@sender.test", "bob@example.com", "carol@example.com", "dave@example.com")
+	rows := map[string]int64{}
+	for _, r := range []string{"bob", "carol", "dave"} {
+		var n int64
+		if err := e.opts.DB.QueryRow(`SELECT id FROM queue_recipients WHERE msg_id = ? AND rcpt = ?`, id, r+"@example.com").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		rows[r] = n
+	}
+	e.q.Close()
+	good := string(appendEntry(nil, id, rows["bob"]))
+	mangled := strings.Replace(string(appendEntry(nil, id, rows["dave"])), " ", " 0", 1) // checksum no longer matches
+	// What is left of a line whose write was cut short: no newline, no checksum, perhaps a shorter row id.
+	torn := id + " " + strconv.FormatInt(rows["carol"], 10)
+	if err := os.WriteFile(filepath.Join(e.opts.Dir, journalName), []byte(good+mangled+torn), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.open(t)
+	d, err := e.q.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range d.Rcpts {
+		got[r.Addr] = r.State
+	}
+	want := map[string]string{"bob@example.com": stateDelivered, "carol@example.com": stateQueued, "dave@example.com": stateQueued}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s after replay = %s, want %s", k, got[k], v)
+		}
+	}
+}
+
+// A failed journal write does not switch the journal off for the life of the process: the state callback
+// hears of the failure (status and mxgate_component_up show it) and of the recovery, and the next write
+// after the cause is gone goes to the journal again.
+func TestJournalWriteFailureReportedAndRetried(t *testing.T) {
+	var mu sync.Mutex
+	var states []error
+	gate := make(chan struct{})
+	close(gate)
+	d := settlingDeliverer{settled: make(chan string, 10), gate: gate}
+	e := newEnv(t, func(o *Options) {
+		o.Deliverer = d
+		o.JournalState = func(err error) { mu.Lock(); states = append(states, err); mu.Unlock() }
+	})
+	ctx := context.Background()
+	path := filepath.Join(e.opts.Dir, journalName)
+	ro, err := os.Open(path) // writes to it fail, as on a full disk
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.q.journal.mu.Lock()
+	rw := e.q.journal.f
+	e.q.journal.f = ro
+	e.q.journal.mu.Unlock()
+
+	first := e.submit(t, "alice@sender.test", "bob@example.com")
+	e.runOnce(t)
+	if _, err := e.q.Get(ctx, first); !errors.Is(err, ErrNotFound) {
+		t.Errorf("delivery while the journal fails: %v, want recorded and finished", err)
+	}
+	if e.q.JournalErr() == nil {
+		t.Error("JournalErr() = nil after a failed write")
+	}
+	mu.Lock()
+	if len(states) != 1 || states[0] == nil {
+		t.Errorf("journal states after the failure = %v, want one error", states)
+	}
+	mu.Unlock()
+
+	e.q.journal.mu.Lock()
+	e.q.journal.f = rw
+	e.q.journal.mu.Unlock()
+	ro.Close()
+	second := e.submit(t, "alice@sender.test", "carol@example.com")
+	e.runOnce(t)
+	if _, err := e.q.Get(ctx, second); !errors.Is(err, ErrNotFound) {
+		t.Errorf("delivery after the journal recovered: %v, want recorded and finished", err)
+	}
+	if err := e.q.JournalErr(); err != nil {
+		t.Errorf("JournalErr() = %v after a write worked again", err)
+	}
+	mu.Lock()
+	if len(states) != 2 || states[1] != nil {
+		t.Errorf("journal states = %v, want the error, then nil", states)
+	}
+	mu.Unlock()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), second) {
+		t.Errorf("journal %q holds no entry of the delivery after the recovery", data)
 	}
 }
