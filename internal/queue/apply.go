@@ -30,8 +30,8 @@ type finished struct {
 	dsns    []*record
 	doneIDs []string // finished messages whose bodies go after the commit
 	corrupt string   // the body failed verification: quarantined instead of recorded
-	// journaled counts its recipients written to the delivery journal.
-	journaled int
+	// journaled counts its recipients written to the delivery journal, by journal generation.
+	journaled journalCount
 	queued    []*change // recipients that stay queued, once committed
 	requeue   []*rcptRow
 	done      chan struct{}
@@ -49,12 +49,12 @@ type settler struct {
 	handed  map[string]*finished
 	order   []*finished
 	// journaled counts, per message, the recipients written to the delivery journal.
-	journaled map[string]int
+	journaled map[string]journalCount
 }
 
 func newSettler(q *Queue, w *work) *settler {
 	s := &settler{q: q, w: w, results: map[string][]Result{}, left: map[string]int{}, handed: map[string]*finished{},
-		journaled: map[string]int{}}
+		journaled: map[string]journalCount{}}
 	for _, r := range w.rcpts {
 		s.left[r.msgID]++
 	}
@@ -102,8 +102,11 @@ func (s *settler) journal(r Result) {
 		if !r.NextHopDSN && slices.Contains(row.notify, "SUCCESS") {
 			return
 		}
-		if s.q.journalDelivered(row.msgID, row.id) {
-			s.journaled[r.MsgID]++
+		if gen, ok := s.q.journalDelivered(row.msgID, row.id); ok {
+			if s.journaled[r.MsgID] == nil {
+				s.journaled[r.MsgID] = journalCount{}
+			}
+			s.journaled[r.MsgID][gen]++
 		}
 		return
 	}
@@ -297,7 +300,7 @@ func (q *Queue) applyFailed(f *finished, err error) {
 		return
 	}
 	again := &finished{w: f.w, msgID: f.msgID, changes: delivered, journaled: f.journaled, done: make(chan struct{})}
-	f.journaled = 0
+	f.journaled = nil
 	q.unrecordedMu.Lock()
 	q.unrecorded = append(q.unrecorded, again)
 	q.unrecordedMu.Unlock()

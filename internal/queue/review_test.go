@@ -356,3 +356,92 @@ func TestJournalWriteFailureReportedAndRetried(t *testing.T) {
 		t.Errorf("journal %q holds no entry of the delivery after the recovery", data)
 	}
 }
+
+// Under sustained load the journal never has nothing outstanding: past its size it is rotated to
+// delivered.journal.1, which is removed once every entry written to it is recorded, so the journal stays
+// bounded; entries are counted against the file they were written to.
+func TestJournalRotatedUnderLoadAndRotatedFileDropped(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, journalName)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &journal{f: f, path: path, trim: 1}
+	t.Cleanup(j.close)
+	exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+	write := func(msgID string, id int64) uint64 {
+		gen, ok, err := j.write(msgID, id)
+		if !ok || err != nil {
+			t.Fatalf("write: %v %v", ok, err)
+		}
+		return gen
+	}
+	a, b := write("A", 1), write("B", 2)
+	if err := j.recorded(journalCount{a: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(path + ".1") {
+		t.Fatal("journal not rotated while an entry is outstanding past its size")
+	}
+	c := write("C", 3)
+	if c == b {
+		t.Fatalf("entry after rotation has the generation of the rotated file (%d)", c)
+	}
+	if err := j.recorded(journalCount{c: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if !exists(path+".1") || j.size != 0 {
+		t.Errorf("rotated file present %v, current size %d; want the rotated file kept (B outstanding) and the current emptied",
+			exists(path+".1"), j.size)
+	}
+	if err := j.recorded(journalCount{b: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if exists(path + ".1") {
+		t.Error("rotated file kept after every entry written to it was recorded")
+	}
+}
+
+// At start the rotated journal is replayed with the current one, and removed.
+func TestRotatedJournalReplayedAtStart(t *testing.T) {
+	e := newEnv(t, nil)
+	id := e.submit(t, "alice@sender.test", "bob@example.com", "carol@example.com", "dave@example.com")
+	rows := map[string]int64{}
+	for _, r := range []string{"bob", "carol"} {
+		var n int64
+		if err := e.opts.DB.QueryRow(`SELECT id FROM queue_recipients WHERE msg_id = ? AND rcpt = ?`, id, r+"@example.com").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		rows[r] = n
+	}
+	e.q.Close()
+	path := filepath.Join(e.opts.Dir, journalName)
+	if err := os.WriteFile(path+".1", appendEntry(nil, id, rows["bob"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, appendEntry(nil, id, rows["carol"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.open(t)
+	d, err := e.q.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range d.Rcpts {
+		got[r.Addr] = r.State
+	}
+	want := map[string]string{"bob@example.com": stateDelivered, "carol@example.com": stateDelivered, "dave@example.com": stateQueued}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s after replay = %s, want %s", k, got[k], v)
+		}
+	}
+	if _, err := os.Stat(path + ".1"); !os.IsNotExist(err) {
+		t.Errorf("rotated journal still there after replay: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(e.opts.QuarantineDir, journalName+".1")); !os.IsNotExist(err) {
+		t.Errorf("rotated journal moved to quarantine: %v", err)
+	}
+}
