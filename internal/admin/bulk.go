@@ -11,6 +11,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // BulkRequest is POST /api/v1/queue/bulk: one action on every message the selection matches. Either All or
@@ -87,7 +88,7 @@ func (b BulkRequest) Selection() (queue.Action, queue.Selection, error) {
 	if err != nil {
 		return "", queue.Selection{}, err
 	}
-	s := queue.Selection{All: b.All, ResultType: b.ResultType, Held: b.Held}
+	s := queue.Selection{All: b.All, ResultType: tlsrpt.ResultType(b.ResultType), Held: b.Held}
 	if b.Domain != "" {
 		d, err := address.ParseDomain(b.Domain)
 		if err != nil {

@@ -225,8 +225,8 @@ func (c *Client) Explain(ctx context.Context, domain string) (delivery.Explanati
 	return out, c.Do(ctx, http.MethodGet, PolicyPath(domain), nil, &out)
 }
 
-// Status returns the node's status as the server sent it.
-func (c *Client) Status(ctx context.Context) (json.RawMessage, error) {
-	var out json.RawMessage
+// Status returns the node's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var out Status
 	return out, c.Do(ctx, http.MethodGet, "/api/v1/status", nil, &out)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/tlsreport"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // The types below are the API's wire format, shared by the server and Client. Names are snake_case, times
@@ -54,35 +55,35 @@ type MessageDetail struct {
 
 // Recipient is one recipient of a message with its last result.
 type Recipient struct {
-	Addr           string    `json:"addr"`
-	Domain         string    `json:"domain"`
-	Notify         []string  `json:"notify,omitempty"`
-	ORcpt          string    `json:"orcpt,omitempty"`
-	State          string    `json:"state"`
-	NextAttempt    time.Time `json:"next_attempt,omitzero"`
-	Attempts       int       `json:"attempts"`
-	LastCode       int       `json:"last_code,omitempty"`
-	LastEnhanced   string    `json:"last_enhanced,omitempty"`
-	LastText       string    `json:"last_text,omitempty"`
-	LastResultType string    `json:"last_result_type,omitempty"`
-	LastRemoteMTA  string    `json:"last_remote_mta,omitempty"`
-	LastTLS        string    `json:"last_tls,omitempty"`
-	LastPolicy     string    `json:"last_policy,omitempty"`
-	Updated        time.Time `json:"updated,omitzero"`
+	Addr           string            `json:"addr"`
+	Domain         string            `json:"domain"`
+	Notify         []string          `json:"notify,omitempty"`
+	ORcpt          string            `json:"orcpt,omitempty"`
+	State          string            `json:"state"`
+	NextAttempt    time.Time         `json:"next_attempt,omitzero"`
+	Attempts       int               `json:"attempts"`
+	LastCode       int               `json:"last_code,omitempty"`
+	LastEnhanced   string            `json:"last_enhanced,omitempty"`
+	LastText       string            `json:"last_text,omitempty"`
+	LastResultType tlsrpt.ResultType `json:"last_result_type,omitempty"`
+	LastRemoteMTA  string            `json:"last_remote_mta,omitempty"`
+	LastTLS        string            `json:"last_tls,omitempty"`
+	LastPolicy     string            `json:"last_policy,omitempty"`
+	Updated        time.Time         `json:"updated,omitzero"`
 }
 
 // Attempt is one entry of a message's delivery timeline.
 type Attempt struct {
-	Rcpt       string    `json:"rcpt"`
-	At         time.Time `json:"at"`
-	Outcome    string    `json:"outcome"`
-	Code       int       `json:"code,omitempty"`
-	Enhanced   string    `json:"enhanced,omitempty"`
-	Text       string    `json:"text,omitempty"`
-	RemoteMTA  string    `json:"remote_mta,omitempty"`
-	TLS        string    `json:"tls,omitempty"`
-	Policy     string    `json:"policy,omitempty"`
-	ResultType string    `json:"result_type,omitempty"`
+	Rcpt       string            `json:"rcpt"`
+	At         time.Time         `json:"at"`
+	Outcome    string            `json:"outcome"`
+	Code       int               `json:"code,omitempty"`
+	Enhanced   string            `json:"enhanced,omitempty"`
+	Text       string            `json:"text,omitempty"`
+	RemoteMTA  string            `json:"remote_mta,omitempty"`
+	TLS        string            `json:"tls,omitempty"`
+	Policy     string            `json:"policy,omitempty"`
+	ResultType tlsrpt.ResultType `json:"result_type,omitempty"`
 }
 
 // QueueSummary is GET /api/v1/queue/summary.

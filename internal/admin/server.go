@@ -75,8 +75,8 @@ type Options struct {
 	// the domain (or address literal) now and why. Nil means the endpoint answers 501. An error wrapping
 	// address.ErrSyntax is a 400, dnsx.ErrTemporary or dnsx.ErrNotFound a 502.
 	Explain func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error)
-	// Status answers GET /api/v1/status; its result is sent as JSON. Nil means the endpoint answers 501.
-	Status func(ctx context.Context) (any, error)
+	// Status answers GET /api/v1/status (the daemon's Status). Nil means the endpoint answers 501.
+	Status func(ctx context.Context) (Status, error)
 	// Components returns the state of the gateway's components for GET /healthz; nil means none are shown.
 	Components func() []Component
 	// Ready answers GET /readyz: nil error means ready (200), otherwise 503 with the error. Nil means always

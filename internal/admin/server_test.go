@@ -48,7 +48,9 @@ func newHarness(t *testing.T, edit func(*admin.Options)) *harness {
 		Explain: func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
 			return delivery.Explanation{Domain: req.Domain, RequireTLS: req.RequireTLS, Source: "mta-sts"}, nil
 		},
-		Status:  func(ctx context.Context) (any, error) { return map[string]any{"node": "n1", "generation": 3}, nil },
+		Status: func(ctx context.Context) (admin.Status, error) {
+			return admin.Status{Node: "n1", Generation: admin.StatusGeneration{Committed: 3, Running: 3}}, nil
+		},
 		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 		Now:     admintest.Now,
 	}
@@ -135,7 +137,7 @@ func TestEveryEndpointWithToken(t *testing.T) {
 		"/api/v1/sts/cache/example.com/refresh":           `"fetched": "2025-06-01T10:00:00Z"`,
 		"/api/v1/sts/cache/example.net":                   `"action": "flush"`,
 		"/api/v1/policy/example.org":                      `"source": "mta-sts"`,
-		"/api/v1/status":                                  `"generation": 3`,
+		"/api/v1/status":                                  `"committed": 3`,
 	}
 	for _, ep := range endpoints() {
 		code, hdr, body := h.do(t, ep.method, ep.path, "Bearer "+testToken)
@@ -356,8 +358,8 @@ func TestClient(t *testing.T) {
 	if e, err := c.Explain(ctx, "example.org"); err != nil || e.Source != "mta-sts" || e.Domain != "example.org" {
 		t.Errorf("Explain = %+v, %v", e, err)
 	}
-	if raw, err := c.Status(ctx); err != nil || !strings.Contains(string(raw), `"n1"`) {
-		t.Errorf("Status = %s, %v", raw, err)
+	if st, err := c.Status(ctx); err != nil || st.Node != "n1" || st.Generation.Committed != 3 {
+		t.Errorf("Status = %+v, %v", st, err)
 	}
 	bad := &admin.Client{BaseURL: h.srv.URL, Token: "wrong", HTTP: h.srv.Client()}
 	if _, err := bad.Status(ctx); !errors.As(err, &ae) || ae.Status != 401 {

@@ -175,14 +175,14 @@ func printMessage(w io.Writer, m admin.MessageDetail) error {
 	row(tw, "RECIPIENT", "STATE", "ATTEMPTS", "NEXT ATTEMPT", "LAST RESULT")
 	for _, r := range m.Recipients {
 		row(tw, r.Addr, r.State, strconv.Itoa(r.Attempts), fmtTime(r.NextAttempt),
-			orDash(truncate(result(r.LastCode, r.LastEnhanced, r.LastResultType, r.LastText), 80)))
+			orDash(truncate(result(r.LastCode, r.LastEnhanced, string(r.LastResultType), r.LastText), 80)))
 	}
 	if len(m.Timeline) > 0 {
 		fmt.Fprintln(tw)
 		row(tw, "TIME", "RECIPIENT", "OUTCOME", "MX", "TLS", "POLICY", "RESULT")
 		for _, a := range m.Timeline {
 			row(tw, fmtTime(a.At), a.Rcpt, a.Outcome, orDash(a.RemoteMTA), orDash(a.TLS), orDash(a.Policy),
-				orDash(truncate(result(a.Code, a.Enhanced, a.ResultType, a.Text), 80)))
+				orDash(truncate(result(a.Code, a.Enhanced, string(a.ResultType), a.Text), 80)))
 		}
 	}
 	return tw.Flush()

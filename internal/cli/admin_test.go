@@ -39,8 +39,8 @@ func newAdminHarness(t *testing.T, token string) *adminHarness {
 				MX: []delivery.MXCheck{{Host: "mx1.example.org", Pref: 10, Allowed: true}}}
 			return e, nil
 		},
-		Status: func(ctx context.Context) (any, error) {
-			return map[string]any{"node": "n1", "generation": 3, "queue": map[string]int{"messages": 2}}, nil
+		Status: func(ctx context.Context) (admin.Status, error) {
+			return admin.Status{Node: "n1", Generation: admin.StatusGeneration{Committed: 3, Running: 3}, Queue: queue.Summary{Messages: 2}}, nil
 		},
 		Now: admintest.Now,
 	})
@@ -96,7 +96,8 @@ func TestAdminVerbsText(t *testing.T) {
 			"HOST             PREF  ALLOWED  DANE  FAILURE\nmx1.example.org  10    yes      -     -\n"}},
 		{[]string{"policy", "explain", "--requiretls", "[192.0.2.1]"}, []string{
 			"domain      [192.0.2.1]\nrequiretls  yes"}},
-		{[]string{"status"}, []string{"generation      3\n", "node            n1\n", "queue.messages  2\n"}},
+		{[]string{"status"}, []string{"node                           n1\n", "settings_generation.committed  3\n",
+			"queue.messages                 2\n"}},
 	}
 	for _, tt := range tests {
 		code, out, errOut := h.run(t, tt.args...)

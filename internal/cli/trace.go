@@ -74,7 +74,7 @@ func printTrace(w io.Writer, msgs []admin.Traced) error {
 		tw = newTable(w)
 		row(tw, "RECIPIENT", "STATE", "ATTEMPTS", "RESULT")
 		for _, r := range m.Recipients {
-			res := result(r.LastCode, r.LastEnhanced, r.LastResultType, clean(r.LastText))
+			res := result(r.LastCode, r.LastEnhanced, string(r.LastResultType), clean(r.LastText))
 			if r.LastRemoteMTA != "" {
 				res += " (" + r.LastRemoteMTA + ")"
 			}
@@ -88,7 +88,7 @@ func printTrace(w io.Writer, msgs []admin.Traced) error {
 		row(tw, "ATTEMPT", "RECIPIENT", "OUTCOME", "MX", "TLS", "POLICY", "RESULT")
 		for _, a := range m.Timeline {
 			row(tw, fmtTime(a.At), a.Rcpt, a.Outcome, orDash(a.RemoteMTA), orDash(a.TLS), orDash(a.Policy),
-				orDash(result(a.Code, a.Enhanced, a.ResultType, clean(a.Text))))
+				orDash(result(a.Code, a.Enhanced, string(a.ResultType), clean(a.Text))))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -31,8 +31,6 @@ import (
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/queue"
-	"github.com/mxgate/mxgate/internal/settings"
-	"github.com/mxgate/mxgate/internal/tlsreport"
 )
 
 //go:embed templates/*.html
@@ -41,11 +39,15 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
-// QueueAPI and STSCacheAPI are what the console needs of the queue and the MTA-STS policy cache: the same
-// as the admin API's (*queue.Queue and *mtastscache.Cache implement them).
+// QueueAPI, STSCacheAPI, SettingsAPI and ReportsAPI are what the console needs of the queue, the MTA-STS
+// policy cache, the committed settings and the TLS report sender: the admin API's own interfaces
+// (*queue.Queue, *mtastscache.Cache, *settings.Store and *tlsreport.Reporter implement them), so that the
+// console and the API are clients of one contract.
 type (
 	QueueAPI    = admin.QueueAPI
 	STSCacheAPI = admin.STSCacheAPI
+	SettingsAPI = admin.SettingsAPI
+	ReportsAPI  = admin.ReportsAPI
 )
 
 // Defaults for zero Options fields.
@@ -65,11 +67,11 @@ const (
 type Options struct {
 	Queue    QueueAPI
 	STS      STSCacheAPI
-	Settings *settings.Store
+	Settings SettingsAPI
 	// Reports returns the TLS report sender in force; nil (or a nil result) means TLS reporting is off.
-	Reports func() *tlsreport.Reporter
-	// Explain explains the TLS policy delivery would apply to a domain now (the daemon's Explain). Nil hides
-	// explanations.
+	Reports func() ReportsAPI
+	// Explain explains the TLS policy delivery would apply to a domain now (the daemon's Explain, as the admin
+	// API serves it). Nil hides explanations.
 	Explain func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error)
 	// DKIM returns the DNS record of the key TLS reports are signed with, for the reports page; nil shows
 	// none.

@@ -56,7 +56,7 @@ func enforceVerdict(ds *domainState, now time.Time) (string, bool) {
 
 func lastWhy(ds *domainState) string {
 	if ds.ResultType != "" {
-		return ds.ResultType
+		return string(ds.ResultType)
 	}
 	if ds.TLS == "" {
 		return "no session"
@@ -142,14 +142,15 @@ func (c *Console) domainDetail(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	if c.opts.Explain != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), explainBudget)
-		v, err := c.opts.Explain(ctx, delivery.PlanRequest{Domain: d.Domain})
+		e, err := c.opts.Explain(ctx, delivery.PlanRequest{Domain: d.Domain})
 		cancel()
 		if err != nil {
 			d.ExplainErr = err.Error()
-		} else if raw, err := json.MarshalIndent(v, "", "  "); err != nil {
+		} else if raw, err := json.MarshalIndent(e, "", "  "); err != nil {
 			d.ExplainErr = err.Error()
 		} else {
-			d.Explain, d.ExplainRaw, d.Explained = v, string(raw), true
+			// The page lays out the main fields and shows the whole explanation as the API sends it.
+			d.Explain, d.ExplainRaw, d.Explained = e, string(raw), true
 		}
 	}
 	c.render(w, r, s, http.StatusOK, "domain", "Domain "+d.Domain, d)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 func TestBootstrapCreatesOnce(t *testing.T) {
@@ -55,7 +56,7 @@ func TestTimelineWindowAndClasses(t *testing.T) {
 	t.Parallel()
 	tl := newTimeline(10)
 	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
-	ev := func(tls string, o queue.Outcome, rt string) delivery.Event {
+	ev := func(tls string, o queue.Outcome, rt tlsrpt.ResultType) delivery.Event {
 		return delivery.Event{Domain: "example.org", Result: queue.Result{Outcome: o, TLS: tls, ResultType: rt}}
 	}
 	tl.accepted(t0)
@@ -147,7 +148,7 @@ func TestWouldFailUnderEnforceWindow(t *testing.T) {
 	t.Parallel()
 	tl := newTimeline(10)
 	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
-	ev := func(session uint64, tls, resultType string) delivery.Event {
+	ev := func(session uint64, tls string, resultType tlsrpt.ResultType) delivery.Event {
 		return delivery.Event{Domain: "partner.example", Plan: "mta-sts testing", Session: session,
 			Result: queue.Result{Outcome: queue.Delivered, TLS: tls, ResultType: resultType}}
 	}

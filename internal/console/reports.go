@@ -28,7 +28,7 @@ type reportsData struct {
 	Today        string
 }
 
-func (c *Console) reporter() *tlsreport.Reporter {
+func (c *Console) reporter() ReportsAPI {
 	if c.opts.Reports == nil {
 		return nil
 	}

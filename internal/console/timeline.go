@@ -9,6 +9,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // TLS classes of an attempt, from queue.Result.TLS ("none", "unverified TLS 1.3", "verified TLS 1.3").
@@ -62,7 +63,7 @@ type domainState struct {
 	// The last attempt's outcome.
 	Outcome    string
 	TLS        string
-	ResultType string
+	ResultType tlsrpt.ResultType
 	MX         string
 	Reply      string
 	// Plan is the policy applied ("mta-sts enforce", "opportunistic", ...), Source where it came from.
@@ -190,7 +191,7 @@ func (tl *timeline) observe(now time.Time, ev delivery.Event) {
 		if b.deferrals == nil {
 			b.deferrals = map[string]int{}
 		}
-		rt := r.ResultType
+		rt := string(r.ResultType)
 		if _, ok := b.deferrals[rt]; !ok && len(b.deferrals) >= maxResultTypes {
 			rt = "other"
 		}

@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,25 +16,9 @@ import (
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/logtest"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestRouteAuthSecretNeverLogged: a gateway routing to a relay that requires AUTH authenticates with the
 // configured credentials, and neither a rejected nor an accepted password appears in its logs, in any
@@ -52,7 +34,7 @@ func TestRouteAuthSecretNeverLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	run := func(password string) delivery.Event {
 		cfg := n.GatewayConfig(filepath.Join(t.TempDir(), "data"))
 		cfg.Queue.RetryInitial = config.Duration(time.Hour)

@@ -408,17 +408,12 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 		Logger:     d.log.With("component", "admin"),
 		Now:        d.now,
 		Explain:    d.Explain,
-		Status:     func(ctx context.Context) (any, error) { return d.Status(ctx) },
+		Status:     d.Status,
 		Components: d.comps.list,
 		Ready:      d.ready,
 		Trace:      d.Queue.Trace,
 		Settings:   d.settingsStore,
-		Reports: func() admin.ReportsAPI {
-			if r := d.Reporter(); r != nil {
-				return r
-			}
-			return nil
-		},
+		Reports:    d.reportsAPI,
 		LookupTLSRPT: func(ctx context.Context, domain string) ([]string, error) {
 			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
 			return txts, err
@@ -450,7 +445,7 @@ func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 		Queue:        d.Queue,
 		STS:          d.STS,
 		Settings:     d.settingsStore,
-		Reports:      d.Reporter,
+		Reports:      d.reportsAPI,
 		Explain:      d.Explain,
 		Components:   d.comps.list,
 		DKIM:         d.DKIM,

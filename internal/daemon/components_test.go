@@ -16,7 +16,6 @@ import (
 	"testing"
 
 	"github.com/mxgate/mxgate/internal/admin"
-	"github.com/mxgate/mxgate/internal/daemon"
 )
 
 func (g *gw) client(t *testing.T) *admin.Client {
@@ -179,7 +178,7 @@ func TestFailedComponentIsShown(t *testing.T) {
 	if code, body := g.get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz = %d %s, want 200: intake and delivery work", code, body)
 	}
-	var st daemon.Status
+	var st admin.Status
 	if err := c.Do(ctx, http.MethodGet, "/api/v1/status", nil, &st); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/logtest"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
@@ -24,7 +25,7 @@ import (
 
 type gw struct {
 	// printed is what the gateway printed for the administrator at first start (BootstrapOut).
-	printed syncBuffer
+	printed logtest.Buffer
 	dir     string
 	d       *daemon.Daemon
 	n       *simnet.Net

@@ -196,6 +196,15 @@ func (d *Daemon) Reporter() *tlsreport.Reporter {
 	return d.reports.current
 }
 
+// reportsAPI is Reporter for the admin API and the console: nil (not a nil *tlsreport.Reporter) while TLS
+// reporting is off.
+func (d *Daemon) reportsAPI() admin.ReportsAPI {
+	if r := d.Reporter(); r != nil {
+		return r
+	}
+	return nil
+}
+
 func (d *Daemon) stopReports() {
 	d.reports.mu.Lock()
 	defer d.reports.mu.Unlock()

@@ -12,48 +12,16 @@ import (
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/dnsx"
-	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
-
-// Status is `mxgate status`.
-type Status struct {
-	Node    string `json:"node"`
-	SMTP    string `json:"smtp"`
-	Admin   string `json:"admin"`
-	DataDir string `json:"data_dir"`
-	// Database is the PostgreSQL database the cluster shares (password hidden); empty on a single node.
-	Database   string `json:"database,omitempty"`
-	Uptime     string `json:"uptime"`
-	Generation struct {
-		Committed int `json:"committed"`
-		Running   int `json:"running"`
-	} `json:"settings_generation"`
-	EnableMTASTS bool `json:"Sender.EnableMTASTS"`
-	EnableDANE   bool `json:"Sender.EnableDANE"`
-	EnableTLSRPT bool `json:"Controller.EnableTLSRPT"`
-	// TLSOverrides lists the per-domain rules that replace the domain's published policies ("domain: rule"):
-	// deliberate downgrades an administrator should not forget.
-	TLSOverrides []string       `json:"tls_overrides,omitempty"`
-	Queue        queue.Summary  `json:"queue"`
-	STSCache     map[string]int `json:"mtasts_cache_entries"`
-	// Components says what each component does; a failed one carries its reason.
-	Components []admin.Component `json:"components"`
-	// TLSRPTDKIM is the DNS record of the key TLS reports are signed with, while TLS reporting is on.
-	TLSRPTDKIM *admin.DKIMRecord `json:"tlsrpt_dkim,omitempty"`
-	// DNSSEC counts the resolver's answers by what they said about DNSSEC (since start).
-	DNSSEC *dnsx.DNSSECStats `json:"dnssec,omitempty"`
-	// Warnings are conditions an administrator should fix, one sentence each.
-	Warnings []string `json:"warnings,omitempty"`
-}
 
 // dkimLookupBudget bounds the DNS lookup status makes for the DKIM record.
 const dkimLookupBudget = 5 * time.Second
 
 // Status reports the node's state.
-func (d *Daemon) Status(ctx context.Context) (Status, error) {
-	var s Status
+func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
+	var s admin.Status
 	s.Node, s.SMTP, s.Admin, s.DataDir = d.cfg.Node, d.SMTPAddr(), d.AdminAddr(), d.cfg.Data.Dir
 	if started := d.started.Load(); started != nil {
 		s.Uptime = d.now().Sub(*started).Round(time.Second).String()

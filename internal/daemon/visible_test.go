@@ -1,15 +1,12 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,41 +15,15 @@ import (
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/logtest"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
 
-// syncBuffer is a log sink safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // deliveryLogs returns the "delivery" log events for domain.
-func (s *syncBuffer) deliveryLogs(domain string) []map[string]any {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(s.b.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "delivery" && m["domain"] == domain {
-			out = append(out, m)
-		}
-	}
-	return out
+func deliveryLogs(logs *logtest.Buffer, domain string) []map[string]any {
+	return logs.Records(func(m map[string]any) bool { return m["msg"] == "delivery" && m["domain"] == domain })
 }
 
 // TestFailuresVisibleAndOverrideLogged: a testing-mode failure on a delivered message reaches the delivery
@@ -96,7 +67,7 @@ func TestFailuresVisibleAndOverrideLogged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	g := &gw{n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 100)}
 	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: n.RootPool(), SMTPListener: ln, AdminListener: aln,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), OnDelivery: func(ev delivery.Event) { g.events <- ev }})
@@ -172,17 +143,17 @@ func TestFailuresVisibleAndOverrideLogged(t *testing.T) {
 		t.Errorf("status overrides = %q", st.TLSOverrides)
 	}
 	// The queue logs after it records the batch; wait for both log events, bounded.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(logs.deliveryLogs("partner.example")) == 0 || len(logs.deliveryLogs("testing.example")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no delivery log events")
-		}
-		time.Sleep(10 * time.Millisecond)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if err := logs.Wait(wctx, func() bool {
+		return len(deliveryLogs(logs, "partner.example")) > 0 && len(deliveryLogs(logs, "testing.example")) > 0
+	}); err != nil {
+		t.Fatalf("no delivery log events: %v", err)
 	}
-	if l := logs.deliveryLogs("testing.example")[0]; l["result_type"] != "certificate-not-trusted" || l["outcome"] != "delivered" {
+	if l := deliveryLogs(logs, "testing.example")[0]; l["result_type"] != "certificate-not-trusted" || l["outcome"] != "delivered" {
 		t.Errorf("testing.example delivery log = %v", l)
 	}
-	if l := logs.deliveryLogs("partner.example")[0]; l["policy"] != "opportunistic override" {
+	if l := deliveryLogs(logs, "partner.example")[0]; l["policy"] != "opportunistic override" {
 		t.Errorf("partner.example delivery log policy = %v, want opportunistic override", l["policy"])
 	}
 }

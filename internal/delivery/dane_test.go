@@ -192,7 +192,7 @@ func TestDANEOnlyUnusableTLSARefusesHost_DANE16_DANE12(t *testing.T) {
 	mx1 := h.evilMX("mx1.example.com", 10, simnet.MXOptions{})
 	h.n.DNS.AddTLSA("_25._tcp.mx1.example.com", dnsx.TLSA{Usage: 4, Selector: 1, MatchingType: 1, Data: make([]byte, 32)})
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
-	if r.Outcome != queue.Deferred || mx1.Connections() != 0 || r.ResultType != string(tlsrpt.ResultTLSAInvalid) {
+	if r.Outcome != queue.Deferred || mx1.Connections() != 0 || r.ResultType != tlsrpt.ResultTLSAInvalid {
 		t.Fatalf("result = %+v, mx1 connections %d; want deferred (tlsa-invalid) with no connection", r, mx1.Connections())
 	}
 	s := h.rec.sessionsFor("mx1.example.com")
@@ -244,7 +244,7 @@ func TestBogusMXDefers_DANE2(t *testing.T) {
 	h.n.DNS.SetDNSSEC("example.com", simnet.Bogus)
 	h.n.DNS.SetDNSSEC("mx1.example.com", simnet.Secure)
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
-	if r.Outcome != queue.Deferred || mx1.Connections() != 0 || r.ResultType != string(tlsrpt.ResultDNSSECInvalid) {
+	if r.Outcome != queue.Deferred || mx1.Connections() != 0 || r.ResultType != tlsrpt.ResultDNSSECInvalid {
 		t.Fatalf("result = %+v, want deferred (dnssec-invalid) with no connection", r)
 	}
 	if f := h.rec.failures(); len(f) != 1 || f[0] != tlsrpt.ResultDNSSECInvalid {
@@ -345,12 +345,12 @@ func TestDANEOnly_DANE16(t *testing.T) {
 	setRule(h, "example.com", tlspolicy.LevelDANEOnly)
 	mx1 := h.evilMX("mx1.example.com", 10, simnet.MXOptions{})
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
-	if r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultDANERequired) || mx1.Connections() != 0 {
+	if r.Outcome != queue.Deferred || r.ResultType != tlsrpt.ResultDANERequired || mx1.Connections() != 0 {
 		t.Fatalf("insecure MX: result = %+v, want deferred dane-required, no connection", r)
 	}
 	h.n.DNS.SetDNSSEC("example.com", simnet.Secure)
 	r = one(t, h.deliver("example.com", job("m2", "bob@example.com")))
-	if r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultDANERequired) || mx1.Connections() != 0 {
+	if r.Outcome != queue.Deferred || r.ResultType != tlsrpt.ResultDANERequired || mx1.Connections() != 0 {
 		t.Fatalf("no TLSA: result = %+v, want deferred dane-required, no connection", r)
 	}
 	h.tlsa(mx1, 3, 1, 1, true)
@@ -474,7 +474,7 @@ func TestKeptSessionNotReusedAfterTLSAChange(t *testing.T) {
 	}
 	h.n.DNS.Remove("_25._tcp.mx1.example.com", dns.TypeTLSA)
 	h.tlsa(mx1, 3, 1, 1, false)
-	if r := one(t, h.deliver("example.com", job("m2", "bob@example.com"))); r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultTLSAInvalid) {
+	if r := one(t, h.deliver("example.com", job("m2", "bob@example.com"))); r.Outcome != queue.Deferred || r.ResultType != tlsrpt.ResultTLSAInvalid {
 		t.Fatalf("after the TLSA change: %+v, want deferred tlsa-invalid", r)
 	}
 	if n := len(mx1.Messages()); n != 1 {

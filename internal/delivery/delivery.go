@@ -186,7 +186,7 @@ func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey,
 	hosts, plan, res, ok := d.route(ctx, domain, k)
 	if !ok {
 		a.plan = plan
-		if res.ResultType == string(tlsrpt.ResultDNSSECInvalid) && !k.report && !k.tlsOptional && d.Recorder != nil {
+		if res.ResultType == tlsrpt.ResultDNSSECInvalid && !k.report && !k.tlsOptional && d.Recorder != nil {
 			// No policy could be found for a domain whose MX answer is bogus: the failure is reported all the same.
 			d.Recorder.Record(tlsrpt.Session{
 				Policy: tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, String: []string{}, Domain: domain}, At: d.now(),
@@ -308,7 +308,7 @@ func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
 		if r.Policy == "" {
 			r.Policy = a.plan.NameFor(r.RemoteMTA)
 		}
-		r.PolicySource, r.STSMode, r.STSID = string(a.plan.Source), string(a.plan.STSMode), a.plan.STSID
+		r.PolicySource, r.STSMode, r.STSID = a.plan.Source, a.plan.STSMode, a.plan.STSID
 	}
 	if r.RemoteMTA != "" {
 		r.IP = a.ip

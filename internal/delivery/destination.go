@@ -82,7 +82,7 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 		if err != nil {
 			return Destination{}, undeliverable(permanent(501, "5.1.3", "bad address literal "+domain))
 		}
-		plan := d.Decider.ForRoute(address.Domain{}, tlspolicy.LevelOpportunistic, req.RequireTLS)
+		plan := d.Decider.ForRoute(tlspolicy.Request{RequireTLS: req.RequireTLS}, tlspolicy.LevelOpportunistic)
 		return withTargets(Destination{Plan: plan}, []target{{name: ip.String(), port: port, literal: ip}}), nil
 	}
 	dom, err := address.ParseDomain(domain)
@@ -90,7 +90,7 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 		return Destination{}, undeliverable(permanent(501, "5.1.2", "bad recipient domain: "+err.Error()))
 	}
 	if r, ok := d.MatchRoute(domain); ok {
-		plan := d.Decider.ForRoute(dom, r.Level, req.RequireTLS)
+		plan := d.Decider.ForRoute(tlspolicy.Request{Domain: dom, RequireTLS: req.RequireTLS}, r.Level)
 		var auth *Route
 		if r.AuthUser != "" {
 			auth = &r
@@ -130,7 +130,7 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 		// RFC 7672 Section 2.1.2 (DANE-2): a bogus MX RRset delays delivery: no fallback to address records
 		// and no bounce. RFC 8460 Section 4.3.2.1: dnssec-invalid.
 		r := deferred(451, "4.4.3", fmt.Sprintf("MX records of %s failed DNSSEC validation: %v", domain, err))
-		r.ResultType = string(tlsrpt.ResultDNSSECInvalid)
+		r.ResultType = tlsrpt.ResultDNSSECInvalid
 		return Destination{}, undeliverable(r)
 	case err != nil:
 		// RFC 5321 Section 5.1 (SMTP-3): temporary DNS errors defer.

@@ -235,18 +235,18 @@ func TestDowngradeOverSimulatedDay_STS16_STS63(t *testing.T) {
 			return tlsrpt.ResultCertificateNotTrusted
 		}
 	}
-	byType := map[string]int{}
+	byType := map[tlsrpt.ResultType]int{}
 	after := attempts.from(attack)
 	for _, l := range after {
 		r := l.r
 		byType[r.ResultType]++
-		if r.Outcome != queue.Deferred || r.ResultType != string(want(l.at)) || !strings.Contains(r.Policy, "enforce") {
+		if r.Outcome != queue.Deferred || r.ResultType != want(l.at) || !strings.Contains(r.Policy, "enforce") {
 			t.Errorf("attempt at +%v: %s %s policy %q (%s), want deferred %s under the cached enforce policy",
 				l.at.Sub(start), r.Outcome, r.ResultType, r.Policy, r.Text, want(l.at))
 		}
 	}
 	for _, rt := range []tlsrpt.ResultType{tlsrpt.ResultCertificateNotTrusted, tlsrpt.ResultCertificateHostMismatch, tlsrpt.ResultValidationFailure} {
-		if byType[string(rt)] == 0 {
+		if byType[rt] == 0 {
 			t.Errorf("no attempt deferred with %s", rt)
 		}
 	}

@@ -96,7 +96,7 @@ func TestEnforceAllMXFailDefers_STS83(t *testing.T) {
 			mx1 := h.mx("example.com", "mx1.example.com", 10, tc.opts(h))
 			h.sts("example.com", "1", "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n")
 			r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
-			if r.Outcome != queue.Deferred || r.ResultType != string(tc.want) {
+			if r.Outcome != queue.Deferred || r.ResultType != tc.want {
 				t.Fatalf("result = %+v, want deferred with %s", r, tc.want)
 			}
 			if n := len(mx1.Messages()); n != 0 {
@@ -313,7 +313,7 @@ func TestCachedEnforceSurvivesTXTAndPolicyHostLoss_STS16(t *testing.T) {
 	p.Stop()
 	mx1.SetMode(simnet.NotOffered)
 	r := one(t, h.deliver("example.com", job("m2", "bob@example.com")))
-	if r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultSTARTTLSNotSupported) {
+	if r.Outcome != queue.Deferred || r.ResultType != tlsrpt.ResultSTARTTLSNotSupported {
 		t.Fatalf("result = %+v, want deferred starttls-not-supported under the cached enforce policy", r)
 	}
 	if n := len(mx1.Messages()); n != 1 {
@@ -350,7 +350,7 @@ func TestSTSDiscoveryServfailDefers_STS19(t *testing.T) {
 	}
 	h.n.DNS.SetFailure("_mta-sts.example.com", 16, simnet.None)
 	r = one(t, h.deliver("example.com", job("m2", "bob@example.com")))
-	if r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultSTARTTLSNotSupported) || len(mx1.Messages()) != 0 {
+	if r.Outcome != queue.Deferred || r.ResultType != tlsrpt.ResultSTARTTLSNotSupported || len(mx1.Messages()) != 0 {
 		t.Fatalf("after DNS recovers: %+v, want the enforce policy applied (deferred, starttls-not-supported)", r)
 	}
 }

@@ -28,7 +28,7 @@ func TestRuleKeepsEnforceMXCheckAgainstForgedMX(t *testing.T) {
 	if r.Outcome != queue.Deferred || forged.Connections() != 0 || len(forged.Messages()) != 0 {
 		t.Fatalf("result = %+v with %d connections to the forged MX, want deferred and none", r, forged.Connections())
 	}
-	if r.ResultType != string(tlsrpt.ResultValidationFailure) {
+	if r.ResultType != tlsrpt.ResultValidationFailure {
 		t.Errorf("result type = %q, want validation-failure (mx-not-in-policy)", r.ResultType)
 	}
 	// The session is recorded under the policy the domain publishes, rule or not.

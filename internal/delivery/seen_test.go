@@ -67,11 +67,11 @@ func TestDeliveredResultCarriesFailureSeen(t *testing.T) {
 			if r.Outcome != queue.Delivered || len(mx.Messages()) != 1 {
 				t.Fatalf("result = %+v, want delivered", r)
 			}
-			if r.ResultType != string(tc.wantType) || !strings.HasPrefix(r.TLS, tc.wantTLS) {
+			if r.ResultType != tc.wantType || !strings.HasPrefix(r.TLS, tc.wantTLS) {
 				t.Errorf("result type %q over %q, want %q over %s...", r.ResultType, r.TLS, tc.wantType, tc.wantTLS)
 			}
 			ev := evs()
-			if len(ev) != 1 || ev[0].Result.ResultType != string(tc.wantType) || ev[0].Enforced || ev[0].Session == 0 {
+			if len(ev) != 1 || ev[0].Result.ResultType != tc.wantType || ev[0].Enforced || ev[0].Session == 0 {
 				t.Errorf("events = %+v, want one unenforced event with the failure and a session number", ev)
 			}
 			if got := len(h.rec.failures()) > 0; got != tc.wantReport {
@@ -89,7 +89,7 @@ func TestEventEnforcedComesFromPlan(t *testing.T) {
 	h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{Cert: h.cert(h.n.EvilCA, testpki.Leaf{DNSNames: []string{"mx1.example.com"}})})
 	h.sts("example.com", "1", pEnforce)
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
-	if r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultCertificateNotTrusted) {
+	if r.Outcome != queue.Deferred || r.ResultType != tlsrpt.ResultCertificateNotTrusted {
 		t.Fatalf("result = %+v, want deferred with certificate-not-trusted", r)
 	}
 	if ev := evs(); len(ev) != 1 || !ev[0].Enforced {

@@ -343,7 +343,7 @@ func (a *attempt) open(ctx context.Context, conn net.Conn, t target, plain bool)
 func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) error {
 	// Every result of the session carries the TLS failure it saw, delivered or not (testing mode,
 	// opportunistic TLS): the evidence for moving a domain to enforce.
-	base := queue.Result{RemoteMTA: host, TLS: tlsDesc, ResultType: string(cmp.Or(a.sessionSeen, a.hostSeen))}
+	base := queue.Result{RemoteMTA: host, TLS: tlsDesc, ResultType: cmp.Or(a.sessionSeen, a.hostSeen)}
 	opts := &smtp.MailOptions{Size: j.Size, RequireTLS: j.RequireTLS, UTF8: j.SMTPUTF8, EnvelopeID: j.EnvID}
 	switch j.Ret {
 	case "FULL":
@@ -396,28 +396,14 @@ func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) err
 	defer body.Close()
 	w, err := c.Data()
 	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return err
-		}
-		for _, r := range accepted {
-			a.finish(j, r, withBase(base, replyResult(host, err, "DATA")))
-		}
-		return nil
+		return a.dataRefused(j, accepted, base, host, err)
 	}
 	if _, err := io.Copy(w, body); err != nil {
 		return err
 	}
 	resp, err := w.CloseWithResponse()
 	if err != nil {
-		var se *smtp.SMTPError
-		if !errors.As(err, &se) {
-			return err
-		}
-		for _, r := range accepted {
-			a.finish(j, r, withBase(base, replyResult(host, err, "DATA")))
-		}
-		return nil
+		return a.dataRefused(j, accepted, base, host, err)
 	}
 	ok := withBase(base, queue.Result{Outcome: queue.Delivered, Code: 250, Text: strings.TrimSpace(resp.StatusText)})
 	// RFC 3461 Section 5.2.2: with DSN support the NOTIFY and ORCPT parameters went on (go-smtp sends them
@@ -435,6 +421,19 @@ func (a *attempt) settleJob(j queue.Job, r queue.Result) {
 			a.finish(j, rc.Addr, r)
 		}
 	}
+}
+
+// dataRefused settles the accepted recipients of j with the server's reply to DATA or to the end of data. An
+// error that is not a reply (the session broke) is returned, and they stay pending for the next host.
+func (a *attempt) dataRefused(j queue.Job, accepted []string, base queue.Result, host string, err error) error {
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) {
+		return err
+	}
+	for _, r := range accepted {
+		a.finish(j, r, withBase(base, replyResult(host, err, "DATA")))
+	}
+	return nil
 }
 
 func withBase(base, r queue.Result) queue.Result {
@@ -490,7 +489,7 @@ func policyDeferral(host string, v tlspolicy.Verdict) queue.Result {
 	if text == "" {
 		text = v.ReasonCode
 	}
-	r := queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5", Text: text, RemoteMTA: host, ResultType: string(v.Failure)}
+	r := queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.7.5", Text: text, RemoteMTA: host, ResultType: v.Failure}
 	switch v.ReasonCode {
 	case "requiretls-mx-not-authenticated":
 		// RFC 8689 Section 4.2.1 step 2 (REQ-5): the MX name cannot be authenticated; retrying cannot help.

@@ -275,7 +275,7 @@ func TestRequiredVerifyBadCertificateDefers(t *testing.T) {
 	h.settings.Rules["example.com"] = tlspolicy.Rule{Level: tlspolicy.LevelRequiredVerify}
 	mx1 := h.mx("example.com", "mx1.example.com", 10, simnet.MXOptions{Cert: h.cert(h.n.TrustedCA, testpki.Leaf{DNSNames: []string{"other.test"}})})
 	r := one(t, h.deliver("example.com", job("m1", "bob@example.com")))
-	if r.Outcome != queue.Deferred || r.ResultType != string(tlsrpt.ResultCertificateHostMismatch) {
+	if r.Outcome != queue.Deferred || r.ResultType != tlsrpt.ResultCertificateHostMismatch {
 		t.Fatalf("result = %+v, want deferred with certificate-host-mismatch", r)
 	}
 	if len(mx1.Messages()) != 0 {

@@ -278,7 +278,7 @@ func Run(ctx context.Context, o Options) error {
 			continue
 		}
 		r := ev.Result
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sc.domain, sc.what, dash(ev.Plan), dash(r.RemoteMTA), dash(r.TLS), r.Outcome, dash(r.ResultType))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sc.domain, sc.what, dash(ev.Plan), dash(r.RemoteMTA), dash(r.TLS), r.Outcome, dash(string(r.ResultType)))
 	}
 	mu.Unlock()
 	tw.Flush()

@@ -284,8 +284,8 @@ func probeHost(ctx context.Context, env Env, plan *tlspolicy.Plan, ht *HostTest)
 	cs := tconn.ConnectionState()
 	ht.TLS = describeTLS(ht.Host, cs, env.Roots, env.now())
 	ht.TLS.ServerName = cfg.ServerName
-	v = plan.Check(ht.Host, cs, false)
-	// RFC 3207 Section 4.2: the pre-TLS EHLO is forgotten; ask again to show what is offered over TLS.
+	// RFC 3207 Section 4.2: the pre-TLS EHLO is forgotten; ask again to show what is offered over TLS, and
+	// give the Plan what delivery gives it (REQUIRETLS offered or not).
 	s = newDialogue(tconn)
 	if ext, err := s.ehlo(env.hostname()); err != nil {
 		ht.TLS.EHLOError = err.Error()
@@ -293,7 +293,7 @@ func probeHost(ctx context.Context, env Env, plan *tlspolicy.Plan, ht *HostTest)
 		ht.TLS.Extensions = ext
 	}
 	s.quit()
-	return v, true
+	return plan.Check(ht.Host, cs, hasKeyword(ht.TLS.Extensions, "REQUIRETLS")), true
 }
 
 // dialogue is a minimal SMTP client: commands and replies, nothing that could send mail.

@@ -192,7 +192,7 @@ func (p *Params) check() error {
 	if len(p.Recipients) == 0 {
 		return fmt.Errorf("%w: no recipients", ErrField)
 	}
-	if err := checkToken("ReportingMTA", p.ReportingMTA, true); err != nil {
+	if err := requireToken("ReportingMTA", p.ReportingMTA); err != nil {
 		return err
 	}
 	if err := checkAddr("From", p.From); err != nil {
@@ -201,11 +201,11 @@ func (p *Params) check() error {
 	if err := checkAddr("To", p.To); err != nil {
 		return err
 	}
-	if err := checkToken("EnvID", p.EnvID, false); err != nil {
+	if err := checkToken("EnvID", p.EnvID); err != nil {
 		return err
 	}
 	if p.MessageID != "" {
-		if err := checkToken("MessageID", p.MessageID, true); err != nil {
+		if err := requireToken("MessageID", p.MessageID); err != nil {
 			return err
 		}
 		if strings.ContainsAny(p.MessageID, "<> ") {
@@ -262,12 +262,10 @@ func checkField(name, s string) error {
 	return nil
 }
 
-// checkToken is checkField for ASCII values without spaces (host names, ENVID, Message-ID).
-func checkToken(name, s string, required bool) error {
+// checkToken is checkField for ASCII values without spaces (host names, ENVID, Message-ID). An empty value is
+// allowed; requireToken refuses it.
+func checkToken(name, s string) error {
 	if s == "" {
-		if required {
-			return fmt.Errorf("%w: %s is empty", ErrField, name)
-		}
 		return nil
 	}
 	if err := checkField(name, s); err != nil {
@@ -279,6 +277,14 @@ func checkToken(name, s string, required bool) error {
 		}
 	}
 	return nil
+}
+
+// requireToken is checkToken for a field that must not be empty.
+func requireToken(name, s string) error {
+	if s == "" {
+		return fmt.Errorf("%w: %s is empty", ErrField, name)
+	}
+	return checkToken(name, s)
 }
 
 // checkAddr accepts a mailbox written inside <...>: no controls, not empty, and angle brackets only inside

@@ -199,7 +199,7 @@ func (m *Metrics) Delivery(ev delivery.Event) {
 	r := ev.Result
 	m.attempts.WithLabelValues(string(r.Outcome), tlsClass(r.TLS), ev.Plan).Inc()
 	if r.ResultType != "" {
-		m.tlsFailures.WithLabelValues(r.ResultType, strconv.FormatBool(ev.Enforced)).Inc()
+		m.tlsFailures.WithLabelValues(string(r.ResultType), strconv.FormatBool(ev.Enforced)).Inc()
 	}
 }
 

@@ -1,7 +1,6 @@
 package mtastscache
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/logtest"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/testpki"
@@ -187,24 +187,6 @@ func (s *policyServer) waitFetches(ctx context.Context, domain string, n int) er
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is one test's world: a fake clock and DNS, a policy server, a database file and a cache over them.
 type env struct {
 	t       *testing.T
@@ -217,7 +199,7 @@ type env struct {
 	pgDSN   string
 	st      Store
 	closeDB func() error
-	logs    *syncBuffer
+	logs    *logtest.Buffer
 	cache   *Cache
 }
 
@@ -262,7 +244,7 @@ func newEnvOn(t *testing.T, pgDSN string) *env {
 		},
 		dbPath: filepath.Join(t.TempDir(), "state.db"),
 		pgDSN:  pgDSN,
-		logs:   &syncBuffer{},
+		logs:   &logtest.Buffer{},
 	}
 	e.open()
 	return e

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // Filter selects messages for List. Zero fields match everything.
@@ -56,7 +58,7 @@ type RecipientInfo struct {
 	LastCode       int
 	LastEnhanced   string
 	LastText       string
-	LastResultType string
+	LastResultType tlsrpt.ResultType
 	LastRemoteMTA  string
 	LastTLS        string
 	LastPolicy     string
@@ -74,7 +76,7 @@ type Attempt struct {
 	RemoteMTA  string
 	TLS        string
 	Policy     string
-	ResultType string
+	ResultType tlsrpt.ResultType
 }
 
 // MessageDetail is everything the queue knows about one message.

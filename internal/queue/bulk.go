@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // Destructive reports whether the action loses mail or sends bounces, so that acting on many messages at
@@ -31,7 +33,7 @@ type Selection struct {
 	Domain string
 	// ResultType selects messages with a queued recipient whose last attempt failed with this RFC 8460
 	// result type (certificate-expired, sts-policy-fetch-error, ...).
-	ResultType string
+	ResultType tlsrpt.ResultType
 	// Held selects held messages only.
 	Held bool
 	// OlderThan selects messages received longer ago than this.

@@ -468,8 +468,8 @@ func diagnostic(r Result) string {
 		parts = append(parts, r.Text)
 	}
 	s := strings.Join(parts, " ")
-	if r.ResultType != "" && !strings.Contains(s, r.ResultType) {
-		s += " (" + r.ResultType + ")"
+	if rt := string(r.ResultType); rt != "" && !strings.Contains(s, rt) {
+		s += " (" + rt + ")"
 	}
 	return s
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"io"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // Envelope is what the SMTP server hands to Submit: the SMTP envelope and its DSN (RFC 3461) and REQUIRETLS
@@ -111,7 +115,7 @@ type Result struct {
 	// RemoteMTA is the MX host name the reply came from ("" when no host answered).
 	RemoteMTA string
 	// ResultType is the RFC 8460 result type of a TLS or policy failure, "" otherwise.
-	ResultType string
+	ResultType tlsrpt.ResultType
 	// TLS describes the session's transport: "none", "unverified" or "verified", with the version
 	// ("verified TLS1.3"); "" when no session was made.
 	TLS string
@@ -119,8 +123,8 @@ type Result struct {
 	// PolicySource says where it came from (mta-sts, rule, route, default, tls-required-no); STSMode and
 	// STSID describe the MTA-STS policy seen. IP is the address connected to. For the delivery log event.
 	Policy       string
-	PolicySource string
-	STSMode      string
+	PolicySource tlspolicy.Source
+	STSMode      mtasts.Mode
 	STSID        string
 	IP           string
 	// NextHopDSN reports, for a delivered recipient, that the next hop advertised DSN (RFC 3461), so the

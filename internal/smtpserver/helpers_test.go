@@ -1,7 +1,6 @@
 package smtpserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/clocktest"
+	"github.com/mxgate/mxgate/internal/logtest"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/testpki"
 )
@@ -61,26 +61,8 @@ func (f *fakeSubmitter) got() []submitted {
 	return append([]submitted(nil), f.msgs...)
 }
 
-// syncBuffer collects log output from the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type harness struct {
-	logs  *syncBuffer
+	logs  *logtest.Buffer
 	srv   *Server
 	addr  string
 	sub   *fakeSubmitter
@@ -115,7 +97,7 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 		mod(&cfg)
 	}
 	sub := &fakeSubmitter{}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	srv, err := New(cfg, sub, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)

@@ -5,8 +5,9 @@
 // for TLS reporting (RFC 8460). The strongest rule wins: a rule raises the floor the published policies set
 // and never removes one of their checks, unless it says "override".
 //
-// Nothing else in mxgate decides TLS. Delivery asks the Plan at each step (AllowMX before dialing, NoTLS when
-// STARTTLS is missing or fails, Check after the handshake) and does what the Verdict says. Every refusal is
+// Nothing else in mxgate decides TLS. Delivery asks the Plan at each step (AllowMX before dialing,
+// STARTTLSNotOffered, STARTTLSRefused or HandshakeFailed when STARTTLS is missing or fails, Check after the
+// handshake) and does what the Verdict says. Every refusal is
 // named by its RFC 8460 result type.
 //
 // DANE (RFC 7672) is evaluated per host: delivery looks up each host's TLSA records after its addresses and
@@ -316,12 +317,13 @@ func stsReportPolicy(domain address.Domain, r STSResult) tlsrpt.Policy {
 	}
 }
 
-// ForRoute returns the Plan for a static route (smart host). MTA-STS never applies to static routes: they
-// are not MX routes. Route sessions are not recorded for TLS reporting.
-func (d *Decider) ForRoute(domain address.Domain, level Level, requireTLS bool) *Plan {
-	p := d.newPlan(domain)
+// ForRoute returns the Plan at level for a static route (smart host) or an address literal: of req, only
+// Domain and RequireTLS count. MTA-STS never applies to static routes: they are not MX routes. Route sessions
+// are not recorded for TLS reporting.
+func (d *Decider) ForRoute(req Request, level Level) *Plan {
+	p := d.newPlan(req.Domain)
 	p.Level, p.Source = level, SourceRoute
-	p.RequireTLS = requireTLS
+	p.RequireTLS = req.RequireTLS
 	p.routed = true
 	switch level {
 	case LevelDANE:

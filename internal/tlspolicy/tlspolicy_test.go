@@ -213,7 +213,7 @@ func TestReportPolicyStrings_RPT15(t *testing.T) {
 func TestStaticRouteNeverSTS(t *testing.T) {
 	enforce := mustPolicy(t, "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 604800\n")
 	d := &Decider{Settings: func() *Settings { return &Settings{EnableMTASTS: true} }, STS: fakeSTS{STSResult{Policy: enforce}}}
-	p := d.ForRoute(address.MustParseDomain("example.com"), LevelOpportunistic, false)
+	p := d.ForRoute(Request{Domain: address.MustParseDomain("example.com")}, LevelOpportunistic)
 	if !p.AllowMX("relay.provider.test").Proceed || p.Reportable() || p.Source != SourceRoute {
 		t.Errorf("route plan = %+v, want any host allowed, not reportable, source route", p)
 	}

@@ -1,6 +1,7 @@
-// Package docs checks that the documentation in docs/ stays true to the code: today, that the RFC support
-// table docs/rfc.md lists every MTA-STS item and names tests that exist, as the go command sees them (`go
-// test -list` for tests, a run for subtests), not as a grep of the sources would.
+// Package docs checks that the documentation in docs/ stays true to the code: that the RFC support table
+// docs/rfc.md lists every MTA-STS item and names tests that exist, as the go command sees them (`go test
+// -list` for tests, a run for subtests), not as a grep of the sources would; and that the log schema
+// docs/logs.md lists exactly the keys the code's log calls use (read from the parsed sources).
 package docs
 
 import (

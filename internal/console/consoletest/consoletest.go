@@ -144,7 +144,7 @@ func New(t testing.TB) *Env {
 		Queue:              q,
 		STS:                sts,
 		Settings:           st,
-		Reports:            func() *tlsreport.Reporter { return rep },
+		Reports:            func() console.ReportsAPI { return rep },
 		Explain:            e.explain,
 		Components:         func() []admin.Component { return Components },
 		DKIM:               func(context.Context) (admin.DKIMRecord, error) { return DKIM, nil },
