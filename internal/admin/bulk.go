@@ -47,6 +47,9 @@ type BulkResult struct {
 	Recipients int `json:"recipients"`
 	// Gone counts messages that left the queue between the selection and the action.
 	Gone int `json:"gone"`
+	// InFlight counts messages left alone because a delivery attempt of theirs was in flight (delete and
+	// bounce); run the action again once it is recorded.
+	InFlight int `json:"in_flight"`
 	// Destructive is true for delete and bounce: a real run needs Confirm.
 	Destructive bool `json:"destructive"`
 	// IDs are the affected messages, oldest first, at most MaxBulkIDs of them.
@@ -121,7 +124,7 @@ func bulkDTO(r queue.BulkResult, dryRun bool) BulkResult {
 		ids = []string{}
 	}
 	return BulkResult{Action: string(r.Action), DryRun: dryRun, Matched: r.Matched, Affected: r.Affected,
-		Recipients: r.Recipients, Gone: r.Gone, Destructive: r.Action.Destructive(), IDs: ids}
+		Recipients: r.Recipients, Gone: r.Gone, InFlight: r.InFlight, Destructive: r.Action.Destructive(), IDs: ids}
 }
 
 func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
@@ -154,7 +157,7 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("admin: queue bulk "+string(a), "matched", res.Matched, "affected", res.Affected, "gone", res.Gone,
-		"ip", remoteIP(r))
+		"in_flight", res.InFlight, "ip", remoteIP(r))
 	if err != nil {
 		// Part of the selection was acted on: say so with the error.
 		s.fail(w, r, fmt.Errorf("%w (after %d of the messages)", err, res.Affected))

@@ -508,7 +508,8 @@ func statusOf(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, address.ErrSyntax), errors.Is(err, settings.ErrUnknownKey), errors.Is(err, settings.ErrInvalidValue):
 		return http.StatusBadRequest
-	case errors.Is(err, settings.ErrNoChanges), errors.Is(err, settings.ErrStaged), errors.Is(err, tlsreport.ErrDayNotOver):
+	case errors.Is(err, settings.ErrNoChanges), errors.Is(err, settings.ErrStaged), errors.Is(err, tlsreport.ErrDayNotOver),
+		errors.Is(err, queue.ErrInFlight):
 		return http.StatusConflict
 	case errors.Is(err, settings.ErrRefused):
 		return http.StatusUnprocessableEntity

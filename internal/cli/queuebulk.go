@@ -113,6 +113,9 @@ func runBulk(cmd *cobra.Command, g *globals, action string, b *bulkFlags) error 
 	if res.Gone > 0 {
 		fmt.Fprintf(g.stdout, "%d selected messages had already left the queue\n", res.Gone)
 	}
+	if res.InFlight > 0 {
+		fmt.Fprintf(g.stdout, "%d selected messages had a delivery in flight and were left alone; run again once it is recorded\n", res.InFlight)
+	}
 	return nil
 }
 

@@ -99,10 +99,13 @@ func (c *Console) queueBulk(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	c.log.Info("console: queue bulk "+string(a), "matched", res.Matched, "affected", res.Affected, "gone", res.Gone,
-		"ip", remoteIP(r))
+		"in_flight", res.InFlight, "ip", remoteIP(r))
 	msg := fmt.Sprintf("%s: done for %d message(s), %d recipient(s), of %s.", verb, res.Affected, res.Recipients, describe(req))
 	if res.Gone > 0 {
 		msg += fmt.Sprintf(" %d had already left the queue.", res.Gone)
+	}
+	if res.InFlight > 0 {
+		msg += fmt.Sprintf(" %d had a delivery in flight and were left alone; try again once it is recorded.", res.InFlight)
 	}
 	if err != nil {
 		c.log.Error("console: queue bulk", "action", string(a), "err", err)

@@ -251,8 +251,17 @@ func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
-		ReportBounceTo:      "postmaster@" + d.defaultMailHost(),
-		OnSettled:           func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
+		ReportBounceTo: "postmaster@" + d.defaultMailHost(),
+		OnSettled:      func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
+		// The delivery journal failing does not stop deliveries, but a crash may then repeat some: say so
+		// in status and mxgate_component_up until a write works again.
+		JournalState: func(err error) {
+			if err != nil {
+				d.comps.set(componentJournal, admin.ComponentFailed, "delivery journal write failed (a crash may deliver recent messages twice): "+err.Error())
+				return
+			}
+			d.comps.set(componentJournal, admin.ComponentRunning, "")
+		},
 		ArchiveRetention:    cfg.Queue.TrackRetention.Duration(),
 		DelayWarning:        cfg.Queue.DelayWarningTime.Duration(),
 		DelayWarningDefault: cfg.Queue.DelayWarningDefault,
@@ -261,6 +270,9 @@ func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
 		return err
 	}
 	d.Queue = q
+	if q.JournalErr() == nil {
+		d.comps.set(componentJournal, admin.ComponentRunning, "")
+	}
 	d.onRelease(func(context.Context) error { return q.Close() })
 	return nil
 }

@@ -11,9 +11,11 @@ import (
 
 // Component names, as shown by status, /healthz, the console and mxgate_component_up.
 const (
-	componentSMTP   = "smtp"
-	componentQueue  = "queue"
-	componentTLSRPT = "tlsrpt"
+	componentSMTP  = "smtp"
+	componentQueue = "queue"
+	// componentJournal is the queue's delivery journal (docs/flow.md), failed while its writes fail.
+	componentJournal = "journal"
+	componentTLSRPT  = "tlsrpt"
 )
 
 // components holds what each component is doing. A component never stops silently: whatever switches it

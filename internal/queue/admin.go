@@ -311,8 +311,8 @@ func (q *Queue) Release(ctx context.Context, id string) error {
 	return nil
 }
 
-// Delete removes message id, its body and history, without a DSN. Results of a delivery in flight are
-// then ignored.
+// Delete removes message id, its body and history, without a DSN. While a delivery attempt of the message
+// is in flight it refuses with ErrInFlight and changes nothing.
 func (q *Queue) Delete(ctx context.Context, id string) error {
 	q.orderMu.Lock()
 	defer q.orderMu.Unlock()
@@ -321,6 +321,9 @@ func (q *Queue) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("queue: delete %s: %w", id, err)
 	}
 	defer tx.Rollback()
+	if err := inFlight(ctx, tx, id); err != nil {
+		return fmt.Errorf("queue: delete %s: %w", id, err)
+	}
 	res, err := tx.ExecContext(ctx, `DELETE FROM queue_messages WHERE id = ?`, id)
 	if err != nil {
 		return fmt.Errorf("queue: delete %s: %w", id, err)
@@ -339,6 +342,7 @@ func (q *Queue) Delete(ctx context.Context, id string) error {
 	q.mu.Lock()
 	q.ix.removeMsg(id)
 	q.mu.Unlock()
+	q.clearCorrupt(id)
 	q.removeBodies([]string{id})
 	if validID(id) {
 		os.Remove(filepath.Join(q.opts.QuarantineDir, id))
@@ -347,8 +351,24 @@ func (q *Queue) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
+// inFlight returns an error wrapping ErrInFlight when a recipient of message id has a delivery attempt
+// whose result is not recorded yet. orderMu is held, so no result is being recorded meanwhile.
+func inFlight(ctx context.Context, tx *sql.Tx, id string) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM queue_recipients WHERE msg_id = ? AND inflight = 1
+		AND state = ?`, id, stateQueued).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return fmt.Errorf("%w: %d recipients", ErrInFlight, n)
+	}
+	return nil
+}
+
 // Bounce fails every queued (or quarantined) recipient of message id with status 5.0.0 and sends the DSN
-// their NOTIFY asks for.
+// their NOTIFY asks for. While a delivery attempt of the message is in flight it refuses with ErrInFlight
+// and changes nothing: the attempt may have been accepted already, and a bounce would then tell the
+// sender a delivered message failed.
 func (q *Queue) Bounce(ctx context.Context, id string) error {
 	q.orderMu.Lock()
 	defer q.orderMu.Unlock()
@@ -360,8 +380,9 @@ func (q *Queue) Bounce(ctx context.Context, id string) error {
 	defer tx.Rollback()
 	m := &msgRow{id: id}
 	var received, expires int64
-	err = tx.QueryRowContext(ctx, `SELECT sender, envid, ret, flags, size, received, expires, attempts
-		FROM queue_messages WHERE id = ?`, id).Scan(&m.from, &m.envid, &m.ret, &m.flags, &m.size, &received, &expires, &m.attempts)
+	err = tx.QueryRowContext(ctx, `SELECT sender, envid, ret, flags, size, received, expires, attempts, body_sum
+		FROM queue_messages WHERE id = ?`, id).Scan(&m.from, &m.envid, &m.ret, &m.flags, &m.size, &received, &expires,
+		&m.attempts, &m.sum)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
@@ -369,6 +390,9 @@ func (q *Queue) Bounce(ctx context.Context, id string) error {
 		return fmt.Errorf("queue: bounce %s: %w", id, err)
 	}
 	m.received, m.expires = fromNS(received), fromNS(expires)
+	if err := inFlight(ctx, tx, id); err != nil {
+		return fmt.Errorf("queue: bounce %s: %w", id, err)
+	}
 	rows, err := tx.QueryContext(ctx, `SELECT id, rcpt, domain, notify, orcpt, attempts, state FROM queue_recipients
 		WHERE msg_id = ? AND state IN (?, ?) ORDER BY id`, id, stateQueued, stateQuarantined)
 	if err != nil {
@@ -432,6 +456,7 @@ func (q *Queue) Bounce(ctx context.Context, id string) error {
 		q.indexRecords(dsnRec)
 	}
 	if fin {
+		q.clearCorrupt(id)
 		q.removeBodies([]string{id})
 	}
 	q.log.Info("queue: message bounced by administrator", "msg_id", id, "recipients", len(failed))

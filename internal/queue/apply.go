@@ -30,8 +30,8 @@ type finished struct {
 	dsns    []*record
 	doneIDs []string // finished messages whose bodies go after the commit
 	corrupt string   // the body failed verification: quarantined instead of recorded
-	// journaled counts its recipients written to the delivery journal.
-	journaled int
+	// journaled counts its recipients written to the delivery journal, by journal generation.
+	journaled journalCount
 	queued    []*change // recipients that stay queued, once committed
 	requeue   []*rcptRow
 	done      chan struct{}
@@ -49,12 +49,12 @@ type settler struct {
 	handed  map[string]*finished
 	order   []*finished
 	// journaled counts, per message, the recipients written to the delivery journal.
-	journaled map[string]int
+	journaled map[string]journalCount
 }
 
 func newSettler(q *Queue, w *work) *settler {
 	s := &settler{q: q, w: w, results: map[string][]Result{}, left: map[string]int{}, handed: map[string]*finished{},
-		journaled: map[string]int{}}
+		journaled: map[string]journalCount{}}
 	for _, r := range w.rcpts {
 		s.left[r.msgID]++
 	}
@@ -102,8 +102,11 @@ func (s *settler) journal(r Result) {
 		if !r.NextHopDSN && slices.Contains(row.notify, "SUCCESS") {
 			return
 		}
-		if s.q.journalDelivered(row.msgID, row.id) {
-			s.journaled[r.MsgID]++
+		if gen, ok := s.q.journalDelivered(row.msgID, row.id); ok {
+			if s.journaled[r.MsgID] == nil {
+				s.journaled[r.MsgID] = journalCount{}
+			}
+			s.journaled[r.MsgID][gen]++
 		}
 		return
 	}
@@ -154,6 +157,10 @@ func (s *settler) finish(results []Result, missing string) {
 // recordWindow is how long the recorder collects finished messages before it records them together.
 const recordWindow = 5 * time.Millisecond
 
+// recordRetryInterval is how often the recorder tries again to record delivered results whose
+// transaction failed (SQLITE_BUSY, a full disk).
+const recordRetryInterval = time.Second
+
 // record hands f to the recorder goroutine; f.done is closed once it is recorded (or could not be).
 func (q *Queue) record(f *finished) {
 	select {
@@ -174,12 +181,25 @@ func (q *Queue) record(f *finished) {
 // in one transaction, and then updates the index, queues the DSNs and recycles the finished bodies.
 func (q *Queue) recorder() {
 	defer close(q.recorderDone)
+	retry := time.NewTimer(recordRetryInterval)
+	defer retry.Stop()
 	for {
 		var group []*finished
 		select {
 		case f := <-q.recordCh:
 			group = append(group, f)
+		case <-retry.C:
+			retry.Reset(recordRetryInterval)
+			if again := q.takeUnrecorded(); len(again) > 0 {
+				q.applyGroup(again)
+			}
+			continue
 		case <-q.stopRecorder:
+			// A last try; what still fails is in the journal (replayed at the next start) or in flight
+			// (due at once at the next start).
+			if again := q.takeUnrecorded(); len(again) > 0 {
+				q.applyGroup(again)
+			}
 			return
 		}
 		// Collect for a moment: every transaction costs an fsync and its statements, and a crash in the
@@ -241,13 +261,15 @@ func (q *Queue) applyGroup(group []*finished) {
 	for _, f := range group {
 		if f.corrupt != "" {
 			q.quarantined.Add(1)
-			q.clearCorrupt(f.msgID)
 			if _, err := os.Stat(q.bodyPath(f.msgID)); err == nil {
 				if err := q.moveToQuarantine(f.msgID); err != nil {
 					q.log.Error("queue: cannot move a corrupt body to quarantine", "msg_id", f.msgID, "err", err)
 				}
 			}
 			q.log.Error("queue: message quarantined", "msg_id", f.msgID, "reason", f.corrupt)
+		}
+		for _, id := range f.doneIDs {
+			q.clearCorrupt(id)
 		}
 		q.removeBodies(f.doneIDs)
 		if err := q.journal.recorded(f.journaled); err != nil {
@@ -257,14 +279,48 @@ func (q *Queue) applyGroup(group []*finished) {
 	}
 }
 
-// applyFailed leaves every recipient of f where dispatch put it: nothing of f was recorded.
+// applyFailed handles f, of which nothing was recorded. Its recipients without a 250 go back into the
+// index at the retry time dispatch gave them. Its delivered recipients do not: they were accepted, and
+// a new attempt would deliver them twice. They stay in flight in the database (so that Bounce and Delete
+// leave them alone) and their results are kept for the recorder to record again (recordRetryInterval),
+// and their journal entries are not counted recorded until that succeeds.
 func (q *Queue) applyFailed(f *finished, err error) {
-	q.log.Error("queue: cannot record delivery results; will retry after backoff", "domain", f.w.batch.Domain,
-		"msg_id", f.msgID, "err", err)
+	q.log.Error("queue: cannot record delivery results; delivered recipients are recorded again, the others retried after backoff",
+		"domain", f.w.batch.Domain, "msg_id", f.msgID, "err", err)
 	f.dsns, f.doneIDs, f.requeue = nil, nil, nil
+	var delivered []*change
 	for _, c := range f.changes {
+		if c.res.Outcome == Delivered {
+			delivered = append(delivered, c)
+			continue
+		}
 		f.requeue = append(f.requeue, c.row)
 	}
+	if len(delivered) == 0 {
+		return
+	}
+	again := &finished{w: f.w, msgID: f.msgID, changes: delivered, journaled: f.journaled, done: make(chan struct{})}
+	f.journaled = nil
+	q.unrecordedMu.Lock()
+	q.unrecorded = append(q.unrecorded, again)
+	q.unrecordedMu.Unlock()
+}
+
+// takeUnrecorded returns the delivered results whose record failed, for the recorder to try again.
+func (q *Queue) takeUnrecorded() []*finished {
+	q.unrecordedMu.Lock()
+	defer q.unrecordedMu.Unlock()
+	out := q.unrecorded
+	q.unrecorded = nil
+	return out
+}
+
+// Unrecorded returns the number of messages with delivered recipients whose record failed and is being
+// tried again.
+func (q *Queue) Unrecorded() int {
+	q.unrecordedMu.Lock()
+	defer q.unrecordedMu.Unlock()
+	return len(q.unrecorded)
 }
 
 // applyTx records group in one transaction. On error nothing is recorded and the DSN bodies written for it
@@ -364,23 +420,29 @@ func (q *Queue) changes(w *work, rows []*rcptRow, results []Result, missing stri
 // the attempt history, the DSN for failures, and the removal of a finished message. It notes in f the DSN
 // queued, the finished message and the recipients that stay queued.
 func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now time.Time) error {
-	if reason := q.corruptReason(f.msgID); reason != "" {
-		return q.recordCorrupt(ctx, tx, f, reason, now)
-	}
 	// The attempt is counted when its result is recorded, never before it is made: an attempt cut short
 	// by a crash does not count (recover).
 	if _, err := tx.StmtContext(ctx, q.st.bumpMsg).ExecContext(ctx, f.msgID); err != nil {
 		return fmt.Errorf("queue: record attempt: %w", err)
 	}
+	// Corruption is decided by this batch's own read of the body, never by another batch's.
+	reason := f.w.corruptRead(f.msgID)
+	var quarantine []*change
 	var failed []*change
 	for _, c := range f.changes {
+		if reason != "" && c.res.Outcome != Delivered && c.res.Outcome != Failed {
+			quarantine = append(quarantine, c)
+			continue
+		}
 		applied, err := q.updateRecipient(ctx, tx, c, now)
 		if err != nil {
 			return err
 		}
 		if !applied {
-			// Deleted, bounced or quarantined by an administrator while in flight.
-			q.log.Warn("queue: result for a recipient no longer queued ignored", "msg_id", c.row.msgID, "rcpt", c.row.rcpt)
+			// Bounce and Delete refuse while a recipient is in flight, so this is a clash that must not
+			// happen: say so loudly, with the result that is lost.
+			q.log.Error("queue: result for a recipient no longer queued ignored", "msg_id", c.row.msgID,
+				"rcpt", c.row.rcpt, "outcome", string(c.res.Outcome), "code", c.res.Code)
 			continue
 		}
 		switch {
@@ -397,6 +459,11 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 		case c.state == stateFailed, wantsRelayedDSN(c):
 			// Failures, and successes that asked for a notice the next hop cannot give, are reported.
 			failed = append(failed, c)
+		}
+	}
+	if reason != "" {
+		if err := q.recordCorrupt(ctx, tx, f, quarantine, reason, now); err != nil {
+			return err
 		}
 	}
 	if len(failed) > 0 {
@@ -418,23 +485,48 @@ func (q *Queue) applyBatch(ctx context.Context, tx *sql.Tx, f *finished, now tim
 	return nil
 }
 
-// recordCorrupt quarantines message f.msgID, whose body failed verification during this attempt, instead
-// of recording the attempt's results: nothing was delivered from that body (the Deliverer aborted before
-// the final dot, or never sent it), and nothing will be. Its recipients stay in state quarantined with the
-// reason, for an administrator to bounce or delete; the body moves to the quarantine directory after the
-// commit.
-func (q *Queue) recordCorrupt(ctx context.Context, tx *sql.Tx, f *finished, reason string, now time.Time) error {
-	res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?, inflight = 0, updated = ?, last_text = ?
-		WHERE msg_id = ? AND state = ?`, stateQuarantined, ns(now), "quarantined: "+reason, f.msgID, stateQueued)
+// recordCorrupt quarantines message f.msgID, whose body failed verification during this attempt's read:
+// the recipients in rows (those of the attempt without a Delivered or Failed result: nothing was delivered
+// to them from that body, since the Deliverer aborted before the final dot) and the recipients that are
+// queued and not in flight in another batch. A recipient in flight elsewhere is left to its own batch:
+// if that batch verified the body and got a 250, it is recorded as delivered. A Delivered or Failed
+// result of this attempt is recorded normally by the caller. The quarantined recipients keep the reason,
+// for an administrator to bounce or delete; the body moves to the quarantine directory after the commit.
+func (q *Queue) recordCorrupt(ctx context.Context, tx *sql.Tx, f *finished, rows []*change, reason string, now time.Time) error {
+	text := "quarantined: " + reason
+	var n int64
+	for _, c := range rows {
+		res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?, inflight = 0, updated = ?, last_text = ?
+			WHERE id = ? AND state = ?`, stateQuarantined, ns(now), text, c.row.id, stateQueued)
+		if err != nil {
+			return fmt.Errorf("queue: quarantine %s: %w", f.msgID, err)
+		}
+		k, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("queue: quarantine %s: %w", f.msgID, err)
+		}
+		n += k
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE queue_recipients SET state = ?, updated = ?, last_text = ?
+		WHERE msg_id = ? AND state = ? AND inflight = 0`, stateQuarantined, ns(now), text, f.msgID, stateQueued)
 	if err != nil {
 		return fmt.Errorf("queue: quarantine %s: %w", f.msgID, err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return err // quarantined already, by another batch of the same message
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO queue_quarantine(msg_id, reason, at) VALUES(?, ?, ?)
-		ON CONFLICT(msg_id) DO UPDATE SET reason = excluded.reason, at = excluded.at`, f.msgID, reason, ns(now)); err != nil {
+	k, err := res.RowsAffected()
+	if err != nil {
 		return fmt.Errorf("queue: quarantine %s: %w", f.msgID, err)
+	}
+	if n+k == 0 {
+		return nil // quarantined already, by another batch of the same message
+	}
+	// The message is quarantined (counted, logged, its body moved) once, by the first batch that found it.
+	res, err = tx.ExecContext(ctx, `INSERT INTO queue_quarantine(msg_id, reason, at) VALUES(?, ?, ?)
+		ON CONFLICT(msg_id) DO NOTHING`, f.msgID, reason, ns(now))
+	if err != nil {
+		return fmt.Errorf("queue: quarantine %s: %w", f.msgID, err)
+	}
+	if k, err := res.RowsAffected(); err != nil || k == 0 {
+		return err
 	}
 	f.corrupt = reason
 	return nil

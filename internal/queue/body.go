@@ -101,8 +101,12 @@ func (q *Queue) bodyClosed(id string) {
 // final dot, and the message is marked for quarantine: it is never opened for delivery again, and its
 // results are not recorded (recordCorrupt). A nil sum (a message accepted before checksums were kept) is
 // not verified.
-func (q *Queue) openVerified(id string, sum []byte) (io.ReadCloser, error) {
+//
+// bad is called with the reason when this read fails verification, or when the open is refused because
+// an earlier read did: the caller's attempt then records its recipients as quarantined (recordCorrupt).
+func (q *Queue) openVerified(id string, sum []byte, bad func(reason string)) (io.ReadCloser, error) {
 	if reason := q.corruptReason(id); reason != "" {
+		bad(reason)
 		return nil, fmt.Errorf("queue: open body of %s: %w: %s", id, ErrBodyCorrupt, reason)
 	}
 	rc, err := q.openBody(id)
@@ -110,7 +114,7 @@ func (q *Queue) openVerified(id string, sum []byte) (io.ReadCloser, error) {
 		return rc, err
 	}
 	r := rc.(*bodyReader)
-	r.want, r.h = sum, sha256.New()
+	r.want, r.h, r.bad = sum, sha256.New(), bad
 	return r, nil
 }
 
@@ -145,6 +149,7 @@ type bodyReader struct {
 
 	want []byte    // expected SHA-256; nil: not verified
 	h    hash.Hash // of the octets read so far, from the start
+	bad  func(reason string)
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
@@ -158,6 +163,7 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 			reason := fmt.Sprintf("body does not match its checksum: SHA-256 %s, accepted as %s",
 				hex.EncodeToString(got), hex.EncodeToString(r.want))
 			r.q.markCorrupt(r.id, reason)
+			r.bad(reason)
 			return n, fmt.Errorf("queue: body of %s: %w: %s", r.id, ErrBodyCorrupt, reason)
 		}
 	}

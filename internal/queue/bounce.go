@@ -3,7 +3,9 @@ package queue
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -103,7 +105,7 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 		MessageID:    rec.id + "@" + q.opts.Hostname,
 		Recipients:   rcpts,
 	}
-	body := q.buildDSN(m.id, p)
+	body := q.buildDSN(m.id, m.sum, p)
 	if body == nil {
 		return nil, nil
 	}
@@ -129,13 +131,24 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	return rec, nil
 }
 
-// buildDSN builds the DSN with the original attached. If a field is unusable (dsn.ErrField), it is built
+// buildDSN builds the DSN with the original attached. The original is attached only once its octets match
+// sum, the SHA-256 taken when it was accepted: a body file that holds other octets (a disk error, a file
+// written over) would hand another message to this sender. On a mismatch the DSN goes without the
+// original and the message is marked corrupt, so that no delivery opens it again (it is quarantined at
+// its next attempt). If a field is unusable (dsn.ErrField), it is built
 // again without the optional ENVID and ORCPT fields, and then as a minimal DSN (no original, no remote
 // host, diagnostics sanitised): recording outcomes never depends on building a DSN, and a bounce is never
 // lost for a cosmetic reason. Every fallback is logged and counted (DSNFallbacks). It returns nil when not
 // even the minimal DSN can be built (a return path the DSN cannot be addressed to), which is logged too.
-func (q *Queue) buildDSN(id string, p dsn.Params) []byte {
+func (q *Queue) buildDSN(id string, sum []byte, p dsn.Params) []byte {
 	f, err := q.openBody(id)
+	if err == nil {
+		err = q.checkSum(id, f, sum)
+		if err != nil {
+			f.Close()
+			f = nil
+		}
+	}
 	if err != nil {
 		q.log.Error("queue: DSN without the original message", "msg_id", id, "err", err)
 	} else {
@@ -172,6 +185,29 @@ func (q *Queue) buildDSN(id string, p dsn.Params) []byte {
 		return body
 	}
 	q.log.Error("queue: DSN cannot be built; the failure is recorded without one", "msg_id", id, "to", p.To, "err", err)
+	return nil
+}
+
+// checkSum reads body f of message id to its end, compares it with sum and rewinds it. A nil sum (a
+// message accepted before checksums were kept) is not checked. On a mismatch the message is marked
+// corrupt and the error wraps ErrBodyCorrupt.
+func (q *Queue) checkSum(id string, f io.ReadCloser, sum []byte) error {
+	if sum == nil {
+		return nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("queue: check body of %s: %w", id, err)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, sum) {
+		reason := fmt.Sprintf("body does not match its checksum: SHA-256 %s, accepted as %s",
+			hex.EncodeToString(got), hex.EncodeToString(sum))
+		q.markCorrupt(id, reason)
+		return fmt.Errorf("queue: body of %s: %w: %s", id, ErrBodyCorrupt, reason)
+	}
+	if _, err := f.(io.Seeker).Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("queue: check body of %s: %w", id, err)
+	}
 	return nil
 }
 

@@ -75,6 +75,9 @@ type BulkResult struct {
 	// Gone counts messages that left the queue (delivered, expired, acted on by someone else) between the
 	// selection and the action.
 	Gone int
+	// InFlight counts messages left alone because a delivery attempt of theirs was in flight
+	// (ErrInFlight); select them again once it is recorded.
+	InFlight int
 }
 
 // candidate is one matched message with what the actions need to know of it.
@@ -179,6 +182,10 @@ func (q *Queue) Bulk(ctx context.Context, a Action, s Selection) (BulkResult, er
 				res.Gone++
 				continue
 			}
+			if errors.Is(err, ErrInFlight) {
+				res.InFlight++
+				continue
+			}
 			res.Affected = len(res.IDs)
 			return res, fmt.Errorf("queue: bulk %s stopped after %d messages: %w", a, len(res.IDs), err)
 		}
@@ -186,6 +193,6 @@ func (q *Queue) Bulk(ctx context.Context, a Action, s Selection) (BulkResult, er
 	}
 	res.Affected = len(res.IDs)
 	q.log.Info("queue: bulk action by administrator", "action", string(a), "matched", res.Matched,
-		"affected", res.Affected, "gone", res.Gone)
+		"affected", res.Affected, "gone", res.Gone, "in_flight", res.InFlight)
 	return res, nil
 }

@@ -54,6 +54,10 @@ var (
 	// ErrBodyCorrupt is wrapped by the error of a body read for delivery that no longer matches the
 	// checksum taken when the message was accepted; the message is quarantined.
 	ErrBodyCorrupt = errors.New("queue: message body corrupt")
+	// ErrInFlight is returned by Bounce and Delete while a delivery attempt of the message is in flight:
+	// its result (perhaps a 250) is not recorded yet, so acting now could bounce or drop a delivered
+	// recipient. Nothing was changed; try again once the attempt is recorded.
+	ErrInFlight = errors.New("queue: delivery in flight, retry later")
 )
 
 // Backoff is the retry schedule. The delay after the n-th attempt is Initial·Factor^(n-1), at most Max, then
@@ -122,6 +126,10 @@ type Options struct {
 	SyncDir  func(dir string) error
 	// OnSettled, when set, is told about each recipient that reached a final state, after it is recorded.
 	OnSettled func(Settled)
+	// JournalState, when set, is called when the delivery journal stops working (with the write error)
+	// and when it works again (nil). Meanwhile results are still recorded in the index, but a crash
+	// between a 250 and its record may deliver that message again.
+	JournalState func(err error)
 	// DelayWarning is how long after its message's arrival a deferred recipient's sender gets one delay
 	// notice (delaynotice.go); 0 means never. DelayWarningDefault sends them for recipients without a
 	// NOTIFY parameter.
@@ -257,6 +265,10 @@ type Queue struct {
 	corruptMu sync.Mutex
 	corrupt   map[string]string // message id -> why its body failed verification
 
+	// unrecorded holds delivered results whose record failed, for the recorder to try again.
+	unrecordedMu sync.Mutex
+	unrecorded   []*finished
+
 	// archivePruned is when the archive was last pruned (UnixNano; 0: not yet).
 	archivePruned atomic.Int64
 	arch          archiveStmts
@@ -297,6 +309,14 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		ix:            newDueIndex(opts.PerDomain, opts.MaxBatch, int64(opts.BatchWait)),
 	}
 	q.spare.dir = opts.Dir
+	q.journal.state = opts.JournalState
+	// recover opens the delivery journal (replayJournal); every error path below must close it.
+	opened := false
+	defer func() {
+		if !opened {
+			q.journal.close()
+		}
+	}()
 	if err := q.recover(ctx); err != nil {
 		return nil, err
 	}
@@ -311,6 +331,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		q.st.close()
 		return nil, err
 	}
+	opened = true
 	go q.committer()
 	go q.recorder()
 	return q, nil

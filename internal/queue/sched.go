@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/dsn"
@@ -41,6 +42,29 @@ type work struct {
 	batch Batch
 	msgs  map[string]*msgRow
 	rcpts []*rcptRow
+
+	// badMu guards bad: per message, why a body read by this batch failed verification (or could not be
+	// opened because another read had failed). Corruption is a fact about a read, not a message: another
+	// batch of the same message that verified its body and got a 250 is recorded as delivered.
+	badMu sync.Mutex
+	bad   map[string]string
+}
+
+// badRead notes that this batch's read of message id's body failed verification.
+func (w *work) badRead(id, reason string) {
+	w.badMu.Lock()
+	defer w.badMu.Unlock()
+	if w.bad == nil {
+		w.bad = map[string]string{}
+	}
+	w.bad[id] = reason
+}
+
+// corruptRead returns why this batch's read of message id's body failed verification, or "".
+func (w *work) corruptRead(id string) string {
+	w.badMu.Lock()
+	defer w.badMu.Unlock()
+	return w.bad[id]
 }
 
 // maxIdle bounds the scheduler's sleep so that a jump of the wall clock is noticed.
@@ -293,7 +317,7 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 				RequireTLS: m.flags&flagRequireTLS != 0, TLSOptional: m.flags&flagTLSOptional != 0,
 				SMTPUTF8: m.flags&flagSMTPUTF8 != 0, EightBit: m.flags&flag8Bit != 0, Report: m.flags&flagReport != 0,
 				Size: m.size, Attempt: m.attempts, Received: m.received, Expires: m.expires,
-				Open: q.opener(id, m.sum),
+				Open: q.opener(w, id, m.sum),
 			}
 			for _, r := range byMsg[id] {
 				job.Recipients = append(job.Recipients, Recipient{Addr: r.rcpt, Notify: r.notify, ORcpt: r.orcpt})
@@ -312,9 +336,11 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 	return works, back, nil
 }
 
-// opener opens message id's body for delivery, verified against sum while it is read.
-func (q *Queue) opener(id string, sum []byte) func() (io.ReadCloser, error) {
-	return func() (io.ReadCloser, error) { return q.openVerified(id, sum) }
+// opener opens message id's body for delivery by batch w, verified against sum while it is read.
+func (q *Queue) opener(w *work, id string, sum []byte) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
+		return q.openVerified(id, sum, func(reason string) { w.badRead(id, reason) })
+	}
 }
 
 func (q *Queue) worker(ctx context.Context, w *work) {

@@ -134,7 +134,7 @@ func (q *Queue) recover(ctx context.Context) error {
 		name := e.Name()
 		switch {
 		case e.IsDir():
-		case name == journalName:
+		case name == journalName, name == journalName+".1":
 		case strings.HasPrefix(name, sparePrefix):
 			q.spare.found(name)
 		case strings.HasPrefix(name, tmpPrefix):
