@@ -38,7 +38,7 @@ func funcs() template.FuncMap {
 }
 
 func parsePages() (map[string]*template.Template, error) {
-	base, err := template.New("layout.html").Funcs(funcs()).ParseFS(templateFS, "templates/layout.html")
+	base, err := template.New("layout.html").Funcs(funcs()).ParseFS(templateFS, "templates/layout.html", "templates/settingrows.html")
 	if err != nil {
 		return nil, fmt.Errorf("console: templates: %w", err)
 	}
