@@ -232,12 +232,7 @@ func (r *DANEReport) Text(w io.Writer) error {
 	}
 	usable := 0
 	for _, h := range r.Hosts {
-		b.blank()
-		name := h.Host
-		if h.Implicit {
-			name += " (implicit MX)"
-		}
-		b.line("[%d] %s", h.Pref, name)
+		b.hostHeading(h.Pref, h.Host, h.Implicit)
 		if h.AddrError != "" {
 			b.field("address", h.AddrError)
 		} else {

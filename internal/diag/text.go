@@ -121,12 +121,7 @@ func (r *MXTestReport) Text(w io.Writer) error {
 	}
 	deliver := 0
 	for _, h := range r.Hosts {
-		b.blank()
-		name := h.Host
-		if h.Implicit {
-			name += " (implicit MX)"
-		}
-		b.line("[%d] %s", h.Pref, name)
+		b.hostHeading(h.Pref, h.Host, h.Implicit)
 		if h.Address != "" {
 			b.field("address", fmt.Sprintf("%s (of %s)", h.Address, strings.Join(h.Addresses, ", ")))
 		}
@@ -299,4 +294,14 @@ func (b *textBuilder) writeTo(w io.Writer) error {
 		return fmt.Errorf("diag: writing report: %w", err)
 	}
 	return nil
+}
+
+// hostHeading starts one MX host's block: "[pref] name", marking the implicit MX of a domain without MX
+// records (RFC 5321 Section 5.1).
+func (b *textBuilder) hostHeading(pref uint16, host string, implicit bool) {
+	b.blank()
+	if implicit {
+		host += " (implicit MX)"
+	}
+	b.line("[%d] %s", pref, host)
 }
