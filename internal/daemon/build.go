@@ -234,7 +234,7 @@ func (d *Daemon) buildDelivery(_ context.Context, o Options) error {
 	return nil
 }
 
-func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
+func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 	cfg := d.cfg
 	q, err := queue.Open(ctx, queue.Options{
 		Dir:          filepath.Join(cfg.Data.Dir, "spool"),
@@ -252,7 +252,12 @@ func (d *Daemon) openQueue(ctx context.Context, _ Options) error {
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
 		ReportBounceTo: "postmaster@" + d.defaultMailHost(),
-		OnSettled:      func(s queue.Settled) { d.Metrics.Settled(string(s.Outcome), s.Delay) },
+		OnSettled: func(s queue.Settled) {
+			d.Metrics.Settled(string(s.Outcome), s.Delay)
+			if o.OnSettled != nil {
+				o.OnSettled(s)
+			}
+		},
 		// The delivery journal failing does not stop deliveries, but a crash may then repeat some: say so
 		// in status and mxgate_component_up until a write works again.
 		JournalState: func(err error) {

@@ -55,6 +55,8 @@ type Options struct {
 	AdminListener net.Listener
 	// OnDelivery, when set, sees every recipient outcome of every attempt (the demo and the load tool).
 	OnDelivery func(delivery.Event)
+	// OnSettled, when set, sees every recipient that reached a final state, once the queue has recorded it.
+	OnSettled func(queue.Settled)
 	// BootstrapOut, when set, receives the one-time console password at first start as a line of text;
 	// nil means it is logged, as one structured record (docs/logs.md), so that a JSON log stays JSON.
 	BootstrapOut io.Writer

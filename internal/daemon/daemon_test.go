@@ -100,24 +100,19 @@ func (g *gw) nextEvent(t *testing.T, domain string) delivery.Event {
 	}
 }
 
-// waitRecorded returns msgID's detail once the queue has recorded an attempt for rcpt, failing after 30 s.
-func (g *gw) waitRecorded(t *testing.T, msgID, rcpt string) queue.MessageDetail {
+// waitSettled waits until the queue has recorded rcpt of msgID in a final state, failing after 30 s.
+func waitSettled(t *testing.T, settled <-chan queue.Settled, msgID, rcpt string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	timeout := time.After(30 * time.Second)
 	for {
-		detail, err := g.d.Queue.Get(context.Background(), msgID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range detail.Timeline {
-			if a.Rcpt == rcpt {
-				return detail
+		select {
+		case s := <-settled:
+			if s.MsgID == msgID && s.Rcpt == rcpt {
+				return
 			}
+		case <-timeout:
+			t.Fatalf("%s of %s not recorded in a final state within 30 s", rcpt, msgID)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no recorded attempt for %s in %s after 30 s: %+v", rcpt, msgID, detail.Timeline)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/logtest"
+	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testpki"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
@@ -69,8 +70,10 @@ func TestFailuresVisibleAndOverrideLogged(t *testing.T) {
 	}
 	logs := &logtest.Buffer{}
 	g := &gw{n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 100)}
+	settled := make(chan queue.Settled, 100)
 	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: io.Discard, Config: cfg, Roots: n.RootPool(), SMTPListener: ln, AdminListener: aln,
-		Logger: slog.New(slog.NewJSONHandler(logs, nil)), OnDelivery: func(ev delivery.Event) { g.events <- ev }})
+		Logger: slog.New(slog.NewJSONHandler(logs, nil)), OnDelivery: func(ev delivery.Event) { g.events <- ev },
+		OnSettled: func(s queue.Settled) { settled <- s }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +119,12 @@ func TestFailuresVisibleAndOverrideLogged(t *testing.T) {
 	if got := metricValue(t, g.d, "mxgate_tls_failures_total", map[string]string{"result_type": "certificate-not-trusted", "enforced": "false"}); got != 2 {
 		t.Errorf(`mxgate_tls_failures_total{result_type="certificate-not-trusted",enforced="false"} = %v, want 2`, got)
 	}
-	// The delivery event comes before the queue records the batch's results: wait for the record.
-	detail := g.waitRecorded(t, ev.Result.MsgID, "bob@testing.example")
+	// The delivery event comes before the queue records the result: wait until it is recorded.
+	waitSettled(t, settled, ev.Result.MsgID, "bob@testing.example")
+	detail, err := g.d.Queue.Get(context.Background(), ev.Result.MsgID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var seen bool
 	for _, a := range detail.Timeline {
 		if a.Rcpt == "bob@testing.example" {

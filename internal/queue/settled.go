@@ -2,8 +2,10 @@ package queue
 
 import "time"
 
-// Settled is a recipient that reached a final state (delivered, or failed and bounced), for metrics.
+// Settled is a recipient that reached a final state (delivered, or failed and bounced), told once its state
+// is committed: for metrics, and for whoever waits for a record.
 type Settled struct {
+	MsgID, Rcpt string
 	// Outcome is Delivered or Failed.
 	Outcome Outcome
 	// Delay is the time from the message's arrival to this final attempt.
@@ -26,7 +28,7 @@ func (q *Queue) settled(f *finished) {
 		default:
 			continue
 		}
-		q.opts.OnSettled(Settled{Outcome: out, Delay: q.delay(f.w, c.row)})
+		q.opts.OnSettled(Settled{MsgID: c.row.msgID, Rcpt: c.row.rcpt, Outcome: out, Delay: q.delay(f.w, c.row)})
 	}
 }
 
