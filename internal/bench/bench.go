@@ -271,6 +271,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.DataDirFS = fsType(dir)
 
 	cfg := n.GatewayConfig(dir)
+	cfg.DNS.Cache = true // as deployed
 	cfg.SMTP.MaxConnsPerIP = max(cfg.SMTP.MaxConnsPerIP, o.Clients+1)
 
 	var gw gateway
