@@ -57,6 +57,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		// at scrape time, once the daemon runs.
 		d.buildMetrics,
 		d.openStore,
+		d.openShared,
 		d.openOutbound,
 		d.openSTS,
 		d.openSettings,
@@ -145,11 +146,13 @@ func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
-	st, err := d.settingsStorage(ctx)
-	if err != nil {
-		return err
+	var s *settings.Store
+	var err error
+	if d.pg != nil {
+		s, err = d.openClusterSettings(ctx)
+	} else {
+		s, err = settings.OpenStorage(ctx, settings.SQLiteStorage{DB: d.DB}, seedFromConfig(d.cfg), d.now)
 	}
-	s, err := settings.OpenStorage(ctx, st, seedFromConfig(d.cfg), d.now)
 	if err != nil {
 		return err
 	}
