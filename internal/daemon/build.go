@@ -130,14 +130,22 @@ func (d *Daemon) openOutbound(_ context.Context, o Options) error {
 
 func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 	cfg := d.cfg
-	c, err := mtastscache.New(ctx, mtastscache.Options{
+	o := mtastscache.Options{
 		DB:             d.DB,
 		Resolver:       d.out.Resolver,
 		Fetcher:        &mtasts.Fetcher{Client: d.out.HTTP, MaxBody: cfg.MTASTS.MaxPolicyBytes, Timeout: cfg.MTASTS.FetchTimeout.Duration()},
 		Now:            d.now,
 		Logger:         d.log.With("component", "mtastscache"),
 		FailureBackoff: cfg.MTASTS.FailureBackoff.Duration(),
-	})
+	}
+	if d.pg != nil {
+		// Cluster mode: one policy cache for the cluster, with this node's SQLite database as its local copy.
+		o.Store, o.Local, o.Node = mtastscache.PostgresStore{PG: d.pg}, mtastscache.SQLiteStore{DB: d.DB}, cfg.Node
+		if o.Node == "" {
+			o.Node, _ = os.Hostname()
+		}
+	}
+	c, err := mtastscache.New(ctx, o)
 	if err != nil {
 		return err
 	}
