@@ -174,6 +174,9 @@ type Admin struct {
 	// console cookies are then Secure.
 	TLSCertFile string `toml:"tls_cert_file"`
 	TLSKeyFile  string `toml:"tls_key_file"`
+	// URL is the address the other nodes of a cluster reach this node's admin API at (the node registry);
+	// empty means the scheme and address of listen.
+	URL string `toml:"url"`
 }
 
 // TLS reports whether the admin listener serves HTTPS.
