@@ -5,7 +5,9 @@
 // this API (see Client); so is the web console.
 //
 // Every endpoint but GET /healthz requires "Authorization: Bearer <token>", where the token is the node's
-// admin token (see LoadOrCreateToken). Every state-changing endpoint is POST, PUT or DELETE. Errors are JSON
+// admin token (see LoadOrCreateToken), or, when Options.Session is set, a web console login session: an
+// administrator's may do what the token may, a viewer's only read. /api/v1/accounts manages the console's
+// accounts. Every state-changing endpoint is POST, PUT or DELETE. Errors are JSON
 // objects {"error": "..."} with a status code that says whose fault it was.
 //
 // It deliberately does not own the HTTP listener's address, TLS, or login sessions for browsers: the daemon
@@ -101,6 +103,13 @@ type Options struct {
 	// GET /api/v1/tlsrpt/lookup/{domain}; errors wrapping dnsx.ErrNotFound mean no such name. Nil means the
 	// endpoint answers 501.
 	LookupTLSRPT func(ctx context.Context, domain string) ([]string, error)
+
+	// Accounts serves /api/v1/accounts (the web console's accounts); nil means those endpoints answer 501.
+	Accounts AccountsAPI
+	// Session, when set, authenticates a request that carries no admin token by a console login session
+	// (the console's Principal): ok false means no valid session. The API then acts for that account: a
+	// viewer may only read, and settings commits are attributed to the account.
+	Session func(r *http.Request) (p Principal, ok bool)
 }
 
 // Server is the admin API. It is safe for concurrent use.
@@ -165,6 +174,7 @@ func (s *Server) routes() {
 	s.settingsRoutes()
 	s.tlsrptRoutes()
 	s.traceRoutes()
+	s.accountsRoutes()
 }
 
 // Handler returns the API's HTTP handler.
@@ -176,10 +186,22 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	// Only the liveness probe is open: it says nothing but "the process answers".
 	if !(r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead)) && !s.authorized(r) {
-		s.log.Warn("admin: unauthorized request", "method", r.Method, "path", r.URL.Path, "ip", remoteIP(r))
-		h.Set("WWW-Authenticate", `Bearer realm="mxgate"`)
-		writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
-		return
+		p, ok := Principal{}, false
+		if s.opts.Session != nil && r.Header.Get("Authorization") == "" {
+			p, ok = s.opts.Session(r)
+		}
+		if !ok || p.Account == "" {
+			s.log.Warn("admin: unauthorized request", "method", r.Method, "path", r.URL.Path, "ip", remoteIP(r))
+			h.Set("WWW-Authenticate", `Bearer realm="mxgate"`)
+			writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
+			return
+		}
+		if !p.Administrator() && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.log.Warn("admin: refused a change by a viewer", "method", r.Method, "path", r.URL.Path, "account", p.Account, "ip", remoteIP(r))
+			writeError(w, http.StatusForbidden, fmt.Sprintf("the account %s is a viewer: it may read but change nothing", p.Account))
+			return
+		}
+		r = withPrincipal(r, p)
 	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		// No route: let the mux decide between 404 and 405 (and the Allow header), but answer in JSON.
@@ -503,6 +525,12 @@ func statusOf(err error) int {
 		return st
 	}
 	switch {
+	case errors.Is(err, ErrInvalidAccount):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNoAccount):
+		return http.StatusNotFound
+	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrLastAdministrator):
+		return http.StatusConflict
 	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached),
 		errors.Is(err, settings.ErrNoGeneration), errors.Is(err, tlsreport.ErrNotFound):
 		return http.StatusNotFound
