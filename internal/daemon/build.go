@@ -57,9 +57,11 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		// at scrape time, once the daemon runs.
 		d.buildMetrics,
 		d.openStore,
+		d.openShared,
 		d.openOutbound,
 		d.openSTS,
 		d.openSettings,
+		d.openNodes,
 		d.openDKIM,
 		d.openRecorder,
 		d.buildDelivery,
@@ -129,14 +131,22 @@ func (d *Daemon) openOutbound(_ context.Context, o Options) error {
 
 func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 	cfg := d.cfg
-	c, err := mtastscache.New(ctx, mtastscache.Options{
+	o := mtastscache.Options{
 		DB:             d.DB,
 		Resolver:       d.out.Resolver,
 		Fetcher:        &mtasts.Fetcher{Client: d.out.HTTP, MaxBody: cfg.MTASTS.MaxPolicyBytes, Timeout: cfg.MTASTS.FetchTimeout.Duration()},
 		Now:            d.now,
 		Logger:         d.log.With("component", "mtastscache"),
 		FailureBackoff: cfg.MTASTS.FailureBackoff.Duration(),
-	})
+	}
+	if d.pg != nil {
+		// Cluster mode: one policy cache for the cluster, with this node's SQLite database as its local copy.
+		o.Store, o.Local, o.Node = mtastscache.PostgresStore{PG: d.pg}, mtastscache.SQLiteStore{DB: d.DB}, cfg.Node
+		if o.Node == "" {
+			o.Node, _ = os.Hostname()
+		}
+	}
+	c, err := mtastscache.New(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -145,11 +155,13 @@ func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
-	st, err := d.settingsStorage(ctx)
-	if err != nil {
-		return err
+	var s *settings.Store
+	var err error
+	if d.pg != nil {
+		s, err = d.openClusterSettings(ctx)
+	} else {
+		s, err = settings.OpenStorage(ctx, settings.SQLiteStorage{DB: d.DB}, seedFromConfig(d.cfg), d.now)
 	}
-	s, err := settings.OpenStorage(ctx, st, seedFromConfig(d.cfg), d.now)
 	if err != nil {
 		return err
 	}
@@ -170,6 +182,7 @@ func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
 		}
 		d.settings.Store(ps)
 		d.running.Store(int64(snap.Generation))
+		d.pokeHeartbeat()
 		d.Metrics.SettingsCommitted()
 		d.log.Info("settings committed", "generation", snap.Generation)
 	})
@@ -411,19 +424,21 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 	}
 	resolver := d.out.Resolver
 	d.Admin, err = admin.New(admin.Options{
-		Token:      tok,
-		Queue:      d.Queue,
-		STS:        d.STS,
-		Metrics:    d.Metrics.Handler(),
-		Logger:     d.log.With("component", "admin"),
-		Now:        d.now,
-		Explain:    d.Explain,
-		Status:     d.Status,
-		Components: d.comps.list,
-		Ready:      d.ready,
-		Trace:      d.Queue.Trace,
-		Settings:   d.settingsStore,
-		Reports:    d.reportsAPI,
+		Token:         tok,
+		Queue:         d.Queue,
+		STS:           d.STS,
+		Metrics:       d.Metrics.Handler(),
+		Logger:        d.log.With("component", "admin"),
+		Now:           d.now,
+		Explain:       d.Explain,
+		Status:        d.Status,
+		Components:    d.comps.list,
+		Ready:         d.ready,
+		Trace:         d.Queue.Trace,
+		Settings:      d.settingsStore,
+		Reports:       d.reportsAPI,
+		Cluster:       clusterAPI{d},
+		ClusterSecret: d.clusterSecret,
 		LookupTLSRPT: func(ctx context.Context, domain string) ([]string, error) {
 			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
 			return txts, err
@@ -461,6 +476,7 @@ func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 		DKIM:         d.DKIM,
 		PasswordFile: pwFile,
 		Trace:        d.Queue.Trace,
+		Cluster:      clusterAPI{d},
 		Logger:       d.log.With("component", "console"),
 		Now:          d.now,
 	})
