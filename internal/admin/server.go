@@ -32,6 +32,7 @@ import (
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/nodes"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/tlsreport"
@@ -101,6 +102,13 @@ type Options struct {
 	// GET /api/v1/tlsrpt/lookup/{domain}; errors wrapping dnsx.ErrNotFound mean no such name. Nil means the
 	// endpoint answers 501.
 	LookupTLSRPT func(ctx context.Context, domain string) ([]string, error)
+
+	// Cluster serves GET /api/v1/nodes and /api/v1/cluster/queue and the message requests that name
+	// another node (?node=); nil means those answer 501.
+	Cluster ClusterAPI
+	// ClusterSecret returns the secret other nodes present to call this node's queue and status endpoints
+	// (see peerAuthorized); nil or "" means only the admin token is accepted.
+	ClusterSecret func() string
 }
 
 // Server is the admin API. It is safe for concurrent use.
@@ -165,6 +173,7 @@ func (s *Server) routes() {
 	s.settingsRoutes()
 	s.tlsrptRoutes()
 	s.traceRoutes()
+	s.clusterRoutes()
 }
 
 // Handler returns the API's HTTP handler.
@@ -175,7 +184,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	// Only the liveness probe is open: it says nothing but "the process answers".
-	if !(r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead)) && !s.authorized(r) {
+	if !(r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead)) && !s.authorized(r) && !s.peerAuthorized(r) {
 		s.log.Warn("admin: unauthorized request", "method", r.Method, "path", r.URL.Path, "ip", remoteIP(r))
 		h.Set("WWW-Authenticate", `Bearer realm="mxgate"`)
 		writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
@@ -346,7 +355,16 @@ func (s *Server) queueShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	d, err := s.opts.Queue.Get(r.Context(), id)
+	var d queue.MessageDetail
+	if node := s.nodeParam(r); node != "" {
+		if s.opts.Cluster == nil {
+			writeError(w, http.StatusNotImplemented, "the cluster queue is not available on this node")
+			return
+		}
+		d, err = s.opts.Cluster.Message(r.Context(), node, id)
+	} else {
+		d, err = s.opts.Queue.Get(r.Context(), id)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -361,11 +379,25 @@ func (s *Server) queueAction(action queue.Action) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		if err := action.Do(r.Context(), s.opts.Queue, id); err != nil {
+		node := s.nodeParam(r)
+		if node != "" {
+			if s.opts.Cluster == nil {
+				writeError(w, http.StatusNotImplemented, "the cluster queue is not available on this node")
+				return
+			}
+			err = s.opts.Cluster.Act(r.Context(), node, id, action)
+		} else {
+			err = action.Do(r.Context(), s.opts.Queue, id)
+		}
+		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		s.log.Info("admin: queue "+string(action), "msg_id", id, "ip", remoteIP(r))
+		if node != "" {
+			s.log.Info("admin: queue "+string(action), "msg_id", id, "node", node, "ip", remoteIP(r))
+		} else {
+			s.log.Info("admin: queue "+string(action), "msg_id", id, "ip", remoteIP(r))
+		}
 		writeJSON(w, http.StatusOK, ActionResult{Action: string(action), ID: id})
 	}
 }
@@ -503,7 +535,11 @@ func statusOf(err error) int {
 		return st
 	}
 	switch {
-	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached),
+	case errors.Is(err, nodes.ErrStorage):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrPeer):
+		return http.StatusBadGateway
+	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached), errors.Is(err, nodes.ErrUnknownNode),
 		errors.Is(err, settings.ErrNoGeneration), errors.Is(err, tlsreport.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, address.ErrSyntax), errors.Is(err, settings.ErrUnknownKey), errors.Is(err, settings.ErrInvalidValue):

@@ -199,6 +199,9 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 		case c.Admin.TLSCertFile == "" && c.Admin.TLSKeyFile != "":
 			v.errorf("admin.tls_cert_file", "required when admin.tls_key_file is set")
 		}
+		if err := checkAdminURL(c.Admin.URL); err != nil {
+			v.errorf("admin.url", "%v", err)
+		}
 	}
 	if !failed["log"] {
 		if f := c.Log.Format; f != "json" && f != "text" {
@@ -518,4 +521,25 @@ func urlErrText(err error) string {
 		return ue.Err.Error()
 	}
 	return "unparsable"
+}
+
+// checkAdminURL checks the [admin] url key: empty, or the http(s) URL of the admin listener as other nodes
+// reach it, with no path beyond "/".
+func checkAdminURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("invalid URL: %s", urlErrText(err))
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("want an http:// or https:// URL such as https://mx1.example.com:8025, not %q", s)
+	case u.Host == "":
+		return fmt.Errorf("the URL %q names no host", s)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
+		return fmt.Errorf("the URL %q must name only a scheme, a host and a port", s)
+	}
+	return nil
 }

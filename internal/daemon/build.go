@@ -61,6 +61,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		d.openOutbound,
 		d.openSTS,
 		d.openSettings,
+		d.openNodes,
 		d.openDKIM,
 		d.openRecorder,
 		d.buildDelivery,
@@ -181,6 +182,7 @@ func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
 		}
 		d.settings.Store(ps)
 		d.running.Store(int64(snap.Generation))
+		d.pokeHeartbeat()
 		d.Metrics.SettingsCommitted()
 		d.log.Info("settings committed", "generation", snap.Generation)
 	})
@@ -417,19 +419,21 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 	}
 	resolver := d.out.Resolver
 	d.Admin, err = admin.New(admin.Options{
-		Token:      tok,
-		Queue:      d.Queue,
-		STS:        d.STS,
-		Metrics:    d.Metrics.Handler(),
-		Logger:     d.log.With("component", "admin"),
-		Now:        d.now,
-		Explain:    d.Explain,
-		Status:     d.Status,
-		Components: d.comps.list,
-		Ready:      d.ready,
-		Trace:      d.Queue.Trace,
-		Settings:   d.settingsStore,
-		Reports:    d.reportsAPI,
+		Token:         tok,
+		Queue:         d.Queue,
+		STS:           d.STS,
+		Metrics:       d.Metrics.Handler(),
+		Logger:        d.log.With("component", "admin"),
+		Now:           d.now,
+		Explain:       d.Explain,
+		Status:        d.Status,
+		Components:    d.comps.list,
+		Ready:         d.ready,
+		Trace:         d.Queue.Trace,
+		Settings:      d.settingsStore,
+		Reports:       d.reportsAPI,
+		Cluster:       clusterAPI{d},
+		ClusterSecret: d.clusterSecret,
 		LookupTLSRPT: func(ctx context.Context, domain string) ([]string, error) {
 			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
 			return txts, err
@@ -467,6 +471,7 @@ func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 		DKIM:         d.DKIM,
 		PasswordFile: pwFile,
 		Trace:        d.Queue.Trace,
+		Cluster:      clusterAPI{d},
 		Logger:       d.log.With("component", "console"),
 		Now:          d.now,
 	})
