@@ -33,7 +33,7 @@ type replicaDoc struct {
 
 // Save writes snap durably, replacing the copy.
 func (r Replica) Save(snap Snapshot) error {
-	b, err := json.Marshal(replicaDoc{Generation: snap.Generation, Values: snap.Values})
+	b, err := json.Marshal(replicaDoc(snap))
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func (r Replica) Load() (Snapshot, error) {
 	if doc.Values == nil {
 		doc.Values = map[string]string{}
 	}
-	return Snapshot{Generation: doc.Generation, Values: doc.Values}, nil
+	return Snapshot(doc), nil
 }
 
 // OpenShared opens the settings kept in st, a storage the nodes of a cluster share, with rep as the node's
