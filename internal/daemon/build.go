@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -443,6 +444,9 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
 			return txts, err
 		},
+		Accounts: console.PasswordFile{Path: filepath.Join(d.cfg.Data.Dir, console.PasswordFileName)},
+		// The console is built next (buildConsole); requests are served only after both exist.
+		Session: func(r *http.Request) (admin.Principal, bool) { return d.Console.Principal(r) },
 	})
 	return err
 }

@@ -139,6 +139,9 @@ type Daemon struct {
 	beatEvery   time.Duration
 	silentAfter time.Duration
 	beatNow     chan struct{}
+	// nodesUnmigrated: the node started while the shared database was down; the heartbeat migrates the
+	// registry first.
+	nodesUnmigrated atomic.Bool
 }
 
 // adminHandler serves the API, metrics and probes, and the web console for everything else.
