@@ -302,3 +302,8 @@ func (c clusterAPI) Act(ctx context.Context, node, id string, a queue.Action) er
 	}
 	return nil
 }
+
+// Forget implements admin.ClusterAPI.
+func (c clusterAPI) Forget(ctx context.Context, node string) error {
+	return c.d.nodeStore.Forget(ctx, node)
+}
