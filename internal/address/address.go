@@ -151,8 +151,7 @@ func ParseAddress(s string) (Address, error) {
 		return Address{}, fmt.Errorf("%w: %q: %v", ErrSyntax, s, err)
 	}
 	if strings.HasPrefix(dom, "[") && strings.HasSuffix(dom, "]") {
-		lit := strings.TrimPrefix(dom[1:len(dom)-1], "IPv6:")
-		ip, err := netip.ParseAddr(lit)
+		ip, err := parseLiteral(dom[1 : len(dom)-1])
 		if err != nil {
 			return Address{}, fmt.Errorf("%w: address literal %q: %v", ErrSyntax, dom, err)
 		}

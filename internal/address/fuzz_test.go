@@ -88,3 +88,27 @@ func FuzzParseAddress(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseHost: ParseHost never panics, and what it accepts formats to a form that parses back to the same
+// Host, which is a domain or a literal, never both.
+func FuzzParseHost(f *testing.F) {
+	for _, s := range []string{"example.com", "[192.0.2.5]", "[IPv6:2001:db8::1]", "[2001:db8::1]", "[::ffff:192.0.2.5]",
+		"[fe80::1%eth0]", "[IPv6:192.0.2.5]", "[", "[]"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := ParseHost(s)
+		if err != nil {
+			return
+		}
+		_, isDom := h.Domain()
+		_, isLit := h.Literal()
+		if isDom == isLit {
+			t.Fatalf("ParseHost(%q) = %v: domain %v, literal %v", s, h, isDom, isLit)
+		}
+		again, err := ParseHost(h.String())
+		if err != nil || again != h {
+			t.Fatalf("ParseHost(%q) = %q, which parses to %v, %v", s, h, again, err)
+		}
+	})
+}

@@ -342,7 +342,7 @@ func printExplanation(w io.Writer, e delivery.Explanation) error {
 		rule = "-"
 	}
 	if e.DANE != "" {
-		row(tw, "dane", e.DANE)
+		row(tw, "dane", string(e.DANE))
 	}
 	row(tw, "settings", fmt.Sprintf("Sender.EnableMTASTS %v; Sender.EnableDANE %v; rule %s", e.Settings.EnableMTASTS, e.Settings.EnableDANE, rule))
 	if err := tw.Flush(); err != nil {
@@ -363,7 +363,7 @@ func printExplanation(w io.Writer, e delivery.Explanation) error {
 			failure = m.Failure + ": " + m.Detail
 		}
 		if m.DANE != nil {
-			dane = m.DANE.Status
+			dane = string(m.DANE.Status)
 			if m.DANE.Usable {
 				dane += " (usable)"
 			}

@@ -83,6 +83,8 @@ type DNS struct {
 	// Validating lists the resolvers ("ip" or "prefix") trusted to validate DNSSEC: only their AD bit makes an
 	// answer secure (RFC 7672 Section 2.1.1). Empty means loopback resolvers only.
 	Validating []string `toml:"validating"`
+	// Cache keeps answers for their TTL (negative answers per RFC 2308, SERVFAIL for a few seconds).
+	Cache bool `toml:"cache"`
 }
 
 // ValidatingPrefixes returns Validating as prefixes; nil (loopback only) when empty. Invalid entries
@@ -317,7 +319,7 @@ func Default() *Config {
 			WriteTimeout:    Duration(5 * time.Minute),
 			MaxConnsPerIP:   20,
 		},
-		DNS: DNS{Timeout: Duration(5 * time.Second)},
+		DNS: DNS{Timeout: Duration(5 * time.Second), Cache: true},
 		Delivery: Delivery{
 			Hostname:       host,
 			Port:           25,

@@ -140,7 +140,7 @@ func TestGoodFull(t *testing.T) {
 			TLSKeyFile:             filepath.Join(td, "pki/key.pem"),
 			Users:                  map[string]string{"app": "s3cret", "batch user": "x"},
 		},
-		DNS: DNS{Servers: []string{"192.0.2.53", "[2001:db8::53]:5353"}, Timeout: Duration(2 * time.Second)},
+		DNS: DNS{Servers: []string{"192.0.2.53", "[2001:db8::53]:5353"}, Timeout: Duration(2 * time.Second), Cache: true},
 		Delivery: Delivery{
 			Hostname:            "out.example.net",
 			Port:                2525,

@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -68,8 +70,8 @@ type domainState struct {
 	Reply      string
 	// Plan is the policy applied ("mta-sts enforce", "opportunistic", ...), Source where it came from.
 	Plan    string
-	Source  string
-	STSMode string
+	Source  tlspolicy.Source
+	STSMode mtasts.Mode
 	STSID   string
 	// Attempts and WouldFail count the sessions observed (since start, within this bounded memory; an
 	// attempt that made no session but saw a policy failure counts as one) and how many of them would have
@@ -217,7 +219,7 @@ func (tl *timeline) observe(now time.Time, ev delivery.Event) {
 	}
 	ds.LastSeen = now
 	ds.Outcome, ds.TLS, ds.ResultType, ds.MX, ds.Reply = string(r.Outcome), r.TLS, r.ResultType, r.RemoteMTA, r.Text
-	ds.Plan, ds.Source, ds.STSMode, ds.STSID = plan, string(ev.Source), ev.STSMode, ev.STSID
+	ds.Plan, ds.Source, ds.STSMode, ds.STSID = plan, ev.Source, ev.STSMode, ev.STSID
 	fail := wouldFailEnforce(r)
 	if (class != classNoSession || r.ResultType != "") && ds.newSession(ev.Session) {
 		ds.Attempts++

@@ -57,6 +57,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		// at scrape time, once the daemon runs.
 		d.buildMetrics,
 		d.openStore,
+		d.openShared,
 		d.openOutbound,
 		d.openSTS,
 		d.openSettings,
@@ -130,14 +131,22 @@ func (d *Daemon) openOutbound(_ context.Context, o Options) error {
 
 func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 	cfg := d.cfg
-	c, err := mtastscache.New(ctx, mtastscache.Options{
+	o := mtastscache.Options{
 		DB:             d.DB,
 		Resolver:       d.out.Resolver,
 		Fetcher:        &mtasts.Fetcher{Client: d.out.HTTP, MaxBody: cfg.MTASTS.MaxPolicyBytes, Timeout: cfg.MTASTS.FetchTimeout.Duration()},
 		Now:            d.now,
 		Logger:         d.log.With("component", "mtastscache"),
 		FailureBackoff: cfg.MTASTS.FailureBackoff.Duration(),
-	})
+	}
+	if d.pg != nil {
+		// Cluster mode: one policy cache for the cluster, with this node's SQLite database as its local copy.
+		o.Store, o.Local, o.Node = mtastscache.PostgresStore{PG: d.pg}, mtastscache.SQLiteStore{DB: d.DB}, cfg.Node
+		if o.Node == "" {
+			o.Node, _ = os.Hostname()
+		}
+	}
+	c, err := mtastscache.New(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -146,11 +155,13 @@ func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
-	st, err := d.settingsStorage(ctx)
-	if err != nil {
-		return err
+	var s *settings.Store
+	var err error
+	if d.pg != nil {
+		s, err = d.openClusterSettings(ctx)
+	} else {
+		s, err = settings.OpenStorage(ctx, settings.SQLiteStorage{DB: d.DB}, seedFromConfig(d.cfg), d.now)
 	}
-	s, err := settings.OpenStorage(ctx, st, seedFromConfig(d.cfg), d.now)
 	if err != nil {
 		return err
 	}

@@ -49,7 +49,7 @@ func TestAdminClientGetsTheDaemonsValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want.Source != string(tlspolicy.SourceMTASTS) || want.STSMode != string(mtasts.ModeEnforce) || want.STS == nil || len(want.MX) != 2 ||
+	if want.Source != tlspolicy.SourceMTASTS || want.STSMode != mtasts.ModeEnforce || want.STS == nil || len(want.MX) != 2 ||
 		!want.MX[0].Allowed || want.MX[1].Allowed || want.MX[1].Failure == "" {
 		t.Fatalf("Explain = %+v, want the enforce policy allowing mx1 only", want)
 	}

@@ -81,7 +81,9 @@ type Daemon struct {
 	now func() time.Time
 	DB  *store.DB
 	// pg is the PostgreSQL database a cluster shares ([data] database), nil on a single node.
-	pg     *store.PG
+	pg *store.PG
+	// pgDown is why the shared database did not answer at start (nil when it did, or on a single node).
+	pgDown error
 	Queue  *queue.Queue
 	STS    *mtastscache.Cache
 	Policy *tlspolicy.Decider

@@ -30,7 +30,7 @@ func (d *Daemon) Explain(ctx context.Context, req delivery.PlanRequest) (deliver
 		entry, err := d.STS.Show(ctx, dom)
 		switch {
 		case err == nil:
-			e.STS = &delivery.STSCacheInfo{ID: entry.ID, Mode: string(entry.Mode), MaxAge: int64(entry.MaxAge / time.Second), MX: entry.MX, Fetched: entry.Fetched, Expires: entry.Expires}
+			e.STS = &delivery.STSCacheInfo{ID: entry.ID, Mode: entry.Mode, MaxAge: int64(entry.MaxAge / time.Second), MX: entry.MX, Fetched: entry.Fetched, Expires: entry.Expires}
 		case !errors.Is(err, mtastscache.ErrNotCached):
 			return e, err
 		}

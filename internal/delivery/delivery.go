@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -107,7 +108,7 @@ type Event struct {
 	Result     queue.Result
 	Plan       string
 	Source     tlspolicy.Source
-	STSMode    string
+	STSMode    mtasts.Mode
 	STSID      string
 	Attempt    int
 	IP         string
@@ -330,7 +331,7 @@ func (d *Deliverer) logEvent(a *attempt, j queue.Job, r queue.Result) {
 		ev.Session = a.sessionNo
 	}
 	if a.plan != nil {
-		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.NameFor(r.RemoteMTA), a.plan.Source, string(a.plan.STSMode), a.plan.STSID
+		ev.Plan, ev.Source, ev.STSMode, ev.STSID = a.plan.NameFor(r.RemoteMTA), a.plan.Source, a.plan.STSMode, a.plan.STSID
 		ev.Enforced = a.plan.EnforcingFor(r.RemoteMTA)
 	}
 	d.Events(ev)

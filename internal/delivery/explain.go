@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/dane"
+	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mx"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 )
@@ -22,14 +23,14 @@ type Explanation struct {
 	// failed MTA-STS discovery, a domain that does not exist); the plan fields are then empty.
 	Undeliverable string `json:"undeliverable,omitempty"`
 	// Route is the static route's hosts when one applies (MTA-STS is then not consulted).
-	Route  []string `json:"route,omitempty"`
-	Plan   string   `json:"plan,omitempty"`
-	Source string   `json:"source,omitempty"`
-	Level  string   `json:"level,omitempty"`
-	Reason string   `json:"reason,omitempty"`
+	Route  []string         `json:"route,omitempty"`
+	Plan   string           `json:"plan,omitempty"`
+	Source tlspolicy.Source `json:"source,omitempty"`
+	Level  tlspolicy.Level  `json:"level,omitempty"`
+	Reason string           `json:"reason,omitempty"`
 	// Override: the domain's rule replaces its published policy (a deliberate downgrade).
 	Override bool          `json:"override,omitempty"`
-	STSMode  string        `json:"sts_mode,omitempty"`
+	STSMode  mtasts.Mode   `json:"sts_mode,omitempty"`
 	STSID    string        `json:"sts_id,omitempty"`
 	STS      *STSCacheInfo `json:"sts_cache,omitempty"`
 	// DiscoveryFailure is the MTA-STS discovery failure this attempt would report.
@@ -37,8 +38,8 @@ type Explanation struct {
 	MX               []MXCheck `json:"mx,omitempty"`
 	MXSecure         bool      `json:"mx_dnssec,omitempty"`
 	// DANE is the plan's DANE mode: off, on or required (dane-only).
-	DANE     string      `json:"dane,omitempty"`
-	Settings ExplainedBy `json:"settings"`
+	DANE     tlspolicy.DANEMode `json:"dane,omitempty"`
+	Settings ExplainedBy        `json:"settings"`
 }
 
 // ExplainedBy is the part of the committed settings the plan depends on.
@@ -51,12 +52,12 @@ type ExplainedBy struct {
 
 // STSCacheInfo is the cached MTA-STS policy behind a plan.
 type STSCacheInfo struct {
-	ID      string    `json:"id"`
-	Mode    string    `json:"mode"`
-	MaxAge  int64     `json:"max_age_seconds"`
-	MX      []string  `json:"mx_patterns"`
-	Fetched time.Time `json:"fetched"`
-	Expires time.Time `json:"expires"`
+	ID      string      `json:"id"`
+	Mode    mtasts.Mode `json:"mode"`
+	MaxAge  int64       `json:"max_age_seconds"`
+	MX      []string    `json:"mx_patterns"`
+	Fetched time.Time   `json:"fetched"`
+	Expires time.Time   `json:"expires"`
 }
 
 // MXCheck says whether the plan lets delivery go to one host.
@@ -73,9 +74,9 @@ type MXCheck struct {
 // DANECheck is one MX host's TLSA records as delivery would find them (RFC 7672 Section 2.2).
 type DANECheck struct {
 	// Status is none, secure, insecure, bogus or failed.
-	Status     string   `json:"status"`
-	BaseDomain string   `json:"base_domain,omitempty"`
-	TLSA       []string `json:"tlsa,omitempty"`
+	Status     dane.Status `json:"status"`
+	BaseDomain string      `json:"base_domain,omitempty"`
+	TLSA       []string    `json:"tlsa,omitempty"`
 	// Usable: a secure RRset with a usable record: TLS must be authenticated by it (it takes precedence
 	// over MTA-STS for this host).
 	Usable bool `json:"usable"`
@@ -102,15 +103,15 @@ func (d *Deliverer) Explain(ctx context.Context, req PlanRequest) (Explanation, 
 	if dest.Route != nil {
 		e.Route = dest.Route.Hosts
 	}
-	e.Plan, e.Source, e.Level, e.Reason = plan.Name(), string(plan.Source), string(plan.Level), plan.Reason()
-	e.Override, e.STSMode, e.STSID, e.MXSecure = plan.Override, string(plan.STSMode), plan.STSID, dest.MXSecure
+	e.Plan, e.Source, e.Level, e.Reason = plan.Name(), plan.Source, plan.Level, plan.Reason()
+	e.Override, e.STSMode, e.STSID, e.MXSecure = plan.Override, plan.STSMode, plan.STSID, dest.MXSecure
 	if plan.Rule != nil {
 		e.Settings.Rule = plan.Rule.String()
 	}
 	if ft, detail := plan.DiscoveryFailure(); ft != "" {
 		e.DiscoveryFailure = fmt.Sprintf("%s: %s", ft, detail)
 	}
-	e.DANE = string(plan.DANE())
+	e.DANE = plan.DANE()
 	for _, h := range dest.Hosts {
 		v := plan.AllowMX(h.Name)
 		c := MXCheck{Host: h.Name, Pref: h.Pref, Allowed: v.Proceed, Failure: string(v.Failure), Detail: v.Detail}
@@ -127,16 +128,16 @@ func (d *Deliverer) Explain(ctx context.Context, req PlanRequest) (Explanation, 
 func (d *Deliverer) explainDANE(ctx context.Context, plan *tlspolicy.Plan, h Host) (*DANECheck, tlspolicy.Verdict) {
 	_, res, err := mx.AddressesResult(ctx, d.Resolver, h.Name)
 	if err != nil {
-		return &DANECheck{Status: "unknown"}, tlspolicy.Verdict{Detail: "address lookup: " + err.Error()}
+		return &DANECheck{Status: dane.StatusFailed}, tlspolicy.Verdict{Detail: "address lookup: " + err.Error()}
 	}
 	var set dane.TLSASet
 	if plan.LookupTLSA() {
 		set = dane.Lookup(ctx, d.Resolver, dane.LookupRequest{Host: h.Name, Port: h.Port, Addr: res})
 	}
 	v := plan.SetDANE(h.Name, set)
-	c := &DANECheck{Status: string(set.Status), BaseDomain: set.BaseDomain, TLSA: dane.Strings(set.RRset), Usable: set.Usable()}
+	c := &DANECheck{Status: set.Status, BaseDomain: set.BaseDomain, TLSA: dane.Strings(set.RRset), Usable: set.Usable()}
 	if c.Status == "" {
-		c.Status = string(dane.StatusNone)
+		c.Status = dane.StatusNone
 	}
 	return c, v
 }

@@ -30,7 +30,8 @@ const (
 )
 
 // Client is a Resolver that asks recursive name servers with miekg/dns. The zero value reads
-// /etc/resolv.conf. A Client is safe for concurrent use and keeps no cache.
+// /etc/resolv.conf and keeps no cache; with Cache set, answers are kept for their TTL (see Cache). A Client
+// is safe for concurrent use.
 type Client struct {
 	// Servers are "ip:port" addresses of recursive resolvers, tried in order, moving to the next on failure.
 	// Empty: the nameservers of ResolvConf, or DefaultServer if it cannot be read.
@@ -47,6 +48,9 @@ type Client struct {
 	// (RFC 7672 Section 2.1.1: a validating resolver reached over a trusted channel). An empty, non-nil
 	// slice trusts none.
 	Validating []netip.Prefix
+	// Cache, when set, keeps answers for their TTL (RFC 2308 negative caching, failures briefly). Nil asks
+	// the servers at every lookup.
+	Cache *Cache
 
 	stats dnssecCounters
 }
@@ -306,7 +310,7 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 	seen := map[string]bool{fqdn: true}
 	cur := fqdn
 	for {
-		resp, err := c.exchange(ctx, cur, qtype)
+		resp, err := c.query(ctx, cur, qtype)
 		if errors.Is(err, ErrBogus) {
 			return nil, Result{CNAMEs: res.CNAMEs}, fmt.Errorf("%s %s: %w", tname, name, err)
 		}
@@ -361,6 +365,16 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 		}
 		// The answer stopped at a CNAME: ask for the target ourselves.
 	}
+}
+
+// query is exchange through the cache, when there is one.
+func (c *Client) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+	if c.Cache == nil {
+		return c.exchange(ctx, name, qtype)
+	}
+	return c.Cache.get(ctx, cacheKey{name: name, qtype: qtype}, func() (*dns.Msg, error) {
+		return c.exchange(ctx, name, qtype)
+	})
 }
 
 // exchange sends one query, trying the servers in turn, and returns the first NOERROR or NXDOMAIN answer.

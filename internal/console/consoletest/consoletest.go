@@ -190,9 +190,9 @@ func (e *Env) explain(ctx context.Context, req delivery.PlanRequest) (delivery.E
 		MX:       []delivery.MXCheck{{Host: "mx." + req.Domain, Pref: 10, Allowed: true}},
 	}
 	if entry, err := e.STS.Show(ctx, address.MustParseDomain(req.Domain)); err == nil && mtasts {
-		out.Plan, out.Source, out.Level = "mta-sts "+string(entry.Mode), "mta-sts", "required-verify"
+		out.Plan, out.Source, out.Level = "mta-sts "+string(entry.Mode), tlspolicy.SourceMTASTS, tlspolicy.LevelRequiredVerify
 		out.Reason = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
-		out.STSMode, out.STSID = string(entry.Mode), entry.ID
+		out.STSMode, out.STSID = entry.Mode, entry.ID
 	}
 	rules, err := e.Settings.Current().DomainRules()
 	if err != nil {
@@ -201,7 +201,7 @@ func (e *Env) explain(ctx context.Context, req delivery.PlanRequest) (delivery.E
 	if r, ok := rules[req.Domain]; ok {
 		out.Settings.Rule = r.String()
 		if r.Override {
-			out.Plan, out.Source, out.Level, out.Override = string(r.Level)+" override", "rule", string(r.Level), true
+			out.Plan, out.Source, out.Level, out.Override = string(r.Level)+" override", tlspolicy.SourceRule, r.Level, true
 			out.Reason = "per-domain rule sets " + string(r.Level) + " (override: published policies are not applied)"
 		}
 	}
