@@ -2,10 +2,10 @@ package daemon_test
 
 import (
 	"bytes"
-	"crypto/x509"
-	"encoding/pem"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
