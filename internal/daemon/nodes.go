@@ -38,12 +38,32 @@ func (d *Daemon) openNodes(ctx context.Context, o Options) error {
 	d.beatEvery = cmp.Or(o.HeartbeatInterval, nodes.DefaultInterval)
 	d.silentAfter = 4 * d.beatEvery
 	d.beatNow = make(chan struct{}, 1)
-	if err := d.nodeStore.Migrate(ctx); err != nil {
-		return err
+	if d.pg != nil && d.pgDown != nil {
+		// Started from the local copies: the heartbeat sets the registry up once the database answers.
+		return nil
+	}
+	if err := d.migrateNodes(ctx); err != nil {
+		if d.pg == nil {
+			return err
+		}
+		d.log.Warn("node registry not set up yet: the heartbeat retries", "err", err)
+		return nil
 	}
 	if err := d.loadSecret(ctx); err != nil {
 		d.log.Warn("cluster secret not read yet: calls from other nodes are refused until it is", "err", err)
 	}
+	return nil
+}
+
+// migrateNodes brings the registry's tables up to date, once.
+func (d *Daemon) migrateNodes(ctx context.Context) error {
+	if d.nodesReady.Load() {
+		return nil
+	}
+	if err := d.nodeStore.Migrate(ctx); err != nil {
+		return err
+	}
+	d.nodesReady.Store(true)
 	return nil
 }
 
@@ -86,6 +106,9 @@ func (d *Daemon) selfURL() string {
 
 // heartbeat writes this node's row of the registry.
 func (d *Daemon) heartbeat(ctx context.Context) error {
+	if err := d.migrateNodes(ctx); err != nil {
+		return err
+	}
 	if err := d.loadSecret(ctx); err != nil {
 		return err
 	}

@@ -456,3 +456,57 @@ func writeAdminCert(t *testing.T, n *simnet.Net, cfg *config.Config) {
 		t.Fatal(err)
 	}
 }
+
+// TestNodeRegistryThroughADatabaseOutage: while the shared database is cut off, a running node says in its
+// status and /healthz that its heartbeat is not written, and a node restarted meanwhile starts all the same
+// (from its local copies); when the database returns, both write their heartbeat again and are listed.
+func TestNodeRegistryThroughADatabaseOutage(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	n1 := startClusterNode(t, n, dsn, "node1.example.net")
+	dir2 := t.TempDir()
+	inDir2 := func(c *config.Config) { c.Data.Dir = dir2 }
+	n2 := startClusterNode(t, n, dsn, "node2.example.net", inDir2)
+	c1 := n1.client(t)
+	waitNodes(t, c1, "two nodes", func(l admin.NodeList) bool { return len(l.Nodes) == 2 })
+	n2.stop()
+
+	restore := storetest.CutOff(t, dsn)
+	ctx := context.Background()
+	registryState := func(g *gw) admin.Component {
+		st, err := g.d.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(st.Components, func(c admin.Component) bool { return c.Name == "registry" })
+		if i < 0 {
+			return admin.Component{}
+		}
+		return st.Components[i]
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for registryState(n1.gw).State != admin.ComponentFailed {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1's registry component with the database cut off: %+v, want failed", registryState(n1.gw))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c := registryState(n1.gw); !strings.Contains(c.Reason, "silent") {
+		t.Errorf("registry component reason %q: want it to say the other nodes see this node silent", c.Reason)
+	}
+	if code, body := n1.get(t, "/healthz"); code != http.StatusOK || !strings.Contains(body, `"registry"`) || !strings.Contains(body, "degraded") {
+		t.Errorf("/healthz with the heartbeat failing: %d %s", code, body)
+	}
+	n2 = startClusterNode(t, n, dsn, "node2.example.net", inDir2)
+	started := time.Now()
+
+	restore()
+	l := waitNodes(t, c1, "both nodes beating again", func(l admin.NodeList) bool {
+		a, _ := nodeByName(l, n1.name)
+		b, _ := nodeByName(l, n2.name)
+		return len(l.Nodes) == 2 && len(a.Flags) == 0 && len(b.Flags) == 0 && b.Started.After(started.Add(-time.Second))
+	})
+	if c := registryState(n1.gw); c.State != admin.ComponentRunning {
+		t.Errorf("node 1's registry component after the outage: %+v, want running (%+v)", c, l)
+	}
+}
