@@ -5,7 +5,9 @@
 // this API (see Client); so is the web console.
 //
 // Every endpoint but GET /healthz requires "Authorization: Bearer <token>", where the token is the node's
-// admin token (see LoadOrCreateToken). Every state-changing endpoint is POST, PUT or DELETE. Errors are JSON
+// admin token (see LoadOrCreateToken), or, when Options.Session is set, a web console login session: an
+// administrator's may do what the token may, a viewer's only read. /api/v1/accounts manages the console's
+// accounts. Every state-changing endpoint is POST, PUT or DELETE. Errors are JSON
 // objects {"error": "..."} with a status code that says whose fault it was.
 //
 // It deliberately does not own the HTTP listener's address, TLS, or login sessions for browsers: the daemon
@@ -31,6 +33,7 @@ import (
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/nodes"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/tlsreport"
@@ -100,6 +103,19 @@ type Options struct {
 	// GET /api/v1/tlsrpt/lookup/{domain}; errors wrapping dnsx.ErrNotFound mean no such name. Nil means the
 	// endpoint answers 501.
 	LookupTLSRPT func(ctx context.Context, domain string) ([]string, error)
+
+	// Accounts serves /api/v1/accounts (the web console's accounts); nil means those endpoints answer 501.
+	Accounts AccountsAPI
+	// Session, when set, authenticates a request that carries no admin token by a console login session
+	// (the console's Principal): ok false means no valid session. The API then acts for that account: a
+	// viewer may only read, and settings commits are attributed to the account.
+	Session func(r *http.Request) (p Principal, ok bool)
+	// Cluster serves GET /api/v1/nodes and /api/v1/cluster/queue and the message requests that name
+	// another node (?node=); nil means those answer 501.
+	Cluster ClusterAPI
+	// ClusterSecret returns the secret other nodes present to call this node's queue and status endpoints
+	// (see peerAuthorized); nil or "" means only the admin token is accepted.
+	ClusterSecret func() string
 }
 
 // Server is the admin API. It is safe for concurrent use.
@@ -164,6 +180,8 @@ func (s *Server) routes() {
 	s.settingsRoutes()
 	s.tlsrptRoutes()
 	s.traceRoutes()
+	s.clusterRoutes()
+	s.accountsRoutes()
 }
 
 // Handler returns the API's HTTP handler.
@@ -174,11 +192,23 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	// Only the liveness probe is open: it says nothing but "the process answers".
-	if !(r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead)) && !s.authorized(r) {
-		s.log.Warn("admin: unauthorized request", "method", r.Method, "path", r.URL.Path, "ip", remoteIP(r))
-		h.Set("WWW-Authenticate", `Bearer realm="mxgate"`)
-		writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
-		return
+	if !(r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead)) && !s.authorized(r) && !s.peerAuthorized(r) {
+		p, ok := Principal{}, false
+		if s.opts.Session != nil && r.Header.Get("Authorization") == "" {
+			p, ok = s.opts.Session(r)
+		}
+		if !ok || p.Account == "" {
+			s.log.Warn("admin: unauthorized request", "method", r.Method, "path", r.URL.Path, "ip", remoteIP(r))
+			h.Set("WWW-Authenticate", `Bearer realm="mxgate"`)
+			writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
+			return
+		}
+		if !p.Administrator() && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.log.Warn("admin: refused a change by a viewer", "method", r.Method, "path", r.URL.Path, "account", p.Account, "ip", remoteIP(r))
+			writeError(w, http.StatusForbidden, fmt.Sprintf("the account %s is a viewer: it may read but change nothing", p.Account))
+			return
+		}
+		r = withPrincipal(r, p)
 	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		// No route: let the mux decide between 404 and 405 (and the Allow header), but answer in JSON.
@@ -345,7 +375,16 @@ func (s *Server) queueShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	d, err := s.opts.Queue.Get(r.Context(), id)
+	var d queue.MessageDetail
+	if node := s.nodeParam(r); node != "" {
+		if s.opts.Cluster == nil {
+			writeError(w, http.StatusNotImplemented, "the cluster queue is not available on this node")
+			return
+		}
+		d, err = s.opts.Cluster.Message(r.Context(), node, id)
+	} else {
+		d, err = s.opts.Queue.Get(r.Context(), id)
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -360,11 +399,25 @@ func (s *Server) queueAction(action queue.Action) http.HandlerFunc {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		if err := action.Do(r.Context(), s.opts.Queue, id); err != nil {
+		node := s.nodeParam(r)
+		if node != "" {
+			if s.opts.Cluster == nil {
+				writeError(w, http.StatusNotImplemented, "the cluster queue is not available on this node")
+				return
+			}
+			err = s.opts.Cluster.Act(r.Context(), node, id, action)
+		} else {
+			err = action.Do(r.Context(), s.opts.Queue, id)
+		}
+		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		s.log.Info("admin: queue "+string(action), "msg_id", id, "ip", remoteIP(r))
+		if node != "" {
+			s.log.Info("admin: queue "+string(action), "msg_id", id, "node", node, "ip", remoteIP(r))
+		} else {
+			s.log.Info("admin: queue "+string(action), "msg_id", id, "ip", remoteIP(r))
+		}
 		writeJSON(w, http.StatusOK, ActionResult{Action: string(action), ID: id})
 	}
 }
@@ -481,7 +534,17 @@ func statusOf(err error) int {
 		return st
 	}
 	switch {
-	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached),
+	case errors.Is(err, ErrInvalidAccount):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNoAccount):
+		return http.StatusNotFound
+	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrLastAdministrator):
+		return http.StatusConflict
+	case errors.Is(err, nodes.ErrStorage):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, ErrPeer):
+		return http.StatusBadGateway
+	case errors.Is(err, queue.ErrNotFound), errors.Is(err, mtastscache.ErrNotCached), errors.Is(err, nodes.ErrUnknownNode),
 		errors.Is(err, settings.ErrNoGeneration), errors.Is(err, tlsreport.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, address.ErrSyntax), errors.Is(err, settings.ErrUnknownKey), errors.Is(err, settings.ErrInvalidValue):
@@ -491,6 +554,9 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, settings.ErrRefused):
 		return http.StatusUnprocessableEntity
+	case errors.Is(err, settings.ErrUnavailable):
+		// The shared settings database of a cluster does not answer: nothing was changed.
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	// A refresh or explanation that failed out there (DNS, the policy host, the policy itself) is not

@@ -4,9 +4,11 @@
 // every 250 only after fsync), injects messages from concurrent SMTP clients that reuse their sessions,
 // waits until the receivers hold every message, and reports throughput, latencies and footprint.
 //
-// Everything runs on loopback in this process, so the gateway, the clients and the simulated receivers
-// share the CPUs: the figures are those of the whole system, which is what the targets of issue 6 are
-// stated for. It deliberately does not measure retries, bounces or TLS reporting.
+// Everything runs on loopback. By default it all runs in this process, so the gateway, the clients and the
+// simulated receivers share the CPUs and the figures are those of the whole system. With Options.External
+// the gateway runs in a child process (ServeGateway) and its CPU and memory are measured alone, as it is
+// deployed, beside those of the load side. It deliberately does not measure retries, bounces or TLS
+// reporting.
 package bench
 
 import (
@@ -18,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -34,7 +35,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/mxgate/mxgate/internal/daemon"
+	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
@@ -74,6 +75,13 @@ type Options struct {
 	CPUProfile string
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
+	// External runs the gateway in its own process, started with GatewayCommand (which must run
+	// ServeGateway, as `mxgate bench gateway-process` does), so that its CPU and memory are measured apart
+	// from the clients, DNS, policy hosts and receivers, as the gateway runs when deployed.
+	External       bool
+	GatewayCommand []string
+	// SpoolSync, when set, is the gateway's queue.spool_sync ("group" or "file"); "" keeps the default.
+	SpoolSync string
 }
 
 // Latency is a distribution summary in milliseconds.
@@ -109,23 +117,40 @@ type Result struct {
 	Accept   Latency `json:"accept_latency"`
 	EndToEnd Latency `json:"end_to_end_latency"`
 
-	// CPUSeconds is user+system time of the whole process (gateway, clients and simulated receivers) over
-	// the run; CPUPerMsgMs the same per message.
+	// CPUSeconds is user+system time of the whole system (gateway, clients and simulated receivers) over
+	// the run; CPUPerMsgMs the same per message. PeakRSSMB is this process's.
 	CPUSeconds     float64 `json:"cpu_seconds"`
 	CPUUserSeconds float64 `json:"cpu_user_seconds"`
 	CPUSysSeconds  float64 `json:"cpu_sys_seconds"`
 	CPUPerMsgMs    float64 `json:"cpu_ms_per_msg"`
 	PeakRSSMB      float64 `json:"peak_rss_mb"`
 
+	// With External, the gateway ran in its own process: its CPU over the same window (GatewayCPU*), its
+	// peak RSS, and the CPU of this process (the load side: clients, DNS, policy hosts and receivers).
+	External              bool    `json:"external"`
+	GatewayCPUSeconds     float64 `json:"gateway_cpu_seconds,omitempty"`
+	GatewayCPUUserSeconds float64 `json:"gateway_cpu_user_seconds,omitempty"`
+	GatewayCPUSysSeconds  float64 `json:"gateway_cpu_sys_seconds,omitempty"`
+	GatewayCPUPerMsgMs    float64 `json:"gateway_cpu_ms_per_msg,omitempty"`
+	GatewayPeakRSSMB      float64 `json:"gateway_peak_rss_mb,omitempty"`
+	LoadCPUSeconds        float64 `json:"load_cpu_seconds,omitempty"`
+
 	// IndexCommits is the number of queue index transactions for Submits (group commit); CommitsPerMsg the
-	// same per message. Each message also gets its own body fsync and spool directory fsync, so the fsyncs
-	// on the submit path are about 2 + CommitsPerMsg per message (SQLite WAL, synchronous=FULL: one fsync
-	// per commit).
-	IndexCommits   int64   `json:"index_commits"`
-	CommitsPerMsg  float64 `json:"index_commits_per_msg"`
-	FsyncsPerMsg   float64 `json:"submit_fsyncs_per_msg"`
-	DataDirFS      string  `json:"data_dir_fs"`
-	DeliveryEvents int     `json:"delivery_events"`
+	// same per message. FsyncsPerMsg is the fsyncs on the submit path per message (SQLite WAL,
+	// synchronous=FULL: one fsync per commit), which depends on SpoolSync.
+	IndexCommits  int64   `json:"index_commits"`
+	CommitsPerMsg float64 `json:"index_commits_per_msg"`
+	FsyncsPerMsg  float64 `json:"submit_fsyncs_per_msg"`
+	// SpoolSync is the gateway's queue.spool_sync: "group" (one syncfs per group covers the bodies: the
+	// submit fsyncs are 2 per group) or "file" (an fsync per body, then per group the directory and the
+	// commit).
+	SpoolSync string `json:"spool_sync"`
+	DataDirFS string `json:"data_dir_fs"`
+	// DNSQueries counts the queries the simulated internet's DNS server received during the run (the
+	// gateway's, MX, A/AAAA, _mta-sts TXT and the policy hosts' addresses); DNSQueriesPerMsg per message.
+	DNSQueries       int     `json:"dns_queries"`
+	DNSQueriesPerMsg float64 `json:"dns_queries_per_msg"`
+	DeliveryEvents   int     `json:"delivery_events"`
 
 	// Connections counts TCP connections the receivers accepted; every one does STARTTLS, so it is the
 	// number of TLS handshakes. SessionsOffered counts handshakes where the gateway offered a cached TLS
@@ -161,9 +186,16 @@ func (r Result) Text(w io.Writer) error {
 	row("throughput", "%.0f msgs/s end to end (%.2f s); intake %.0f msgs/s (%.2f s)", r.MsgsPerSec, r.Seconds, r.AcceptPerSec, r.InjectSeconds)
 	row("accept latency", "p50 %.2f ms, p99 %.2f ms, max %.2f ms", r.Accept.P50, r.Accept.P99, r.Accept.Max)
 	row("end-to-end latency", "p50 %.1f ms, p99 %.1f ms, max %.1f ms", r.EndToEnd.P50, r.EndToEnd.P99, r.EndToEnd.Max)
-	row("CPU", "%.2f s (user %.2f, sys %.2f), %.3f ms/msg, whole process", r.CPUSeconds, r.CPUUserSeconds, r.CPUSysSeconds, r.CPUPerMsgMs)
-	row("peak RSS", "%.1f MB (VmHWM, whole process)", r.PeakRSSMB)
-	row("durability", "%d index commits = %.3f/msg; submit fsyncs ≈ %.2f/msg (body + dir + commit share) on %s", r.IndexCommits, r.CommitsPerMsg, r.FsyncsPerMsg, r.DataDirFS)
+	if r.External {
+		row("CPU, gateway process", "%.2f s (user %.2f, sys %.2f), %.3f ms/msg", r.GatewayCPUSeconds, r.GatewayCPUUserSeconds, r.GatewayCPUSysSeconds, r.GatewayCPUPerMsgMs)
+		row("CPU, whole system", "%.2f s, %.3f ms/msg (load side: clients, DNS, policy hosts, receivers %.2f s)", r.CPUSeconds, r.CPUPerMsgMs, r.LoadCPUSeconds)
+		row("peak RSS", "gateway process %.1f MB, load process %.1f MB (VmHWM)", r.GatewayPeakRSSMB, r.PeakRSSMB)
+	} else {
+		row("CPU", "%.2f s (user %.2f, sys %.2f), %.3f ms/msg, whole process", r.CPUSeconds, r.CPUUserSeconds, r.CPUSysSeconds, r.CPUPerMsgMs)
+		row("peak RSS", "%.1f MB (VmHWM, whole process)", r.PeakRSSMB)
+	}
+	row("durability", "%d index commits = %.3f/msg; submit fsyncs ≈ %.2f/msg (spool_sync %s) on %s", r.IndexCommits, r.CommitsPerMsg, r.FsyncsPerMsg, r.SpoolSync, r.DataDirFS)
+	row("DNS", "%d queries = %.3f/msg", r.DNSQueries, r.DNSQueriesPerMsg)
 	row("TLS", "%d handshakes = %.3f/msg (%.1f msgs/session); resumption offered %d, tickets stored %d", r.Connections, r.HandshakesPerMsg, r.MsgsPerSession, r.SessionsOffered, r.SessionsStored)
 	row("outcomes", "delivered %d (verified TLS %d), deferred %d, failed %d; all verified: %v %v", r.Delivered, r.Verified, r.Deferred, r.Failed, r.AllVerified, r.TLSSeen)
 	for _, e := range r.Errors {
@@ -250,31 +282,24 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.DataDirFS = fsType(dir)
 
 	cfg := n.GatewayConfig(dir)
+	cfg.DNS.Cache = true // as deployed
+	if o.SpoolSync != "" {
+		cfg.Queue.SpoolSync = o.SpoolSync
+	}
 	cfg.SMTP.MaxConnsPerIP = max(cfg.SMTP.MaxConnsPerIP, o.Clients+1)
 
-	var ev events
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	var gw gateway
+	if o.External {
+		pem := n.TrustedCA.PEM()
+		gw, err = startExternal(ctx, o.GatewayCommand, gatewaySpec{Config: cfg, RootsPEM: pem, Verbose: o.Logger != nil})
+	} else {
+		gw, err = startLocal(ctx, cfg, n.RootPool(), log)
+	}
 	if err != nil {
 		return res, err
 	}
-	d, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard,
-		Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln,
-		OnDelivery: ev.add,
-	})
-	if err != nil {
-		ln.Close()
-		return res, fmt.Errorf("bench: gateway: %w", err)
-	}
-	// Instrument the TLS session cache (nothing runs before d.Run): counts resumption offers.
-	sessions := &countingCache{inner: d.Policy.Sessions}
-	d.Policy.Sessions = sessions
-
-	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	runErr := make(chan error, 1)
-	go func() { runErr <- d.Run(runCtx) }()
 	defer func() {
-		stop()
-		if err := <-runErr; err != nil {
+		if err := gw.close(); err != nil {
 			log.Warn("bench: gateway stopped with an error", "err", err)
 		}
 	}()
@@ -322,11 +347,16 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		errMu.Unlock()
 	}
 
+	dnsStart := len(n.DNS.Queries())
+	gwStart, err := gw.stats(ctx)
+	if err != nil {
+		return res, err
+	}
 	ruStart := rusage()
 	t0 := time.Now()
 	progressDone := make(chan struct{})
 	progressStopped := make(chan struct{})
-	go progress(o.Progress, progressDone, progressStopped, o.Messages, o.Messages*o.RcptsPerMessage, &submitted, ev.deliveredCount)
+	go progress(o.Progress, progressDone, progressStopped, o.Messages, &submitted)
 
 	var wg sync.WaitGroup
 	for c := range o.Clients {
@@ -334,7 +364,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		go func() {
 			defer wg.Done()
 			if err := client(ctx, clientJob{
-				addr: ln.Addr().String(), first: c, step: o.Clients, n: o.Messages,
+				addr: gw.addr(), first: c, step: o.Clients, n: o.Messages,
 				domains: domains, rcptsOf: rcptsOf, bodyBytes: o.BodyBytes,
 				msgs: msgs, submitted: &submitted,
 			}); err != nil {
@@ -352,15 +382,21 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			break
 		}
 	}
+	var gwEnd gatewayStats
 	if waitErr == nil {
 		// The receiver's 250 can precede the gateway's OnDelivery event by a moment.
 		want := o.Messages * o.RcptsPerMessage
-		if err := ev.wait(ctx, want); err != nil {
-			waitErr = fmt.Errorf("%d of %d delivery events: %w", ev.deliveredCount(), want, err)
+		gwEnd, err = gw.waitDelivered(ctx, want)
+		if err != nil {
+			waitErr = fmt.Errorf("%d of %d delivery events: %w", gwEnd.Delivered, want, err)
 		}
+	} else {
+		gwEnd, _ = gw.stats(ctx)
 	}
 	tWaited := time.Now()
 	ruEnd := rusage()
+	res.DNSQueries = len(n.DNS.Queries()) - dnsStart
+	res.DNSQueriesPerMsg = float64(res.DNSQueries) / float64(o.Messages)
 	if o.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -412,20 +448,39 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.EndToEnd = summarize(e2e)
 	res.CPUUserSeconds = ruEnd.user - ruStart.user
 	res.CPUSysSeconds = ruEnd.sys - ruStart.sys
+	res.PeakRSSMB = peakRSSMB()
+	if o.External {
+		// This process ran the load side; the gateway's own CPU is measured in its process over the same
+		// window, and the whole system is the sum.
+		res.External = true
+		res.LoadCPUSeconds = res.CPUUserSeconds + res.CPUSysSeconds
+		res.GatewayCPUUserSeconds = gwEnd.UserSeconds - gwStart.UserSeconds
+		res.GatewayCPUSysSeconds = gwEnd.SysSeconds - gwStart.SysSeconds
+		res.GatewayCPUSeconds = res.GatewayCPUUserSeconds + res.GatewayCPUSysSeconds
+		res.GatewayCPUPerMsgMs = 1000 * res.GatewayCPUSeconds / float64(o.Messages)
+		res.GatewayPeakRSSMB = gwEnd.PeakRSSMB
+		res.CPUUserSeconds += res.GatewayCPUUserSeconds
+		res.CPUSysSeconds += res.GatewayCPUSysSeconds
+	}
 	res.CPUSeconds = res.CPUUserSeconds + res.CPUSysSeconds
 	res.CPUPerMsgMs = 1000 * res.CPUSeconds / float64(o.Messages)
-	res.PeakRSSMB = peakRSSMB()
-	res.IndexCommits = d.Queue.Commits()
+	res.IndexCommits = gwEnd.Commits
 	res.CommitsPerMsg = float64(res.IndexCommits) / float64(o.Messages)
-	// The body file, then per group commit one spool-directory fsync and one index commit.
-	res.FsyncsPerMsg = 1 + 2*res.CommitsPerMsg
+	res.SpoolSync = cfg.Queue.SpoolSync
+	if res.SpoolSync == config.SpoolSyncGroup {
+		// Per group: one syncfs (bodies, renames) and one index commit.
+		res.FsyncsPerMsg = 2 * res.CommitsPerMsg
+	} else {
+		// The body file, then per group one spool-directory fsync and one index commit.
+		res.FsyncsPerMsg = 1 + 2*res.CommitsPerMsg
+	}
 	res.HandshakesPerMsg = float64(res.Connections) / float64(o.Messages)
 	if res.Connections > 0 {
 		res.MsgsPerSession = float64(res.Received) / float64(res.Connections)
 	}
-	res.SessionsOffered = sessions.hits.Load()
-	res.SessionsStored = sessions.puts.Load()
-	ev.fill(&res)
+	res.SessionsOffered = gwEnd.SessionsOffered
+	res.SessionsStored = gwEnd.SessionsStored
+	gwEnd.fill(&res)
 	res.AllVerified = res.AllVerified && res.Verified >= o.Messages*o.RcptsPerMessage
 	return res, nil
 }
@@ -583,20 +638,22 @@ func (e *events) wait(ctx context.Context, n int) error {
 	}
 }
 
-// deliveredCount counts delivered recipients so far (for the progress bar).
-func (e *events) deliveredCount() int {
+// snapshot copies the tallies into s.
+func (e *events) snapshot(s *gatewayStats) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.delivered
+	s.Total, s.Delivered, s.Deferred, s.Failed, s.Verified = e.total, e.delivered, e.deferred, e.failed, e.verified
+	s.TLS = make(map[string]int, len(e.tls))
+	for k, v := range e.tls {
+		s.TLS[k] = v
+	}
 }
 
-func (e *events) fill(r *Result) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	r.DeliveryEvents = e.total
-	r.Delivered, r.Deferred, r.Failed, r.Verified = e.delivered, e.deferred, e.failed, e.verified
-	r.AllVerified = e.delivered > 0 && e.verified == e.delivered && e.deferred == 0 && e.failed == 0
-	for k, v := range e.tls {
+func (s gatewayStats) fill(r *Result) {
+	r.DeliveryEvents = s.Total
+	r.Delivered, r.Deferred, r.Failed, r.Verified = s.Delivered, s.Deferred, s.Failed, s.Verified
+	r.AllVerified = s.Delivered > 0 && s.Verified == s.Delivered && s.Deferred == 0 && s.Failed == 0
+	for k, v := range s.TLS {
 		r.TLSSeen = append(r.TLSSeen, fmt.Sprintf("%s×%d", k, v))
 	}
 	slices.Sort(r.TLSSeen)
@@ -702,18 +759,18 @@ func fsType(dir string) string {
 	return fmt.Sprintf("0x%x", st.Type)
 }
 
-// progress draws "[#####     ] 2500/5000 accepted, 2100/5000 delivered" on w until done is closed.
-func progress(w io.Writer, done <-chan struct{}, stopped chan<- struct{}, n, expected int, submitted *atomic.Int64, delivered func() int) {
+// progress draws "[#####     ] 2500/5000 accepted" on w until done is closed.
+func progress(w io.Writer, done <-chan struct{}, stopped chan<- struct{}, n int, submitted *atomic.Int64) {
 	defer close(stopped)
 	if w == nil {
 		return
 	}
 	const width = 30
 	draw := func() {
-		got := delivered()
-		frac := float64(got) / float64(max(1, expected))
+		got := int(submitted.Load())
+		frac := float64(got) / float64(max(1, n))
 		bar := strings.Repeat("#", int(frac*width)) + strings.Repeat(" ", width-int(min(1, frac)*width))
-		fmt.Fprintf(w, "\r[%s] %d/%d accepted, %d/%d delivered ", bar, submitted.Load(), n, got, expected)
+		fmt.Fprintf(w, "\r[%s] %d/%d accepted ", bar, got, n)
 	}
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()

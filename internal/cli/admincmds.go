@@ -22,7 +22,7 @@ import (
 
 // addAdminCommands adds the verbs that talk to a running gateway through the admin API.
 func addAdminCommands(root *cobra.Command, g *globals) {
-	root.AddCommand(queueCmd(g), policyCmd(g), statusCmd(g), settingsCmd(g), configCmd(g))
+	root.AddCommand(queueCmd(g), policyCmd(g), statusCmd(g), settingsCmd(g), configCmd(g), nodesCmd(g))
 	addSTSCacheCmd(root, g)
 	addTLSRPTCmd(root, g)
 }
@@ -162,14 +162,21 @@ func queueCmd(g *globals) *cobra.Command {
 		Short: "List and act on queued messages",
 	}
 	var f admin.QueueFilter
+	var allNodes bool
+	var node string
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List queued messages, oldest first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if allNodes {
+				p := strings.Replace(admin.QueuePath(f), "/api/v1/queue", "/api/v1/cluster/queue", 1)
+				return show(g, p, printClusterQueue)(cmd, args)
+			}
 			return show(g, admin.QueuePath(f), printQueueList)(cmd, args)
 		},
 	}
+	list.Flags().BoolVar(&allNodes, "all-nodes", false, "list the queue of every node of the cluster, with each message's node")
 	list.Flags().StringVar(&f.Domain, "domain", "", "only messages with a recipient in this domain")
 	list.Flags().StringVar(&f.Sender, "sender", "", "only messages from this exact sender address")
 	list.Flags().StringVar(&f.State, "state", "", "only messages with a recipient in this state: queued, failed, delivered or quarantined")
@@ -187,9 +194,10 @@ func queueCmd(g *globals) *cobra.Command {
 		Short: "Show a message: envelope, recipients and delivery attempts",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return show(g, admin.MessagePath(args[0], ""), printMessage)(cmd, args)
+			return show(g, admin.NodeMessagePath(node, args[0], ""), printMessage)(cmd, args)
 		},
 	}
+	showCmd.Flags().StringVar(&node, "node", "", "the node holding the message (as queue list --all-nodes shows it); default: this node")
 	cmd.AddCommand(list, summary, showCmd)
 
 	actions := []struct {
@@ -208,6 +216,7 @@ func queueCmd(g *globals) *cobra.Command {
 	}
 	for _, a := range actions {
 		var b bulkFlags
+		var node string
 		sub := &cobra.Command{
 			Use:   a.use + " ID | --all | [--domain D] [--result-type T] [--held] [--older-than AGE]",
 			Short: a.short + ", or of every message selected",
@@ -220,7 +229,13 @@ func queueCmd(g *globals) *cobra.Command {
 					if b.dryRun || b.yes {
 						return fmt.Errorf("--dry-run and --yes apply to bulk actions; %s of one message ID is done at once", a.use)
 					}
-					return act(cmd, g, a.method, admin.MessagePath(args[0], a.action), fmt.Sprintf(a.done, args[0]))
+					done := fmt.Sprintf(a.done, args[0])
+					if node != "" {
+						done += " on node " + node
+					}
+					return act(cmd, g, a.method, admin.NodeMessagePath(node, args[0], a.action), done)
+				case node != "":
+					return fmt.Errorf("--node applies to one message ID; bulk actions act on the node asked")
 				case !b.selects():
 					return fmt.Errorf("give a message ID, --all, or a filter (--domain, --result-type, --held, --older-than)")
 				}
@@ -228,6 +243,7 @@ func queueCmd(g *globals) *cobra.Command {
 			},
 		}
 		b.add(sub, a.use)
+		sub.Flags().StringVar(&node, "node", "", "the node holding the message (as queue list --all-nodes shows it): the action is sent to that node; default: this node")
 		cmd.AddCommand(sub)
 	}
 	return cmd

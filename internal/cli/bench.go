@@ -38,6 +38,13 @@ func benchCmd(g *globals) *cobra.Command {
 			if restart {
 				return runRestartBench(cmd, g, o)
 			}
+			if o.External {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("bench --external: finding this program to start the gateway: %w", err)
+				}
+				o.GatewayCommand = []string{exe, "bench", "gateway-process"}
+			}
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
 				return err
@@ -69,8 +76,26 @@ func benchCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	f.BoolVar(&noBar, "no-progress", false, "do not draw the progress bar")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print the gateway's logs")
+	f.BoolVar(&o.External, "external", false, "run the gateway in its own process and report its CPU and memory apart from the load side (clients, DNS, policy hosts, receivers)")
+	f.StringVar(&o.SpoolSync, "spool-sync", "", "the gateway's queue.spool_sync: group or file (default: the configuration default)")
 	f.BoolVar(&restart, "restart", false, "instead: queue --messages messages with every destination down, measure memory, then restart on the same data and time the first delivery and the drain")
+	cmd.AddCommand(benchGatewayCmd(g))
 	return cmd
+}
+
+// benchGatewayCmd is the gateway process of `mxgate bench --external`, which starts it and talks to it
+// over its standard input and output.
+func benchGatewayCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    "gateway-process",
+		Short:  "The gateway side of bench --external (started by it; not for interactive use)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			return bench.ServeGateway(cmd.Context(), g.stdin, g.stdout, log)
+		},
+	}
 }
 
 func runRestartBench(cmd *cobra.Command, g *globals, o bench.Options) error {

@@ -38,6 +38,7 @@ type Config struct {
 	Queue    Queue             `toml:"queue"`    // scheduler and retry
 	TLS      TLS               `toml:"tls"`      // trust anchors
 	MTASTS   MTASTS            `toml:"mtasts"`   // RFC 8461 policy fetching
+	TLSRPT   TLSRPT            `toml:"tlsrpt"`   // RFC 8460 report sending
 	Admin    Admin             `toml:"admin"`    // HTTP API and console
 	Log      Log               `toml:"log"`      // slog output
 	Settings map[string]string `toml:"settings"` // seed for the committed settings, canonical (settings.FromTOML)
@@ -83,6 +84,8 @@ type DNS struct {
 	// Validating lists the resolvers ("ip" or "prefix") trusted to validate DNSSEC: only their AD bit makes an
 	// answer secure (RFC 7672 Section 2.1.1). Empty means loopback resolvers only.
 	Validating []string `toml:"validating"`
+	// Cache keeps answers for their TTL (negative answers per RFC 2308, SERVFAIL for a few seconds).
+	Cache bool `toml:"cache"`
 }
 
 // ValidatingPrefixes returns Validating as prefixes; nil (loopback only) when empty. Invalid entries
@@ -146,7 +149,16 @@ type Queue struct {
 	DelayWarningTime Duration `toml:"delay_warning_time"`
 	// DelayWarningDefault: send delay notices for recipients whose sender gave no NOTIFY parameter.
 	DelayWarningDefault bool `toml:"delay_warning_default"`
+	// SpoolSync is how accepted bodies are made durable: SpoolSyncGroup (one flush of the spool's file
+	// system per commit group) or SpoolSyncFile (an fsync per body, one of the directory per group).
+	SpoolSync string `toml:"spool_sync"`
 }
+
+// Values of queue.spool_sync.
+const (
+	SpoolSyncGroup = "group"
+	SpoolSyncFile  = "file"
+)
 
 // TLS is the [tls] table.
 type TLS struct {
@@ -162,6 +174,15 @@ type MTASTS struct {
 	AllowNetworks  []string `toml:"allow_networks"` // private/loopback CIDRs policy HTTPS may reach (labs, tests)
 }
 
+// TLSRPT is the [tlsrpt] table: the timing of report sending.
+type TLSRPT struct {
+	// RetryInterval is how often the report sender looks for due (or taken-over) report deliveries.
+	RetryInterval Duration `toml:"retry_interval"`
+	// SendLease is how long a node holds a report delivery it attempts; another node takes it over when
+	// the outcome is not recorded by then.
+	SendLease Duration `toml:"send_lease"`
+}
+
 // AllowPrefixes returns AllowNetworks parsed and masked.
 func (m MTASTS) AllowPrefixes() []netip.Prefix { return prefixes(m.AllowNetworks) }
 
@@ -172,6 +193,9 @@ type Admin struct {
 	// console cookies are then Secure.
 	TLSCertFile string `toml:"tls_cert_file"`
 	TLSKeyFile  string `toml:"tls_key_file"`
+	// URL is the address the other nodes of a cluster reach this node's admin API at (the node registry);
+	// empty means the scheme and address of listen.
+	URL string `toml:"url"`
 }
 
 // TLS reports whether the admin listener serves HTTPS.
@@ -314,7 +338,7 @@ func Default() *Config {
 			WriteTimeout:    Duration(5 * time.Minute),
 			MaxConnsPerIP:   20,
 		},
-		DNS: DNS{Timeout: Duration(5 * time.Second)},
+		DNS: DNS{Timeout: Duration(5 * time.Second), Cache: true},
 		Delivery: Delivery{
 			Hostname:       host,
 			Port:           25,
@@ -339,12 +363,17 @@ func Default() *Config {
 			// Sendmail's queuewarn default (Postfix's delay_warning_time is off unless set).
 			DelayWarningTime:    Duration(4 * time.Hour),
 			DelayWarningDefault: true,
+			SpoolSync:           SpoolSyncGroup,
 		},
 		MTASTS: MTASTS{
 			FetchTimeout:   Duration(60 * time.Second),
 			MaxPolicyBytes: 65536,
 			FailureBackoff: Duration(5 * time.Minute),
 			HTTPSPort:      443,
+		},
+		TLSRPT: TLSRPT{
+			RetryInterval: Duration(5 * time.Minute),
+			SendLease:     Duration(10 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:8025"},
 		Log:   Log{Format: "json", Level: "info"},

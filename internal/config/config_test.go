@@ -140,7 +140,7 @@ func TestGoodFull(t *testing.T) {
 			TLSKeyFile:             filepath.Join(td, "pki/key.pem"),
 			Users:                  map[string]string{"app": "s3cret", "batch user": "x"},
 		},
-		DNS: DNS{Servers: []string{"192.0.2.53", "[2001:db8::53]:5353"}, Timeout: Duration(2 * time.Second)},
+		DNS: DNS{Servers: []string{"192.0.2.53", "[2001:db8::53]:5353"}, Timeout: Duration(2 * time.Second), Cache: true},
 		Delivery: Delivery{
 			Hostname:            "out.example.net",
 			Port:                2525,
@@ -164,6 +164,7 @@ func TestGoodFull(t *testing.T) {
 			TrackRetention:      Duration(7 * 24 * time.Hour),
 			DelayWarningTime:    Duration(4 * time.Hour),
 			DelayWarningDefault: true,
+			SpoolSync:           SpoolSyncGroup,
 		},
 		TLS: TLS{CAFile: filepath.Join(td, "pki/ca.pem")},
 		MTASTS: MTASTS{
@@ -173,8 +174,9 @@ func TestGoodFull(t *testing.T) {
 			HTTPSPort:      8443,
 			AllowNetworks:  []string{"127.0.0.0/8", "::1/128"},
 		},
-		Admin: Admin{Listen: "127.0.0.1:0"},
-		Log:   Log{Format: "text", Level: "debug"},
+		TLSRPT: TLSRPT{RetryInterval: Duration(time.Minute), SendLease: Duration(3 * time.Minute)},
+		Admin:  Admin{Listen: "127.0.0.1:0"},
+		Log:    Log{Format: "text", Level: "debug"},
 		Settings: map[string]string{
 			"Sender.EnableMTASTS":     "false",
 			"Sender.EnableDANE":       "false", // not in the file: the default stays

@@ -190,6 +190,10 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 		v.port("mtasts.https_port", m.HTTPSPort)
 		v.cidrs("mtasts.allow_networks", m.AllowNetworks)
 	}
+	if !failed["tlsrpt"] {
+		v.positiveDuration("tlsrpt.retry_interval", c.TLSRPT.RetryInterval)
+		v.positiveDuration("tlsrpt.send_lease", c.TLSRPT.SendLease)
+	}
 	if !failed["admin"] {
 		v.listen("admin.listen", c.Admin.Listen)
 		switch {
@@ -198,6 +202,9 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 			v.errorf("admin.tls_key_file", "required when admin.tls_cert_file is set")
 		case c.Admin.TLSCertFile == "" && c.Admin.TLSKeyFile != "":
 			v.errorf("admin.tls_cert_file", "required when admin.tls_key_file is set")
+		}
+		if err := checkAdminURL(c.Admin.URL); err != nil {
+			v.errorf("admin.url", "%v", err)
 		}
 	}
 	if !failed["log"] {
@@ -270,6 +277,11 @@ func (v checker) queue(q *Queue) {
 		v.errorf("queue.per_domain", "%d is more than queue.concurrency (%d)", q.PerDomain, q.Concurrency)
 	}
 	v.positive("queue.max_batch", int64(q.MaxBatch))
+	switch q.SpoolSync {
+	case SpoolSyncGroup, SpoolSyncFile:
+	default:
+		v.errorf("queue.spool_sync", "unknown value %q (want %q or %q)", q.SpoolSync, SpoolSyncGroup, SpoolSyncFile)
+	}
 	v.positiveDuration("queue.drain_timeout", q.DrainTimeout)
 	v.positiveDuration("queue.track_retention", q.TrackRetention)
 	if q.DelayWarningTime < 0 {
@@ -518,4 +530,25 @@ func urlErrText(err error) string {
 		return ue.Err.Error()
 	}
 	return "unparsable"
+}
+
+// checkAdminURL checks the [admin] url key: empty, or the http(s) URL of the admin listener as other nodes
+// reach it, with no path beyond "/".
+func checkAdminURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("invalid URL: %s", urlErrText(err))
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("want an http:// or https:// URL such as https://mx1.example.com:8025, not %q", s)
+	case u.Host == "":
+		return fmt.Errorf("the URL %q names no host", s)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.User != nil:
+		return fmt.Errorf("the URL %q must name only a scheme, a host and a port", s)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 // Package console implements mxgate's web console: server-rendered HTML pages (html/template, embedded
 // templates and one CSS file, no JavaScript) on the admin listener for the dashboard, the queue, destination
-// domains and their TLS policies, TLS reports, committed settings and the account's password.
+// domains and their TLS policies, TLS reports, committed settings, the nodes of a cluster and the account's
+// password.
 //
 // The console keeps its own in-memory view of recent deliveries (Observe): per-minute counts for the last
 // 24 hours and the last result of the most recently seen domains. It is bounded and lost on restart; the
@@ -85,6 +86,10 @@ type Options struct {
 	// Trace finds messages that left the queue ((*queue.Queue).Trace); nil: the Tracking page says it is
 	// not available.
 	Trace func(ctx context.Context, q queue.TraceQuery) ([]queue.Traced, error)
+	// Cluster, when set, shows every node's queue on the queue page (with each message's node) and sends
+	// the actions on another node's message to that node; it also serves the Nodes page. Nil: this node's
+	// queue only, and the Nodes page says the registry is not available.
+	Cluster admin.ClusterAPI
 	// PasswordFile holds the console password's hash (see Bootstrap).
 	PasswordFile string
 	// PasswordIterations is the PBKDF2 cost of a password changed on the account page; 0 means
@@ -121,6 +126,7 @@ type Console struct {
 	timeline *timeline
 	sessions *sessions
 	limiter  *loginLimiter
+	accounts PasswordFile
 	mux      *http.ServeMux
 	// patterns lists the mux's patterns in registration order.
 	patterns []string
@@ -144,7 +150,7 @@ func New(o Options) (*Console, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	c := &Console{opts: o, log: o.Logger, now: o.Now, rand: o.Rand}
+	c := &Console{opts: o, log: o.Logger, now: o.Now, rand: o.Rand, accounts: PasswordFile{Path: o.PasswordFile, Iterations: o.PasswordIterations}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -204,6 +210,7 @@ func (c *Console) routes() {
 	c.handle("GET /queue/bulk", c.page(c.queueBulkConfirm))
 	c.handle("POST /queue/bulk", c.post(c.queueBulk))
 	c.handle("GET /queue/{id}", c.page(c.queueDetail))
+	c.handle("GET /nodes", c.page(c.nodesPage))
 	c.handle("GET /trace", c.page(c.tracePage))
 	c.handle("GET /domains", c.page(c.domainsList))
 	c.handle("GET /domains/{domain}", c.page(c.domainDetail))
@@ -224,6 +231,9 @@ func (c *Console) routes() {
 	c.handle("POST /settings/rollback", c.post(c.settingsRollback))
 	c.handle("GET /account", c.page(c.accountPage))
 	c.handle("POST /account/password", c.postSelf(c.accountPassword))
+	c.handle("POST /accounts/add", c.post(c.accountsAdd))
+	c.handle("POST /accounts/password", c.post(c.accountsPassword))
+	c.handle("POST /accounts/remove", c.post(c.accountsRemove))
 }
 
 // Routes lists the patterns the console serves ("POST /settings/commit"), in registration order.

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/queue"
 )
 
@@ -29,9 +31,20 @@ func (f queueFilter) Query() string {
 type queueData struct {
 	Filter    queueFilter
 	FilterErr string
-	Messages  []queue.MessageInfo
+	Messages  []queueRow
 	Truncated bool
 	States    []string
+	// Cluster is true when the page lists every node's queue (a Node column); Unreachable lists the nodes
+	// whose queue could not be read.
+	Cluster     bool
+	Unreachable []admin.NodeError
+}
+
+// queueRow is one message of the list, with the node that holds it ("" for this node when the page lists
+// this node alone) and Ref, the name the row's links and selection use (see msgRef).
+type queueRow struct {
+	queue.MessageInfo
+	Node, Ref string
 }
 
 func (c *Console) queueList(w http.ResponseWriter, r *http.Request, s *session) {
@@ -70,40 +83,114 @@ func (c *Console) queueList(w http.ResponseWriter, r *http.Request, s *session) 
 		d.FilterErr = strings.Join(errs, "; ")
 		code = http.StatusBadRequest
 	} else {
-		list, err := c.opts.Queue.List(r.Context(), f)
+		rows, err := c.listQueue(r.Context(), f, &d)
 		if err != nil {
 			c.fail(w, r, s, err)
 			return
 		}
 		if d.Filter.Error != "" {
 			needle := strings.ToLower(d.Filter.Error)
-			list = slices.DeleteFunc(list, func(m queue.MessageInfo) bool { return !strings.Contains(strings.ToLower(m.LastError), needle) })
+			rows = slices.DeleteFunc(rows, func(m queueRow) bool { return !strings.Contains(strings.ToLower(m.LastError), needle) })
 		}
-		if len(list) > maxListed {
-			list, d.Truncated = list[:maxListed], true
+		if len(rows) > maxListed {
+			rows, d.Truncated = rows[:maxListed], true
 		}
-		d.Messages = list
+		d.Messages = rows
 	}
 	c.render(w, r, s, code, "queue", "Queue", d)
+}
+
+// listQueue lists this node's queue, or every node's when the console knows the cluster.
+func (c *Console) listQueue(ctx context.Context, f queue.Filter, d *queueData) ([]queueRow, error) {
+	if c.opts.Cluster == nil {
+		list, err := c.opts.Queue.List(ctx, f)
+		rows := make([]queueRow, 0, len(list))
+		for _, m := range list {
+			rows = append(rows, queueRow{MessageInfo: m, Ref: m.ID})
+		}
+		return rows, err
+	}
+	cq, err := c.opts.Cluster.ListQueue(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	d.Cluster, d.Unreachable = true, cq.Unreachable
+	self := c.selfNode(ctx)
+	rows := make([]queueRow, 0, len(cq.Messages))
+	for _, m := range cq.Messages {
+		ref := m.ID
+		if m.Node != self {
+			ref = msgRef(m.Node, m.ID)
+		}
+		rows = append(rows, queueRow{MessageInfo: m.MessageInfo, Node: m.Node, Ref: ref})
+	}
+	return rows, nil
+}
+
+// selfNode is this node's name in the registry ("" when it cannot be read: every row then names its node).
+func (c *Console) selfNode(ctx context.Context) string {
+	if c.opts.Cluster == nil {
+		return ""
+	}
+	l, err := c.opts.Cluster.Nodes(ctx)
+	if err != nil {
+		return ""
+	}
+	return l.Self
+}
+
+// getMessage returns the message ref names, from the node that holds it.
+func (c *Console) getMessage(ctx context.Context, ref string) (queue.MessageDetail, error) {
+	node, id := parseRef(ref)
+	if node != "" && c.opts.Cluster != nil {
+		return c.opts.Cluster.Message(ctx, node, id)
+	}
+	return c.opts.Queue.Get(ctx, id)
+}
+
+// doAction does a on the message ref names, on the node that holds it.
+func (c *Console) doAction(ctx context.Context, a queue.Action, ref string) error {
+	node, id := parseRef(ref)
+	if node != "" && c.opts.Cluster != nil {
+		return c.opts.Cluster.Act(ctx, node, id, a)
+	}
+	return a.Do(ctx, c.opts.Queue, id)
+}
+
+// checkRef checks a message reference: an id, and a node name when it has one.
+func checkRef(ref string) error {
+	node, id := parseRef(ref)
+	if strings.Contains(ref, "@") && node == "" {
+		return fmt.Errorf("invalid message reference %q: no node after '@'", ref)
+	}
+	return checkID(id)
 }
 
 type messageData struct {
 	M       queue.MessageDetail
 	Actions []queue.Action
+	// Node is the node holding the message when it is not this one; Ref names the message in links.
+	Node, Ref string
 }
 
 func (c *Console) queueDetail(w http.ResponseWriter, r *http.Request, s *session) {
 	id := r.PathValue("id")
-	if err := checkID(id); err != nil {
+	node := r.URL.Query().Get("node")
+	ref := msgRef(node, id)
+	if err := checkRef(ref); err != nil {
 		c.renderError(w, r, s, http.StatusBadRequest, err.Error())
 		return
 	}
-	m, err := c.opts.Queue.Get(r.Context(), id)
+	m, err := c.getMessage(r.Context(), ref)
 	if err != nil {
 		c.fail(w, r, s, err)
 		return
 	}
-	c.render(w, r, s, http.StatusOK, "message", "Message "+id, messageData{M: m, Actions: queue.Actions()})
+	title := "Message " + id
+	if node != "" {
+		title += " on " + node
+	}
+	c.render(w, r, s, http.StatusOK, "message", title, messageData{M: m, Actions: queue.Actions(), Node: node, Ref: ref})
 }
 
 // checkID accepts what looks like a queue id; the queue decides whether it exists.
@@ -156,17 +243,17 @@ func (c *Console) queueConfirm(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	d := confirmData{Action: action, Verb: action.Verb(), Explain: action.Explain(), Back: "/queue"}
 	if len(ids) == 1 {
-		d.Back = "/queue/" + url.PathEscape(ids[0])
+		d.Back = messageURL(ids[0])
 	}
 	for _, id := range ids {
-		if err := checkID(id); err != nil {
+		if err := checkRef(id); err != nil {
 			c.renderError(w, r, s, http.StatusBadRequest, err.Error())
 			return
 		}
 		if slices.Contains(d.IDs, id) {
 			continue
 		}
-		m, err := c.opts.Queue.Get(r.Context(), id)
+		m, err := c.getMessage(r.Context(), id)
 		if errors.Is(err, queue.ErrNotFound) {
 			d.Missing = append(d.Missing, id)
 			continue
@@ -200,18 +287,20 @@ func (c *Console) queueAction(w http.ResponseWriter, r *http.Request, s *session
 	var done int
 	var problems []string
 	for _, id := range ids {
-		if err := checkID(id); err != nil {
+		if err := checkRef(id); err != nil {
 			problems = append(problems, err.Error())
 			continue
 		}
-		if err := action.Do(r.Context(), c.opts.Queue, id); err != nil {
+		if err := c.doAction(r.Context(), action, id); err != nil {
 			if !errors.Is(err, queue.ErrNotFound) {
-				c.log.Error("console: queue action", "action", action, "msg_id", id, "err", err)
+				node, msgID := parseRef(id)
+				c.log.Error("console: queue action", "action", action, "msg_id", msgID, "node", node, "err", err)
 			}
 			problems = append(problems, fmt.Sprintf("%s: %v", id, err))
 			continue
 		}
-		c.log.Info("console: queue "+string(action), "msg_id", id, "ip", remoteIP(r))
+		node, msgID := parseRef(id)
+		c.log.Info("console: queue "+string(action), "msg_id", msgID, "node", node, "ip", remoteIP(r))
 		done++
 	}
 	msg := fmt.Sprintf("%s: done for %d of %d message(s).", action.Verb(), done, len(ids))
@@ -219,8 +308,18 @@ func (c *Console) queueAction(w http.ResponseWriter, r *http.Request, s *session
 		msg += " Failed: " + strings.Join(problems, "; ")
 	}
 	to := "/queue"
-	if len(ids) == 1 && action != queue.ActionDelete && checkID(ids[0]) == nil {
-		to = "/queue/" + url.PathEscape(ids[0])
+	if len(ids) == 1 && action != queue.ActionDelete && checkRef(ids[0]) == nil {
+		to = messageURL(ids[0])
 	}
 	c.done(w, r, s, to, msg)
+}
+
+// messageURL is the console page of the message ref names.
+func messageURL(ref string) string {
+	node, id := parseRef(ref)
+	u := "/queue/" + url.PathEscape(id)
+	if node != "" {
+		u += "?node=" + url.QueryEscape(node)
+	}
+	return u
 }

@@ -13,7 +13,7 @@ import (
 func pageNames() []string {
 	return []string{
 		"login", "error", "dashboard", "queue", "message", "confirm", "bulk", "domains", "domain",
-		"reports", "preview", "settings", "review", "history", "account", "lowertls", "trace", "rules",
+		"reports", "preview", "settings", "review", "history", "account", "lowertls", "trace", "rules", "nodes",
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,9 +58,11 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 		// at scrape time, once the daemon runs.
 		d.buildMetrics,
 		d.openStore,
+		d.openShared,
 		d.openOutbound,
 		d.openSTS,
 		d.openSettings,
+		d.openNodes,
 		d.openDKIM,
 		d.openRecorder,
 		d.buildDelivery,
@@ -129,14 +132,22 @@ func (d *Daemon) openOutbound(_ context.Context, o Options) error {
 
 func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 	cfg := d.cfg
-	c, err := mtastscache.New(ctx, mtastscache.Options{
+	o := mtastscache.Options{
 		DB:             d.DB,
 		Resolver:       d.out.Resolver,
 		Fetcher:        &mtasts.Fetcher{Client: d.out.HTTP, MaxBody: cfg.MTASTS.MaxPolicyBytes, Timeout: cfg.MTASTS.FetchTimeout.Duration()},
 		Now:            d.now,
 		Logger:         d.log.With("component", "mtastscache"),
 		FailureBackoff: cfg.MTASTS.FailureBackoff.Duration(),
-	})
+	}
+	if d.pg != nil {
+		// Cluster mode: one policy cache for the cluster, with this node's SQLite database as its local copy.
+		o.Store, o.Local, o.Node = mtastscache.PostgresStore{PG: d.pg}, mtastscache.SQLiteStore{DB: d.DB}, cfg.Node
+		if o.Node == "" {
+			o.Node, _ = os.Hostname()
+		}
+	}
+	c, err := mtastscache.New(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -145,11 +156,13 @@ func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
-	st, err := d.settingsStorage(ctx)
-	if err != nil {
-		return err
+	var s *settings.Store
+	var err error
+	if d.pg != nil {
+		s, err = d.openClusterSettings(ctx)
+	} else {
+		s, err = settings.OpenStorage(ctx, settings.SQLiteStorage{DB: d.DB}, seedFromConfig(d.cfg), d.now)
 	}
-	s, err := settings.OpenStorage(ctx, st, seedFromConfig(d.cfg), d.now)
 	if err != nil {
 		return err
 	}
@@ -170,6 +183,7 @@ func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
 		}
 		d.settings.Store(ps)
 		d.running.Store(int64(snap.Generation))
+		d.pokeHeartbeat()
 		d.Metrics.SettingsCommitted()
 		d.log.Info("settings committed", "generation", snap.Generation)
 	})
@@ -177,7 +191,12 @@ func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openRecorder(ctx context.Context, _ Options) error {
-	r, err := tlsreport.NewRecorder(ctx, d.DB, tlsreport.RecorderOptions{Now: d.now, Logger: d.log.With("component", "tlsreport")})
+	if d.pg != nil {
+		// In a cluster, every node adds its sessions to the aggregates in the shared database, and the reports
+		// are built from there; this node's SQLite keeps them while that database is unreachable.
+		d.reportStore = tlsreport.NewPostgresStore(d.pg)
+	}
+	r, err := tlsreport.NewRecorder(ctx, d.DB, tlsreport.RecorderOptions{Now: d.now, Logger: d.log.With("component", "tlsreport"), Store: d.reportStore})
 	if err != nil {
 		return err
 	}
@@ -250,6 +269,7 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 		PerDomain:    cfg.Queue.PerDomain,
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
+		GroupSync:    cfg.Queue.SpoolSync == config.SpoolSyncGroup,
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
 		ReportBounceTo: "postmaster@" + d.defaultMailHost(),
 		OnSettled: func(s queue.Settled) {
@@ -406,23 +426,28 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 	}
 	resolver := d.out.Resolver
 	d.Admin, err = admin.New(admin.Options{
-		Token:      tok,
-		Queue:      d.Queue,
-		STS:        d.STS,
-		Metrics:    d.Metrics.Handler(),
-		Logger:     d.log.With("component", "admin"),
-		Now:        d.now,
-		Explain:    d.Explain,
-		Status:     d.Status,
-		Components: d.comps.list,
-		Ready:      d.ready,
-		Trace:      d.Queue.Trace,
-		Settings:   d.settingsStore,
-		Reports:    d.reportsAPI,
+		Token:         tok,
+		Queue:         d.Queue,
+		STS:           d.STS,
+		Metrics:       d.Metrics.Handler(),
+		Logger:        d.log.With("component", "admin"),
+		Now:           d.now,
+		Explain:       d.Explain,
+		Status:        d.Status,
+		Components:    d.comps.list,
+		Ready:         d.ready,
+		Trace:         d.Queue.Trace,
+		Settings:      d.settingsStore,
+		Reports:       d.reportsAPI,
+		Cluster:       clusterAPI{d},
+		ClusterSecret: d.clusterSecret,
 		LookupTLSRPT: func(ctx context.Context, domain string) ([]string, error) {
 			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
 			return txts, err
 		},
+		Accounts: console.PasswordFile{Path: filepath.Join(d.cfg.Data.Dir, console.PasswordFileName)},
+		// The console is built next (buildConsole); requests are served only after both exist.
+		Session: func(r *http.Request) (admin.Principal, bool) { return d.Console.Principal(r) },
 	})
 	return err
 }
@@ -456,6 +481,7 @@ func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 		DKIM:         d.DKIM,
 		PasswordFile: pwFile,
 		Trace:        d.Queue.Trace,
+		Cluster:      clusterAPI{d},
 		Logger:       d.log.With("component", "console"),
 		Now:          d.now,
 	})

@@ -2,32 +2,103 @@ package daemon
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
+	"time"
 
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/store"
 )
 
-// settingsStorage returns where the committed settings are kept: the node's SQLite database, or, when [data]
-// database names a PostgreSQL server, the database the cluster shares (then d.pg is that database, for Run to
-// follow commits made on other nodes).
-func (d *Daemon) settingsStorage(ctx context.Context) (settings.Storage, error) {
+// componentDatabase is the PostgreSQL database a cluster shares ([data] database); it is failed while the
+// node cannot reach it, and absent on a single node.
+const componentDatabase = "database"
+
+// settingsReplicaFile is a node's local copy of the settings generation in force, in its data directory
+// (cluster mode only).
+const settingsReplicaFile = "settings-replica.json"
+
+// dbConnectTimeout bounds the first contact with the shared database at start: beyond it the node starts
+// from its local copies.
+const dbConnectTimeout = 10 * time.Second
+
+// openShared connects to the database the cluster shares when [data] database names one; d.pg is then its
+// pool, which reconnects by itself. A database that does not answer is no reason not to start: the node then
+// runs from its local copies (the settings generation, the policy cache) and the component "database" says
+// so until the database answers again.
+func (d *Daemon) openShared(ctx context.Context, _ Options) error {
 	if d.cfg.Data.Database == "" {
-		return settings.SQLiteStorage{DB: d.DB}, nil
+		return nil
 	}
-	pg, err := store.OpenPostgres(ctx, d.cfg.Data.Database)
+	pg, err := store.NewPostgres(d.cfg.Data.Database)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	d.pg = pg
 	d.onRelease(func(context.Context) error { pg.Close(); return nil })
-	return settings.PostgresStorage{PG: pg}, nil
+	ictx, cancel := context.WithTimeout(ctx, dbConnectTimeout)
+	defer cancel()
+	if err := pg.Init(ictx); err != nil {
+		d.pgDown = err
+		d.databaseState(err)
+		return nil
+	}
+	d.databaseState(nil)
+	return nil
+}
+
+// databaseState records whether the shared database answers (err nil) in the component "database" and, once
+// per outage, in the log.
+func (d *Daemon) databaseState(err error) {
+	if err == nil {
+		d.warnings.set(d.log, componentDatabase, false, "shared database reachable again", "database", store.Redact(d.cfg.Data.Database))
+		d.comps.set(componentDatabase, admin.ComponentRunning, "")
+		return
+	}
+	gen := 0
+	if d.settingsStore != nil {
+		gen = d.settingsStore.Current().Generation
+	}
+	reason := fmt.Sprintf("shared database unreachable (%v): mail is accepted and delivered with settings generation %d and the MTA-STS policies of this node's local copy; commits and staged changes fail until it answers", err, gen)
+	d.warnings.set(d.log, componentDatabase, true, "shared database unreachable: running from this node's local copies", "database", store.Redact(d.cfg.Data.Database), "err", err)
+	d.comps.set(componentDatabase, admin.ComponentFailed, reason)
+}
+
+// openClusterSettings opens the settings kept in the shared database, with the node's local copy of the
+// generation in force: the copy is what the node runs when it starts while the database is unreachable.
+func (d *Daemon) openClusterSettings(ctx context.Context) (*settings.Store, error) {
+	st := settings.PostgresStorage{PG: d.pg}
+	rep := settings.Replica{Path: filepath.Join(d.cfg.Data.Dir, settingsReplicaFile)}
+	seed := seedFromConfig(d.cfg)
+	if d.pgDown != nil {
+		s, err := settings.OpenReplica(st, d.now, rep)
+		if err != nil {
+			return nil, fmt.Errorf("%w; and %w", d.pgDown, err)
+		}
+		d.log.Warn("settings: shared database unreachable at start: running the last generation this node knew", "generation", s.Current().Generation, "err", d.pgDown)
+		return s, nil
+	}
+	octx, cancel := context.WithTimeout(ctx, dbConnectTimeout)
+	defer cancel()
+	s, offline, err := settings.OpenShared(octx, st, seed, d.now, rep)
+	if err != nil {
+		return nil, err
+	}
+	if offline != nil {
+		d.pgDown = offline
+		d.databaseState(offline)
+		d.log.Warn("settings: shared database unreachable at start: running the last generation this node knew", "generation", s.Current().Generation, "err", offline)
+	}
+	return s, nil
 }
 
 // followSettings keeps the node on the newest generation of the shared settings until ctx ends (cluster mode).
 func (d *Daemon) followSettings(ctx context.Context) {
 	settings.Follow(ctx, settings.FollowOptions{
-		Store:  d.settingsStore,
-		Listen: settings.PostgresStorage{PG: d.pg}.Listen,
-		Logger: d.log.With("component", "settings"),
+		Store:   d.settingsStore,
+		Listen:  settings.PostgresStorage{PG: d.pg}.Listen,
+		Logger:  d.log.With("component", "settings"),
+		OnState: d.databaseState,
 	})
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/metrics"
 	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/nodes"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/smtpserver"
@@ -68,6 +69,9 @@ type Options struct {
 	// Notify, when set, tells the service manager about the daemon's state (sdnotify.Notifier.Notify):
 	// READY=1 once the listeners are bound and every component runs, STOPPING=1 when shutdown begins.
 	Notify func(assignments ...string) error
+	// HeartbeatInterval is how often the node writes its row of the node registry; 0 means
+	// nodes.DefaultInterval. A node is flagged silent after four intervals without one.
+	HeartbeatInterval time.Duration
 }
 
 // Daemon is a running gateway.
@@ -77,7 +81,9 @@ type Daemon struct {
 	now func() time.Time
 	DB  *store.DB
 	// pg is the PostgreSQL database a cluster shares ([data] database), nil on a single node.
-	pg     *store.PG
+	pg *store.PG
+	// pgDown is why the shared database did not answer at start (nil when it did, or on a single node).
+	pgDown error
 	Queue  *queue.Queue
 	STS    *mtastscache.Cache
 	Policy *tlspolicy.Decider
@@ -92,6 +98,9 @@ type Daemon struct {
 	Admin         *admin.Server
 	Console       *console.Console
 	started       atomic.Pointer[time.Time] // when Run started; nil before
+
+	// reportStore is the TLS reports' store in cluster mode: the shared database (nil: the node's SQLite).
+	reportStore tlsreport.Store
 
 	settings atomic.Pointer[tlspolicy.Settings]
 	// running is the settings generation the TLS decision point uses.
@@ -122,6 +131,15 @@ type Daemon struct {
 
 	warnings warnings
 	notify   func(assignments ...string) error
+
+	// The node registry (nodes.go): where it is kept, the cluster secret once read, the heartbeat's
+	// interval, the bound after which a node is silent, and the request for a heartbeat now.
+	nodeStore   nodes.Storage
+	nodesReady  atomic.Bool // the registry's migrations ran
+	secret      atomic.Pointer[string]
+	beatEvery   time.Duration
+	silentAfter time.Duration
+	beatNow     chan struct{}
 }
 
 // adminHandler serves the API, metrics and probes, and the web console for everything else.
@@ -234,6 +252,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followSettings(runCtx) }()
 	}
+	// The first heartbeat before READY: the node lists itself from the moment it says it runs.
+	d.beat(runCtx)
+	wg.Add(1)
+	go func() { defer wg.Done(); d.runHeartbeat(runCtx) }()
 	d.comps.set(componentSMTP, admin.ComponentRunning, "")
 	go func() {
 		defer wg.Done()

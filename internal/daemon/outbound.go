@@ -33,6 +33,9 @@ func NewOutbound(cfg *config.Config, roots *x509.CertPool, resolver dnsx.Resolve
 	}
 	if resolver == nil {
 		c := &dnsx.Client{Timeout: cfg.DNS.Timeout.Duration(), Validating: cfg.DNS.ValidatingPrefixes()}
+		if cfg.DNS.Cache {
+			c.Cache = &dnsx.Cache{}
+		}
 		for _, ap := range cfg.DNS.ServerAddrs() {
 			c.Servers = append(c.Servers, ap.String())
 		}

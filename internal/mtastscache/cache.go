@@ -63,6 +63,15 @@ type Options struct {
 	UnusedAfter time.Duration
 	// RefreshInterval is Run's period. Zero means DefaultRefreshInterval.
 	RefreshInterval time.Duration
+
+	// Local, when set, puts the cache in cluster mode (cluster.go): Store is then the SharedStore of the
+	// cluster and Local the node's own copy of the cache (a SQLiteStore), which it starts from when Store
+	// does not answer. Node names this node as the holder of the refresh lease; it is required with Local.
+	Local Store
+	Node  string
+	// SyncInterval is how often Run merges the shared store into the cache in cluster mode. Zero means
+	// DefaultSyncInterval.
+	SyncInterval time.Duration
 }
 
 // Source says where the policy of a Lookup came from.
@@ -113,6 +122,13 @@ type Cache struct {
 	unusedAfter     time.Duration
 	refreshInterval time.Duration
 
+	// Cluster mode (cluster.go): local is the node's copy, nil on a single node. sharedMigrated is guarded
+	// by writeMu.
+	local          Store
+	node           string
+	syncInterval   time.Duration
+	sharedMigrated bool
+
 	randMu sync.Mutex
 	rand   *rand.Rand
 
@@ -139,6 +155,8 @@ type entry struct {
 	expires   time.Time
 	lastUsed  time.Time
 	usedDirty bool // lastUsed not yet written to the database
+	// sharedDirty: in cluster mode, the shared store may not hold this version yet (a write failed).
+	sharedDirty bool
 
 	lastError   string
 	lastErrorAt time.Time
@@ -174,6 +192,11 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	if o.Store == nil || o.Resolver == nil || o.Fetcher == nil {
 		return nil, errors.New("mtastscache: Options.Store (or DB), Resolver and Fetcher are required")
 	}
+	if o.Local != nil {
+		if _, ok := o.Store.(SharedStore); !ok || o.Node == "" {
+			return nil, errors.New("mtastscache: Options.Local needs a SharedStore and Node")
+		}
+	}
 	c := &Cache{
 		store:           o.Store,
 		resolver:        o.Resolver,
@@ -185,6 +208,9 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 		refreshAge:      o.RefreshAge,
 		unusedAfter:     o.UnusedAfter,
 		refreshInterval: o.RefreshInterval,
+		local:           o.Local,
+		node:            o.Node,
+		syncInterval:    o.SyncInterval,
 		entries:         map[address.Domain]*entry{},
 		backoffs:        map[backoffKey]failure{},
 		flights:         map[address.Domain]*flight{},
@@ -208,6 +234,15 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 	if c.refreshInterval <= 0 {
 		c.refreshInterval = DefaultRefreshInterval
 	}
+	if c.syncInterval <= 0 {
+		c.syncInterval = DefaultSyncInterval
+	}
+	if c.local != nil {
+		if err := c.startCluster(ctx); err != nil {
+			return nil, err
+		}
+		return c, nil
+	}
 	if err := o.Store.Migrate(ctx); err != nil {
 		return nil, fmt.Errorf("mtastscache: %w", err)
 	}
@@ -230,12 +265,17 @@ var ErrDiscoveryTemporary = errors.New("mtastscache: MTA-STS discovery failed te
 // Get returns the policy in force for a delivery to domain, doing the checks of RFC 8461 Section 5.1 step 1:
 // a TXT lookup on every call, and a fetch when the id is new or the cached policy expired.
 //
-// Concurrent calls for one domain share one TXT lookup and fetch. The error is non-nil when ctx ends first,
+// When the resolver has the TXT answer in its cache (dnsx.CachedTXTResolver) and it names the id of the
+// unexpired cached policy, Get answers at once, in the caller's goroutine: the warm path of every delivery.
+// Otherwise concurrent calls for one domain share one TXT lookup and fetch. The error is non-nil when ctx ends first,
 // and (wrapping ErrDiscoveryTemporary) when DNS failed temporarily with nothing cached; every other DNS and
 // HTTPS failure is described by the Lookup, because none of them stops a delivery (RFC 8461 Section 3.3).
 func (c *Cache) Get(ctx context.Context, domain address.Domain) (Lookup, error) {
 	if domain.IsZero() {
 		return Lookup{}, errors.New("mtastscache: empty domain")
+	}
+	if l, ok := c.current(domain); ok {
+		return l, nil
 	}
 	c.mu.Lock()
 	f, ok := c.flights[domain]
@@ -269,6 +309,38 @@ func (c *Cache) Get(ctx context.Context, domain address.Domain) (Lookup, error) 
 		c.markUsed(domain, f.res.ID)
 	}
 	return f.res, nil
+}
+
+// current is Get's warm path: the TXT record, from the resolver's cache only, names the id of the unexpired
+// cached policy, which is then served (and marked used) as lookup would serve it. Anything else (no cached
+// answer, a failed or changed record, an expired policy) is left to lookup.
+func (c *Cache) current(domain address.Domain) (Lookup, bool) {
+	r, ok := c.resolver.(dnsx.CachedTXTResolver)
+	if !ok {
+		return Lookup{}, false
+	}
+	// RFC 8461 Section 3.4 (STS-62): the exact Policy Domain, as discover asks it.
+	txts, _, err := r.CachedTXT("_mta-sts." + domain.FQDN())
+	if err != nil {
+		return Lookup{}, false
+	}
+	rec, err := mtasts.SelectRecord(txts)
+	if err != nil {
+		return Lookup{}, false
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[domain]
+	// RFC 8461 Section 5.1 step 1 (STS-55): same id, unexpired policy (STS-54): no fetch.
+	if e == nil || e.id != rec.ID || !now.Before(e.expires) {
+		return Lookup{}, false
+	}
+	if now.After(e.lastUsed) {
+		e.lastUsed = now
+		e.usedDirty = true
+	}
+	return c.serve(e, SourceCache, "", ""), true
 }
 
 // lookup is Get's algorithm for one flight.
@@ -305,6 +377,12 @@ func (c *Cache) lookup(ctx context.Context, domain address.Domain) (Lookup, erro
 	// A new id (STS-56, STS-84), an expired policy (STS-54) or none cached: fetch, unless a fetch for this
 	// very id failed less than FailureBackoff ago. RFC 8461 Section 3.3: the back-off is per policy id, so a
 	// changed id is fetched at once (STS-35).
+	// Cluster mode: another node may have fetched the policy under this id already.
+	if c.local != nil {
+		if e := c.fromShared(ctx, domain, rec.ID, now); e != nil {
+			return c.serve(e, SourceCache, "", ""), nil
+		}
+	}
 	key := backoffKey{domain, rec.ID}
 	if f, ok := c.backingOff(key, now); ok {
 		return c.failed(cached, f), nil

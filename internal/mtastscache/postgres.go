@@ -2,7 +2,10 @@ package mtastscache
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/mtasts"
@@ -25,6 +28,12 @@ var postgresMigrations = []string{
 		last_refresh_error   TEXT NOT NULL DEFAULT '',
 		consecutive_failures INTEGER NOT NULL DEFAULT 0
 	)`,
+	// Leases: which node refreshes the cluster's policies (Lease), until when (Unix nanoseconds).
+	`CREATE TABLE mtasts_leases (
+		name   TEXT PRIMARY KEY,
+		holder TEXT NOT NULL,
+		until  BIGINT NOT NULL
+	)`,
 }
 
 // PostgresStore keeps the policy cache in the PostgreSQL database a cluster shares.
@@ -32,7 +41,7 @@ type PostgresStore struct {
 	PG *store.PG
 }
 
-var _ Store = PostgresStore{}
+var _ SharedStore = PostgresStore{}
 
 // Migrate implements Store.
 func (s PostgresStore) Migrate(ctx context.Context) error {
@@ -90,4 +99,41 @@ func (s PostgresStore) Used(ctx context.Context, domain address.Domain, at time.
 func (s PostgresStore) Delete(ctx context.Context, domain address.Domain) error {
 	_, err := s.PG.Exec(ctx, `DELETE FROM mtasts_policies WHERE domain = $1`, domain.String())
 	return err
+}
+
+// Get implements SharedStore.
+func (s PostgresStore) Get(ctx context.Context, domain address.Domain) (Record, bool, error) {
+	var r Record
+	var mode string
+	var maxAge, fetched, expires, lastUsed, lastRefreshAt int64
+	err := s.PG.QueryRow(ctx, `SELECT domain, id, policy, mode, max_age, fetched, expires, last_used,
+		last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies WHERE domain = $1`,
+		domain.String()).Scan(&r.Domain, &r.ID, &r.Policy, &mode, &maxAge, &fetched, &expires, &lastUsed,
+		&lastRefreshAt, &r.LastRefreshError, &r.Failures)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, err
+	}
+	r.Mode = mtasts.Mode(mode)
+	r.MaxAge = time.Duration(maxAge) * time.Second
+	r.Fetched, r.Expires, r.LastUsed, r.LastRefreshAt = fromDB(fetched), fromDB(expires), fromDB(lastUsed), fromDB(lastRefreshAt)
+	return r, true, nil
+}
+
+// Lease implements SharedStore: one statement, so that two nodes asking at once cannot both get it.
+func (s PostgresStore) Lease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+	var got string
+	err := s.PG.QueryRow(ctx, `INSERT INTO mtasts_leases(name, holder, until) VALUES($1, $2, $3)
+		ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+			WHERE mtasts_leases.holder = excluded.holder OR mtasts_leases.until < $4
+		RETURNING holder`, name, holder, toDB(until), toDB(now)).Scan(&got)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return got == holder, nil
 }

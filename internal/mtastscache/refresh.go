@@ -47,6 +47,17 @@ func (c *Cache) RefreshDue(ctx context.Context) (int, error) {
 	if err := c.saveUsage(ctx); err != nil {
 		errs = append(errs, err)
 	}
+	if c.local != nil {
+		// Cluster mode: merge what the other nodes wrote, then refresh only under the lease, so that one node
+		// at a time fetches for the cluster.
+		if err := c.sync(ctx); err != nil {
+			return 0, errors.Join(append(errs, err)...)
+		}
+		holder, err := c.holdsLease(ctx)
+		if err != nil || !holder {
+			return 0, errors.Join(append(errs, err)...)
+		}
+	}
 	now := c.now()
 	var due, unused []address.Domain
 	c.mu.Lock()
@@ -179,11 +190,18 @@ func (c *Cache) refreshFailed(ctx context.Context, domain address.Domain, err er
 }
 
 // Run calls RefreshDue about every RefreshInterval, with jitter, until ctx ends; then it saves the last-used
-// times and returns nil.
+// times and returns nil. In cluster mode it also merges the shared store into the cache every SyncInterval.
 func (c *Cache) Run(ctx context.Context) error {
 	// The first round comes after a random part of the interval, so that nodes started together spread out.
 	t := time.NewTimer(time.Duration(c.randFloat() * float64(c.refreshInterval)))
 	defer t.Stop()
+	var sync <-chan time.Time
+	if c.local != nil {
+		tick := time.NewTicker(c.syncInterval)
+		defer tick.Stop()
+		sync = tick.C
+	}
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -191,6 +209,20 @@ func (c *Cache) Run(ctx context.Context) error {
 				c.log.Error("mtastscache: saving last-used times", "err", err)
 			}
 			return nil
+		case <-sync:
+			err := c.saveUsage(ctx)
+			if err == nil {
+				err = c.sync(ctx)
+			}
+			switch {
+			case err != nil && ctx.Err() == nil && !failing:
+				c.log.Warn("mtastscache: shared policy cache unreachable: serving this node's copy", "err", err)
+				failing = true
+			case err == nil && failing:
+				c.log.Info("mtastscache: shared policy cache reachable again")
+				failing = false
+			}
+			continue
 		case <-t.C:
 		}
 		if _, err := c.RefreshDue(ctx); err != nil && ctx.Err() == nil {

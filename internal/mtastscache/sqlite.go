@@ -2,6 +2,8 @@ package mtastscache
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -87,4 +89,23 @@ func (s SQLiteStore) Used(ctx context.Context, domain address.Domain, at time.Ti
 func (s SQLiteStore) Delete(ctx context.Context, domain address.Domain) error {
 	_, err := s.DB.ExecContext(ctx, `DELETE FROM mtasts_policies WHERE domain = ?`, domain.String())
 	return err
+}
+
+// Get returns domain's record; ok is false when there is none.
+func (s SQLiteStore) Get(ctx context.Context, domain address.Domain) (Record, bool, error) {
+	var r Record
+	var maxAge, fetched, expires, lastUsed, lastRefreshAt int64
+	err := s.DB.QueryRowContext(ctx, `SELECT domain, id, policy, mode, max_age, fetched, expires, last_used,
+		last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies WHERE domain = ?`,
+		domain.String()).Scan(&r.Domain, &r.ID, &r.Policy, &r.Mode, &maxAge, &fetched, &expires, &lastUsed,
+		&lastRefreshAt, &r.LastRefreshError, &r.Failures)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, err
+	}
+	r.MaxAge = time.Duration(maxAge) * time.Second
+	r.Fetched, r.Expires, r.LastUsed, r.LastRefreshAt = fromDB(fetched), fromDB(expires), fromDB(lastUsed), fromDB(lastRefreshAt)
+	return r, true, nil
 }

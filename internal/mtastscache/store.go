@@ -59,7 +59,12 @@ func fromDB(n int64) time.Time {
 // load reads every stored policy. A record whose domain or policy no longer parses is skipped with a
 // warning; the next successful fetch for that domain overwrites it.
 func (c *Cache) load(ctx context.Context) ([]*entry, error) {
-	recs, err := c.store.Load(ctx)
+	return c.loadFrom(ctx, c.store)
+}
+
+// loadFrom reads every policy st holds, as load does.
+func (c *Cache) loadFrom(ctx context.Context, st Store) ([]*entry, error) {
+	recs, err := st.Load(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("mtastscache: load: %w", err)
 	}
@@ -91,16 +96,43 @@ func (c *Cache) load(ctx context.Context) ([]*entry, error) {
 	return out, nil
 }
 
-// save writes e, replacing the domain's record.
-func (c *Cache) save(ctx context.Context, e *entry) error {
+// record returns e as stored.
+func (c *Cache) record(e *entry) Record {
 	c.mu.Lock()
-	r := Record{
+	defer c.mu.Unlock()
+	return Record{
 		Domain: e.domain.String(), ID: e.id, Policy: string(e.raw), Mode: e.policy.Mode, MaxAge: e.policy.MaxAge,
 		Fetched: e.fetched, Expires: e.expires, LastUsed: e.lastUsed, LastRefreshAt: e.lastErrorAt,
 		LastRefreshError: e.lastError, Failures: e.failures,
 	}
+}
+
+// save writes e, replacing the domain's record. In cluster mode it writes the local copy first; a shared
+// store that does not answer is logged, and the record is written to it at the next sync.
+func (c *Cache) save(ctx context.Context, e *entry) error {
+	r := c.record(e)
+	c.mu.Lock()
 	e.usedDirty = false
 	c.mu.Unlock()
+	if c.local != nil {
+		if err := c.local.Save(ctx, r); err != nil {
+			return fmt.Errorf("mtastscache: local copy: save %s: %w", e.domain, err)
+		}
+		sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+		err := c.store.Save(sctx, r)
+		cancel()
+		if err != nil {
+			c.mu.Lock()
+			e.sharedDirty = true
+			c.mu.Unlock()
+			c.log.Warn("mtastscache: shared policy cache unreachable: policy kept in this node's local copy until it answers", "domain", e.domain.String(), "err", err)
+			return nil
+		}
+		c.mu.Lock()
+		e.sharedDirty = false
+		c.mu.Unlock()
+		return nil
+	}
 	if err := c.store.Save(ctx, r); err != nil {
 		return fmt.Errorf("mtastscache: save %s: %w", e.domain, err)
 	}
@@ -123,6 +155,11 @@ func (c *Cache) saveUsage(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	for i, u := range dirty {
+		if c.local != nil {
+			if err := c.local.Used(ctx, u.domain, u.at); err != nil {
+				c.log.Error("mtastscache: local copy: save last_used", "domain", u.domain.String(), "err", err)
+			}
+		}
 		if err := c.store.Used(ctx, u.domain, u.at); err != nil {
 			// Mark the rest dirty again so a later call retries them.
 			c.mu.Lock()
@@ -139,8 +176,26 @@ func (c *Cache) saveUsage(ctx context.Context) error {
 }
 
 func (c *Cache) remove(ctx context.Context, domain address.Domain) error {
+	if c.local != nil {
+		if err := c.local.Delete(ctx, domain); err != nil {
+			return fmt.Errorf("mtastscache: local copy: delete %s: %w", domain, err)
+		}
+	}
 	if err := c.store.Delete(ctx, domain); err != nil {
 		return fmt.Errorf("mtastscache: delete %s: %w", domain, err)
 	}
 	return nil
+}
+
+// SharedStore is a Store the nodes of a cluster share (PostgresStore). A Cache over one (Options.Local set)
+// reads a policy another node fetched instead of fetching it again, and refreshes only while it holds the
+// refresh lease.
+type SharedStore interface {
+	Store
+	// Get returns domain's record; ok is false when there is none.
+	Get(ctx context.Context, domain address.Domain) (r Record, ok bool, err error)
+	// Lease takes or renews the lease name for holder until until, and reports whether holder has it: it
+	// has it when nobody held it, when holder held it already, or when the other holder's lease ended
+	// before now.
+	Lease(ctx context.Context, name, holder string, now, until time.Time) (bool, error)
 }

@@ -26,6 +26,9 @@ type FollowOptions struct {
 	// PollInterval is how often the newest generation is read regardless; 0 means DefaultPollInterval.
 	PollInterval time.Duration
 	Logger       *slog.Logger
+	// OnState, when set, is told the outcome of every read of the newest generation: nil when the storage
+	// answered, the error otherwise.
+	OnState func(err error)
 }
 
 // Follow keeps o.Store on the newest committed generation of its shared storage until ctx ends, so that a
@@ -67,6 +70,9 @@ func Follow(ctx context.Context, o FollowOptions) {
 		rctx, cancel := context.WithTimeout(ctx, reloadTimeout)
 		snap, err := o.Store.Reload(rctx)
 		cancel()
+		if o.OnState != nil && ctx.Err() == nil {
+			o.OnState(err)
+		}
 		switch {
 		case err != nil && ctx.Err() != nil:
 			return

@@ -336,6 +336,11 @@ type Store struct {
 	current  Snapshot
 	watchers []func(Snapshot)
 	checks   []Check
+
+	// replica, when set (OpenShared), is the node's local copy of the generation in force; replicaErr, the
+	// last failure to write it, is guarded by notifyMu.
+	replica    *Replica
+	replicaErr error
 }
 
 // AddCheck registers a component's validation. Staging a value the check refuses is refused; a commit or
@@ -507,10 +512,27 @@ func (s *Store) adopt(snap Snapshot) Snapshot {
 	s.current = snap
 	watchers := append([]func(Snapshot){}, s.watchers...)
 	s.mu.Unlock()
+	if s.replica != nil {
+		// The generation is in force whether or not its copy could be written: the copy only matters for a
+		// start without the database, and the next generation rewrites it.
+		if err := s.replica.Save(snap); err != nil {
+			s.replicaErr = err
+		} else {
+			s.replicaErr = nil
+		}
+	}
 	for _, w := range watchers {
 		w(snap)
 	}
 	return snap
+}
+
+// ReplicaError returns the last failure to write the local copy of the generation in force (OpenShared),
+// nil when the copy is current.
+func (s *Store) ReplicaError() error {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	return s.replicaErr
 }
 
 // Set stages key = value.

@@ -442,6 +442,11 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	if !reply {
 		return
 	}
+	if m.Rcode == dns.RcodeNameError || (m.Rcode == dns.RcodeSuccess && len(m.Answer) == 0) {
+		// RFC 2308 Section 3: a negative answer carries the zone's SOA, whose TTL and MINIMUM give the time a
+		// resolver may keep it.
+		m.Ns = append(m.Ns, negativeSOA(q.Name))
+	}
 	if bogus && !req.CheckingDisabled {
 		// A validating resolver refuses data that fails validation (RFC 4035 Section 5.5).
 		m.Answer, m.Ns, m.Rcode = nil, nil, dns.RcodeServerFailure
@@ -458,6 +463,18 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		m.Truncate(size)
 	}
 	_ = w.WriteMsg(m)
+}
+
+// negativeSOA is the SOA of the zone a negative answer for name comes from: the simulated internet has no
+// delegation, so the zone is taken to be the last two labels of the name.
+func negativeSOA(name string) dns.RR {
+	labels := dns.SplitDomainName(canon(name))
+	zone := "."
+	if len(labels) >= 2 {
+		zone = dns.Fqdn(labels[len(labels)-2] + "." + labels[len(labels)-1])
+	}
+	return &dns.SOA{Hdr: hdr(zone, dns.TypeSOA), Ns: "ns." + zone, Mbox: "hostmaster." + zone,
+		Serial: 1, Refresh: 7200, Retry: 3600, Expire: 1209600, Minttl: ttl}
 }
 
 // lookupHost returns the addresses of host from the zone data, following CNAMEs, in record order.

@@ -26,6 +26,8 @@ func (n *Net) GatewayConfig(dataDir string) *config.Config {
 	cfg.Delivery.CommandTimeout = config.Duration(30 * time.Second)
 	cfg.DNS.Servers = []string{n.DNSAddr}
 	cfg.DNS.Timeout = config.Duration(10 * time.Second)
+	// Tests change records between deliveries and expect the next attempt to see them at once.
+	cfg.DNS.Cache = false
 	cfg.MTASTS.HTTPSPort = n.HTTPSPort
 	cfg.MTASTS.AllowNetworks = []string{n.Block.String()}
 	cfg.MTASTS.FetchTimeout = config.Duration(5 * time.Second)

@@ -191,6 +191,12 @@ func (c *client) ehlo() string {
 func (c *client) starttls() {
 	c.t.Helper()
 	c.cmd(220, "2.0.0", "STARTTLS")
+	c.handshake()
+}
+
+// handshake runs the client side of TLS on the connection, after the server's 220 to STARTTLS.
+func (c *client) handshake() {
+	c.t.Helper()
 	tc := tls.Client(c.conn, &tls.Config{RootCAs: c.ca.Pool(), ServerName: testHost, Time: c.ca.Now})
 	if err := tc.Handshake(); err != nil {
 		c.t.Fatalf("TLS handshake: %v", err)

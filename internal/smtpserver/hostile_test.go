@@ -142,7 +142,7 @@ func TestBareLineEndingsInDataNotCommands(t *testing.T) {
 		h := newHarness(t, nil)
 		c := h.dial(t)
 		c.ehlo()
-		c.cmd(502, "5.5.1", "DATA") // no transaction: the next lines are commands, and checked
+		c.cmd(503, "5.5.1", "DATA") // no transaction: the next lines are commands, and checked
 		c.raw("NOOP\n")
 		c.expect(500, "5.5.2")
 		c.closed()
@@ -188,7 +188,7 @@ func TestCommandGuardParsesAsGoSMTP(t *testing.T) {
 		c := h.dial(t)
 		c.ehlo()
 		c.raw("DATA\r\nNOOP\n")
-		c.expect(502, "5.5.1")
+		c.expect(503, "5.5.1")
 		c.expect(500, "5.5.2")
 		c.closed()
 	})

@@ -48,7 +48,7 @@ func TestIntakeObserverReasons(t *testing.T) {
 	c.starttls()
 	c.ehlo()
 	c.cmd(535, "5.7.8", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00wrong")))
-	c.cmd(235, "2.0.0", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
+	c.cmd(235, "2.7.0", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
 	if code, msg := c.send("a@example.org", []string{"b@example.net"}, simpleMsg); code != 250 {
 		t.Fatalf("DATA reply = %d %q", code, msg)
 	}

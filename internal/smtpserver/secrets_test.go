@@ -16,7 +16,7 @@ func TestAuthSecretsNeverLogged(t *testing.T) {
 	wrong := base64.StdEncoding.EncodeToString([]byte("\x00alice\x00wrong-Pa55word"))
 	right := base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret"))
 	c.cmd(535, "5.7.8", "AUTH PLAIN %s", wrong)
-	c.cmd(235, "2.0.0", "AUTH PLAIN %s", right)
+	c.cmd(235, "2.7.0", "AUTH PLAIN %s", right)
 	if code, msg := c.send("a@example.org", []string{"b@example.net"}, simpleMsg); code != 250 {
 		t.Fatalf("DATA reply = %d %s", code, msg)
 	}

@@ -79,7 +79,7 @@ func TestRelayDeniedOutsideRelayNetworks(t *testing.T) {
 	c.cmd(250, "", "MAIL FROM:<a@example.org>")
 	c.cmd(554, "5.7.1", "RCPT TO:<b@example.net>")
 	c.cmd(554, "5.7.1", "RCPT TO:<@relay.example:b@example.net>")
-	c.cmd(502, "", "DATA")
+	c.cmd(503, "5.5.1", "DATA")
 	if n := len(h.sub.got()); n != 0 {
 		t.Fatalf("queued %d messages", n)
 	}
@@ -111,20 +111,20 @@ func TestAuthAfterSTARTTLSRelays(t *testing.T) {
 	}{
 		{"PLAIN", func(c *client) {
 			c.cmd(535, "5.7.8", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00wrong")))
-			c.cmd(235, "2.0.0", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
+			c.cmd(235, "2.7.0", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
 		}},
 		{"PLAIN with mismatched authzid", func(c *client) {
 			c.cmd(535, "5.7.8", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("bob\x00alice\x00secret")))
-			c.cmd(235, "2.0.0", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("alice\x00alice\x00secret")))
+			c.cmd(235, "2.7.0", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("alice\x00alice\x00secret")))
 		}},
 		{"LOGIN", func(c *client) {
 			c.cmd(334, "VXNlcm5hbWU6", "AUTH LOGIN")
 			c.cmd(334, "UGFzc3dvcmQ6", "%s", base64.StdEncoding.EncodeToString([]byte("alice")))
-			c.cmd(235, "2.0.0", "%s", base64.StdEncoding.EncodeToString([]byte("secret")))
+			c.cmd(235, "2.7.0", "%s", base64.StdEncoding.EncodeToString([]byte("secret")))
 		}},
 		{"unknown user", func(c *client) {
 			c.cmd(535, "5.7.8", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00mallory\x00secret")))
-			c.cmd(235, "2.0.0", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
+			c.cmd(235, "2.7.0", "AUTH PLAIN %s", base64.StdEncoding.EncodeToString([]byte("\x00alice\x00secret")))
 		}},
 	}
 	for _, tt := range tests {
@@ -167,7 +167,7 @@ func TestAuthFailureLockout(t *testing.T) {
 	}
 	c.cmd(454, "4.7.0", "AUTH PLAIN %s", good)
 	h.clock.Advance(authFailureWindow)
-	c.cmd(235, "2.0.0", "AUTH PLAIN %s", good)
+	c.cmd(235, "2.7.0", "AUTH PLAIN %s", good)
 }
 
 func TestDSNParametersKept(t *testing.T) {
@@ -437,7 +437,7 @@ func TestCommandInjectionRefused(t *testing.T) {
 				c.closed() // a bare CR in a command ends the session
 				return
 			}
-			c.cmd(502, "", "RCPT TO:<b@example.net>") // no transaction was opened
+			c.cmd(503, "5.5.1", "RCPT TO:<b@example.net>") // no transaction was opened
 		})
 	}
 	t.Run("control char in ORCPT", func(t *testing.T) {

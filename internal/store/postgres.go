@@ -36,6 +36,21 @@ func Redact(dsn string) string {
 // OpenPostgres connects to the PostgreSQL database dsn (postgres://user:password@host:port/db?sslmode=...),
 // checks that it answers and creates the migration bookkeeping table.
 func OpenPostgres(ctx context.Context, dsn string) (*PG, error) {
+	pg, err := NewPostgres(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := pg.Init(ctx); err != nil {
+		pg.Close()
+		return nil, err
+	}
+	return pg, nil
+}
+
+// NewPostgres returns the connection pool of the PostgreSQL database dsn without connecting: the pool
+// connects on first use, so that a node can start while the database is unreachable and use it once it
+// returns. Only a malformed dsn is an error. Init checks that the database answers.
+func NewPostgres(dsn string) (*PG, error) {
 	if !IsPostgresDSN(dsn) {
 		return nil, fmt.Errorf("store: database %q: want a postgres:// URL", Redact(dsn))
 	}
@@ -47,24 +62,27 @@ func OpenPostgres(ctx context.Context, dsn string) (*PG, error) {
 	// a server restart or failover the pool holds connections the server has closed, and the first statement
 	// on each would fail. A round trip per statement is cheap for this state, which is never per message.
 	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: database %s: %w", Redact(dsn), err)
 	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("store: database %s: %w", Redact(dsn), err)
+	return &PG{Pool: pool, DSN: dsn}, nil
+}
+
+// Init checks that the database answers and creates the migration bookkeeping table.
+func (pg *PG) Init(ctx context.Context) error {
+	if err := pg.Ping(ctx); err != nil {
+		return fmt.Errorf("store: database %s: %w", Redact(pg.DSN), err)
 	}
-	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_versions (
+	if _, err := pg.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_versions (
 		component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
 		// Two nodes starting together may race on the CREATE; the loser sees a unique violation on the
 		// catalog, and the table then exists.
-		if _, err2 := pool.Exec(ctx, `SELECT 1 FROM schema_versions LIMIT 1`); err2 != nil {
-			pool.Close()
-			return nil, fmt.Errorf("store: database %s: %w", Redact(dsn), err)
+		if _, err2 := pg.Exec(ctx, `SELECT 1 FROM schema_versions LIMIT 1`); err2 != nil {
+			return fmt.Errorf("store: database %s: %w", Redact(pg.DSN), err)
 		}
 	}
-	return &PG{Pool: pool, DSN: dsn}, nil
+	return nil
 }
 
 // migrationLock is the transaction-level advisory lock key that serialises migrations between nodes
@@ -95,6 +113,11 @@ func migratePostgresOne(ctx context.Context, pg *PG, component string, migration
 	}
 	defer tx.Rollback(ctx)
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
+		return false, fmt.Errorf("store: migrate %s: %w", component, err)
+	}
+	// Init creates it too; a pool made by NewPostgres for a database that was down at start may not have.
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_versions (
+		component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
 		return false, fmt.Errorf("store: migrate %s: %w", component, err)
 	}
 	var have int

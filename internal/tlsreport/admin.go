@@ -32,27 +32,7 @@ func (r *Reporter) Pending(ctx context.Context) ([]PendingSummary, error) {
 			return nil, err
 		}
 	}
-	rows, err := r.DB.QueryContext(ctx, `SELECT p.day, p.policy_domain, COUNT(*), SUM(p.success), SUM(p.failure),
-		COALESCE(MAX(rep.report_id), '')
-		FROM tlsreport_policies p LEFT JOIN tlsreport_reports rep
-			ON rep.day = p.day AND rep.policy_domain = p.policy_domain
-		WHERE rep.status IS NULL OR rep.status = ?
-		GROUP BY p.day, p.policy_domain ORDER BY p.day, p.policy_domain`, reportBuilt)
-	if err != nil {
-		return nil, fmt.Errorf("tlsreport: pending: %w", err)
-	}
-	defer rows.Close()
-	var out []PendingSummary
-	for rows.Next() {
-		var s PendingSummary
-		var day string
-		if err := rows.Scan(&day, &s.Domain, &s.Policies, &s.Successful, &s.Failed, &s.ReportID); err != nil {
-			return nil, fmt.Errorf("tlsreport: pending: %w", err)
-		}
-		s.Day, _ = time.Parse(dayFormat, day)
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return r.st.Pending(ctx)
 }
 
 // Suppression is one entry of the suppression list.
@@ -83,12 +63,7 @@ func (r *Reporter) Suppress(ctx context.Context, entry, note string) error {
 	if err != nil {
 		return err
 	}
-	_, err = r.DB.ExecContext(ctx, `INSERT INTO tlsreport_suppressions (entry, note, added) VALUES (?, ?, ?)
-		ON CONFLICT (entry) DO UPDATE SET note = excluded.note`, e, note, r.now().Format(timeFormat))
-	if err != nil {
-		return fmt.Errorf("tlsreport: suppress: %w", err)
-	}
-	return nil
+	return r.st.Suppress(ctx, e, note, r.now())
 }
 
 // Unsuppress removes entry from the suppression list.
@@ -100,10 +75,7 @@ func (r *Reporter) Unsuppress(ctx context.Context, entry string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.DB.ExecContext(ctx, `DELETE FROM tlsreport_suppressions WHERE entry = ?`, e); err != nil {
-		return fmt.Errorf("tlsreport: unsuppress: %w", err)
-	}
-	return nil
+	return r.st.Unsuppress(ctx, e)
 }
 
 // Suppressions returns the suppression list, sorted.
@@ -111,22 +83,7 @@ func (r *Reporter) Suppressions(ctx context.Context) ([]Suppression, error) {
 	if _, err := r.init(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := r.DB.QueryContext(ctx, `SELECT entry, note, added FROM tlsreport_suppressions ORDER BY entry`)
-	if err != nil {
-		return nil, fmt.Errorf("tlsreport: suppressions: %w", err)
-	}
-	defer rows.Close()
-	var out []Suppression
-	for rows.Next() {
-		var s Suppression
-		var added string
-		if err := rows.Scan(&s.Entry, &s.Note, &added); err != nil {
-			return nil, fmt.Errorf("tlsreport: suppressions: %w", err)
-		}
-		s.Added = parseTime(added)
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return r.st.Suppressions(ctx)
 }
 
 type suppressionSet map[string]bool
@@ -165,25 +122,5 @@ func (r *Reporter) Prune(ctx context.Context, before time.Time) error {
 	if _, err := r.init(ctx); err != nil {
 		return err
 	}
-	day := Day(before).Format(dayFormat)
-	tx, err := r.DB.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("tlsreport: prune: %w", err)
-	}
-	defer tx.Rollback()
-	for _, q := range []string{
-		`DELETE FROM tlsreport_failures WHERE policy_id IN (SELECT id FROM tlsreport_policies WHERE day < ?)`,
-		`DELETE FROM tlsreport_policies WHERE day < ?`,
-		`DELETE FROM tlsreport_deliveries WHERE day < ? AND status NOT IN ('pending', 'sending', 'retrying')`,
-		`DELETE FROM tlsreport_reports WHERE day < ?
-			AND report_id NOT IN (SELECT report_id FROM tlsreport_deliveries)`,
-	} {
-		if _, err := tx.ExecContext(ctx, q, day); err != nil {
-			return fmt.Errorf("tlsreport: prune: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("tlsreport: prune: %w", err)
-	}
-	return nil
+	return r.st.Prune(ctx, Day(before).Format(dayFormat))
 }

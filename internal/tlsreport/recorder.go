@@ -2,12 +2,14 @@ package tlsreport
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -29,23 +31,34 @@ type RecorderOptions struct {
 	// OnFlush, when set, is called after each background flush with its error (nil when the buffered
 	// counts are in the store).
 	OnFlush func(err error)
+	// Store is where the aggregates go; nil means the SQLite database given to NewRecorder. When it is
+	// another store (the database a cluster shares), the SQLite database holds the batches that could not be
+	// written to it, and they are handed over once it answers again.
+	Store Store
 	// MaxKeys bounds the distinct aggregates held in memory between flushes; sessions that would add a new
 	// one beyond it are dropped (and counted in Dropped) so a stuck database cannot exhaust memory. 0 means
 	// 100000.
 	MaxKeys int
 }
 
+// sharedTimeout bounds a write to a shared store that has a local fallback.
+const sharedTimeout = 10 * time.Second
+
 // Recorder aggregates session results for TLS reporting. Record is cheap: it adds to an in-memory aggregate
 // under a mutex; a background goroutine writes the aggregates to the state store in one transaction every
 // FlushInterval or FlushSessions sessions. Counts in the store survive a restart; Close flushes what is
 // buffered.
 type Recorder struct {
-	db            *store.DB
+	store         Store
+	local         Store // nil, or where batches wait while store is unreachable
 	now           func() time.Time
 	log           *slog.Logger
 	flushSessions int
 	maxKeys       int
 	onFlush       func(error)
+
+	migrated atomic.Bool
+	held     atomic.Int64 // batches in local
 
 	mu       sync.Mutex
 	buf      map[policyKey]*policyAgg
@@ -85,13 +98,11 @@ type policyAgg struct {
 	failures         map[failureKey]int64
 }
 
-// NewRecorder migrates the tlsreport schema and starts the background flusher.
+// NewRecorder migrates the tlsreport schema and starts the background flusher. db is the node's SQLite
+// database: the store itself, or, when o.Store is set, where batches wait while o.Store is unreachable.
 func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorder, error) {
-	if err := Migrate(ctx, db); err != nil {
-		return nil, err
-	}
 	r := &Recorder{
-		db:            db,
+		store:         o.Store,
 		now:           o.Now,
 		log:           o.Logger,
 		flushSessions: o.FlushSessions,
@@ -113,6 +124,35 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 	}
 	if r.maxKeys <= 0 {
 		r.maxKeys = 100000
+	}
+	if r.store == nil {
+		r.store = NewSQLiteStore(db)
+	} else if db != nil {
+		r.local = NewSQLiteStore(db)
+		if err := r.local.Migrate(ctx); err != nil {
+			return nil, err
+		}
+		held, err := r.local.Held(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r.held.Store(int64(len(held)))
+	}
+	mctx, cancel := ctx, context.CancelFunc(func() {})
+	if r.local != nil {
+		// A shared store that does not answer (a partition rather than a refusal) must not hold up the start.
+		mctx, cancel = context.WithTimeout(ctx, sharedTimeout)
+	}
+	err := r.store.Migrate(mctx)
+	cancel()
+	if err != nil {
+		if r.local == nil {
+			return nil, err
+		}
+		// The shared database is unreachable: sessions are held locally, and the next flush tries again.
+		r.log.Warn("tlsreport: the shared store is unreachable; session results are kept locally until it answers", "err", err)
+	} else {
+		r.migrated.Store(true)
 	}
 	interval := o.FlushInterval
 	if interval == 0 {
@@ -239,7 +279,7 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	r.buf = map[policyKey]*policyAgg{}
 	r.keys, r.sessions = 0, 0
 	r.mu.Unlock()
-	if len(batch) == 0 {
+	if len(batch) == 0 && r.held.Load() == 0 {
 		return nil
 	}
 	if err := r.write(ctx, batch); err != nil {
@@ -273,39 +313,91 @@ func (r *Recorder) mergeLocked(k policyKey, a *policyAgg) {
 	}
 }
 
+// write adds batch to the store. When the store fails and there is a local one, batch is held there
+// instead (and write succeeds); once the store answers, the held batches are handed over to it.
 func (r *Recorder) write(ctx context.Context, batch map[policyKey]*policyAgg) error {
-	tx, err := r.db.BeginTx(ctx, nil)
-	if err != nil {
+	b := toBatch(batch)
+	sctx, cancel := ctx, context.CancelFunc(func() {})
+	if r.local != nil {
+		// Bounded: sessions wait locally rather than behind a shared store that does not answer.
+		sctx, cancel = context.WithTimeout(ctx, sharedTimeout)
+	}
+	err := r.ensureMigrated(sctx)
+	if err == nil && len(b.Aggregates) > 0 {
+		_, err = r.store.AddSessions(sctx, b)
+	}
+	cancel()
+	if err == nil {
+		// batch is in the store whatever happens to the hand-over, which the next flush tries again.
+		if herr := r.handOver(ctx); herr != nil {
+			r.log.Warn("tlsreport: handing over session results kept locally", "err", herr)
+		}
+		return nil
+	}
+	if r.local == nil || len(b.Aggregates) == 0 {
 		return fmt.Errorf("tlsreport: flush: %w", err)
 	}
-	defer tx.Rollback()
-	for k, a := range batch {
-		var id int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO tlsreport_policies
-			(day, policy_domain, policy_type, policy_string, mx_host, success, failure) VALUES (?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (day, policy_domain, policy_type, policy_string, mx_host) DO UPDATE SET
-			success = success + excluded.success, failure = failure + excluded.failure
-			RETURNING id`,
-			k.day, k.domain, string(k.policyType), k.policyString, k.mxHost, a.success, a.failure).Scan(&id)
-		if err != nil {
-			return fmt.Errorf("tlsreport: flush: %w", err)
-		}
-		for fk, n := range a.failures {
-			_, err := tx.ExecContext(ctx, `INSERT INTO tlsreport_failures
-				(policy_id, result_type, sending_ip, receiving_mx, receiving_helo, receiving_ip, reason_code, additional, count)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-				ON CONFLICT (policy_id, result_type, sending_ip, receiving_mx, receiving_helo, receiving_ip, reason_code, additional)
-				DO UPDATE SET count = count + excluded.count`,
-				id, string(fk.resultType), fk.sendingIP, fk.receivingMX, fk.helo, fk.receivingIP, fk.reasonCode, fk.additionInfo, n)
-			if err != nil {
-				return fmt.Errorf("tlsreport: flush: %w", err)
-			}
-		}
+	b.ID = rand.Text()
+	if herr := r.local.Hold(ctx, b); herr != nil {
+		return fmt.Errorf("tlsreport: flush: %w; keeping them locally: %w", err, herr)
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("tlsreport: flush: %w", err)
+	if r.held.Add(1) == 1 {
+		r.log.Warn("tlsreport: the shared store is unreachable; session results are kept locally until it answers", "err", err)
 	}
 	return nil
+}
+
+func (r *Recorder) ensureMigrated(ctx context.Context) error {
+	if r.migrated.Load() {
+		return nil
+	}
+	if err := r.store.Migrate(ctx); err != nil {
+		return err
+	}
+	r.migrated.Store(true)
+	return nil
+}
+
+// handOver writes the locally held batches to the store, each once (by its ID), and releases them.
+func (r *Recorder) handOver(ctx context.Context) error {
+	if r.held.Load() == 0 {
+		return nil
+	}
+	held, err := r.local.Held(ctx)
+	if err != nil {
+		return fmt.Errorf("tlsreport: hand over held sessions: %w", err)
+	}
+	for _, b := range held {
+		if _, err := r.store.AddSessions(ctx, b); err != nil {
+			return fmt.Errorf("tlsreport: hand over held sessions: %w", err)
+		}
+		// A crash here leaves the batch held; the next hand-over finds its ID applied and only releases it.
+		if err := r.local.Release(ctx, b.ID); err != nil {
+			return fmt.Errorf("tlsreport: hand over held sessions: %w", err)
+		}
+		r.held.Add(-1)
+	}
+	r.log.Info("tlsreport: session results kept locally were handed over to the shared store", "batches", len(held))
+	return nil
+}
+
+// Held returns how many batches of session results wait in the node's database for the shared store to
+// answer again (always 0 without a shared store).
+func (r *Recorder) Held() int64 { return r.held.Load() }
+
+func toBatch(batch map[policyKey]*policyAgg) Batch {
+	var b Batch
+	for k, a := range batch {
+		agg := Aggregate{Day: k.day, Domain: k.domain, PolicyType: k.policyType, PolicyString: k.policyString,
+			MXHost: k.mxHost, Success: a.success, Failure: a.failure}
+		for fk, n := range a.failures {
+			agg.Failures = append(agg.Failures, FailureCount{ResultType: fk.resultType, SendingIP: fk.sendingIP,
+				ReceivingMX: fk.receivingMX, Helo: fk.helo, ReceivingIP: fk.receivingIP, ReasonCode: fk.reasonCode,
+				Additional: fk.additionInfo, Count: n})
+		}
+		b.Aggregates = append(b.Aggregates, agg)
+	}
+	return b
 }
 
 // Close stops the background flusher and flushes what is buffered. The database stays open.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
-	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -61,6 +60,9 @@ var ErrNotFound = errors.New("tlsreport: no sessions recorded")
 // concurrent use. Several nodes sharing one state store can run reporters: a report is claimed in the
 // database before it is sent, and a delivery before it is attempted.
 type Reporter struct {
+	// Store keeps the aggregates, reports and report log; nil means NewSQLiteStore(DB).
+	Store Store
+	// DB is the node's SQLite database, used when Store is nil.
 	DB       *store.DB
 	Resolver dnsx.Resolver
 	Queue    Queue
@@ -103,11 +105,16 @@ type Reporter struct {
 	RetryFor time.Duration
 	// MinBackoff is the first retry delay, doubled at each attempt; 0 means five minutes.
 	MinBackoff time.Duration
+	// SendLease is how long a sender holds a delivery it attempts: another sender (node) takes it over
+	// when the outcome is not recorded by then. 0 means ten minutes; it must exceed an attempt's duration
+	// (an HTTPS POST times out after one minute).
+	SendLease time.Duration
 	// Retain is how long Run keeps aggregates and the report log; 0 means 30 days.
 	Retain time.Duration
 
 	initMu  sync.Mutex
 	ready   bool
+	st      Store
 	httpDef *http.Client
 }
 
@@ -124,6 +131,7 @@ type config struct {
 	retryFor  time.Duration
 	backoff   time.Duration
 	retain    time.Duration
+	lease     time.Duration
 }
 
 // Check validates the configuration. The daemon calls it at start.
@@ -135,7 +143,7 @@ func (r *Reporter) Check() error {
 func (r *Reporter) config() (config, error) {
 	var errs []error
 	c := config{maxDest: r.MaxDestinations, jitter: r.MaxJitter, retryInt: r.RetryInterval, retryFor: r.RetryFor, backoff: r.MinBackoff}
-	if r.DB == nil {
+	if r.DB == nil && r.Store == nil {
 		errs = append(errs, &FieldError{"DB", errors.New("not set")})
 	}
 	if r.Contact.IsZero() || r.Contact.Domain.IsZero() {
@@ -177,6 +185,10 @@ func (r *Reporter) config() (config, error) {
 	if c.backoff <= 0 {
 		c.backoff = 5 * time.Minute
 	}
+	c.lease = r.SendLease
+	if c.lease <= 0 {
+		c.lease = sendLease
+	}
 	c.retain = r.Retain
 	if c.retain <= 0 {
 		c.retain = 30 * 24 * time.Hour
@@ -203,10 +215,14 @@ func (r *Reporter) init(ctx context.Context) (config, error) {
 	r.initMu.Lock()
 	defer r.initMu.Unlock()
 	if !r.ready {
-		if err := Migrate(ctx, r.DB); err != nil {
+		st := r.Store
+		if st == nil {
+			st = NewSQLiteStore(r.DB)
+		}
+		if err := st.Migrate(ctx); err != nil {
 			return config{}, err
 		}
-		r.ready = true
+		r.st, r.ready = st, true
 	}
 	return c, nil
 }
@@ -314,7 +330,7 @@ func (r *Reporter) build(ctx context.Context, c config, day time.Time, domain st
 			return nil, err
 		}
 	}
-	byDomain, err := r.loadDay(ctx, day.Format(dayFormat), domain)
+	byDomain, err := r.st.LoadDay(ctx, day.Format(dayFormat), domain)
 	if err != nil {
 		return nil, err
 	}
@@ -342,113 +358,17 @@ func (r *Reporter) build(ctx context.Context, c config, day time.Time, domain st
 	return out, nil
 }
 
-// loadDay reads the aggregates of one day, grouped by Policy Domain.
-func (r *Reporter) loadDay(ctx context.Context, day, domain string) (map[string][]tlsrpt.PolicyResults, error) {
-	q := `SELECT id, policy_domain, policy_type, policy_string, mx_host, success, failure
-		FROM tlsreport_policies WHERE day = ?`
-	args := []any{day}
-	if domain != "" {
-		q += ` AND policy_domain = ?`
-		args = append(args, domain)
-	}
-	q += ` ORDER BY policy_domain, policy_type, policy_string, mx_host`
-	rows, err := r.DB.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("tlsreport: load %s: %w", day, err)
-	}
-	type pol struct {
-		id     int64
-		domain string
-		pr     tlsrpt.PolicyResults
-	}
-	var pols []pol
-	idx := map[int64]int{}
-	for rows.Next() {
-		var p pol
-		var ptype, pstring, mx string
-		if err := rows.Scan(&p.id, &p.domain, &ptype, &pstring, &mx, &p.pr.Summary.Successful, &p.pr.Summary.Failed); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("tlsreport: load %s: %w", day, err)
-		}
-		p.pr.Policy.Type = tlsrpt.PolicyType(ptype)
-		p.pr.Policy.Domain = p.domain
-		if p.pr.Policy.String, err = parseJSONArray(pstring); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("tlsreport: load %s: policy-string: %w", day, err)
-		}
-		if p.pr.Policy.MXHost, err = parseJSONArray(mx); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("tlsreport: load %s: mx-host: %w", day, err)
-		}
-		if len(p.pr.Policy.MXHost) == 0 {
-			p.pr.Policy.MXHost = nil
-		}
-		idx[p.id] = len(pols)
-		pols = append(pols, p)
-	}
-	if err := rows.Close(); err != nil {
-		return nil, fmt.Errorf("tlsreport: load %s: %w", day, err)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("tlsreport: load %s: %w", day, err)
-	}
-	frows, err := r.DB.QueryContext(ctx, `SELECT f.policy_id, f.result_type, f.sending_ip, f.receiving_mx, f.receiving_helo,
-		f.receiving_ip, f.reason_code, f.additional, f.count
-		FROM tlsreport_failures f JOIN tlsreport_policies p ON p.id = f.policy_id WHERE p.day = ?
-		ORDER BY f.result_type, f.receiving_mx, f.receiving_ip, f.sending_ip, f.receiving_helo, f.reason_code, f.additional`, day)
-	if err != nil {
-		return nil, fmt.Errorf("tlsreport: load %s: %w", day, err)
-	}
-	defer frows.Close()
-	for frows.Next() {
-		var id int64
-		var f tlsrpt.FailureDetails
-		var rt string
-		if err := frows.Scan(&id, &rt, &f.SendingMTAIP, &f.ReceivingMXHostname, &f.ReceivingMXHelo, &f.ReceivingIP,
-			&f.FailureReasonCode, &f.AdditionalInfo, &f.FailedSessionCount); err != nil {
-			return nil, fmt.Errorf("tlsreport: load %s: %w", day, err)
-		}
-		f.ResultType = tlsrpt.ResultType(rt)
-		if i, ok := idx[id]; ok {
-			pols[i].pr.FailureDetails = append(pols[i].pr.FailureDetails, f)
-		}
-	}
-	if err := frows.Err(); err != nil {
-		return nil, fmt.Errorf("tlsreport: load %s: %w", day, err)
-	}
-	out := map[string][]tlsrpt.PolicyResults{}
-	for _, p := range pols {
-		out[p.domain] = append(out[p.domain], p.pr)
-	}
-	return out, nil
-}
-
 // reportID returns the stored report-id of (day, domain), creating it the first time:
 // "<yyyymmdd>.<policy-domain>.<random>@<submitter>", which is unique, free of CR/LF, and usable as the
 // msg-id the Subject wants (RFC 8460 Section 5.3, RPT-14, RPT-30).
 func (r *Reporter) reportID(ctx context.Context, c config, day time.Time, domain string) (id, uid, status string, err error) {
-	for try := 0; try < 3; try++ {
-		err = r.DB.QueryRowContext(ctx, `SELECT report_id, unique_id, status FROM tlsreport_reports
-			WHERE day = ? AND policy_domain = ?`, day.Format(dayFormat), domain).Scan(&id, &uid, &status)
-		if err == nil {
-			return id, uid, status, nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return "", "", "", fmt.Errorf("tlsreport: report-id: %w", err)
-		}
-		uid, err = r.random(8)
-		if err != nil {
-			return "", "", "", err
-		}
-		id = fmt.Sprintf("%s.%s.%s@%s", day.Format("20060102"), domain, uid, c.submitter)
-		_, err = r.DB.ExecContext(ctx, `INSERT INTO tlsreport_reports (day, policy_domain, report_id, unique_id, status, updated)
-			VALUES (?, ?, ?, ?, 'built', ?) ON CONFLICT DO NOTHING`,
-			day.Format(dayFormat), domain, id, uid, r.now().Format(timeFormat))
-		if err != nil {
-			return "", "", "", fmt.Errorf("tlsreport: report-id: %w", err)
-		}
+	uid, err = r.random(8)
+	if err != nil {
+		return "", "", "", err
 	}
-	return "", "", "", errors.New("tlsreport: report-id: could not store a unique id")
+	id = fmt.Sprintf("%s.%s.%s@%s", day.Format("20060102"), domain, uid, c.submitter)
+	// The first node to build the report stores its id; every other build (on any node) gets that one.
+	return r.st.ReportID(ctx, day.Format(dayFormat), domain, id, uid, r.now())
 }
 
 // Preview builds the report of domain for day's UTC day as it stands now, without sending it.

@@ -66,9 +66,22 @@ var migrations = []string{
 		note  TEXT NOT NULL DEFAULT '',
 		added TEXT NOT NULL
 	);`,
+	// The sender's lease on a delivery: only the holder records its outcome. Hand-over marks of the batches
+	// applied (cluster mode's shared store), and the batches a node holds while that store is unreachable.
+	`ALTER TABLE tlsreport_deliveries ADD COLUMN lease_owner TEXT NOT NULL DEFAULT '';
+	CREATE TABLE tlsreport_handovers (
+		id    TEXT PRIMARY KEY,
+		added TEXT NOT NULL
+	);
+	CREATE TABLE tlsreport_held (
+		seq   INTEGER PRIMARY KEY,
+		id    TEXT NOT NULL UNIQUE,
+		batch TEXT NOT NULL, -- JSON of a Batch
+		added TEXT NOT NULL
+	);`,
 }
 
-// Migrate brings the tlsreport tables of db up to date. NewRecorder and NewReporter call it.
+// Migrate brings the tlsreport tables of the SQLite database db up to date. SQLiteStore.Migrate calls it.
 func Migrate(ctx context.Context, db *store.DB) error {
 	return store.Migrate(ctx, db, "tlsreport", migrations)
 }

@@ -44,7 +44,8 @@ const (
 // ErrDayNotOver is returned by SendDay for a UTC day that has not ended yet.
 var ErrDayNotOver = errors.New("tlsreport: the day is not over yet")
 
-// sendLease is how long a claimed delivery stays claimed; a crashed attempt is retried after it.
+// sendLease is how long a claimed delivery stays claimed unless Reporter.SendLease says otherwise; a
+// crashed attempt is retried after it.
 const sendLease = 10 * time.Minute
 
 // SentReport is one row of the report log: one report to one destination.
@@ -193,7 +194,7 @@ func (r *Reporter) sendReport(ctx context.Context, c config, p Pending) (status,
 		detail = "ignored rua: " + detail
 	}
 	if err := r.markReport(ctx, p, reportSent, detail, &claim{gz: gz.Bytes(), rows: rows}); err != nil {
-		if errors.Is(err, errClaimed) {
+		if errors.Is(err, ErrClaimed) {
 			return "already-handled", "", nil
 		}
 		return "", "", err
@@ -214,48 +215,18 @@ type claim struct {
 	rows []deliveryRow
 }
 
-var errClaimed = errors.New("tlsreport: report already handled")
-
 // markReport moves a report out of "built", in one transaction with its delivery rows. It fails with
-// errClaimed when another SendDay (possibly on another node) got there first.
+// ErrClaimed when another SendDay (possibly on another node) got there first.
 func (r *Reporter) markReport(ctx context.Context, p Pending, status, detail string, cl *claim) error {
-	tx, err := r.DB.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("tlsreport: mark report: %w", err)
-	}
-	defer tx.Rollback()
-	now := r.now()
-	var gz []byte
+	m := ReportMark{Day: p.Day.Format(dayFormat), Domain: p.Domain, ReportID: p.Report.ReportID, Status: status,
+		Detail: detail, Now: r.now()}
 	if cl != nil {
-		gz = cl.gz
-	}
-	res, err := tx.ExecContext(ctx, `UPDATE tlsreport_reports SET status = ?, detail = ?, report_gz = ?, updated = ?
-		WHERE day = ? AND policy_domain = ? AND status = ?`,
-		status, detail, gz, now.Format(timeFormat), p.Day.Format(dayFormat), p.Domain, reportBuilt)
-	if err != nil {
-		return fmt.Errorf("tlsreport: mark report: %w", err)
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return errClaimed
-	}
-	if cl != nil {
+		m.Gz = cl.gz
 		for _, d := range cl.rows {
-			next := now.Format(timeFormat)
-			if d.status == StatusSuppressed {
-				next = ""
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO tlsreport_deliveries
-				(day, policy_domain, report_id, destination, status, next_attempt) VALUES (?, ?, ?, ?, ?, ?)
-				ON CONFLICT DO NOTHING`,
-				p.Day.Format(dayFormat), p.Domain, p.Report.ReportID, d.dest, d.status, next); err != nil {
-				return fmt.Errorf("tlsreport: mark report: %w", err)
-			}
+			m.Deliveries = append(m.Deliveries, NewDelivery{Destination: d.dest, Status: d.status})
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("tlsreport: mark report: %w", err)
-	}
-	return nil
+	return r.st.MarkReport(ctx, m)
 }
 
 // RetryDue attempts every delivery whose next attempt is due (first attempts included) and returns how many
@@ -268,59 +239,31 @@ func (r *Reporter) RetryDue(ctx context.Context) (int, error) {
 	return r.retryDue(ctx, c, "")
 }
 
-type dueDelivery struct {
-	id                    int64
-	day, domain, reportID string
-	dest, firstAttempt    string
-	attempts              int
-	uniqueID              string
-	gz                    []byte
-}
-
 func (r *Reporter) retryDue(ctx context.Context, c config, reportID string) (int, error) {
 	now := r.now()
-	q := `SELECT d.id, d.day, d.policy_domain, d.report_id, d.destination, d.first_attempt, d.attempts,
-		p.unique_id, p.report_gz
-		FROM tlsreport_deliveries d JOIN tlsreport_reports p ON p.report_id = d.report_id
-		WHERE d.status IN ('pending', 'retrying', 'sending') AND d.next_attempt != '' AND d.next_attempt <= ?`
-	args := []any{now.Format(timeFormat)}
-	if reportID != "" {
-		q += ` AND d.report_id = ?`
-		args = append(args, reportID)
-	}
-	q += ` ORDER BY d.next_attempt, d.id`
-	rows, err := r.DB.QueryContext(ctx, q, args...)
+	due, err := r.st.DueDeliveries(ctx, now, reportID)
 	if err != nil {
-		return 0, fmt.Errorf("tlsreport: due deliveries: %w", err)
-	}
-	var due []dueDelivery
-	for rows.Next() {
-		var d dueDelivery
-		if err := rows.Scan(&d.id, &d.day, &d.domain, &d.reportID, &d.dest, &d.firstAttempt, &d.attempts, &d.uniqueID, &d.gz); err != nil {
-			rows.Close()
-			return 0, fmt.Errorf("tlsreport: due deliveries: %w", err)
-		}
-		due = append(due, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("tlsreport: due deliveries: %w", err)
+		return 0, err
 	}
 	n := 0
 	for _, d := range due {
-		// Claim the delivery so that a concurrent RetryDue (another node) does not send it too.
-		res, err := r.DB.ExecContext(ctx, `UPDATE tlsreport_deliveries SET status = 'sending', next_attempt = ?
-			WHERE id = ? AND status IN ('pending', 'retrying', 'sending') AND next_attempt != '' AND next_attempt <= ?`,
-			now.Add(sendLease).Format(timeFormat), d.id, now.Format(timeFormat))
+		// Lease the delivery so that a concurrent RetryDue (another node) does not send it too; if this
+		// sender dies before recording the outcome, another one takes the delivery over once the lease has
+		// run out (the receiver may then get the report twice, with the same report-id, and discard one).
+		owner, err := r.random(8)
 		if err != nil {
-			return n, fmt.Errorf("tlsreport: claim delivery: %w", err)
+			return n, err
 		}
-		if k, err := res.RowsAffected(); err != nil || k != 1 {
+		ok, err := r.st.ClaimDelivery(ctx, d.ID, owner, now, now.Add(c.lease))
+		if err != nil {
+			return n, err
+		}
+		if !ok {
 			continue
 		}
 		n++
 		msgID, status, aerr := r.attempt(ctx, c, d)
-		if err := r.recordAttempt(ctx, c, d, msgID, status, aerr); err != nil {
+		if err := r.recordAttempt(ctx, c, d, owner, msgID, status, aerr); err != nil {
 			return n, err
 		}
 	}
@@ -328,27 +271,27 @@ func (r *Reporter) retryDue(ctx context.Context, c config, reportID string) (int
 }
 
 // attempt makes one delivery attempt. It returns the new status (delivered or queued) or an error.
-func (r *Reporter) attempt(ctx context.Context, c config, d dueDelivery) (msgID, status string, err error) {
-	day, err := time.Parse(dayFormat, d.day)
+func (r *Reporter) attempt(ctx context.Context, c config, d DueDelivery) (msgID, status string, err error) {
+	day, err := time.Parse(dayFormat, d.Day)
 	if err != nil {
-		return "", "", fmt.Errorf("stored day %q: %w", d.day, err)
+		return "", "", fmt.Errorf("stored day %q: %w", d.Day, err)
 	}
 	m := reportMeta{
-		domain:    d.domain,
+		domain:    d.Domain,
 		submitter: c.submitter,
-		reportID:  d.reportID,
+		reportID:  d.ReportID,
 		start:     day,
 		end:       day.AddDate(0, 0, 1),
-		uniqueID:  d.uniqueID,
+		uniqueID:  d.UniqueID,
 	}
-	if addr, ok := strings.CutPrefix(d.dest, "mailto:"); ok {
-		msgID, err := r.sendMail(ctx, c, m, addr, d.gz)
+	if addr, ok := strings.CutPrefix(d.Destination, "mailto:"); ok {
+		msgID, err := r.sendMail(ctx, c, m, addr, d.Gz)
 		if err != nil {
 			return "", "", err
 		}
 		return msgID, StatusQueued, nil
 	}
-	if err := r.post(ctx, d.dest, d.gz); err != nil {
+	if err := r.post(ctx, d.Destination, d.Gz); err != nil {
 		return "", "", err
 	}
 	return "", StatusDelivered, nil
@@ -380,23 +323,21 @@ func (r *Reporter) post(ctx context.Context, url string, gz []byte) error {
 
 // recordAttempt stores the outcome of an attempt and schedules the next one. RFC 8460 Section 5.5: failed
 // deliveries are retried with exponential back-off for up to RetryFor (24 hours) after the first attempt.
-func (r *Reporter) recordAttempt(ctx context.Context, c config, d dueDelivery, msgID, status string, aerr error) error {
+func (r *Reporter) recordAttempt(ctx context.Context, c config, d DueDelivery, owner, msgID, status string, aerr error) error {
 	now := r.now()
-	first := d.firstAttempt
-	if first == "" {
-		first = now.Format(timeFormat)
+	first := d.FirstAttempt
+	if first.IsZero() {
+		// As stored: whole seconds.
+		first = now.Truncate(time.Second)
 	}
-	attempts := d.attempts + 1
-	next, lastErr := "", ""
+	attempts := d.Attempts + 1
+	var next time.Time
+	lastErr := ""
 	if aerr != nil {
 		lastErr = aerr.Error()
-		firstT, err := time.Parse(timeFormat, first)
-		if err != nil {
-			firstT = now
-		}
 		delay := c.backoff << min(attempts-1, 20)
 		at := now.Add(delay)
-		if deadline := firstT.Add(c.retryFor); at.After(deadline) {
+		if deadline := first.Add(c.retryFor); at.After(deadline) {
 			// One last attempt at the deadline, unless it has passed.
 			at = deadline
 		}
@@ -404,19 +345,23 @@ func (r *Reporter) recordAttempt(ctx context.Context, c config, d dueDelivery, m
 			status = StatusFailed
 		} else {
 			status = StatusRetrying
-			next = at.Format(timeFormat)
+			next = at
 		}
-		r.log().Warn("tlsreport: report delivery failed", "domain", d.domain, "report_id", d.reportID,
-			"destination", d.dest, "attempt", attempts, "outcome", status, "err", aerr)
+		r.log().Warn("tlsreport: report delivery failed", "domain", d.Domain, "report_id", d.ReportID,
+			"destination", d.Destination, "attempt", attempts, "outcome", status, "err", aerr)
 	} else {
-		r.log().Info("tlsreport: report delivered", "domain", d.domain, "report_id", d.reportID,
-			"destination", d.dest, "attempt", attempts, "outcome", status, "msg_id", msgID)
+		r.log().Info("tlsreport: report delivered", "domain", d.Domain, "report_id", d.ReportID,
+			"destination", d.Destination, "attempt", attempts, "outcome", status, "msg_id", msgID)
 	}
-	_, err := r.DB.ExecContext(ctx, `UPDATE tlsreport_deliveries SET status = ?, attempts = ?, first_attempt = ?,
-		last_attempt = ?, next_attempt = ?, msg_id = ?, last_error = ? WHERE id = ?`,
-		status, attempts, first, now.Format(timeFormat), next, msgID, lastErr, d.id)
+	ok, err := r.st.RecordAttempt(ctx, Attempt{ID: d.ID, Owner: owner, Status: status, Attempts: attempts,
+		FirstAttempt: first, LastAttempt: now, NextAttempt: next, MsgID: msgID, LastError: lastErr})
 	if err != nil {
-		return fmt.Errorf("tlsreport: record attempt: %w", err)
+		return err
+	}
+	if !ok {
+		// The lease ran out and another sender took the delivery over: its outcome is the one recorded.
+		r.log().Warn("tlsreport: report delivery outcome not recorded: another sender took the delivery over after this one's lease ran out",
+			"domain", d.Domain, "report_id", d.ReportID, "destination", d.Destination, "outcome", status)
 	}
 	return nil
 }
@@ -426,35 +371,11 @@ func (r *Reporter) Sent(ctx context.Context) ([]SentReport, error) {
 	if _, err := r.init(ctx); err != nil {
 		return nil, err
 	}
-	return r.queryDeliveries(ctx, ``)
+	return r.st.Deliveries(ctx, "")
 }
 
 func (r *Reporter) deliveriesOf(ctx context.Context, reportID string) ([]SentReport, error) {
-	return r.queryDeliveries(ctx, ` WHERE report_id = ?`, reportID)
-}
-
-func (r *Reporter) queryDeliveries(ctx context.Context, where string, args ...any) ([]SentReport, error) {
-	rows, err := r.DB.QueryContext(ctx, `SELECT day, policy_domain, report_id, destination, status, attempts,
-		first_attempt, last_attempt, next_attempt, msg_id, last_error FROM tlsreport_deliveries`+where+` ORDER BY id`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("tlsreport: report log: %w", err)
-	}
-	defer rows.Close()
-	var out []SentReport
-	for rows.Next() {
-		var s SentReport
-		var day, first, last, next string
-		if err := rows.Scan(&day, &s.Domain, &s.ReportID, &s.Destination, &s.Status, &s.Attempts,
-			&first, &last, &next, &s.MsgID, &s.LastError); err != nil {
-			return nil, fmt.Errorf("tlsreport: report log: %w", err)
-		}
-		s.Day, _ = time.Parse(dayFormat, day)
-		s.FirstAttempt = parseTime(first)
-		s.LastAttempt = parseTime(last)
-		s.NextAttempt = parseTime(next)
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return r.st.Deliveries(ctx, reportID)
 }
 
 func parseTime(s string) time.Time {

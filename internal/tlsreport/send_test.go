@@ -401,6 +401,8 @@ type sink struct {
 	requests []sinkRequest
 	srv      *httptest.Server
 	client   *http.Client
+	// hook, if set, is called with each request's number (from 1) and context before it is answered.
+	hook func(n int, ctx context.Context)
 }
 
 type sinkRequest struct {
@@ -420,8 +422,13 @@ func newSink(t *testing.T, codes ...int) *sink {
 		body, _ := io.ReadAll(req.Body)
 		s.mu.Lock()
 		s.requests = append(s.requests, sinkRequest{req.Method, req.RequestURI, req.Header.Get("Content-Type"), body})
-		code := s.codes[min(len(s.requests), len(s.codes))-1]
+		n := len(s.requests)
+		code := s.codes[min(n, len(s.codes))-1]
+		hook := s.hook
 		s.mu.Unlock()
+		if hook != nil {
+			hook(n, req.Context())
+		}
 		w.WriteHeader(code)
 	}))
 	s.srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}

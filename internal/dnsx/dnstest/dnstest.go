@@ -2,7 +2,8 @@
 // (UDP and TCP on the same port) that answers from an in-memory record set, follows CNAMEs the way a
 // recursive resolver does, sets the AD bit for names marked secure, truncates UDP answers that exceed the
 // client's advertised size, and can be told to fail (SERVFAIL, REFUSED, NXDOMAIN, DNSSEC bogus) or to drop
-// queries.
+// queries. A negative answer (NXDOMAIN, NODATA) carries the SOA record added for the name or its closest
+// ancestor, if any (RFC 2308 Section 3), so that negative caching can be tested.
 //
 // It is not an authoritative server: it has no zones, no delegation, no wildcards and no DNSSEC signatures.
 // "Secure" is a label on names, standing in for a validating resolver's verdict.
@@ -323,6 +324,7 @@ func (s *Server) answer(req *dns.Msg, network string) (resp *dns.Msg, drop bool)
 				return resp, false
 			case FailNXDomain:
 				resp.Rcode = dns.RcodeNameError
+				resp.Ns = s.soaLocked(name)
 				resp.AuthenticatedData = secure && s.secureLocked(name) && (do || req.AuthenticatedData)
 				return resp, false
 			}
@@ -358,8 +360,33 @@ func (s *Server) answer(req *dns.Msg, network string) (resp *dns.Msg, drop bool)
 		}
 		name = target
 	}
+	if resp.Rcode == dns.RcodeNameError || (resp.Rcode == dns.RcodeSuccess && len(resp.Answer) == 0) {
+		// RFC 2308 Section 3: a negative answer carries the SOA of the zone, whose TTL and MINIMUM give the
+		// negative caching TTL.
+		resp.Ns = s.soaLocked(name)
+	}
 	resp.AuthenticatedData = secure && (do || req.AuthenticatedData) && resp.Rcode != dns.RcodeServerFailure
 	return resp, false
+}
+
+// soaLocked returns the SOA record added for name or its closest ancestor, if any, for the authority section
+// of a negative answer.
+func (s *Server) soaLocked(name string) []dns.RR {
+	for n := name; ; {
+		for _, rr := range s.records[n] {
+			if rr.Header().Rrtype == dns.TypeSOA {
+				return []dns.RR{dns.Copy(rr)}
+			}
+		}
+		if n == "." {
+			return nil
+		}
+		i := strings.IndexByte(n, '.')
+		n = n[i+1:]
+		if n == "" {
+			n = "."
+		}
+	}
 }
 
 func (s *Server) failureLocked(name string, qtype uint16) Failure {

@@ -1,0 +1,62 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+)
+
+// gatewayProcessEnv makes the test binary act as the gateway process of an external run.
+const gatewayProcessEnv = "MXGATE_BENCH_TEST_GATEWAY_PROCESS"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(gatewayProcessEnv) == "1" {
+		if err := ServeGateway(context.Background(), os.Stdin, os.Stdout, nil); err != nil {
+			os.Stderr.WriteString(err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// TestRunDeliversEverything: a small in-process run delivers every message over verified TLS.
+func TestRunDeliversEverything(t *testing.T) {
+	res, err := Run(t.Context(), Options{Domains: 3, Messages: 30, Clients: 2, DataDir: t.TempDir(), Timeout: 2 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Complete || !res.AllVerified || res.Received != 30 || res.Duplicates != 0 || len(res.Errors) > 0 {
+		t.Fatalf("run: complete %v, all verified %v, received %d, duplicates %d, errors %v", res.Complete, res.AllVerified, res.Received, res.Duplicates, res.Errors)
+	}
+	if res.External || res.GatewayCPUSeconds != 0 {
+		t.Errorf("in-process run reports an external gateway: %+v", res)
+	}
+}
+
+// TestRunExternalMeasuresTheGatewayProcess: with External the gateway runs in its own process (this test
+// binary, acting as ServeGateway), every message arrives over verified TLS, and the gateway's CPU and memory
+// are reported apart from the load side's.
+func TestRunExternalMeasuresTheGatewayProcess(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(gatewayProcessEnv, "1")
+	res, err := Run(t.Context(), Options{Domains: 3, Messages: 30, Clients: 2, DataDir: t.TempDir(), Timeout: 2 * time.Minute,
+		External: true, GatewayCommand: []string{exe}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Complete || !res.AllVerified || res.Received != 30 || res.Delivered != 30 || len(res.Errors) > 0 {
+		t.Fatalf("run: complete %v, all verified %v, received %d, delivered %d, errors %v", res.Complete, res.AllVerified, res.Received, res.Delivered, res.Errors)
+	}
+	if !res.External || res.GatewayPeakRSSMB <= 0 || res.IndexCommits <= 0 {
+		t.Errorf("external run: external %v, gateway peak RSS %v MB, index commits %d; want the gateway process's figures",
+			res.External, res.GatewayPeakRSSMB, res.IndexCommits)
+	}
+	if res.CPUSeconds < res.GatewayCPUSeconds || res.CPUSeconds < res.LoadCPUSeconds {
+		t.Errorf("whole-system CPU %.3f s is less than a part (gateway %.3f s, load %.3f s)", res.CPUSeconds, res.GatewayCPUSeconds, res.LoadCPUSeconds)
+	}
+}

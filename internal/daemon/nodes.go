@@ -1,0 +1,332 @@
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/nodes"
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/version"
+)
+
+// componentRegistry is the node registry's heartbeat, shown in cluster mode only: failed while heartbeats
+// cannot be written (the other nodes then see this node go silent).
+const componentRegistry = "registry"
+
+// peerTimeout bounds one call to another node's admin API.
+const peerTimeout = 10 * time.Second
+
+// openNodes opens the node registry where the settings are: the node's SQLite database, or the database the
+// cluster shares. The cluster secret is read (made, by the first node) here; if the database does not answer
+// now, the heartbeat loop reads it later and other nodes' calls are refused until then.
+func (d *Daemon) openNodes(ctx context.Context, o Options) error {
+	d.nodeStore = nodes.SQLiteStorage{DB: d.DB}
+	if d.pg != nil {
+		d.nodeStore = nodes.PostgresStorage{PG: d.pg}
+	}
+	d.beatEvery = cmp.Or(o.HeartbeatInterval, nodes.DefaultInterval)
+	d.silentAfter = 4 * d.beatEvery
+	d.beatNow = make(chan struct{}, 1)
+	if d.pg != nil && d.pgDown != nil {
+		// Started from the local copies: the heartbeat sets the registry up once the database answers.
+		return nil
+	}
+	if err := d.migrateNodes(ctx); err != nil {
+		if d.pg == nil {
+			return err
+		}
+		d.log.Warn("node registry not set up yet: the heartbeat retries", "err", err)
+		return nil
+	}
+	if err := d.loadSecret(ctx); err != nil {
+		d.log.Warn("cluster secret not read yet: calls from other nodes are refused until it is", "err", err)
+	}
+	return nil
+}
+
+// migrateNodes brings the registry's tables up to date, once.
+func (d *Daemon) migrateNodes(ctx context.Context) error {
+	if d.nodesReady.Load() {
+		return nil
+	}
+	if err := d.nodeStore.Migrate(ctx); err != nil {
+		return err
+	}
+	d.nodesReady.Store(true)
+	return nil
+}
+
+func (d *Daemon) loadSecret(ctx context.Context) error {
+	if d.secret.Load() != nil {
+		return nil
+	}
+	s, err := d.nodeStore.Secret(ctx, nodes.NewSecret())
+	if err != nil {
+		return err
+	}
+	d.secret.Store(&s)
+	return nil
+}
+
+// clusterSecret is the secret other nodes present (admin.Options.ClusterSecret).
+func (d *Daemon) clusterSecret() string {
+	if s := d.secret.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
+
+// selfURL is the admin URL the other nodes reach this node at: admin.url, or the admin listener's address
+// (a wildcard address replaced by the node name).
+func (d *Daemon) selfURL() string {
+	if d.cfg.Admin.URL != "" {
+		return strings.TrimSuffix(d.cfg.Admin.URL, "/")
+	}
+	scheme := "http://"
+	if d.adminTLS != nil {
+		scheme = "https://"
+	}
+	addr := d.AdminAddr()
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().IsUnspecified() {
+		addr = net.JoinHostPort(d.cfg.Node, fmt.Sprint(ap.Port()))
+	}
+	return scheme + addr
+}
+
+// heartbeat writes this node's row of the registry.
+func (d *Daemon) heartbeat(ctx context.Context) error {
+	if err := d.migrateNodes(ctx); err != nil {
+		return err
+	}
+	if err := d.loadSecret(ctx); err != nil {
+		return err
+	}
+	st, err := d.Queue.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	committed := d.settingsStore.Current().Generation
+	if d.pg != nil {
+		if committed, err = d.settingsStore.Newest(ctx); err != nil {
+			return err
+		}
+	}
+	n := nodes.Node{Name: d.cfg.Node, AdminURL: d.selfURL(), Version: version.Get().Version,
+		Running: d.runningGeneration(), Committed: committed, Queued: st.QueuedMessages, Heartbeat: d.now(),
+		TLS: d.Console.TLSMix()}
+	if started := d.started.Load(); started != nil {
+		n.Started = *started
+	}
+	return d.nodeStore.Beat(ctx, n)
+}
+
+// beat writes one heartbeat, bounded in time, and records whether it worked.
+func (d *Daemon) beat(ctx context.Context) {
+	bctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err := d.heartbeat(bctx)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return // stopping
+	}
+	d.warnings.set(d.log, "heartbeat", err != nil, "cannot write the node's heartbeat: other nodes see this node as silent until it works again", "err", err)
+	if d.pg == nil {
+		return
+	}
+	if err != nil {
+		d.comps.set(componentRegistry, admin.ComponentFailed, "heartbeat not written (the other nodes see this node as silent): "+err.Error())
+	} else {
+		d.comps.set(componentRegistry, admin.ComponentRunning, "")
+	}
+}
+
+// runHeartbeat writes the heartbeat every beatEvery, and at once when the running generation changes, until
+// ctx ends.
+func (d *Daemon) runHeartbeat(ctx context.Context) {
+	t := time.NewTicker(d.beatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-d.beatNow:
+		}
+		d.beat(ctx)
+	}
+}
+
+// pokeHeartbeat asks for a heartbeat now (the running generation changed).
+func (d *Daemon) pokeHeartbeat() {
+	if d.beatNow == nil {
+		return
+	}
+	select {
+	case d.beatNow <- struct{}{}:
+	default:
+	}
+}
+
+// clusterAPI is the cluster as the admin API and the console see it (admin.ClusterAPI).
+type clusterAPI struct{ d *Daemon }
+
+var _ admin.ClusterAPI = clusterAPI{}
+
+// Nodes implements admin.ClusterAPI.
+func (c clusterAPI) Nodes(ctx context.Context) (admin.NodeList, error) {
+	d := c.d
+	list, err := d.nodeStore.List(ctx)
+	if err != nil {
+		return admin.NodeList{}, err
+	}
+	committed := d.settingsStore.Current().Generation
+	if d.pg != nil {
+		if committed, err = d.settingsStore.Newest(ctx); err != nil {
+			return admin.NodeList{}, err
+		}
+	}
+	views := nodes.Assess(list, d.cfg.Node, committed, d.now(), d.silentAfter)
+	out := admin.NodeList{Self: d.cfg.Node, Committed: committed, SilentAfter: d.silentAfter.String(), Nodes: []admin.NodeInfo{}}
+	for _, v := range views {
+		out.Committed = max(out.Committed, v.Committed, v.Running)
+		out.Nodes = append(out.Nodes, admin.NodeInfoOf(v))
+	}
+	return out, nil
+}
+
+// peer returns a client for node's admin API, authenticated with the cluster secret. TLS to a node whose
+// URL is https:// is verified against the trust store (the system's and tls.ca_file).
+func (c clusterAPI) peer(n nodes.Node) (*admin.Client, func()) {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.d.roots.Load(), MinVersion: tls.VersionTLS12}}
+	return &admin.Client{BaseURL: n.AdminURL, Token: c.d.clusterSecret(), HTTP: &http.Client{Timeout: peerTimeout, Transport: tr}},
+		tr.CloseIdleConnections
+}
+
+// peerError maps another node's answer to the errors the API and the console classify.
+func peerError(node string, err error) error {
+	var ae *admin.APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusNotFound:
+			return fmt.Errorf("node %s: %w: %s", node, queue.ErrNotFound, ae.Message)
+		case http.StatusConflict:
+			return fmt.Errorf("node %s: %w: %s", node, queue.ErrInFlight, ae.Message)
+		}
+	}
+	return fmt.Errorf("%w %s: %w", admin.ErrPeer, node, err)
+}
+
+// lookup returns the registry row of node.
+func (c clusterAPI) lookup(ctx context.Context, node string) (nodes.Node, error) {
+	list, err := c.d.nodeStore.List(ctx)
+	if err != nil {
+		return nodes.Node{}, err
+	}
+	for _, n := range list {
+		if n.Name == node {
+			return n, nil
+		}
+	}
+	return nodes.Node{}, fmt.Errorf("%w: %q", nodes.ErrUnknownNode, node)
+}
+
+func (c clusterAPI) local(node string) bool { return node == "" || node == c.d.cfg.Node }
+
+// ListQueue implements admin.ClusterAPI: this node's queue read locally, every other node's through its admin
+// API, at the same time.
+func (c clusterAPI) ListQueue(ctx context.Context, f queue.Filter) (admin.ClusterQueue, error) {
+	d := c.d
+	var out admin.ClusterQueue
+	local, err := d.Queue.List(ctx, f)
+	if err != nil {
+		return out, err
+	}
+	for _, m := range local {
+		out.Messages = append(out.Messages, admin.NodeMessage{Node: d.cfg.Node, MessageInfo: m})
+	}
+	list, err := d.nodeStore.List(ctx)
+	if err != nil {
+		out.Unreachable = append(out.Unreachable, admin.NodeError{Node: "(other nodes)", Error: "node registry unreadable: " + err.Error()})
+		return out, nil
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range list {
+		if c.local(n.Name) {
+			continue
+		}
+		wg.Go(func() {
+			cl, done := c.peer(n)
+			defer done()
+			msgs, err := cl.ListQueue(ctx, admin.QueueFilter{Domain: f.Domain, Sender: f.Sender, State: f.State, HeldOnly: f.HeldOnly, Limit: f.Limit})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				out.Unreachable = append(out.Unreachable, admin.NodeError{Node: n.Name, Error: peerError(n.Name, err).Error()})
+				return
+			}
+			for _, m := range msgs {
+				out.Messages = append(out.Messages, admin.NodeMessage{Node: n.Name, MessageInfo: admin.MessageInfoOf(m)})
+			}
+		})
+	}
+	wg.Wait()
+	slices.SortStableFunc(out.Messages, func(a, b admin.NodeMessage) int {
+		return cmp.Or(a.Received.Compare(b.Received), strings.Compare(a.Node, b.Node), strings.Compare(a.ID, b.ID))
+	})
+	if f.Limit > 0 && len(out.Messages) > f.Limit {
+		out.Messages = out.Messages[:f.Limit]
+	}
+	slices.SortFunc(out.Unreachable, func(a, b admin.NodeError) int { return strings.Compare(a.Node, b.Node) })
+	return out, nil
+}
+
+// Message implements admin.ClusterAPI.
+func (c clusterAPI) Message(ctx context.Context, node, id string) (queue.MessageDetail, error) {
+	if c.local(node) {
+		return c.d.Queue.Get(ctx, id)
+	}
+	n, err := c.lookup(ctx, node)
+	if err != nil {
+		return queue.MessageDetail{}, err
+	}
+	cl, done := c.peer(n)
+	defer done()
+	m, err := cl.NodeMessage(ctx, "", id)
+	if err != nil {
+		return queue.MessageDetail{}, peerError(node, err)
+	}
+	return admin.MessageDetailOf(m), nil
+}
+
+// Act implements admin.ClusterAPI: the action is done by the node that holds the message.
+func (c clusterAPI) Act(ctx context.Context, node, id string, a queue.Action) error {
+	if c.local(node) {
+		return a.Do(ctx, c.d.Queue, id)
+	}
+	n, err := c.lookup(ctx, node)
+	if err != nil {
+		return err
+	}
+	cl, done := c.peer(n)
+	defer done()
+	if err := cl.Act(ctx, "", id, a); err != nil {
+		return peerError(node, err)
+	}
+	return nil
+}
+
+// Forget implements admin.ClusterAPI.
+func (c clusterAPI) Forget(ctx context.Context, node string) error {
+	return c.d.nodeStore.Forget(ctx, node)
+}

@@ -1,0 +1,124 @@
+// Package nodes implements the node registry of a cluster: every node writes a heartbeat row (its name, the
+// admin URL the other nodes reach it at, its version, the settings generation it runs and the newest it has
+// seen committed, its queue size and its TLS mix) and reads the others' rows to list the cluster, flagging a
+// node that lags behind the committed settings or has gone silent. It also keeps the cluster secret, made
+// once, with which nodes authenticate their calls to each other's admin API.
+//
+// The registry lives where the settings live: the node's own SQLite database on a single node (which then
+// lists itself alone), the PostgreSQL database in cluster mode. It does not call other nodes; the daemon and
+// the admin API do, with the URLs and the secret kept here.
+package nodes
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Defaults of the heartbeat.
+const (
+	// DefaultInterval is how often a node writes its heartbeat (and at once when its running generation
+	// changes).
+	DefaultInterval = 5 * time.Second
+	// DefaultSilentAfter is how old a heartbeat may be before the node is flagged silent: four missed beats.
+	DefaultSilentAfter = 4 * DefaultInterval
+)
+
+// ErrStorage wraps a failure of the database behind the registry.
+var ErrStorage = errors.New("node registry")
+
+// ErrUnknownNode is returned for a node name the registry does not hold.
+var ErrUnknownNode = errors.New("no such node in the registry")
+
+// TLSMix counts the recipients a node delivered in the last 24 hours by the protection of the session.
+type TLSMix struct {
+	Verified  int `json:"verified"`  // TLS with an authenticated server (MTA-STS, DANE or a verifying rule)
+	Encrypted int `json:"encrypted"` // TLS without authentication
+	Plaintext int `json:"plaintext"` // no TLS
+}
+
+// Node is one node's heartbeat row.
+type Node struct {
+	Name     string
+	AdminURL string
+	Version  string
+	// Running is the settings generation the node applies; Committed the newest it has seen in the database.
+	Running, Committed int
+	// Queued is the number of messages in the node's queue.
+	Queued    int
+	Started   time.Time
+	Heartbeat time.Time
+	TLS       TLSMix
+}
+
+// Storage keeps the registry and the cluster secret. SQLiteStorage and PostgresStorage implement it; both
+// pass the same contract tests.
+type Storage interface {
+	Migrate(ctx context.Context) error
+	// Beat writes n's row, replacing the one of the same name.
+	Beat(ctx context.Context, n Node) error
+	// List returns every node's row, by name.
+	List(ctx context.Context) ([]Node, error)
+	// Forget removes the row of a retired node; ErrUnknownNode when there is none.
+	Forget(ctx context.Context, name string) error
+	// Secret returns the cluster secret, storing fresh first when there is none yet: of several nodes
+	// starting together, one secret wins and every node reads it.
+	Secret(ctx context.Context, fresh string) (string, error)
+}
+
+// NewSecret returns a fresh cluster secret: 32 random bytes in hex.
+func NewSecret() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Flag says what is wrong with a node.
+type Flag string
+
+const (
+	// FlagLagging: the node runs an older settings generation than the newest committed.
+	FlagLagging Flag = "lagging"
+	// FlagSilent: the node's last heartbeat is older than the bound.
+	FlagSilent Flag = "silent"
+)
+
+// View is a node's row as an administrator sees it: the row and what is wrong with it.
+type View struct {
+	Node
+	// Self is true for the node that answers.
+	Self  bool
+	Flags []Flag
+	// Problem says in words why the node is flagged; empty when it is not.
+	Problem string
+}
+
+// Assess flags each node: lagging when it runs an older generation than committed (the newest generation
+// in the database, or seen by any node), silent when its heartbeat is older than silentAfter at now.
+func Assess(list []Node, self string, committed int, now time.Time, silentAfter time.Duration) []View {
+	for _, n := range list {
+		committed = max(committed, n.Committed, n.Running)
+	}
+	out := make([]View, 0, len(list))
+	for _, n := range list {
+		v := View{Node: n, Self: n.Name == self}
+		var why []string
+		if n.Running < committed {
+			v.Flags = append(v.Flags, FlagLagging)
+			why = append(why, fmt.Sprintf("runs settings generation %d, %d is committed", n.Running, committed))
+		}
+		if age := now.Sub(n.Heartbeat); age > silentAfter {
+			v.Flags = append(v.Flags, FlagSilent)
+			why = append(why, fmt.Sprintf("no heartbeat for %s (bound %s)", age.Round(time.Second), silentAfter))
+		}
+		v.Problem = strings.Join(why, "; ")
+		out = append(out, v)
+	}
+	slices.SortFunc(out, func(a, b View) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
