@@ -17,6 +17,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mx"
@@ -68,7 +69,7 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 			}
 		}
 		if len(kept) == 0 {
-			a.last = loopResult(a.domain)
+			a.last = loopResult(a.domain.String())
 			a.last.RemoteMTA = t.name
 			return
 		}
@@ -357,7 +358,7 @@ func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) err
 		a.settleJob(j, withBase(base, permanent(550, "5.7.30", host+" does not support REQUIRETLS")))
 		return nil
 	}
-	if err := c.Mail(j.From, opts); err != nil {
+	if err := c.Mail(j.From.String(), opts); err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
 			return err
@@ -366,12 +367,12 @@ func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) err
 		a.settleJob(j, withBase(base, replyResult(host, err, "MAIL")))
 		return nil
 	}
-	var accepted []string
+	var accepted []address.Address
 	for _, r := range j.Recipients {
 		if !a.pending[j.MsgID][r.Addr] {
 			continue
 		}
-		if err := c.Rcpt(r.Addr, rcptOptions(r)); err != nil {
+		if err := c.Rcpt(r.Addr.String(), rcptOptions(r)); err != nil {
 			var se *smtp.SMTPError
 			if !errors.As(err, &se) {
 				return err
@@ -425,7 +426,7 @@ func (a *attempt) settleJob(j queue.Job, r queue.Result) {
 
 // dataRefused settles the accepted recipients of j with the server's reply to DATA or to the end of data. An
 // error that is not a reply (the session broke) is returned, and they stay pending for the next host.
-func (a *attempt) dataRefused(j queue.Job, accepted []string, base queue.Result, host string, err error) error {
+func (a *attempt) dataRefused(j queue.Job, accepted []address.Address, base queue.Result, host string, err error) error {
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) {
 		return err
