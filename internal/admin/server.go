@@ -576,6 +576,9 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, settings.ErrRefused):
 		return http.StatusUnprocessableEntity
+	case errors.Is(err, settings.ErrUnavailable):
+		// The shared settings database of a cluster does not answer: nothing was changed.
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	// A refresh or explanation that failed out there (DNS, the policy host, the policy itself) is not

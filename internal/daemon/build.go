@@ -191,7 +191,12 @@ func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openRecorder(ctx context.Context, _ Options) error {
-	r, err := tlsreport.NewRecorder(ctx, d.DB, tlsreport.RecorderOptions{Now: d.now, Logger: d.log.With("component", "tlsreport")})
+	if d.pg != nil {
+		// In a cluster, every node adds its sessions to the aggregates in the shared database, and the reports
+		// are built from there; this node's SQLite keeps them while that database is unreachable.
+		d.reportStore = tlsreport.NewPostgresStore(d.pg)
+	}
+	r, err := tlsreport.NewRecorder(ctx, d.DB, tlsreport.RecorderOptions{Now: d.now, Logger: d.log.With("component", "tlsreport"), Store: d.reportStore})
 	if err != nil {
 		return err
 	}

@@ -99,6 +99,9 @@ type Daemon struct {
 	Console       *console.Console
 	started       atomic.Pointer[time.Time] // when Run started; nil before
 
+	// reportStore is the TLS reports' store in cluster mode: the shared database (nil: the node's SQLite).
+	reportStore tlsreport.Store
+
 	settings atomic.Pointer[tlspolicy.Settings]
 	// running is the settings generation the TLS decision point uses.
 	running atomic.Int64
@@ -136,6 +139,9 @@ type Daemon struct {
 	beatEvery   time.Duration
 	silentAfter time.Duration
 	beatNow     chan struct{}
+	// nodesUnmigrated: the node started while the shared database was down; the heartbeat migrates the
+	// registry first.
+	nodesUnmigrated atomic.Bool
 }
 
 // adminHandler serves the API, metrics and probes, and the web console for everything else.

@@ -38,6 +38,12 @@ func (d *Daemon) openNodes(ctx context.Context, o Options) error {
 	d.beatEvery = cmp.Or(o.HeartbeatInterval, nodes.DefaultInterval)
 	d.silentAfter = 4 * d.beatEvery
 	d.beatNow = make(chan struct{}, 1)
+	if d.pgDown != nil {
+		// Started from the local copies while the shared database is down: the heartbeat migrates the
+		// registry once the database answers.
+		d.nodesUnmigrated.Store(true)
+		return nil
+	}
 	if err := d.nodeStore.Migrate(ctx); err != nil {
 		return err
 	}
@@ -86,6 +92,12 @@ func (d *Daemon) selfURL() string {
 
 // heartbeat writes this node's row of the registry.
 func (d *Daemon) heartbeat(ctx context.Context) error {
+	if d.nodesUnmigrated.Load() {
+		if err := d.nodeStore.Migrate(ctx); err != nil {
+			return err
+		}
+		d.nodesUnmigrated.Store(false)
+	}
 	if err := d.loadSecret(ctx); err != nil {
 		return err
 	}

@@ -100,3 +100,75 @@ func TestStoreContract_STS63(t *testing.T) {
 		}
 	})
 }
+
+// TestStoreContractGet: Get returns the record Load would, and says when there is none.
+func TestStoreContractGet(t *testing.T) {
+	eachStore(t, func(t *testing.T, open func(t *testing.T) Store) {
+		ctx := context.Background()
+		s := open(t)
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		get := func(d string) (Record, bool, error) {
+			switch g := s.(type) {
+			case SQLiteStore:
+				return g.Get(ctx, address.MustParseDomain(d))
+			case PostgresStore:
+				return g.Get(ctx, address.MustParseDomain(d))
+			}
+			t.Fatalf("no Get on %T", s)
+			return Record{}, false, nil
+		}
+		at := time.Date(2026, 3, 10, 12, 0, 0, 5, time.UTC)
+		r := Record{Domain: "example.com", ID: "1", Policy: "version: STSv1\nmode: enforce\nmx: mx.example.com\nmax_age: 86400\n",
+			Mode: mtasts.ModeEnforce, MaxAge: 86400 * time.Second, Fetched: at, Expires: at.Add(24 * time.Hour),
+			LastUsed: at, LastRefreshAt: at, LastRefreshError: "x", Failures: 1}
+		if err := s.Save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := get("example.com")
+		if err != nil || !ok {
+			t.Fatalf("Get = %v, %v", ok, err)
+		}
+		if d := cmp.Diff(r, got); d != "" {
+			t.Errorf("Get (-saved +got):\n%s", d)
+		}
+		if _, ok, err := get("absent.example"); ok || err != nil {
+			t.Errorf("Get(absent) = %v, %v; want false, nil", ok, err)
+		}
+	})
+}
+
+// TestPostgresLease: one holder at a time; the holder renews; another takes it over only once it has run out.
+func TestPostgresLease(t *testing.T) {
+	ctx := context.Background()
+	s := PostgresStore{PG: storetest.Postgres(t)}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	steps := []struct {
+		holder string
+		now    time.Time
+		want   bool
+	}{
+		{"a", at, true},                      // free
+		{"b", at.Add(time.Minute), false},    // a holds it until at+10m
+		{"a", at.Add(5 * time.Minute), true}, // a renews until at+15m
+		{"b", at.Add(12 * time.Minute), false},
+		{"b", at.Add(16 * time.Minute), true}, // a's ran out
+		{"a", at.Add(17 * time.Minute), false},
+	}
+	for i, st := range steps {
+		got, err := s.Lease(ctx, "refresh", st.holder, st.now, st.now.Add(10*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != st.want {
+			t.Errorf("step %d: Lease(%s at %v) = %v, want %v", i, st.holder, st.now, got, st.want)
+		}
+	}
+	if ok, err := s.Lease(ctx, "other", "a", at, at.Add(time.Minute)); !ok || err != nil {
+		t.Errorf("another lease name: %v, %v; want its own lease", ok, err)
+	}
+}

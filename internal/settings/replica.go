@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,7 +34,7 @@ type replicaDoc struct {
 
 // Save writes snap durably, replacing the copy.
 func (r Replica) Save(snap Snapshot) error {
-	b, err := json.Marshal(replicaDoc{Generation: snap.Generation, Values: snap.Values})
+	b, err := json.Marshal(replicaDoc(snap))
 	if err != nil {
 		return err
 	}
@@ -59,7 +60,7 @@ func (r Replica) Load() (Snapshot, error) {
 	if doc.Values == nil {
 		doc.Values = map[string]string{}
 	}
-	return Snapshot{Generation: doc.Generation, Values: doc.Values}, nil
+	return Snapshot(doc), nil
 }
 
 // OpenShared opens the settings kept in st, a storage the nodes of a cluster share, with rep as the node's
@@ -131,8 +132,7 @@ func (s *sharedStorage) ready(ctx context.Context) error {
 // unavailable wraps err with ErrUnavailable when it is the shared database not answering (no connection, a
 // network failure, a timeout) rather than an answer from it or a refusal of the settings themselves.
 func (s *sharedStorage) unavailable(err error) error {
-	var pe *pgconn.PgError
-	if err == nil || errors.As(err, &pe) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoChanges) ||
+	if err == nil || (!connectionFailure(err) && answered(err)) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNoChanges) ||
 		errors.Is(err, ErrRefused) || errors.Is(err, ErrStaged) || errors.Is(err, ErrNoGeneration) ||
 		errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrInvalidValue) || errors.Is(err, errSeeded) ||
 		errors.Is(err, errInForce) || errors.Is(err, context.Canceled) {
@@ -198,4 +198,21 @@ func (s *sharedStorage) Commit(ctx context.Context, build func(Generation, []Sta
 	}
 	g, err := s.Storage.Commit(ctx, build)
 	return g, s.unavailable(err)
+}
+
+// connectionFailure reports whether err is a failure to connect, or the server ending the connection
+// (SQLSTATE class 08, or an administrator's or crash shutdown, 57P01 to 57P03).
+func connectionFailure(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return true
+	}
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "08") || strings.HasPrefix(pe.Code, "57P0"))
+}
+
+// answered reports whether err is the server's answer to a statement.
+func answered(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe)
 }

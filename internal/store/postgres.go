@@ -115,6 +115,11 @@ func migratePostgresOne(ctx context.Context, pg *PG, component string, migration
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
 		return false, fmt.Errorf("store: migrate %s: %w", component, err)
 	}
+	// Init creates it too; a pool made by NewPostgres for a database that was down at start may not have.
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_versions (
+		component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
+		return false, fmt.Errorf("store: migrate %s: %w", component, err)
+	}
 	var have int
 	err = tx.QueryRow(ctx, `SELECT version FROM schema_versions WHERE component = $1`, component).Scan(&have)
 	if errors.Is(err, pgx.ErrNoRows) {

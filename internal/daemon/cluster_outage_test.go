@@ -1,0 +1,175 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/daemon"
+	"github.com/mxgate/mxgate/internal/delivery"
+	"github.com/mxgate/mxgate/internal/settings"
+	"github.com/mxgate/mxgate/internal/simnet"
+	"github.com/mxgate/mxgate/internal/store/storetest"
+	"github.com/mxgate/mxgate/internal/testpki"
+)
+
+// runNode starts a gateway on cfg and returns it with the function that stops it (also run at the end of the
+// test), so that a test can restart a node on the same data directory.
+func runNode(t *testing.T, n *simnet.Net, cfg *config.Config) (*gw, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &gw{dir: cfg.Data.Dir, n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
+	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: &g.printed, Config: cfg, Roots: n.RootPool(),
+		SMTPListener: ln, AdminListener: aln, OnDelivery: func(ev delivery.Event) { g.events <- ev }})
+	if err != nil {
+		ln.Close()
+		aln.Close()
+		t.Fatalf("node did not start: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.d.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return g, stop
+}
+
+func componentOf(t *testing.T, g *gw, name string) admin.Component {
+	t.Helper()
+	for _, c := range g.d.Components() {
+		if c.Name == name {
+			return c
+		}
+	}
+	return admin.Component{}
+}
+
+// TestClusterNodeRestartsWhileTheDatabaseServerIsDown: a node of a cluster restarts while the PostgreSQL
+// server is stopped. It starts, runs the last generation committed before the outage (not its bootstrap
+// seed), and keeps applying the enforce policy it cached although the policy host is gone too (RFC 8461
+// Section 10: blocking the database and the policy host must not downgrade delivery). Status, /healthz and the
+// components show the outage while /readyz stays ready; a commit fails with ErrUnavailable. When the server
+// is back the node says so by itself and commits work again.
+func TestClusterNodeRestartsWhileTheDatabaseServerIsDown(t *testing.T) {
+	srv := storetest.StartServer(t)
+	n := newSimNet(t)
+	bad := n.EvilCA.MustIssue(testpki.Leaf{DNSNames: []string{"mx1.example.com"}})
+	mx, err := n.AddMX(simnet.MXOptions{Domain: "example.com", Host: "mx1.example.com", Pref: 10, Cert: &bad})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.DNS.AddTXT("_mta-sts.example.com", "v=STSv1; id=1")
+	ph, err := n.ServeMTASTSPolicy("example.com", "version: STSv1\nmode: enforce\nmx: mx1.example.com\nmax_age: 86400\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := n.GatewayConfig(filepath.Join(t.TempDir(), "data"))
+	cfg.Queue.RetryInitial = config.Duration(time.Hour)
+	cfg.Data.Database, cfg.Node = srv.DSN, "node1.example.net"
+	ctx := context.Background()
+
+	g, stop := runNode(t, n, cfg)
+	s := g.d.Settings()
+	if err := s.Set(ctx, "TLSRPT.OrganizationName", "Committed before the outage"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.Commit(ctx, "before the outage", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(g *gw, rcpt string) delivery.Event {
+		t.Helper()
+		c, err := smtp.Dial(g.smtp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := sendOn(c, rcpt, rcpt); err != nil {
+			t.Fatalf("intake: %v", err)
+		}
+		return g.nextEvent(t, "example.com")
+	}
+	if ev := send(g, "bob@example.com"); ev.Result.Outcome != "deferred" || ev.Result.ResultType != "certificate-not-trusted" {
+		t.Fatalf("before the outage: %+v, want deferred certificate-not-trusted (enforce)", ev.Result)
+	}
+	stop()
+
+	srv.Stop()
+	ph.SetStatus(http.StatusNotFound) // the policy is gone too: only the cached copy knows it is enforce
+	g, _ = runNode(t, n, cfg)
+	s = g.d.Settings()
+	if got := s.Current(); got.Generation != before.Generation || got.Get("TLSRPT.OrganizationName") != "Committed before the outage" {
+		t.Errorf("restarted node runs generation %d (%q), want %d", got.Generation, got.Get("TLSRPT.OrganizationName"), before.Generation)
+	}
+	if c := componentOf(t, g, "database"); c.State != admin.ComponentFailed || !strings.Contains(c.Reason, "unreachable") {
+		t.Errorf("component database = %+v, want failed, unreachable", c)
+	}
+	st, err := g.d.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Generation.Running != before.Generation || !strings.Contains(strings.Join(st.Warnings, "\n"), "unreachable") {
+		t.Errorf("status: running %d, warnings %q; want %d and the database unreachable", st.Generation.Running, st.Warnings, before.Generation)
+	}
+	if code, body := g.get(t, "/healthz"); code != http.StatusOK || !strings.Contains(body, `"degraded"`) || !strings.Contains(body, `"database"`) {
+		t.Errorf("/healthz = %d %s, want 200 degraded naming the database", code, body)
+	}
+	if code, body := g.get(t, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz = %d %s, want ready: the node accepts and delivers mail", code, body)
+	}
+	if err := s.Set(ctx, "TLSRPT.OrganizationName", "During the outage"); !errors.Is(err, settings.ErrUnavailable) {
+		t.Errorf("staging during the outage: %v, want ErrUnavailable", err)
+	}
+	if _, err := s.Commit(ctx, "during the outage", "test"); !errors.Is(err, settings.ErrUnavailable) {
+		t.Errorf("commit during the outage: %v, want ErrUnavailable", err)
+	}
+	if ev := send(g, "carol@example.com"); ev.Result.Outcome != "deferred" || ev.Result.ResultType != "certificate-not-trusted" {
+		t.Errorf("after the restart with the database down: %+v (plan %s), want deferred certificate-not-trusted: the enforce policy applies", ev.Result, ev.Plan)
+	}
+	if got := len(mx.Messages()); got != 0 {
+		t.Errorf("MX with an untrusted certificate received %d messages", got)
+	}
+
+	srv.Start()
+	// The node notices by itself (its one-second poll of the settings); bounded generously, this waits for
+	// the pool to reconnect, not for a propagation delay.
+	deadline := time.Now().Add(20 * time.Second)
+	for componentOf(t, g, "database").State != admin.ComponentRunning {
+		if time.Now().After(deadline) {
+			t.Fatalf("component database still %+v 20 s after the server returned", componentOf(t, g, "database"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := s.Set(ctx, "TLSRPT.OrganizationName", "After the outage"); err != nil {
+		t.Fatalf("staging after the outage: %v", err)
+	}
+	if after, err := s.Commit(ctx, "after the outage", "test"); err != nil || after.Generation != before.Generation+1 {
+		t.Fatalf("commit after the outage: %+v, %v", after, err)
+	}
+}
