@@ -278,8 +278,10 @@ type Queue struct {
 	spare spares
 	// spoolFS is the spool directory, open since Open, for the GroupSync flush (nil without GroupSync).
 	spoolFS *os.File
-	refs    bodyRefs
-	journal journal
+	// failedFlushes counts the failed GroupSync flushes: a body written across one is refused (dropLost).
+	failedFlushes atomic.Uint64
+	refs          bodyRefs
+	journal       journal
 
 	corruptMu sync.Mutex
 	corrupt   map[string]string // message id -> why its body failed verification
