@@ -10,17 +10,20 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
 
 // clusterSpec says how to start the nodes of a cluster run.
 type clusterSpec struct {
+	// base is the configuration of every node (the single node's), to which each node adds its data
+	// directory under dir, the database and its name.
+	base     *config.Config
 	dir      string
 	nodes    int
 	database string
 	net      *simnet.Net
-	clients  int
 	log      *slog.Logger
 }
 
@@ -35,9 +38,9 @@ type clusterGateway struct {
 func startCluster(ctx context.Context, s clusterSpec) (*clusterGateway, error) {
 	c := &clusterGateway{ev: &events{}}
 	for i := range s.nodes {
-		cfg := s.net.GatewayConfig(filepath.Join(s.dir, fmt.Sprintf("node%d", i+1)))
-		cfg.DNS.Cache = true
-		cfg.SMTP.MaxConnsPerIP = max(cfg.SMTP.MaxConnsPerIP, s.clients+1)
+		c0 := *s.base
+		cfg := &c0
+		cfg.Data.Dir = filepath.Join(s.dir, fmt.Sprintf("node%d", i+1))
 		cfg.Data.Database, cfg.Node = s.database, fmt.Sprintf("bench%d", i+1)
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
