@@ -5,7 +5,9 @@
 // this API (see Client); so is the web console.
 //
 // Every endpoint but GET /healthz requires "Authorization: Bearer <token>", where the token is the node's
-// admin token (see LoadOrCreateToken). Every state-changing endpoint is POST, PUT or DELETE. Errors are JSON
+// admin token (see LoadOrCreateToken), or, when Options.Session is set, a web console login session: an
+// administrator's may do what the token may, a viewer's only read. /api/v1/accounts manages the console's
+// accounts. Every state-changing endpoint is POST, PUT or DELETE. Errors are JSON
 // objects {"error": "..."} with a status code that says whose fault it was.
 //
 // It deliberately does not own the HTTP listener's address, TLS, or login sessions for browsers: the daemon
@@ -103,6 +105,12 @@ type Options struct {
 	// endpoint answers 501.
 	LookupTLSRPT func(ctx context.Context, domain string) ([]string, error)
 
+	// Accounts serves /api/v1/accounts (the web console's accounts); nil means those endpoints answer 501.
+	Accounts AccountsAPI
+	// Session, when set, authenticates a request that carries no admin token by a console login session
+	// (the console's Principal): ok false means no valid session. The API then acts for that account: a
+	// viewer may only read, and settings commits are attributed to the account.
+	Session func(r *http.Request) (p Principal, ok bool)
 	// Cluster serves GET /api/v1/nodes and /api/v1/cluster/queue and the message requests that name
 	// another node (?node=); nil means those answer 501.
 	Cluster ClusterAPI
@@ -174,6 +182,7 @@ func (s *Server) routes() {
 	s.tlsrptRoutes()
 	s.traceRoutes()
 	s.clusterRoutes()
+	s.accountsRoutes()
 }
 
 // Handler returns the API's HTTP handler.
@@ -185,10 +194,22 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	// Only the liveness probe is open: it says nothing but "the process answers".
 	if !(r.URL.Path == "/healthz" && (r.Method == http.MethodGet || r.Method == http.MethodHead)) && !s.authorized(r) && !s.peerAuthorized(r) {
-		s.log.Warn("admin: unauthorized request", "method", r.Method, "path", r.URL.Path, "ip", remoteIP(r))
-		h.Set("WWW-Authenticate", `Bearer realm="mxgate"`)
-		writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
-		return
+		p, ok := Principal{}, false
+		if s.opts.Session != nil && r.Header.Get("Authorization") == "" {
+			p, ok = s.opts.Session(r)
+		}
+		if !ok || p.Account == "" {
+			s.log.Warn("admin: unauthorized request", "method", r.Method, "path", r.URL.Path, "ip", remoteIP(r))
+			h.Set("WWW-Authenticate", `Bearer realm="mxgate"`)
+			writeError(w, http.StatusUnauthorized, "missing or invalid admin token")
+			return
+		}
+		if !p.Administrator() && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			s.log.Warn("admin: refused a change by a viewer", "method", r.Method, "path", r.URL.Path, "account", p.Account, "ip", remoteIP(r))
+			writeError(w, http.StatusForbidden, fmt.Sprintf("the account %s is a viewer: it may read but change nothing", p.Account))
+			return
+		}
+		r = withPrincipal(r, p)
 	}
 	if _, pattern := s.mux.Handler(r); pattern == "" {
 		// No route: let the mux decide between 404 and 405 (and the Allow header), but answer in JSON.
@@ -535,6 +556,12 @@ func statusOf(err error) int {
 		return st
 	}
 	switch {
+	case errors.Is(err, ErrInvalidAccount):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNoAccount):
+		return http.StatusNotFound
+	case errors.Is(err, ErrAccountExists), errors.Is(err, ErrLastAdministrator):
+		return http.StatusConflict
 	case errors.Is(err, nodes.ErrStorage):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrPeer):

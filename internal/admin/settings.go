@@ -220,12 +220,17 @@ func (s *Server) configDiff(w http.ResponseWriter, r *http.Request, st SettingsA
 // CommitRequest is the body of POST /api/v1/config/commit. Note is required.
 type CommitRequest struct {
 	Note string `json:"note"`
-	// Author defaults to "admin API from <client IP>".
+	// Author defaults to "admin API from <client IP>". It applies to the admin token only: a request sent
+	// with a console session is attributed to its account.
 	Author string `json:"author,omitempty"`
 }
 
-// author returns the request's author, or a description of the client when it gave none.
+// author returns the request's author: the console account that sent it; for the admin token, the author
+// the request names, or a description of the client when it gave none.
 func author(r *http.Request, given string) string {
+	if p := PrincipalOf(r); !p.Token() {
+		return p.Account
+	}
 	if a := strings.TrimSpace(given); a != "" {
 		return a
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,22 +15,26 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/console"
 )
 
 // addConsoleCommands adds "console user ...": the web console's accounts, kept in the data directory's
 // password file. The daemon reads that file at every console request, so a change takes effect at once
-// (a removed account's sessions end, as do an account's sessions when its password changes).
+// (a removed account's sessions end, as do an account's sessions when its password changes). With --admin
+// or --token the commands go through a running daemon's admin API (/api/v1/accounts) instead of the file.
 func addConsoleCommands(root *cobra.Command, g *globals) {
 	cons := &cobra.Command{Use: "console", Short: "Web console accounts"}
 	user := &cobra.Command{
 		Use:   "user",
-		Short: "Add, list, remove web console accounts and set their passwords (works on the data directory)",
+		Short: "Add, list, remove web console accounts and set their passwords",
 		Long: `Web console accounts live in the data directory's console-password file (salted PBKDF2 hashes,
-mode 0600); run these commands as the user that runs mxgate serve. An administrator may change
-everything; a viewer sees every page but changes nothing. Passwords are read from the terminal (asked
-twice, not echoed) or, when standard input is not a terminal, from its first line; never from the
-command line.`,
+mode 0600). Without --admin or --token these commands edit that file: run them as the user that runs
+mxgate serve (the daemon need not run). With --admin or --token they ask the running daemon through its
+admin API instead, which needs the admin token but no access to the data directory. An administrator may
+change everything; a viewer sees every page but changes nothing; the last administrator cannot be
+removed. Passwords are read from the terminal (asked twice, not echoed) or, when standard input is not a
+terminal, from its first line; never from the command line.`,
 	}
 	var role string
 	add := &cobra.Command{
@@ -43,6 +48,21 @@ command line.`,
 			}
 			if err := console.ValidAccountName(args[0]); err != nil {
 				return err
+			}
+			if viaAPI(g) {
+				c, err := adminClient(g)
+				if err != nil {
+					return err
+				}
+				pw, err := readNewPassword(g, args[0])
+				if err != nil {
+					return err
+				}
+				if err := c.AddAccount(cmd.Context(), admin.NewAccount{Name: args[0], Role: string(r), Password: pw}); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "added %s (%s) through the admin API at %s\n", args[0], r, c.BaseURL)
+				return nil
 			}
 			path, err := consolePasswordFile(g)
 			if err != nil {
@@ -66,6 +86,24 @@ command line.`,
 		Short: "Set an account's password (its console sessions end)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if viaAPI(g) {
+				c, err := adminClient(g)
+				if err != nil {
+					return err
+				}
+				if err := apiFindAccount(cmd.Context(), c, args[0]); err != nil {
+					return err
+				}
+				pw, err := readNewPassword(g, args[0])
+				if err != nil {
+					return err
+				}
+				if err := c.SetAccountPassword(cmd.Context(), args[0], pw); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "password of %s changed; its console sessions end\n", args[0])
+				return nil
+			}
 			path, err := consolePasswordFile(g)
 			if err != nil {
 				return err
@@ -89,6 +127,17 @@ command line.`,
 		Short: "Remove an account (its console sessions end; the last administrator stays)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if viaAPI(g) {
+				c, err := adminClient(g)
+				if err != nil {
+					return err
+				}
+				if err := c.RemoveAccount(cmd.Context(), args[0]); err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stdout, "removed %s\n", args[0])
+				return nil
+			}
 			path, err := consolePasswordFile(g)
 			if err != nil {
 				return err
@@ -105,22 +154,14 @@ command line.`,
 		Short: "List the accounts and their roles",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := consolePasswordFile(g)
-			if err != nil {
-				return err
-			}
-			accts, err := console.Accounts(path)
+			accts, err := listAccounts(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
 			if g.json {
-				type row struct {
-					Name string `json:"name"`
-					Role string `json:"role"`
-				}
-				rows := make([]row, len(accts))
-				for i, a := range accts {
-					rows[i] = row{a.Name, string(a.Role)}
+				rows := accts
+				if rows == nil {
+					rows = []admin.Account{}
 				}
 				enc := json.NewEncoder(g.stdout)
 				enc.SetIndent("", "  ")
@@ -139,6 +180,40 @@ command line.`,
 	user.AddCommand(add, passwd, remove, list)
 	cons.AddCommand(user)
 	root.AddCommand(cons)
+}
+
+// viaAPI reports whether the console user commands go through a running daemon's admin API: when the
+// administrator named one with --admin or --token.
+func viaAPI(g *globals) bool { return g.adminURL != "" || g.token != "" }
+
+// listAccounts lists the accounts through the admin API or from the data directory (see viaAPI).
+func listAccounts(ctx context.Context, g *globals) ([]admin.Account, error) {
+	if viaAPI(g) {
+		c, err := adminClient(g)
+		if err != nil {
+			return nil, err
+		}
+		return c.Accounts(ctx)
+	}
+	path, err := consolePasswordFile(g)
+	if err != nil {
+		return nil, err
+	}
+	return console.PasswordFile{Path: path}.Accounts(ctx)
+}
+
+// apiFindAccount checks that the daemon has account name before a password is asked for.
+func apiFindAccount(ctx context.Context, c *admin.Client, name string) error {
+	accts, err := c.Accounts(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range accts {
+		if a.Name == name {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s", console.ErrNoAccount, name)
 }
 
 // consolePasswordFile is the configuration's data directory's console accounts file.
@@ -224,11 +299,11 @@ func accountNames(g *globals) completer {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		path, err := consolePasswordFile(g)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		ctx := cmd.Context()
+		if ctx == nil {
+			ctx = context.Background()
 		}
-		accts, err := console.Accounts(path)
+		accts, err := listAccounts(ctx, g)
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 		}

@@ -38,6 +38,7 @@ type Config struct {
 	Queue    Queue             `toml:"queue"`    // scheduler and retry
 	TLS      TLS               `toml:"tls"`      // trust anchors
 	MTASTS   MTASTS            `toml:"mtasts"`   // RFC 8461 policy fetching
+	TLSRPT   TLSRPT            `toml:"tlsrpt"`   // RFC 8460 report sending
 	Admin    Admin             `toml:"admin"`    // HTTP API and console
 	Log      Log               `toml:"log"`      // slog output
 	Settings map[string]string `toml:"settings"` // seed for the committed settings, canonical (settings.FromTOML)
@@ -162,6 +163,15 @@ type MTASTS struct {
 	FailureBackoff Duration `toml:"failure_backoff"`
 	HTTPSPort      int      `toml:"https_port"`     // 443 except in labs
 	AllowNetworks  []string `toml:"allow_networks"` // private/loopback CIDRs policy HTTPS may reach (labs, tests)
+}
+
+// TLSRPT is the [tlsrpt] table: the timing of report sending.
+type TLSRPT struct {
+	// RetryInterval is how often the report sender looks for due (or taken-over) report deliveries.
+	RetryInterval Duration `toml:"retry_interval"`
+	// SendLease is how long a node holds a report delivery it attempts; another node takes it over when
+	// the outcome is not recorded by then.
+	SendLease Duration `toml:"send_lease"`
 }
 
 // AllowPrefixes returns AllowNetworks parsed and masked.
@@ -350,6 +360,10 @@ func Default() *Config {
 			MaxPolicyBytes: 65536,
 			FailureBackoff: Duration(5 * time.Minute),
 			HTTPSPort:      443,
+		},
+		TLSRPT: TLSRPT{
+			RetryInterval: Duration(5 * time.Minute),
+			SendLease:     Duration(10 * time.Minute),
 		},
 		Admin: Admin{Listen: "127.0.0.1:8025"},
 		Log:   Log{Format: "json", Level: "info"},

@@ -173,8 +173,9 @@ func TestGoodFull(t *testing.T) {
 			HTTPSPort:      8443,
 			AllowNetworks:  []string{"127.0.0.0/8", "::1/128"},
 		},
-		Admin: Admin{Listen: "127.0.0.1:0"},
-		Log:   Log{Format: "text", Level: "debug"},
+		TLSRPT: TLSRPT{RetryInterval: Duration(time.Minute), SendLease: Duration(3 * time.Minute)},
+		Admin:  Admin{Listen: "127.0.0.1:0"},
+		Log:    Log{Format: "text", Level: "debug"},
 		Settings: map[string]string{
 			"Sender.EnableMTASTS":     "false",
 			"Sender.EnableDANE":       "false", // not in the file: the default stays

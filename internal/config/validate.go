@@ -190,6 +190,10 @@ func validate(c *Config, failed failedSet, errs *[]error) {
 		v.port("mtasts.https_port", m.HTTPSPort)
 		v.cidrs("mtasts.allow_networks", m.AllowNetworks)
 	}
+	if !failed["tlsrpt"] {
+		v.positiveDuration("tlsrpt.retry_interval", c.TLSRPT.RetryInterval)
+		v.positiveDuration("tlsrpt.send_lease", c.TLSRPT.SendLease)
+	}
 	if !failed["admin"] {
 		v.listen("admin.listen", c.Admin.Listen)
 		switch {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/atomicfile"
 )
 
@@ -57,11 +58,11 @@ type accountEntry struct {
 
 var (
 	// ErrNoAccount is returned for an account name the file does not hold.
-	ErrNoAccount = errors.New("console: no such account")
+	ErrNoAccount = fmt.Errorf("console: %w", admin.ErrNoAccount)
 	// ErrAccountExists is returned when adding a name the file already holds.
-	ErrAccountExists = errors.New("console: account exists")
+	ErrAccountExists = fmt.Errorf("console: %w", admin.ErrAccountExists)
 	// ErrLastAdministrator is returned when a change would leave no administrator.
-	ErrLastAdministrator = errors.New("console: the last administrator cannot be removed or demoted")
+	ErrLastAdministrator = fmt.Errorf("console: %w", admin.ErrLastAdministrator)
 )
 
 // ValidAccountName checks an account name: 1 to 64 characters of a-z, 0-9, '.', '_', '-', starting with

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/admin"
 )
 
 const (
@@ -420,4 +422,26 @@ func (c *Console) logout(w http.ResponseWriter, r *http.Request, s *session) {
 func (c *Console) done(w http.ResponseWriter, r *http.Request, s *session, to, msg string) {
 	c.sessions.setFlash(s.id, msg)
 	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+// CSRFHeader is the request header that carries a session's CSRF token when a script of the console's
+// origin calls the admin API with the session cookie.
+const CSRFHeader = "X-Mxgate-CSRF"
+
+// Principal authenticates an admin API request by its console session (the admin API's Options.Session):
+// a valid session cookie, and for anything but GET and HEAD also the session's CSRF token in CSRFHeader and
+// no foreign Origin, since the browser sends the cookie by itself.
+func (c *Console) Principal(r *http.Request) (admin.Principal, bool) {
+	s, ok := c.current(r)
+	if !ok {
+		return admin.Principal{}, false
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		tok := r.Header.Get(CSRFHeader)
+		if !sameOrigin(r) || tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(s.csrf)) != 1 {
+			c.log.Warn("console: refused an API request without a valid CSRF token", "path", r.URL.Path, "account", s.account, "ip", remoteIP(r))
+			return admin.Principal{}, false
+		}
+	}
+	return admin.Principal{Account: s.account, Role: string(s.role)}, true
 }

@@ -126,6 +126,7 @@ type Console struct {
 	timeline *timeline
 	sessions *sessions
 	limiter  *loginLimiter
+	accounts PasswordFile
 	mux      *http.ServeMux
 	// patterns lists the mux's patterns in registration order.
 	patterns []string
@@ -149,7 +150,7 @@ func New(o Options) (*Console, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	c := &Console{opts: o, log: o.Logger, now: o.Now, rand: o.Rand}
+	c := &Console{opts: o, log: o.Logger, now: o.Now, rand: o.Rand, accounts: PasswordFile{Path: o.PasswordFile, Iterations: o.PasswordIterations}}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -230,6 +231,9 @@ func (c *Console) routes() {
 	c.handle("POST /settings/rollback", c.post(c.settingsRollback))
 	c.handle("GET /account", c.page(c.accountPage))
 	c.handle("POST /account/password", c.postSelf(c.accountPassword))
+	c.handle("POST /accounts/add", c.post(c.accountsAdd))
+	c.handle("POST /accounts/password", c.post(c.accountsPassword))
+	c.handle("POST /accounts/remove", c.post(c.accountsRemove))
 }
 
 // Routes lists the patterns the console serves ("POST /settings/commit"), in registration order.

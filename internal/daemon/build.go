@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,7 +191,12 @@ func (d *Daemon) openSettings(ctx context.Context, _ Options) error {
 }
 
 func (d *Daemon) openRecorder(ctx context.Context, _ Options) error {
-	r, err := tlsreport.NewRecorder(ctx, d.DB, tlsreport.RecorderOptions{Now: d.now, Logger: d.log.With("component", "tlsreport")})
+	if d.pg != nil {
+		// In a cluster, every node adds its sessions to the aggregates in the shared database, and the reports
+		// are built from there; this node's SQLite keeps them while that database is unreachable.
+		d.reportStore = tlsreport.NewPostgresStore(d.pg)
+	}
+	r, err := tlsreport.NewRecorder(ctx, d.DB, tlsreport.RecorderOptions{Now: d.now, Logger: d.log.With("component", "tlsreport"), Store: d.reportStore})
 	if err != nil {
 		return err
 	}
@@ -438,6 +444,9 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
 			return txts, err
 		},
+		Accounts: console.PasswordFile{Path: filepath.Join(d.cfg.Data.Dir, console.PasswordFileName)},
+		// The console is built next (buildConsole); requests are served only after both exist.
+		Session: func(r *http.Request) (admin.Principal, bool) { return d.Console.Principal(r) },
 	})
 	return err
 }

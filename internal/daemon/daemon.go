@@ -99,6 +99,9 @@ type Daemon struct {
 	Console       *console.Console
 	started       atomic.Pointer[time.Time] // when Run started; nil before
 
+	// reportStore is the TLS reports' store in cluster mode: the shared database (nil: the node's SQLite).
+	reportStore tlsreport.Store
+
 	settings atomic.Pointer[tlspolicy.Settings]
 	// running is the settings generation the TLS decision point uses.
 	running atomic.Int64

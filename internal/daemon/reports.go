@@ -41,6 +41,7 @@ func (d *Daemon) reporterFrom(snap settings.Snapshot) (*tlsreport.Reporter, erro
 		return nil, bad("TLSRPT.ContactInfo", err)
 	}
 	r := &tlsreport.Reporter{
+		Store:           d.reportStore,
 		DB:              d.DB,
 		Resolver:        d.out.Resolver,
 		Queue:           d.Queue,
@@ -52,6 +53,8 @@ func (d *Daemon) reporterFrom(snap settings.Snapshot) (*tlsreport.Reporter, erro
 		Contact:         ca,
 		MaxDestinations: snap.Int("TLSRPT.MaxDestinations"),
 		OnlyFailures:    snap.Bool("TLSRPT.OnlyFailures"),
+		RetryInterval:   d.cfg.TLSRPT.RetryInterval.Duration(),
+		SendLease:       d.cfg.TLSRPT.SendLease.Duration(),
 	}
 	if r.Org == "" {
 		r.Org = host

@@ -57,6 +57,9 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		return s, err
 	}
 	s.Components = d.comps.list()
+	if n := d.Recorder.Held(); n > 0 {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("TLS report results kept locally: %d batches of session results wait for the shared database, and are handed over when it answers", n))
+	}
 	s.Warnings = append(s.Warnings, d.hostnameWarnings()...)
 	if snap.Bool("Controller.EnableTLSRPT") {
 		lctx, cancel := context.WithTimeout(ctx, dkimLookupBudget)

@@ -97,6 +97,19 @@ func (c *Cache) now() time.Time {
 	return time.Now()
 }
 
+// peek returns the cached answer for k without asking anyone; the error wraps ErrNotCached when there is
+// none.
+func (c *Cache) peek(k cacheKey) (*dns.Msg, error) {
+	c.mu.Lock()
+	e, ok := c.entries[k]
+	c.mu.Unlock()
+	if !ok || !c.now().Before(e.expires) {
+		return nil, ErrNotCached
+	}
+	c.hits.Add(1)
+	return e.msg, e.err
+}
+
 // get returns the cached answer for k, or asks with ask (once for all concurrent callers) and keeps what it
 // returns for as long as the rules above allow.
 func (c *Cache) get(ctx context.Context, k cacheKey, ask func() (*dns.Msg, error)) (*dns.Msg, error) {

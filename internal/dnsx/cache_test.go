@@ -19,6 +19,7 @@ import (
 func cachedClient(s *dnstest.Server) (*dnsx.Client, *clocktest.Clock) {
 	clock := clocktest.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 	c := s.Client()
+	c.Timeout = 5 * time.Second
 	c.Cache = &dnsx.Cache{Now: clock.Now}
 	return c, clock
 }
@@ -224,6 +225,7 @@ func TestCacheFailuresBriefly(t *testing.T) {
 		t.Errorf("MX broken.example after the failure TTL, repaired = %v, %v; want its record", mxs, err)
 	}
 
+	c.Timeout = 200 * time.Millisecond // the timeout is the point here
 	for range 2 {
 		if _, _, err := c.LookupMX(ctx, "slow.example"); !errors.Is(err, dnsx.ErrTemporary) {
 			t.Fatalf("MX slow.example: %v, want ErrTemporary", err)
@@ -244,6 +246,7 @@ func TestCacheBoundedAndConcurrent(t *testing.T) {
 		s.Add(fmt.Sprintf("h%d.example. 300 IN A 192.0.2.%d", i, i+1))
 	}
 	c := s.Client()
+	c.Timeout = 10 * time.Second // 80 lookups at once on a loaded machine: no timeout is under test here
 	c.Cache = &dnsx.Cache{MaxEntries: 10}
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*names)
@@ -267,5 +270,35 @@ func TestCacheBoundedAndConcurrent(t *testing.T) {
 	}
 	if st := c.Cache.Stats(); st.Entries > 10 {
 		t.Errorf("cache holds %d answers, want at most MaxEntries 10", st.Entries)
+	}
+}
+
+// TestCachedTXTAnswersOnlyFromTheCache: CachedTXT never asks a server; it gives what LookupTXT received while
+// that answer is within its TTL, with its DNSSEC status, and ErrNotCached otherwise.
+func TestCachedTXTAnswersOnlyFromTheCache(t *testing.T) {
+	t.Parallel()
+	s := dnstest.New(t)
+	s.Add(`_mta-sts.example.com. 60 IN TXT "v=STSv1; " "id=1"`)
+	s.SetSecure("example.com", true)
+	c, clock := cachedClient(s)
+	if _, _, err := c.CachedTXT("_mta-sts.example.com"); !errors.Is(err, dnsx.ErrNotCached) {
+		t.Fatalf("CachedTXT before any lookup: %v, want ErrNotCached", err)
+	}
+	if _, _, err := c.LookupTXT(t.Context(), "_mta-sts.example.com"); err != nil {
+		t.Fatal(err)
+	}
+	txts, res, err := c.CachedTXT("_MTA-STS.example.com.")
+	if err != nil || len(txts) != 1 || txts[0] != "v=STSv1; id=1" || !res.Secure {
+		t.Errorf("CachedTXT = %q, %+v, %v; want the record, secure", txts, res, err)
+	}
+	clock.Advance(60 * time.Second)
+	if _, _, err := c.CachedTXT("_mta-sts.example.com"); !errors.Is(err, dnsx.ErrNotCached) {
+		t.Errorf("CachedTXT after the TTL: %v, want ErrNotCached", err)
+	}
+	if n := s.QueryCount("_mta-sts.example.com", dns.TypeTXT); n != 1 {
+		t.Errorf("TXT queries = %d, want 1 (CachedTXT asks no server)", n)
+	}
+	if _, _, err := s.Client().CachedTXT("_mta-sts.example.com"); !errors.Is(err, dnsx.ErrNotCached) {
+		t.Errorf("CachedTXT without a cache: %v, want ErrNotCached", err)
 	}
 }

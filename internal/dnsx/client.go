@@ -161,7 +161,7 @@ var _ Resolver = (*Client)(nil)
 
 // LookupMX implements Resolver.
 func (c *Client) LookupMX(ctx context.Context, name string) ([]MX, Result, error) {
-	rrs, res, err := c.lookup(ctx, name, dns.TypeMX)
+	rrs, res, err := c.lookup(ctx, name, dns.TypeMX, fromNetwork)
 	if err != nil {
 		return nil, res, err
 	}
@@ -176,22 +176,44 @@ func (c *Client) LookupMX(ctx context.Context, name string) ([]MX, Result, error
 
 // LookupTXT implements Resolver.
 func (c *Client) LookupTXT(ctx context.Context, name string) ([]string, Result, error) {
-	rrs, res, err := c.lookup(ctx, name, dns.TypeTXT)
+	rrs, res, err := c.lookup(ctx, name, dns.TypeTXT, fromNetwork)
 	if err != nil {
 		return nil, res, err
 	}
+	return txtStrings(rrs), res, nil
+}
+
+// CachedTXT implements CachedTXTResolver: LookupTXT answered from the cache alone. Without a Cache, or when
+// the cache holds no unexpired answer for a name of the chain, the error wraps ErrNotCached.
+func (c *Client) CachedTXT(name string) ([]string, Result, error) {
+	if c.Cache == nil {
+		return nil, Result{}, ErrNotCached
+	}
+	rrs, res, err := c.lookup(context.Background(), name, dns.TypeTXT, fromCacheOnly)
+	if err != nil {
+		return nil, res, err
+	}
+	return txtStrings(rrs), res, nil
+}
+
+func txtStrings(rrs []dns.RR) []string {
 	var out []string
 	for _, rr := range rrs {
 		// RFC 7208 Section 3.3, RFC 8461 Section 3.1: the strings of one record are joined without separators.
 		// miekg/dns gives each string in presentation form (a quote or backslash escaped with "\", a byte
 		// outside printable ASCII as "\DDD"); the record parsers must see the published bytes.
+		strs := rr.(*dns.TXT).Txt
+		if len(strs) == 1 {
+			out = append(out, TXTWire(strs[0]))
+			continue
+		}
 		var b strings.Builder
-		for _, s := range rr.(*dns.TXT).Txt {
+		for _, s := range strs {
 			b.WriteString(TXTWire(s))
 		}
 		out = append(out, b.String())
 	}
-	return out, res, nil
+	return out
 }
 
 // TXTWire decodes one TXT character-string from miekg/dns's presentation form to the bytes on the wire:
@@ -224,7 +246,7 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // LookupTLSA implements Resolver.
 func (c *Client) LookupTLSA(ctx context.Context, name string) ([]TLSA, Result, error) {
-	rrs, res, err := c.lookup(ctx, name, dns.TypeTLSA)
+	rrs, res, err := c.lookup(ctx, name, dns.TypeTLSA, fromNetwork)
 	if err != nil {
 		return nil, res, err
 	}
@@ -253,8 +275,8 @@ func (c *Client) LookupIP(ctx context.Context, host string) ([]netip.Addr, Resul
 	}
 	var v6, v4 answer
 	var wg sync.WaitGroup
-	wg.Go(func() { v6.rrs, v6.res, v6.err = c.lookup(ctx, host, dns.TypeAAAA) })
-	wg.Go(func() { v4.rrs, v4.res, v4.err = c.lookup(ctx, host, dns.TypeA) })
+	wg.Go(func() { v6.rrs, v6.res, v6.err = c.lookup(ctx, host, dns.TypeAAAA, fromNetwork) })
+	wg.Go(func() { v4.rrs, v4.res, v4.err = c.lookup(ctx, host, dns.TypeA, fromNetwork) })
 	wg.Wait()
 
 	// RFC 7672 Section 2.1.2: a bogus A or AAAA RRset makes the host unusable, even when the other family
@@ -299,7 +321,7 @@ func (c *Client) LookupIP(ctx context.Context, host string) ([]netip.Addr, Resul
 // lookup asks for name/qtype, follows CNAMEs (re-asking for the target when an answer stops at a CNAME) and
 // returns the records of qtype owned by the final name. Result.Secure is true only if every answer used had
 // the AD bit (RFC 7672 Section 2.1.3: an insecure link makes the chain insecure).
-func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.RR, Result, error) {
+func (c *Client) lookup(ctx context.Context, name string, qtype uint16, from source) ([]dns.RR, Result, error) {
 	tname := dns.TypeToString[qtype]
 	fqdn := dns.Fqdn(strings.ToLower(name))
 	if _, ok := dns.IsDomainName(fqdn); !ok || fqdn == "." {
@@ -310,7 +332,10 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 	seen := map[string]bool{fqdn: true}
 	cur := fqdn
 	for {
-		resp, err := c.query(ctx, cur, qtype)
+		resp, err := c.query(ctx, cur, qtype, from)
+		if errors.Is(err, ErrNotCached) {
+			return nil, Result{}, err
+		}
 		if errors.Is(err, ErrBogus) {
 			return nil, Result{CNAMEs: res.CNAMEs}, fmt.Errorf("%s %s: %w", tname, name, err)
 		}
@@ -367,8 +392,19 @@ func (c *Client) lookup(ctx context.Context, name string, qtype uint16) ([]dns.R
 	}
 }
 
+// source says where lookup may take its answers from.
+type source int
+
+const (
+	fromNetwork   source = iota // the cache if it has the answer, else the servers
+	fromCacheOnly               // the cache only; ErrNotCached otherwise
+)
+
 // query is exchange through the cache, when there is one.
-func (c *Client) query(ctx context.Context, name string, qtype uint16) (*dns.Msg, error) {
+func (c *Client) query(ctx context.Context, name string, qtype uint16, from source) (*dns.Msg, error) {
+	if from == fromCacheOnly {
+		return c.Cache.peek(cacheKey{name: name, qtype: qtype})
+	}
 	if c.Cache == nil {
 		return c.exchange(ctx, name, qtype)
 	}

@@ -26,6 +26,8 @@ var (
 	// ErrBogus: a validating resolver refused the answer because its DNSSEC validation failed (bogus or
 	// indeterminate, RFC 4033 Section 5). It wraps ErrTemporary: like any failure it is never "no records".
 	ErrBogus = fmt.Errorf("%w: DNSSEC validation failed (bogus)", ErrTemporary)
+	// ErrNotCached: a cache-only lookup (CachedTXTResolver) found no unexpired answer; ask the network.
+	ErrNotCached = errors.New("dnsx: no cached answer")
 )
 
 // Result describes how an answer was obtained.
@@ -62,3 +64,13 @@ type Resolver interface {
 	LookupIP(ctx context.Context, host string) ([]netip.Addr, Result, error)
 	LookupTLSA(ctx context.Context, name string) ([]TLSA, Result, error)
 }
+
+// CachedTXTResolver is implemented by resolvers with a cache (Client with a Cache): CachedTXT is LookupTXT
+// answered from the cache alone, without waiting on the network, so that a caller can take a fast path when
+// the answer is at hand. The error wraps ErrNotCached when it is not; otherwise the outcome is the one
+// LookupTXT would return now (a cached negative or failed answer included).
+type CachedTXTResolver interface {
+	CachedTXT(name string) ([]string, Result, error)
+}
+
+var _ CachedTXTResolver = (*Client)(nil)

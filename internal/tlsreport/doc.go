@@ -4,6 +4,10 @@
 // the domain's _smtp._tls record: by mail through mxgate's own queue (Section 5.3, DKIM-signed) or by HTTPS
 // POST (Section 5.4), retrying failed deliveries for up to a day (Section 5.5).
 //
+// The aggregates, reports and report log live in a Store: the node's SQLite database, or the PostgreSQL
+// database a cluster shares, where every node's sessions add up into one report per domain and day and each
+// report delivery is leased to one sender at a time (another takes it over when the lease runs out).
+//
 // It does not receive or parse reports from others, and it never records the sessions that deliver its own
 // reports (the queue marks them, RFC 8460 Section 3).
 //

@@ -10,11 +10,26 @@ import (
 // suggests randomising the send time so that receivers are not flooded at midnight), and retries due
 // deliveries every RetryInterval, until ctx is done. Errors are logged; Run returns ctx's error.
 func (r *Reporter) Run(ctx context.Context) error {
-	c, err := r.init(ctx)
+	c, err := r.config()
 	if err != nil {
 		return err
 	}
 	log := r.log()
+	// A shared store that does not answer at start delays the reports; it does not stop them.
+	for {
+		if _, err := r.init(ctx); err == nil {
+			break
+		} else {
+			log.Error("tlsreport: the report store is unreachable; retrying", "err", err)
+		}
+		t := time.NewTimer(min(c.retryInt, time.Minute))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 	var (
 		handled   time.Time // the last day whose reports were sent without a temporary failure
 		jitterDay time.Time

@@ -405,14 +405,51 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	checkErrors("queue after bulk")
 
-	// A viewer sees the pages but no form to change anything.
-	if err := console.AddAccount(env.PasswordFile, "viewer", console.Viewer, "a viewer's long password", 1000); err != nil {
-		t.Fatal(err)
+	// The administrator manages the accounts on the Account page: adds a viewer, resets its password,
+	// cannot remove the last administrator, adds and removes another account.
+	const viewerPW = "a viewer's reset password"
+	addAccount := func(name, role, pw string) {
+		t.Helper()
+		visit("account-"+name, "/account", "#add-account")
+		step("add "+name, chromedp.SendKeys(chromedp.ID("add-name"), name),
+			chromedp.SetValue(chromedp.ID("add-role"), role),
+			chromedp.SendKeys(chromedp.ID("add-password"), pw))
+		submit("add "+name, `#add-account button[type="submit"]`)
+		step("added "+name, chromedp.WaitVisible(chromedp.CSS(`tr[data-account="`+name+`"]`)))
+		if got := text("#flash"); !strings.Contains(got, "Account "+name+" ("+role+") added.") {
+			t.Errorf("flash after adding %s = %q", name, got)
+		}
 	}
+	addAccount("viewer", "viewer", "a viewer's first password")
+	addAccount("temp", "administrator", "a temporary long password")
+	screenshot("accounts")
+	checkErrors("accounts")
+	step("reset viewer", chromedp.SendKeys(chromedp.CSS(`tr[data-account="viewer"] input[name="password"]`), viewerPW))
+	submit("reset viewer", `tr[data-account="viewer"] form[action="/accounts/password"] button`)
+	step("reset", chromedp.WaitVisible(chromedp.ID("flash")))
+	if got := text("#flash"); !strings.Contains(got, "New password of viewer set") {
+		t.Errorf("flash after the reset = %q", got)
+	}
+	submit("remove temp", `tr[data-account="temp"] form[action="/accounts/remove"] button`)
+	step("removed", chromedp.WaitVisible(chromedp.ID("flash")))
+	if got := text("#flash"); !strings.Contains(got, "Account temp removed") {
+		t.Errorf("flash after removing temp = %q", got)
+	}
+	submit("remove admin", `tr[data-account="admin"] form[action="/accounts/remove"] button`)
+	step("refused", chromedp.WaitVisible(chromedp.ID("flash")))
+	if got := text("#flash"); !strings.Contains(got, "last administrator") {
+		t.Errorf("flash after removing the last administrator = %q", got)
+	}
+	accts, err := console.Accounts(env.PasswordFile)
+	if err != nil || len(accts) != 2 || accts[0].Name != "admin" || accts[1].Name != "viewer" || accts[1].Role != console.Viewer {
+		t.Errorf("accounts after the page's changes = %v %v, want admin and viewer", accts, err)
+	}
+
+	// A viewer sees the pages but no form to change anything.
 	submit("log out", "form.logout button")
 	step("login page after logout", chromedp.WaitVisible(chromedp.ID("password")))
 	step("log in as viewer", chromedp.SendKeys(chromedp.ID("account"), "viewer"),
-		chromedp.SendKeys(chromedp.ID("password"), "a viewer's long password"))
+		chromedp.SendKeys(chromedp.ID("password"), viewerPW))
 	submit("log in as viewer", "#login")
 	step("dashboard as viewer", chromedp.WaitVisible(chromedp.ID("mail-in")))
 	if got := text("#whoami"); got != "viewer (viewer)" {
@@ -423,6 +460,10 @@ func TestConsoleInChromium(t *testing.T) {
 		if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('`+sel+`').length`)); err != nil || n != 0 {
 			t.Errorf("settings page as a viewer: %d %s (%v), want none", n, sel, err)
 		}
+	}
+	visit("account-viewer", "/account", "#password-form")
+	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('#accounts, #add-account, form[action^="/accounts/"]').length`)); err != nil || n != 0 {
+		t.Errorf("account page as a viewer: %d account management elements (%v), want none", n, err)
 	}
 	visit("rules-viewer", "/rules", "main")
 	if n, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll('form[method="post"]:not(.logout)').length`)); err != nil || n != 0 {

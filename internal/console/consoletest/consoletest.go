@@ -1,11 +1,14 @@
 // Package consoletest serves a real console (package console) over httptest with in-memory fakes of the
 // queue and the MTA-STS cache (package admintest), a real settings store and TLS reporter on a temporary
-// SQLite database, and a day of delivery events, for the console's handler and browser tests.
+// SQLite database, and a day of delivery events, for the console's handler and browser tests. Beside it,
+// as on the daemon's admin listener, the admin API answers /api/ (the admin token Token, or a console
+// session) with the console's accounts.
 package consoletest
 
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -30,6 +33,9 @@ import (
 
 // Password is the console password of every Env.
 const Password = "correct horse battery staple"
+
+// Token is the admin API token of every Env.
+const Token = "0123456789abcdef0123456789abcdef"
 
 // MsgExpired is the fixture message deferred by an MTA-STS enforce failure with result type
 // certificate-expired (alice@corp.example → carol@shop.example), in addition to admintest's two.
@@ -78,6 +84,8 @@ type Env struct {
 	Clock    *clocktest.Clock
 	// PasswordFile holds the hash of Password.
 	PasswordFile string
+	// Token is the admin API's token.
+	Token string
 
 	explainMu sync.Mutex
 	explained []string
@@ -163,7 +171,23 @@ func New(t testing.TB) *Env {
 	if err := rep.Suppress(ctx, "tlsrpt@bounces.example", "mailbox full since May"); err != nil {
 		t.Fatal(err)
 	}
-	e.Server = httptest.NewServer(c.Handler())
+	e.Token = Token
+	api, err := admin.New(admin.Options{
+		Token: Token, Queue: q, STS: sts, Settings: st, Now: clock.Now,
+		Accounts: console.PasswordFile{Path: pwFile, Iterations: 1000},
+		Session:  c.Principal,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiH, ui := api.Handler(), c.Handler()
+	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/api/") {
+			apiH.ServeHTTP(w, r)
+			return
+		}
+		ui.ServeHTTP(w, r)
+	}))
 	t.Cleanup(e.Server.Close)
 	return e
 }
