@@ -27,6 +27,8 @@ type ClusterAPI interface {
 	Message(ctx context.Context, node, id string) (queue.MessageDetail, error)
 	// Act does a on message id of node, on that node; "" means this node.
 	Act(ctx context.Context, node, id string, a queue.Action) error
+	// Forget removes a retired node's row from the registry (a node that still runs writes it again).
+	Forget(ctx context.Context, node string) error
 }
 
 // ErrPeer wraps the failure to reach another node's admin API (a 502 of this one).
@@ -103,6 +105,21 @@ func (s *Server) clusterRoutes() {
 	m := s.mux
 	m.HandleFunc("GET /api/v1/nodes", s.nodesList)
 	m.HandleFunc("GET /api/v1/cluster/queue", s.clusterQueue)
+	m.HandleFunc("DELETE /api/v1/nodes/{name}", s.nodeForget)
+}
+
+func (s *Server) nodeForget(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Cluster == nil {
+		writeError(w, http.StatusNotImplemented, "the node registry is not available on this node")
+		return
+	}
+	name := r.PathValue("name")
+	if err := s.opts.Cluster.Forget(r.Context(), name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.log.Info("admin: node forgotten", "node", name, "ip", remoteIP(r))
+	writeJSON(w, http.StatusOK, ActionResult{Action: "forget", Entry: name})
 }
 
 func (s *Server) nodesList(w http.ResponseWriter, r *http.Request) {
@@ -181,6 +198,11 @@ func (s *Server) peerAuthorized(r *http.Request) bool {
 func (c *Client) Nodes(ctx context.Context) (NodeList, error) {
 	var out NodeList
 	return out, c.Do(ctx, http.MethodGet, "/api/v1/nodes", nil, &out)
+}
+
+// ForgetNode removes node's row from the registry.
+func (c *Client) ForgetNode(ctx context.Context, node string) error {
+	return c.Do(ctx, http.MethodDelete, "/api/v1/nodes/"+url.PathEscape(node), nil, nil)
 }
 
 // ClusterQueue lists the messages matching f on every node.

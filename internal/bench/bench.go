@@ -35,6 +35,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
@@ -79,6 +80,8 @@ type Options struct {
 	// from the clients, DNS, policy hosts and receivers, as the gateway runs when deployed.
 	External       bool
 	GatewayCommand []string
+	// SpoolSync, when set, is the gateway's queue.spool_sync ("group" or "file"); "" keeps the default.
+	SpoolSync string
 }
 
 // Latency is a distribution summary in milliseconds.
@@ -133,14 +136,21 @@ type Result struct {
 	LoadCPUSeconds        float64 `json:"load_cpu_seconds,omitempty"`
 
 	// IndexCommits is the number of queue index transactions for Submits (group commit); CommitsPerMsg the
-	// same per message. Each message also gets its own body fsync and spool directory fsync, so the fsyncs
-	// on the submit path are about 2 + CommitsPerMsg per message (SQLite WAL, synchronous=FULL: one fsync
-	// per commit).
-	IndexCommits   int64   `json:"index_commits"`
-	CommitsPerMsg  float64 `json:"index_commits_per_msg"`
-	FsyncsPerMsg   float64 `json:"submit_fsyncs_per_msg"`
-	DataDirFS      string  `json:"data_dir_fs"`
-	DeliveryEvents int     `json:"delivery_events"`
+	// same per message. FsyncsPerMsg is the fsyncs on the submit path per message (SQLite WAL,
+	// synchronous=FULL: one fsync per commit), which depends on SpoolSync.
+	IndexCommits  int64   `json:"index_commits"`
+	CommitsPerMsg float64 `json:"index_commits_per_msg"`
+	FsyncsPerMsg  float64 `json:"submit_fsyncs_per_msg"`
+	// SpoolSync is the gateway's queue.spool_sync: "group" (one syncfs per group covers the bodies: the
+	// submit fsyncs are 2 per group) or "file" (an fsync per body, then per group the directory and the
+	// commit).
+	SpoolSync string `json:"spool_sync"`
+	DataDirFS string `json:"data_dir_fs"`
+	// DNSQueries counts the queries the simulated internet's DNS server received during the run (the
+	// gateway's, MX, A/AAAA, _mta-sts TXT and the policy hosts' addresses); DNSQueriesPerMsg per message.
+	DNSQueries       int     `json:"dns_queries"`
+	DNSQueriesPerMsg float64 `json:"dns_queries_per_msg"`
+	DeliveryEvents   int     `json:"delivery_events"`
 
 	// Connections counts TCP connections the receivers accepted; every one does STARTTLS, so it is the
 	// number of TLS handshakes. SessionsOffered counts handshakes where the gateway offered a cached TLS
@@ -184,7 +194,8 @@ func (r Result) Text(w io.Writer) error {
 		row("CPU", "%.2f s (user %.2f, sys %.2f), %.3f ms/msg, whole process", r.CPUSeconds, r.CPUUserSeconds, r.CPUSysSeconds, r.CPUPerMsgMs)
 		row("peak RSS", "%.1f MB (VmHWM, whole process)", r.PeakRSSMB)
 	}
-	row("durability", "%d index commits = %.3f/msg; submit fsyncs ≈ %.2f/msg (body + dir + commit share) on %s", r.IndexCommits, r.CommitsPerMsg, r.FsyncsPerMsg, r.DataDirFS)
+	row("durability", "%d index commits = %.3f/msg; submit fsyncs ≈ %.2f/msg (spool_sync %s) on %s", r.IndexCommits, r.CommitsPerMsg, r.FsyncsPerMsg, r.SpoolSync, r.DataDirFS)
+	row("DNS", "%d queries = %.3f/msg", r.DNSQueries, r.DNSQueriesPerMsg)
 	row("TLS", "%d handshakes = %.3f/msg (%.1f msgs/session); resumption offered %d, tickets stored %d", r.Connections, r.HandshakesPerMsg, r.MsgsPerSession, r.SessionsOffered, r.SessionsStored)
 	row("outcomes", "delivered %d (verified TLS %d), deferred %d, failed %d; all verified: %v %v", r.Delivered, r.Verified, r.Deferred, r.Failed, r.AllVerified, r.TLSSeen)
 	for _, e := range r.Errors {
@@ -272,6 +283,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	cfg := n.GatewayConfig(dir)
 	cfg.DNS.Cache = true // as deployed
+	if o.SpoolSync != "" {
+		cfg.Queue.SpoolSync = o.SpoolSync
+	}
 	cfg.SMTP.MaxConnsPerIP = max(cfg.SMTP.MaxConnsPerIP, o.Clients+1)
 
 	var gw gateway
@@ -333,6 +347,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		errMu.Unlock()
 	}
 
+	dnsStart := len(n.DNS.Queries())
 	gwStart, err := gw.stats(ctx)
 	if err != nil {
 		return res, err
@@ -380,6 +395,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	tWaited := time.Now()
 	ruEnd := rusage()
+	res.DNSQueries = len(n.DNS.Queries()) - dnsStart
+	res.DNSQueriesPerMsg = float64(res.DNSQueries) / float64(o.Messages)
 	if o.CPUProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -449,8 +466,14 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.CPUPerMsgMs = 1000 * res.CPUSeconds / float64(o.Messages)
 	res.IndexCommits = gwEnd.Commits
 	res.CommitsPerMsg = float64(res.IndexCommits) / float64(o.Messages)
-	// The body file, then per group commit one spool-directory fsync and one index commit.
-	res.FsyncsPerMsg = 1 + 2*res.CommitsPerMsg
+	res.SpoolSync = cfg.Queue.SpoolSync
+	if res.SpoolSync == config.SpoolSyncGroup {
+		// Per group: one syncfs (bodies, renames) and one index commit.
+		res.FsyncsPerMsg = 2 * res.CommitsPerMsg
+	} else {
+		// The body file, then per group one spool-directory fsync and one index commit.
+		res.FsyncsPerMsg = 1 + 2*res.CommitsPerMsg
+	}
 	res.HandshakesPerMsg = float64(res.Connections) / float64(o.Messages)
 	if res.Connections > 0 {
 		res.MsgsPerSession = float64(res.Received) / float64(res.Connections)

@@ -3,6 +3,8 @@ package cli
 import (
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -12,7 +14,7 @@ import (
 )
 
 func nodesCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "nodes",
 		Short: "List the nodes of the cluster: version, settings generation, queue, heartbeat, TLS mix",
 		Long: "Lists every node in the node registry, as the node asked sees it: its admin URL, version, the\n" +
@@ -22,6 +24,16 @@ func nodesCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: show(g, "/api/v1/nodes", printNodes),
 	}
+	cmd.AddCommand(&cobra.Command{
+		Use:   "forget NAME",
+		Short: "Remove a retired node from the registry (a node that still runs adds itself again)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return act(cmd, g, http.MethodDelete, "/api/v1/nodes/"+url.PathEscape(args[0]),
+				fmt.Sprintf("forgot node %s: it is no longer listed", args[0]))
+		},
+	})
+	return cmd
 }
 
 func printNodes(w io.Writer, l admin.NodeList) error {

@@ -149,7 +149,16 @@ type Queue struct {
 	DelayWarningTime Duration `toml:"delay_warning_time"`
 	// DelayWarningDefault: send delay notices for recipients whose sender gave no NOTIFY parameter.
 	DelayWarningDefault bool `toml:"delay_warning_default"`
+	// SpoolSync is how accepted bodies are made durable: SpoolSyncGroup (one flush of the spool's file
+	// system per commit group) or SpoolSyncFile (an fsync per body, one of the directory per group).
+	SpoolSync string `toml:"spool_sync"`
 }
+
+// Values of queue.spool_sync.
+const (
+	SpoolSyncGroup = "group"
+	SpoolSyncFile  = "file"
+)
 
 // TLS is the [tls] table.
 type TLS struct {
@@ -354,6 +363,7 @@ func Default() *Config {
 			// Sendmail's queuewarn default (Postfix's delay_warning_time is off unless set).
 			DelayWarningTime:    Duration(4 * time.Hour),
 			DelayWarningDefault: true,
+			SpoolSync:           SpoolSyncGroup,
 		},
 		MTASTS: MTASTS{
 			FetchTimeout:   Duration(60 * time.Second),

@@ -277,6 +277,11 @@ func (v checker) queue(q *Queue) {
 		v.errorf("queue.per_domain", "%d is more than queue.concurrency (%d)", q.PerDomain, q.Concurrency)
 	}
 	v.positive("queue.max_batch", int64(q.MaxBatch))
+	switch q.SpoolSync {
+	case SpoolSyncGroup, SpoolSyncFile:
+	default:
+		v.errorf("queue.spool_sync", "unknown value %q (want %q or %q)", q.SpoolSync, SpoolSyncGroup, SpoolSyncFile)
+	}
 	v.positiveDuration("queue.drain_timeout", q.DrainTimeout)
 	v.positiveDuration("queue.track_retention", q.TrackRetention)
 	if q.DelayWarningTime < 0 {

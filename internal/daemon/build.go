@@ -269,6 +269,7 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 		PerDomain:    cfg.Queue.PerDomain,
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
+		GroupSync:    cfg.Queue.SpoolSync == config.SpoolSyncGroup,
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
 		ReportBounceTo: "postmaster@" + d.defaultMailHost(),
 		OnSettled: func(s queue.Settled) {

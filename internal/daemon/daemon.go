@@ -135,13 +135,11 @@ type Daemon struct {
 	// The node registry (nodes.go): where it is kept, the cluster secret once read, the heartbeat's
 	// interval, the bound after which a node is silent, and the request for a heartbeat now.
 	nodeStore   nodes.Storage
+	nodesReady  atomic.Bool // the registry's migrations ran
 	secret      atomic.Pointer[string]
 	beatEvery   time.Duration
 	silentAfter time.Duration
 	beatNow     chan struct{}
-	// nodesUnmigrated: the node started while the shared database was down; the heartbeat migrates the
-	// registry first.
-	nodesUnmigrated atomic.Bool
 }
 
 // adminHandler serves the API, metrics and probes, and the web console for everything else.

@@ -38,18 +38,32 @@ func (d *Daemon) openNodes(ctx context.Context, o Options) error {
 	d.beatEvery = cmp.Or(o.HeartbeatInterval, nodes.DefaultInterval)
 	d.silentAfter = 4 * d.beatEvery
 	d.beatNow = make(chan struct{}, 1)
-	if d.pgDown != nil {
-		// Started from the local copies while the shared database is down: the heartbeat migrates the
-		// registry once the database answers.
-		d.nodesUnmigrated.Store(true)
+	if d.pg != nil && d.pgDown != nil {
+		// Started from the local copies: the heartbeat sets the registry up once the database answers.
+		return nil
+	}
+	if err := d.migrateNodes(ctx); err != nil {
+		if d.pg == nil {
+			return err
+		}
+		d.log.Warn("node registry not set up yet: the heartbeat retries", "err", err)
+		return nil
+	}
+	if err := d.loadSecret(ctx); err != nil {
+		d.log.Warn("cluster secret not read yet: calls from other nodes are refused until it is", "err", err)
+	}
+	return nil
+}
+
+// migrateNodes brings the registry's tables up to date, once.
+func (d *Daemon) migrateNodes(ctx context.Context) error {
+	if d.nodesReady.Load() {
 		return nil
 	}
 	if err := d.nodeStore.Migrate(ctx); err != nil {
 		return err
 	}
-	if err := d.loadSecret(ctx); err != nil {
-		d.log.Warn("cluster secret not read yet: calls from other nodes are refused until it is", "err", err)
-	}
+	d.nodesReady.Store(true)
 	return nil
 }
 
@@ -92,11 +106,8 @@ func (d *Daemon) selfURL() string {
 
 // heartbeat writes this node's row of the registry.
 func (d *Daemon) heartbeat(ctx context.Context) error {
-	if d.nodesUnmigrated.Load() {
-		if err := d.nodeStore.Migrate(ctx); err != nil {
-			return err
-		}
-		d.nodesUnmigrated.Store(false)
+	if err := d.migrateNodes(ctx); err != nil {
+		return err
 	}
 	if err := d.loadSecret(ctx); err != nil {
 		return err
@@ -313,4 +324,9 @@ func (c clusterAPI) Act(ctx context.Context, node, id string, a queue.Action) er
 		return peerError(node, err)
 	}
 	return nil
+}
+
+// Forget implements admin.ClusterAPI.
+func (c clusterAPI) Forget(ctx context.Context, node string) error {
+	return c.d.nodeStore.Forget(ctx, node)
 }

@@ -3,13 +3,18 @@ package daemon_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
+	"net/netip"
 	"net/url"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -28,6 +33,7 @@ import (
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/store/storetest"
+	"github.com/mxgate/mxgate/internal/testpki"
 )
 
 // clusterNode is a gateway of a test cluster that the test may stop.
@@ -39,10 +45,13 @@ type clusterNode struct {
 
 // startClusterNode runs a gateway named name on the shared database dsn, with a fast heartbeat so that a
 // stopped node is found silent quickly.
-func startClusterNode(t *testing.T, n *simnet.Net, dsn, name string) *clusterNode {
+func startClusterNode(t *testing.T, n *simnet.Net, dsn, name string, edit ...func(*config.Config)) *clusterNode {
 	t.Helper()
 	cfg := n.GatewayConfig(t.TempDir())
 	cfg.Data.Database, cfg.Node = dsn, name
+	for _, e := range edit {
+		e(cfg)
+	}
 	cfg.Queue.RetryInitial = config.Duration(time.Hour)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -51,6 +60,11 @@ func startClusterNode(t *testing.T, n *simnet.Net, dsn, name string) *clusterNod
 	aln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Admin.URL == "https://" {
+		// The node's admin URL over TLS on the port just bound, with a certificate the other nodes trust.
+		cfg.Admin.URL += aln.Addr().String()
+		writeAdminCert(t, n, cfg)
 	}
 	g := &gw{dir: cfg.Data.Dir, n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
 	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: &g.printed, Config: cfg, Roots: n.RootPool(),
@@ -141,7 +155,8 @@ func TestClusterNodesQueueAndActionsAcrossNodes(t *testing.T) {
 	}
 	n1 := startClusterNode(t, n, dsn, "node1.example.net")
 	n2 := startClusterNode(t, n, dsn, "node2.example.net")
-	n3 := startClusterNode(t, n, dsn, "node3.example.net")
+	// Node 3's admin listener serves HTTPS, as on a node of another machine.
+	n3 := startClusterNode(t, n, dsn, "node3.example.net", func(c *config.Config) { c.Admin.URL = "https://" })
 	ids := map[string]string{}
 	for _, c := range []*clusterNode{n1, n2, n3} {
 		ids[c.name] = c.queueOne(t, "rcpt@defer.example")
@@ -165,7 +180,11 @@ func TestClusterNodesQueueAndActionsAcrossNodes(t *testing.T) {
 	}
 	for _, c := range []*clusterNode{n1, n2, n3} {
 		ni, _ := nodeByName(l, c.name)
-		if ni.AdminURL != "http://"+c.d.AdminAddr() || ni.Running != 1 || ni.Committed != 1 || len(ni.Flags) != 0 ||
+		scheme := "http://"
+		if c == n3 {
+			scheme = "https://"
+		}
+		if ni.AdminURL != scheme+c.d.AdminAddr() || ni.Running != 1 || ni.Committed != 1 || len(ni.Flags) != 0 ||
 			ni.Self != (c == n1) || ni.Version == "" || ni.Heartbeat.IsZero() {
 			t.Errorf("registry row of %s: %+v", c.name, ni)
 		}
@@ -257,6 +276,20 @@ func TestClusterNodesQueueAndActionsAcrossNodes(t *testing.T) {
 	}
 	if len(cq.Unreachable) != 1 || cq.Unreachable[0].Node != n3.name || len(cq.Messages) != 2 {
 		t.Errorf("cluster queue with node 3 down: %+v, want node 3 unreachable and two messages", cq)
+	}
+
+	// Node 3 is retired: once forgotten it is listed nowhere.
+	if err := c1.ForgetNode(ctx, n3.name); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := c1.Nodes(ctx); err != nil || len(l.Nodes) != 2 {
+		t.Errorf("nodes after forgetting node 3: %+v, %v", l, err)
+	}
+	if cq, err := c1.ClusterQueue(ctx, admin.QueueFilter{}); err != nil || len(cq.Unreachable) != 0 {
+		t.Errorf("cluster queue after forgetting node 3: %+v, %v", cq, err)
+	}
+	if err := c1.ForgetNode(ctx, n3.name); !admin.IsNotFound(err) {
+		t.Errorf("forgetting node 3 again: %v, want 404", err)
 	}
 }
 
@@ -402,5 +435,78 @@ func TestSingleNodeListsItself(t *testing.T) {
 	}
 	if m, err := g.d.Queue.Get(context.Background(), id); err != nil || !m.Held {
 		t.Errorf("after hold --node of this node: held %v (%v)", m.Held, err)
+	}
+}
+
+// writeAdminCert gives cfg's admin listener a certificate for 127.0.0.1 from the simulated internet's
+// trusted CA, which the other nodes' trust store (Options.Roots) holds.
+func writeAdminCert(t *testing.T, n *simnet.Net, cfg *config.Config) {
+	t.Helper()
+	cert := n.TrustedCA.MustIssue(testpki.Leaf{IPAddresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}})
+	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg.Admin.TLSCertFile, cfg.Admin.TLSKeyFile = filepath.Join(dir, "admin.pem"), filepath.Join(dir, "admin.key")
+	if err := os.WriteFile(cfg.Admin.TLSCertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg.Admin.TLSKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNodeRegistryThroughADatabaseOutage: while the shared database is cut off, a running node says in its
+// status and /healthz that its heartbeat is not written, and a node restarted meanwhile starts all the same
+// (from its local copies); when the database returns, both write their heartbeat again and are listed.
+func TestNodeRegistryThroughADatabaseOutage(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	n1 := startClusterNode(t, n, dsn, "node1.example.net")
+	dir2 := t.TempDir()
+	inDir2 := func(c *config.Config) { c.Data.Dir = dir2 }
+	n2 := startClusterNode(t, n, dsn, "node2.example.net", inDir2)
+	c1 := n1.client(t)
+	waitNodes(t, c1, "two nodes", func(l admin.NodeList) bool { return len(l.Nodes) == 2 })
+	n2.stop()
+
+	restore := storetest.CutOff(t, dsn)
+	ctx := context.Background()
+	registryState := func(g *gw) admin.Component {
+		st, err := g.d.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(st.Components, func(c admin.Component) bool { return c.Name == "registry" })
+		if i < 0 {
+			return admin.Component{}
+		}
+		return st.Components[i]
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for registryState(n1.gw).State != admin.ComponentFailed {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1's registry component with the database cut off: %+v, want failed", registryState(n1.gw))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c := registryState(n1.gw); !strings.Contains(c.Reason, "silent") {
+		t.Errorf("registry component reason %q: want it to say the other nodes see this node silent", c.Reason)
+	}
+	if code, body := n1.get(t, "/healthz"); code != http.StatusOK || !strings.Contains(body, `"registry"`) || !strings.Contains(body, "degraded") {
+		t.Errorf("/healthz with the heartbeat failing: %d %s", code, body)
+	}
+	n2 = startClusterNode(t, n, dsn, "node2.example.net", inDir2)
+	started := time.Now()
+
+	restore()
+	l := waitNodes(t, c1, "both nodes beating again", func(l admin.NodeList) bool {
+		a, _ := nodeByName(l, n1.name)
+		b, _ := nodeByName(l, n2.name)
+		return len(l.Nodes) == 2 && len(a.Flags) == 0 && len(b.Flags) == 0 && b.Started.After(started.Add(-time.Second))
+	})
+	if c := registryState(n1.gw); c.State != admin.ComponentRunning {
+		t.Errorf("node 1's registry component after the outage: %+v, want running (%+v)", c, l)
 	}
 }

@@ -94,13 +94,13 @@ func (s PostgresStorage) Forget(ctx context.Context, name string) error {
 
 // Secret implements Storage.
 func (s PostgresStorage) Secret(ctx context.Context, fresh string) (string, error) {
+	// Two statements: the insert of a node that lost the race waits for the winner's commit and does
+	// nothing; the select that follows, in a snapshot of its own, reads the winner's secret.
+	if _, err := s.PG.Exec(ctx, `INSERT INTO nodes_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING`, fresh); err != nil {
+		return "", fmt.Errorf("%w: cluster secret: %w", ErrStorage, err)
+	}
 	var secret string
-	// One statement: of two nodes starting together, the second's insert does nothing and both read the
-	// first's secret.
-	err := s.PG.QueryRow(ctx, `WITH ins AS (INSERT INTO nodes_secret (id, secret) VALUES (1, $1)
-		ON CONFLICT (id) DO NOTHING RETURNING secret)
-		SELECT secret FROM ins UNION ALL SELECT secret FROM nodes_secret WHERE id = 1 LIMIT 1`, fresh).Scan(&secret)
-	if err != nil {
+	if err := s.PG.QueryRow(ctx, `SELECT secret FROM nodes_secret WHERE id = 1`).Scan(&secret); err != nil {
 		return "", fmt.Errorf("%w: cluster secret: %w", ErrStorage, err)
 	}
 	return secret, nil

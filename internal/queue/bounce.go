@@ -111,7 +111,7 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	}
 	rec.env.EightBit = !isASCII(body)
 	rec.env.SMTPUTF8 = !isASCII([]byte(to)) || rec.env.EightBit && m.flags&flagSMTPUTF8 != 0
-	size, sum, err := q.writeBody(rec.id, bytes.NewReader(body))
+	size, sum, err := q.writeBody(rec.id, bytes.NewReader(body), syncBodyNow)
 	if err != nil {
 		return nil, fmt.Errorf("queue: DSN for %s: %w", m.id, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -73,4 +74,121 @@ func TestDirSyncOncePerGroup(t *testing.T) {
 		t.Errorf("%d index rows, want %d (acknowledged)", rows, len(ok))
 	}
 	checkIndex(t, e, "after the group Submits")
+}
+
+// With GroupSync, one file-system flush per group commit covers the bodies too: no body is fsynced alone and
+// the spool directory is not fsynced for Submits. The flush comes after every body of the group is written
+// and renamed, and before its index rows exist. A failed flush refuses its whole group: those Submits fail
+// and leave neither body nor index row, the others are acknowledged with both.
+func TestGroupSyncOneFlushPerGroupCoversTheBodies(t *testing.T) {
+	var flushes, failures, fileSyncs, dirSyncs atomic.Int64
+	var orderErr atomic.Value
+	e := newEnv(t, func(o *Options) {
+		o.GroupSync = true
+		o.GroupCommitWindow = 2 * time.Millisecond
+		o.GroupCommitMax = 20
+		o.SyncFile = func(*os.File) error { fileSyncs.Add(1); return nil }
+		o.SyncDir = func(string) error { dirSyncs.Add(1); return nil }
+		o.SyncFS = func(f *os.File) error {
+			if f.Name() != o.Dir {
+				orderErr.Store(fmt.Sprintf("flush through %s, want the spool directory %s", f.Name(), o.Dir))
+			}
+			// Every body handed to the committer is renamed into place before the flush: no temporary
+			// file may be left of a Submit that is waiting for it.
+			ents, _ := os.ReadDir(o.Dir)
+			var rows int
+			if err := o.DB.QueryRow(`SELECT COUNT(*) FROM queue_messages`).Scan(&rows); err != nil {
+				orderErr.Store(err.Error())
+			}
+			bodies := 0
+			for _, en := range ents {
+				if !en.IsDir() && validID(en.Name()) {
+					bodies++
+				}
+			}
+			if bodies <= rows {
+				orderErr.Store(fmt.Sprintf("flush with %d bodies and %d index rows: the group's bodies are not all in place, or its rows already exist", bodies, rows))
+			}
+			if flushes.Add(1) == 2 {
+				failures.Add(1)
+				return errors.New("injected EIO")
+			}
+			return nil
+		}
+	})
+	const n = 200
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var ok []string
+	failed := 0
+	for i := range n {
+		wg.Go(func() {
+			id, err := e.q.Submit(context.Background(), Envelope{From: "a@sender.test",
+				Recipients: []Recipient{{Addr: fmt.Sprintf("u%d@d%d.example", i, i%7)}}}, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				ok = append(ok, id)
+			case errors.Is(err, ErrTemporary):
+				failed++
+			default:
+				t.Errorf("Submit: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if v := orderErr.Load(); v != nil {
+		t.Error(v)
+	}
+	if failures.Load() != 1 || failed == 0 {
+		t.Fatalf("%d injected failures, %d Submits refused; want 1 and some", failures.Load(), failed)
+	}
+	if got, want := flushes.Load(), e.q.Commits()+1; got != want {
+		t.Errorf("%d flushes for %d group commits (+1 failed), want one per group", got, want-1)
+	}
+	if fileSyncs.Load() != 0 || dirSyncs.Load() != 0 {
+		t.Errorf("%d body fsyncs and %d directory fsyncs, want none: the group's flush covers them", fileSyncs.Load(), dirSyncs.Load())
+	}
+	files := e.spoolFiles(t)
+	slices.Sort(files)
+	slices.Sort(ok)
+	if !slices.Equal(files, ok) {
+		t.Errorf("spool holds %d bodies, want exactly the %d acknowledged", len(files), len(ok))
+	}
+	if rows := e.count(t, `SELECT COUNT(*) FROM queue_messages`); rows != len(ok) {
+		t.Errorf("%d index rows, want %d (acknowledged)", rows, len(ok))
+	}
+	checkIndex(t, e, "after the group Submits")
+}
+
+// TestGroupSyncRealFlush: with the real syncfs(2), Submits are acknowledged and their bodies read back.
+func TestGroupSyncRealFlush(t *testing.T) {
+	e := newEnv(t, func(o *Options) {
+		o.GroupSync = true
+		o.SyncFS = nil // the real one
+	})
+	id := e.submit(t, "a@sender.test", "b@example.com")
+	if files := e.spoolFiles(t); len(files) != 1 || files[0] != id {
+		t.Errorf("spool holds %v, want [%s]", files, id)
+	}
+}
+
+func TestKernelVersion(t *testing.T) {
+	for _, tt := range []struct {
+		release      string
+		major, minor int
+		ok           bool
+	}{
+		{"6.18.44-fc-v1045", 6, 18, true},
+		{"5.8.0", 5, 8, true},
+		{"4.19-rc1", 4, 19, true},
+		{"5.10+", 5, 10, true},
+		{"linux", 0, 0, false},
+	} {
+		major, minor, ok := kernelVersion(tt.release)
+		if major != tt.major || minor != tt.minor || ok != tt.ok {
+			t.Errorf("kernelVersion(%q) = %d, %d, %v; want %d, %d, %v", tt.release, major, minor, ok, tt.major, tt.minor, tt.ok)
+		}
+	}
 }

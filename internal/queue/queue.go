@@ -124,6 +124,15 @@ type Options struct {
 	// of the opened directory.
 	SyncFile func(*os.File) error
 	SyncDir  func(dir string) error
+	// GroupSync makes one file-system flush per commit group cover the bodies too: Submit writes and renames
+	// a body without an fsync, and the committer, instead of an fsync of the spool directory, flushes the
+	// spool's whole file system once (syncfs(2), through SyncFS) before it commits the group's index rows.
+	// The flush is made on a descriptor opened at Open, before any body is written, so it reports every
+	// writeback error on that file system since then (Linux 5.8 and later; Open refuses GroupSync on older
+	// kernels, whose syncfs does not report them). docs/durability.md has the recipe and its crash cases.
+	GroupSync bool
+	// SyncFS flushes the file system of the open file; default syncfs(2). Tests inject failures.
+	SyncFS func(*os.File) error
 	// OnSettled, when set, is told about each recipient that reached a final state, after it is recorded.
 	OnSettled func(Settled)
 	// JournalState, when set, is called when the delivery journal stops working (with the write error)
@@ -217,6 +226,14 @@ func (o *Options) setDefaults() error {
 	if o.SyncDir == nil {
 		o.SyncDir = atomicfile.SyncDir
 	}
+	if o.SyncFS == nil {
+		o.SyncFS = syncFS
+	}
+	if o.GroupSync {
+		if err := groupSyncSupported(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -258,7 +275,9 @@ type Queue struct {
 	ix   *dueIndex
 	busy int // batches in flight
 
-	spare   spares
+	spare spares
+	// spoolFS is the spool directory, open since Open, for the GroupSync flush (nil without GroupSync).
+	spoolFS *os.File
 	refs    bodyRefs
 	journal journal
 
@@ -309,12 +328,21 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		ix:            newDueIndex(opts.PerDomain, opts.MaxBatch, int64(opts.BatchWait)),
 	}
 	q.spare.dir = opts.Dir
+	if opts.GroupSync {
+		// Opened before any body is written: syncfs reports the writeback errors since this open.
+		d, err := os.Open(opts.Dir)
+		if err != nil {
+			return nil, fmt.Errorf("queue: %w", err)
+		}
+		q.spoolFS = d
+	}
 	q.journal.state = opts.JournalState
 	// recover opens the delivery journal (replayJournal); every error path below must close it.
 	opened := false
 	defer func() {
 		if !opened {
 			q.journal.close()
+			q.closeSpoolFS()
 		}
 	}()
 	if err := q.recover(ctx); err != nil {
@@ -347,7 +375,14 @@ func (q *Queue) Close() error {
 	q.journal.close()
 	q.stmtsOnce.Do(q.st.close)
 	q.arch.close()
+	q.closeSpoolFS()
 	return nil
+}
+
+func (q *Queue) closeSpoolFS() {
+	if q.spoolFS != nil {
+		q.spoolFS.Close()
+	}
 }
 
 // loadIndex builds the in-memory index of queued recipients from the database.

@@ -67,13 +67,21 @@ func storageErr(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrTemporary, op, err)
 }
 
-// writeBody stores body as Dir/<id>: write to a temporary file, fsync it and rename it into place. The
-// rename is not durable yet: the caller fsyncs the spool directory before it commits the index row (the
-// committer does it once per group), so that the name and the content are both durable before the row
-// exists. A crash before that commit leaves a body without an index row, never acknowledged, which Open
+// bodySync says when a body's content is made durable.
+type bodySync int
+
+const (
+	syncBodyNow       bodySync = iota // fsync the file before its rename
+	syncBodyWithGroup                 // the committer's file-system flush covers it (Options.GroupSync)
+)
+
+// writeBody stores body as Dir/<id>: write to a temporary file, fsync it (unless the group's flush is to
+// cover it) and rename it into place. The rename is not durable yet: the caller fsyncs the spool directory
+// (or, with GroupSync, the file system) before it commits the index row (the committer does it once per
+// group), so that the name and the content are both durable before the row exists. A crash before that commit leaves a body without an index row, never acknowledged, which Open
 // moves to the quarantine directory. On error nothing is left behind. It returns the number of octets
 // written and their SHA-256, which the index keeps so that every later read can be verified.
-func (q *Queue) writeBody(id string, body io.Reader) (int64, []byte, error) {
+func (q *Queue) writeBody(id string, body io.Reader, when bodySync) (int64, []byte, error) {
 	f, tmp := q.spare.take()
 	if f == nil {
 		var err error
@@ -99,8 +107,10 @@ func (q *Queue) writeBody(id string, body io.Reader) (int64, []byte, error) {
 	}
 	// Never retry a failed fsync on the same file: after a failure the page cache may already have dropped
 	// the dirty pages (the PostgreSQL "fsyncgate" lesson). The message is refused instead.
-	if err := q.opts.SyncFile(f); err != nil {
-		return fail("fsync spool file", err)
+	if when == syncBodyNow {
+		if err := q.opts.SyncFile(f); err != nil {
+			return fail("fsync spool file", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)

@@ -33,7 +33,8 @@ type pending struct {
 // Submit stores a message durably and returns its id. It returns only after the body and the index rows are
 // on disk (RFC 5321 Section 6.1: the caller may then answer 250): the body file is fsynced and renamed into
 // the spool here, then the committer fsyncs the spool directory (once for its whole group, covering this
-// rename) and commits the index rows. Errors wrap ErrInvalid for an unusable envelope or empty body, or
+// rename) and commits the index rows. With GroupSync the body is not fsynced here: the committer's one
+// file-system flush for the group covers its content and its rename. Errors wrap ErrInvalid for an unusable envelope or empty body, or
 // ErrTemporary (and ErrNoSpace on ENOSPC) for local failures; in both cases the queue holds nothing of the
 // message.
 func (q *Queue) Submit(ctx context.Context, env Envelope, body io.Reader) (string, error) {
@@ -41,7 +42,11 @@ func (q *Queue) Submit(ctx context.Context, env Envelope, body io.Reader) (strin
 	if err != nil {
 		return "", err
 	}
-	size, sum, err := q.writeBody(rec.id, body)
+	when := syncBodyNow
+	if q.opts.GroupSync {
+		when = syncBodyWithGroup
+	}
+	size, sum, err := q.writeBody(rec.id, body, when)
 	if err != nil {
 		return "", err
 	}
@@ -131,10 +136,9 @@ func (q *Queue) committer() {
 			return
 		}
 		group = q.collect(group)
-		// The renames of every body in the group happened before it was handed over. Never retry a failed
-		// directory fsync (the entries may already be lost): the whole group is refused instead.
-		if err := q.opts.SyncDir(q.opts.Dir); err != nil {
-			err = storageErr("fsync spool directory", err)
+		// The writes and renames of every body in the group happened before it was handed over. Never retry
+		// a failed fsync (the data or the entries may already be lost): the whole group is refused instead.
+		if err := q.syncGroup(); err != nil {
 			for _, p := range group {
 				p.done <- err
 			}
@@ -165,6 +169,22 @@ func (q *Queue) committer() {
 			p.done <- err
 		}
 	}
+}
+
+// syncGroup makes the bodies of a group durable before its commit: one flush of the spool's file system with
+// GroupSync (their content and names), else one fsync of the spool directory (their names; Submit fsynced
+// each content).
+func (q *Queue) syncGroup() error {
+	if q.spoolFS != nil {
+		if err := q.opts.SyncFS(q.spoolFS); err != nil {
+			return storageErr("flush spool file system (syncfs)", err)
+		}
+		return nil
+	}
+	if err := q.opts.SyncDir(q.opts.Dir); err != nil {
+		return storageErr("fsync spool directory", err)
+	}
+	return nil
 }
 
 // indexRecords puts the recipients of committed records into the scheduler's index.

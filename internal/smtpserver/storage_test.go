@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"golang.org/x/sys/unix"
 
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/store"
@@ -61,6 +62,8 @@ func TestStorageFailuresNever250(t *testing.T) {
 		tempError func(error) *smtp.SMTPError
 		file, dir error
 		closeDB   bool
+		// groupSync: the queue's GroupSync, whose one file-system flush per group gets the dir error.
+		groupSync bool
 		wantCode  int
 		wantEnh   string
 	}{
@@ -71,6 +74,8 @@ func TestStorageFailuresNever250(t *testing.T) {
 		{name: "directory fsync EDQUOT, daemon mapping", tempError: daemonTempError, dir: syscall.EDQUOT, wantCode: 452, wantEnh: "4.3.1"},
 		{name: "body fsync EIO, daemon mapping", tempError: daemonTempError, file: eio, wantCode: 451, wantEnh: "4.3.0"},
 		{name: "index commit fails", tempError: daemonTempError, closeDB: true, wantCode: 451, wantEnh: "4.3.0"},
+		{name: "group flush EIO", groupSync: true, dir: eio, wantCode: 451, wantEnh: "4.3.0"},
+		{name: "group flush ENOSPC, daemon mapping", groupSync: true, tempError: daemonTempError, dir: syscall.ENOSPC, wantCode: 452, wantEnh: "4.3.1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,7 +96,14 @@ func TestStorageFailuresNever250(t *testing.T) {
 					}
 					return fh.Sync()
 				},
-				SyncDir: func(string) error { _, err := f.get(); return err },
+				SyncDir:   func(string) error { _, err := f.get(); return err },
+				GroupSync: tt.groupSync,
+				SyncFS: func(fh *os.File) error {
+					if _, err := f.get(); err != nil {
+						return err
+					}
+					return unix.Syncfs(int(fh.Fd()))
+				},
 			})
 			if err != nil {
 				t.Fatal(err)

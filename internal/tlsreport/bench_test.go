@@ -60,3 +60,28 @@ func BenchmarkBuildReports(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFlush writes one second's worth of a busy node's sessions (50 policy domains, successes and
+// failures) from memory to the store: the background flush.
+func BenchmarkFlush(b *testing.B) {
+	db := openDB(b, "")
+	rec, err := NewRecorder(context.Background(), db, RecorderOptions{FlushInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rec.Close(context.Background())
+	at := testDay.Add(10 * time.Hour)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		for d := range 50 {
+			p := stsPolicy
+			p.Domain = fmt.Sprintf("d%02d.example", d)
+			recordN(rec, 20, success(p, at))
+			recordN(rec, 2, failure(p, at, tlsrpt.FailureDetails{ResultType: tlsrpt.ResultCertificateHostMismatch, ReceivingMXHostname: "mx." + p.Domain, ReceivingIP: "192.0.2.1"}))
+		}
+		if err := rec.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -41,6 +41,9 @@ type RecorderOptions struct {
 	MaxKeys int
 }
 
+// sharedTimeout bounds a write to a shared store that has a local fallback.
+const sharedTimeout = 10 * time.Second
+
 // Recorder aggregates session results for TLS reporting. Record is cheap: it adds to an in-memory aggregate
 // under a mutex; a background goroutine writes the aggregates to the state store in one transaction every
 // FlushInterval or FlushSessions sessions. Counts in the store survive a restart; Close flushes what is
@@ -135,7 +138,14 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 		}
 		r.held.Store(int64(len(held)))
 	}
-	if err := r.store.Migrate(ctx); err != nil {
+	mctx, cancel := ctx, context.CancelFunc(func() {})
+	if r.local != nil {
+		// A shared store that does not answer (a partition rather than a refusal) must not hold up the start.
+		mctx, cancel = context.WithTimeout(ctx, sharedTimeout)
+	}
+	err := r.store.Migrate(mctx)
+	cancel()
+	if err != nil {
 		if r.local == nil {
 			return nil, err
 		}
@@ -307,10 +317,16 @@ func (r *Recorder) mergeLocked(k policyKey, a *policyAgg) {
 // instead (and write succeeds); once the store answers, the held batches are handed over to it.
 func (r *Recorder) write(ctx context.Context, batch map[policyKey]*policyAgg) error {
 	b := toBatch(batch)
-	err := r.ensureMigrated(ctx)
-	if err == nil && len(b.Aggregates) > 0 {
-		_, err = r.store.AddSessions(ctx, b)
+	sctx, cancel := ctx, context.CancelFunc(func() {})
+	if r.local != nil {
+		// Bounded: sessions wait locally rather than behind a shared store that does not answer.
+		sctx, cancel = context.WithTimeout(ctx, sharedTimeout)
 	}
+	err := r.ensureMigrated(sctx)
+	if err == nil && len(b.Aggregates) > 0 {
+		_, err = r.store.AddSessions(sctx, b)
+	}
+	cancel()
 	if err == nil {
 		// batch is in the store whatever happens to the hand-over, which the next flush tries again.
 		if herr := r.handOver(ctx); herr != nil {

@@ -66,10 +66,12 @@ func (s sqlStore) addSessions(ctx context.Context, b Batch) (bool, error) {
 			return false, nil
 		}
 	}
-	// The same order on every node, so that two nodes adding to the same rows wait for each other rather than
-	// deadlock.
-	aggs := append([]Aggregate(nil), b.Aggregates...)
-	sort.Slice(aggs, func(i, j int) bool { return aggKey(aggs[i]) < aggKey(aggs[j]) })
+	aggs := b.Aggregates
+	if s.numbered {
+		// PostgreSQL: the same order on every node, so that two nodes adding to the same rows wait for each
+		// other rather than deadlock. (SQLite has one writer at a time.)
+		aggs = sortedAggregates(aggs)
+	}
 	for _, a := range aggs {
 		var id int64
 		err := tx.QueryRowContext(ctx, s.q(`INSERT INTO tlsreport_policies
@@ -81,8 +83,10 @@ func (s sqlStore) addSessions(ctx context.Context, b Batch) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		fs := append([]FailureCount(nil), a.Failures...)
-		sort.Slice(fs, func(i, j int) bool { return failKey(fs[i]) < failKey(fs[j]) })
+		fs := a.Failures
+		if s.numbered {
+			fs = sortedFailures(fs)
+		}
 		for _, f := range fs {
 			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO tlsreport_failures
 				(policy_id, result_type, sending_ip, receiving_mx, receiving_helo, receiving_ip, reason_code, additional, count)
@@ -101,12 +105,38 @@ func (s sqlStore) addSessions(ctx context.Context, b Batch) (bool, error) {
 	return true, nil
 }
 
-func aggKey(a Aggregate) string {
-	return strings.Join([]string{a.Day, a.Domain, string(a.PolicyType), a.PolicyString, a.MXHost}, "\x00")
+func sortedAggregates(in []Aggregate) []Aggregate {
+	type keyed struct {
+		key string
+		a   Aggregate
+	}
+	ks := make([]keyed, len(in))
+	for i, a := range in {
+		ks[i] = keyed{strings.Join([]string{a.Day, a.Domain, string(a.PolicyType), a.PolicyString, a.MXHost}, "\x00"), a}
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i].key < ks[j].key })
+	out := make([]Aggregate, len(ks))
+	for i, k := range ks {
+		out[i] = k.a
+	}
+	return out
 }
 
-func failKey(f FailureCount) string {
-	return strings.Join([]string{string(f.ResultType), f.SendingIP, f.ReceivingMX, f.Helo, f.ReceivingIP, f.ReasonCode, f.Additional}, "\x00")
+func sortedFailures(in []FailureCount) []FailureCount {
+	type keyed struct {
+		key string
+		f   FailureCount
+	}
+	ks := make([]keyed, len(in))
+	for i, f := range in {
+		ks[i] = keyed{strings.Join([]string{string(f.ResultType), f.SendingIP, f.ReceivingMX, f.Helo, f.ReceivingIP, f.ReasonCode, f.Additional}, "\x00"), f}
+	}
+	sort.Slice(ks, func(i, j int) bool { return ks[i].key < ks[j].key })
+	out := make([]FailureCount, len(ks))
+	for i, k := range ks {
+		out[i] = k.f
+	}
+	return out
 }
 
 func (s sqlStore) hold(ctx context.Context, b Batch) error {

@@ -364,6 +364,10 @@ func TestClusterThreeNodes(t *testing.T) {
 	}
 	defer conn.Close(ctx)
 	day := time.Now().UTC().Format("2006-01-02")
+	if runDay := runStart.UTC().Format("2006-01-02"); runDay != day {
+		// The sessions are split between two days' reports; the comparison below needs one.
+		t.Fatalf("the run crossed 00:00 UTC (%s to %s): its sessions are in two reports; run the test again", runDay, day)
+	}
 	for stored := int64(-1); stored != int64(sessions); {
 		if err := conn.QueryRow(ctx, `SELECT COALESCE(SUM(success), 0) FROM tlsreport_policies WHERE day = $1 AND policy_domain = $2`,
 			day, goodDomain).Scan(&stored); err != nil {

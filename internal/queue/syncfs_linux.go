@@ -1,0 +1,31 @@
+package queue
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// syncFS flushes the file system holding f: syncfs(2).
+func syncFS(f *os.File) error {
+	return unix.Syncfs(int(f.Fd()))
+}
+
+// groupSyncSupported tells whether syncfs(2) reports writeback errors: Linux 5.8 and later (before, it
+// returned success even when writing back a file had failed, and a body could be lost after its 250).
+func groupSyncSupported() error {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return fmt.Errorf("queue: GroupSync: uname: %w", err)
+	}
+	release := unix.ByteSliceToString(u.Release[:])
+	major, minor, ok := kernelVersion(release)
+	if !ok {
+		return fmt.Errorf("queue: GroupSync: cannot read the kernel version %q", release)
+	}
+	if major < 5 || major == 5 && minor < 8 {
+		return fmt.Errorf("queue: GroupSync needs Linux 5.8 or later (syncfs reports writeback errors only since), this is %s", release)
+	}
+	return nil
+}
