@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -127,8 +128,9 @@ func TestClusterNodeRestartsWhileTheDatabaseServerIsDown(t *testing.T) {
 	if got := s.Current(); got.Generation != before.Generation || got.Get("TLSRPT.OrganizationName") != "Committed before the outage" {
 		t.Errorf("restarted node runs generation %d (%q), want %d", got.Generation, got.Get("TLSRPT.OrganizationName"), before.Generation)
 	}
-	if c := componentOf(t, g, "database"); c.State != admin.ComponentFailed || !strings.Contains(c.Reason, "unreachable") {
-		t.Errorf("component database = %+v, want failed, unreachable", c)
+	if c := componentOf(t, g, "database"); c.State != admin.ComponentFailed || !strings.Contains(c.Reason, "unreachable") ||
+		!strings.Contains(c.Reason, fmt.Sprintf("generation %d ", before.Generation)) {
+		t.Errorf("component database = %+v, want failed, unreachable, naming generation %d", c, before.Generation)
 	}
 	st, err := g.d.Status(ctx)
 	if err != nil {
