@@ -109,6 +109,9 @@ func (d Domain) Unicode() string {
 // FQDN returns the name with a trailing dot, as DNS queries want it.
 func (d Domain) FQDN() string { return d.ascii + "." }
 
+// Equal reports whether d and e are the same domain (go-cmp uses it).
+func (d Domain) Equal(e Domain) bool { return d == e }
+
 // IsZero reports whether d is the empty domain.
 func (d Domain) IsZero() bool { return d.ascii == "" }
 
@@ -164,6 +167,29 @@ func ParseAddress(s string) (Address, error) {
 	return Address{Local: local, Domain: d}, nil
 }
 
+// MustParseAddress is ParseAddress for constants in tests and tables; it panics on bad input.
+func MustParseAddress(s string) Address {
+	a, err := ParseAddress(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// Check reports an error unless a is what ParseAddress gives for a.String(). An Address built from its
+// fields rather than parsed may hold what no parse accepts (CR or LF, a bad local part, a zoned literal),
+// and whoever stores one as text relies on reading it back.
+func (a Address) Check() error {
+	b, err := ParseAddress(a.String())
+	if err != nil {
+		return err
+	}
+	if b != a {
+		return fmt.Errorf("%w: %q does not read back as itself", ErrSyntax, a)
+	}
+	return nil
+}
+
 func checkLocal(l string) error {
 	if len(l) > 64 {
 		return errors.New("local part longer than 64 octets")
@@ -210,6 +236,9 @@ func (a Address) String() string {
 	}
 	return a.Local + "@" + a.Domain.String()
 }
+
+// Equal reports whether a and b are the same address (go-cmp uses it).
+func (a Address) Equal(b Address) bool { return a == b }
 
 // IsZero reports whether a is the null address (the <> reverse path).
 func (a Address) IsZero() bool { return a.Local == "" && a.Domain.IsZero() && !a.Literal.IsValid() }

@@ -135,3 +135,9 @@ func (p Path) String() string {
 	}
 	return p.mailbox.String()
 }
+
+// Equal reports whether p and q are the same path (go-cmp uses it).
+func (p Path) Equal(q Path) bool { return p == q }
+
+// Equal reports whether h and g are the same host (go-cmp uses it).
+func (h Host) Equal(g Host) bool { return h == g }

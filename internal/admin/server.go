@@ -24,7 +24,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -424,22 +423,6 @@ func (s *Server) queueAction(action queue.Action) http.HandlerFunc {
 }
 
 // domainParam parses the {domain} path value.
-// addressLiteral returns s in the form the queue gives it ("[192.0.2.1]", "[IPv6:2001:db8::1]") when it is
-// an address literal.
-func addressLiteral(s string) (string, bool) {
-	if len(s) < 3 || s[0] != '[' || s[len(s)-1] != ']' {
-		return "", false
-	}
-	ip, err := netip.ParseAddr(strings.TrimPrefix(s[1:len(s)-1], "IPv6:"))
-	if err != nil || ip.Zone() != "" {
-		return "", false
-	}
-	if ip.Is6() {
-		return "[IPv6:" + ip.String() + "]", true
-	}
-	return "[" + ip.String() + "]", true
-}
-
 func domainParam(r *http.Request) (address.Domain, error) {
 	d, err := address.ParseDomain(r.PathValue("domain"))
 	if err != nil {
@@ -510,17 +493,12 @@ func (s *Server) policyExplain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, "policy explain is not available on this node")
 		return
 	}
-	req := delivery.PlanRequest{Domain: r.PathValue("domain")}
-	if lit, ok := addressLiteral(req.Domain); ok {
-		req.Domain = lit
-	} else {
-		d, err := domainParam(r)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		req.Domain = d.String()
+	host, err := address.ParseHost(r.PathValue("domain"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid domain: %v", err))
+		return
 	}
+	req := delivery.PlanRequest{Domain: host}
 	switch v := r.URL.Query().Get("requiretls"); v {
 	case "", "false":
 	case "true":

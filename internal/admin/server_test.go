@@ -46,7 +46,7 @@ func newHarness(t *testing.T, edit func(*admin.Options)) *harness {
 		Queue: q,
 		STS:   c,
 		Explain: func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
-			return delivery.Explanation{Domain: req.Domain, RequireTLS: req.RequireTLS, Source: "mta-sts"}, nil
+			return delivery.Explanation{Domain: req.Domain.String(), RequireTLS: req.RequireTLS, Source: "mta-sts"}, nil
 		},
 		Status: func(ctx context.Context) (admin.Status, error) {
 			return admin.Status{Node: "n1", Generation: admin.StatusGeneration{Committed: 3, Running: 3}}, nil

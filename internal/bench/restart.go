@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
@@ -105,8 +106,14 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 	defer n.Close()
 	var receivers []*simnet.Receiver
 	var domains []string
+	var rcpts []address.Address
 	for i := range o.Domains {
 		dom := fmt.Sprintf("d%03d.bench.example", i)
+		rcpt, err := address.ParseAddress("r@" + dom)
+		if err != nil {
+			return res, err
+		}
+		rcpts = append(rcpts, rcpt)
 		r, err := n.AddMX(simnet.MXOptions{Domain: dom, Host: "mx." + dom, Pref: 10})
 		if err != nil {
 			return res, err
@@ -116,6 +123,10 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 			return res, err
 		}
 		receivers, domains = append(receivers, r), append(domains, dom)
+	}
+	sender, err := address.ParsePath("bench@sender.example")
+	if err != nil {
+		return res, err
 	}
 	dir := o.DataDir
 	if dir == "" {
@@ -152,7 +163,7 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 				}
 				dom := domains[i%len(domains)]
 				msg := fmt.Sprintf("From: bench@sender.example\r\nTo: r@%s\r\nSubject: restart %d\r\n\r\n%s", dom, i, body)
-				env := queue.Envelope{From: "bench@sender.example", Recipients: []queue.Recipient{{Addr: "r@" + dom}}}
+				env := queue.Envelope{From: sender, Recipients: []queue.Recipient{{Addr: rcpts[i%len(rcpts)]}}}
 				if _, err := d1.Queue.Submit(ctx, env, strings.NewReader(msg)); err != nil {
 					errc <- err
 					return

@@ -34,7 +34,7 @@ func newAdminHarness(t *testing.T, token string) *adminHarness {
 		Queue: q,
 		STS:   c,
 		Explain: func(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
-			e := delivery.Explanation{Domain: req.Domain, RequireTLS: req.RequireTLS, Level: "required-verify", Plan: "mta-sts enforce",
+			e := delivery.Explanation{Domain: req.Domain.String(), RequireTLS: req.RequireTLS, Level: "required-verify", Plan: "mta-sts enforce",
 				Reason: "MTA-STS policy id 2025a in enforce mode", STSMode: "enforce",
 				MX: []delivery.MXCheck{{Host: "mx1.example.org", Pref: 10, Allowed: true}}}
 			return e, nil

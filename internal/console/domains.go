@@ -142,7 +142,7 @@ func (c *Console) domainDetail(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	if c.opts.Explain != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), explainBudget)
-		e, err := c.opts.Explain(ctx, delivery.PlanRequest{Domain: d.Domain})
+		e, err := c.opts.Explain(ctx, delivery.PlanRequest{Domain: address.DomainHost(dom)})
 		cancel()
 		if err != nil {
 			d.ExplainErr = err.Error()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -58,7 +59,7 @@ func TestTimelineWindowAndClasses(t *testing.T) {
 	tl := newTimeline(10)
 	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	ev := func(tls string, o queue.Outcome, rt tlsrpt.ResultType) delivery.Event {
-		return delivery.Event{Domain: "example.org", Result: queue.Result{Outcome: o, TLS: tls, ResultType: rt}}
+		return delivery.Event{Domain: address.MustParseHost("example.org"), Result: queue.Result{Outcome: o, TLS: tls, ResultType: rt}}
 	}
 	tl.accepted(t0)
 	tl.observe(t0, ev("verified TLS 1.3", queue.Delivered, ""))
@@ -95,10 +96,10 @@ func TestTimelineDomainsBounded(t *testing.T) {
 	tl := newTimeline(3)
 	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	for i := range 5 {
-		tl.observe(t0.Add(time.Duration(i)*time.Minute), delivery.Event{Domain: fmt.Sprintf("d%d.example", i),
+		tl.observe(t0.Add(time.Duration(i)*time.Minute), delivery.Event{Domain: address.MustParseHost(fmt.Sprintf("d%d.example", i)),
 			Result: queue.Result{Outcome: queue.Delivered, TLS: "verified TLS 1.3"}})
 	}
-	tl.observe(t0.Add(10*time.Minute), delivery.Event{Domain: "d2.example", Result: queue.Result{Outcome: queue.Delivered, TLS: "none"}})
+	tl.observe(t0.Add(10*time.Minute), delivery.Event{Domain: address.MustParseHost("d2.example"), Result: queue.Result{Outcome: queue.Delivered, TLS: "none"}})
 	var got []string
 	for _, d := range tl.domainList() {
 		got = append(got, d.Domain)
@@ -116,9 +117,9 @@ func TestFailingEnforce(t *testing.T) {
 	t.Parallel()
 	tl := newTimeline(10)
 	t0 := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
-	fail := delivery.Event{Domain: "shop.example", Plan: "mta-sts enforce",
+	fail := delivery.Event{Domain: address.MustParseHost("shop.example"), Plan: "mta-sts enforce",
 		Result: queue.Result{Outcome: queue.Deferred, ResultType: "certificate-expired"}}
-	ok := delivery.Event{Domain: "shop.example", Plan: "mta-sts enforce",
+	ok := delivery.Event{Domain: address.MustParseHost("shop.example"), Plan: "mta-sts enforce",
 		Result: queue.Result{Outcome: queue.Delivered, TLS: "verified TLS 1.3"}}
 	tl.observe(t0, fail)
 	tl.observe(t0.Add(time.Hour), fail)
@@ -150,7 +151,7 @@ func TestWouldFailUnderEnforceWindow(t *testing.T) {
 	tl := newTimeline(10)
 	t0 := time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)
 	ev := func(session uint64, tls string, resultType tlsrpt.ResultType) delivery.Event {
-		return delivery.Event{Domain: "partner.example", Plan: "mta-sts testing", Session: session,
+		return delivery.Event{Domain: address.MustParseHost("partner.example"), Plan: "mta-sts testing", Session: session,
 			Result: queue.Result{Outcome: queue.Delivered, TLS: tls, ResultType: resultType}}
 	}
 	tl.observe(t0.Add(-30*time.Hour), ev(1, "unverified TLS 1.3", "certificate-not-trusted")) // too old

@@ -1,8 +1,7 @@
 package console
 
 import (
-	"strings"
-
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/queue"
 )
@@ -18,12 +17,15 @@ func (c *Console) Replay(h queue.History) {
 		c.timeline.accepted(t)
 	}
 	for _, a := range h.Attempts {
-		_, dom, _ := strings.Cut(a.Rcpt, "@")
-		c.timeline.observe(a.At, delivery.Event{
-			Domain: dom,
-			Plan:   a.Policy,
-			Result: queue.Result{Rcpt: a.Rcpt, Outcome: a.Outcome, Code: a.Code, Enhanced: a.Enhanced, Text: a.Text,
+		ev := delivery.Event{
+			Plan: a.Policy,
+			Result: queue.Result{Outcome: a.Outcome, Code: a.Code, Enhanced: a.Enhanced, Text: a.Text,
 				RemoteMTA: a.RemoteMTA, TLS: a.TLS, Policy: a.Policy, ResultType: a.ResultType},
-		})
+		}
+		// A stored address that no longer parses still counts on the dashboard; it has no domain to show.
+		if rcpt, err := address.ParseAddress(a.Rcpt); err == nil {
+			ev.Domain, ev.Result.Rcpt = rcpt.Host(), rcpt
+		}
+		c.timeline.observe(a.At, ev)
 	}
 }

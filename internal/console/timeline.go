@@ -200,7 +200,7 @@ func (tl *timeline) observe(now time.Time, ev delivery.Event) {
 		b.deferrals[rt]++
 	}
 
-	dom := strings.ToLower(ev.Domain)
+	dom := ev.Domain.String()
 	if dom == "" || tl.maxDomains <= 0 {
 		return
 	}

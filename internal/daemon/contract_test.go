@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtasts"
@@ -45,7 +46,7 @@ func TestAdminClientGetsTheDaemonsValues(t *testing.T) {
 	}
 	c := &admin.Client{BaseURL: "http://" + g.d.AdminAddr(), Token: token}
 
-	want, err := g.d.Explain(ctx, delivery.PlanRequest{Domain: "example.com"})
+	want, err := g.d.Explain(ctx, delivery.PlanRequest{Domain: address.MustParseHost("example.com")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -91,7 +91,7 @@ func (g *gw) nextEvent(t *testing.T, domain string) delivery.Event {
 	for {
 		select {
 		case ev := <-g.events:
-			if ev.Domain == domain {
+			if ev.Domain.String() == domain {
 				return ev
 			}
 		case <-timeout:

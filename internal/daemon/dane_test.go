@@ -7,6 +7,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
@@ -60,7 +61,7 @@ func TestCommittedEnableDANEDeliversOverDANE(t *testing.T) {
 	if dw := daneWarningsOf(st.Warnings); !st.EnableDANE || len(dw) != 0 || st.DNSSEC == nil || st.DNSSEC.Authenticated == 0 {
 		t.Errorf("status %+v (dnssec %+v), want DANE on, AD answers counted, no DANE warning", st, st.DNSSEC)
 	}
-	e, err := g.d.Explain(context.Background(), delivery.PlanRequest{Domain: "example.com"})
+	e, err := g.d.Explain(context.Background(), delivery.PlanRequest{Domain: address.MustParseHost("example.com")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestCommittedEnableDANEDeliversOverDANE(t *testing.T) {
 	}
 	// A bogus TLSA answer makes the host unusable, and explain says so.
 	n.DNS.SetDNSSEC("_25._tcp.mx1.example.com", simnet.Bogus)
-	if e, err = g.d.Explain(context.Background(), delivery.PlanRequest{Domain: "example.com"}); err != nil || e.MX[0].Allowed || e.MX[0].Failure != "dnssec-invalid" {
+	if e, err = g.d.Explain(context.Background(), delivery.PlanRequest{Domain: address.MustParseHost("example.com")}); err != nil || e.MX[0].Allowed || e.MX[0].Failure != "dnssec-invalid" {
 		t.Errorf("bogus TLSA: explanation mx %+v, %v; want not allowed, dnssec-invalid", e.MX, err)
 	}
 }

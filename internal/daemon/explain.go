@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
@@ -13,12 +14,8 @@ import (
 // Explain is `mxgate policy explain`: delivery's own explanation of req (its plan comes from the function
 // delivery uses), with the cached MTA-STS policy and the settings in force.
 func (d *Daemon) Explain(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
-	if !isAddressLiteral(req.Domain) {
-		dom, err := address.ParseDomain(req.Domain)
-		if err != nil {
-			return delivery.Explanation{}, err
-		}
-		req.Domain = dom.String()
+	if req.Domain.IsZero() {
+		return delivery.Explanation{}, fmt.Errorf("%w: no domain to explain", address.ErrSyntax)
 	}
 	e, err := d.Deliv.Explain(ctx, req)
 	if err != nil {
@@ -26,7 +23,7 @@ func (d *Daemon) Explain(ctx context.Context, req delivery.PlanRequest) (deliver
 	}
 	s := d.settings.Load()
 	e.Settings.EnableMTASTS, e.Settings.EnableDANE = s.EnableMTASTS, s.EnableDANE
-	if dom, err := address.ParseDomain(req.Domain); err == nil {
+	if dom, ok := req.Domain.Domain(); ok {
 		entry, err := d.STS.Show(ctx, dom)
 		switch {
 		case err == nil:
@@ -37,5 +34,3 @@ func (d *Daemon) Explain(ctx context.Context, req delivery.PlanRequest) (deliver
 	}
 	return e, nil
 }
-
-func isAddressLiteral(s string) bool { return len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' }

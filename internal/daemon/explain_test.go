@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
@@ -26,7 +27,7 @@ func TestExplainUsesDeliveryPlan(t *testing.T) {
 	g := startGateway(t, n)
 	ctx := context.Background()
 
-	e, err := g.d.Explain(ctx, delivery.PlanRequest{Domain: "[192.0.2.7]"})
+	e, err := g.d.Explain(ctx, delivery.PlanRequest{Domain: address.MustParseHost("[192.0.2.7]")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +35,7 @@ func TestExplainUsesDeliveryPlan(t *testing.T) {
 		t.Errorf("address literal: %+v, want opportunistic to 192.0.2.7 without MTA-STS", e)
 	}
 
-	e, err = g.d.Explain(ctx, delivery.PlanRequest{Domain: "example.com"})
+	e, err = g.d.Explain(ctx, delivery.PlanRequest{Domain: address.MustParseHost("example.com")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +44,7 @@ func TestExplainUsesDeliveryPlan(t *testing.T) {
 	}
 	// RFC 8689 Section 4.2.1: an MX name neither DNSSEC-secure nor listed by an enforced policy cannot carry
 	// a REQUIRETLS message (a testing policy is not enough), and explain says so as delivery would.
-	e, err = g.d.Explain(ctx, delivery.PlanRequest{Domain: "example.com", RequireTLS: true})
+	e, err = g.d.Explain(ctx, delivery.PlanRequest{Domain: address.MustParseHost("example.com"), RequireTLS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestExplainUsesDeliveryPlan(t *testing.T) {
 		t.Errorf("with REQUIRETLS: %+v, want mx1 refused", e)
 	}
 
-	e, err = g.d.Explain(ctx, delivery.PlanRequest{Domain: "nxdomain.example"})
+	e, err = g.d.Explain(ctx, delivery.PlanRequest{Domain: address.MustParseHost("nxdomain.example")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,7 @@ func TestDaemonLogsAndMetrics(t *testing.T) {
 	for !seen["example.com"] || !seen["broken.example"] {
 		select {
 		case ev := <-events:
-			seen[ev.Domain] = true
+			seen[ev.Domain.String()] = true
 		case <-timeout:
 			t.Fatalf("delivery events seen: %v", seen)
 		}

@@ -97,7 +97,7 @@ func TestTraceAfterDeliveryAndRestart(t *testing.T) {
 	for timeout := time.After(30 * time.Second); !seen["example.com"] || !seen["nomail.example"]; {
 		select {
 		case ev := <-events:
-			seen[ev.Domain] = true
+			seen[ev.Domain.String()] = true
 		case <-timeout:
 			t.Fatalf("delivery events: %v", seen)
 		}

@@ -109,7 +109,7 @@ func TestFailuresVisibleAndOverrideLogged(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := g.nextEvent(t, "testing.example")
-	if ev.Result.Rcpt != "bob@testing.example" {
+	if ev.Result.Rcpt.String() != "bob@testing.example" {
 		ev = g.nextEvent(t, "testing.example")
 	}
 	if ev.Result.Outcome != "delivered" || ev.Result.ResultType != "certificate-not-trusted" || ev.Enforced {

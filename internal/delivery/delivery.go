@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/queue"
@@ -103,7 +104,7 @@ func (d *Deliverer) pool() *sessionPool {
 
 // Event is one recipient's outcome in one attempt, as logged.
 type Event struct {
-	Domain string
+	Domain address.Host
 	// Result carries, in ResultType, the TLS failure the attempt saw even when it delivered.
 	Result     queue.Result
 	Plan       string
@@ -153,11 +154,11 @@ type groupKey struct{ requireTLS, tlsOptional, report bool }
 // attempt is the state of one attempt for a group of jobs.
 type attempt struct {
 	d       *Deliverer
-	domain  string
+	domain  address.Host
 	plan    *tlspolicy.Plan
 	record  bool
 	jobs    []queue.Job
-	pending map[string]map[string]bool // msg id -> rcpt -> still pending
+	pending map[string]map[address.Address]bool // msg id -> rcpt -> still pending
 	results []queue.Result
 	// last is the failure to give pending recipients when no host takes them.
 	last queue.Result
@@ -173,10 +174,10 @@ type attempt struct {
 	sessionNo             uint64
 }
 
-func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey, jobs []queue.Job) []queue.Result {
-	a := &attempt{d: d, domain: domain, jobs: jobs, pending: map[string]map[string]bool{}}
+func (d *Deliverer) deliverGroup(ctx context.Context, domain address.Host, k groupKey, jobs []queue.Job) []queue.Result {
+	a := &attempt{d: d, domain: domain, jobs: jobs, pending: map[string]map[address.Address]bool{}}
 	for _, j := range jobs {
-		m := map[string]bool{}
+		m := map[address.Address]bool{}
 		for _, r := range j.Recipients {
 			m[r.Addr] = true
 		}
@@ -190,7 +191,7 @@ func (d *Deliverer) deliverGroup(ctx context.Context, domain string, k groupKey,
 		if res.ResultType == tlsrpt.ResultDNSSECInvalid && !k.report && !k.tlsOptional && d.Recorder != nil {
 			// No policy could be found for a domain whose MX answer is bogus: the failure is reported all the same.
 			d.Recorder.Record(tlsrpt.Session{
-				Policy: tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, String: []string{}, Domain: domain}, At: d.now(),
+				Policy: tlsrpt.Policy{Type: tlsrpt.PolicyNoPolicyFound, String: []string{}, Domain: domain.String()}, At: d.now(),
 				Failure: &tlsrpt.FailureDetails{ResultType: tlsrpt.ResultDNSSECInvalid, FailureReasonCode: "mx-bogus", AdditionalInfo: res.Text, FailedSessionCount: 1},
 			})
 		}
@@ -239,7 +240,7 @@ type target struct {
 
 // route resolves the hosts and the plan with Destination. When ok is false, res is the outcome for every
 // recipient.
-func (d *Deliverer) route(ctx context.Context, domain string, k groupKey) ([]target, *tlspolicy.Plan, queue.Result, bool) {
+func (d *Deliverer) route(ctx context.Context, domain address.Host, k groupKey) ([]target, *tlspolicy.Plan, queue.Result, bool) {
 	dest, err := d.Destination(ctx, PlanRequest{Domain: domain, RequireTLS: k.requireTLS, TLSOptional: k.tlsOptional, Report: k.report})
 	if err != nil {
 		var u *UndeliverableError
@@ -302,7 +303,7 @@ func (a *attempt) finishAll(r queue.Result) {
 	}
 }
 
-func (a *attempt) finish(j queue.Job, rcpt string, r queue.Result) {
+func (a *attempt) finish(j queue.Job, rcpt address.Address, r queue.Result) {
 	delete(a.pending[j.MsgID], rcpt)
 	r.MsgID, r.Rcpt = j.MsgID, rcpt
 	if a.plan != nil {

@@ -19,8 +19,8 @@ import (
 
 // PlanRequest names a destination and what the message asks of TLS.
 type PlanRequest struct {
-	// Domain is the recipient domain in A-labels, or an address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]").
-	Domain string
+	// Domain is the recipient domain, or an address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]").
+	Domain address.Host
 	// RequireTLS: the message was received with REQUIRETLS (RFC 8689).
 	RequireTLS bool
 	// TLSOptional: the message carries "TLS-Required: No" (RFC 8689 Section 4.2.2).
@@ -74,21 +74,16 @@ func (d *Deliverer) Destination(ctx context.Context, req PlanRequest) (Destinati
 	if port == 0 {
 		port = 25
 	}
-	domain := req.Domain
-	if strings.HasPrefix(domain, "[") {
+	if ip, ok := req.Domain.Literal(); ok {
 		// RFC 8461 Section 3.4 (STS-3): address literals have no MTA-STS policy.
-		lit := strings.TrimPrefix(strings.Trim(domain, "[]"), "IPv6:")
-		ip, err := netip.ParseAddr(lit)
-		if err != nil {
-			return Destination{}, undeliverable(permanent(501, "5.1.3", "bad address literal "+domain))
-		}
 		plan := d.Decider.ForRoute(tlspolicy.Request{RequireTLS: req.RequireTLS}, tlspolicy.LevelOpportunistic)
 		return withTargets(Destination{Plan: plan}, []target{{name: ip.String(), port: port, literal: ip}}), nil
 	}
-	dom, err := address.ParseDomain(domain)
-	if err != nil {
-		return Destination{}, undeliverable(permanent(501, "5.1.2", "bad recipient domain: "+err.Error()))
+	dom, ok := req.Domain.Domain()
+	if !ok {
+		return Destination{}, undeliverable(permanent(501, "5.1.2", "no recipient domain"))
 	}
+	domain := dom.String()
 	if r, ok := d.MatchRoute(domain); ok {
 		plan := d.Decider.ForRoute(tlspolicy.Request{Domain: dom, RequireTLS: req.RequireTLS}, r.Level)
 		var auth *Route

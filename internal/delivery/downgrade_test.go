@@ -12,6 +12,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/mtasts"
@@ -115,8 +116,8 @@ func TestDowngradeOverSimulatedDay_STS16_STS63(t *testing.T) {
 	submit := func(tag string) string {
 		t.Helper()
 		body := fmt.Sprintf("From: alice@sender.test\r\nTo: bob@example.com\r\nSubject: %s\r\n\r\nsecret %s\r\n", tag, tag)
-		id, err := q.Submit(context.Background(), queue.Envelope{From: "alice@sender.test",
-			Recipients: []queue.Recipient{{Addr: "bob@example.com"}}}, strings.NewReader(body))
+		id, err := q.Submit(context.Background(), queue.Envelope{From: address.MustParsePath("alice@sender.test"),
+			Recipients: []queue.Recipient{{Addr: address.MustParseAddress("bob@example.com")}}}, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}

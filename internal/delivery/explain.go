@@ -86,7 +86,7 @@ type DANECheck struct {
 // disagree with delivery). It may look up and fetch an MTA-STS policy, but connects to no host. The error
 // is for a cancelled ctx only; what delivery would refuse is in the Explanation.
 func (d *Deliverer) Explain(ctx context.Context, req PlanRequest) (Explanation, error) {
-	e := Explanation{Domain: req.Domain, RequireTLS: req.RequireTLS}
+	e := Explanation{Domain: req.Domain.String(), RequireTLS: req.RequireTLS}
 	dest, err := d.Destination(ctx, req)
 	if err != nil {
 		if cerr := ctx.Err(); cerr != nil {

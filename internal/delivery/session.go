@@ -17,9 +17,11 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mx"
+	"github.com/mxgate/mxgate/internal/neterr"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -68,7 +70,7 @@ func (a *attempt) tryHost(ctx context.Context, t target) {
 			}
 		}
 		if len(kept) == 0 {
-			a.last = loopResult(a.domain)
+			a.last = loopResult(a.domain.String())
 			a.last.RemoteMTA = t.name
 			return
 		}
@@ -166,7 +168,7 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 	conn, err := d.dial(ctx, addr)
 	if err != nil {
 		// RFC 8461 Appendix B (STS-88): a failed TCP connection is not a policy failure.
-		a.last = deferred(451, "4.4.1", fmt.Sprintf("connect to %s [%s]: %v", t.name, addr, err))
+		a.last = deferred(451, "4.4.1", fmt.Sprintf("connect to %s [%s]: %s", t.name, addr, neterr.Text(err)))
 		a.last.RemoteMTA = t.name
 		return nextAddress
 	}
@@ -357,7 +359,7 @@ func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) err
 		a.settleJob(j, withBase(base, permanent(550, "5.7.30", host+" does not support REQUIRETLS")))
 		return nil
 	}
-	if err := c.Mail(j.From, opts); err != nil {
+	if err := c.Mail(j.From.String(), opts); err != nil {
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) {
 			return err
@@ -366,12 +368,12 @@ func (a *attempt) sendJob(c *smtp.Client, j queue.Job, host, tlsDesc string) err
 		a.settleJob(j, withBase(base, replyResult(host, err, "MAIL")))
 		return nil
 	}
-	var accepted []string
+	var accepted []address.Address
 	for _, r := range j.Recipients {
 		if !a.pending[j.MsgID][r.Addr] {
 			continue
 		}
-		if err := c.Rcpt(r.Addr, rcptOptions(r)); err != nil {
+		if err := c.Rcpt(r.Addr.String(), rcptOptions(r)); err != nil {
 			var se *smtp.SMTPError
 			if !errors.As(err, &se) {
 				return err
@@ -425,7 +427,7 @@ func (a *attempt) settleJob(j queue.Job, r queue.Result) {
 
 // dataRefused settles the accepted recipients of j with the server's reply to DATA or to the end of data. An
 // error that is not a reply (the session broke) is returned, and they stay pending for the next host.
-func (a *attempt) dataRefused(j queue.Job, accepted []string, base queue.Result, host string, err error) error {
+func (a *attempt) dataRefused(j queue.Job, accepted []address.Address, base queue.Result, host string, err error) error {
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) {
 		return err
@@ -476,7 +478,7 @@ func replyResult(host string, err error, stage string) queue.Result {
 		}
 		return r
 	}
-	return queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.4.2", Text: fmt.Sprintf("%s with %s: %v", stage, host, err), RemoteMTA: host}
+	return queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.4.2", Text: fmt.Sprintf("%s with %s: %s", stage, host, neterr.Text(err)), RemoteMTA: host}
 }
 
 // policyDeferral is the outcome for recipients that a TLS policy kept from host. Enforced policy failures

@@ -150,10 +150,10 @@ func (h *harness) cert(ca *testpki.CA, l testpki.Leaf) *tls.Certificate {
 
 func job(id string, rcpts ...string) queue.Job {
 	body := fmt.Sprintf("From: alice@sender.test\r\nTo: %s\r\nSubject: test %s\r\nMessage-ID: <%s@sender.test>\r\n\r\nHello.\r\n", strings.Join(rcpts, ", "), id, id)
-	j := queue.Job{MsgID: id, From: "alice@sender.test", Size: int64(len(body)), Attempt: 1,
+	j := queue.Job{MsgID: id, From: address.MustParsePath("alice@sender.test"), Size: int64(len(body)), Attempt: 1,
 		Open: func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }}
 	for _, r := range rcpts {
-		j.Recipients = append(j.Recipients, queue.Recipient{Addr: r})
+		j.Recipients = append(j.Recipients, queue.Recipient{Addr: address.MustParseAddress(r)})
 	}
 	return j
 }
@@ -162,7 +162,7 @@ func (h *harness) deliver(domain string, jobs ...queue.Job) []queue.Result {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return h.d.Deliver(ctx, queue.Batch{Domain: domain, Jobs: jobs})
+	return h.d.Deliver(ctx, queue.Batch{Domain: address.MustParseHost(domain), Jobs: jobs})
 }
 
 func one(t *testing.T, rs []queue.Result) queue.Result {
@@ -298,7 +298,7 @@ func TestMixedRecipientReplies_SMTP13(t *testing.T) {
 	rs := h.deliver("example.com", job("m1", "bob@example.com", "gone@example.com", "busy@example.com"))
 	got := map[string]queue.Result{}
 	for _, r := range rs {
-		got[r.Rcpt] = r
+		got[r.Rcpt.String()] = r
 	}
 	if got["bob@example.com"].Outcome != queue.Delivered {
 		t.Errorf("bob: %+v, want delivered", got["bob@example.com"])

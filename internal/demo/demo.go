@@ -230,8 +230,8 @@ func Run(ctx context.Context, o Options) error {
 		Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln,
 		OnDelivery: func(ev delivery.Event) {
 			mu.Lock()
-			if _, ok := events[ev.Domain]; !ok {
-				events[ev.Domain] = ev
+			if _, ok := events[ev.Domain.String()]; !ok {
+				events[ev.Domain.String()] = ev
 				seen <- struct{}{}
 			}
 			mu.Unlock()

@@ -161,7 +161,7 @@ func enforcePlan(ctx context.Context, env Env, domain address.Domain, pol *mtast
 		dec.STS = fixedSTS{tlspolicy.STSResult{Policy: &p, ID: id}}
 	}
 	dlv := &delivery.Deliverer{Resolver: env.Resolver, Decider: dec, Port: env.port()}
-	dest, err := dlv.Destination(ctx, delivery.PlanRequest{Domain: domain.String()})
+	dest, err := dlv.Destination(ctx, delivery.PlanRequest{Domain: address.DomainHost(domain)})
 	if err != nil {
 		return nil, nil, enforcing, err
 	}

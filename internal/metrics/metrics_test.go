@@ -205,8 +205,8 @@ func deliveryEvents(t *testing.T) []delivery.Event {
 	defer cancel()
 	for _, dom := range []string{"good.example", "expired.example", "testing.example"} {
 		body := "Subject: t\r\n\r\nHello.\r\n"
-		d.Deliver(ctx, queue.Batch{Domain: dom, Jobs: []queue.Job{{MsgID: dom, From: "a@sender.test", Size: int64(len(body)), Attempt: 1,
-			Recipients: []queue.Recipient{{Addr: "bob@" + dom}},
+		d.Deliver(ctx, queue.Batch{Domain: address.MustParseHost(dom), Jobs: []queue.Job{{MsgID: dom, From: address.MustParsePath("a@sender.test"), Size: int64(len(body)), Attempt: 1,
+			Recipients: []queue.Recipient{{Addr: address.MustParseAddress("bob@" + dom)}},
 			Open:       func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader(body)), nil }}}})
 	}
 	if len(evs) != 3 {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
 )
 
 // FuzzAcceptedAddressLeavesQueue: every sender and recipient that Submit accepts can be delivered,
@@ -45,7 +47,16 @@ func FuzzAcceptedAddressLeavesQueue(f *testing.F) {
 	f.Fuzz(func(t *testing.T, from, rcpt, orcpt string) {
 		ctx := context.Background()
 		dsnsBefore := len(e.fake.dsns())
-		env := Envelope{From: from, Recipients: []Recipient{{Addr: rcpt, ORcpt: orcpt}}}
+		// The SMTP server parses the envelope: what it refuses never reaches Submit.
+		fromPath, err := address.ParsePath(from)
+		if err != nil {
+			return
+		}
+		to, err := address.ParseAddress(rcpt)
+		if err != nil {
+			return
+		}
+		env := Envelope{From: fromPath, Recipients: []Recipient{{Addr: to, ORcpt: orcpt}}}
 		var ids []string
 		for _, o := range []Outcome{Delivered, Deferred, Failed, ""} {
 			id, err := e.q.Submit(ctx, env, strings.NewReader("Subject: fuzz\r\n\r\nbody\r\n"))

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -407,9 +408,14 @@ func (q *Queue) Bounce(ctx context.Context, id string) error {
 			return fmt.Errorf("queue: bounce %s: %w", id, err)
 		}
 		r.notify = splitNotify(notify)
+		res := Result{MsgID: id, Outcome: Failed, Enhanced: "5.0.0", Text: "bounced by administrator"}
+		// Bounced whether or not the stored address still parses: what is recorded is the stored text.
+		if a, err := address.ParseAddress(r.rcpt); err == nil {
+			r.addr, res.Rcpt = a, a
+		}
 		changes = append(changes, &change{
 			row:       r,
-			res:       Result{MsgID: id, Rcpt: r.rcpt, Outcome: Failed, Enhanced: "5.0.0", Text: "bounced by administrator"},
+			res:       res,
 			state:     stateFailed,
 			dsnStatus: "5.0.0",
 		})

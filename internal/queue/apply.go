@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
 )
 
 // Recording results (RFC 5321 Section 6.1: a message the receiver accepted must not be sent again, as far
@@ -56,7 +58,9 @@ func newSettler(q *Queue, w *work) *settler {
 	s := &settler{q: q, w: w, results: map[string][]Result{}, left: map[string]int{}, handed: map[string]*finished{},
 		journaled: map[string]journalCount{}}
 	for _, r := range w.rcpts {
-		s.left[r.msgID]++
+		if r.bad == nil { // not delivered: its result is r.bad
+			s.left[r.msgID]++
+		}
 	}
 	for i := range w.batch.Jobs {
 		w.batch.Jobs[i].Settled = s.settled
@@ -96,7 +100,7 @@ func (s *settler) settled(r Result) {
 // "relayed" DSN (only the index records that). s.mu is held.
 func (s *settler) journal(r Result) {
 	for _, row := range s.w.rcpts {
-		if row.msgID != r.MsgID || row.rcpt != r.Rcpt {
+		if row.msgID != r.MsgID || row.addr != r.Rcpt {
 			continue
 		}
 		if !r.NextHopDSN && slices.Contains(row.notify, "SUCCESS") {
@@ -362,19 +366,27 @@ func (q *Queue) applyTx(group []*finished, now time.Time) error {
 // recipient, and logs one delivery event each.
 func (q *Queue) changes(w *work, rows []*rcptRow, results []Result, missing string) []*change {
 	now := q.now()
-	byKey := map[[2]string]Result{}
+	type key struct {
+		msgID string
+		rcpt  address.Address
+	}
+	byKey := map[key]Result{}
 	for _, r := range results {
-		if _, dup := byKey[[2]string{r.MsgID, r.Rcpt}]; !dup {
-			byKey[[2]string{r.MsgID, r.Rcpt}] = r
+		if _, dup := byKey[key{r.MsgID, r.Rcpt}]; !dup {
+			byKey[key{r.MsgID, r.Rcpt}] = r
 		}
 	}
 	var changes []*change
 	for _, row := range rows {
 		m := w.msgs[row.msgID]
-		res, ok := byKey[[2]string{row.msgID, row.rcpt}]
-		if !ok {
+		res, ok := byKey[key{row.msgID, row.addr}]
+		switch {
+		case row.bad != nil:
+			res = *row.bad
+			res.MsgID, res.Rcpt = row.msgID, row.addr
+		case !ok:
 			// The Deliverer contract: a recipient without a result is deferred.
-			res = Result{MsgID: row.msgID, Rcpt: row.rcpt, Outcome: Deferred, Text: missing}
+			res = Result{MsgID: row.msgID, Rcpt: row.addr, Outcome: Deferred, Text: missing}
 		}
 		c := &change{row: row, res: res}
 		switch res.Outcome {

@@ -13,11 +13,12 @@ import (
 func TestArchiveFindsFinishedMessages(t *testing.T) {
 	e := newEnv(t, nil)
 	e.fake.script = func(j Job, r Recipient) Result {
-		if strings.HasPrefix(r.Addr, "bad@") {
+		if strings.HasPrefix(r.Addr.String(), "bad@") {
 			return Result{Outcome: Failed, Code: 550, Enhanced: "5.1.1", Text: "no such user", RemoteMTA: "mx.b.example"}
 		}
 		return Result{Outcome: Delivered, Code: 250, Enhanced: "2.0.0", Text: "ok", RemoteMTA: "mx.a.example", TLS: "verified TLS 1.3"}
 	}
+	// The domain is stored in its canonical form, the local part as given.
 	id := e.submit(t, "Sender@Example.org", "ok@a.example", "bad@b.example")
 	e.runOnce(t)
 	e.runOnce(t) // the bounce
@@ -52,7 +53,7 @@ func TestArchiveFindsFinishedMessages(t *testing.T) {
 				continue
 			}
 			m := got[0]
-			if m.MessageID != mid || m.From != "Sender@Example.org" || m.DSN || len(m.Recipients) != 2 || len(m.Attempts) != 2 {
+			if m.MessageID != mid || m.From != "Sender@example.org" || m.DSN || len(m.Recipients) != 2 || len(m.Attempts) != 2 {
 				t.Errorf("%+v: %+v", tq, m)
 			}
 			states := map[string]string{}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/store"
 )
 
@@ -40,7 +41,7 @@ func BenchmarkSubmit(b *testing.B) {
 		return q
 	}
 	env := func(i int64) Envelope {
-		return Envelope{From: "a@sender.example", Recipients: []Recipient{{Addr: fmt.Sprintf("u%d@d%d.example.com", i, i%50)}}}
+		return Envelope{From: address.MustParsePath("a@sender.example"), Recipients: []Recipient{{Addr: address.MustParseAddress(fmt.Sprintf("u%d@d%d.example.com", i, i%50))}}}
 	}
 	ctx := context.Background()
 	b.Run("sequential", func(b *testing.B) {

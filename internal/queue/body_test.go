@@ -8,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
 )
 
 // stallReceiver is a loopback TCP receiver standing in for an SMTP server that stops reading in the middle
@@ -101,7 +103,7 @@ func TestBodyNotRecycledWhileDeliveryReadsIt(t *testing.T) {
 			// by default): the delivery stops mid-file.
 			orig := bytes.Repeat([]byte("original message line, never to be replaced\r\n"), 200000)
 			ctx := context.Background()
-			id, err := e.q.Submit(ctx, Envelope{From: "alice@sender.test", Recipients: []Recipient{{Addr: "bob@example.com"}}}, bytes.NewReader(orig))
+			id, err := e.q.Submit(ctx, Envelope{From: address.MustParsePath("alice@sender.test"), Recipients: []Recipient{{Addr: address.MustParseAddress("bob@example.com")}}}, bytes.NewReader(orig))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +127,7 @@ func TestBodyNotRecycledWhileDeliveryReadsIt(t *testing.T) {
 				t.Errorf("%s while the delivery streams the body = %v, want ErrInFlight", op, err)
 			}
 			other := bytes.Repeat([]byte("NEW MESSAGE FOR SOMEONE ELSE\r\n"), 400000)
-			if _, err := e.q.Submit(ctx, Envelope{From: "mallory@sender.test", Recipients: []Recipient{{Addr: "eve@example.org"}}}, bytes.NewReader(other)); err != nil {
+			if _, err := e.q.Submit(ctx, Envelope{From: address.MustParsePath("mallory@sender.test"), Recipients: []Recipient{{Addr: address.MustParseAddress("eve@example.org")}}}, bytes.NewReader(other)); err != nil {
 				t.Fatal(err)
 			}
 			close(rcv.resume)

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dsn"
 )
 
@@ -81,9 +82,14 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	requireTLS := m.flags&flagRequireTLS != 0
 	// RFC 3461 Section 6.2 / SMTP-21: sent with MAIL FROM:<>, no RET, NOTIFY only NEVER. RFC 8689 Section 5
 	// / REQ-14: a DSN about a REQUIRETLS message is itself sent with REQUIRETLS.
+	toAddr, err := address.ParseAddress(to)
+	if err != nil {
+		q.log.Error("queue: DSN not sent: bad return path", "msg_id", m.id, "to", to, "err", err)
+		return nil, nil
+	}
 	env := Envelope{
-		From:       "",
-		Recipients: []Recipient{{Addr: to, Notify: []string{"NEVER"}}},
+		From:       address.NullPath,
+		Recipients: []Recipient{{Addr: toAddr, Notify: []string{"NEVER"}}},
 		RequireTLS: requireTLS,
 		DSN:        true,
 	}

@@ -28,7 +28,7 @@ func bulkFixture(t *testing.T) (*env, map[string]string) {
 	ids["done"] = e.submit(t, "s@sender.test", "e@done.example")
 	e.fake.script = func(j Job, r Recipient) Result {
 		switch {
-		case r.Addr == "e@done.example":
+		case r.Addr.String() == "e@done.example":
 			return Result{Outcome: Delivered, Code: 250}
 		case j.MsgID == ids["new"]:
 			return Result{Outcome: Deferred, Code: 451, Enhanced: "4.4.1", Text: "connection refused"}

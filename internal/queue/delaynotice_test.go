@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
 )
 
 var actionRE = regexp.MustCompile(`(?m)^Final-Recipient: rfc822; ?(\S+)\r\nAction: (\w+)`)
@@ -16,7 +18,7 @@ func delayNotices(e *env) (to []string, delayed [][]string) {
 		if !strings.Contains(d.Body, "Action: delayed") {
 			continue
 		}
-		to = append(to, d.Job.Recipients[0].Addr)
+		to = append(to, d.Job.Recipients[0].Addr.String())
 		var rs []string
 		for _, m := range actionRE.FindAllStringSubmatch(d.Body, -1) {
 			if m[2] == "delayed" {
@@ -41,14 +43,14 @@ func TestDelayNoticeOncePerRecipient_DSN(t *testing.T) {
 	e.fake.script = func(j Job, r Recipient) Result {
 		return Result{Outcome: Deferred, Code: 451, Enhanced: "4.4.1", Text: "connection timed out", RemoteMTA: "mx.slow.example"}
 	}
-	e.submitEnv(t, Envelope{From: "alice@corp.example", Recipients: []Recipient{
-		{Addr: "a@slow.example"},
-		{Addr: "b@slow.example", Notify: []string{"DELAY", "FAILURE"}},
-		{Addr: "c@slow.example", Notify: []string{"FAILURE"}},
-		{Addr: "d@slow.example", Notify: []string{"NEVER"}},
+	e.submitEnv(t, Envelope{From: address.MustParsePath("alice@corp.example"), Recipients: []Recipient{
+		{Addr: address.MustParseAddress("a@slow.example")},
+		{Addr: address.MustParseAddress("b@slow.example"), Notify: []string{"DELAY", "FAILURE"}},
+		{Addr: address.MustParseAddress("c@slow.example"), Notify: []string{"FAILURE"}},
+		{Addr: address.MustParseAddress("d@slow.example"), Notify: []string{"NEVER"}},
 	}})
-	e.submitEnv(t, Envelope{From: "tlsrpt@corp.example", Report: true, Recipients: []Recipient{{Addr: "tlsrpt@slow.example"}}})
-	e.submitEnv(t, Envelope{From: "", Recipients: []Recipient{{Addr: "bounce@slow.example"}}})
+	e.submitEnv(t, Envelope{From: address.MustParsePath("tlsrpt@corp.example"), Report: true, Recipients: []Recipient{{Addr: address.MustParseAddress("tlsrpt@slow.example")}}})
+	e.submitEnv(t, Envelope{From: address.NullPath, Recipients: []Recipient{{Addr: address.MustParseAddress("bounce@slow.example")}}})
 
 	e.runOnce(t)
 	if to, _ := delayNotices(e); len(to) != 0 {
@@ -96,8 +98,8 @@ func TestDelayNoticeDefaultOff(t *testing.T) {
 				o.Backoff = Backoff{Initial: time.Hour, Max: time.Hour, Factor: 1}
 			})
 			e.fake.script = func(j Job, r Recipient) Result { return Result{Outcome: Deferred, Code: 451, Enhanced: "4.4.1"} }
-			e.submitEnv(t, Envelope{From: "alice@corp.example", Recipients: []Recipient{{Addr: "a@slow.example"}}})
-			e.submitEnv(t, Envelope{From: "alice@corp.example", Recipients: []Recipient{{Addr: "b@slow.example", Notify: []string{"DELAY"}}}})
+			e.submitEnv(t, Envelope{From: address.MustParsePath("alice@corp.example"), Recipients: []Recipient{{Addr: address.MustParseAddress("a@slow.example")}}})
+			e.submitEnv(t, Envelope{From: address.MustParsePath("alice@corp.example"), Recipients: []Recipient{{Addr: address.MustParseAddress("b@slow.example"), Notify: []string{"DELAY"}}}})
 			e.runOnce(t)
 			e.clock.Advance(5 * time.Hour)
 			e.runOnce(t)

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
 )
 
 // The spool directory is fsynced once per group commit (TestSubmitOrder shows it comes after the rename and
@@ -39,8 +41,8 @@ func TestDirSyncOncePerGroup(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			id, err := e.q.Submit(context.Background(), Envelope{From: "a@sender.test",
-				Recipients: []Recipient{{Addr: fmt.Sprintf("u%d@d%d.example", i, i%7)}}}, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
+			id, err := e.q.Submit(context.Background(), Envelope{From: address.MustParsePath("a@sender.test"),
+				Recipients: []Recipient{{Addr: address.MustParseAddress(fmt.Sprintf("u%d@d%d.example", i, i%7))}}}, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
 			mu.Lock()
 			defer mu.Unlock()
 			switch {

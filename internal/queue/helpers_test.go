@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/clocktest"
 	"github.com/mxgate/mxgate/internal/store"
 )
@@ -48,15 +49,15 @@ func newFake(clock *clocktest.Clock) *fakeDeliverer {
 func (f *fakeDeliverer) Deliver(ctx context.Context, b Batch) []Result {
 	f.mu.Lock()
 	f.batches = append(f.batches, b)
-	f.inflight[b.Domain]++
-	f.maxInflight[b.Domain] = max(f.maxInflight[b.Domain], f.inflight[b.Domain])
+	f.inflight[b.Domain.String()]++
+	f.maxInflight[b.Domain.String()] = max(f.maxInflight[b.Domain.String()], f.inflight[b.Domain.String()])
 	f.inflightAll++
 	f.maxAll = max(f.maxAll, f.inflightAll)
 	script, gate := f.script, f.gate
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
-		f.inflight[b.Domain]--
+		f.inflight[b.Domain.String()]--
 		f.inflightAll--
 		f.mu.Unlock()
 	}()
@@ -79,10 +80,10 @@ func (f *fakeDeliverer) Deliver(ctx context.Context, b Batch) []Result {
 			body = string(data)
 		}
 		f.mu.Lock()
-		f.deliveries = append(f.deliveries, delivery{Domain: b.Domain, Job: j, Body: body, At: f.clock.Now()})
+		f.deliveries = append(f.deliveries, delivery{Domain: b.Domain.String(), Job: j, Body: body, At: f.clock.Now()})
 		f.mu.Unlock()
 		for _, r := range j.Recipients {
-			res := Result{Outcome: Delivered, Code: 250, Enhanced: "2.0.0", Text: "ok", RemoteMTA: "mx." + b.Domain}
+			res := Result{Outcome: Delivered, Code: 250, Enhanced: "2.0.0", Text: "ok", RemoteMTA: "mx." + b.Domain.String()}
 			if script != nil && !isDSN(body) {
 				res = script(j, r)
 			}
@@ -176,9 +177,9 @@ func (e *env) open(t testing.TB) {
 
 func (e *env) submit(t *testing.T, from string, rcpts ...string) string {
 	t.Helper()
-	ev := Envelope{From: from}
+	ev := Envelope{From: address.MustParsePath(from)}
 	for _, r := range rcpts {
-		ev.Recipients = append(ev.Recipients, Recipient{Addr: r})
+		ev.Recipients = append(ev.Recipients, Recipient{Addr: address.MustParseAddress(r)})
 	}
 	return e.submitEnv(t, ev)
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/mxgate/mxgate/internal/address"
 )
 
 // ixEntry is one queued recipient as the scheduler's index or the database sees it.
@@ -94,9 +96,9 @@ func TestIndexFollowsDatabaseAndIsRebuiltAtOpen(t *testing.T) {
 	e := newEnv(t, nil)
 	e.fake.script = func(j Job, r Recipient) Result {
 		switch {
-		case strings.HasPrefix(r.Addr, "later"):
+		case strings.HasPrefix(r.Addr.String(), "later"):
 			return Result{Outcome: Deferred, Code: 451, Enhanced: "4.2.0", Text: "busy"}
-		case strings.HasPrefix(r.Addr, "bad"):
+		case strings.HasPrefix(r.Addr.String(), "bad"):
 			return Result{Outcome: Failed, Code: 550, Enhanced: "5.1.1", Text: "no such user"}
 		}
 		return Result{Outcome: Delivered, Code: 250}
@@ -308,7 +310,7 @@ func TestKicksCoalesced(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.submitEnv(t, Envelope{From: "a@sender.test", Recipients: []Recipient{{Addr: fmt.Sprintf("u@d%d.example", i)}}})
+			e.submitEnv(t, Envelope{From: address.MustParsePath("a@sender.test"), Recipients: []Recipient{{Addr: address.MustParseAddress(fmt.Sprintf("u@d%d.example", i))}}})
 		}()
 	}
 	wg.Wait()

@@ -186,7 +186,7 @@ func TestJournalledDeliveryRecordedAtStart(t *testing.T) {
 	e.runOnce(t)
 	for _, dl := range e.fake.Deliveries() {
 		for _, r := range dl.Job.Recipients {
-			if r.Addr == "bob@example.com" {
+			if r.Addr.String() == "bob@example.com" {
 				t.Errorf("bob was delivered again")
 			}
 		}

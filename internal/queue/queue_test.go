@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dsn"
 )
 
@@ -40,8 +41,8 @@ func TestSubmitDurabilityOrder(t *testing.T) {
 				}
 				o.SyncDir = func(string) error { return tt.syncDir }
 			})
-			_, err := e.q.Submit(context.Background(), Envelope{From: "a@sender.test",
-				Recipients: []Recipient{{Addr: "b@example.com"}}}, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
+			_, err := e.q.Submit(context.Background(), Envelope{From: address.MustParsePath("a@sender.test"),
+				Recipients: []Recipient{{Addr: address.MustParseAddress("b@example.com")}}}, strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
 			if !errors.Is(err, ErrTemporary) {
 				t.Fatalf("Submit error = %v, want ErrTemporary", err)
 			}
@@ -101,7 +102,7 @@ func (r *failingReader) Read(p []byte) (int, error) {
 
 func TestSubmitReadAndCommitErrors(t *testing.T) {
 	e := newEnv(t, nil)
-	ev := Envelope{From: "a@sender.test", Recipients: []Recipient{{Addr: "b@example.com"}}}
+	ev := Envelope{From: address.MustParsePath("a@sender.test"), Recipients: []Recipient{{Addr: address.MustParseAddress("b@example.com")}}}
 	if _, err := e.q.Submit(context.Background(), ev, &failingReader{n: 3}); !errors.Is(err, ErrTemporary) {
 		t.Errorf("Submit with a failing body = %v, want ErrTemporary", err)
 	}
@@ -125,10 +126,14 @@ func TestSubmitInvalid(t *testing.T) {
 		env  Envelope
 		body string
 	}{
-		{"no recipients", Envelope{From: "a@b.test"}, "x"},
-		{"bad recipient", Envelope{Recipients: []Recipient{{Addr: "b@exa\r\nmple.com"}}}, "x"},
-		{"bad sender", Envelope{From: "a\nb@c", Recipients: []Recipient{{Addr: "b@example.com"}}}, "x"},
-		{"empty body", Envelope{Recipients: []Recipient{{Addr: "b@example.com"}}}, ""},
+		{"no recipients", Envelope{From: address.MustParsePath("a@b.test")}, "x"},
+		// Typed values built from their fields rather than parsed: what the index would store could not be
+		// read back.
+		{"no recipient address", Envelope{Recipients: []Recipient{{}}}, "x"},
+		{"bad recipient", Envelope{Recipients: []Recipient{{Addr: address.Address{Local: "b\r\nRCPT TO:<x@y>", Domain: address.MustParseDomain("example.com")}}}}, "x"},
+		{"bad sender", Envelope{From: address.PathTo(address.Address{Local: "a\nb", Domain: address.MustParseDomain("c.test")}),
+			Recipients: []Recipient{{Addr: address.MustParseAddress("b@example.com")}}}, "x"},
+		{"empty body", Envelope{Recipients: []Recipient{{Addr: address.MustParseAddress("b@example.com")}}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -152,8 +157,8 @@ func TestGroupCommit(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := e.q.Submit(context.Background(), Envelope{From: "a@sender.test",
-				Recipients: []Recipient{{Addr: fmt.Sprintf("u%d@example.com", i)}}}, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
+			_, err := e.q.Submit(context.Background(), Envelope{From: address.MustParsePath("a@sender.test"),
+				Recipients: []Recipient{{Addr: address.MustParseAddress(fmt.Sprintf("u%d@example.com", i))}}}, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
 			errs <- err
 		}()
 	}
@@ -177,7 +182,7 @@ func TestGroupCommit(t *testing.T) {
 func TestPerRecipientOutcomes_SMTP13(t *testing.T) {
 	e := newEnv(t, nil)
 	e.fake.script = func(j Job, r Recipient) Result {
-		if r.Addr == "bad@example.com" {
+		if r.Addr.String() == "bad@example.com" {
 			return Result{Outcome: Failed, Code: 550, Enhanced: "5.1.1", Text: "no such user", RemoteMTA: "mx1.example.com"}
 		}
 		return Result{Outcome: Delivered, Code: 250, Enhanced: "2.0.0", Text: "ok", RemoteMTA: "mx1.example.com"}
@@ -191,7 +196,7 @@ func TestPerRecipientOutcomes_SMTP13(t *testing.T) {
 	}
 	d := dsns[0]
 	// SMTP-17: the DSN goes to the return path with MAIL FROM:<>.
-	if got := d.Job.Recipients; len(got) != 1 || got[0].Addr != "alice@sender.test" || d.Domain != "sender.test" {
+	if got := d.Job.Recipients; len(got) != 1 || got[0].Addr.String() != "alice@sender.test" || d.Domain != "sender.test" {
 		t.Errorf("DSN recipients %+v to %s, want alice@sender.test", got, d.Domain)
 	}
 	// SMTP-21: NOTIFY only NEVER, no RET.
@@ -222,7 +227,7 @@ func TestPerRecipientOutcomes_SMTP13(t *testing.T) {
 func TestPartialDeferralKeepsMessage_SMTP13(t *testing.T) {
 	e := newEnv(t, nil)
 	e.fake.script = func(j Job, r Recipient) Result {
-		if r.Addr == "later@example.com" {
+		if r.Addr.String() == "later@example.com" {
 			return Result{Outcome: Deferred, Code: 451, Enhanced: "4.2.0", Text: "mailbox busy"}
 		}
 		return Result{Outcome: Delivered, Code: 250}
@@ -252,7 +257,7 @@ func TestPartialDeferralKeepsMessage_SMTP13(t *testing.T) {
 	e.runOnce(t)
 	ds := e.fake.Deliveries()
 	last := ds[len(ds)-1]
-	if len(last.Job.Recipients) != 1 || last.Job.Recipients[0].Addr != "later@example.com" || last.Job.Attempt != 2 {
+	if len(last.Job.Recipients) != 1 || last.Job.Recipients[0].Addr.String() != "later@example.com" || last.Job.Attempt != 2 {
 		t.Errorf("second attempt %+v, want only later@example.com as attempt 2", last.Job)
 	}
 }
@@ -302,8 +307,8 @@ func TestExpiryBounceAfterFinalAttempt_STS84(t *testing.T) {
 		return Result{Outcome: Deferred, Code: 0, Text: "certificate-expired: MX certificate expired",
 			ResultType: "certificate-expired", RemoteMTA: "mx1.example.com", Policy: "mta-sts enforce"}
 	}
-	id := e.submitEnv(t, Envelope{From: "alice@sender.test", EnvID: "ENV-42",
-		Recipients: []Recipient{{Addr: "bob@example.com", ORcpt: "rfc822;bob@example.com"}}})
+	id := e.submitEnv(t, Envelope{From: address.MustParsePath("alice@sender.test"), EnvID: "ENV-42",
+		Recipients: []Recipient{{Addr: address.MustParseAddress("bob@example.com"), ORcpt: "rfc822;bob@example.com"}}})
 	expires := t0.Add(life)
 	var attempts []time.Time
 	for i := 0; i < 100; i++ {
@@ -375,7 +380,7 @@ func TestNoDSN_SMTP17_SMTP22(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, nil)
 			e.fake.script = failWith(550, "5.1.1", "no such user")
-			e.submitEnv(t, Envelope{From: tt.from, Recipients: []Recipient{{Addr: "bob@example.com", Notify: tt.notify}}})
+			e.submitEnv(t, Envelope{From: address.MustParsePath(tt.from), Recipients: []Recipient{{Addr: address.MustParseAddress("bob@example.com"), Notify: tt.notify}}})
 			e.runOnce(t)
 			if got := len(e.fake.dsns()); got != btoi(tt.wantDSN) {
 				t.Errorf("%d DSNs, want %d", got, btoi(tt.wantDSN))
@@ -397,8 +402,8 @@ func btoi(b bool) int {
 func TestDSNOfRequireTLSMessage_REQ14(t *testing.T) {
 	e := newEnv(t, nil)
 	e.fake.script = failWith(550, "5.7.1", "rejected")
-	e.submitEnv(t, Envelope{From: "alice@sender.test", Ret: "FULL", RequireTLS: true,
-		Recipients: []Recipient{{Addr: "bob@example.com"}}})
+	e.submitEnv(t, Envelope{From: address.MustParsePath("alice@sender.test"), Ret: "FULL", RequireTLS: true,
+		Recipients: []Recipient{{Addr: address.MustParseAddress("bob@example.com")}}})
 	e.runOnce(t)
 	dsns := e.fake.dsns()
 	if len(dsns) != 1 {
@@ -421,8 +426,8 @@ func TestReportBounces(t *testing.T) {
 		t.Run("ReportBounceTo="+to, func(t *testing.T) {
 			e := newEnv(t, func(o *Options) { o.ReportBounceTo = to })
 			e.fake.script = failWith(550, "5.1.1", "no such user")
-			e.submitEnv(t, Envelope{From: "tlsrpt@mx-out.example.net", Report: true,
-				Recipients: []Recipient{{Addr: "tlsrpt@example.com"}}})
+			e.submitEnv(t, Envelope{From: address.MustParsePath("tlsrpt@mx-out.example.net"), Report: true,
+				Recipients: []Recipient{{Addr: address.MustParseAddress("tlsrpt@example.com")}}})
 			e.runOnce(t)
 			dsns := e.fake.dsns()
 			if to == "" {
@@ -431,7 +436,7 @@ func TestReportBounces(t *testing.T) {
 				}
 				return
 			}
-			if len(dsns) != 1 || dsns[0].Job.Recipients[0].Addr != to {
+			if len(dsns) != 1 || dsns[0].Job.Recipients[0].Addr.String() != to {
 				t.Errorf("DSNs %+v, want one to %s", dsns, to)
 			}
 		})
@@ -481,8 +486,8 @@ func TestRestartDeliversAllOnce(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := w; i < n; i += 8 {
-				id, err := e.q.Submit(context.Background(), Envelope{From: "alice@sender.test",
-					Recipients: []Recipient{{Addr: fmt.Sprintf("u%d@d%d.example", i, i%10)}}},
+				id, err := e.q.Submit(context.Background(), Envelope{From: address.MustParsePath("alice@sender.test"),
+					Recipients: []Recipient{{Addr: address.MustParseAddress(fmt.Sprintf("u%d@d%d.example", i, i%10))}}},
 					strings.NewReader("Subject: x\r\n\r\nbody\r\n"))
 				if err != nil {
 					errs <- err
@@ -711,14 +716,14 @@ func TestBatchGroupsMessagesByDomain_SMTP11(t *testing.T) {
 	e.runOnce(t)
 	got := map[string][]int{}
 	for _, b := range e.fake.Batches() {
-		got[b.Domain] = append(got[b.Domain], len(b.Jobs))
+		got[b.Domain.String()] = append(got[b.Domain.String()], len(b.Jobs))
 	}
 	if diff := cmp.Diff(map[string][]int{"example.com": {5}, "example.org": {1}}, got); diff != "" {
 		t.Errorf("jobs per batch per domain (-want +got):\n%s", diff)
 	}
 	for _, b := range e.fake.Batches() {
 		for _, j := range b.Jobs {
-			if b.Domain == "example.com" && len(j.Recipients) != 2 {
+			if b.Domain.String() == "example.com" && len(j.Recipients) != 2 {
 				t.Errorf("job %s has %d recipients, want 2", j.MsgID, len(j.Recipients))
 			}
 		}

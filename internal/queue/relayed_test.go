@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dsn"
 )
 
@@ -28,7 +29,7 @@ func TestRelayedDSNForSuccessWithoutNextHopDSN_SMTP22(t *testing.T) {
 			e.fake.script = func(Job, Recipient) Result {
 				return Result{Outcome: Delivered, Code: 250, Text: "2.0.0 ok", RemoteMTA: "mx1.example.com", NextHopDSN: tt.nextHopDSN}
 			}
-			e.submitEnv(t, Envelope{From: "alice@sender.test", Recipients: []Recipient{{Addr: "bob@example.com", Notify: tt.notify, ORcpt: "rfc822;bob@example.com"}}})
+			e.submitEnv(t, Envelope{From: address.MustParsePath("alice@sender.test"), Recipients: []Recipient{{Addr: address.MustParseAddress("bob@example.com"), Notify: tt.notify, ORcpt: "rfc822;bob@example.com"}}})
 			e.runOnce(t)
 			dsns := e.fake.dsns()
 			if got := len(dsns) == 1; got != tt.want || len(dsns) > 1 {

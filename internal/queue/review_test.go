@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
 )
 
 // An administrator's Bounce or Delete while a delivery attempt of the message is in flight refuses with
@@ -76,7 +78,7 @@ func TestDSNWithoutOriginalWhenBodyFailsChecksum(t *testing.T) {
 		t.Run(ret, func(t *testing.T) {
 			e := newEnv(t, nil)
 			ctx := context.Background()
-			id := e.submitEnv(t, Envelope{From: "alice@sender.test", Ret: ret, Recipients: []Recipient{{Addr: "bob@example.com"}}})
+			id := e.submitEnv(t, Envelope{From: address.MustParsePath("alice@sender.test"), Ret: ret, Recipients: []Recipient{{Addr: address.MustParseAddress("bob@example.com")}}})
 			secret := "From: someone-else@other.test\r\nSubject: not yours\r\n\r\nSECRET of another message.\r\n"
 			if err := os.WriteFile(filepath.Join(e.opts.Dir, id), []byte(secret), 0o600); err != nil {
 				t.Fatal(err)
@@ -109,7 +111,7 @@ type twoReadsDeliverer struct {
 }
 
 func (d *twoReadsDeliverer) Deliver(ctx context.Context, b Batch) []Result {
-	if b.Domain != d.hold {
+	if b.Domain.String() != d.hold {
 		<-d.start
 	}
 	var out []Result
@@ -132,7 +134,7 @@ func (d *twoReadsDeliverer) Deliver(ctx context.Context, b Batch) []Result {
 			out = append(out, res)
 		}
 	}
-	if b.Domain == d.hold {
+	if b.Domain.String() == d.hold {
 		close(d.read)
 		<-d.release
 	}

@@ -12,12 +12,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dsn"
 )
 
 // msgRow and rcptRow are the index rows of work in flight.
 type msgRow struct {
+	// from is the reverse path as stored ("" for the null path); path is its parsed form, once loaded for
+	// delivery, and badPath the error when it no longer parses.
 	id, from, envid, ret string
+	path                 address.Path
+	badPath              error
 	flags                int
 	size                 int64
 	sum                  []byte // SHA-256 of the body; nil for messages accepted before it was kept
@@ -26,12 +31,17 @@ type msgRow struct {
 }
 
 type rcptRow struct {
-	id          int64
-	msgID, rcpt string
-	notify      []string
-	orcpt       string
-	attempts    int // including the attempt in flight (counted in the index once recorded)
-	domain      string
+	id    int64
+	msgID string
+	// rcpt is the address as stored; addr its parsed form, once loaded for delivery (results are matched
+	// on it), and bad why the recipient cannot be delivered when the stored text no longer parses.
+	rcpt     string
+	addr     address.Address
+	bad      *Result
+	notify   []string
+	orcpt    string
+	attempts int // including the attempt in flight (counted in the index once recorded)
+	domain   string
 	// retryAt is the next attempt recorded before delivery: where the recipient stays if the results
 	// cannot be recorded.
 	retryAt time.Time
@@ -40,8 +50,10 @@ type rcptRow struct {
 // work is one batch handed to a worker.
 type work struct {
 	batch Batch
-	msgs  map[string]*msgRow
-	rcpts []*rcptRow
+	// domain is the batch's domain as the index names it (the stored text).
+	domain string
+	msgs   map[string]*msgRow
+	rcpts  []*rcptRow
 
 	// badMu guards bad: per message, why a body read by this batch failed verification (or could not be
 	// opened because another read had failed). Corruption is a fact about a read, not a message: another
@@ -237,7 +249,7 @@ func (q *Queue) dispatchRound(ctx, dctx context.Context) (dispatched, picked int
 		q.ix.add(r.id, r.msgID, r.domain, r.next)
 	}
 	for i, p := range picks {
-		if i >= len(works) || len(works[i].batch.Jobs) == 0 {
+		if i >= len(works) || len(works[i].rcpts) == 0 {
 			q.busy--
 			q.ix.done(p.domain)
 		}
@@ -247,7 +259,7 @@ func (q *Queue) dispatchRound(ctx, dctx context.Context) (dispatched, picked int
 		return 0, picked, err
 	}
 	for _, w := range works {
-		if len(w.batch.Jobs) == 0 {
+		if len(w.rcpts) == 0 {
 			continue
 		}
 		dispatched += len(w.batch.Jobs)
@@ -275,7 +287,8 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 	var back []*dueRcpt
 	works := make([]*work, 0, len(picks))
 	for _, p := range picks {
-		w := &work{batch: Batch{Domain: p.domain}, msgs: map[string]*msgRow{}}
+		host, hostErr := address.ParseHost(p.domain)
+		w := &work{batch: Batch{Domain: host}, domain: p.domain, msgs: map[string]*msgRow{}}
 		var order []string
 		byMsg := map[string][]*rcptRow{}
 		for _, e := range p.rcpts {
@@ -302,9 +315,16 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 			if _, ok := w.msgs[r.msgID]; !ok {
 				m.id, m.received, m.expires = r.msgID, fromNS(received), fromNS(expires)
 				m.attempts++
+				if m.path, err = address.ParsePath(m.from); err != nil {
+					m.badPath = err
+				}
 				w.msgs[r.msgID] = m
 				order = append(order, r.msgID)
 			}
+			// The index holds what Submit checked, so the stored text parses; if it no longer does (an
+			// edited database, a stricter parser), the recipient fails now with the reason rather than
+			// being retried until it expires.
+			r.addr, r.bad = parseStored(r.rcpt, hostErr, w.msgs[r.msgID].badPath)
 			r.notify = splitNotify(notify)
 			r.attempts++
 			r.retryAt = now.Add(q.backoff(r.attempts))
@@ -313,20 +333,24 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 		for _, id := range order {
 			m := w.msgs[id]
 			job := Job{
-				MsgID: id, From: m.from, EnvID: m.envid, Ret: m.ret,
+				MsgID: id, From: m.path, EnvID: m.envid, Ret: m.ret,
 				RequireTLS: m.flags&flagRequireTLS != 0, TLSOptional: m.flags&flagTLSOptional != 0,
 				SMTPUTF8: m.flags&flagSMTPUTF8 != 0, EightBit: m.flags&flag8Bit != 0, Report: m.flags&flagReport != 0,
 				Size: m.size, Attempt: m.attempts, Received: m.received, Expires: m.expires,
 				Open: q.opener(w, id, m.sum),
 			}
 			for _, r := range byMsg[id] {
-				job.Recipients = append(job.Recipients, Recipient{Addr: r.rcpt, Notify: r.notify, ORcpt: r.orcpt})
+				if r.bad == nil {
+					job.Recipients = append(job.Recipients, Recipient{Addr: r.addr, Notify: r.notify, ORcpt: r.orcpt})
+				}
 				w.rcpts = append(w.rcpts, r)
 				if _, err := bumpRcpt.ExecContext(ctx, ns(r.retryAt), ns(now), r.id); err != nil {
 					return nil, nil, fmt.Errorf("queue: record attempts: %w", err)
 				}
 			}
-			w.batch.Jobs = append(w.batch.Jobs, job)
+			if len(job.Recipients) > 0 {
+				w.batch.Jobs = append(w.batch.Jobs, job)
+			}
 		}
 		works = append(works, w)
 	}
@@ -334,6 +358,23 @@ func (q *Queue) load(ctx context.Context, picks []pick, now time.Time) ([]*work,
 		return nil, nil, fmt.Errorf("queue: record attempts: %w", err)
 	}
 	return works, back, nil
+}
+
+// parseStored parses a recipient as the index stores it for delivery. The index holds what Submit checked,
+// so it parses; when it no longer does (an edited database, a parser grown stricter), the result is the
+// permanent failure the recipient gets without an attempt, naming what is wrong, rather than a retry until
+// the message expires.
+func parseStored(rcpt string, hostErr, pathErr error) (address.Address, *Result) {
+	a, err := address.ParseAddress(rcpt)
+	switch {
+	case err != nil:
+		return a, &Result{Outcome: Failed, Code: 553, Enhanced: "5.1.3", Text: "stored recipient address does not parse: " + err.Error()}
+	case hostErr != nil:
+		return a, &Result{Outcome: Failed, Code: 553, Enhanced: "5.1.2", Text: "stored recipient domain does not parse: " + hostErr.Error()}
+	case pathErr != nil:
+		return a, &Result{Outcome: Failed, Code: 553, Enhanced: "5.1.7", Text: "stored sender address does not parse: " + pathErr.Error()}
+	}
+	return a, nil
 }
 
 // opener opens message id's body for delivery by batch w, verified against sum while it is read.
@@ -346,7 +387,11 @@ func (q *Queue) opener(w *work, id string, sum []byte) func() (io.ReadCloser, er
 func (q *Queue) worker(ctx context.Context, w *work) {
 	defer q.workers.Done()
 	s := newSettler(q, w)
-	results, panicked := q.deliver(ctx, w)
+	var results []Result
+	var panicked bool
+	if len(w.batch.Jobs) > 0 {
+		results, panicked = q.deliver(ctx, w)
+	}
 	missing := "no result from delivery"
 	if panicked {
 		missing = "internal error during delivery"
@@ -372,7 +417,7 @@ func (q *Queue) deliver(ctx context.Context, w *work) (res []Result, panicked bo
 func (q *Queue) release(w *work) {
 	q.mu.Lock()
 	q.busy--
-	q.ix.done(w.batch.Domain)
+	q.ix.done(w.domain)
 	q.mu.Unlock()
 	select {
 	case q.workerDone <- struct{}{}:

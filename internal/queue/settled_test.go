@@ -29,9 +29,9 @@ func TestDeliveryEventCarriesSenderAndDelay(t *testing.T) {
 	})
 	e.fake.script = func(j Job, r Recipient) Result {
 		switch {
-		case strings.HasPrefix(r.Addr, "ok@"):
+		case strings.HasPrefix(r.Addr.String(), "ok@"):
 			return Result{Outcome: Delivered, Code: 250, Enhanced: "2.0.0", Text: "ok"}
-		case strings.HasPrefix(r.Addr, "bad@"):
+		case strings.HasPrefix(r.Addr.String(), "bad@"):
 			return Result{Outcome: Failed, Code: 550, Enhanced: "5.1.1", Text: "no such user"}
 		}
 		return Result{Outcome: Deferred, Code: 451, Enhanced: "4.3.0", Text: "later"}

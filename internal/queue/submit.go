@@ -63,8 +63,8 @@ func (q *Queue) newRecord(env Envelope) (*record, error) {
 	if len(env.Recipients) == 0 {
 		return nil, fmt.Errorf("%w: no recipients", ErrInvalid)
 	}
-	if env.From != "" {
-		if _, err := address.ParseAddress(env.From); err != nil {
+	if from, ok := env.From.Mailbox(); ok {
+		if err := from.Check(); err != nil {
 			return nil, fmt.Errorf("%w: sender: %w", ErrInvalid, err)
 		}
 	}
@@ -85,22 +85,18 @@ func (q *Queue) newRecord(env Envelope) (*record, error) {
 	rec := &record{id: id, received: now, expires: now.Add(life)}
 	rec.env = env
 	rec.env.Recipients = nil
-	seen := map[string]bool{}
+	seen := map[address.Address]bool{}
 	for _, r := range env.Recipients {
 		if seen[r.Addr] {
 			continue // RCPT given twice: deliver once
 		}
 		seen[r.Addr] = true
-		a, err := address.ParseAddress(r.Addr)
-		if err != nil {
+		// The index stores the text, and delivery reads it back.
+		if err := r.Addr.Check(); err != nil {
 			return nil, fmt.Errorf("%w: recipient: %w", ErrInvalid, err)
 		}
-		dom := a.Domain.String()
-		if a.Literal.IsValid() {
-			dom = "[" + a.Literal.String() + "]"
-		}
 		rec.env.Recipients = append(rec.env.Recipients, r)
-		rec.domains = append(rec.domains, dom)
+		rec.domains = append(rec.domains, r.Addr.Host().String())
 	}
 	return rec, nil
 }
@@ -246,13 +242,13 @@ func (q *Queue) commitGroup(group []*pending) error {
 func (q *Queue) insertRecord(ctx context.Context, tx *sql.Tx, rec *record) error {
 	e := rec.env
 	if _, err := tx.StmtContext(ctx, q.st.insertMsg).ExecContext(ctx,
-		rec.id, e.From, e.EnvID, e.Ret, envFlags(e), e.ClientIP, rec.size, rec.sum, ns(rec.received), ns(rec.expires)); err != nil {
+		rec.id, e.From.String(), e.EnvID, e.Ret, envFlags(e), e.ClientIP, rec.size, rec.sum, ns(rec.received), ns(rec.expires)); err != nil {
 		return err
 	}
 	ins := tx.StmtContext(ctx, q.st.insertRcpt)
 	rec.rcptIDs = rec.rcptIDs[:0]
 	for i, r := range e.Recipients {
-		res, err := ins.ExecContext(ctx, rec.id, r.Addr, rec.domains[i], strings.Join(r.Notify, ","), r.ORcpt,
+		res, err := ins.ExecContext(ctx, rec.id, r.Addr.String(), rec.domains[i], strings.Join(r.Notify, ","), r.ORcpt,
 			stateQueued, ns(rec.received), ns(rec.received))
 		if err != nil {
 			return err

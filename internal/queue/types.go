@@ -5,6 +5,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -13,8 +14,8 @@ import (
 // Envelope is what the SMTP server hands to Submit: the SMTP envelope and its DSN (RFC 3461) and REQUIRETLS
 // (RFC 8689) parameters, already syntax-checked.
 type Envelope struct {
-	// From is the reverse path in A-label form; "" is the null reverse path <> (bounces, reports).
-	From       string
+	// From is the reverse path; the null path <> for bounces and reports.
+	From       address.Path
 	Recipients []Recipient
 	// EnvID is the RFC 3461 ENVID, xtext-decoded; "" when not given.
 	EnvID string
@@ -39,8 +40,8 @@ type Envelope struct {
 
 // Recipient is one RCPT TO with its RFC 3461 parameters.
 type Recipient struct {
-	// Addr is the recipient address, domain in A-label form, local part as received.
-	Addr string
+	// Addr is the recipient address (domain in A-label form, local part as received).
+	Addr address.Address
 	// Notify is the NOTIFY list (SUCCESS, FAILURE, DELAY, NEVER), upper case; nil when not given.
 	Notify []string
 	// ORcpt is the ORCPT value as received ("rfc822;bob@example.com"), xtext-decoded; "" when not given.
@@ -67,15 +68,15 @@ type Deliverer interface {
 // Batch is the due work for one recipient domain (or one static route), delivered over as few SMTP sessions
 // as possible.
 type Batch struct {
-	// Domain is the recipient domain in A-label form (the next-hop domain for MX routes).
-	Domain string
+	// Domain is the recipients' domain (the next-hop domain for MX routes) or their address literal.
+	Domain address.Host
 	Jobs   []Job
 }
 
 // Job is one message with its recipients in Batch.Domain.
 type Job struct {
 	MsgID      string
-	From       string
+	From       address.Path
 	Recipients []Recipient
 	EnvID      string
 	Ret        string
@@ -105,7 +106,7 @@ type Job struct {
 // Result is the outcome of one attempt for one recipient.
 type Result struct {
 	MsgID   string
-	Rcpt    string
+	Rcpt    address.Address
 	Outcome Outcome
 	// Code and Enhanced are the SMTP reply ("550", "5.1.1") or the local equivalent; Text is the reply text
 	// or the local error.

@@ -33,7 +33,7 @@ type session struct {
 	authUser string
 	inTx     bool
 	env      queue.Envelope
-	seen     map[string]bool // recipients already in env
+	seen     map[address.Address]bool // recipients already in env
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
@@ -149,7 +149,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 		if err != nil {
 			return smtpErr(553, smtp.EnhancedCode{5, 1, 7}, "Bad sender address: %v", err)
 		}
-		env.From = a.String()
+		env.From = address.PathTo(a)
 	}
 	if !s.srv.allowMessage(s.ip) {
 		return smtpErr(450, smtp.EnhancedCode{4, 7, 1}, "Message rate limit exceeded for your address, try again later")
@@ -160,7 +160,7 @@ func (s *session) mail(from string, opts *smtp.MailOptions) error {
 	s.mu.Lock()
 	s.inTx = true
 	s.env = env
-	s.seen = make(map[string]bool)
+	s.seen = make(map[address.Address]bool)
 	s.mu.Unlock()
 	return nil
 }
@@ -190,7 +190,7 @@ func (s *session) rcpt(to string, opts *smtp.RcptOptions) error {
 		s.srv.log.Info("relay denied", "ip", s.ip.String(), "rcpt_domain", a.Domain.String())
 		return smtpErr(554, smtp.EnhancedCode{5, 7, 1}, "Relay access denied")
 	}
-	r := queue.Recipient{Addr: a.String()}
+	r := queue.Recipient{Addr: a}
 	for _, n := range opts.Notify {
 		r.Notify = append(r.Notify, string(n))
 	}

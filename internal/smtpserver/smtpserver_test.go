@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/queue"
 )
 
@@ -39,8 +40,8 @@ func TestRelayFromRelayNetwork(t *testing.T) {
 		t.Fatalf("queued %d messages, want 1", len(got))
 	}
 	want := queue.Envelope{
-		From:       "a@example.org",
-		Recipients: []queue.Recipient{{Addr: "b@example.net"}},
+		From:       address.MustParsePath("a@example.org"),
+		Recipients: []queue.Recipient{{Addr: address.MustParseAddress("b@example.net")}},
 		ClientIP:   "127.0.0.1",
 	}
 	if diff := cmp.Diff(want, got[0].env); diff != "" {
@@ -63,7 +64,7 @@ func TestNonASCIIAddressNeedsSMTPUTF8(t *testing.T) {
 	c.raw(simpleMsg)
 	c.expect(250, "2.0.0 OK queued")
 	got := h.sub.got()
-	if len(got) != 1 || !got[0].env.SMTPUTF8 || got[0].env.Recipients[0].Addr != "zoë@xn--bcher-kva.example" {
+	if len(got) != 1 || !got[0].env.SMTPUTF8 || got[0].env.Recipients[0].Addr.String() != "zoë@xn--bcher-kva.example" {
 		t.Fatalf("got %+v", got)
 	}
 	if !strings.Contains(got[0].body, " with UTF8SMTP\r\n") {
@@ -187,14 +188,14 @@ func TestDSNParametersKept(t *testing.T) {
 		t.Fatalf("queued %d", len(got))
 	}
 	want := queue.Envelope{
-		From:  "a@example.org",
+		From:  address.MustParsePath("a@example.org"),
 		EnvID: "QQ+1=x",
 		Ret:   "HDRS",
 		Recipients: []queue.Recipient{
-			{Addr: "b@example.net", Notify: []string{"SUCCESS", "FAILURE"}, ORcpt: "rfc822;b+x@example.net"},
-			{Addr: "c@example.net", Notify: []string{"NEVER"}},
-			{Addr: "d@example.net"},
-			{Addr: "D@example.net"},
+			{Addr: address.MustParseAddress("b@example.net"), Notify: []string{"SUCCESS", "FAILURE"}, ORcpt: "rfc822;b+x@example.net"},
+			{Addr: address.MustParseAddress("c@example.net"), Notify: []string{"NEVER"}},
+			{Addr: address.MustParseAddress("d@example.net")},
+			{Addr: address.MustParseAddress("D@example.net")},
 		},
 		EightBit: true,
 		ClientIP: "127.0.0.1",
@@ -358,7 +359,7 @@ func TestTooManyRecipients(t *testing.T) {
 	c.raw(simpleMsg)
 	c.expect(250, "2.0.0")
 	got := h.sub.got()
-	if len(got) != 1 || len(got[0].env.Recipients) != 2 || got[0].env.From != "" {
+	if len(got) != 1 || len(got[0].env.Recipients) != 2 || got[0].env.From.String() != "" {
 		t.Fatalf("got %+v", got)
 	}
 	if strings.Contains(got[0].body, "for <") {
@@ -406,7 +407,7 @@ func TestSourceRouteStripped(t *testing.T) {
 	c := h.dial(t)
 	c.ehlo()
 	code, _ := c.send("a@example.org", []string{"@relay.example:b@example.net"}, simpleMsg)
-	if got := h.sub.got(); code != 250 || len(got) != 1 || got[0].env.Recipients[0].Addr != "b@example.net" {
+	if got := h.sub.got(); code != 250 || len(got) != 1 || got[0].env.Recipients[0].Addr.String() != "b@example.net" {
 		t.Fatalf("code %d, got %+v", code, got)
 	}
 }

@@ -65,6 +65,10 @@ func (r *Reporter) sendMail(ctx context.Context, c config, m reportMeta, rcpt st
 	if r.Queue == nil {
 		return "", fmt.Errorf("%w: Queue: not set", ErrConfig)
 	}
+	to, err := address.ParseAddress(smtpAddress(rcpt))
+	if err != nil {
+		return "", fmt.Errorf("rua recipient: %w", err)
+	}
 	msg, err := r.composeMail(c, m, rcpt, gz)
 	if err != nil {
 		return "", err
@@ -74,8 +78,8 @@ func (r *Reporter) sendMail(ctx context.Context, c config, m reportMeta, rcpt st
 		// receivers that refuse <> for non-DSN mail still take reports; bounce storms cannot happen because
 		// the queue sends bounces of Report messages to the configured report bounce address, never back
 		// into reporting (RPT-36, RPT-39).
-		From:       c.from,
-		Recipients: []queue.Recipient{{Addr: smtpAddress(rcpt)}},
+		From:       c.sender,
+		Recipients: []queue.Recipient{{Addr: to}},
 		Report:     true,
 	}
 	id, err := r.Queue.Submit(ctx, env, bytes.NewReader(msg))

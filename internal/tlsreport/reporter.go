@@ -123,6 +123,7 @@ type config struct {
 	submitter string
 	contact   string
 	from      string
+	sender    address.Path // the envelope sender: From, or Contact
 	dkimD     string
 	maxDest   int
 	jitter    time.Duration
@@ -156,9 +157,9 @@ func (r *Reporter) config() (config, error) {
 		// RFC 8460 Section 5.3: TLS-Report-Submitter MUST be the domain of contact-info (RPT-29).
 		errs = append(errs, &FieldError{"Submitter", fmt.Errorf("%s differs from the domain of contact %s", r.Submitter, r.Contact)})
 	}
-	c.from = r.From.String()
+	c.from, c.sender = r.From.String(), address.PathTo(r.From)
 	if r.From.IsZero() {
-		c.from = c.contact
+		c.from, c.sender = c.contact, address.PathTo(r.Contact)
 	}
 	if r.DKIM != nil {
 		if r.DKIM.Signer == nil || r.DKIM.Selector == "" || strings.ContainsAny(r.DKIM.Selector, "\r\n;= ") {

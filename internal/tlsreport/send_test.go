@@ -84,7 +84,7 @@ func TestSendMail_RPT4_RPT25_RPT26_RPT28_RPT29_RPT30_RPT31(t *testing.T) {
 		t.Fatalf("%d submissions, want 1", len(subs))
 	}
 	s := subs[0]
-	if s.env.From != contact || !s.env.Report || len(s.env.Recipients) != 1 || s.env.Recipients[0].Addr != "tlsrpt@reports.test" {
+	if s.env.From.String() != contact || !s.env.Report || len(s.env.Recipients) != 1 || s.env.Recipients[0].Addr.String() != "tlsrpt@reports.test" {
 		t.Errorf("envelope = %+v", s.env)
 	}
 	if !bytes.Contains(s.body, []byte("\r\n\r\n")) || bytes.Contains(bytes.ReplaceAll(s.body, []byte("\r\n"), nil), []byte("\n")) {
@@ -288,7 +288,7 @@ func TestSendNoValidRecord_RPT3_RPT8(t *testing.T) {
 		t.Errorf("statuses (-want +got):\n%s", diff)
 	}
 	subs := e.queue.submissions()
-	if len(subs) != 1 || subs[0].env.Recipients[0].Addr != "spf@r.test" {
+	if len(subs) != 1 || subs[0].env.Recipients[0].Addr.String() != "spf@r.test" {
 		t.Errorf("submissions = %+v", subs)
 	}
 	// A temporary DNS failure is retried by the next SendDay; the others are not looked up again.
@@ -363,7 +363,7 @@ func TestSendSuppressedAndMaxDestinations(t *testing.T) {
 		t.Errorf("deliveries (-want +got):\n%s", diff)
 	}
 	subs := e.queue.submissions()
-	if len(subs) != 1 || subs[0].env.Recipients[0].Addr != "b@r.test" {
+	if len(subs) != 1 || subs[0].env.Recipients[0].Addr.String() != "b@r.test" {
 		t.Errorf("submissions = %+v", subs)
 	}
 }

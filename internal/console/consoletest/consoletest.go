@@ -7,6 +7,7 @@ package consoletest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -204,16 +205,20 @@ func (w testWriter) Write(p []byte) (int, error) {
 // explain stands in for the daemon's Explain (delivery.Explanation), with what the fixture's cache holds.
 func (e *Env) explain(ctx context.Context, req delivery.PlanRequest) (delivery.Explanation, error) {
 	e.explainMu.Lock()
-	e.explained = append(e.explained, req.Domain)
+	e.explained = append(e.explained, req.Domain.String())
 	e.explainMu.Unlock()
+	dom, ok := req.Domain.Domain()
+	if !ok {
+		return delivery.Explanation{}, fmt.Errorf("explain %s: the fixture knows domains only", req.Domain)
+	}
 	mtasts := e.Settings.Current().MTASTSEnabled()
 	out := delivery.Explanation{
-		Domain: req.Domain, Plan: "opportunistic", Source: "default", Level: "opportunistic",
+		Domain: dom.String(), Plan: "opportunistic", Source: tlspolicy.SourceDefault, Level: tlspolicy.LevelOpportunistic,
 		Reason:   "no rule, no DANE, no MTA-STS policy: opportunistic TLS",
 		Settings: delivery.ExplainedBy{EnableMTASTS: mtasts},
-		MX:       []delivery.MXCheck{{Host: "mx." + req.Domain, Pref: 10, Allowed: true}},
+		MX:       []delivery.MXCheck{{Host: "mx." + dom.String(), Pref: 10, Allowed: true}},
 	}
-	if entry, err := e.STS.Show(ctx, address.MustParseDomain(req.Domain)); err == nil && mtasts {
+	if entry, err := e.STS.Show(ctx, dom); err == nil && mtasts {
 		out.Plan, out.Source, out.Level = "mta-sts "+string(entry.Mode), tlspolicy.SourceMTASTS, tlspolicy.LevelRequiredVerify
 		out.Reason = "MTA-STS policy " + entry.ID + " in " + string(entry.Mode) + " mode"
 		out.STSMode, out.STSID = entry.Mode, entry.ID
@@ -222,7 +227,7 @@ func (e *Env) explain(ctx context.Context, req delivery.PlanRequest) (delivery.E
 	if err != nil {
 		return out, err
 	}
-	if r, ok := rules[req.Domain]; ok {
+	if r, ok := rules[dom.String()]; ok {
 		out.Settings.Rule = r.String()
 		if r.Override {
 			out.Plan, out.Source, out.Level, out.Override = string(r.Level)+" override", tlspolicy.SourceRule, r.Level, true
@@ -271,7 +276,7 @@ func feed(c *console.Console, clock *clocktest.Clock) {
 	now := admintest.Now()
 	ev := func(domain string, r queue.Result, plan string, src tlspolicy.Source) delivery.Event {
 		r.Policy = plan
-		return delivery.Event{Domain: domain, Result: r, Plan: plan, Source: src, Attempt: 1}
+		return delivery.Event{Domain: address.MustParseHost(domain), Result: r, Plan: plan, Source: src, Attempt: 1}
 	}
 	for h := 23; h >= 0; h-- {
 		clock.Set(now.Add(-time.Duration(h)*time.Hour - 30*time.Minute))
