@@ -125,8 +125,8 @@ func TestGroupSyncOneFlushPerGroupCoversTheBodies(t *testing.T) {
 	failed := 0
 	for i := range n {
 		wg.Go(func() {
-			id, err := e.q.Submit(context.Background(), Envelope{From: "a@sender.test",
-				Recipients: []Recipient{{Addr: fmt.Sprintf("u%d@d%d.example", i, i%7)}}}, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
+			id, err := e.q.Submit(context.Background(), Envelope{From: address.MustParsePath("a@sender.test"),
+				Recipients: []Recipient{{Addr: address.MustParseAddress(fmt.Sprintf("u%d@d%d.example", i, i%7))}}}, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
