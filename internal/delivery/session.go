@@ -21,6 +21,7 @@ import (
 	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/mx"
+	"github.com/mxgate/mxgate/internal/neterr"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/tlspolicy"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
@@ -167,7 +168,7 @@ func (a *attempt) session(ctx context.Context, t target, ip netip.Addr, tr trans
 	conn, err := d.dial(ctx, addr)
 	if err != nil {
 		// RFC 8461 Appendix B (STS-88): a failed TCP connection is not a policy failure.
-		a.last = deferred(451, "4.4.1", fmt.Sprintf("connect to %s [%s]: %v", t.name, addr, err))
+		a.last = deferred(451, "4.4.1", fmt.Sprintf("connect to %s [%s]: %s", t.name, addr, neterr.Text(err)))
 		a.last.RemoteMTA = t.name
 		return nextAddress
 	}
@@ -477,7 +478,7 @@ func replyResult(host string, err error, stage string) queue.Result {
 		}
 		return r
 	}
-	return queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.4.2", Text: fmt.Sprintf("%s with %s: %v", stage, host, err), RemoteMTA: host}
+	return queue.Result{Outcome: queue.Deferred, Code: 451, Enhanced: "4.4.2", Text: fmt.Sprintf("%s with %s: %s", stage, host, neterr.Text(err)), RemoteMTA: host}
 }
 
 // policyDeferral is the outcome for recipients that a TLS policy kept from host. Enforced policy failures

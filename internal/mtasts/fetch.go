@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/neterr"
 )
 
 // Defaults for Fetcher, the values suggested by RFC 8461 Section 3.3.
@@ -75,7 +76,7 @@ func (f *Fetcher) Fetch(ctx context.Context, domain address.Domain) (*Policy, []
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, nil, classifyTransportError(err) // a *url.Error, which names the method and URL
+		return nil, nil, classifyTransportError(url, err)
 	}
 	defer resp.Body.Close()
 
@@ -96,7 +97,7 @@ func (f *Fetcher) Fetch(ctx context.Context, domain address.Domain) (*Policy, []
 	// Spec: STS-32: an oversize body is reported as sts-policy-invalid (the body is what is wrong).
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	if err != nil {
-		return nil, nil, classifyTransportError(fmt.Errorf("GET %s: reading body: %w", url, err))
+		return nil, nil, classifyTransportError(url+": reading body", err)
 	}
 	if err := ctx.Err(); err != nil {
 		// The deadline passed while the body arrived: whatever was read may be a prefix of the policy (fewer
@@ -114,8 +115,10 @@ func (f *Fetcher) Fetch(ctx context.Context, domain address.Domain) (*Policy, []
 }
 
 // classifyTransportError separates certificate failures (sts-webpki-invalid) from every other transport
-// failure (sts-policy-fetch-error).
-func classifyTransportError(err error) error {
+// failure (sts-policy-fetch-error). The text is the category, "GET <what>" and the cause in plain words
+// (neterr): the certificate by subject and issuer, or the socket failure without net/http's repetition of
+// the URL and the socket addresses. The returned error still wraps err.
+func classifyTransportError(what string, err error) error {
 	// RFC 8461 Section 3.3: the policy host's certificate must chain to a trusted root, be valid now and
 	// carry a DNS-ID for the policy host; crypto/tls checks this (SAN only, no CN fallback).
 	var (
@@ -130,7 +133,21 @@ func classifyTransportError(err error) error {
 	switch {
 	case errors.As(err, &cve), errors.As(err, &ua), errors.As(err, &he), errors.As(err, &ci),
 		errors.As(err, &sie), errors.As(err, &cpe), errors.As(err, &uace):
-		return fmt.Errorf("%w: %w", ErrWebPKI, err)
+		cause, ok := neterr.CertificateProblem(err)
+		if !ok {
+			cause = neterr.Text(err)
+		}
+		return &describedError{msg: fmt.Sprintf("%v: GET %s: %s", ErrWebPKI, what, cause), errs: []error{ErrWebPKI, err}}
 	}
-	return fmt.Errorf("%w: %w", ErrFetch, err)
+	return &describedError{msg: fmt.Sprintf("%v: GET %s: %s", ErrFetch, what, neterr.Text(err)), errs: []error{ErrFetch, err}}
 }
+
+// describedError is an error whose text is written for people and which still wraps its category and
+// cause for errors.Is and errors.As.
+type describedError struct {
+	msg  string
+	errs []error
+}
+
+func (e *describedError) Error() string   { return e.msg }
+func (e *describedError) Unwrap() []error { return e.errs }

@@ -25,7 +25,7 @@ func groupSyncSupported() error {
 		return fmt.Errorf("queue: GroupSync: cannot read the kernel version %q", release)
 	}
 	if major < 5 || major == 5 && minor < 8 {
-		return fmt.Errorf("queue: GroupSync needs Linux 5.8 or later (syncfs reports writeback errors only since), this is %s", release)
+		return fmt.Errorf("queue: group sync (queue.spool_sync = \"group\") needs Linux 5.8 or later, whose syncfs reports write-back errors; this is %s: set queue.spool_sync = \"file\"", release)
 	}
 	return nil
 }

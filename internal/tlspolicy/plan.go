@@ -11,6 +11,7 @@ import (
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/dane"
 	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/neterr"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
@@ -241,7 +242,7 @@ func (p *Plan) STARTTLSRefused(host string, code int, text string) Verdict {
 // HandshakeFailed is asked when the TLS handshake with the host failed (validation-failure, reason
 // tls-handshake-failed).
 func (p *Plan) HandshakeFailed(host string, err error) Verdict {
-	return p.noTLS(host, tlsrpt.ResultValidationFailure, "TLS handshake failed: "+err.Error())
+	return p.noTLS(host, tlsrpt.ResultValidationFailure, "TLS handshake failed: "+neterr.Text(err))
 }
 
 func (p *Plan) noTLS(host string, failure tlsrpt.ResultType, detail string) Verdict {
@@ -344,22 +345,8 @@ func VerifyCertificate(host string, cs tls.ConnectionState, roots *x509.CertPool
 	return "", "", ""
 }
 
-// certName names a certificate for people reading an error: its subject (the common name, else the first
-// DNS name) and its issuer, as in `"mx.example.com" (issuer "R11")`.
-func certName(c *x509.Certificate) string {
-	subject := c.Subject.CommonName
-	if subject == "" && len(c.DNSNames) > 0 {
-		subject = c.DNSNames[0]
-	}
-	if subject == "" {
-		subject = c.Subject.String()
-	}
-	issuer := c.Issuer.CommonName
-	if issuer == "" {
-		issuer = c.Issuer.String()
-	}
-	return fmt.Sprintf("%q (issuer %q)", subject, issuer)
-}
+// certName names a certificate for people reading an error (see neterr.Certificate).
+func certName(c *x509.Certificate) string { return neterr.Certificate(c) }
 
 // STSFetchResult names a failed MTA-STS policy fetch by its RFC 8460 Section 4.3.2.2 result type (STS-92):
 // a certificate problem of the policy host, an invalid policy, or any other fetch failure.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -270,8 +271,8 @@ func TestNoTLSLabels_STS72(t *testing.T) {
 			Verdict{Failure: tlsrpt.ResultSTARTTLSNotSupported, Detail: "mx1.example.com does not offer STARTTLS"}},
 		{"refused", p.STARTTLSRefused("mx1.example.com", 454, "4.7.0 TLS not available\nsecond line"),
 			Verdict{Failure: tlsrpt.ResultSTARTTLSNotSupported, Detail: "STARTTLS refused: 454 4.7.0 TLS not available"}},
-		{"handshake", p.HandshakeFailed("mx1.example.com", errors.New("remote error: tls: handshake failure")),
-			Verdict{Failure: tlsrpt.ResultValidationFailure, ReasonCode: "tls-handshake-failed", Detail: "TLS handshake failed: remote error: tls: handshake failure"}},
+		{"handshake", p.HandshakeFailed("mx1.example.com", &net.OpError{Op: "remote error", Err: errors.New("tls: handshake failure")}),
+			Verdict{Failure: tlsrpt.ResultValidationFailure, ReasonCode: "tls-handshake-failed", Detail: `TLS handshake failed: the server sent TLS alert "handshake failure"`}},
 	} {
 		if diff := cmp.Diff(tc.want, tc.got); diff != "" {
 			t.Errorf("%s under enforce (-want +got):\n%s", tc.name, diff)

@@ -57,8 +57,9 @@ type Recorder struct {
 	maxKeys       int
 	onFlush       func(error)
 
-	migrated atomic.Bool
-	held     atomic.Int64 // batches in local
+	migrated        atomic.Bool
+	held            atomic.Int64 // batches in local
+	handOverFailing atomic.Bool  // logged once per run of failures
 
 	mu       sync.Mutex
 	buf      map[policyKey]*policyAgg
@@ -329,13 +330,20 @@ func (r *Recorder) write(ctx context.Context, batch map[policyKey]*policyAgg) er
 	cancel()
 	if err == nil {
 		// batch is in the store whatever happens to the hand-over, which the next flush tries again.
-		if herr := r.handOver(ctx); herr != nil {
-			r.log.Warn("tlsreport: handing over session results kept locally", "err", herr)
+		herr := r.handOver(ctx)
+		if herr != nil && !r.handOverFailing.Swap(true) {
+			r.log.Warn("tlsreport: handing over session results kept locally failed; retrying at each flush", "err", herr)
+		} else if herr == nil {
+			r.handOverFailing.Store(false)
 		}
 		return nil
 	}
-	if r.local == nil || len(b.Aggregates) == 0 {
+	if r.local == nil {
 		return fmt.Errorf("tlsreport: flush: %w", err)
+	}
+	if len(b.Aggregates) == 0 {
+		// Nothing new: the held batches wait for the next flush.
+		return nil
 	}
 	b.ID = rand.Text()
 	if herr := r.local.Hold(ctx, b); herr != nil {

@@ -68,7 +68,8 @@ func TestConsoleInChromium(t *testing.T) {
 		shots = dir
 	}
 
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	// The whole walk (some fifty pages and forms) is bounded; the bound leaves room for a loaded CI machine.
+	ctx, cancel := context.WithTimeout(t.Context(), 240*time.Second)
 	defer cancel()
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(chromiumPath),
