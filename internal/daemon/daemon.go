@@ -130,7 +130,9 @@ type Daemon struct {
 	releasers []func(context.Context) error
 
 	warnings warnings
-	notify   func(assignments ...string) error
+	// spoolSyncWarning says why queue.spool_sync = "auto" fell back to "file" (shown by status).
+	spoolSyncWarning string
+	notify           func(assignments ...string) error
 
 	// The node registry (nodes.go): where it is kept, the cluster secret once read, the heartbeat's
 	// interval, the bound after which a node is silent, and the request for a heartbeat now.
