@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/store"
 )
 
 // The spool directory is fsynced once per group commit (TestSubmitOrder shows it comes after the rename and
@@ -86,6 +88,7 @@ func TestDirSyncOncePerGroup(t *testing.T) {
 // and leave neither body nor index row (and so do those whose body was being written across it), the others
 // are acknowledged with both.
 func TestGroupSyncOneFlushPerGroupCoversTheBodies(t *testing.T) {
+	requireGroupSync(t)
 	var flushes, failures, fileSyncs, dirSyncs atomic.Int64
 	var orderErr atomic.Value
 	e := newEnv(t, func(o *Options) {
@@ -171,6 +174,7 @@ func TestGroupSyncOneFlushPerGroupCoversTheBodies(t *testing.T) {
 
 // TestGroupSyncRealFlush: with the real syncfs(2), Submits are acknowledged and their bodies read back.
 func TestGroupSyncRealFlush(t *testing.T) {
+	requireGroupSync(t)
 	e := newEnv(t, func(o *Options) {
 		o.GroupSync = true
 		o.SyncFS = nil // the real one
@@ -227,6 +231,7 @@ func (r *gatedReader) Read(p []byte) (int, error) {
 // the body's own group flushes with success. Its Submit must not be acknowledged anyway. The stand-in for
 // the kernel: the first flush fails (the write-back error of the body being received), later ones succeed.
 func TestGroupSyncWritebackErrorOfAnotherGroupNever250(t *testing.T) {
+	requireGroupSync(t)
 	var flushes atomic.Int64
 	e := newEnv(t, func(o *Options) {
 		o.GroupSync = true
@@ -270,5 +275,31 @@ func TestGroupSyncWritebackErrorOfAnotherGroupNever250(t *testing.T) {
 	}
 	if got := flushes.Load(); got != 3 {
 		t.Errorf("%d flushes, want 3 (one per group)", got)
+	}
+}
+
+// requireGroupSync skips where the system has no group sync (not Linux, or Linux before 5.8): Open refuses
+// GroupSync there, which TestGroupSyncRefusedWhereUnsupported shows.
+func requireGroupSync(t *testing.T) {
+	t.Helper()
+	if err := GroupSyncSupported(); err != nil {
+		t.Skipf("group sync is not available on this system: %v", err)
+	}
+}
+
+// Where the system has no group sync, Open refuses GroupSync and says what to set instead.
+func TestGroupSyncRefusedWhereUnsupported(t *testing.T) {
+	if GroupSyncSupported() == nil {
+		t.Skip("group sync is available on this system")
+	}
+	dir := t.TempDir()
+	db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	_, err = Open(context.Background(), Options{Dir: filepath.Join(dir, "spool"), DB: db, Deliverer: idleDeliverer{}, Hostname: "mx.test", GroupSync: true})
+	if err == nil || !strings.Contains(err.Error(), `spool_sync = "file"`) {
+		t.Fatalf("Open with GroupSync = %v, want an error naming queue.spool_sync", err)
 	}
 }

@@ -12,6 +12,10 @@ func syncFS(f *os.File) error {
 	return unix.Syncfs(int(f.Fd()))
 }
 
+// SyncFS is the flush Options.GroupSync uses by default (syncfs(2) where there is one), for callers that
+// wrap it.
+func SyncFS(f *os.File) error { return syncFS(f) }
+
 // GroupSyncSupported returns nil where Options.GroupSync can be used, else why not.
 func GroupSyncSupported() error { return groupSyncSupported() }
 
