@@ -57,6 +57,9 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		return s, err
 	}
 	s.Components = d.comps.list()
+	if err := d.settingsStore.ReplicaError(); err != nil {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("the local copy of settings generation %d cannot be written (%v): a restart while the shared database is unreachable would run an older generation", s.Generation.Running, err))
+	}
 	if n := d.Recorder.Held(); n > 0 {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("TLS report results kept locally: %d batches of session results wait for the shared database, and are handed over when it answers", n))
 	}
