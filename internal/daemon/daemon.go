@@ -140,6 +140,10 @@ type Daemon struct {
 	beatEvery   time.Duration
 	silentAfter time.Duration
 	beatNow     chan struct{}
+	// instance identifies this process in the registry (and as the holder of the MTA-STS refresh lease);
+	// clash is what the heartbeat found of another process under the same node name.
+	instance string
+	clash    clashState
 }
 
 // adminHandler serves the API, metrics and probes, and the web console for everything else.
