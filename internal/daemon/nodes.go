@@ -57,6 +57,7 @@ func (d *Daemon) openNodes(ctx context.Context, o Options) error {
 	}
 	d.beatEvery = cmp.Or(o.HeartbeatInterval, nodes.DefaultInterval)
 	d.silentAfter = 4 * d.beatEvery
+	d.lagAfter = 2 * d.beatEvery
 	d.beatNow = make(chan struct{}, 1)
 	if d.pg != nil && d.pgDown != nil {
 		// Started from the local copies: the heartbeat sets the registry up once the database answers.
@@ -240,7 +241,22 @@ func (c clusterAPI) Nodes(ctx context.Context) (admin.NodeList, error) {
 			}
 		}
 	}
-	views := nodes.Assess(list, d.cfg.Node, committed, now, d.silentAfter)
+	// When each generation was committed, read once and only if a node runs an older one than the newest.
+	var history map[int]time.Time
+	committedAt := func(gen int) time.Time {
+		if history == nil {
+			history = map[int]time.Time{}
+			gens, err := d.settingsStore.History(ctx)
+			if err != nil {
+				d.log.Debug("node list: settings history unreadable: nodes behind are flagged lagging at once", "err", err)
+			}
+			for _, g := range gens {
+				history[g.Number] = g.Committed
+			}
+		}
+		return history[gen]
+	}
+	views := nodes.Assess(list, d.cfg.Node, committed, committedAt, now, d.silentAfter, d.lagAfter)
 	out := admin.NodeList{Self: d.cfg.Node, Committed: committed, SilentAfter: d.silentAfter.String(), Nodes: []admin.NodeInfo{}}
 	for _, v := range views {
 		out.Committed = max(out.Committed, v.Committed, v.Running)

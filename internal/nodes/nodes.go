@@ -27,6 +27,10 @@ const (
 	DefaultInterval = 5 * time.Second
 	// DefaultSilentAfter is how old a heartbeat may be before the node is flagged silent: four missed beats.
 	DefaultSilentAfter = 4 * DefaultInterval
+	// DefaultLagAfter is how long a node may run an older settings generation than the newest committed
+	// before it is flagged lagging: two beats, so that a commit does not flash every node as lagging while
+	// it propagates.
+	DefaultLagAfter = 2 * DefaultInterval
 )
 
 // ErrStorage wraps a failure of the database behind the registry.
@@ -110,7 +114,8 @@ func ClashReason(name, instance, selfURL string, prev Node) string {
 type Flag string
 
 const (
-	// FlagLagging: the node runs an older settings generation than the newest committed.
+	// FlagLagging: the node runs an older settings generation than the newest committed, and has for longer
+	// than the bound.
 	FlagLagging Flag = "lagging"
 	// FlagSilent: the node's last heartbeat is older than the bound.
 	FlagSilent Flag = "silent"
@@ -129,9 +134,11 @@ type View struct {
 }
 
 // Assess flags each node: lagging when it runs an older generation than committed (the newest generation
-// in the database, or seen by any node), silent when its heartbeat is older than silentAfter at now, and
-// name-clash when its row says another process writes it too.
-func Assess(list []Node, self string, committed int, now time.Time, silentAfter time.Duration) []View {
+// in the database, or seen by any node) and the generation after the one it runs was committed more than
+// lagAfter before now (committedAt says when a generation was committed, the zero time when unknown, which
+// flags at once; it is asked only about a node that runs an older generation), silent when its heartbeat is
+// older than silentAfter at now, and name-clash when its row says another process writes it too.
+func Assess(list []Node, self string, committed int, committedAt func(gen int) time.Time, now time.Time, silentAfter, lagAfter time.Duration) []View {
 	for _, n := range list {
 		committed = max(committed, n.Committed, n.Running)
 	}
@@ -139,7 +146,7 @@ func Assess(list []Node, self string, committed int, now time.Time, silentAfter 
 	for _, n := range list {
 		v := View{Node: n, Self: n.Name == self}
 		var why []string
-		if n.Running < committed {
+		if n.Running < committed && now.Sub(committedAt(n.Running+1)) > lagAfter {
 			v.Flags = append(v.Flags, FlagLagging)
 			why = append(why, fmt.Sprintf("runs settings generation %d, %d is committed", n.Running, committed))
 		}

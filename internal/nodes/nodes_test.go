@@ -3,6 +3,7 @@ package nodes
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -125,7 +126,8 @@ func TestAssessFlagsLaggingAndSilentNodes(t *testing.T) {
 		{Name: "mx1", Running: 7, Committed: 7, Heartbeat: now.Add(-time.Second)},
 		{Name: "mx2", Running: 6, Committed: 6, Heartbeat: now},
 	}
-	got := Assess(list, "mx1", 0, now, DefaultSilentAfter)
+	long := func(int) time.Time { return now.Add(-time.Hour) } // every generation committed long ago
+	got := Assess(list, "mx1", 0, long, now, DefaultSilentAfter, DefaultLagAfter)
 	want := map[string][]Flag{"mx1": nil, "mx2": {FlagLagging}, "mx3": {FlagSilent}}
 	if len(got) != 3 || got[0].Name != "mx1" || !got[0].Self || got[1].Self {
 		t.Fatalf("Assess: %+v: want mx1 (self), mx2, mx3", got)
@@ -139,7 +141,7 @@ func TestAssessFlagsLaggingAndSilentNodes(t *testing.T) {
 		}
 	}
 	// The database's newest generation counts even when no node has seen it yet.
-	if got := Assess(list[1:2], "mx1", 8, now, DefaultSilentAfter); len(got[0].Flags) != 1 || got[0].Flags[0] != FlagLagging {
+	if got := Assess(list[1:2], "mx1", 8, long, now, DefaultSilentAfter, DefaultLagAfter); len(got[0].Flags) != 1 || got[0].Flags[0] != FlagLagging {
 		t.Errorf("node behind the database's generation 8: flags %v, want lagging", got[0].Flags)
 	}
 }
@@ -193,8 +195,39 @@ func TestClashesOnlyWhenAnotherProcessWroteSinceOurLastBeat(t *testing.T) {
 			t.Errorf("%s: Clashes %v, want %v", c.what, got, c.want)
 		}
 	}
-	v := Assess([]Node{{Name: "mx1", Heartbeat: now, Clash: "two processes run as node"}}, "mx1", 0, now, DefaultSilentAfter)
+	v := Assess([]Node{{Name: "mx1", Heartbeat: now, Clash: "two processes run as node"}}, "mx1", 0, nil, now, DefaultSilentAfter, DefaultLagAfter)
 	if len(v[0].Flags) != 1 || v[0].Flags[0] != FlagNameClash || v[0].Problem != "two processes run as node" {
 		t.Errorf("Assess of a clashing row: %+v", v[0])
+	}
+}
+
+// TestLaggingOnlyAfterTheBound: a node behind the newest generation is not flagged while that generation's
+// commit is younger than the bound (it propagates), and is flagged once it is older, the clock moving on;
+// a generation whose commit time is unknown flags at once.
+func TestLaggingOnlyAfterTheBound(t *testing.T) {
+	t0 := time.UnixMilli(1_800_000_000_000)
+	committedAt := map[int]time.Time{7: t0.Add(-time.Hour), 8: t0}
+	at := func(gen int) time.Time { return committedAt[gen] }
+	list := []Node{{Name: "mx1", Running: 7, Committed: 8, Heartbeat: t0}}
+	for _, c := range []struct {
+		now  time.Time
+		want []Flag
+	}{
+		{t0, nil},
+		{t0.Add(DefaultLagAfter), nil},
+		{t0.Add(DefaultLagAfter + time.Millisecond), []Flag{FlagLagging}},
+	} {
+		got := Assess(list, "mx1", 8, at, c.now, time.Hour, DefaultLagAfter)
+		if diff := cmp.Diff(c.want, got[0].Flags); diff != "" {
+			t.Errorf("%s after the commit (-want +got):\n%s", c.now.Sub(t0), diff)
+		}
+	}
+	list[0].Running = 6 // behind since generation 7, an hour ago
+	if got := Assess(list, "mx1", 8, at, t0, time.Hour, DefaultLagAfter); !slices.Equal(got[0].Flags, []Flag{FlagLagging}) {
+		t.Errorf("node behind since an hour: flags %v, want lagging", got[0].Flags)
+	}
+	list[0].Running = 8
+	if got := Assess(list, "mx1", 9, at, t0, time.Hour, DefaultLagAfter); !slices.Equal(got[0].Flags, []Flag{FlagLagging}) {
+		t.Errorf("node behind a generation of unknown commit time: flags %v, want lagging", got[0].Flags)
 	}
 }
