@@ -21,6 +21,7 @@ import (
 	"github.com/mxgate/mxgate/internal/metrics"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/nodes"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/smtpserver"
@@ -45,7 +46,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if now == nil {
 		now = time.Now
 	}
-	d := &Daemon{cfg: cfg, log: log, now: now, notify: o.Notify}
+	d := &Daemon{cfg: cfg, log: log, now: now, notify: o.Notify, instance: nodes.NewInstance()}
 	d.comps.now = now
 	d.logLevel, d.fixedRoots = o.LogLevel, o.Roots != nil
 	defer func() {
@@ -146,6 +147,9 @@ func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 		if o.Node == "" {
 			o.Node, _ = os.Hostname()
 		}
+		// The lease is held by this process, not by the name: two processes given one name by mistake
+		// must not both believe they hold it.
+		o.Node += "/" + d.instance
 	}
 	c, err := mtastscache.New(ctx, o)
 	if err != nil {
