@@ -259,6 +259,11 @@ func (d *Daemon) buildDelivery(_ context.Context, o Options) error {
 
 func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 	cfg := d.cfg
+	spoolSync, warning := ResolveSpoolSync(cfg.Queue.SpoolSync)
+	if warning != "" {
+		d.log.Warn(warning)
+		d.spoolSyncWarning = warning
+	}
 	q, err := queue.Open(ctx, queue.Options{
 		Dir:          filepath.Join(cfg.Data.Dir, "spool"),
 		DB:           d.DB,
@@ -273,7 +278,7 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 		PerDomain:    cfg.Queue.PerDomain,
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
-		GroupSync:    cfg.Queue.SpoolSync == config.SpoolSyncGroup,
+		GroupSync:    spoolSync == config.SpoolSyncGroup,
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
 		ReportBounceTo: "postmaster@" + d.defaultMailHost(),
 		OnSettled: func(s queue.Settled) {

@@ -130,7 +130,9 @@ type Daemon struct {
 	releasers []func(context.Context) error
 
 	warnings warnings
-	notify   func(assignments ...string) error
+	// spoolSyncWarning says why queue.spool_sync = "auto" fell back to "file" (shown by status).
+	spoolSyncWarning string
+	notify           func(assignments ...string) error
 
 	// The node registry (nodes.go): where it is kept, the cluster secret once read, the heartbeat's
 	// interval, the bounds after which a node is silent or lagging, and the request for a heartbeat now.
