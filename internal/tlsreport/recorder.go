@@ -69,6 +69,7 @@ type Recorder struct {
 	closed   bool
 
 	flushMu sync.Mutex // serialises flushes, so that a failed batch is merged back before the next one
+	retry   *Batch     // under flushMu: the batch of a failed flush without a local store, written again first
 	kick    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -280,16 +281,53 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	r.buf = map[policyKey]*policyAgg{}
 	r.keys, r.sessions = 0, 0
 	r.mu.Unlock()
-	if len(batch) == 0 && r.held.Load() == 0 {
+	if len(batch) == 0 && r.held.Load() == 0 && r.retry == nil {
 		return nil
 	}
-	if err := r.write(ctx, batch); err != nil {
-		r.mu.Lock()
-		for k, a := range batch {
-			r.mergeLocked(k, a)
+	var b Batch
+	if len(batch) > 0 {
+		b = toBatch(batch)
+		// Every batch has its ID from its first attempt, so that one whose commit reached the database but
+		// whose reply was lost (a timeout, a broken connection) is applied once when it is written again.
+		b.ID = rand.Text()
+	}
+	if r.local != nil {
+		err := r.writeShared(ctx, b)
+		if err != nil {
+			// Neither database took the batch: its counts wait in the buffer (and get a new ID).
+			r.mergeBack(batch)
 		}
-		r.mu.Unlock()
 		return err
+	}
+	return r.write(ctx, batch, b)
+}
+
+// mergeBack returns the counts of a batch that was not written to the buffer.
+func (r *Recorder) mergeBack(batch map[policyKey]*policyAgg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, a := range batch {
+		r.mergeLocked(k, a)
+	}
+}
+
+// write adds b, the batch of buf, to the store, after the batch of a failed flush: that one may have been
+// applied, so it is written again as it was (same ID) rather than merged into newer counts. While it fails,
+// newer counts wait in the buffer.
+func (r *Recorder) write(ctx context.Context, buf map[policyKey]*policyAgg, b Batch) error {
+	if r.retry != nil {
+		if _, err := r.store.AddSessions(ctx, *r.retry); err != nil {
+			r.mergeBack(buf)
+			return fmt.Errorf("tlsreport: flush: %w", err)
+		}
+		r.retry = nil
+	}
+	if len(b.Aggregates) == 0 {
+		return nil
+	}
+	if _, err := r.store.AddSessions(ctx, b); err != nil {
+		r.retry = &b
+		return fmt.Errorf("tlsreport: flush: %w", err)
 	}
 	return nil
 }
@@ -314,22 +352,18 @@ func (r *Recorder) mergeLocked(k policyKey, a *policyAgg) {
 	}
 }
 
-// write adds batch to the store. When the store fails and there is a local one, batch is held there
-// instead (and write succeeds); once the store answers, the held batches are handed over to it.
-func (r *Recorder) write(ctx context.Context, batch map[policyKey]*policyAgg) error {
-	b := toBatch(batch)
-	sctx, cancel := ctx, context.CancelFunc(func() {})
-	if r.local != nil {
-		// Bounded: sessions wait locally rather than behind a shared store that does not answer.
-		sctx, cancel = context.WithTimeout(ctx, sharedTimeout)
-	}
+// writeShared adds b to the shared store. When that fails, b is held in the local store instead (and
+// writeShared succeeds); once the shared store answers, the held batches are handed over to it.
+func (r *Recorder) writeShared(ctx context.Context, b Batch) error {
+	// Bounded: sessions wait locally rather than behind a shared store that does not answer.
+	sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	err := r.ensureMigrated(sctx)
 	if err == nil && len(b.Aggregates) > 0 {
 		_, err = r.store.AddSessions(sctx, b)
 	}
 	cancel()
 	if err == nil {
-		// batch is in the store whatever happens to the hand-over, which the next flush tries again.
+		// b is in the store whatever happens to the hand-over, which the next flush tries again.
 		herr := r.handOver(ctx)
 		if herr != nil && !r.handOverFailing.Swap(true) {
 			r.log.Warn("tlsreport: handing over session results kept locally failed; retrying at each flush", "err", herr)
@@ -338,14 +372,12 @@ func (r *Recorder) write(ctx context.Context, batch map[policyKey]*policyAgg) er
 		}
 		return nil
 	}
-	if r.local == nil {
-		return fmt.Errorf("tlsreport: flush: %w", err)
-	}
 	if len(b.Aggregates) == 0 {
 		// Nothing new: the held batches wait for the next flush.
 		return nil
 	}
-	b.ID = rand.Text()
+	// Held with the ID it was first written with: if that write was applied after all, the hand-over
+	// finds the ID and only releases the batch.
 	if herr := r.local.Hold(ctx, b); herr != nil {
 		return fmt.Errorf("tlsreport: flush: %w; keeping them locally: %w", err, herr)
 	}

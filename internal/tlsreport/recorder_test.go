@@ -1,0 +1,106 @@
+package tlsreport
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/store"
+)
+
+// hookStore is a Store whose AddSessions calls go through hook, with their number (from 1) and the real call.
+type hookStore struct {
+	Store
+	mu    sync.Mutex
+	calls int
+	hook  func(ctx context.Context, n int, add func() (bool, error)) (bool, error)
+}
+
+func (s *hookStore) AddSessions(ctx context.Context, b Batch) (bool, error) {
+	s.mu.Lock()
+	s.calls++
+	n, hook := s.calls, s.hook
+	s.mu.Unlock()
+	add := func() (bool, error) { return s.Store.AddSessions(ctx, b) }
+	if hook == nil {
+		return add()
+	}
+	return hook(ctx, n, add)
+}
+
+func (s *hookStore) setHook(h func(ctx context.Context, n int, add func() (bool, error)) (bool, error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hook = h
+}
+
+func successes(t *testing.T, st Store) int64 {
+	t.Helper()
+	got, err := st.LoadDay(t.Context(), testDay.Format(dayFormat), "example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, p := range got["example.com"] {
+		n += p.Summary.Successful
+	}
+	return n
+}
+
+// TestRecorderBatchAppliedOnceWhenReplyLost: the first write of a batch commits but its reply is lost (the
+// store answers with a timeout). The batch is written again, held locally and handed over, or retried by
+// the next flush; either way its sessions are counted once.
+func TestRecorderBatchAppliedOnceWhenReplyLost(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		local bool
+	}{
+		{"shared store with local hold", true},
+		{"store alone", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := &hookStore{Store: NewSQLiteStore(openDB(t, ""))}
+			st.setHook(func(ctx context.Context, n int, add func() (bool, error)) (bool, error) {
+				if n == 1 {
+					if _, err := add(); err != nil {
+						return false, err
+					}
+					return false, context.DeadlineExceeded
+				}
+				return add()
+			})
+			var db *store.DB
+			if tc.local {
+				db = openDB(t, "")
+			}
+			rec, err := NewRecorder(t.Context(), db, RecorderOptions{FlushInterval: -1, Store: st})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { rec.Close(context.Background()) })
+			recordN(rec, 5, success(stsPolicy, testDay.Add(10*time.Hour)))
+			err = rec.Flush(t.Context())
+			if tc.local && err != nil {
+				t.Fatalf("first flush: %v (want the batch held locally)", err)
+			}
+			if err := rec.Flush(t.Context()); err != nil {
+				t.Fatalf("second flush: %v", err)
+			}
+			if got := successes(t, st.Store); got != 5 {
+				t.Errorf("stored %d successful sessions for 5 recorded", got)
+			}
+			if rec.Held() != 0 {
+				t.Errorf("Held = %d, want 0", rec.Held())
+			}
+			// Nothing is written again by later flushes.
+			if err := rec.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if got := successes(t, st.Store); got != 5 {
+				t.Errorf("after another flush: %d successful sessions, want 5", got)
+			}
+		})
+	}
+}
