@@ -77,6 +77,8 @@ func (d *Daemon) openClusterSettings(ctx context.Context) (*settings.Store, erro
 			return nil, fmt.Errorf("%w; and %w", d.pgDown, err)
 		}
 		d.log.Warn("settings: shared database unreachable at start: running the last generation this node knew", "generation", s.Current().Generation, "err", d.pgDown)
+		d.settingsStore = s
+		d.databaseState(d.pgDown) // the reason names the generation now known
 		return s, nil
 	}
 	octx, cancel := context.WithTimeout(ctx, dbConnectTimeout)
@@ -87,6 +89,7 @@ func (d *Daemon) openClusterSettings(ctx context.Context) (*settings.Store, erro
 	}
 	if offline != nil {
 		d.pgDown = offline
+		d.settingsStore = s
 		d.databaseState(offline)
 		d.log.Warn("settings: shared database unreachable at start: running the last generation this node knew", "generation", s.Current().Generation, "err", offline)
 	}

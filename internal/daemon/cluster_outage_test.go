@@ -3,6 +3,7 @@ package daemon_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -127,8 +128,9 @@ func TestClusterNodeRestartsWhileTheDatabaseServerIsDown(t *testing.T) {
 	if got := s.Current(); got.Generation != before.Generation || got.Get("TLSRPT.OrganizationName") != "Committed before the outage" {
 		t.Errorf("restarted node runs generation %d (%q), want %d", got.Generation, got.Get("TLSRPT.OrganizationName"), before.Generation)
 	}
-	if c := componentOf(t, g, "database"); c.State != admin.ComponentFailed || !strings.Contains(c.Reason, "unreachable") {
-		t.Errorf("component database = %+v, want failed, unreachable", c)
+	if c := componentOf(t, g, "database"); c.State != admin.ComponentFailed || !strings.Contains(c.Reason, "unreachable") ||
+		!strings.Contains(c.Reason, fmt.Sprintf("generation %d ", before.Generation)) {
+		t.Errorf("component database = %+v, want failed, unreachable, naming generation %d", c, before.Generation)
 	}
 	st, err := g.d.Status(ctx)
 	if err != nil {
@@ -171,5 +173,41 @@ func TestClusterNodeRestartsWhileTheDatabaseServerIsDown(t *testing.T) {
 	}
 	if after, err := s.Commit(ctx, "after the outage", "test"); err != nil || after.Generation != before.Generation+1 {
 		t.Fatalf("commit after the outage: %+v, %v", after, err)
+	}
+}
+
+// TestClusterNodesSignTLSReportsWithOneKey: the TLS report DKIM key made at first start is the cluster's, kept
+// in the shared database: a second node, which had a key of its own from before it joined, takes the first
+// node's, so that DNS publishes one record for the whole cluster.
+func TestClusterNodesSignTLSReportsWithOneKey(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	ctx := context.Background()
+	// Node 2 ran alone first: it has its own key in its data directory.
+	dir2 := filepath.Join(t.TempDir(), "data2")
+	cfg2 := n.GatewayConfig(dir2)
+	alone, stop := runNode(t, n, cfg2)
+	own, err := alone.d.DKIM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+
+	node1 := startGateway(t, n, func(c *config.Config) { c.Data.Database, c.Node = dsn, "node1.example.net" })
+	cfg2.Data.Database, cfg2.Node = dsn, "node2.example.net"
+	node2, _ := runNode(t, n, cfg2)
+	r1, err := node1.d.DKIM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := node2.d.DKIM(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.Value != r2.Value || r1.Name != r2.Name {
+		t.Errorf("node 1 publishes %s TXT %q, node 2 %s TXT %q; want one record", r1.Name, r1.Value, r2.Name, r2.Value)
+	}
+	if r2.Value == own.Value {
+		t.Error("node 2 still signs with the key it had before it joined the cluster")
 	}
 }

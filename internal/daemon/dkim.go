@@ -1,14 +1,13 @@
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,7 +16,7 @@ import (
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/admin"
-	"github.com/mxgate/mxgate/internal/atomicfile"
+	"github.com/mxgate/mxgate/internal/dkimkey"
 	"github.com/mxgate/mxgate/internal/dnsx"
 	"github.com/mxgate/mxgate/internal/settings"
 )
@@ -31,10 +30,16 @@ const DefaultDKIMSelector = "tlsrpt"
 // openDKIM loads the TLS report signing key from data.dir, making it at first start. RFC 8460 Section 3:
 // reports sent by mail MUST carry a valid DKIM signature, so reports are signed out of the box;
 // TLSRPT.DKIMKeyFile replaces this key.
-func (d *Daemon) openDKIM(_ context.Context, o Options) error {
+func (d *Daemon) openDKIM(ctx context.Context, o Options) error {
 	path := filepath.Join(d.cfg.Data.Dir, DKIMKeyFileName)
-	signer, err := loadSigner(path)
 	created := false
+	if d.pg != nil {
+		var err error
+		if created, err = d.clusterDKIMKey(ctx, path); err != nil {
+			return fmt.Errorf("TLS report DKIM key: %w", err)
+		}
+	}
+	signer, err := loadSigner(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		signer, err = createDKIMKey(path)
 		created = true
@@ -67,22 +72,63 @@ func (d *Daemon) openDKIM(_ context.Context, o Options) error {
 // createDKIMKey writes a new RSA 2048 key, readable by the owner only. RSA rather than Ed25519: RFC 8463
 // keys are still not verified by many large receivers, and an unverifiable signature is as good as none.
 func createDKIMKey(path string) (crypto.Signer, error) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	key, err := dkimkey.New()
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
+	// A key another process made meanwhile is kept.
+	if _, err := (dkimkey.FileStore{Path: path}).LoadOrStore(context.Background(), key); err != nil {
 		return nil, err
 	}
-	// Create, not Replace: a key another process made meanwhile is kept.
-	if err := atomicfile.Create(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return loadSigner(path)
+	return loadSigner(path)
+}
+
+// clusterDKIMKey makes the file at path (the node's local copy) hold the cluster's key, kept in the shared
+// database: the first node to start stores its key there (the one in its data directory, or a new one) and
+// every node signs with it, so that DNS publishes one record. It reports whether this node made the key.
+// While the database is unreachable the local copy signs.
+func (d *Daemon) clusterDKIMKey(ctx context.Context, path string) (bool, error) {
+	local := dkimkey.FileStore{Path: path}
+	mine, err := local.Load(ctx)
+	made := false
+	if errors.Is(err, fs.ErrNotExist) {
+		if mine, err = dkimkey.New(); err != nil {
+			return false, err
 		}
-		return nil, err
+		made = true
+	} else if err != nil {
+		return false, err
 	}
-	return key, nil
+	if d.pgDown != nil {
+		if made {
+			// No copy of the cluster's key: this node signs with a key of its own until it restarts with the
+			// database up; the DKIM status check shows DNS does not publish it.
+			d.log.Warn("TLS report DKIM key: shared database unreachable and no local copy of the cluster's key: signing with a key of this node's own", "file", path)
+			_, err := local.LoadOrStore(ctx, mine)
+			return true, err
+		}
+		return false, nil
+	}
+	shared := dkimkey.PostgresStore{PG: d.pg}
+	sctx, cancel := context.WithTimeout(ctx, dbConnectTimeout)
+	defer cancel()
+	if err := shared.Migrate(sctx); err != nil {
+		return false, err
+	}
+	key, err := shared.LoadOrStore(sctx, mine)
+	if err != nil {
+		return false, err
+	}
+	if bytes.Equal(key, mine) && !made {
+		return false, nil
+	}
+	if !bytes.Equal(key, mine) {
+		if !made {
+			d.log.Warn("TLS report DKIM key: this node's key is replaced by the cluster's, kept in the shared database", "file", path)
+		}
+		made = false
+	}
+	return made, local.Replace(key)
 }
 
 // dkimSigning is the key, selector and file that sign reports under a settings generation: the key of

@@ -173,3 +173,23 @@ func TestClusterNodeStartsFromLocalCopyWhileDatabaseDown(t *testing.T) {
 		summary{Mode: mtasts.ModeTesting, ID: "x", Source: SourceCache})
 	checkFetches(t, e, "other.test", 1)
 }
+
+// TestClusterNodeRefreshesItselfWhileDatabaseDown: with the shared store unreachable no lease can be taken,
+// and each node refreshes its own policies, as a single node does, so that an enforce policy in use does not
+// lapse during a long outage (RFC 8461 Section 10.2).
+func TestClusterNodeRefreshesItselfWhileDatabaseDown(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	a := e.startNode(t, dsn, "a", filepath.Join(t.TempDir(), "a.db"))
+	e.publish("example.com", "1", pEnf(600))
+	a.get(t, "example.com")
+
+	storetest.CutOff(t, dsn)
+	e.clock.Advance(6 * time.Minute)
+	n, err := a.cache.RefreshDue(context.Background())
+	if n != 1 || err == nil {
+		t.Errorf("RefreshDue with the database down = %d, %v; want 1 refresh and the database error", n, err)
+	}
+	checkFetches(t, e, "example.com", 2)
+}

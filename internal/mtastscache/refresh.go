@@ -50,12 +50,14 @@ func (c *Cache) RefreshDue(ctx context.Context) (int, error) {
 	if c.local != nil {
 		// Cluster mode: merge what the other nodes wrote, then refresh only under the lease, so that one node
 		// at a time fetches for the cluster.
+		// While the shared store does not answer, every node refreshes its own policies, as a single node
+		// would: fetching twice is harmless, letting an enforce policy lapse is not (RFC 8461 Section 10.2).
 		if err := c.sync(ctx); err != nil {
-			return 0, errors.Join(append(errs, err)...)
-		}
-		holder, err := c.holdsLease(ctx)
-		if err != nil || !holder {
-			return 0, errors.Join(append(errs, err)...)
+			errs = append(errs, err)
+		} else if holder, err := c.holdsLease(ctx); err != nil {
+			errs = append(errs, err)
+		} else if !holder {
+			return 0, errors.Join(errs...)
 		}
 	}
 	now := c.now()

@@ -142,7 +142,15 @@ func (s *sharedStorage) unavailable(err error) error {
 	if s.current != nil {
 		gen = s.current().Generation
 	}
-	return fmt.Errorf("settings: %w: nothing was changed, generation %d stays in force on this node: %w", ErrUnavailable, gen, err)
+	return fmt.Errorf("settings: %w (generation %d stays in force on this node): %w", ErrUnavailable, gen, err)
+}
+
+// unchanged is unavailable for the calls that change the storage: it says that nothing was changed.
+func (s *sharedStorage) unchanged(err error) error {
+	if err = s.unavailable(err); errors.Is(err, ErrUnavailable) {
+		return fmt.Errorf("nothing was changed: %w", err)
+	}
+	return err
 }
 
 func (s *sharedStorage) Migrate(ctx context.Context) error { return s.ready(ctx) }
@@ -167,14 +175,14 @@ func (s *sharedStorage) Stage(ctx context.Context, changes ...Staged) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	return s.unavailable(s.Storage.Stage(ctx, changes...))
+	return s.unchanged(s.Storage.Stage(ctx, changes...))
 }
 
 func (s *sharedStorage) ReplaceStaged(ctx context.Context, changes []Staged) error {
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	return s.unavailable(s.Storage.ReplaceStaged(ctx, changes))
+	return s.unchanged(s.Storage.ReplaceStaged(ctx, changes))
 }
 
 func (s *sharedStorage) Staged(ctx context.Context) ([]Staged, error) {
@@ -189,7 +197,7 @@ func (s *sharedStorage) DiscardStaged(ctx context.Context, changes []Staged) err
 	if err := s.ready(ctx); err != nil {
 		return err
 	}
-	return s.unavailable(s.Storage.DiscardStaged(ctx, changes))
+	return s.unchanged(s.Storage.DiscardStaged(ctx, changes))
 }
 
 func (s *sharedStorage) Commit(ctx context.Context, build func(Generation, []Staged) (Generation, error)) (Generation, error) {
@@ -197,7 +205,7 @@ func (s *sharedStorage) Commit(ctx context.Context, build func(Generation, []Sta
 		return Generation{}, err
 	}
 	g, err := s.Storage.Commit(ctx, build)
-	return g, s.unavailable(err)
+	return g, s.unchanged(err)
 }
 
 // connectionFailure reports whether err is a failure to connect, or the server ending the connection
