@@ -39,9 +39,13 @@ type RecorderOptions struct {
 	// one beyond it are dropped (and counted in Dropped) so a stuck database cannot exhaust memory. 0 means
 	// 100000.
 	MaxKeys int
+	// SharedTimeout bounds each statement on a Store that has the SQLite database as its fallback (its
+	// migration, a flush, the hand-over of each held batch), so that a shared database that does not answer
+	// holds up neither the start nor the flushes. 0 means 10 seconds.
+	SharedTimeout time.Duration
 }
 
-// sharedTimeout bounds a write to a shared store that has a local fallback.
+// sharedTimeout is the default RecorderOptions.SharedTimeout.
 const sharedTimeout = 10 * time.Second
 
 // Recorder aggregates session results for TLS reporting. Record is cheap: it adds to an in-memory aggregate
@@ -56,6 +60,7 @@ type Recorder struct {
 	flushSessions int
 	maxKeys       int
 	onFlush       func(error)
+	timeout       time.Duration // of each call to store when local is set
 
 	migrated        atomic.Bool
 	held            atomic.Int64 // batches in local
@@ -110,6 +115,7 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 		flushSessions: o.FlushSessions,
 		maxKeys:       o.MaxKeys,
 		onFlush:       o.OnFlush,
+		timeout:       o.SharedTimeout,
 		buf:           map[policyKey]*policyAgg{},
 		kick:          make(chan struct{}, 1),
 		stop:          make(chan struct{}),
@@ -127,6 +133,9 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 	if r.maxKeys <= 0 {
 		r.maxKeys = 100000
 	}
+	if r.timeout <= 0 {
+		r.timeout = sharedTimeout
+	}
 	if r.store == nil {
 		r.store = NewSQLiteStore(db)
 	} else if db != nil {
@@ -143,7 +152,7 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 	mctx, cancel := ctx, context.CancelFunc(func() {})
 	if r.local != nil {
 		// A shared store that does not answer (a partition rather than a refusal) must not hold up the start.
-		mctx, cancel = context.WithTimeout(ctx, sharedTimeout)
+		mctx, cancel = context.WithTimeout(ctx, r.timeout)
 	}
 	err := r.store.Migrate(mctx)
 	cancel()
@@ -356,7 +365,7 @@ func (r *Recorder) mergeLocked(k policyKey, a *policyAgg) {
 // writeShared succeeds); once the shared store answers, the held batches are handed over to it.
 func (r *Recorder) writeShared(ctx context.Context, b Batch) error {
 	// Bounded: sessions wait locally rather than behind a shared store that does not answer.
-	sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	sctx, cancel := context.WithTimeout(ctx, r.timeout)
 	err := r.ensureMigrated(sctx)
 	if err == nil && len(b.Aggregates) > 0 {
 		_, err = r.store.AddSessions(sctx, b)
@@ -408,7 +417,12 @@ func (r *Recorder) handOver(ctx context.Context) error {
 		return fmt.Errorf("tlsreport: hand over held sessions: %w", err)
 	}
 	for _, b := range held {
-		if _, err := r.store.AddSessions(ctx, b); err != nil {
+		// Bounded like the flush's own write: a shared store that stalls mid hand-over must not keep the
+		// flush (and so flushMu, Record's buffer and the report builder's flush) waiting.
+		sctx, cancel := context.WithTimeout(ctx, r.timeout)
+		_, err := r.store.AddSessions(sctx, b)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("tlsreport: hand over held sessions: %w", err)
 		}
 		// A crash here leaves the batch held; the next hand-over finds its ID applied and only releases it.

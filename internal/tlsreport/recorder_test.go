@@ -2,6 +2,7 @@ package tlsreport
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -102,5 +103,69 @@ func TestRecorderBatchAppliedOnceWhenReplyLost(t *testing.T) {
 				t.Errorf("after another flush: %d successful sessions, want 5", got)
 			}
 		})
+	}
+}
+
+// TestRecorderHandOverBounded: while a node hands over the batches it held, the shared store stops answering
+// (its AddSessions waits until its context ends). The flush still returns, the batch stays held, and the
+// next flush hands it over.
+func TestRecorderHandOverBounded(t *testing.T) {
+	t.Parallel()
+	st := &hookStore{Store: NewSQLiteStore(openDB(t, ""))}
+	rec, err := NewRecorder(t.Context(), openDB(t, ""), RecorderOptions{FlushInterval: -1, Store: st,
+		SharedTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.Close(context.Background()) })
+	at := testDay.Add(10 * time.Hour)
+
+	st.setHook(func(ctx context.Context, n int, add func() (bool, error)) (bool, error) {
+		return false, errors.New("connection refused")
+	})
+	recordN(rec, 2, success(stsPolicy, at))
+	if err := rec.Flush(t.Context()); err != nil || rec.Held() != 1 {
+		t.Fatalf("flush with the store down: %v, held %d; want the batch held", err, rec.Held())
+	}
+
+	// The store answers the flush's own batch, then stalls on the hand-over (until the test ends, should the
+	// flush not give up).
+	unstall := make(chan struct{})
+	t.Cleanup(func() { close(unstall) })
+	st.setHook(func(ctx context.Context, n int, add func() (bool, error)) (bool, error) {
+		if n == 2 {
+			return add()
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-unstall:
+			return false, errors.New("test over")
+		}
+	})
+	recordN(rec, 3, success(stsPolicy, at))
+	done := make(chan error, 1)
+	go func() { done <- rec.Flush(t.Context()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("flush during a stalled hand-over: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Flush did not return while the store stalled the hand-over")
+	}
+	if rec.Held() != 1 {
+		t.Fatalf("Held = %d after a stalled hand-over, want 1", rec.Held())
+	}
+
+	st.setHook(nil)
+	if err := rec.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Held() != 0 {
+		t.Errorf("Held = %d, want 0", rec.Held())
+	}
+	if got := successes(t, st.Store); got != 5 {
+		t.Errorf("stored %d successful sessions, want 5", got)
 	}
 }
