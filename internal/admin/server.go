@@ -8,7 +8,10 @@
 // admin token (see LoadOrCreateToken), or, when Options.Session is set, a web console login session: an
 // administrator's may do what the token may, a viewer's only read. /api/v1/accounts manages the console's
 // accounts. Every state-changing endpoint is POST, PUT or DELETE. Errors are JSON
-// objects {"error": "..."} with a status code that says whose fault it was.
+// objects {"error": "..."} with a status code that says whose fault it was. Another node of a cluster
+// presents the cluster secret instead (Options.ClusterSecret): it opens the queue and status endpoints, and
+// nothing else. GET /api/v1/nodes, GET /api/v1/cluster/queue and ?node= on a message serve the cluster
+// (Options.Cluster).
 //
 // It deliberately does not own the HTTP listener's address, TLS, or login sessions for browsers: the daemon
 // binds the listener (loopback by default) and the console adds its own login on top of this handler.

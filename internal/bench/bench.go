@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -80,6 +81,12 @@ type Options struct {
 	// from the clients, DNS, policy hosts and receivers, as the gateway runs when deployed.
 	External       bool
 	GatewayCommand []string
+	// Nodes is the number of gateways (cluster nodes) run in this process, each with its own data directory
+	// and spool, all on the PostgreSQL database Database; the clients are spread over them (client c submits
+	// to node c mod Nodes). 0 or 1 with Database empty is the single node on SQLite.
+	Nodes int
+	// Database is the PostgreSQL database the nodes share ([data] database); needed when Nodes > 1.
+	Database string
 	// SpoolSync, when set, is the gateway's queue.spool_sync ("group" or "file"); "" keeps the default.
 	SpoolSync string
 }
@@ -99,6 +106,8 @@ type Result struct {
 	RcptsPerMessage int `json:"rcpts_per_message"`
 	BodyBytes       int `json:"body_bytes"`
 	CPUs            int `json:"cpus"`
+	// Nodes is the number of gateways (cluster nodes on one PostgreSQL database when more than one).
+	Nodes int `json:"nodes"`
 
 	// Received counts the messages the receivers accepted (one per recipient domain of each message);
 	// Expected is what they should have accepted; Duplicates counts tokens received more than once.
@@ -182,6 +191,9 @@ func (r Result) Text(w io.Writer) error {
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, a...)...) }
 	row("workload", "%d messages × %d rcpt, %d B, %d domains (MTA-STS enforce), %d clients, %d CPUs",
 		r.Messages, r.RcptsPerMessage, r.BodyBytes, r.Domains, r.Clients, r.CPUs)
+	if r.Nodes > 1 {
+		row("nodes", "%d gateways in this process on one PostgreSQL database, sharing its CPUs; clients spread over them", r.Nodes)
+	}
 	row("received", "%d of %d (duplicates %d)", r.Received, r.Expected, r.Duplicates)
 	row("throughput", "%.0f msgs/s end to end (%.2f s); intake %.0f msgs/s (%.2f s)", r.MsgsPerSec, r.Seconds, r.AcceptPerSec, r.InjectSeconds)
 	row("accept latency", "p50 %.2f ms, p99 %.2f ms, max %.2f ms", r.Accept.P50, r.Accept.P99, r.Accept.Max)
@@ -222,6 +234,9 @@ func (o *Options) defaults() {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.Nodes <= 0 {
+		o.Nodes = 1
 	}
 }
 
@@ -289,10 +304,20 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	cfg.SMTP.MaxConnsPerIP = max(cfg.SMTP.MaxConnsPerIP, o.Clients+1)
 
 	var gw gateway
-	if o.External {
+	if o.Nodes > 1 && o.Database == "" {
+		return res, errors.New("bench: several nodes need a PostgreSQL database to share (--database)")
+	}
+	if o.Nodes > 1 && o.External {
+		return res, errors.New("bench: several nodes run in this process; --external measures one node")
+	}
+	res.Nodes = o.Nodes
+	switch {
+	case o.Database != "":
+		gw, err = startCluster(ctx, clusterSpec{base: cfg, dir: dir, nodes: o.Nodes, database: o.Database, net: n, log: log})
+	case o.External:
 		pem := n.TrustedCA.PEM()
 		gw, err = startExternal(ctx, o.GatewayCommand, gatewaySpec{Config: cfg, RootsPEM: pem, Verbose: o.Logger != nil})
-	} else {
+	default:
 		gw, err = startLocal(ctx, cfg, n.RootPool(), log)
 	}
 	if err != nil {
@@ -364,7 +389,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		go func() {
 			defer wg.Done()
 			if err := client(ctx, clientJob{
-				addr: gw.addr(), first: c, step: o.Clients, n: o.Messages,
+				addr: addrFor(gw, c), first: c, step: o.Clients, n: o.Messages,
 				domains: domains, rcptsOf: rcptsOf, bodyBytes: o.BodyBytes,
 				msgs: msgs, submitted: &submitted,
 			}); err != nil {

@@ -3,8 +3,11 @@ package bench
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/store/storetest"
 )
 
 // gatewayProcessEnv makes the test binary act as the gateway process of an external run.
@@ -58,5 +61,26 @@ func TestRunExternalMeasuresTheGatewayProcess(t *testing.T) {
 	}
 	if res.CPUSeconds < res.GatewayCPUSeconds || res.CPUSeconds < res.LoadCPUSeconds {
 		t.Errorf("whole-system CPU %.3f s is less than a part (gateway %.3f s, load %.3f s)", res.CPUSeconds, res.GatewayCPUSeconds, res.LoadCPUSeconds)
+	}
+}
+
+// TestRunClusterOfThreeNodes: three gateways on one PostgreSQL database, the clients spread over them,
+// deliver every message over verified TLS; several nodes without a database are refused.
+func TestRunClusterOfThreeNodes(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	res, err := Run(t.Context(), Options{Domains: 3, Messages: 30, Clients: 3, DataDir: t.TempDir(), Timeout: 2 * time.Minute,
+		Nodes: 3, Database: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Complete || !res.AllVerified || res.Received != 30 || res.Duplicates != 0 || len(res.Errors) > 0 || res.Nodes != 3 {
+		t.Fatalf("run: complete %v, all verified %v, received %d, duplicates %d, nodes %d, errors %v", res.Complete, res.AllVerified, res.Received, res.Duplicates, res.Nodes, res.Errors)
+	}
+	// Each node committed its own share to its own queue index.
+	if res.IndexCommits < 3 {
+		t.Errorf("index commits %d: want at least one per node", res.IndexCommits)
+	}
+	if _, err := Run(t.Context(), Options{Domains: 1, Messages: 1, DataDir: t.TempDir(), Nodes: 2}); err == nil || !strings.Contains(err.Error(), "--database") {
+		t.Errorf("two nodes without a database: %v, want an error naming --database", err)
 	}
 }

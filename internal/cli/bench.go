@@ -77,6 +77,8 @@ func benchCmd(g *globals) *cobra.Command {
 	f.BoolVar(&noBar, "no-progress", false, "do not draw the progress bar")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print the gateway's logs")
 	f.BoolVar(&o.External, "external", false, "run the gateway in its own process and report its CPU and memory apart from the load side (clients, DNS, policy hosts, receivers)")
+	f.IntVar(&o.Nodes, "nodes", 1, "gateways to run in this process, as the nodes of a cluster on --database (clients spread over them)")
+	f.StringVar(&o.Database, "database", "", "PostgreSQL database the nodes share (postgres://...); each run should have a fresh one")
 	f.StringVar(&o.SpoolSync, "spool-sync", "", "the gateway's queue.spool_sync: group or file (default: the configuration default)")
 	f.BoolVar(&restart, "restart", false, "instead: queue --messages messages with every destination down, measure memory, then restart on the same data and time the first delivery and the drain")
 	cmd.AddCommand(benchGatewayCmd(g))
