@@ -169,3 +169,36 @@ func TestRecorderHandOverBounded(t *testing.T) {
 		t.Errorf("stored %d successful sessions, want 5", got)
 	}
 }
+
+// stallStore is a Store whose Migrate waits until its context ends.
+type stallStore struct{ Store }
+
+func (stallStore) Migrate(ctx context.Context) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestReporterMigrateBounded: the database does not answer the reporter's first migration; the calls fail
+// with the migration's error rather than wait for it (and hold every other call behind it).
+func TestReporterMigrateBounded(t *testing.T) {
+	t.Parallel()
+	rep := &Reporter{Store: stallStore{NewSQLiteStore(openDB(t, ""))}, Contact: mustAddr(contact),
+		MigrateTimeout: 100 * time.Millisecond}
+	done := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := rep.RetryDue(t.Context())
+			done <- err
+		}()
+	}
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("RetryDue = %v, want the migration's timeout", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("RetryDue did not return while the migration stalled")
+		}
+	}
+}
