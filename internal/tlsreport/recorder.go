@@ -139,9 +139,24 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 	if r.store == nil {
 		r.store = NewSQLiteStore(db)
 	} else if db != nil {
-		r.local = NewSQLiteStore(db)
+		local := NewSQLiteStore(db)
+		r.local = local
 		if err := r.local.Migrate(ctx); err != nil {
 			return nil, err
+		}
+		// A node that ran on its own database until now: the aggregates of the days it has not reported yet
+		// go to the shared store, by the hand-over of held batches.
+		adopted, err := local.adoptAggregates(ctx, rand.Text())
+		if err != nil {
+			return nil, fmt.Errorf("tlsreport: hand over the node's own aggregates: %w", err)
+		}
+		if adopted {
+			r.log.Info("tlsreport: session results recorded before this node joined the cluster are handed over to the shared store")
+		}
+		if n, err := local.pendingDeliveries(ctx); err != nil {
+			return nil, fmt.Errorf("tlsreport: %w", err)
+		} else if n > 0 {
+			r.log.Warn("tlsreport: report deliveries started before this node joined the cluster stay in its own database and are not sent", "deliveries", n)
 		}
 		held, err := r.local.Held(ctx)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxgate/mxgate/internal/store"
+	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // hookStore is a Store whose AddSessions calls go through hook, with their number (from 1) and the real call.
@@ -200,5 +201,67 @@ func TestReporterMigrateBounded(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("RetryDue did not return while the migration stalled")
 		}
+	}
+}
+
+// TestRecorderJoiningClusterHandsOverOwnAggregates: a node recorded sessions in its own database, reported
+// one day and not the next; started on a shared store, it hands over the unreported day's aggregates once
+// (a second start adds nothing) and keeps the reported day's to itself.
+func TestRecorderJoiningClusterHandsOverOwnAggregates(t *testing.T) {
+	t.Parallel()
+	db := openDB(t, "")
+	reported, open := testDay.AddDate(0, 0, -1), testDay
+	solo, err := NewRecorder(t.Context(), db, RecorderOptions{FlushInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recordN(solo, 4, success(stsPolicy, reported.Add(time.Hour)))
+	recordN(solo, 3, success(stsPolicy, open.Add(time.Hour)))
+	recordN(solo, 2, failure(stsPolicy, open.Add(time.Hour), tlsrpt.FailureDetails{ResultType: tlsrpt.ResultCertificateExpired}))
+	if err := solo.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	own := NewSQLiteStore(db)
+	if _, _, _, err := own.ReportID(t.Context(), reported.Format(dayFormat), "example.com", "r1", "u1", open); err != nil {
+		t.Fatal(err)
+	}
+	if err := own.MarkReport(t.Context(), ReportMark{Day: reported.Format(dayFormat), Domain: "example.com",
+		ReportID: "r1", Status: reportSent, Now: open}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := own.ReportID(t.Context(), open.Format(dayFormat), "example.com", "r2", "u2", open); err != nil {
+		t.Fatal(err)
+	}
+
+	shared := migrated(t, NewSQLiteStore(openDB(t, "")))
+	for start := 1; start <= 2; start++ {
+		rec, err := NewRecorder(t.Context(), db, RecorderOptions{FlushInterval: -1, Store: shared})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rec.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Held() != 0 {
+			t.Fatalf("start %d: Held = %d after a flush, want 0", start, rec.Held())
+		}
+		got, err := shared.LoadDay(t.Context(), open.Format(dayFormat), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := got["example.com"]
+		if len(p) != 1 || p[0].Summary.Successful != 3 || p[0].Summary.Failed != 2 || len(p[0].FailureDetails) != 1 ||
+			p[0].FailureDetails[0].FailedSessionCount != 2 {
+			t.Fatalf("start %d: shared aggregates of the unreported day = %+v, want 3 successful and 2 failed", start, p)
+		}
+		if got, err := shared.LoadDay(t.Context(), reported.Format(dayFormat), ""); err != nil || len(got) != 0 {
+			t.Fatalf("start %d: shared aggregates of the reported day = %+v, %v; want none", start, got, err)
+		}
+	}
+	if got, err := own.LoadDay(t.Context(), reported.Format(dayFormat), ""); err != nil || got["example.com"][0].Summary.Successful != 4 {
+		t.Errorf("the node's own aggregates of the reported day = %+v, %v; want them kept", got, err)
+	}
+	if _, id, _, err := own.ReportID(t.Context(), open.Format(dayFormat), "example.com", "r3", "u3", open); err != nil || id != "u3" {
+		t.Errorf("the node's own report-id of the unreported day = %q, %v; want it gone", id, err)
 	}
 }
