@@ -476,7 +476,8 @@ func (s sqlStore) prune(ctx context.Context, day string) error {
 		`DELETE FROM tlsreport_deliveries WHERE day < ? AND status NOT IN ('pending', 'sending', 'retrying')`,
 		`DELETE FROM tlsreport_reports WHERE day < ?
 			AND report_id NOT IN (SELECT report_id FROM tlsreport_deliveries)`,
-		// A hand-over mark outlives the batch it marks by far: a node holds batches for hours, not weeks.
+		// A hand-over mark (one per flushed batch) outlives the batch it marks by far: a batch is written
+		// again within a flush, or handed over when an outage ends, hours later, not weeks.
 		`DELETE FROM tlsreport_handovers WHERE added < ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, s.q(q), day); err != nil {
