@@ -15,6 +15,11 @@ import (
 // node cannot reach it, and absent on a single node.
 const componentDatabase = "database"
 
+// componentSettings is the node's local copy of the settings generation in force (cluster mode only): it is
+// failed while the copy cannot be written, since a node restarting while the database is unreachable would
+// then run an older generation.
+const componentSettings = "settings"
+
 // settingsReplicaFile is a node's local copy of the settings generation in force, in its data directory
 // (cluster mode only).
 const settingsReplicaFile = "settings-replica.json"
@@ -70,6 +75,30 @@ func (d *Daemon) databaseState(err error) {
 func (d *Daemon) openClusterSettings(ctx context.Context) (*settings.Store, error) {
 	st := settings.PostgresStorage{PG: d.pg}
 	rep := settings.Replica{Path: filepath.Join(d.cfg.Data.Dir, settingsReplicaFile)}
+	s, err := d.openClusterSettingsStore(ctx, st, rep)
+	if err != nil {
+		return nil, err
+	}
+	d.comps.set(componentSettings, admin.ComponentRunning, "")
+	s.Watch(func(snap settings.Snapshot) { d.replicaState(rep, snap, s.ReplicaError()) })
+	return s, nil
+}
+
+// replicaState records whether the local copy of generation snap could be written (err nil) in the component
+// "settings" and, once per failure, in the log.
+func (d *Daemon) replicaState(rep settings.Replica, snap settings.Snapshot, err error) {
+	if err == nil {
+		d.warnings.set(d.log, componentSettings, false, "")
+		d.comps.set(componentSettings, admin.ComponentRunning, "")
+		return
+	}
+	d.warnings.set(d.log, componentSettings, true, "settings: cannot write this node's local copy of the generation in force: a restart while the shared database is unreachable would run an older generation",
+		"generation", snap.Generation, "path", rep.Path, "err", err)
+	d.comps.set(componentSettings, admin.ComponentFailed, fmt.Sprintf("cannot write the local copy of settings generation %d (%v): a restart while the shared database is unreachable would run an older generation", snap.Generation, err))
+}
+
+// openClusterSettingsStore is openClusterSettings' opening of the store.
+func (d *Daemon) openClusterSettingsStore(ctx context.Context, st settings.PostgresStorage, rep settings.Replica) (*settings.Store, error) {
 	seed := seedFromConfig(d.cfg)
 	if d.pgDown != nil {
 		s, err := settings.OpenReplica(st, d.now, rep)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -209,5 +210,63 @@ func TestClusterNodesSignTLSReportsWithOneKey(t *testing.T) {
 	}
 	if r2.Value == own.Value {
 		t.Error("node 2 still signs with the key it had before it joined the cluster")
+	}
+}
+
+// TestClusterSettingsCopyWriteFailureIsShown: when a node cannot write its local copy of the generation in
+// force, a restart during a database outage would run an older generation, silently. The commit still takes
+// effect, and the component "settings", status and /healthz say so until a later generation is written.
+func TestClusterSettingsCopyWriteFailureIsShown(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	cfg := n.GatewayConfig(filepath.Join(t.TempDir(), "data"))
+	cfg.Data.Database, cfg.Node = dsn, "node1.example.net"
+	g, _ := runNode(t, n, cfg)
+	ctx := context.Background()
+	s := g.d.Settings()
+	if c := componentOf(t, g, "settings"); c.State != admin.ComponentRunning {
+		t.Errorf("component settings at start = %+v, want running", c)
+	}
+
+	// The copy's path becomes a directory: no file can be written there.
+	replica := filepath.Join(cfg.Data.Dir, "settings-replica.json")
+	if err := os.Remove(replica); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(replica, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, "TLSRPT.OrganizationName", "Not copied"); err != nil {
+		t.Fatal(err)
+	}
+	gen, err := s.Commit(ctx, "not copied", "test")
+	if err != nil {
+		t.Fatalf("commit: %v (the generation is in force whether or not its copy is written)", err)
+	}
+	if c := componentOf(t, g, "settings"); c.State != admin.ComponentFailed || !strings.Contains(c.Reason, fmt.Sprintf("generation %d ", gen.Generation)) {
+		t.Errorf("component settings = %+v, want failed naming generation %d", c, gen.Generation)
+	}
+	st, err := g.d.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := strings.Join(st.Warnings, "\n"); !strings.Contains(w, "local copy of settings") {
+		t.Errorf("status warnings = %q, want the local copy that cannot be written", w)
+	}
+	if code, body := g.get(t, "/healthz"); code != http.StatusOK || !strings.Contains(body, `"degraded"`) || !strings.Contains(body, `"settings"`) {
+		t.Errorf("/healthz = %d %s, want degraded naming settings", code, body)
+	}
+
+	if err := os.Remove(replica); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set(ctx, "TLSRPT.OrganizationName", "Copied"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(ctx, "copied", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if c := componentOf(t, g, "settings"); c.State != admin.ComponentRunning {
+		t.Errorf("component settings once the copy is written again = %+v, want running", c)
 	}
 }

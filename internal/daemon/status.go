@@ -57,6 +57,14 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		return s, err
 	}
 	s.Components = d.comps.list()
+	if d.STS != nil {
+		if err := d.STS.SharedErr(); err != nil {
+			s.Warnings = append(s.Warnings, fmt.Sprintf("shared MTA-STS policy cache not answering (%v): this node reads and fetches policies without it, keeps them in its local copy and writes them to it at the next successful merge", err))
+		}
+	}
+	if err := d.settingsStore.ReplicaError(); err != nil {
+		s.Warnings = append(s.Warnings, fmt.Sprintf("the local copy of settings generation %d cannot be written (%v): a restart while the shared database is unreachable would run an older generation", s.Generation.Running, err))
+	}
 	if n := d.Recorder.Held(); n > 0 {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("TLS report results kept locally: %d batches of session results wait for the shared database, and are handed over when it answers", n))
 	}

@@ -122,11 +122,12 @@ type Cache struct {
 	unusedAfter     time.Duration
 	refreshInterval time.Duration
 
-	// Cluster mode (cluster.go): local is the node's copy, nil on a single node. sharedMigrated is guarded
-	// by writeMu.
+	// Cluster mode (cluster.go): local is the node's copy, nil on a single node. syncMu makes syncs one at a
+	// time and guards sharedMigrated.
 	local          Store
 	node           string
 	syncInterval   time.Duration
+	syncMu         sync.Mutex
 	sharedMigrated bool
 
 	randMu sync.Mutex
@@ -143,6 +144,11 @@ type Cache struct {
 	backoffs map[backoffKey]failure
 	flights  map[address.Domain]*flight
 	stats    Stats
+	// seq counts the writes of entries (entry.seq). sharedErr is the error of the last call to the shared
+	// store in cluster mode, nil when it answered: while it is set, deliveries do not wait on the shared
+	// store, and the next successful sync clears it.
+	seq       uint64
+	sharedErr error
 }
 
 // entry is one cached policy.
@@ -155,8 +161,10 @@ type entry struct {
 	expires   time.Time
 	lastUsed  time.Time
 	usedDirty bool // lastUsed not yet written to the database
-	// sharedDirty: in cluster mode, the shared store may not hold this version yet (a write failed).
+	// sharedDirty: in cluster mode, the shared store may not hold this version yet (not yet written, or the
+	// write failed). seq orders the writes of this cache (Cache.seq when the entry was last saved).
 	sharedDirty bool
+	seq         uint64
 
 	lastError   string
 	lastErrorAt time.Time
@@ -525,6 +533,16 @@ func newEntry(domain address.Domain, id string, pol *mtasts.Policy, raw []byte, 
 // put stores e, replacing the domain's entry unless that one was fetched later, writing through to the
 // database. It returns the entry now in force.
 func (c *Cache) put(ctx context.Context, e *entry) *entry {
+	got := c.install(ctx, e)
+	if got == e {
+		// Cluster mode: outside writeMu, so that a shared store that does not answer holds only this call.
+		c.push(ctx, e)
+	}
+	return got
+}
+
+// install is put's part under writeMu: memory and the local database (or, on a single node, the store).
+func (c *Cache) install(ctx context.Context, e *entry) *entry {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
@@ -541,12 +559,12 @@ func (c *Cache) put(ctx context.Context, e *entry) *entry {
 		c.log.Error("mtastscache: cannot persist policy", "domain", e.domain.String(), "err", err)
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.entries[e.domain] = e
 	for k := range c.backoffs {
 		if k.domain == e.domain {
 			delete(c.backoffs, k)
 		}
 	}
+	c.mu.Unlock()
 	return e
 }

@@ -51,26 +51,101 @@ func (c *Cache) startCluster(ctx context.Context) error {
 	return nil
 }
 
+// errSharedDown is returned for a write to the shared store skipped because it did not answer last time.
+var errSharedDown = errors.New("shared store not answering since its last failure")
+
+// sharedIsDown reports whether the last call to the shared store failed (and no sync has succeeded since).
+func (c *Cache) sharedIsDown() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sharedErr != nil
+}
+
+// sharedDown records that the shared store failed to answer: until a sync succeeds, deliveries neither read
+// from it nor write to it, so that a database that hangs costs at most one sharedTimeout, once, and not one
+// per new domain (the database is not in the mail path).
+func (c *Cache) sharedDown(err error) {
+	c.mu.Lock()
+	was := c.sharedErr
+	c.sharedErr = err
+	c.mu.Unlock()
+	if was == nil {
+		c.log.Warn("mtastscache: shared policy cache unreachable: serving and fetching policies without it until it answers", "err", err)
+	}
+}
+
+// sharedUp records a successful sync.
+func (c *Cache) sharedUp() {
+	c.mu.Lock()
+	was := c.sharedErr
+	c.sharedErr = nil
+	c.mu.Unlock()
+	if was != nil {
+		c.log.Info("mtastscache: shared policy cache reachable again")
+	}
+}
+
+// SharedErr returns, in cluster mode, why the shared store did not answer the last call made to it, or nil
+// when it did (always nil on a single node).
+func (c *Cache) SharedErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sharedErr
+}
+
 // sync merges the shared store into the cache, both ways: a record fetched later than the cached one replaces
 // it (and the local copy's), last-used times and refresh failures are merged, a record the cache holds and
 // the shared store does not (a write that failed while it was down) is written to it, and one it no longer
 // holds (flushed or dropped on another node) is removed unless this node wrote it since.
+//
+// Only the merge in memory and the local copy takes writeMu: the reads and writes of the shared store are
+// made without it, so that the cache's writes (a policy fetched for a delivery) never wait on the network.
 func (c *Cache) sync(ctx context.Context) error {
-	// Bounded: the cache's writes wait for it, and a database that stops answering must not hold them.
 	ctx, cancel := context.WithTimeout(ctx, syncTimeout)
 	defer cancel()
-	c.writeMu.Lock()
-	defer c.writeMu.Unlock()
-	if !c.sharedMigrated {
-		if err := c.store.Migrate(ctx); err != nil {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	var localErrs []error
+	sharedErr := func() error {
+		if !c.sharedMigrated {
+			if err := c.store.Migrate(ctx); err != nil {
+				return fmt.Errorf("mtastscache: shared store: %w", err)
+			}
+			c.sharedMigrated = true
+		}
+		c.mu.Lock()
+		start := c.seq
+		c.mu.Unlock()
+		shared, err := c.loadFrom(ctx, c.store)
+		if err != nil {
 			return fmt.Errorf("mtastscache: shared store: %w", err)
 		}
-		c.sharedMigrated = true
+		var toShared []*entry
+		toShared, localErrs = c.merge(ctx, shared, start)
+		var errs []error
+		for _, e := range toShared {
+			if err := c.pushRecord(ctx, e); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		return errors.Join(errs...)
+	}()
+	switch {
+	case sharedErr == nil:
+		c.sharedUp()
+	case !errors.Is(ctx.Err(), context.Canceled):
+		// A sync cut short by the caller (shutdown) says nothing about the shared store.
+		c.sharedDown(sharedErr)
 	}
-	shared, err := c.loadFrom(ctx, c.store)
-	if err != nil {
-		return fmt.Errorf("mtastscache: shared store: %w", err)
-	}
+	return errors.Join(append(localErrs, sharedErr)...)
+}
+
+// merge is sync's part under writeMu: it merges shared, the shared store as read after this cache's write
+// start, into the cache and the local copy, and returns the entries to write to the shared store. An entry
+// written since start is newer than what was read and is neither removed nor marked as held there.
+func (c *Cache) merge(ctx context.Context, shared []*entry, start uint64) ([]*entry, []error) {
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
 	seen := map[address.Domain]bool{}
 	var toLocal, toShared []*entry
 	var gone []address.Domain
@@ -97,19 +172,22 @@ func (c *Cache) sync(ctx context.Context) error {
 			if s.lastErrorAt.After(e.lastErrorAt) {
 				e.lastError, e.lastErrorAt, e.failures, changed = s.lastError, s.lastErrorAt, s.failures, true
 			}
-			e.sharedDirty = false
+			if e.seq <= start {
+				e.sharedDirty = false
+			} else if e.sharedDirty {
+				toShared = append(toShared, e)
+			}
 			if changed {
 				toLocal = append(toLocal, e)
 			}
 		}
 	}
 	for d, e := range c.entries {
-		if seen[d] {
-			continue
-		}
-		if e.sharedDirty {
+		switch {
+		case seen[d]:
+		case e.sharedDirty:
 			toShared = append(toShared, e)
-		} else {
+		case e.seq <= start:
 			gone = append(gone, d)
 		}
 	}
@@ -129,27 +207,22 @@ func (c *Cache) sync(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("mtastscache: local copy: delete %s: %w", d, err))
 		}
 	}
-	for _, e := range toShared {
-		if err := c.store.Save(ctx, c.record(e)); err != nil {
-			errs = append(errs, fmt.Errorf("mtastscache: shared store: save %s: %w", e.domain, err))
-			continue
-		}
-		c.mu.Lock()
-		e.sharedDirty = false
-		c.mu.Unlock()
-	}
-	return errors.Join(errs...)
+	return toShared, errs
 }
 
 // fromShared returns the policy another node fetched for domain under id, if the shared store holds one
 // that has not expired at now, and puts it in the cache; nil otherwise (also when the store does not answer:
-// the caller then fetches the policy itself).
+// the caller then fetches the policy itself). It does not ask a shared store that failed to answer since the
+// last sync, and waits at most sharedTimeout for one that stops answering now.
 func (c *Cache) fromShared(ctx context.Context, domain address.Domain, id string, now time.Time) *entry {
+	if c.sharedIsDown() {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
 	r, ok, err := c.store.(SharedStore).Get(ctx, domain)
 	if err != nil {
-		c.log.Debug("mtastscache: shared policy cache unreachable; fetching the policy", "domain", domain.String(), "err", err)
+		c.sharedDown(err)
 		return nil
 	}
 	if !ok || r.ID != id || !now.Before(r.Expires) {
@@ -175,6 +248,8 @@ func (c *Cache) fromShared(ctx context.Context, domain address.Domain, id string
 	if old != nil && old.lastUsed.After(e.lastUsed) {
 		e.lastUsed = old.lastUsed
 	}
+	c.seq++
+	e.seq = c.seq
 	c.entries[domain] = e
 	c.mu.Unlock()
 	if err := c.local.Save(ctx, c.record(e)); err != nil {

@@ -2,9 +2,12 @@ package mtastscache
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +28,12 @@ type clusterNode struct {
 // startNode opens (or, with the same localPath, reopens) a node's cache, as a (re)started gateway does.
 func (e *env) startNode(t *testing.T, dsn, name, localPath string) *clusterNode {
 	t.Helper()
+	return e.startNodeWith(t, dsn, name, localPath, nil)
+}
+
+// startNodeWith is startNode with the shared store passed through wrap (if not nil).
+func (e *env) startNodeWith(t *testing.T, dsn, name, localPath string, wrap func(SharedStore) SharedStore) *clusterNode {
+	t.Helper()
 	pg, err := store.NewPostgres(dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -35,8 +44,12 @@ func (e *env) startNode(t *testing.T, dsn, name, localPath string) *clusterNode 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
+	var shared SharedStore = PostgresStore{PG: pg}
+	if wrap != nil {
+		shared = wrap(shared)
+	}
 	c, err := New(context.Background(), Options{
-		Store:    PostgresStore{PG: pg},
+		Store:    shared,
 		Local:    SQLiteStore{DB: db},
 		Node:     name,
 		Resolver: e.dns,
@@ -192,4 +205,170 @@ func TestClusterNodeRefreshesItselfWhileDatabaseDown(t *testing.T) {
 		t.Errorf("RefreshDue with the database down = %d, %v; want 1 refresh and the database error", n, err)
 	}
 	checkFetches(t, e, "example.com", 2)
+}
+
+// hangingStore is a shared store that, once hang is set, never answers (a database dropping packets rather
+// than refusing): every call blocks until its context ends. It records the calls that began after another
+// hung call had already given up, that is, calls made one behind another on a database known to hang.
+type hangingStore struct {
+	SharedStore
+	hang atomic.Bool
+
+	mu      sync.Mutex
+	ended   int      // hung calls that have returned
+	late    []string // hung calls begun after one had returned
+	inFlght int
+	changed chan struct{} // closed and replaced whenever inFlght changes
+}
+
+func newHangingStore(s SharedStore) *hangingStore {
+	return &hangingStore{SharedStore: s, changed: make(chan struct{})}
+}
+
+func (h *hangingStore) block(ctx context.Context, op string) error {
+	h.mu.Lock()
+	if h.ended > 0 {
+		h.late = append(h.late, op)
+	}
+	h.inFlght++
+	close(h.changed)
+	h.changed = make(chan struct{})
+	h.mu.Unlock()
+	<-ctx.Done()
+	h.mu.Lock()
+	h.ended++
+	h.inFlght--
+	close(h.changed)
+	h.changed = make(chan struct{})
+	h.mu.Unlock()
+	return fmt.Errorf("%s: no answer: %w", op, ctx.Err())
+}
+
+// waitInFlight waits until at least n calls are blocked.
+func (h *hangingStore) waitInFlight(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		h.mu.Lock()
+		got, ch := h.inFlght, h.changed
+		h.mu.Unlock()
+		if got >= n {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			t.Fatalf("%d calls to the shared store in flight, want %d", got, n)
+		}
+	}
+}
+
+func (h *hangingStore) Load(ctx context.Context) ([]Record, error) {
+	if h.hang.Load() {
+		return nil, h.block(ctx, "Load")
+	}
+	return h.SharedStore.Load(ctx)
+}
+
+func (h *hangingStore) Save(ctx context.Context, r Record) error {
+	if h.hang.Load() {
+		return h.block(ctx, "Save "+r.Domain)
+	}
+	return h.SharedStore.Save(ctx, r)
+}
+
+func (h *hangingStore) Used(ctx context.Context, d address.Domain, at time.Time) error {
+	if h.hang.Load() {
+		return h.block(ctx, "Used "+d.String())
+	}
+	return h.SharedStore.Used(ctx, d, at)
+}
+
+func (h *hangingStore) Delete(ctx context.Context, d address.Domain) error {
+	if h.hang.Load() {
+		return h.block(ctx, "Delete "+d.String())
+	}
+	return h.SharedStore.Delete(ctx, d)
+}
+
+func (h *hangingStore) Get(ctx context.Context, d address.Domain) (Record, bool, error) {
+	if h.hang.Load() {
+		return Record{}, false, h.block(ctx, "Get "+d.String())
+	}
+	return h.SharedStore.Get(ctx, d)
+}
+
+func (h *hangingStore) Lease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+	if h.hang.Load() {
+		return false, h.block(ctx, "Lease")
+	}
+	return h.SharedStore.Lease(ctx, name, holder, now, until)
+}
+
+// TestClusterHungDatabaseHoldsNoDelivery: with the shared database hanging (no answer, no refusal) and a
+// sync waiting on it, deliveries to several new domains fetch their policies concurrently, each waiting on
+// the database at most once (its bounded read), never one behind another nor behind the sync: the database
+// is not in the mail path. The policies they fetched reach the shared store once it answers again.
+func TestClusterHungDatabaseHoldsNoDelivery(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	var h *hangingStore
+	a := e.startNodeWith(t, dsn, "a", filepath.Join(t.TempDir(), "a.db"), func(s SharedStore) SharedStore {
+		h = newHangingStore(s)
+		return h
+	})
+	domains := []string{"example.com", "sub.example.com", "other.test", "new.test"}
+	for _, d := range domains {
+		e.publish(d, "1", pEnf(86400))
+	}
+
+	h.hang.Store(true)
+	syncCtx, stopSync := context.WithCancel(context.Background())
+	syncDone := make(chan error, 1)
+	go func() { syncDone <- a.cache.SyncDue(syncCtx) }()
+	h.waitInFlight(t, 1) // the sync is waiting on the database
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got := make([]Lookup, len(domains))
+	errs := make([]error, len(domains))
+	var wg sync.WaitGroup
+	for i, d := range domains {
+		wg.Go(func() { got[i], errs[i] = a.cache.Get(ctx, address.MustParseDomain(d)) })
+	}
+	wg.Wait()
+	h.mu.Lock()
+	late := h.late
+	h.mu.Unlock()
+	stopSync()
+	<-syncDone
+
+	for i, d := range domains {
+		if errs[i] != nil {
+			t.Errorf("Get(%s): %v", d, errs[i])
+			continue
+		}
+		check(t, d, got[i], summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceFetched})
+	}
+	if len(late) > 0 {
+		t.Errorf("deliveries waited on the hung database one behind another: calls %q began after an earlier one had timed out", late)
+	}
+	if a.cache.SharedErr() == nil {
+		t.Error("SharedErr() = nil with the database hanging")
+	}
+
+	h.hang.Store(false)
+	if err := a.cache.SyncDue(context.Background()); err != nil {
+		t.Fatalf("sync after the database answers again: %v", err)
+	}
+	if err := a.cache.SharedErr(); err != nil {
+		t.Errorf("SharedErr() after a successful sync = %v", err)
+	}
+	for _, d := range domains {
+		r, ok, err := h.SharedStore.Get(context.Background(), address.MustParseDomain(d))
+		if err != nil || !ok || r.ID != "1" {
+			t.Errorf("shared store after the outage: %s = %+v, %v, %v; want the policy fetched during it", d, r, ok, err)
+		}
+	}
 }

@@ -172,6 +172,13 @@ func (c *Cache) refresh(ctx context.Context, domain address.Domain) (*entry, err
 }
 
 func (c *Cache) refreshFailed(ctx context.Context, domain address.Domain, err error) {
+	if e := c.recordFailure(ctx, domain, err); e != nil {
+		c.push(ctx, e)
+	}
+}
+
+// recordFailure is refreshFailed's part under writeMu; it returns the entry it changed, if any.
+func (c *Cache) recordFailure(ctx context.Context, domain address.Domain, err error) *entry {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
@@ -184,11 +191,12 @@ func (c *Cache) refreshFailed(ctx context.Context, domain address.Domain, err er
 	}
 	c.mu.Unlock()
 	if e == nil {
-		return
+		return nil
 	}
 	if err := c.save(ctx, e); err != nil {
 		c.log.Error("mtastscache: cannot persist refresh failure", "domain", domain.String(), "err", err)
 	}
+	return e
 }
 
 // Run calls RefreshDue about every RefreshInterval, with jitter, until ctx ends; then it saves the last-used
@@ -203,7 +211,6 @@ func (c *Cache) Run(ctx context.Context) error {
 		defer tick.Stop()
 		sync = tick.C
 	}
-	failing := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -212,17 +219,14 @@ func (c *Cache) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-sync:
-			err := c.saveUsage(ctx)
+			// sync logs when the shared store stops and starts answering (sharedDown, sharedUp).
+			uctx, cancel := context.WithTimeout(ctx, syncTimeout)
+			err := c.saveUsage(uctx)
+			cancel()
 			if err == nil {
-				err = c.sync(ctx)
-			}
-			switch {
-			case err != nil && ctx.Err() == nil && !failing:
-				c.log.Warn("mtastscache: shared policy cache unreachable: serving this node's copy", "err", err)
-				failing = true
-			case err == nil && failing:
-				c.log.Info("mtastscache: shared policy cache reachable again")
-				failing = false
+				if err := c.sync(ctx); err != nil && !c.sharedIsDown() && ctx.Err() == nil {
+					c.log.Error("mtastscache: sync", "err", err)
+				}
 			}
 			continue
 		case <-t.C:

@@ -107,34 +107,54 @@ func (c *Cache) record(e *entry) Record {
 	}
 }
 
-// save writes e, replacing the domain's record. In cluster mode it writes the local copy first; a shared
-// store that does not answer is logged, and the record is written to it at the next sync.
+// save writes e, replacing the domain's record. In cluster mode it writes only the local copy and marks e
+// for the shared store: the caller pushes it there (push) once it has released writeMu, so that a shared
+// store that does not answer never holds the cache's other writes.
 func (c *Cache) save(ctx context.Context, e *entry) error {
 	r := c.record(e)
 	c.mu.Lock()
 	e.usedDirty = false
+	c.seq++
+	e.seq = c.seq
 	c.mu.Unlock()
 	if c.local != nil {
+		c.mu.Lock()
+		e.sharedDirty = true
+		c.mu.Unlock()
 		if err := c.local.Save(ctx, r); err != nil {
 			return fmt.Errorf("mtastscache: local copy: save %s: %w", e.domain, err)
 		}
-		sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
-		err := c.store.Save(sctx, r)
-		cancel()
-		if err != nil {
-			c.mu.Lock()
-			e.sharedDirty = true
-			c.mu.Unlock()
-			c.log.Warn("mtastscache: shared policy cache unreachable: policy kept in this node's local copy until it answers", "domain", e.domain.String(), "err", err)
-			return nil
-		}
-		c.mu.Lock()
-		e.sharedDirty = false
-		c.mu.Unlock()
 		return nil
 	}
 	if err := c.store.Save(ctx, r); err != nil {
 		return fmt.Errorf("mtastscache: save %s: %w", e.domain, err)
+	}
+	return nil
+}
+
+// push writes e to the shared store (cluster mode), unless the shared store is known not to answer: then e
+// stays marked and the next sync writes it. It is called without writeMu, and bounded by sharedTimeout.
+func (c *Cache) push(ctx context.Context, e *entry) {
+	if c.local == nil || c.sharedIsDown() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	defer cancel()
+	if err := c.pushRecord(ctx, e); err != nil {
+		c.sharedDown(err)
+	}
+}
+
+// pushRecord writes e to the shared store and, unless e changed meanwhile, clears its mark.
+func (c *Cache) pushRecord(ctx context.Context, e *entry) error {
+	r := c.record(e)
+	if err := c.store.Save(ctx, r); err != nil {
+		return fmt.Errorf("mtastscache: shared store: save %s: %w", e.domain, err)
+	}
+	if c.record(e) == r {
+		c.mu.Lock()
+		e.sharedDirty = false
+		c.mu.Unlock()
 	}
 	return nil
 }
@@ -180,6 +200,20 @@ func (c *Cache) remove(ctx context.Context, domain address.Domain) error {
 		if err := c.local.Delete(ctx, domain); err != nil {
 			return fmt.Errorf("mtastscache: local copy: delete %s: %w", domain, err)
 		}
+	}
+	if c.local != nil {
+		// Bounded: the caller holds writeMu. While the shared store does not answer, the record stays there.
+		if c.sharedIsDown() {
+			return fmt.Errorf("mtastscache: delete %s: %w", domain, errSharedDown)
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, sharedTimeout)
+		defer cancel()
+		if err := c.store.Delete(ctx, domain); err != nil {
+			c.sharedDown(err)
+			return fmt.Errorf("mtastscache: shared store: delete %s: %w", domain, err)
+		}
+		return nil
 	}
 	if err := c.store.Delete(ctx, domain); err != nil {
 		return fmt.Errorf("mtastscache: delete %s: %w", domain, err)

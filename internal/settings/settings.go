@@ -338,7 +338,7 @@ type Store struct {
 	checks   []Check
 
 	// replica, when set (OpenShared), is the node's local copy of the generation in force; replicaErr, the
-	// last failure to write it, is guarded by notifyMu.
+	// last failure to write it, is guarded by mu, so that a watcher may read it.
 	replica    *Replica
 	replicaErr error
 }
@@ -515,11 +515,10 @@ func (s *Store) adopt(snap Snapshot) Snapshot {
 	if s.replica != nil {
 		// The generation is in force whether or not its copy could be written: the copy only matters for a
 		// start without the database, and the next generation rewrites it.
-		if err := s.replica.Save(snap); err != nil {
-			s.replicaErr = err
-		} else {
-			s.replicaErr = nil
-		}
+		err := s.replica.Save(snap)
+		s.mu.Lock()
+		s.replicaErr = err
+		s.mu.Unlock()
 	}
 	for _, w := range watchers {
 		w(snap)
@@ -528,10 +527,10 @@ func (s *Store) adopt(snap Snapshot) Snapshot {
 }
 
 // ReplicaError returns the last failure to write the local copy of the generation in force (OpenShared),
-// nil when the copy is current.
+// nil when the copy is current. The watchers run after the copy is written, and may call it.
 func (s *Store) ReplicaError() error {
-	s.notifyMu.Lock()
-	defer s.notifyMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.replicaErr
 }
 

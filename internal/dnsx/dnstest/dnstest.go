@@ -236,17 +236,25 @@ func (s *Server) QueryCount(name string, qtype uint16) int {
 
 // WaitQuery blocks until a query for name and qtype (0: any type) has been received, or ctx ends.
 func (s *Server) WaitQuery(ctx context.Context, name string, qtype uint16) error {
+	return s.WaitQueries(ctx, name, qtype, 1)
+}
+
+// WaitQueries blocks until n queries for name and qtype (0: any type) have been received, or ctx ends. A
+// query the client sent may reach the server after the client gave up on it, so a test counting what was
+// sent waits here rather than reading QueryCount at once.
+func (s *Server) WaitQueries(ctx context.Context, name string, qtype uint16, n int) error {
 	for {
 		s.mu.Lock()
 		arrived := s.arrived
 		s.mu.Unlock()
-		if s.QueryCount(name, qtype) > 0 {
+		got := s.QueryCount(name, qtype)
+		if got >= n {
 			return nil
 		}
 		select {
 		case <-arrived:
 		case <-ctx.Done():
-			return fmt.Errorf("dnstest: waiting for a query for %s: %w", name, ctx.Err())
+			return fmt.Errorf("dnstest: waiting for %d queries for %s, %d arrived: %w", n, name, got, ctx.Err())
 		}
 	}
 }
