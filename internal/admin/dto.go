@@ -466,6 +466,9 @@ const (
 	ComponentOff ComponentState = "off"
 	// ComponentFailed: the component should run and does not; Reason says why.
 	ComponentFailed ComponentState = "failed"
+	// ComponentDegraded: the component runs but something is wrong that needs an administrator; Reason
+	// says what.
+	ComponentDegraded ComponentState = "degraded"
 )
 
 // Component is one component's state, in GET /api/v1/status and (without the reason) GET /healthz.

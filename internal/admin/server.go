@@ -251,14 +251,14 @@ func (r *statusRecorder) Header() http.Header         { return r.header }
 func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *statusRecorder) WriteHeader(code int)        { r.code = code }
 
-// healthz answers 200 while the process serves: a failed component is shown ("degraded") but restarting
+// healthz answers 200 while the process serves: a failed or degraded component is shown ("degraded") but restarting
 // the process would not mend it, so it is no liveness failure. Reasons may name files and stay behind the
 // token (GET /api/v1/status).
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	h := Health{Status: "ok"}
 	if s.opts.Components != nil {
 		for _, c := range s.opts.Components() {
-			if c.State == ComponentFailed {
+			if c.State == ComponentFailed || c.State == ComponentDegraded {
 				h.Status = "degraded"
 			}
 			h.Components = append(h.Components, Component{Name: c.Name, State: c.State})

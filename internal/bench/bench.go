@@ -37,6 +37,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/internal/config"
+	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/simnet"
 )
@@ -87,7 +88,8 @@ type Options struct {
 	Nodes int
 	// Database is the PostgreSQL database the nodes share ([data] database); needed when Nodes > 1.
 	Database string
-	// SpoolSync, when set, is the gateway's queue.spool_sync ("group" or "file"); "" keeps the default.
+	// SpoolSync, when set, is the gateway's queue.spool_sync ("auto", "group" or "file"); "" keeps the
+	// default.
 	SpoolSync string
 }
 
@@ -491,7 +493,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	res.CPUPerMsgMs = 1000 * res.CPUSeconds / float64(o.Messages)
 	res.IndexCommits = gwEnd.Commits
 	res.CommitsPerMsg = float64(res.IndexCommits) / float64(o.Messages)
-	res.SpoolSync = cfg.Queue.SpoolSync
+	res.SpoolSync, _ = daemon.ResolveSpoolSync(cfg.Queue.SpoolSync)
 	if res.SpoolSync == config.SpoolSyncGroup {
 		// Per group: one syncfs (bodies, renames) and one index commit.
 		res.FsyncsPerMsg = 2 * res.CommitsPerMsg

@@ -20,7 +20,8 @@ func nodesCmd(g *globals) *cobra.Command {
 		Long: "Lists every node in the node registry, as the node asked sees it: its admin URL, version, the\n" +
 			"settings generation it runs and the newest it has seen committed, its queued messages, its last\n" +
 			"heartbeat and the TLS of its deliveries in the last 24 hours. A node that runs an older generation\n" +
-			"than committed is flagged lagging; one whose heartbeat is too old, silent. A single node lists itself.",
+			"than committed for more than two heartbeats is flagged lagging; one whose heartbeat is too old, silent;\n" +
+			"one under whose name two processes run, name-clash. A single node lists itself.",
 		Args: cobra.NoArgs,
 		RunE: show(g, "/api/v1/nodes", printNodes),
 	}

@@ -150,12 +150,14 @@ type Queue struct {
 	// DelayWarningDefault: send delay notices for recipients whose sender gave no NOTIFY parameter.
 	DelayWarningDefault bool `toml:"delay_warning_default"`
 	// SpoolSync is how accepted bodies are made durable: SpoolSyncGroup (one flush of the spool's file
-	// system per commit group) or SpoolSyncFile (an fsync per body, one of the directory per group).
+	// system per commit group), SpoolSyncFile (an fsync per body, one of the directory per group), or
+	// SpoolSyncAuto (the default: group where the kernel supports it, else file with a warning).
 	SpoolSync string `toml:"spool_sync"`
 }
 
 // Values of queue.spool_sync.
 const (
+	SpoolSyncAuto  = "auto"
 	SpoolSyncGroup = "group"
 	SpoolSyncFile  = "file"
 )
@@ -363,7 +365,7 @@ func Default() *Config {
 			// Sendmail's queuewarn default (Postfix's delay_warning_time is off unless set).
 			DelayWarningTime:    Duration(4 * time.Hour),
 			DelayWarningDefault: true,
-			SpoolSync:           SpoolSyncGroup,
+			SpoolSync:           SpoolSyncAuto,
 		},
 		MTASTS: MTASTS{
 			FetchTimeout:   Duration(60 * time.Second),

@@ -164,7 +164,7 @@ func TestGoodFull(t *testing.T) {
 			TrackRetention:      Duration(7 * 24 * time.Hour),
 			DelayWarningTime:    Duration(4 * time.Hour),
 			DelayWarningDefault: true,
-			SpoolSync:           SpoolSyncGroup,
+			SpoolSync:           SpoolSyncAuto,
 		},
 		TLS: TLS{CAFile: filepath.Join(td, "pki/ca.pem")},
 		MTASTS: MTASTS{

@@ -278,9 +278,9 @@ func (v checker) queue(q *Queue) {
 	}
 	v.positive("queue.max_batch", int64(q.MaxBatch))
 	switch q.SpoolSync {
-	case SpoolSyncGroup, SpoolSyncFile:
+	case SpoolSyncAuto, SpoolSyncGroup, SpoolSyncFile:
 	default:
-		v.errorf("queue.spool_sync", "unknown value %q (want %q or %q)", q.SpoolSync, SpoolSyncGroup, SpoolSyncFile)
+		v.errorf("queue.spool_sync", "unknown value %q (want %q, %q or %q)", q.SpoolSync, SpoolSyncAuto, SpoolSyncGroup, SpoolSyncFile)
 	}
 	v.positiveDuration("queue.drain_timeout", q.DrainTimeout)
 	v.positiveDuration("queue.track_retention", q.TrackRetention)

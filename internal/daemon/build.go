@@ -21,6 +21,7 @@ import (
 	"github.com/mxgate/mxgate/internal/metrics"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/mtastscache"
+	"github.com/mxgate/mxgate/internal/nodes"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/settings"
 	"github.com/mxgate/mxgate/internal/smtpserver"
@@ -45,7 +46,7 @@ func New(ctx context.Context, o Options) (_ *Daemon, err error) {
 	if now == nil {
 		now = time.Now
 	}
-	d := &Daemon{cfg: cfg, log: log, now: now, notify: o.Notify}
+	d := &Daemon{cfg: cfg, log: log, now: now, notify: o.Notify, instance: nodes.NewInstance()}
 	d.comps.now = now
 	d.logLevel, d.fixedRoots = o.LogLevel, o.Roots != nil
 	defer func() {
@@ -146,6 +147,9 @@ func (d *Daemon) openSTS(ctx context.Context, _ Options) error {
 		if o.Node == "" {
 			o.Node, _ = os.Hostname()
 		}
+		// The lease is held by this process, not by the name: two processes given one name by mistake
+		// must not both believe they hold it.
+		o.Node += "/" + d.instance
 	}
 	c, err := mtastscache.New(ctx, o)
 	if err != nil {
@@ -255,6 +259,11 @@ func (d *Daemon) buildDelivery(_ context.Context, o Options) error {
 
 func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 	cfg := d.cfg
+	spoolSync, warning := ResolveSpoolSync(cfg.Queue.SpoolSync)
+	if warning != "" {
+		d.log.Warn(warning)
+		d.spoolSyncWarning = warning
+	}
 	q, err := queue.Open(ctx, queue.Options{
 		Dir:          filepath.Join(cfg.Data.Dir, "spool"),
 		DB:           d.DB,
@@ -269,7 +278,7 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 		PerDomain:    cfg.Queue.PerDomain,
 		MaxBatch:     cfg.Queue.MaxBatch,
 		DrainTimeout: cfg.Queue.DrainTimeout.Duration(),
-		GroupSync:    cfg.Queue.SpoolSync == config.SpoolSyncGroup,
+		GroupSync:    spoolSync == config.SpoolSyncGroup,
 		// Bounces of TLS report mail go to the postmaster, never back into a report loop.
 		ReportBounceTo: "postmaster@" + d.defaultMailHost(),
 		OnSettled: func(s queue.Settled) {

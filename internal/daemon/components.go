@@ -54,11 +54,11 @@ func (c *components) list() []admin.Component {
 }
 
 // up reports, per component, whether it does what the settings ask (running, or off because a setting
-// says so): the value of mxgate_component_up.
+// says so; not failed or degraded): the value of mxgate_component_up.
 func (c *components) up() map[string]bool {
 	out := map[string]bool{}
 	for _, v := range c.list() {
-		out[v.Name] = v.State != admin.ComponentFailed
+		out[v.Name] = v.State != admin.ComponentFailed && v.State != admin.ComponentDegraded
 	}
 	return out
 }

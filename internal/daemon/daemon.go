@@ -130,16 +130,23 @@ type Daemon struct {
 	releasers []func(context.Context) error
 
 	warnings warnings
-	notify   func(assignments ...string) error
+	// spoolSyncWarning says why queue.spool_sync = "auto" fell back to "file" (shown by status).
+	spoolSyncWarning string
+	notify           func(assignments ...string) error
 
 	// The node registry (nodes.go): where it is kept, the cluster secret once read, the heartbeat's
-	// interval, the bound after which a node is silent, and the request for a heartbeat now.
+	// interval, the bounds after which a node is silent or lagging, and the request for a heartbeat now.
 	nodeStore   nodes.Storage
 	nodesReady  atomic.Bool // the registry's migrations ran
 	secret      atomic.Pointer[string]
 	beatEvery   time.Duration
 	silentAfter time.Duration
+	lagAfter    time.Duration
 	beatNow     chan struct{}
+	// instance identifies this process in the registry (and as the holder of the MTA-STS refresh lease);
+	// clash is what the heartbeat found of another process under the same node name.
+	instance string
+	clash    clashState
 }
 
 // adminHandler serves the API, metrics and probes, and the web console for everything else.

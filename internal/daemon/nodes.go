@@ -21,8 +21,28 @@ import (
 )
 
 // componentRegistry is the node registry's heartbeat, shown in cluster mode only: failed while heartbeats
-// cannot be written (the other nodes then see this node go silent).
+// cannot be written (the other nodes then see this node go silent), degraded while another process writes
+// this node's row (the same node name).
 const componentRegistry = "registry"
+
+// clashState is what the heartbeat found of another process running under this node's name.
+type clashState struct {
+	mu       sync.Mutex
+	lastBeat time.Time  // this process's last heartbeat written; zero before the first
+	seen     time.Time  // when another process's write was last found; zero if never
+	other    nodes.Node // that process's row as found then
+}
+
+// clashReason says why this node's name clashes, as of now; empty when no other process has written its row
+// for silentAfter.
+func (d *Daemon) clashReason(now time.Time) string {
+	d.clash.mu.Lock()
+	defer d.clash.mu.Unlock()
+	if d.clash.seen.IsZero() || now.Sub(d.clash.seen) > d.silentAfter {
+		return ""
+	}
+	return nodes.ClashReason(d.cfg.Node, d.instance, d.selfURL(), d.clash.other)
+}
 
 // peerTimeout bounds one call to another node's admin API.
 const peerTimeout = 10 * time.Second
@@ -37,6 +57,7 @@ func (d *Daemon) openNodes(ctx context.Context, o Options) error {
 	}
 	d.beatEvery = cmp.Or(o.HeartbeatInterval, nodes.DefaultInterval)
 	d.silentAfter = 4 * d.beatEvery
+	d.lagAfter = 2 * d.beatEvery
 	d.beatNow = make(chan struct{}, 1)
 	if d.pg != nil && d.pgDown != nil {
 		// Started from the local copies: the heartbeat sets the registry up once the database answers.
@@ -122,13 +143,24 @@ func (d *Daemon) heartbeat(ctx context.Context) error {
 			return err
 		}
 	}
-	n := nodes.Node{Name: d.cfg.Node, AdminURL: d.selfURL(), Version: version.Get().Version,
-		Running: d.runningGeneration(), Committed: committed, Queued: st.QueuedMessages, Heartbeat: d.now(),
-		TLS: d.Console.TLSMix()}
+	now := d.now()
+	n := nodes.Node{Name: d.cfg.Node, Instance: d.instance, AdminURL: d.selfURL(), Version: version.Get().Version,
+		Running: d.runningGeneration(), Committed: committed, Queued: st.QueuedMessages, Heartbeat: now,
+		TLS: d.Console.TLSMix(), Clash: d.clashReason(now)}
 	if started := d.started.Load(); started != nil {
 		n.Started = *started
 	}
-	return d.nodeStore.Beat(ctx, n)
+	prev, err := d.nodeStore.Beat(ctx, n)
+	if err != nil {
+		return err
+	}
+	d.clash.mu.Lock()
+	if nodes.Clashes(prev, d.instance, d.clash.lastBeat, now, d.silentAfter) {
+		d.clash.seen, d.clash.other = now, prev
+	}
+	d.clash.lastBeat = now
+	d.clash.mu.Unlock()
+	return nil
 }
 
 // beat writes one heartbeat, bounded in time, and records whether it worked.
@@ -140,12 +172,17 @@ func (d *Daemon) beat(ctx context.Context) {
 		return // stopping
 	}
 	d.warnings.set(d.log, "heartbeat", err != nil, "cannot write the node's heartbeat: other nodes see this node as silent until it works again", "err", err)
+	clash := d.clashReason(d.now())
+	d.warnings.set(d.log, "name-clash", clash != "", "node name clash: "+clash)
 	if d.pg == nil {
 		return
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		d.comps.set(componentRegistry, admin.ComponentFailed, "heartbeat not written (the other nodes see this node as silent): "+err.Error())
-	} else {
+	case clash != "":
+		d.comps.set(componentRegistry, admin.ComponentDegraded, clash)
+	default:
 		d.comps.set(componentRegistry, admin.ComponentRunning, "")
 	}
 }
@@ -195,7 +232,31 @@ func (c clusterAPI) Nodes(ctx context.Context) (admin.NodeList, error) {
 			return admin.NodeList{}, err
 		}
 	}
-	views := nodes.Assess(list, d.cfg.Node, committed, d.now(), d.silentAfter)
+	now := d.now()
+	if clash := d.clashReason(now); clash != "" {
+		// This process knows of the clash before its row says so (the other process may have written last).
+		for i := range list {
+			if list[i].Name == d.cfg.Node {
+				list[i].Clash = clash
+			}
+		}
+	}
+	// When each generation was committed, read once and only if a node runs an older one than the newest.
+	var history map[int]time.Time
+	committedAt := func(gen int) time.Time {
+		if history == nil {
+			history = map[int]time.Time{}
+			gens, err := d.settingsStore.History(ctx)
+			if err != nil {
+				d.log.Debug("node list: settings history unreadable: nodes behind are flagged lagging at once", "err", err)
+			}
+			for _, g := range gens {
+				history[g.Number] = g.Committed
+			}
+		}
+		return history[gen]
+	}
+	views := nodes.Assess(list, d.cfg.Node, committed, committedAt, now, d.silentAfter, d.lagAfter)
 	out := admin.NodeList{Self: d.cfg.Node, Committed: committed, SilentAfter: d.silentAfter.String(), Nodes: []admin.NodeInfo{}}
 	for _, v := range views {
 		out.Committed = max(out.Committed, v.Committed, v.Running)
@@ -259,11 +320,19 @@ func (c clusterAPI) ListQueue(ctx context.Context, f queue.Filter) (admin.Cluste
 		out.Unreachable = append(out.Unreachable, admin.NodeError{Node: "(other nodes)", Error: "node registry unreadable: " + err.Error()})
 		return out, nil
 	}
+	if clash := d.clashReason(d.now()); clash != "" {
+		out.Unreachable = append(out.Unreachable, admin.NodeError{Node: d.cfg.Node,
+			Error: "the queue of the other process under this node's name is not listed: " + clash})
+	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, n := range list {
 		if c.local(n.Name) {
 			continue
+		}
+		if n.Clash != "" {
+			out.Unreachable = append(out.Unreachable, admin.NodeError{Node: n.Name,
+				Error: "only the process at " + n.AdminURL + " is listed under this name: " + n.Clash})
 		}
 		wg.Go(func() {
 			cl, done := c.peer(n)

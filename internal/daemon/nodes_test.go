@@ -510,3 +510,70 @@ func TestNodeRegistryThroughADatabaseOutage(t *testing.T) {
 		t.Errorf("node 1's registry component after the outage: %+v, want running (%+v)", c, l)
 	}
 }
+
+// TestClusterTwoNodesWithOneNameAreFlagged: two gateways started with the same node name (a cloned
+// configuration) on one PostgreSQL database each find the registry row written by the other: both show the
+// registry component degraded with a reason naming the clash (status, /healthz), a third node's list flags the
+// name, and the cluster queue says, from either side, that a process's queue is not listed rather than
+// leaving it out silently. Once one of the two stops, the other is running again.
+func TestClusterTwoNodesWithOneNameAreFlagged(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	const name = "node1.example.net"
+	a := startClusterNode(t, n, dsn, name)
+	b := startClusterNode(t, n, dsn, name)
+	c := startClusterNode(t, n, dsn, "node2.example.net")
+	ctx := context.Background()
+	registry := func(g *gw) admin.Component {
+		st, err := g.d.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(st.Components, func(c admin.Component) bool { return c.Name == "registry" })
+		if i < 0 {
+			return admin.Component{}
+		}
+		return st.Components[i]
+	}
+	waitRegistry := func(g *gw, who string, want admin.ComponentState) admin.Component {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			comp := registry(g)
+			if comp.State == want {
+				return comp
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: registry component %+v, want %s", who, comp, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, g := range []*clusterNode{a, b} {
+		comp := waitRegistry(g.gw, "a node sharing its name", admin.ComponentDegraded)
+		if !strings.Contains(comp.Reason, `two processes run as node "`+name+`"`) || !strings.Contains(comp.Reason, "own `node` name") {
+			t.Errorf("registry reason %q: want it to name the clash and the fix", comp.Reason)
+		}
+	}
+	if code, body := a.get(t, "/healthz"); code != http.StatusOK || !strings.Contains(body, `"degraded"`) {
+		t.Errorf("/healthz with a name clash: %d %s", code, body)
+	}
+	cc := c.client(t)
+	waitNodes(t, cc, "the shared name flagged", func(l admin.NodeList) bool {
+		v, ok := nodeByName(l, name)
+		return ok && slices.Contains(v.Flags, nodes.FlagNameClash) && strings.Contains(v.Problem, "two processes")
+	})
+	for who, cl := range map[string]*admin.Client{"the third node": cc, "a clashing node": a.client(t)} {
+		cq, err := cl.ClusterQueue(ctx, admin.QueueFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(cq.Unreachable, func(e admin.NodeError) bool { return e.Node == name })
+		if i < 0 || !strings.Contains(cq.Unreachable[i].Error, "two processes") {
+			t.Errorf("cluster queue asked on %s: unreachable %+v, want %s named with the clash", who, cq.Unreachable, name)
+		}
+	}
+
+	b.stop()
+	waitRegistry(a.gw, "the node left alone with its name", admin.ComponentRunning)
+}

@@ -69,6 +69,9 @@ func (d *Daemon) Status(ctx context.Context) (admin.Status, error) {
 		s.Warnings = append(s.Warnings, fmt.Sprintf("TLS report results kept locally: %d batches of session results wait for the shared database, and are handed over when it answers", n))
 	}
 	s.Warnings = append(s.Warnings, d.hostnameWarnings()...)
+	if d.spoolSyncWarning != "" {
+		s.Warnings = append(s.Warnings, d.spoolSyncWarning)
+	}
 	if snap.Bool("Controller.EnableTLSRPT") {
 		lctx, cancel := context.WithTimeout(ctx, dkimLookupBudget)
 		rec, err := d.DKIM(lctx)

@@ -3,6 +3,7 @@ package dnsx
 import (
 	"context"
 	"errors"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -217,24 +218,48 @@ func (c *Cache) ttl(msg *dns.Msg, err error) time.Duration {
 	if msg == nil {
 		return 0
 	}
-	if msg.Rcode == dns.RcodeSuccess && len(msg.Answer) > 0 {
-		// RFC 2181 Section 5.2: the records of an RRset share one TTL; across the RRsets of the answer (a
-		// CNAME chain and its target) the smallest bounds the whole.
-		least := msg.Answer[0].Header().Ttl
-		for _, rr := range msg.Answer[1:] {
-			least = min(least, rr.Header().Ttl)
-		}
-		return min(time.Duration(least)*time.Second, orDefault(c.MaxTTL, DefaultCacheMaxTTL))
+	// RFC 2181 Section 5.2: the records of an RRset share one TTL; across the RRsets of the answer (a
+	// CNAME chain and its target) the smallest bounds the whole, whether the chain ends in data or not.
+	least := uint32(math.MaxUint32)
+	for _, rr := range msg.Answer {
+		least = min(least, rr.Header().Ttl)
 	}
-	// NXDOMAIN, or NOERROR without records (NODATA). RFC 2308 Section 5: the negative TTL is the SOA
-	// record's TTL or its MINIMUM field, whichever is smaller; without an SOA the answer is not cached.
+	maxTTL := orDefault(c.MaxTTL, DefaultCacheMaxTTL)
+	if msg.Rcode == dns.RcodeSuccess && hasFinalData(msg) {
+		return min(time.Duration(least)*time.Second, maxTTL)
+	}
+	// NXDOMAIN, or NOERROR without records of the type asked (NODATA), possibly at the end of a CNAME
+	// chain. RFC 2308 Section 5: the negative TTL is the SOA record's TTL or its MINIMUM field, whichever is
+	// smaller, and RFC 2308 Section 6 (with RFC 2181 Section 5.2) bounds it by the chain that led there: a
+	// CNAME that expires first may point elsewhere by then.
 	for _, rr := range msg.Ns {
 		if soa, ok := rr.(*dns.SOA); ok {
-			neg := min(soa.Hdr.Ttl, soa.Minttl)
+			neg := min(soa.Hdr.Ttl, soa.Minttl, least)
 			return min(time.Duration(neg)*time.Second, orDefault(c.MaxNegativeTTL, DefaultCacheMaxNegativeTTL))
 		}
 	}
+	if msg.Rcode == dns.RcodeSuccess && len(msg.Answer) > 0 {
+		// A CNAME without its target's data or an SOA (a server that does not follow CNAMEs): the chain is
+		// kept as long as its records.
+		return min(time.Duration(least)*time.Second, maxTTL)
+	}
+	// Without an SOA a negative answer is not cached.
 	return 0
+}
+
+// hasFinalData tells whether msg answers its question with records of the type asked, rather than only
+// with the CNAMEs (or DNAMEs) that lead to a name without them.
+func hasFinalData(msg *dns.Msg) bool {
+	if len(msg.Question) == 0 {
+		return len(msg.Answer) > 0
+	}
+	qtype := msg.Question[0].Qtype
+	for _, rr := range msg.Answer {
+		if t := rr.Header().Rrtype; t == qtype || qtype == dns.TypeANY {
+			return true
+		}
+	}
+	return false
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -142,6 +142,54 @@ func TestCacheNegativeAnswers_RFC2308(t *testing.T) {
 	}
 }
 
+// TestCacheNegativeAfterCNAMEBoundedByTheChain_RFC2308: a negative answer reached through a CNAME is kept
+// no longer than the CNAME's TTL (which may point elsewhere once it expires) nor the SOA's negative TTL
+// (RFC 2308 Sections 5 and 6, RFC 2181 Section 5.2), for NXDOMAIN and for NODATA alike.
+func TestCacheNegativeAfterCNAMEBoundedByTheChain_RFC2308(t *testing.T) {
+	t.Parallel()
+	s := dnstest.New(t)
+	s.Add(
+		// NXDOMAIN after a CNAME of 60 s, with a negative TTL of an hour.
+		"gone.example. 3600 IN SOA ns.gone.example. hostmaster.gone.example. 1 7200 3600 1209600 3600",
+		"alias.example.com. 60 IN CNAME t.gone.example.",
+		"new.example.com. 300 IN A 192.0.2.9",
+		// NODATA after a CNAME of a day, with a negative TTL of 300 s.
+		"nodata.example. 300 IN SOA ns.nodata.example. hostmaster.nodata.example. 1 7200 3600 1209600 300",
+		"long.example.com. 86400 IN CNAME host.nodata.example.",
+		"host.nodata.example. 86400 IN A 192.0.2.1",
+	)
+	c, clock := cachedClient(s)
+	ctx := t.Context()
+
+	if _, _, err := c.LookupIP(ctx, "alias.example.com"); !errors.Is(err, dnsx.ErrNotFound) {
+		t.Fatalf("IP alias.example.com = %v, want ErrNotFound (its CNAME target does not exist)", err)
+	}
+	if mxs, _, err := c.LookupMX(ctx, "long.example.com"); err != nil || len(mxs) != 0 {
+		t.Fatalf("MX long.example.com = %v, %v; want no records (NODATA)", mxs, err)
+	}
+
+	// The CNAME now points to a name that exists; once its 60 s are over the new answer is seen.
+	s.Remove("alias.example.com", dns.TypeCNAME)
+	s.Add("alias.example.com. 60 IN CNAME new.example.com.")
+	clock.Advance(61 * time.Second)
+	ips, _, err := c.LookupIP(ctx, "alias.example.com")
+	if err != nil || len(ips) != 1 || ips[0] != netip.MustParseAddr("192.0.2.9") {
+		t.Errorf("IP alias.example.com after the CNAME's TTL = %v, %v; want [192.0.2.9] (NXDOMAIN kept past its CNAME)", ips, err)
+	}
+
+	// The target gains an MX; once the 300 s negative TTL is over it is seen, although the CNAME lives a day.
+	s.Add("host.nodata.example. 300 IN MX 10 mx.nodata.example.")
+	clock.Advance(240 * time.Second)
+	mxs, _, err := c.LookupMX(ctx, "long.example.com")
+	if err != nil || len(mxs) != 1 {
+		t.Errorf("MX long.example.com after the SOA's negative TTL = %v, %v; want the new record (NODATA kept for the CNAME's TTL)", mxs, err)
+	}
+	// The answer for the alias itself (the CNAME, then NODATA) is asked again too, not kept for the day.
+	if n := s.QueryCount("long.example.com", dns.TypeMX); n != 2 {
+		t.Errorf("MX queries for long.example.com after the negative TTL = %d, want 2 (the NODATA answer kept past its SOA's negative TTL)", n)
+	}
+}
+
 // TestCacheKeepsTheADBitPerAnswer_DANE1: each cached answer stays as secure as it was when received: a
 // secure and an insecure answer side by side, and an untrusted resolver's AD bit still cleared.
 func TestCacheKeepsTheADBitPerAnswer_DANE1(t *testing.T) {

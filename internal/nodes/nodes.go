@@ -27,6 +27,10 @@ const (
 	DefaultInterval = 5 * time.Second
 	// DefaultSilentAfter is how old a heartbeat may be before the node is flagged silent: four missed beats.
 	DefaultSilentAfter = 4 * DefaultInterval
+	// DefaultLagAfter is how long a node may run an older settings generation than the newest committed
+	// before it is flagged lagging: two beats, so that a commit does not flash every node as lagging while
+	// it propagates.
+	DefaultLagAfter = 2 * DefaultInterval
 )
 
 // ErrStorage wraps a failure of the database behind the registry.
@@ -44,7 +48,10 @@ type TLSMix struct {
 
 // Node is one node's heartbeat row.
 type Node struct {
-	Name     string
+	Name string
+	// Instance identifies the process that wrote the row (NewInstance, made at its start): two processes
+	// running under one name write different instances into the same row.
+	Instance string
 	AdminURL string
 	Version  string
 	// Running is the settings generation the node applies; Committed the newest it has seen in the database.
@@ -54,14 +61,18 @@ type Node struct {
 	Started   time.Time
 	Heartbeat time.Time
 	TLS       TLSMix
+	// Clash says, when not empty, that another process writes this node's row too (the same node name):
+	// which one, as the writer found it.
+	Clash string
 }
 
 // Storage keeps the registry and the cluster secret. SQLiteStorage and PostgresStorage implement it; both
 // pass the same contract tests.
 type Storage interface {
 	Migrate(ctx context.Context) error
-	// Beat writes n's row, replacing the one of the same name.
-	Beat(ctx context.Context, n Node) error
+	// Beat writes n's row, replacing the one of the same name, and returns the row it replaced (its
+	// Instance, AdminURL, Started and Heartbeat; the zero Node when there was none).
+	Beat(ctx context.Context, n Node) (prev Node, err error)
 	// List returns every node's row, by name.
 	List(ctx context.Context) ([]Node, error)
 	// Forget removes the row of a retired node; ErrUnknownNode when there is none.
@@ -78,14 +89,38 @@ func NewSecret() string {
 	return hex.EncodeToString(b[:])
 }
 
+// NewInstance returns a fresh instance id for a process: 8 random bytes in hex.
+func NewInstance() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Clashes reports whether prev, the row a heartbeat of instance replaced at now, was written by another
+// process running under the same name: a process other than this one wrote it since this one's previous
+// heartbeat (lastBeat, the zero time before the first), and less than silentAfter ago. The first heartbeat
+// after a restart finds the row of the process before, which no longer writes, and is no clash.
+func Clashes(prev Node, instance string, lastBeat, now time.Time, silentAfter time.Duration) bool {
+	return !lastBeat.IsZero() && prev.Instance != "" && prev.Instance != instance && now.Sub(prev.Heartbeat) <= silentAfter
+}
+
+// ClashReason says in words that the process instance at selfURL found its row written by prev.
+func ClashReason(name, instance, selfURL string, prev Node) string {
+	return fmt.Sprintf("two processes run as node %q: this one (instance %s, %s) and another (instance %s, %s, started %s) overwrite one registry row; give each node its own `node` name",
+		name, instance, selfURL, prev.Instance, prev.AdminURL, prev.Started.UTC().Format(time.RFC3339))
+}
+
 // Flag says what is wrong with a node.
 type Flag string
 
 const (
-	// FlagLagging: the node runs an older settings generation than the newest committed.
+	// FlagLagging: the node runs an older settings generation than the newest committed, and has for longer
+	// than the bound.
 	FlagLagging Flag = "lagging"
 	// FlagSilent: the node's last heartbeat is older than the bound.
 	FlagSilent Flag = "silent"
+	// FlagNameClash: two processes run under the node's name and overwrite its row.
+	FlagNameClash Flag = "name-clash"
 )
 
 // View is a node's row as an administrator sees it: the row and what is wrong with it.
@@ -99,8 +134,11 @@ type View struct {
 }
 
 // Assess flags each node: lagging when it runs an older generation than committed (the newest generation
-// in the database, or seen by any node), silent when its heartbeat is older than silentAfter at now.
-func Assess(list []Node, self string, committed int, now time.Time, silentAfter time.Duration) []View {
+// in the database, or seen by any node) and the generation after the one it runs was committed more than
+// lagAfter before now (committedAt says when a generation was committed, the zero time when unknown, which
+// flags at once; it is asked only about a node that runs an older generation), silent when its heartbeat is
+// older than silentAfter at now, and name-clash when its row says another process writes it too.
+func Assess(list []Node, self string, committed int, committedAt func(gen int) time.Time, now time.Time, silentAfter, lagAfter time.Duration) []View {
 	for _, n := range list {
 		committed = max(committed, n.Committed, n.Running)
 	}
@@ -108,13 +146,17 @@ func Assess(list []Node, self string, committed int, now time.Time, silentAfter 
 	for _, n := range list {
 		v := View{Node: n, Self: n.Name == self}
 		var why []string
-		if n.Running < committed {
+		if n.Running < committed && now.Sub(committedAt(n.Running+1)) > lagAfter {
 			v.Flags = append(v.Flags, FlagLagging)
 			why = append(why, fmt.Sprintf("runs settings generation %d, %d is committed", n.Running, committed))
 		}
 		if age := now.Sub(n.Heartbeat); age > silentAfter {
 			v.Flags = append(v.Flags, FlagSilent)
 			why = append(why, fmt.Sprintf("no heartbeat for %s (bound %s)", age.Round(time.Second), silentAfter))
+		}
+		if n.Clash != "" {
+			v.Flags = append(v.Flags, FlagNameClash)
+			why = append(why, n.Clash)
 		}
 		v.Problem = strings.Join(why, "; ")
 		out = append(out, v)

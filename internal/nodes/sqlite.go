@@ -2,6 +2,8 @@ package nodes
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -25,7 +27,9 @@ CREATE TABLE nodes_registry (
 CREATE TABLE nodes_secret (
 	id INTEGER PRIMARY KEY CHECK (id = 1),
 	secret TEXT NOT NULL
-);`}
+);`, `
+ALTER TABLE nodes_registry ADD COLUMN instance TEXT NOT NULL DEFAULT '';
+ALTER TABLE nodes_registry ADD COLUMN clash TEXT NOT NULL DEFAULT '';`}
 
 // SQLiteStorage keeps the registry in a node's embedded SQLite database: a single node, which lists itself.
 type SQLiteStorage struct {
@@ -40,25 +44,38 @@ func (s SQLiteStorage) Migrate(ctx context.Context) error {
 }
 
 // Beat implements Storage.
-func (s SQLiteStorage) Beat(ctx context.Context, n Node) error {
-	_, err := s.DB.ExecContext(ctx, `INSERT INTO nodes_registry (name, admin_url, version, running, committed, queued,
-		started, heartbeat, tls_verified, tls_encrypted, tls_plaintext) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+func (s SQLiteStorage) Beat(ctx context.Context, n Node) (Node, error) {
+	var prev Node
+	var started, beat int64
+	err := s.DB.QueryRowContext(ctx, `SELECT instance, admin_url, started, heartbeat FROM nodes_registry WHERE name = ?`,
+		n.Name).Scan(&prev.Instance, &prev.AdminURL, &started, &beat)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return Node{}, fmt.Errorf("%w: heartbeat of %s: %w", ErrStorage, n.Name, err)
+	default:
+		prev.Name, prev.Started, prev.Heartbeat = n.Name, fromMS(started), fromMS(beat)
+	}
+	_, err = s.DB.ExecContext(ctx, `INSERT INTO nodes_registry (name, admin_url, version, running, committed, queued,
+		started, heartbeat, tls_verified, tls_encrypted, tls_plaintext, instance, clash)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (name) DO UPDATE SET admin_url = excluded.admin_url, version = excluded.version,
 		running = excluded.running, committed = excluded.committed, queued = excluded.queued,
 		started = excluded.started, heartbeat = excluded.heartbeat, tls_verified = excluded.tls_verified,
-		tls_encrypted = excluded.tls_encrypted, tls_plaintext = excluded.tls_plaintext`,
+		tls_encrypted = excluded.tls_encrypted, tls_plaintext = excluded.tls_plaintext,
+		instance = excluded.instance, clash = excluded.clash`,
 		n.Name, n.AdminURL, n.Version, n.Running, n.Committed, n.Queued, ms(n.Started), ms(n.Heartbeat),
-		n.TLS.Verified, n.TLS.Encrypted, n.TLS.Plaintext)
+		n.TLS.Verified, n.TLS.Encrypted, n.TLS.Plaintext, n.Instance, n.Clash)
 	if err != nil {
-		return fmt.Errorf("%w: heartbeat of %s: %w", ErrStorage, n.Name, err)
+		return Node{}, fmt.Errorf("%w: heartbeat of %s: %w", ErrStorage, n.Name, err)
 	}
-	return nil
+	return prev, nil
 }
 
 // List implements Storage.
 func (s SQLiteStorage) List(ctx context.Context) ([]Node, error) {
 	rows, err := s.DB.QueryContext(ctx, `SELECT name, admin_url, version, running, committed, queued, started,
-		heartbeat, tls_verified, tls_encrypted, tls_plaintext FROM nodes_registry ORDER BY name`)
+		heartbeat, tls_verified, tls_encrypted, tls_plaintext, instance, clash FROM nodes_registry ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStorage, err)
 	}
@@ -68,7 +85,7 @@ func (s SQLiteStorage) List(ctx context.Context) ([]Node, error) {
 		var n Node
 		var started, beat int64
 		if err := rows.Scan(&n.Name, &n.AdminURL, &n.Version, &n.Running, &n.Committed, &n.Queued, &started, &beat,
-			&n.TLS.Verified, &n.TLS.Encrypted, &n.TLS.Plaintext); err != nil {
+			&n.TLS.Verified, &n.TLS.Encrypted, &n.TLS.Plaintext, &n.Instance, &n.Clash); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrStorage, err)
 		}
 		n.Started, n.Heartbeat = fromMS(started), fromMS(beat)

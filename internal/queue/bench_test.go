@@ -20,11 +20,12 @@ func (idleDeliverer) Deliver(context.Context, Batch) []Result { return nil }
 
 // BenchmarkSubmit measures Submit with real fsyncs (body file, spool directory, SQLite WAL commit) on
 // b.TempDir(): one submitter at a time, then b.RunParallel with 8 submitters per CPU, where group commit
-// shares the index commit. commits/op reports index transactions per message.
+// shares the index commit; and parallel with GroupSync (one syncfs per group, then an fdatasync per body).
+// commits/op reports index transactions per message.
 func BenchmarkSubmit(b *testing.B) {
 	body := []byte("From: a@sender.example\r\nTo: b@example.com\r\nSubject: x\r\n\r\n" +
 		strings.Repeat("The quick brown fox jumps over the lazy dog 0123456789.\r\n", 36))
-	open := func(b *testing.B) *Queue {
+	open := func(b *testing.B, groupSync bool) *Queue {
 		b.Helper()
 		dir := b.TempDir()
 		db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
@@ -33,7 +34,7 @@ func BenchmarkSubmit(b *testing.B) {
 		}
 		b.Cleanup(func() { db.Close() })
 		q, err := Open(context.Background(), Options{Dir: filepath.Join(dir, "spool"), DB: db, Deliverer: idleDeliverer{},
-			Hostname: "gw.example.net"})
+			Hostname: "gw.example.net", GroupSync: groupSync})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -45,7 +46,7 @@ func BenchmarkSubmit(b *testing.B) {
 	}
 	ctx := context.Background()
 	b.Run("sequential", func(b *testing.B) {
-		q := open(b)
+		q := open(b, false)
 		b.ReportAllocs()
 		b.SetBytes(int64(len(body)))
 		var i int64
@@ -57,8 +58,8 @@ func BenchmarkSubmit(b *testing.B) {
 		}
 		b.ReportMetric(float64(q.Commits())/float64(i), "commits/op")
 	})
-	b.Run("parallel", func(b *testing.B) {
-		q := open(b)
+	parallel := func(b *testing.B, groupSync bool) {
+		q := open(b, groupSync)
 		b.ReportAllocs()
 		b.SetBytes(int64(len(body)))
 		b.SetParallelism(8)
@@ -73,5 +74,7 @@ func BenchmarkSubmit(b *testing.B) {
 			}
 		})
 		b.ReportMetric(float64(q.Commits())/float64(max(1, n.Load())), "commits/op")
-	})
+	}
+	b.Run("parallel", func(b *testing.B) { parallel(b, false) })
+	b.Run("parallel-group", func(b *testing.B) { parallel(b, true) })
 }

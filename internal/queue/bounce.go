@@ -117,11 +117,9 @@ func (q *Queue) queueDSN(ctx context.Context, tx *sql.Tx, m *msgRow, fails []*ch
 	}
 	rec.env.EightBit = !isASCII(body)
 	rec.env.SMTPUTF8 = !isASCII([]byte(to)) || rec.env.EightBit && m.flags&flagSMTPUTF8 != 0
-	size, sum, err := q.writeBody(rec.id, bytes.NewReader(body), syncBodyNow)
-	if err != nil {
+	if err := q.writeBody(rec, bytes.NewReader(body), syncBodyNow); err != nil {
 		return nil, fmt.Errorf("queue: DSN for %s: %w", m.id, err)
 	}
-	rec.size, rec.sum = size, sum
 	path := q.bodyPath(rec.id)
 	// The DSN's rename must be durable before tx commits its index rows. DSNs are rare: one directory
 	// fsync each.

@@ -129,7 +129,7 @@ type Options struct {
 	// spool's whole file system once (syncfs(2), through SyncFS) before it commits the group's index rows.
 	// The flush is made on a descriptor opened at Open, before any body is written, so it reports every
 	// writeback error on that file system since then (Linux 5.8 and later; Open refuses GroupSync on older
-	// kernels, whose syncfs does not report them). docs/durability.md has the recipe and its crash cases.
+	// kernels, whose syncfs does not report them: see GroupSyncSupported). docs/durability.md has the recipe and its crash cases.
 	GroupSync bool
 	// SyncFS flushes the file system of the open file; default syncfs(2). Tests inject failures.
 	SyncFS func(*os.File) error
@@ -231,7 +231,7 @@ func (o *Options) setDefaults() error {
 	}
 	if o.GroupSync {
 		if err := groupSyncSupported(); err != nil {
-			return err
+			return fmt.Errorf("%w: set queue.spool_sync = \"file\" or \"auto\"", err)
 		}
 	}
 	return nil
@@ -278,8 +278,10 @@ type Queue struct {
 	spare spares
 	// spoolFS is the spool directory, open since Open, for the GroupSync flush (nil without GroupSync).
 	spoolFS *os.File
-	refs    bodyRefs
-	journal journal
+	// failedFlushes counts the failed GroupSync flushes: a body written across one is refused (dropLost).
+	failedFlushes atomic.Uint64
+	refs          bodyRefs
+	journal       journal
 
 	corruptMu sync.Mutex
 	corrupt   map[string]string // message id -> why its body failed verification

@@ -78,22 +78,26 @@ const (
 // writeBody stores body as Dir/<id>: write to a temporary file, fsync it (unless the group's flush is to
 // cover it) and rename it into place. The rename is not durable yet: the caller fsyncs the spool directory
 // (or, with GroupSync, the file system) before it commits the index row (the committer does it once per
-// group), so that the name and the content are both durable before the row exists. A crash before that commit leaves a body without an index row, never acknowledged, which Open
-// moves to the quarantine directory. On error nothing is left behind. It returns the number of octets
-// written and their SHA-256, which the index keeps so that every later read can be verified.
-func (q *Queue) writeBody(id string, body io.Reader, when bodySync) (int64, []byte, error) {
+// group), so that the name and the content are both durable before the row exists. A crash before that
+// commit leaves a body without an index row, never acknowledged, which Open moves to the quarantine
+// directory. On error nothing is left behind. It sets rec.size and rec.sum (the number of octets written and
+// their SHA-256, which the index keeps so that every later read can be verified), and rec.flushEpoch
+// (see dropLost).
+func (q *Queue) writeBody(rec *record, body io.Reader, when bodySync) error {
 	f, tmp := q.spare.take()
 	if f == nil {
 		var err error
-		if f, err = os.CreateTemp(q.opts.Dir, tmpPrefix+id+".*"); err != nil {
-			return 0, nil, storageErr("create spool file", err)
+		if f, err = os.CreateTemp(q.opts.Dir, tmpPrefix+rec.id+".*"); err != nil {
+			return storageErr("create spool file", err)
 		}
 		tmp = f.Name()
 	}
-	fail := func(op string, err error) (int64, []byte, error) {
+	// Read once the file is open and before its first write: a flush that fails after this may have lost it.
+	rec.flushEpoch = q.failedFlushes.Load()
+	fail := func(op string, err error) error {
 		f.Close()
 		os.Remove(tmp)
-		return 0, nil, storageErr(op, err)
+		return storageErr(op, err)
 	}
 	h := sha256.New()
 	n, err := io.Copy(io.MultiWriter(f, h), body)
@@ -103,7 +107,7 @@ func (q *Queue) writeBody(id string, body io.Reader, when bodySync) (int64, []by
 	if n == 0 {
 		f.Close()
 		os.Remove(tmp)
-		return 0, nil, fmt.Errorf("%w: empty message", ErrInvalid)
+		return fmt.Errorf("%w: empty message", ErrInvalid)
 	}
 	// Never retry a failed fsync on the same file: after a failure the page cache may already have dropped
 	// the dirty pages (the PostgreSQL "fsyncgate" lesson). The message is refused instead.
@@ -114,14 +118,15 @@ func (q *Queue) writeBody(id string, body io.Reader, when bodySync) (int64, []by
 	}
 	if err := f.Close(); err != nil {
 		os.Remove(tmp)
-		return 0, nil, storageErr("close spool file", err)
+		return storageErr("close spool file", err)
 	}
-	final := q.bodyPath(id)
+	final := q.bodyPath(rec.id)
 	if err := os.Rename(tmp, final); err != nil {
 		os.Remove(tmp)
-		return 0, nil, storageErr("rename spool file", err)
+		return storageErr("rename spool file", err)
 	}
-	return n, h.Sum(nil), nil
+	rec.size, rec.sum = n, h.Sum(nil)
+	return nil
 }
 
 // recover reconciles the spool with the index at Open:

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,14 +15,16 @@ import (
 
 // record is one message as it goes into the index.
 type record struct {
-	id       string
-	env      Envelope
-	domains  []string // per recipient
-	rcptIDs  []int64  // per recipient, once inserted
-	size     int64
-	sum      []byte // SHA-256 of the body
-	received time.Time
-	expires  time.Time
+	id      string
+	env     Envelope
+	domains []string // per recipient
+	rcptIDs []int64  // per recipient, once inserted
+	size    int64
+	sum     []byte // SHA-256 of the body
+	// flushEpoch is Queue.failedFlushes when the body's file was opened, before its first write (GroupSync).
+	flushEpoch uint64
+	received   time.Time
+	expires    time.Time
 }
 
 // pending is a Submit waiting for the group committer.
@@ -34,9 +37,10 @@ type pending struct {
 // on disk (RFC 5321 Section 6.1: the caller may then answer 250): the body file is fsynced and renamed into
 // the spool here, then the committer fsyncs the spool directory (once for its whole group, covering this
 // rename) and commits the index rows. With GroupSync the body is not fsynced here: the committer's one
-// file-system flush for the group covers its content and its rename. Errors wrap ErrInvalid for an unusable envelope or empty body, or
-// ErrTemporary (and ErrNoSpace on ENOSPC) for local failures; in both cases the queue holds nothing of the
-// message.
+// file-system flush for the group covers its content and its rename, and it is refused if any flush failed
+// while it was being written (see dropLost). Errors wrap ErrInvalid for an unusable envelope or
+// empty body, or ErrTemporary (and ErrNoSpace on ENOSPC) for local failures; in both cases the queue holds
+// nothing of the message.
 func (q *Queue) Submit(ctx context.Context, env Envelope, body io.Reader) (string, error) {
 	rec, err := q.newRecord(env)
 	if err != nil {
@@ -46,11 +50,9 @@ func (q *Queue) Submit(ctx context.Context, env Envelope, body io.Reader) (strin
 	if q.opts.GroupSync {
 		when = syncBodyWithGroup
 	}
-	size, sum, err := q.writeBody(rec.id, body, when)
-	if err != nil {
+	if err := q.writeBody(rec, body, when); err != nil {
 		return "", err
 	}
-	rec.size, rec.sum = size, sum
 	if err := q.commitIndex(ctx, rec); err != nil {
 		os.Remove(q.bodyPath(rec.id))
 		return "", err
@@ -135,9 +137,15 @@ func (q *Queue) committer() {
 		// The writes and renames of every body in the group happened before it was handed over. Never retry
 		// a failed fsync (the data or the entries may already be lost): the whole group is refused instead.
 		if err := q.syncGroup(); err != nil {
+			if q.spoolFS != nil {
+				q.failedFlushes.Add(1)
+			}
 			for _, p := range group {
 				p.done <- err
 			}
+			continue
+		}
+		if group = q.dropLost(group); len(group) == 0 {
 			continue
 		}
 		err := q.commitGroup(group)
@@ -181,6 +189,31 @@ func (q *Queue) syncGroup() error {
 		return storageErr("fsync spool directory", err)
 	}
 	return nil
+}
+
+// dropLost answers, after a successful GroupSync flush, the Submits whose body was being written while an
+// earlier flush failed, with an error, and returns the rest of the group.
+//
+// syncfs does not say whose pages it failed to write back. Linux keeps one write-back error per file system
+// and reports it once to each descriptor syncfs is called on, and every group flushes through the same
+// spool descriptor. So a body's pages may fail to write back (in the background, or in another group's
+// flush) while the body is still being received: the other group is told and refused, and this body's own
+// group then flushes with success although its pages are gone. Any body whose file was open when a flush
+// failed may be the one lost; those bodies are refused too (451: the clients send them again). A body opened
+// after the failed flush returned was not yet written when the error happened. The cost is a counter: no
+// system call per body.
+func (q *Queue) dropLost(group []*pending) []*pending {
+	epoch := q.failedFlushes.Load()
+	kept := group[:0]
+	for _, p := range group {
+		if q.spoolFS != nil && p.rec.flushEpoch != epoch {
+			p.done <- storageErr("flush spool file system (syncfs)",
+				errors.New("an earlier flush failed while this body was being written: its write-back may have failed"))
+			continue
+		}
+		kept = append(kept, p)
+	}
+	return kept
 }
 
 // indexRecords puts the recipients of committed records into the scheduler's index.

@@ -12,6 +12,13 @@ func syncFS(f *os.File) error {
 	return unix.Syncfs(int(f.Fd()))
 }
 
+// SyncFS is the flush Options.GroupSync uses by default (syncfs(2) where there is one), for callers that
+// wrap it.
+func SyncFS(f *os.File) error { return syncFS(f) }
+
+// GroupSyncSupported returns nil where Options.GroupSync can be used, else why not.
+func GroupSyncSupported() error { return groupSyncSupported() }
+
 // groupSyncSupported tells whether syncfs(2) reports writeback errors: Linux 5.8 and later (before, it
 // returned success even when writing back a file had failed, and a body could be lost after its 250).
 func groupSyncSupported() error {
@@ -25,7 +32,7 @@ func groupSyncSupported() error {
 		return fmt.Errorf("queue: GroupSync: cannot read the kernel version %q", release)
 	}
 	if major < 5 || major == 5 && minor < 8 {
-		return fmt.Errorf("queue: group sync (queue.spool_sync = \"group\") needs Linux 5.8 or later, whose syncfs reports write-back errors; this is %s: set queue.spool_sync = \"file\"", release)
+		return fmt.Errorf("queue: group sync needs Linux 5.8 or later, whose syncfs reports write-back errors; this is %s", release)
 	}
 	return nil
 }

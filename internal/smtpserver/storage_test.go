@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"golang.org/x/sys/unix"
 
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/store"
@@ -80,6 +79,9 @@ func TestStorageFailuresNever250(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
+			if err := queue.GroupSyncSupported(); tt.groupSync && err != nil {
+				t.Skipf("group sync is not available on this system: %v", err)
+			}
 			dir := t.TempDir()
 			db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
 			if err != nil {
@@ -102,7 +104,7 @@ func TestStorageFailuresNever250(t *testing.T) {
 					if _, err := f.get(); err != nil {
 						return err
 					}
-					return unix.Syncfs(int(fh.Fd()))
+					return queue.SyncFS(fh)
 				},
 			})
 			if err != nil {

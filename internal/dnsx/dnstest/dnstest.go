@@ -368,13 +368,24 @@ func (s *Server) answer(req *dns.Msg, network string) (resp *dns.Msg, drop bool)
 		}
 		name = target
 	}
-	if resp.Rcode == dns.RcodeNameError || (resp.Rcode == dns.RcodeSuccess && len(resp.Answer) == 0) {
+	if resp.Rcode == dns.RcodeNameError || (resp.Rcode == dns.RcodeSuccess && len(resp.Answer) == 0) ||
+		(resp.Rcode == dns.RcodeSuccess && !s.noChase && !answersType(resp.Answer, q.Qtype)) {
 		// RFC 2308 Section 3: a negative answer carries the SOA of the zone, whose TTL and MINIMUM give the
-		// negative caching TTL.
+		// negative caching TTL; after a CNAME chain (RFC 2308 Section 2.2), the SOA of the chain's last name.
 		resp.Ns = s.soaLocked(name)
 	}
 	resp.AuthenticatedData = secure && (do || req.AuthenticatedData) && resp.Rcode != dns.RcodeServerFailure
 	return resp, false
+}
+
+// answersType tells whether rrs hold a record of type qtype (any record for ANY).
+func answersType(rrs []dns.RR, qtype uint16) bool {
+	for _, rr := range rrs {
+		if rr.Header().Rrtype == qtype || qtype == dns.TypeANY {
+			return true
+		}
+	}
+	return false
 }
 
 // soaLocked returns the SOA record added for name or its closest ancestor, if any, for the authority section
