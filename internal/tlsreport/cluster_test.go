@@ -30,9 +30,15 @@ type cluster struct {
 
 func newCluster(t *testing.T, n int, open func(t *testing.T) Store) *cluster {
 	t.Helper()
+	return newClusterRUA(t, n, open, "https://reports.test/r")
+}
+
+// newClusterRUA is newCluster with example.com's rua (destinations on host reports.test).
+func newClusterRUA(t *testing.T, n int, open func(t *testing.T) Store, rua string) *cluster {
+	t.Helper()
 	c := &cluster{sink: newSink(t, 201), clock: clocktest.New(testDay.Add(9 * time.Hour))}
 	dns := dnstest.New(t)
-	dns.Add(`_smtp._tls.example.com. 300 IN TXT "v=TLSRPTv1; rua=https://reports.test/r"`)
+	dns.Add(`_smtp._tls.example.com. 300 IN TXT "v=TLSRPTv1; rua=` + rua + `"`)
 	for i := 0; i < n; i++ {
 		st := open(t)
 		rec, err := NewRecorder(t.Context(), openDB(t, ""), RecorderOptions{Now: c.clock.Now, FlushInterval: -1, Store: st})
@@ -285,4 +291,45 @@ func TestRecorderHoldsSessionsWhileSharedStoreDown(t *testing.T) {
 	if got, _ := shared.LoadDay(t.Context(), testDay.Format(dayFormat), ""); got["example.com"][0].Summary.Successful != 5 {
 		t.Fatalf("counts changed on a later flush: %+v", got)
 	}
+}
+
+// TestClusterLeaseCountsFromTheClaim: node 1 sends a report to two destinations and its first POST takes
+// longer than a lease. The second delivery's lease still runs from when node 1 claims it, so node 2, looking
+// for due deliveries while that POST is in flight, leaves it alone: one POST per destination.
+func TestClusterLeaseCountsFromTheClaim(t *testing.T) {
+	eachStore(t, func(t *testing.T, open func(t *testing.T) Store) {
+		c := newClusterRUA(t, 2, open, "https://reports.test/a,https://reports.test/b")
+		recordStandardDay(c.nodes[0].rec)
+		c.flushAll(t)
+		inSecond, release := make(chan struct{}), make(chan struct{})
+		c.sink.mu.Lock()
+		c.sink.hook = func(n int, ctx context.Context) {
+			switch n {
+			case 1:
+				c.clock.Advance(sendLease + time.Minute) // a slow first POST
+			case 2:
+				close(inSecond)
+				<-release
+			}
+		}
+		c.sink.mu.Unlock()
+		c.clock.Set(sendTime)
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.nodes[0].rep.SendDay(t.Context(), testDay)
+			done <- err
+		}()
+		<-inSecond
+		n, err := c.nodes[1].rep.RetryDue(t.Context())
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if err != nil || n != 0 {
+			t.Errorf("node 2 during node 1's second POST: %d attempts, %v; want 0", n, err)
+		}
+		if reqs := c.sink.got(); len(reqs) != 2 {
+			t.Errorf("%d POSTs for 2 destinations; want 2", len(reqs))
+		}
+	})
 }

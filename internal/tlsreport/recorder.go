@@ -39,9 +39,13 @@ type RecorderOptions struct {
 	// one beyond it are dropped (and counted in Dropped) so a stuck database cannot exhaust memory. 0 means
 	// 100000.
 	MaxKeys int
+	// SharedTimeout bounds each statement on a Store that has the SQLite database as its fallback (its
+	// migration, a flush, the hand-over of each held batch), so that a shared database that does not answer
+	// holds up neither the start nor the flushes. 0 means 10 seconds.
+	SharedTimeout time.Duration
 }
 
-// sharedTimeout bounds a write to a shared store that has a local fallback.
+// sharedTimeout is the default RecorderOptions.SharedTimeout.
 const sharedTimeout = 10 * time.Second
 
 // Recorder aggregates session results for TLS reporting. Record is cheap: it adds to an in-memory aggregate
@@ -56,6 +60,7 @@ type Recorder struct {
 	flushSessions int
 	maxKeys       int
 	onFlush       func(error)
+	timeout       time.Duration // of each call to store when local is set
 
 	migrated        atomic.Bool
 	held            atomic.Int64 // batches in local
@@ -69,6 +74,7 @@ type Recorder struct {
 	closed   bool
 
 	flushMu sync.Mutex // serialises flushes, so that a failed batch is merged back before the next one
+	retry   *Batch     // under flushMu: the batch of a failed flush without a local store, written again first
 	kick    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
@@ -109,6 +115,7 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 		flushSessions: o.FlushSessions,
 		maxKeys:       o.MaxKeys,
 		onFlush:       o.OnFlush,
+		timeout:       o.SharedTimeout,
 		buf:           map[policyKey]*policyAgg{},
 		kick:          make(chan struct{}, 1),
 		stop:          make(chan struct{}),
@@ -126,12 +133,30 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 	if r.maxKeys <= 0 {
 		r.maxKeys = 100000
 	}
+	if r.timeout <= 0 {
+		r.timeout = sharedTimeout
+	}
 	if r.store == nil {
 		r.store = NewSQLiteStore(db)
 	} else if db != nil {
-		r.local = NewSQLiteStore(db)
+		local := NewSQLiteStore(db)
+		r.local = local
 		if err := r.local.Migrate(ctx); err != nil {
 			return nil, err
+		}
+		// A node that ran on its own database until now: the aggregates of the days it has not reported yet
+		// go to the shared store, by the hand-over of held batches.
+		adopted, err := local.adoptAggregates(ctx, rand.Text())
+		if err != nil {
+			return nil, fmt.Errorf("tlsreport: hand over the node's own aggregates: %w", err)
+		}
+		if adopted {
+			r.log.Info("tlsreport: session results recorded before this node joined the cluster are handed over to the shared store")
+		}
+		if n, err := local.pendingDeliveries(ctx); err != nil {
+			return nil, fmt.Errorf("tlsreport: %w", err)
+		} else if n > 0 {
+			r.log.Warn("tlsreport: report deliveries started before this node joined the cluster stay in its own database and are not sent", "deliveries", n)
 		}
 		held, err := r.local.Held(ctx)
 		if err != nil {
@@ -142,7 +167,7 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 	mctx, cancel := ctx, context.CancelFunc(func() {})
 	if r.local != nil {
 		// A shared store that does not answer (a partition rather than a refusal) must not hold up the start.
-		mctx, cancel = context.WithTimeout(ctx, sharedTimeout)
+		mctx, cancel = context.WithTimeout(ctx, r.timeout)
 	}
 	err := r.store.Migrate(mctx)
 	cancel()
@@ -280,16 +305,53 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	r.buf = map[policyKey]*policyAgg{}
 	r.keys, r.sessions = 0, 0
 	r.mu.Unlock()
-	if len(batch) == 0 && r.held.Load() == 0 {
+	if len(batch) == 0 && r.held.Load() == 0 && r.retry == nil {
 		return nil
 	}
-	if err := r.write(ctx, batch); err != nil {
-		r.mu.Lock()
-		for k, a := range batch {
-			r.mergeLocked(k, a)
+	var b Batch
+	if len(batch) > 0 {
+		b = toBatch(batch)
+		// Every batch has its ID from its first attempt, so that one whose commit reached the database but
+		// whose reply was lost (a timeout, a broken connection) is applied once when it is written again.
+		b.ID = rand.Text()
+	}
+	if r.local != nil {
+		err := r.writeShared(ctx, b)
+		if err != nil {
+			// Neither database took the batch: its counts wait in the buffer (and get a new ID).
+			r.mergeBack(batch)
 		}
-		r.mu.Unlock()
 		return err
+	}
+	return r.write(ctx, batch, b)
+}
+
+// mergeBack returns the counts of a batch that was not written to the buffer.
+func (r *Recorder) mergeBack(batch map[policyKey]*policyAgg) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, a := range batch {
+		r.mergeLocked(k, a)
+	}
+}
+
+// write adds b, the batch of buf, to the store, after the batch of a failed flush: that one may have been
+// applied, so it is written again as it was (same ID) rather than merged into newer counts. While it fails,
+// newer counts wait in the buffer.
+func (r *Recorder) write(ctx context.Context, buf map[policyKey]*policyAgg, b Batch) error {
+	if r.retry != nil {
+		if _, err := r.store.AddSessions(ctx, *r.retry); err != nil {
+			r.mergeBack(buf)
+			return fmt.Errorf("tlsreport: flush: %w", err)
+		}
+		r.retry = nil
+	}
+	if len(b.Aggregates) == 0 {
+		return nil
+	}
+	if _, err := r.store.AddSessions(ctx, b); err != nil {
+		r.retry = &b
+		return fmt.Errorf("tlsreport: flush: %w", err)
 	}
 	return nil
 }
@@ -314,22 +376,18 @@ func (r *Recorder) mergeLocked(k policyKey, a *policyAgg) {
 	}
 }
 
-// write adds batch to the store. When the store fails and there is a local one, batch is held there
-// instead (and write succeeds); once the store answers, the held batches are handed over to it.
-func (r *Recorder) write(ctx context.Context, batch map[policyKey]*policyAgg) error {
-	b := toBatch(batch)
-	sctx, cancel := ctx, context.CancelFunc(func() {})
-	if r.local != nil {
-		// Bounded: sessions wait locally rather than behind a shared store that does not answer.
-		sctx, cancel = context.WithTimeout(ctx, sharedTimeout)
-	}
+// writeShared adds b to the shared store. When that fails, b is held in the local store instead (and
+// writeShared succeeds); once the shared store answers, the held batches are handed over to it.
+func (r *Recorder) writeShared(ctx context.Context, b Batch) error {
+	// Bounded: sessions wait locally rather than behind a shared store that does not answer.
+	sctx, cancel := context.WithTimeout(ctx, r.timeout)
 	err := r.ensureMigrated(sctx)
 	if err == nil && len(b.Aggregates) > 0 {
 		_, err = r.store.AddSessions(sctx, b)
 	}
 	cancel()
 	if err == nil {
-		// batch is in the store whatever happens to the hand-over, which the next flush tries again.
+		// b is in the store whatever happens to the hand-over, which the next flush tries again.
 		herr := r.handOver(ctx)
 		if herr != nil && !r.handOverFailing.Swap(true) {
 			r.log.Warn("tlsreport: handing over session results kept locally failed; retrying at each flush", "err", herr)
@@ -338,14 +396,12 @@ func (r *Recorder) write(ctx context.Context, batch map[policyKey]*policyAgg) er
 		}
 		return nil
 	}
-	if r.local == nil {
-		return fmt.Errorf("tlsreport: flush: %w", err)
-	}
 	if len(b.Aggregates) == 0 {
 		// Nothing new: the held batches wait for the next flush.
 		return nil
 	}
-	b.ID = rand.Text()
+	// Held with the ID it was first written with: if that write was applied after all, the hand-over
+	// finds the ID and only releases the batch.
 	if herr := r.local.Hold(ctx, b); herr != nil {
 		return fmt.Errorf("tlsreport: flush: %w; keeping them locally: %w", err, herr)
 	}
@@ -376,7 +432,12 @@ func (r *Recorder) handOver(ctx context.Context) error {
 		return fmt.Errorf("tlsreport: hand over held sessions: %w", err)
 	}
 	for _, b := range held {
-		if _, err := r.store.AddSessions(ctx, b); err != nil {
+		// Bounded like the flush's own write: a shared store that stalls mid hand-over must not keep the
+		// flush (and so flushMu, Record's buffer and the report builder's flush) waiting.
+		sctx, cancel := context.WithTimeout(ctx, r.timeout)
+		_, err := r.store.AddSessions(sctx, b)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("tlsreport: hand over held sessions: %w", err)
 		}
 		// A crash here leaves the batch held; the next hand-over finds its ID applied and only releases it.

@@ -111,6 +111,9 @@ type Reporter struct {
 	SendLease time.Duration
 	// Retain is how long Run keeps aggregates and the report log; 0 means 30 days.
 	Retain time.Duration
+	// MigrateTimeout bounds the schema migration the first call makes; 0 means 30 seconds. Calls wait for
+	// it, so a database that does not answer fails them with the migration's error instead of holding them.
+	MigrateTimeout time.Duration
 
 	initMu  sync.Mutex
 	ready   bool
@@ -219,7 +222,14 @@ func (r *Reporter) init(ctx context.Context) (config, error) {
 		if st == nil {
 			st = NewSQLiteStore(r.DB)
 		}
-		if err := st.Migrate(ctx); err != nil {
+		timeout := r.MigrateTimeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		mctx, cancel := context.WithTimeout(ctx, timeout)
+		err := st.Migrate(mctx)
+		cancel()
+		if err != nil {
 			return config{}, err
 		}
 		r.st, r.ready = st, true

@@ -240,8 +240,7 @@ func (r *Reporter) RetryDue(ctx context.Context) (int, error) {
 }
 
 func (r *Reporter) retryDue(ctx context.Context, c config, reportID string) (int, error) {
-	now := r.now()
-	due, err := r.st.DueDeliveries(ctx, now, reportID)
+	due, err := r.st.DueDeliveries(ctx, r.now(), reportID)
 	if err != nil {
 		return 0, err
 	}
@@ -254,6 +253,9 @@ func (r *Reporter) retryDue(ctx context.Context, c config, reportID string) (int
 		if err != nil {
 			return n, err
 		}
+		// The clock is read for each claim: the attempts before this one may have taken long, and a lease
+		// counted from the start of the loop could have run out already, letting another sender in.
+		now := r.now()
 		ok, err := r.st.ClaimDelivery(ctx, d.ID, owner, now, now.Add(c.lease))
 		if err != nil {
 			return n, err

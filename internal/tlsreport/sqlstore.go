@@ -20,6 +20,8 @@ import (
 type sqlStore struct {
 	db       *sql.DB
 	numbered bool // PostgreSQL placeholders
+	// betweenReads, when set, runs in LoadDay between reading the policies and reading their failures.
+	betweenReads func()
 }
 
 // q returns query with the store's placeholders.
@@ -187,7 +189,19 @@ func (s sqlStore) loadDay(ctx context.Context, day, domain string) (map[string][
 		args = append(args, domain)
 	}
 	q += ` ORDER BY policy_domain, policy_type, policy_string, mx_host`
-	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+	// One read transaction for both statements, so that the failure details are those of the summaries
+	// read (flushes from other nodes go on meanwhile): a snapshot on PostgreSQL, and on SQLite the one
+	// connection, held for both.
+	var opts *sql.TxOptions
+	if s.numbered {
+		opts = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+	}
+	tx, err := s.db.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, s.q(q), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +241,10 @@ func (s sqlStore) loadDay(ctx context.Context, day, domain string) (map[string][
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	frows, err := s.db.QueryContext(ctx, s.q(`SELECT f.policy_id, f.result_type, f.sending_ip, f.receiving_mx, f.receiving_helo,
+	if s.betweenReads != nil {
+		s.betweenReads()
+	}
+	frows, err := tx.QueryContext(ctx, s.q(`SELECT f.policy_id, f.result_type, f.sending_ip, f.receiving_mx, f.receiving_helo,
 		f.receiving_ip, f.reason_code, f.additional, f.count
 		FROM tlsreport_failures f JOIN tlsreport_policies p ON p.id = f.policy_id WHERE p.day = ?
 		ORDER BY f.result_type, f.receiving_mx, f.receiving_ip, f.sending_ip, f.receiving_helo, f.reason_code, f.additional`), day)
@@ -459,7 +476,8 @@ func (s sqlStore) prune(ctx context.Context, day string) error {
 		`DELETE FROM tlsreport_deliveries WHERE day < ? AND status NOT IN ('pending', 'sending', 'retrying')`,
 		`DELETE FROM tlsreport_reports WHERE day < ?
 			AND report_id NOT IN (SELECT report_id FROM tlsreport_deliveries)`,
-		// A hand-over mark outlives the batch it marks by far: a node holds batches for hours, not weeks.
+		// A hand-over mark (one per flushed batch) outlives the batch it marks by far: a batch is written
+		// again within a flush, or handed over when an outage ends, hours later, not weeks.
 		`DELETE FROM tlsreport_handovers WHERE added < ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, s.q(q), day); err != nil {

@@ -65,7 +65,8 @@ var ErrClaimed = errors.New("tlsreport: report already handled")
 
 // Batch is a set of aggregated session counts written together.
 type Batch struct {
-	// ID, when not "", makes AddSessions idempotent; held batches always have one.
+	// ID, when not "", makes AddSessions idempotent. The Recorder gives every batch one before its first
+	// write, so that a write whose reply was lost is applied once when it is written again.
 	ID         string      `json:"id,omitempty"`
 	Aggregates []Aggregate `json:"aggregates"`
 }

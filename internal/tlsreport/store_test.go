@@ -247,3 +247,31 @@ func TestPostgresStoreRefusesNewerSchema(t *testing.T) {
 		t.Fatal("Migrate accepted a newer schema")
 	}
 }
+
+// TestPostgresLoadDayOneSnapshot: another node flushes a failure between LoadDay's two reads; the report
+// still shows the failure details of the summaries it read (the day as of one moment), not a mix of two.
+func TestPostgresLoadDayOneSnapshot(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	a := openPostgresStore(t, dsn)
+	b := migrated(t, openPostgresStore(t, dsn))
+	migrated(t, a)
+	ctx := t.Context()
+	f := FailureCount{ResultType: tlsrpt.ResultCertificateExpired, ReceivingMX: "mx.example.com", ReceivingIP: "192.0.2.1", Count: 2}
+	if _, err := a.AddSessions(ctx, Batch{Aggregates: []Aggregate{agg("2024-03-10", "example.com", 5, 2, f)}}); err != nil {
+		t.Fatal(err)
+	}
+	var flushErr error
+	a.betweenReads = func() {
+		f := f
+		f.Count = 1
+		_, flushErr = b.AddSessions(ctx, Batch{Aggregates: []Aggregate{agg("2024-03-10", "example.com", 0, 1, f)}})
+	}
+	got, err := a.LoadDay(ctx, "2024-03-10", "example.com")
+	if err != nil || flushErr != nil {
+		t.Fatal(err, flushErr)
+	}
+	p := got["example.com"]
+	if len(p) != 1 || len(p[0].FailureDetails) != 1 || p[0].FailureDetails[0].FailedSessionCount != p[0].Summary.Failed {
+		t.Fatalf("LoadDay = %+v; want the failure details to add up to the failed sessions", p)
+	}
+}
