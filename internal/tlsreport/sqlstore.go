@@ -464,6 +464,9 @@ func (s sqlStore) suppressions(ctx context.Context) ([]Suppression, error) {
 	return out, rows.Err()
 }
 
+// handoverRetention is how long a batch's hand-over mark is kept (see prune).
+const handoverRetention = 72 * time.Hour
+
 func (s sqlStore) prune(ctx context.Context, day string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -476,13 +479,21 @@ func (s sqlStore) prune(ctx context.Context, day string) error {
 		`DELETE FROM tlsreport_deliveries WHERE day < ? AND status NOT IN ('pending', 'sending', 'retrying')`,
 		`DELETE FROM tlsreport_reports WHERE day < ?
 			AND report_id NOT IN (SELECT report_id FROM tlsreport_deliveries)`,
-		// A hand-over mark (one per flushed batch) outlives the batch it marks by far: a batch is written
-		// again within a flush, or handed over when an outage ends, hours later, not weeks.
-		`DELETE FROM tlsreport_handovers WHERE added < ?`,
 	} {
 		if _, err := tx.ExecContext(ctx, s.q(q), day); err != nil {
 			return err
 		}
+	}
+	// A hand-over mark (one per flushed batch, up to one a second per node) only has to outlive a second
+	// attempt at its batch: within the next flush, or when an outage ends, hours later, not weeks. Keeping
+	// marks for the report retention (30 days) would keep millions of rows per node, so they go after
+	// handoverRetention, or with the reports if those go first.
+	cutoff := fmtTime(time.Now().Add(-handoverRetention))
+	if day > cutoff {
+		cutoff = day
+	}
+	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM tlsreport_handovers WHERE added < ?`), cutoff); err != nil {
+		return err
 	}
 	return tx.Commit()
 }

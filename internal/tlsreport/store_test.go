@@ -275,3 +275,58 @@ func TestPostgresLoadDayOneSnapshot(t *testing.T) {
 		t.Fatalf("LoadDay = %+v; want the failure details to add up to the failed sessions", p)
 	}
 }
+
+// TestPruneDropsOldHandoverMarks: a batch's hand-over mark (one per flush) is kept for handoverRetention,
+// not for the reports' retention, so a node does not keep a row for every second of the last 30 days; a
+// recent mark still stops its batch from being applied twice.
+func TestPruneDropsOldHandoverMarks(t *testing.T) {
+	eachStore(t, func(t *testing.T, open func(t *testing.T) Store) {
+		ctx := t.Context()
+		s := migrated(t, open(t))
+		for _, id := range []string{"old-batch", "new-batch"} {
+			if ok, err := s.AddSessions(ctx, Batch{ID: id, Aggregates: []Aggregate{agg("2024-03-10", "example.com", 1, 0)}}); err != nil || !ok {
+				t.Fatalf("AddSessions(%s) = %v, %v", id, ok, err)
+			}
+		}
+		sq := sqlOf(t, s)
+		if _, err := sq.db.ExecContext(ctx, sq.q(`UPDATE tlsreport_handovers SET added = ? WHERE id = ?`),
+			fmtTime(time.Now().Add(-handoverRetention-time.Hour)), "old-batch"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Prune(ctx, Day(time.Now().Add(-30*24*time.Hour)).Format(dayFormat)); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		rows, err := sq.db.QueryContext(ctx, `SELECT id FROM tlsreport_handovers ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, id)
+		}
+		if diff := cmp.Diff([]string{"new-batch"}, ids); diff != "" {
+			t.Errorf("hand-over marks after Prune (-want +got):\n%s", diff)
+		}
+		if ok, err := s.AddSessions(ctx, Batch{ID: "new-batch", Aggregates: []Aggregate{agg("2024-03-10", "example.com", 1, 0)}}); err != nil || ok {
+			t.Errorf("AddSessions(new-batch) again = %v, %v; want not applied", ok, err)
+		}
+	})
+}
+
+// sqlOf returns the SQL store under s, for tests that look at its tables.
+func sqlOf(t *testing.T, s Store) sqlStore {
+	t.Helper()
+	switch v := s.(type) {
+	case *SQLiteStore:
+		return v.sqlStore
+	case *PostgresStore:
+		return v.sqlStore
+	}
+	t.Fatalf("store %T has no SQL tables", s)
+	return sqlStore{}
+}
