@@ -59,7 +59,7 @@ func sendPadded(addr, rcpt, token string, pad int) error {
 	return nil
 }
 
-// A full disk: the gateway's data directory is a 2 MiB tmpfs, partly taken by a ballast file. Intake
+// A full disk: the gateway's data directory is an 8 MiB tmpfs, mostly taken by a 5.5 MiB ballast file. Intake
 // answers 452 4.3.1 once the spool is full (never 250, never a 5xx), nothing acknowledged is lost, intake
 // resumes as soon as the ballast is removed, and every acknowledged message is delivered once the
 // destination comes back.
@@ -76,10 +76,10 @@ func TestFullDiskAnswers452AndResumes(t *testing.T) {
 	mx.Stop() // messages stay in the spool
 	root := t.TempDir()
 	dir := filepath.Join(root, "data")
-	mountTmpfs(t, dir, "4m")
+	mountTmpfs(t, dir, "8m")
 	cfg := writeConfig(t, n, dir, "")
 	ballast := filepath.Join(dir, "ballast")
-	if err := os.WriteFile(ballast, make([]byte, 1536<<10), 0o600); err != nil {
+	if err := os.WriteFile(ballast, make([]byte, 5632<<10), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	g := start(t, cfg)
@@ -101,7 +101,7 @@ func TestFullDiskAnswers452AndResumes(t *testing.T) {
 		}
 	}
 	if full == nil {
-		t.Fatalf("200 messages of %d octets accepted by a 2 MiB file system", pad)
+		t.Fatalf("200 messages of %d octets accepted by an 8 MiB file system", pad)
 	}
 	if full.Code != 452 || full.EnhancedCode != (smtp.EnhancedCode{4, 3, 1}) {
 		t.Fatalf("full disk answered %d %v %q, want 452 4.3.1", full.Code, full.EnhancedCode, full.Message)
@@ -140,6 +140,11 @@ func TestFullDiskAnswers452AndResumes(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", g.Logs())
+		}
+	})
 	waitAll(ctx, t, mx, sub)
 	got := tokens(mx)
 	for tok := range sub.acked {
