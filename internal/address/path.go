@@ -2,6 +2,7 @@ package address
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 )
@@ -141,3 +142,15 @@ func (p Path) Equal(q Path) bool { return p == q }
 
 // Equal reports whether h and g are the same host (go-cmp uses it).
 func (h Host) Equal(g Host) bool { return h == g }
+
+// LogValue makes a Host log as its text (example.com, [192.0.2.1]) rather than as an empty structure.
+func (h Host) LogValue() slog.Value { return slog.StringValue(h.String()) }
+
+// LogValue makes a Path log as its text (a mailbox, or empty for the null path).
+func (p Path) LogValue() slog.Value { return slog.StringValue(p.String()) }
+
+// LogValue makes a Domain log as its text.
+func (d Domain) LogValue() slog.Value { return slog.StringValue(d.String()) }
+
+// LogValue makes an Address log as its text.
+func (a Address) LogValue() slog.Value { return slog.StringValue(a.String()) }
