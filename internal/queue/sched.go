@@ -90,13 +90,23 @@ func (q *Queue) Run(ctx context.Context) error {
 	defer cancel()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	full := false // dispatch fails for lack of room: logged once, until it works again
 	for {
 		wait := maxIdle
 		if _, err := q.dispatch(ctx, dctx); err != nil && ctx.Err() == nil {
-			q.log.Error("queue: dispatch failed", "err", err)
+			if noSpace(err) {
+				q.space.indexFull(err)
+			}
+			if !full || !noSpace(err) {
+				q.log.Error("queue: dispatch failed", "err", err)
+			}
+			full = noSpace(err)
 			wait = 5 * time.Second
-		} else if next, ok := q.nextDue(); ok {
-			wait = min(max(next.Sub(q.now()), 0), maxIdle)
+		} else {
+			full = false
+			if next, ok := q.nextDue(); ok {
+				wait = min(max(next.Sub(q.now()), 0), maxIdle)
+			}
 		}
 		if !timer.Stop() {
 			select {
