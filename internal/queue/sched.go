@@ -94,9 +94,6 @@ func (q *Queue) Run(ctx context.Context) error {
 	for {
 		wait := maxIdle
 		if _, err := q.dispatch(ctx, dctx); err != nil && ctx.Err() == nil {
-			if noSpace(err) {
-				q.space.indexFull(err)
-			}
 			if !full || !noSpace(err) {
 				q.log.Error("queue: dispatch failed", "err", err)
 			}
@@ -198,6 +195,10 @@ func (q *Queue) dispatch(ctx, dctx context.Context) (int, error) {
 	for range maxRounds {
 		n, picked, err := q.dispatchRound(ctx, dctx)
 		total += n
+		if noSpace(err) {
+			// Recording the attempts needs room: give the index the reserved room for the next round.
+			q.space.indexFull(err)
+		}
 		// Repeat only when index entries turned out stale (picked, not dispatched): more may be due.
 		if err != nil || picked == n {
 			return total, err

@@ -129,8 +129,17 @@ func (s *space) admit() error {
 	if err != nil {
 		return nil // unknown: the writes say when the disk is full
 	}
-	// Once refusing, intake waits for a quarter more than the margin: the log's checkpoints give back up
-	// to that much (TrimWAL), and intake should not flap with them.
+	if s.noteFree(free) {
+		return fmt.Errorf("%w: %w: %d octets free in %s, less than the %d kept for the queue index",
+			ErrTemporary, ErrNoSpace, free, s.dir, s.size)
+	}
+	return nil
+}
+
+// noteFree notes the free space on the spool's file system and says whether intake is to refuse for
+// want of it. Once refusing, intake waits for a quarter more than the margin: the log's checkpoints give
+// back up to that much (TrimWAL), and intake should not flap with them.
+func (s *space) noteFree(free int64) bool {
 	s.mu.Lock()
 	low := free < s.size || s.low && free < s.size+s.size/4
 	changed := low != s.low
@@ -139,11 +148,7 @@ func (s *space) admit() error {
 	if changed {
 		s.report()
 	}
-	if low {
-		return fmt.Errorf("%w: %w: %d octets free in %s, less than the %d kept for the queue index",
-			ErrTemporary, ErrNoSpace, free, s.dir, s.size)
-	}
-	return nil
+	return low
 }
 
 // indexFull is told that an index write failed for lack of room: it gives the reserve's room to the index
@@ -188,18 +193,28 @@ func (s *space) check() {
 	if _, err := s.db.TrimWAL(context.Background()); err != nil {
 		s.log.Debug("queue: checkpoint of the index failed", "err", err)
 	}
-	if s.size == 0 || s.held.Load() {
+	if s.size == 0 {
 		return
 	}
 	free, err := store.FreeSpace(s.dir)
-	if err != nil || free < 2*s.size {
+	if err != nil {
+		return
+	}
+	if s.held.Load() {
+		s.noteFree(free)
+		return
+	}
+	if free < 2*s.size {
 		return
 	}
 	if err := s.makeReserve(); err != nil {
 		s.log.Debug("queue: cannot make the room reserved for the index yet", "err", err)
 		return
 	}
-	s.log.Info("queue: the room reserved for the queue index is kept again; intake resumes", "octets", s.size)
+	s.log.Info("queue: the room reserved for the queue index is kept again", "octets", s.size)
+	if free, err := store.FreeSpace(s.dir); err == nil {
+		s.noteFree(free)
+	}
 	s.report()
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,27 +16,6 @@ import (
 	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/testenv"
 )
-
-// mountTmpfs mounts a tmpfs of the given size on dir and unmounts it in t.Cleanup. It skips the test when
-// not root or when the mount fails (no CAP_SYS_ADMIN in a container, for example).
-func mountTmpfs(t *testing.T, dir, size string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		testenv.MissingDependency(t, "full-disk test needs root to mount a tmpfs (run as root, e.g. in .ci/run)")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0700", "tmpfs", dir).CombinedOutput()
-	if err != nil {
-		testenv.MissingDependency(t, "full-disk test: mount -t tmpfs failed: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-}
 
 // sendPadded submits one message carrying token and about pad octets of filler.
 func sendPadded(addr, rcpt, token string, pad int) error {
@@ -78,7 +56,7 @@ func TestFullDiskAnswers452AndResumes(t *testing.T) {
 	mx.Stop() // messages stay in the spool
 	root := t.TempDir()
 	dir := filepath.Join(root, "data")
-	mountTmpfs(t, dir, "4m")
+	testenv.Tmpfs(t, dir, "4m")
 	cfg := writeConfig(t, n, dir, "")
 	ballast := filepath.Join(dir, "ballast")
 	if err := os.WriteFile(ballast, make([]byte, 512<<10), 0o600); err != nil {
