@@ -197,14 +197,17 @@ func (s *space) check() {
 		return
 	}
 	free, err := store.FreeSpace(s.dir)
-	if err != nil {
+	unknown := errors.Is(err, store.ErrFreeSpaceUnknown)
+	if err != nil && !unknown {
 		return
 	}
 	if s.held.Load() {
-		s.noteFree(free)
+		if !unknown {
+			s.noteFree(free)
+		}
 		return
 	}
-	if free < 2*s.size {
+	if !unknown && free < 2*s.size {
 		return
 	}
 	if err := s.makeReserve(); err != nil {
