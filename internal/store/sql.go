@@ -97,8 +97,12 @@ func (s SQL) QueryRowContext(ctx context.Context, query string, args ...any) *sq
 
 // Begin starts a transaction. On SQLite it holds the write lock from its start (BEGIN IMMEDIATE); on
 // PostgreSQL it is READ COMMITTED.
-func (s SQL) Begin(ctx context.Context) (Tx, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+func (s SQL) Begin(ctx context.Context) (Tx, error) { return s.BeginTx(ctx, nil) }
+
+// BeginTx starts a transaction with opts (nil: Begin's), such as a read-only snapshot on PostgreSQL
+// (sql.LevelRepeatableRead).
+func (s SQL) BeginTx(ctx context.Context, opts *sql.TxOptions) (Tx, error) {
+	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return Tx{}, err
 	}
