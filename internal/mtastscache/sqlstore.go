@@ -60,9 +60,7 @@ func (s SQLiteStore) sql() sqlStore   { return sqlStore{s.DB.SQL()} }
 func (s PostgresStore) sql() sqlStore { return sqlStore{s.PG.SQL()} }
 
 // Migrate implements Store.
-func (s SQLiteStore) Migrate(ctx context.Context) error {
-	return s.DB.SQL().Migrate(ctx, "mtastscache", sqliteMigrations)
-}
+func (s SQLiteStore) Migrate(ctx context.Context) error { return s.sql().migrate(ctx) }
 
 // Load implements Store.
 func (s SQLiteStore) Load(ctx context.Context) ([]Record, error) { return s.sql().load(ctx) }
@@ -86,9 +84,7 @@ func (s SQLiteStore) Get(ctx context.Context, domain address.Domain) (Record, bo
 }
 
 // Migrate implements Store.
-func (s PostgresStore) Migrate(ctx context.Context) error {
-	return s.PG.SQL().Migrate(ctx, "mtastscache", postgresMigrations)
-}
+func (s PostgresStore) Migrate(ctx context.Context) error { return s.sql().migrate(ctx) }
 
 // Load implements Store.
 func (s PostgresStore) Load(ctx context.Context) ([]Record, error) { return s.sql().load(ctx) }
@@ -130,6 +126,13 @@ func (s PostgresStore) Lease(ctx context.Context, name, holder string, now, unti
 // sqlStore is the policy cache's SQL, the same on both databases.
 type sqlStore struct {
 	db store.SQL
+}
+
+func (s sqlStore) migrate(ctx context.Context) error {
+	if s.db.Dialect == store.Postgres {
+		return s.db.Migrate(ctx, "mtastscache", postgresMigrations)
+	}
+	return s.db.Migrate(ctx, "mtastscache", sqliteMigrations)
 }
 
 const selectRecord = `SELECT domain, id, policy, mode, max_age, fetched, expires, last_used,
