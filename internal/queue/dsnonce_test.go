@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mxgate/mxgate/internal/dsn"
 )
 
 // dsnsByRcpt counts the DSNs the fake delivered, by their recipient (the sender they report to).
@@ -137,5 +139,36 @@ func TestResultReportedTwiceGetsOneDSN(t *testing.T) {
 				t.Errorf("%d messages left in the queue", n)
 			}
 		})
+	}
+}
+
+// A recipient given twice in one envelope, however spelled (the domain's case, a trailing dot), is one
+// recipient: delivered to once, and named once in the one DSN its failure earns.
+func TestDuplicateRecipientNamedOnceInOneDSN(t *testing.T) {
+	e := newEnv(t, nil)
+	e.fake.script = failWith(550, "5.1.1", "no such user")
+	e.submit(t, "alice@sender.test", "bob@example.com", "bob@EXAMPLE.com", "bob@example.com.")
+	e.runOnce(t)
+	e.clock.Advance(24 * time.Hour)
+	e.runOnce(t)
+	var attempts int
+	for _, d := range e.fake.Deliveries() {
+		if !isDSN(d.Body) {
+			attempts += len(d.Job.Recipients)
+		}
+	}
+	if attempts != 1 {
+		t.Errorf("%d deliveries to bob@example.com, want 1", attempts)
+	}
+	dsns := e.fake.dsns()
+	if len(dsns) != 1 {
+		t.Fatalf("%d DSNs, want 1", len(dsns))
+	}
+	rep, err := dsn.Parse([]byte(dsns[0].Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Recipients) != 1 || rep.Recipients[0].FinalRecipient != "bob@example.com" {
+		t.Errorf("DSN recipients %+v, want bob@example.com once", rep.Recipients)
 	}
 }
