@@ -34,7 +34,17 @@ var postgresMigrations = []string{
 		holder TEXT NOT NULL,
 		until  BIGINT NOT NULL
 	)`,
+	// Flushes: when a domain's policy was last flushed by an administrator (Unix nanoseconds, the flushing
+	// node's clock). A record fetched before that is neither stored (Save) nor read (Load, Get), so
+	// that a node that held the policy while the flush was made cannot bring it back.
+	`CREATE TABLE mtasts_flushes (
+		domain  TEXT PRIMARY KEY,
+		flushed BIGINT NOT NULL
+	)`,
 }
+
+// notFlushed is the condition that the mtasts_policies row p was fetched after its domain's last flush.
+const notFlushed = `NOT EXISTS (SELECT 1 FROM mtasts_flushes f WHERE f.domain = p.domain AND f.flushed > p.fetched)`
 
 // PostgresStore keeps the policy cache in the PostgreSQL database a cluster shares.
 type PostgresStore struct {
@@ -51,7 +61,7 @@ func (s PostgresStore) Migrate(ctx context.Context) error {
 // Load implements Store.
 func (s PostgresStore) Load(ctx context.Context) ([]Record, error) {
 	rows, err := s.PG.Query(ctx, `SELECT domain, id, policy, mode, max_age, fetched, expires, last_used,
-		last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies`)
+		last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies p WHERE `+notFlushed)
 	if err != nil {
 		return nil, err
 	}
@@ -73,11 +83,13 @@ func (s PostgresStore) Load(ctx context.Context) ([]Record, error) {
 	return out, rows.Err()
 }
 
-// Save implements Store.
+// Save implements Store. A record fetched no later than its domain's last flush is not written.
 func (s PostgresStore) Save(ctx context.Context, r Record) error {
 	_, err := s.PG.Exec(ctx, `INSERT INTO mtasts_policies(domain, id, policy, mode, max_age, fetched,
 		expires, last_used, last_refresh_at, last_refresh_error, consecutive_failures)
-		VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+		SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint, $6::bigint, $7::bigint, $8::bigint,
+			$9::bigint, $10::text, $11::integer
+		WHERE NOT EXISTS (SELECT 1 FROM mtasts_flushes WHERE domain = $1::text AND flushed > $6::bigint)
 		ON CONFLICT(domain) DO UPDATE SET id = excluded.id, policy = excluded.policy, mode = excluded.mode,
 			max_age = excluded.max_age, fetched = excluded.fetched, expires = excluded.expires,
 			last_used = excluded.last_used, last_refresh_at = excluded.last_refresh_at,
@@ -107,7 +119,8 @@ func (s PostgresStore) Get(ctx context.Context, domain address.Domain) (Record, 
 	var mode string
 	var maxAge, fetched, expires, lastUsed, lastRefreshAt int64
 	err := s.PG.QueryRow(ctx, `SELECT domain, id, policy, mode, max_age, fetched, expires, last_used,
-		last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies WHERE domain = $1`,
+		last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies p WHERE domain = $1
+		AND `+notFlushed,
 		domain.String()).Scan(&r.Domain, &r.ID, &r.Policy, &mode, &maxAge, &fetched, &expires, &lastUsed,
 		&lastRefreshAt, &r.LastRefreshError, &r.Failures)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -120,6 +133,47 @@ func (s PostgresStore) Get(ctx context.Context, domain address.Domain) (Record, 
 	r.MaxAge = time.Duration(maxAge) * time.Second
 	r.Fetched, r.Expires, r.LastUsed, r.LastRefreshAt = fromDB(fetched), fromDB(expires), fromDB(lastUsed), fromDB(lastRefreshAt)
 	return r, true, nil
+}
+
+// Flush implements SharedStore: the record's deletion and the flush time are one transaction.
+func (s PostgresStore) Flush(ctx context.Context, domain address.Domain, at time.Time) (bool, error) {
+	var held bool
+	err := pgx.BeginFunc(ctx, s.PG, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `DELETE FROM mtasts_policies p WHERE domain = $1 AND `+notFlushed, domain.String())
+		if err != nil {
+			return err
+		}
+		held = tag.RowsAffected() > 0
+		if _, err := tx.Exec(ctx, `DELETE FROM mtasts_policies WHERE domain = $1`, domain.String()); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO mtasts_flushes(domain, flushed) VALUES($1, $2)
+			ON CONFLICT(domain) DO UPDATE SET flushed = GREATEST(mtasts_flushes.flushed, excluded.flushed)`,
+			domain.String(), toDB(at))
+		return err
+	})
+	return held, err
+}
+
+// Flushes implements SharedStore.
+func (s PostgresStore) Flushes(ctx context.Context) (map[address.Domain]time.Time, error) {
+	rows, err := s.PG.Query(ctx, `SELECT domain, flushed FROM mtasts_flushes`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[address.Domain]time.Time{}
+	for rows.Next() {
+		var d string
+		var at int64
+		if err := rows.Scan(&d, &at); err != nil {
+			return nil, err
+		}
+		if dom, err := address.ParseDomain(d); err == nil {
+			out[dom] = fromDB(at)
+		}
+	}
+	return out, rows.Err()
 }
 
 // Lease implements SharedStore: one statement, so that two nodes asking at once cannot both get it.
