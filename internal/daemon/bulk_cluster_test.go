@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/internal/admin"
+	"github.com/mxgate/mxgate/internal/cli"
 	"github.com/mxgate/mxgate/internal/nodes"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/simnet"
@@ -97,6 +99,17 @@ func TestClusterBulkActionOnEveryNode(t *testing.T) {
 		t.Errorf("after the console's release: node 1 held %v, node 2 held %v; want neither", held(n1), held(n2))
 	}
 
+	// The command line: the sum with each node's count, node 3 named, exit status 1.
+	var out, errb bytes.Buffer
+	code := cli.Main([]string{"--admin", c1.BaseURL, "--token", c1.Token, "queue", "hold", "--domain", "defer.example", "--all-nodes"}, &out, &errb)
+	if code != 1 || out.String() != "2 messages (2 recipients) held on "+n1.name+": 1, "+n2.name+": 1\n" ||
+		!strings.Contains(errb.String(), "1 node(s) did not do it: "+n3.name+" (") {
+		t.Errorf("mxgate queue hold --all-nodes: exit %d, stdout %q, stderr %q; want 1, both nodes' counts, node 3 named", code, out.String(), errb.String())
+	}
+	if !held(n1) || !held(n2) {
+		t.Errorf("after mxgate queue hold --all-nodes: node 1 held %v, node 2 held %v; want both", held(n1), held(n2))
+	}
+
 	// With the cluster secret, node 2 does a bulk action on its own queue, and refuses to fan it out.
 	pg, err := store.OpenPostgres(ctx, dsn)
 	if err != nil {
@@ -108,7 +121,7 @@ func TestClusterBulkActionOnEveryNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer := &admin.Client{BaseURL: "http://" + n2.d.AdminAddr(), Token: secret}
-	if r, err := peer.QueueBulk(ctx, admin.BulkRequest{Action: "retry", All: true, DryRun: true}); err != nil || r.Affected != 1 {
+	if r, err := peer.QueueBulk(ctx, admin.BulkRequest{Action: "retry", All: true, DryRun: true}); err != nil || r.Matched != 1 {
 		t.Errorf("bulk preview on node 2 with the cluster secret: %+v, %v; want its one message", r, err)
 	}
 	if _, err := peer.QueueBulk(ctx, admin.BulkRequest{Action: "retry", All: true, AllNodes: true}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {

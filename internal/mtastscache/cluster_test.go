@@ -430,3 +430,27 @@ func TestClusterFlushStaysFlushedOnAStoppedNode(t *testing.T) {
 	b = e.startNode(t, dsn, "b", b.localPath)
 	check(t, "node B restarted again", b.get(t, "example.com"), summary{Mode: mtasts.ModeTesting, ID: "1", Source: SourceCache})
 }
+
+// TestClusterFlushFailsWithoutTheDatabase: a flush the shared store cannot record fails and changes
+// nothing: the node goes on applying the policy, which the other nodes still hold, and its local copy keeps
+// it (a restart while the database is still down applies it, with the policy host gone).
+func TestClusterFlushFailsWithoutTheDatabase(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	a := e.startNode(t, dsn, "a", filepath.Join(t.TempDir(), "a.db"))
+	e.publish("example.com", "1", pEnf(86400))
+	a.get(t, "example.com")
+
+	restore := storetest.CutOff(t, dsn)
+	if err := a.cache.Flush(context.Background(), address.MustParseDomain("example.com")); err == nil {
+		t.Fatal("Flush with the database down succeeded")
+	}
+	e.policy.serve("example.com", http.StatusNotFound, "")
+	a = e.startNode(t, dsn, "a", a.localPath)
+	check(t, "restarted with the database down after the failed flush", a.get(t, "example.com"),
+		summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceCache})
+	restore()
+	check(t, "after the failed flush", a.get(t, "example.com"), summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceCache})
+	checkFetches(t, e, "example.com", 1)
+}
