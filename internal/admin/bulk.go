@@ -35,9 +35,14 @@ type BulkRequest struct {
 	// for delete and bounce; the action is refused (409) when more messages match by then.
 	Confirm int `json:"confirm,omitempty"`
 	// AllNodes acts on the queue of every node of the registry (cluster mode), each node doing the action
-	// on its own queue; the counts are summed and the nodes that could not do it are named. With Confirm,
-	// the action is refused (409) when the nodes together would affect more messages.
+	// on its own queue; the counts are summed and the nodes that could not do it are named.
 	AllNodes bool `json:"all_nodes,omitempty"`
+	// ConfirmNodes, with AllNodes, is each node's count as the dry run reported it (its nodes[].affected),
+	// for the nodes with something to do; it must add up to Confirm and is required for delete and bounce.
+	// Only these nodes act, none on more messages than reviewed; when any of them would affect more by
+	// then, nothing is done anywhere (409). A node left out is left alone, and named when messages of it
+	// match by then.
+	ConfirmNodes map[string]int `json:"confirm_nodes,omitempty"`
 }
 
 // BulkResult answers POST /api/v1/queue/bulk.

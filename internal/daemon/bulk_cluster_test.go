@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"html"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -76,8 +78,12 @@ func TestClusterBulkActionOnEveryNode(t *testing.T) {
 	}
 	del.DryRun, del.Confirm = false, 1
 	var ae *admin.APIError
-	if _, err := c1.QueueBulk(ctx, del); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
-		t.Fatalf("delete confirmed for 1 of 2 messages: %v, want 409", err)
+	if _, err := c1.QueueBulk(ctx, del); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Fatalf("delete on every node without each node's reviewed count: %v, want 400", err)
+	}
+	del.ConfirmNodes = map[string]int{n1.name: 1, n2.name: 1}
+	if _, err := c1.QueueBulk(ctx, del); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Fatalf("delete confirmed for 1 message with nodes counted 2: %v, want 400", err)
 	}
 	if !held(n1) || !held(n2) {
 		t.Fatal("a refused delete changed a queue")
@@ -129,5 +135,74 @@ func TestClusterBulkActionOnEveryNode(t *testing.T) {
 	}
 	if _, err := n1.d.Queue.Get(ctx, ids[n1.name]); errors.Is(err, queue.ErrNotFound) {
 		t.Error("node 1's message is gone")
+	}
+}
+
+var hiddenInputRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+
+// TestClusterBulkDeleteActsOnlyOnReviewed: a delete confirmed in node 1's console acts on no node beyond
+// what its review showed. Node 2 had nothing held at the review; when node 1's held message is released and
+// node 2's is held before the confirmation, the confirmed delete of "1 message" deletes neither. The command
+// line names the nodes that could not be reviewed before it asks.
+func TestClusterBulkDeleteActsOnlyOnReviewed(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
+		RcptReply: func(string) *smtp.SMTPError {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	n1 := startClusterNode(t, n, dsn, "node1.example.net")
+	n2 := startClusterNode(t, n, dsn, "node2.example.net")
+	n3 := startClusterNode(t, n, dsn, "node3.example.net")
+	id1, id2 := n1.queueOne(t, "rcpt@defer.example"), n2.queueOne(t, "rcpt@defer.example")
+	ctx := context.Background()
+	c1 := n1.client(t)
+	waitNodes(t, c1, "three nodes", func(l admin.NodeList) bool { return len(l.Nodes) == 3 })
+	n3.stop()
+	if err := queue.ActionHold.Do(ctx, n1.d.Queue, id1); err != nil {
+		t.Fatal(err)
+	}
+
+	b := loginConsole(t, n1.gw)
+	page := b.get("/queue/bulk?action=delete&held=true")
+	if !strings.Contains(page, "Delete 1 message") {
+		t.Fatalf("console review of a delete of held messages lacks the one message of node 1:\n%s", page)
+	}
+	form := url.Values{}
+	for _, m := range hiddenInputRE.FindAllStringSubmatch(page, -1) {
+		if m[1] != "csrf" {
+			form.Add(m[1], html.UnescapeString(m[2]))
+		}
+	}
+	// Meanwhile node 1's message is released and node 2's held: the review showed none of node 2's.
+	if err := queue.ActionRelease.Do(ctx, n1.d.Queue, id1); err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.ActionHold.Do(ctx, n2.d.Queue, id2); err != nil {
+		t.Fatal(err)
+	}
+	after := b.post("/queue/bulk", form)
+	if _, err := n2.d.Queue.Get(ctx, id2); err != nil {
+		t.Errorf("node 2's message, held after the review, after the confirmed delete: %v; want it left alone\n%s", err, after)
+	}
+	if _, err := n1.d.Queue.Get(ctx, id1); err != nil {
+		t.Errorf("node 1's message, released after the review: %v; want it left alone", err)
+	}
+	if !strings.Contains(after, n2.name) {
+		t.Errorf("console after the delete does not name node 2, whose matching message was not reviewed:\n%s", after)
+	}
+
+	// The command line names node 3, which could not be reviewed, before it asks.
+	var out, errb bytes.Buffer
+	code := cli.Main([]string{"--admin", c1.BaseURL, "--token", c1.Token, "queue", "delete", "--held", "--all-nodes"}, &out, &errb)
+	ask := strings.Index(errb.String(), "? [y/N]")
+	named := strings.Index(errb.String(), n3.name)
+	if code == 0 || ask < 0 || named < 0 || named > ask {
+		t.Errorf("mxgate queue delete --all-nodes without an answer: exit %d, stderr %q; want node 3 named before the question", code, errb.String())
+	}
+	if _, err := n2.d.Queue.Get(ctx, id2); err != nil {
+		t.Errorf("node 2's message after an unconfirmed delete: %v", err)
 	}
 }

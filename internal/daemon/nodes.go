@@ -411,7 +411,7 @@ type nodeBulk struct {
 // with the cluster secret, at the same time); conf, if not nil, gives the Confirm of each node, and a node
 // absent from it is left out.
 func (c clusterAPI) bulkOnEach(ctx context.Context, list []nodes.Node, req admin.BulkRequest, conf map[string]int) []nodeBulk {
-	req.AllNodes = false
+	req.AllNodes, req.ConfirmNodes = false, nil
 	out := make([]nodeBulk, len(list))
 	var wg sync.WaitGroup
 	for i, n := range list {
@@ -462,15 +462,31 @@ func (c clusterAPI) localBulk(ctx context.Context, req admin.BulkRequest) (admin
 	return admin.BulkDTO(res, false), err
 }
 
-// Bulk implements admin.ClusterAPI. A real run of a destructive action (Confirm set) first asks every node
-// what it would do: when the nodes together would affect more than Confirm messages nothing is done;
-// otherwise each node runs it with its own count as its confirmation, so that no node acts on more than it
-// reported, and a node that did not report is left alone and named.
+// Bulk implements admin.ClusterAPI. A real run with ConfirmNodes (each node's count as the operator's
+// review showed it; required for delete and bounce) first asks every node what it would do: when a reviewed
+// node would affect more than its reviewed count, nothing is done anywhere; otherwise each reviewed node runs
+// it with its reviewed count as its confirmation, so that no node acts on more than was reviewed. A node
+// absent from ConfirmNodes is left alone, and named when messages of it match by then.
 func (c clusterAPI) Bulk(ctx context.Context, req admin.BulkRequest) (admin.BulkResult, error) {
 	d := c.d
 	a, _, err := req.Selection()
 	if err != nil {
 		return admin.BulkResult{}, err
+	}
+	if !req.DryRun && a.Destructive() && len(req.ConfirmNodes) == 0 {
+		return admin.BulkResult{}, fmt.Errorf("%w: %s on every node needs confirm_nodes: each node's count as the dry run reported it", queue.ErrBadSelection, a)
+	}
+	if !req.DryRun && req.ConfirmNodes != nil {
+		sum := 0
+		for node, k := range req.ConfirmNodes {
+			if k < 1 {
+				return admin.BulkResult{}, fmt.Errorf("%w: confirm_nodes: %q: a count must be positive", queue.ErrBadSelection, node)
+			}
+			sum += k
+		}
+		if sum != req.Confirm {
+			return admin.BulkResult{}, fmt.Errorf("%w: confirm_nodes add up to %d messages, confirm is %d", queue.ErrBadSelection, sum, req.Confirm)
+		}
 	}
 	out := admin.BulkResult{Action: string(a), DryRun: req.DryRun, Destructive: a.Destructive(), IDs: []string{}}
 	list, err := d.nodeStore.List(ctx)
@@ -483,23 +499,28 @@ func (c clusterAPI) Bulk(ctx context.Context, req admin.BulkRequest) (admin.Bulk
 		list = append(list, nodes.Node{Name: d.cfg.Node})
 	}
 	var conf map[string]int
-	if !req.DryRun && req.Confirm > 0 {
+	if !req.DryRun && req.ConfirmNodes != nil {
 		preview := req
-		preview.DryRun, preview.Confirm = true, 0
+		preview.DryRun, preview.Confirm, preview.ConfirmNodes = true, 0, nil
 		conf = map[string]int{}
-		total := 0
 		for _, b := range c.bulkOnEach(ctx, list, preview, nil) {
-			if b.err != nil {
-				out.Failed = append(out.Failed, admin.NodeError{Node: b.node, Error: "not done: " + b.err.Error()})
-				continue
-			}
-			total += b.res.Affected
-			if b.res.Affected > 0 {
-				conf[b.node] = b.res.Affected
+			reviewed, ok := req.ConfirmNodes[b.node]
+			switch {
+			case b.err != nil:
+				out.Failed = append(out.Failed, admin.NodeError{Node: b.node, Error: b.err.Error()})
+			case !ok && b.res.Affected > 0:
+				out.Failed = append(out.Failed, admin.NodeError{Node: b.node,
+					Error: fmt.Sprintf("left alone: %d matching message(s) of this node were not in the review", b.res.Affected)})
+			case ok && b.res.Affected > reviewed:
+				return admin.BulkResult{}, fmt.Errorf("%w: node %s: %d messages would be affected, %d were reviewed", queue.ErrSelectionGrew, b.node, b.res.Affected, reviewed)
+			case ok:
+				conf[b.node] = reviewed
 			}
 		}
-		if total > req.Confirm {
-			return admin.BulkResult{}, fmt.Errorf("%w: %d messages would be affected on the nodes, %d were confirmed", queue.ErrSelectionGrew, total, req.Confirm)
+		for node := range req.ConfirmNodes {
+			if !slices.ContainsFunc(list, func(n nodes.Node) bool { return n.Name == node }) {
+				out.Failed = append(out.Failed, admin.NodeError{Node: node, Error: "not in the node registry"})
+			}
 		}
 	}
 	for _, b := range c.bulkOnEach(ctx, list, req, conf) {
