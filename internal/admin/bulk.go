@@ -180,6 +180,12 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.opts.Queue.Bulk(r.Context(), a, sel)
+	if errors.Is(err, queue.ErrSelectionGrew) {
+		// Refused before acting: nothing was done, whatever the plan counted.
+		s.log.Info("admin: queue bulk "+string(a)+" refused: more messages match than were confirmed", "confirm", req.Confirm, "ip", remoteIP(r))
+		s.fail(w, r, err)
+		return
+	}
 	if err != nil && res.Affected == 0 {
 		s.fail(w, r, err)
 		return

@@ -206,3 +206,52 @@ func TestClusterBulkDeleteActsOnlyOnReviewed(t *testing.T) {
 		t.Errorf("node 2's message after an unconfirmed delete: %v", err)
 	}
 }
+
+// TestClusterBulkRefusedNodeCountsNothing: a node that refuses a bulk action because more messages match
+// than were confirmed did nothing, and is reported so: counted nowhere, no message ids, named with the reason
+// (not as a delivery in flight), whether it is the node asked or another.
+func TestClusterBulkRefusedNodeCountsNothing(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
+		RcptReply: func(string) *smtp.SMTPError {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	n1 := startClusterNode(t, n, dsn, "node1.example.net")
+	n2 := startClusterNode(t, n, dsn, "node2.example.net")
+	var ids []string
+	for _, c := range []*clusterNode{n1, n1, n2, n2} {
+		ids = append(ids, c.queueOne(t, "rcpt@defer.example"))
+	}
+	ctx := context.Background()
+	c1 := n1.client(t)
+	waitNodes(t, c1, "two nodes", func(l admin.NodeList) bool { return len(l.Nodes) == 2 })
+
+	res, err := c1.QueueBulk(ctx, admin.BulkRequest{Action: "hold", Domain: "defer.example", AllNodes: true, Confirm: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Affected != 0 || res.Matched != 0 || len(res.IDs) != 0 || len(res.Nodes) != 0 {
+		t.Errorf("hold confirmed for 1 message where each node has 2: %+v; want nothing counted", res)
+	}
+	if len(res.Failed) != 2 {
+		t.Fatalf("failed nodes %+v, want both nodes named", res.Failed)
+	}
+	for _, f := range res.Failed {
+		if !strings.Contains(f.Error, "more messages match than were confirmed") || strings.Contains(f.Error, "in flight") || strings.Contains(f.Error, "after") {
+			t.Errorf("node %s: %q; want the refusal, nothing done", f.Node, f.Error)
+		}
+	}
+	var ae *admin.APIError
+	if _, err := c1.QueueBulk(ctx, admin.BulkRequest{Action: "hold", Domain: "defer.example", Confirm: 1}); !errors.As(err, &ae) ||
+		ae.Status != http.StatusConflict || strings.Contains(ae.Message, "after") {
+		t.Errorf("hold on node 1 confirmed for 1 of 2: %v; want 409 saying nothing was done", err)
+	}
+	for i, c := range []*clusterNode{n1, n1, n2, n2} {
+		if m, err := c.d.Queue.Get(ctx, ids[i]); err != nil || m.Held {
+			t.Errorf("%s: message %s after the refused holds: held %v, %v; want not held", c.name, ids[i], m.Held, err)
+		}
+	}
+}

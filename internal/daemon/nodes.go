@@ -287,6 +287,17 @@ func peerError(node string, err error) error {
 	return fmt.Errorf("%w %s: %w", admin.ErrPeer, node, err)
 }
 
+// peerBulkError maps another node's answer to a bulk action: its 409 is a refusal because more messages
+// match than were confirmed (a bulk action counts messages in flight instead of failing on them), nothing
+// done.
+func peerBulkError(node string, err error) error {
+	var ae *admin.APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusConflict {
+		return fmt.Errorf("node %s: %w: nothing done: %s", node, queue.ErrSelectionGrew, ae.Message)
+	}
+	return peerError(node, err)
+}
+
 // lookup returns the registry row of node.
 func (c clusterAPI) lookup(ctx context.Context, node string) (nodes.Node, error) {
 	list, err := c.d.nodeStore.List(ctx)
@@ -433,7 +444,7 @@ func (c clusterAPI) bulkOnEach(ctx context.Context, list []nodes.Node, req admin
 			defer done()
 			res, err := cl.QueueBulk(ctx, r)
 			if err != nil {
-				err = peerError(n.Name, err)
+				err = peerBulkError(n.Name, err)
 			}
 			out[i].res, out[i].err = res, err
 		})
@@ -456,6 +467,10 @@ func (c clusterAPI) localBulk(ctx context.Context, req admin.BulkRequest) (admin
 		return admin.BulkDTO(res, true), err
 	}
 	res, err := c.d.Queue.Bulk(ctx, a, sel)
+	if errors.Is(err, queue.ErrSelectionGrew) {
+		// Refused before acting: nothing was done, whatever the plan counted.
+		return admin.BulkResult{Action: string(a), Destructive: a.Destructive(), IDs: []string{}}, err
+	}
 	if err != nil && res.Affected > 0 {
 		err = fmt.Errorf("%w (after %d of the messages)", err, res.Affected)
 	}
@@ -526,6 +541,9 @@ func (c clusterAPI) Bulk(ctx context.Context, req admin.BulkRequest) (admin.Bulk
 	for _, b := range c.bulkOnEach(ctx, list, req, conf) {
 		if b.err != nil {
 			msg := b.err.Error()
+			if errors.Is(b.err, queue.ErrSelectionGrew) {
+				msg = "refused, nothing done: " + msg
+			}
 			if b.res.Affected > 0 {
 				// Part of the node's selection was acted on: counted, and the node named with the error.
 				out.Nodes = append(out.Nodes, admin.NodeBulkResult{Node: b.node, BulkResult: b.res})
