@@ -118,6 +118,13 @@ var DKIM = admin.DKIMRecord{
 // end of the test.
 func New(t testing.TB) *Env {
 	t.Helper()
+	return NewOn(t, nil)
+}
+
+// NewOn starts a console on the fixture whose accounts are in accounts (nil: the Env's PasswordFile, which
+// holds the administrator console.BootstrapAccount with Password either way).
+func NewOn(t testing.TB, accounts console.AccountStore) *Env {
+	t.Helper()
 	dir := t.TempDir()
 	db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -158,6 +165,7 @@ func New(t testing.TB) *Env {
 		Components:         func() []admin.Component { return Components },
 		DKIM:               func(context.Context) (admin.DKIMRecord, error) { return DKIM, nil },
 		PasswordFile:       pwFile,
+		Accounts:           accounts,
 		PasswordIterations: 1000,
 		Trace:              trace(clock.Now),
 		Now:                clock.Now,
@@ -173,9 +181,13 @@ func New(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	e.Token = Token
+	var apiAccounts admin.AccountsAPI = console.PasswordFile{Path: pwFile, Iterations: 1000}
+	if accounts != nil {
+		apiAccounts = accounts
+	}
 	api, err := admin.New(admin.Options{
 		Token: Token, Queue: q, STS: sts, Settings: st, Now: clock.Now,
-		Accounts: console.PasswordFile{Path: pwFile, Iterations: 1000},
+		Accounts: apiAccounts,
 		Session:  c.Principal,
 	})
 	if err != nil {
