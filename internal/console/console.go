@@ -90,6 +90,11 @@ type Options struct {
 	// the actions on another node's message to that node; it also serves the Nodes page. Nil: this node's
 	// queue only, and the Nodes page says the registry is not available.
 	Cluster admin.ClusterAPI
+	// ClusterCounters, when set (cluster mode), makes the dashboard show the sums of every node's counters
+	// (this node's own live, the others' as last published), by clock hour, and name the nodes whose
+	// figures are stale or missing. Node is this node's name there.
+	ClusterCounters CounterStore
+	Node            string
 	// PasswordFile holds the console accounts (see Bootstrap) when Accounts is nil.
 	PasswordFile string
 	// Accounts, when set, is where the accounts are instead of PasswordFile (in a cluster, the shared

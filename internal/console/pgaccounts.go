@@ -14,14 +14,22 @@ import (
 	"github.com/mxgate/mxgate/internal/store"
 )
 
-// postgresAccountMigrations are the versions of the console's PostgreSQL schema; never edit a released one,
-// append. pos keeps the order accounts were added in, as a password file does.
-var postgresAccountMigrations = []string{
+// postgresMigrations are the versions of the console's PostgreSQL schema (accounts and dashboard
+// counters); never edit a released one, append. pos keeps the order accounts were added in, as a password
+// file does.
+var postgresMigrations = []string{
 	`CREATE TABLE console_accounts (
 		pos  BIGSERIAL NOT NULL,
 		name TEXT PRIMARY KEY,
 		role TEXT NOT NULL,
 		hash TEXT NOT NULL
+	)`,
+	`CREATE TABLE console_counters (
+		node    TEXT        NOT NULL,
+		hour    BIGINT      NOT NULL, -- Unix hour (UTC)
+		counts  TEXT        NOT NULL, -- JSON of HourCounters
+		updated TIMESTAMPTZ NOT NULL,
+		PRIMARY KEY (node, hour)
 	)`,
 }
 
@@ -38,7 +46,7 @@ type PostgresAccounts struct {
 
 // Migrate creates or updates the table.
 func (s *PostgresAccounts) Migrate(ctx context.Context) error {
-	return store.MigratePostgres(ctx, s.PG, "console", postgresAccountMigrations)
+	return store.MigratePostgres(ctx, s.PG, "console", postgresMigrations)
 }
 
 func (s *PostgresAccounts) where() string { return "the shared database" }

@@ -476,19 +476,21 @@ func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 	}
 	var err error
 	d.Console, err = console.New(console.Options{
-		Queue:        d.Queue,
-		STS:          d.STS,
-		Settings:     d.settingsStore,
-		Reports:      d.reportsAPI,
-		Explain:      d.Explain,
-		Components:   d.comps.list,
-		DKIM:         d.DKIM,
-		PasswordFile: pwFile,
-		Accounts:     d.consoleAccounts(),
-		Trace:        d.Queue.Trace,
-		Cluster:      clusterAPI{d},
-		Logger:       d.log.With("component", "console"),
-		Now:          d.now,
+		Queue:           d.Queue,
+		STS:             d.STS,
+		Settings:        d.settingsStore,
+		Reports:         d.reportsAPI,
+		Explain:         d.Explain,
+		Components:      d.comps.list,
+		DKIM:            d.DKIM,
+		PasswordFile:    pwFile,
+		Accounts:        d.consoleAccounts(),
+		ClusterCounters: d.clusterCounters(),
+		Node:            d.cfg.Node,
+		Trace:           d.Queue.Trace,
+		Cluster:         clusterAPI{d},
+		Logger:          d.log.With("component", "console"),
+		Now:             d.now,
 	})
 	if err != nil {
 		return err

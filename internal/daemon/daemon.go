@@ -263,6 +263,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followSettings(runCtx) }()
 	}
+	if d.pg != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.runCounters(runCtx) }()
+	}
 	if seed := d.accountsPending; seed != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.retrySeedAccounts(runCtx, seed) }()

@@ -125,6 +125,22 @@ func New(t testing.TB) *Env {
 // holds the administrator console.BootstrapAccount with Password either way).
 func NewOn(t testing.TB, accounts console.AccountStore) *Env {
 	t.Helper()
+	return NewNode(t, Node{Accounts: accounts})
+}
+
+// Node is what a console of a cluster node shares with the other nodes.
+type Node struct {
+	// Accounts: see NewOn.
+	Accounts console.AccountStore
+	// Counters and Name: console.Options.ClusterCounters and Node.
+	Counters console.CounterStore
+	Name     string
+}
+
+// NewNode starts a console on the fixture as a node of a cluster.
+func NewNode(t testing.TB, node Node) *Env {
+	t.Helper()
+	accounts := node.Accounts
 	dir := t.TempDir()
 	db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -166,6 +182,8 @@ func NewOn(t testing.TB, accounts console.AccountStore) *Env {
 		DKIM:               func(context.Context) (admin.DKIMRecord, error) { return DKIM, nil },
 		PasswordFile:       pwFile,
 		Accounts:           accounts,
+		ClusterCounters:    node.Counters,
+		Node:               node.Name,
 		PasswordIterations: 1000,
 		Trace:              trace(clock.Now),
 		Now:                clock.Now,
