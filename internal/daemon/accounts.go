@@ -47,7 +47,7 @@ func (d *Daemon) trySeedAccounts(ctx context.Context, o Options, pwFile string) 
 	}
 	switch {
 	case seeded.Copied > 0:
-		d.log.Warn("console: the shared database held no console account: copied this node's accounts into it; from now on the accounts are the cluster's and "+pwFile+" is no longer read",
+		d.log.Warn("console: the shared database held no console account: copied this node's accounts into it; from now on the accounts are the cluster's and this node's password file is no longer read",
 			"accounts", seeded.Copied, "password_file", pwFile, "database", store.Redact(d.cfg.Data.Database))
 	case seeded.Password != "":
 		d.showBootstrapPassword(o, seeded.Password, "the shared database "+store.Redact(d.cfg.Data.Database))

@@ -297,6 +297,7 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 			d.comps.set(componentJournal, admin.ComponentRunning, "")
 		},
 		ArchiveRetention:    cfg.Queue.TrackRetention.Duration(),
+		TrackingOutbox:      d.pg != nil && cfg.Queue.TrackRetention.Duration() >= 0,
 		DelayWarning:        cfg.Queue.DelayWarningTime.Duration(),
 		DelayWarningDefault: cfg.Queue.DelayWarningDefault,
 	})
@@ -445,7 +446,7 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 		Status:        d.Status,
 		Components:    d.comps.list,
 		Ready:         d.ready,
-		Trace:         d.Queue.Trace,
+		Trace:         d.trace,
 		Settings:      d.settingsStore,
 		Reports:       d.reportsAPI,
 		Cluster:       clusterAPI{d},
@@ -487,7 +488,7 @@ func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 		Accounts:        d.consoleAccounts(),
 		ClusterCounters: d.clusterCounters(),
 		Node:            d.cfg.Node,
-		Trace:           d.Queue.Trace,
+		Trace:           d.trace,
 		Cluster:         clusterAPI{d},
 		Logger:          d.log.With("component", "console"),
 		Now:             d.now,

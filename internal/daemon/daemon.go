@@ -266,6 +266,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.pg != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.runCounters(runCtx) }()
+		if d.cfg.Queue.TrackRetention.Duration() >= 0 {
+			wg.Add(1)
+			go func() { defer wg.Done(); d.runTracking(runCtx) }()
+		}
 	}
 	if seed := d.accountsPending; seed != nil {
 		wg.Add(1)
