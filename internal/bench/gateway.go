@@ -61,17 +61,25 @@ func startLocal(ctx context.Context, cfg *config.Config, roots *x509.CertPool, l
 	if err != nil {
 		return nil, err
 	}
-	g := &localGateway{ln: ln, ev: &events{}}
-	d, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard,
-		Config: cfg, Logger: log, Roots: roots, SMTPListener: ln,
-		OnDelivery: g.ev.add,
-	})
+	g, err := runLocal(ctx, ln, &events{}, daemon.Options{Config: cfg, Logger: log, Roots: roots})
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("bench: gateway: %w", err)
 	}
-	g.d = d
-	// Instrument the TLS session cache (nothing runs before d.Run): counts resumption offers.
+	return g, nil
+}
+
+// runLocal creates the daemon of o serving SMTP on ln and reporting deliveries to ev, instruments its TLS
+// session cache (counts resumption offers) and runs it until the gateway's stop. It does not close ln on
+// error.
+func runLocal(ctx context.Context, ln net.Listener, ev *events, o daemon.Options) (*localGateway, error) {
+	o.BootstrapOut, o.SMTPListener, o.OnDelivery = io.Discard, ln, ev.add
+	d, err := daemon.New(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	g := &localGateway{d: d, ln: ln, ev: ev}
+	// Nothing runs before d.Run: the cache can be replaced.
 	g.sessions = &countingCache{inner: d.Policy.Sessions}
 	d.Policy.Sessions = g.sessions
 
