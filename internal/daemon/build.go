@@ -296,6 +296,14 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 			}
 			d.comps.set(componentJournal, admin.ComponentRunning, "")
 		},
+		// A full disk stops the recording of delivery results and intake: say so until there is room.
+		StorageState: func(err error) {
+			if err != nil {
+				d.comps.set(componentStorage, admin.ComponentDegraded, err.Error())
+				return
+			}
+			d.comps.set(componentStorage, admin.ComponentRunning, "")
+		},
 		ArchiveRetention:    cfg.Queue.TrackRetention.Duration(),
 		TrackingOutbox:      d.pg != nil && cfg.Queue.TrackRetention.Duration() >= 0,
 		DelayWarning:        cfg.Queue.DelayWarningTime.Duration(),
@@ -307,6 +315,9 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 	d.Queue = q
 	if q.JournalErr() == nil {
 		d.comps.set(componentJournal, admin.ComponentRunning, "")
+	}
+	if q.StorageErr() == nil {
+		d.comps.set(componentStorage, admin.ComponentRunning, "")
 	}
 	d.onRelease(func(context.Context) error { return q.Close() })
 	return nil
