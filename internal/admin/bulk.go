@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -66,8 +67,9 @@ type BulkResult struct {
 	IDs []string `json:"ids"`
 	// Nodes, with AllNodes, is each node's own result, for the nodes that did the action.
 	Nodes []NodeBulkResult `json:"nodes,omitempty"`
-	// Failed, with AllNodes, names the nodes that did not do the action (unreachable, refused, or failed
-	// part-way) and why: nothing of theirs is counted above.
+	// Failed, with AllNodes, names the nodes that did not do the action (unreachable, refused, failed
+	// part-way, or whose answer never came: "outcome unknown") and why; only what a node that failed
+	// part-way reported done is counted above.
 	Failed []NodeError `json:"failed_nodes,omitempty"`
 }
 
@@ -179,7 +181,9 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("%s of many messages needs confirmation: run it with dry_run first, then send confirm with the number of messages it reported", a))
 		return
 	}
-	res, err := s.opts.Queue.Bulk(r.Context(), a, sel)
+	// Once started, the action runs to the end even if the caller hangs up (another node giving up waiting,
+	// a dropped connection): never cut half way.
+	res, err := s.opts.Queue.Bulk(context.WithoutCancel(r.Context()), a, sel)
 	if errors.Is(err, queue.ErrSelectionGrew) {
 		// Refused before acting: nothing was done, whatever the plan counted.
 		s.log.Info("admin: queue bulk "+string(a)+" refused: more messages match than were confirmed", "confirm", req.Confirm, "ip", remoteIP(r))
@@ -193,8 +197,10 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("admin: queue bulk "+string(a), "matched", res.Matched, "affected", res.Affected, "gone", res.Gone,
 		"in_flight", res.InFlight, "ip", remoteIP(r))
 	if err != nil {
-		// Part of the selection was acted on: say so with the error.
-		s.fail(w, r, fmt.Errorf("%w (after %d of the messages)", err, res.Affected))
+		// Part of the selection was acted on: say so with the error, and what was done.
+		err = fmt.Errorf("%w (after %d of the messages)", err, res.Affected)
+		s.log.Error("admin: queue bulk "+string(a)+" stopped", "err", err, "ip", remoteIP(r))
+		writeJSON(w, statusOf(err), bulkStopped{Error: err.Error(), BulkResult: bulkDTO(res, false)})
 		return
 	}
 	writeJSON(w, http.StatusOK, bulkDTO(res, false))
@@ -215,7 +221,11 @@ func (s *Server) queueBulkAllNodes(w http.ResponseWriter, r *http.Request, req B
 		writeError(w, http.StatusConflict, fmt.Sprintf("%s of many messages needs confirmation: run it with dry_run first, then send confirm with the number of messages it reported", a))
 		return
 	}
-	res, err := s.opts.Cluster.Bulk(r.Context(), req)
+	ctx := r.Context()
+	if !req.DryRun {
+		ctx = context.WithoutCancel(ctx)
+	}
+	res, err := s.opts.Cluster.Bulk(ctx, req)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -231,10 +241,25 @@ func (s *Server) queueBulkAllNodes(w http.ResponseWriter, r *http.Request, req B
 	writeJSON(w, http.StatusOK, res)
 }
 
-// QueueBulk sends a bulk action (or, with DryRun, asks what it would do).
+// bulkStopped is the answer of a bulk action that stopped part-way: the error, and what was done.
+type bulkStopped struct {
+	Error string `json:"error"`
+	BulkResult
+}
+
+// QueueBulk sends a bulk action (or, with DryRun, asks what it would do). When the action stopped part-way
+// the error comes with what was done.
 func (c *Client) QueueBulk(ctx context.Context, req BulkRequest) (BulkResult, error) {
 	var out BulkResult
-	return out, c.Do(ctx, http.MethodPost, "/api/v1/queue/bulk", req, &out)
+	err := c.Do(ctx, http.MethodPost, "/api/v1/queue/bulk", req, &out)
+	var ae *APIError
+	if errors.As(err, &ae) && len(ae.Body) > 0 {
+		var st bulkStopped
+		if json.Unmarshal(ae.Body, &st) == nil {
+			out = st.BulkResult
+		}
+	}
+	return out, err
 }
 
 // bulkStatus maps the queue's bulk errors to HTTP statuses.

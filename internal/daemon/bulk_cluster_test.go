@@ -10,11 +10,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/cli"
+	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/nodes"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/simnet"
@@ -253,5 +255,35 @@ func TestClusterBulkRefusedNodeCountsNothing(t *testing.T) {
 		if m, err := c.d.Queue.Get(ctx, ids[i]); err != nil || m.Held {
 			t.Errorf("%s: message %s after the refused holds: held %v, %v; want not held", c.name, ids[i], m.Held, err)
 		}
+	}
+}
+
+// TestClusterBulkNotCutByPeerTimeout: another node's part of a bulk action is not cut off by the timeout of
+// the node's calls to its peers (a delete of many thousands takes longer): node 1, whose peer calls time out
+// at once, still has node 2 do the action and counts it.
+func TestClusterBulkNotCutByPeerTimeout(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
+		RcptReply: func(string) *smtp.SMTPError {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	n1 := startClusterNodeWith(t, n, dsn, "node1.example.net", func(o *daemon.Options) { o.PeerTimeout = time.Nanosecond })
+	n2 := startClusterNode(t, n, dsn, "node2.example.net")
+	id2 := n2.queueOne(t, "rcpt@defer.example")
+	ctx := context.Background()
+	c1 := n1.client(t)
+	waitNodes(t, c1, "two nodes", func(l admin.NodeList) bool { return len(l.Nodes) == 2 })
+	res, err := c1.QueueBulk(ctx, admin.BulkRequest{Action: "hold", Domain: "defer.example", AllNodes: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Affected != 1 || len(res.Failed) != 0 {
+		t.Errorf("hold on every node with node 1's peer calls timing out at once: %+v; want node 2's message held and counted", res)
+	}
+	if m, err := n2.d.Queue.Get(ctx, id2); err != nil || !m.Held {
+		t.Errorf("node 2's message: held %v, %v; want held", m.Held, err)
 	}
 }

@@ -44,8 +44,12 @@ func (d *Daemon) clashReason(now time.Time) string {
 	return nodes.ClashReason(d.cfg.Node, d.instance, d.selfURL(), d.clash.other)
 }
 
-// peerTimeout bounds one call to another node's admin API.
+// peerTimeout bounds one call to another node's admin API, but for bulk actions.
 const peerTimeout = 10 * time.Second
+
+// peerBulkTimeout bounds the wait for another node's bulk action: long, for a delete of many thousands of
+// messages; the node finishes the action even when the caller gives up.
+const peerBulkTimeout = 30 * time.Minute
 
 // openNodes opens the node registry where the settings are: the node's SQLite database, or the database the
 // cluster shares. The cluster secret is read (made, by the first node) here; if the database does not answer
@@ -56,6 +60,7 @@ func (d *Daemon) openNodes(ctx context.Context, o Options) error {
 		d.nodeStore = nodes.PostgresStorage{PG: d.pg}
 	}
 	d.beatEvery = cmp.Or(o.HeartbeatInterval, nodes.DefaultInterval)
+	d.peerTimeout = cmp.Or(o.PeerTimeout, peerTimeout)
 	d.silentAfter = 4 * d.beatEvery
 	d.lagAfter = 2 * d.beatEvery
 	d.beatNow = make(chan struct{}, 1)
@@ -269,8 +274,15 @@ func (c clusterAPI) Nodes(ctx context.Context) (admin.NodeList, error) {
 // URL is https:// is verified against the trust store (the system's and tls.ca_file).
 func (c clusterAPI) peer(n nodes.Node) (*admin.Client, func()) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.d.roots.Load(), MinVersion: tls.VersionTLS12}}
-	return &admin.Client{BaseURL: n.AdminURL, Token: c.d.clusterSecret(), HTTP: &http.Client{Timeout: peerTimeout, Transport: tr}},
+	return &admin.Client{BaseURL: n.AdminURL, Token: c.d.clusterSecret(), HTTP: &http.Client{Timeout: c.d.peerTimeout, Transport: tr}},
 		tr.CloseIdleConnections
+}
+
+// peerBulk is peer for a bulk action: bound by the context only (peerBulkTimeout), not by peerTimeout.
+func (c clusterAPI) peerBulk(n nodes.Node) (*admin.Client, func()) {
+	cl, done := c.peer(n)
+	cl.HTTP.Timeout = 0
+	return cl, done
 }
 
 // peerError maps another node's answer to the errors the API and the console classify.
@@ -292,11 +304,22 @@ func peerError(node string, err error) error {
 // done.
 func peerBulkError(node string, err error) error {
 	var ae *admin.APIError
-	if errors.As(err, &ae) && ae.Status == http.StatusConflict {
-		return fmt.Errorf("node %s: %w: nothing done: %s", node, queue.ErrSelectionGrew, ae.Message)
+	if errors.As(err, &ae) {
+		if ae.Status == http.StatusConflict {
+			return fmt.Errorf("node %s: %w: nothing done: %s", node, queue.ErrSelectionGrew, ae.Message)
+		}
+		return peerError(node, err)
 	}
-	return peerError(node, err)
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return peerError(node, err) // never reached: nothing done
+	}
+	// The request may have reached the node, which finishes the action whatever this node does.
+	return fmt.Errorf("%w: %w", errOutcomeUnknown, peerError(node, err))
 }
+
+// errOutcomeUnknown: another node's bulk action was sent but its answer did not come back.
+var errOutcomeUnknown = errors.New("outcome unknown (no answer; the node finishes the action on its own): check the node's queue")
 
 // lookup returns the registry row of node.
 func (c clusterAPI) lookup(ctx context.Context, node string) (nodes.Node, error) {
@@ -440,8 +463,10 @@ func (c clusterAPI) bulkOnEach(ctx context.Context, list []nodes.Node, req admin
 			continue
 		}
 		wg.Go(func() {
-			cl, done := c.peer(n)
+			cl, done := c.peerBulk(n)
 			defer done()
+			ctx, cancel := context.WithTimeout(ctx, peerBulkTimeout)
+			defer cancel()
 			res, err := cl.QueueBulk(ctx, r)
 			if err != nil {
 				err = peerBulkError(n.Name, err)

@@ -47,6 +47,12 @@ type clusterNode struct {
 // stopped node is found silent quickly.
 func startClusterNode(t *testing.T, n *simnet.Net, dsn, name string, edit ...func(*config.Config)) *clusterNode {
 	t.Helper()
+	return startClusterNodeWith(t, n, dsn, name, nil, edit...)
+}
+
+// startClusterNodeWith is startClusterNode with the daemon's options edited by opt (when not nil).
+func startClusterNodeWith(t *testing.T, n *simnet.Net, dsn, name string, opt func(*daemon.Options), edit ...func(*config.Config)) *clusterNode {
+	t.Helper()
 	cfg := n.GatewayConfig(t.TempDir())
 	cfg.Data.Database, cfg.Node = dsn, name
 	for _, e := range edit {
@@ -67,9 +73,13 @@ func startClusterNode(t *testing.T, n *simnet.Net, dsn, name string, edit ...fun
 		writeAdminCert(t, n, cfg)
 	}
 	g := &gw{dir: cfg.Data.Dir, n: n, smtp: ln.Addr().String(), events: make(chan delivery.Event, 1000)}
-	g.d, err = daemon.New(context.Background(), daemon.Options{BootstrapOut: &g.printed, Config: cfg, Roots: n.RootPool(),
+	o := daemon.Options{BootstrapOut: &g.printed, Config: cfg, Roots: n.RootPool(),
 		SMTPListener: ln, AdminListener: aln, OnDelivery: func(ev delivery.Event) { g.events <- ev },
-		HeartbeatInterval: 100 * time.Millisecond})
+		HeartbeatInterval: 100 * time.Millisecond}
+	if opt != nil {
+		opt(&o)
+	}
+	g.d, err = daemon.New(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
