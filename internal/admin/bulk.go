@@ -181,6 +181,11 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("%s of many messages needs confirmation: run it with dry_run first, then send confirm with the number of messages it reported", a))
 		return
 	}
+	if req.Confirm == 0 && !s.authorized(r) && s.peerAuthorized(r) {
+		// Another node acts here for a bulk action on every node, with this node's count as it reported it.
+		writeError(w, http.StatusConflict, "a bulk action called by another node needs confirm: this node's count from a dry run")
+		return
+	}
 	// Once started, the action runs to the end even if the caller hangs up (another node giving up waiting,
 	// a dropped connection): never cut half way.
 	res, err := s.opts.Queue.Bulk(context.WithoutCancel(r.Context()), a, sel)

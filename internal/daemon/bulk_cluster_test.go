@@ -135,6 +135,13 @@ func TestClusterBulkActionOnEveryNode(t *testing.T) {
 	if _, err := peer.QueueBulk(ctx, admin.BulkRequest{Action: "retry", All: true, AllNodes: true}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
 		t.Errorf("all_nodes with the cluster secret: %v, want 400", err)
 	}
+	// A real run with the cluster secret must carry the node's count, as the fan-out sends it.
+	if _, err := peer.QueueBulk(ctx, admin.BulkRequest{Action: "release", All: true}); !errors.As(err, &ae) || ae.Status != http.StatusConflict {
+		t.Errorf("release without confirm with the cluster secret: %v, want 409", err)
+	}
+	if !held(n2) {
+		t.Error("a release with the cluster secret and no confirm released node 2's message")
+	}
 	if _, err := n1.d.Queue.Get(ctx, ids[n1.name]); errors.Is(err, queue.ErrNotFound) {
 		t.Error("node 1's message is gone")
 	}

@@ -539,6 +539,21 @@ func (c clusterAPI) Bulk(ctx context.Context, req admin.BulkRequest) (admin.Bulk
 		list = append(list, nodes.Node{Name: d.cfg.Node})
 	}
 	var conf map[string]int
+	if !req.DryRun && req.ConfirmNodes == nil {
+		// Each node is sent a confirmation, as another node's call needs: Confirm if given (a bound on
+		// each node), else its own count now; nothing is sent to a node that has nothing to do.
+		preview := req
+		preview.DryRun, preview.Confirm = true, 0
+		conf = map[string]int{}
+		for _, b := range c.bulkOnEach(ctx, list, preview, nil) {
+			switch {
+			case b.err != nil:
+				out.Failed = append(out.Failed, admin.NodeError{Node: b.node, Error: b.err.Error()})
+			case b.res.Affected > 0:
+				conf[b.node] = cmp.Or(req.Confirm, b.res.Affected)
+			}
+		}
+	}
 	if !req.DryRun && req.ConfirmNodes != nil {
 		preview := req
 		preview.DryRun, preview.Confirm, preview.ConfirmNodes = true, 0, nil
