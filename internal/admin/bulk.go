@@ -71,6 +71,9 @@ type BulkResult struct {
 	// part-way, or whose answer never came: "outcome unknown") and why; only what a node that failed
 	// part-way reported done is counted above.
 	Failed []NodeError `json:"failed_nodes,omitempty"`
+	// Skipped, with AllNodes, names the registry rows not asked and why: silent for a day (taken as
+	// retired), or another row's admin URL (a renamed node's old row). They are not failures.
+	Skipped []NodeError `json:"skipped_nodes,omitempty"`
 }
 
 // NodeBulkResult is one node's part of a bulk action on every node.

@@ -85,6 +85,9 @@ func runBulk(cmd *cobra.Command, g *globals, action string, b *bulkFlags) error 
 		return err
 	}
 	w := bulkWords[action]
+	for _, n := range p.Skipped {
+		fmt.Fprintf(g.stderr, "node %s %s\n", n.Node, n.Error)
+	}
 	if b.dryRun || p.Affected == 0 {
 		if g.json {
 			if err := writeJSONValue(g.stdout, p); err != nil {

@@ -294,3 +294,49 @@ func TestClusterBulkNotCutByPeerTimeout(t *testing.T) {
 		t.Errorf("node 2's message: held %v, %v; want held", m.Held, err)
 	}
 }
+
+// TestClusterBulkSkipsStaleRows: a bulk action on every node does not ask a renamed node's old row (same
+// admin URL) nor a row silent for days; it names them apart, not as failures.
+func TestClusterBulkSkipsStaleRows(t *testing.T) {
+	dsn := storetest.PostgresDSN(t)
+	n := newSimNet(t)
+	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
+		RcptReply: func(string) *smtp.SMTPError {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	n1 := startClusterNode(t, n, dsn, "node1.example.net")
+	n2 := startClusterNode(t, n, dsn, "node2.example.net")
+	n2.queueOne(t, "rcpt@defer.example")
+	ctx := context.Background()
+	c1 := n1.client(t)
+	l := waitNodes(t, c1, "two nodes", func(l admin.NodeList) bool { return len(l.Nodes) == 2 })
+	var url2 string
+	for _, v := range l.Nodes {
+		if v.Name == n2.name {
+			url2 = v.AdminURL
+		}
+	}
+	pg, err := store.OpenPostgres(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	old := time.Now().Add(-72 * time.Hour)
+	for _, row := range []nodes.Node{
+		{Name: "node2-old.example.net", Instance: "old", AdminURL: url2, Started: old, Heartbeat: old},
+		{Name: "gone.example.net", Instance: "gone", AdminURL: "http://127.0.0.1:9", Started: old, Heartbeat: old},
+	} {
+		if _, err := (nodes.PostgresStorage{PG: pg}).Beat(ctx, row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := c1.QueueBulk(ctx, admin.BulkRequest{Action: "hold", Domain: "defer.example", AllNodes: true, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Affected != 1 || len(p.Nodes) != 2 || len(p.Failed) != 0 || len(p.Skipped) != 2 {
+		t.Errorf("hold preview with a renamed node's old row and a long-dead row: %+v; want node 2's message once, both rows skipped, no failure", p)
+	}
+}

@@ -434,6 +434,40 @@ func (c clusterAPI) Forget(ctx context.Context, node string) error {
 	return c.d.nodeStore.Forget(ctx, node)
 }
 
+// bulkRetiredAfter is how long a node's row may go without a heartbeat before a bulk action on every node
+// takes the node as retired: not asked, and named apart from the nodes that failed.
+const bulkRetiredAfter = 24 * time.Hour
+
+// bulkTargets returns the rows of list a bulk action on every node asks, and names the others: rows silent
+// for bulkRetiredAfter, and rows with the admin URL of a row with a newer heartbeat (a renamed node's old
+// row), which would have the same node act twice.
+func bulkTargets(list []nodes.Node, self string, now time.Time) (ask []nodes.Node, skipped []admin.NodeError) {
+	newest := map[string]nodes.Node{}
+	for _, n := range list {
+		if n.AdminURL == "" {
+			continue
+		}
+		if m, ok := newest[n.AdminURL]; !ok || m.Name != self && (n.Name == self || n.Heartbeat.After(m.Heartbeat)) {
+			newest[n.AdminURL] = n
+		}
+	}
+	for _, n := range list {
+		switch m := newest[n.AdminURL]; {
+		case n.Name == self:
+			ask = append(ask, n)
+		case n.AdminURL != "" && m.Name != n.Name:
+			skipped = append(skipped, admin.NodeError{Node: n.Name, Error: fmt.Sprintf(
+				"not asked: node %s answers at the same admin URL %s (forget this row: mxgate nodes forget %s)", m.Name, n.AdminURL, n.Name)})
+		case now.Sub(n.Heartbeat) > bulkRetiredAfter:
+			skipped = append(skipped, admin.NodeError{Node: n.Name, Error: fmt.Sprintf(
+				"not asked: silent since %s, taken as retired (mxgate nodes forget %s)", n.Heartbeat.UTC().Format(time.RFC3339), n.Name)})
+		default:
+			ask = append(ask, n)
+		}
+	}
+	return ask, skipped
+}
+
 // nodeBulk is one node's part of a bulk action on every node: its result, or why it did not do it.
 type nodeBulk struct {
 	node string
@@ -535,6 +569,7 @@ func (c clusterAPI) Bulk(ctx context.Context, req admin.BulkRequest) (admin.Bulk
 		list = nil
 		out.Failed = append(out.Failed, admin.NodeError{Node: "(other nodes)", Error: "node registry unreadable: " + err.Error()})
 	}
+	list, out.Skipped = bulkTargets(list, d.cfg.Node, d.now())
 	if !slices.ContainsFunc(list, func(n nodes.Node) bool { return c.local(n.Name) }) {
 		list = append(list, nodes.Node{Name: d.cfg.Node})
 	}
