@@ -314,6 +314,8 @@ func (c *Cache) Flush(ctx context.Context, domain address.Domain) error {
 		}
 		c.mu.Lock()
 		delete(c.entries, domain)
+		c.seq++
+		c.flushSeq[domain] = c.seq
 		c.mu.Unlock()
 		if !ok && !held {
 			return fmt.Errorf("%w: %s", ErrNotCached, domain)
