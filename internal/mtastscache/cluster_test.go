@@ -542,3 +542,48 @@ func TestClusterFlushDuringSyncStaysFlushed(t *testing.T) {
 	}
 	check(t, "node A after B's flush", a.get(t, "example.com"), summary{Mode: mtasts.ModeTesting, ID: "1", Source: SourceCache})
 }
+
+// stallingFlushStore holds each Flush in the shared store until release is closed (or its context ends).
+type stallingFlushStore struct {
+	SharedStore
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stallingFlushStore) Flush(ctx context.Context, d address.Domain, at time.Time) (bool, error) {
+	s.entered <- struct{}{}
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return false, fmt.Errorf("Flush: no answer: %w", ctx.Err())
+	}
+	return s.SharedStore.Flush(ctx, d, at)
+}
+
+// TestClusterFlushHoldsNoDelivery: while a flush waits on the shared store, a delivery to another domain
+// fetches and caches its policy (it does not wait for the flush), and the flush then completes.
+func TestClusterFlushHoldsNoDelivery(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	st := &stallingFlushStore{entered: make(chan struct{}), release: make(chan struct{})}
+	a := e.startNodeWith(t, dsn, "a", filepath.Join(t.TempDir(), "a.db"), func(s SharedStore) SharedStore {
+		st.SharedStore = s
+		return st
+	})
+	e.publish("example.com", "1", pEnf(86400))
+	e.publish("other.test", "k", pEnf(86400))
+	a.get(t, "example.com")
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- a.cache.Flush(ctx, address.MustParseDomain("example.com")) }()
+	<-st.entered
+	check(t, "delivery during the flush", a.get(t, "other.test"), summary{Mode: mtasts.ModeEnforce, ID: "k", Source: SourceFetched})
+	close(st.release)
+	if err := <-done; err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if _, err := a.cache.Show(ctx, address.MustParseDomain("example.com")); err == nil {
+		t.Error("the flushed policy is still cached")
+	}
+}
