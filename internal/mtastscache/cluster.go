@@ -230,7 +230,15 @@ func (c *Cache) merge(ctx context.Context, shared []*entry, flushes map[address.
 		delete(c.entries, d)
 	}
 	c.mu.Unlock()
+	now := c.now()
 	for _, f := range dropped {
+		if f.flushed.After(now) {
+			// The flush is in this node's future: its clock is behind the flushing node's, and what it fetched
+			// since the flush is dropped as if fetched before it.
+			c.log.Warn("mtastscache: dropping this node's copy of a policy flushed at a time still ahead of this node's clock: keep the nodes' clocks in step",
+				"domain", f.domain.String(), "fetched", f.fetched, "flushed", f.flushed, "now", now)
+			continue
+		}
 		c.log.Info("mtastscache: dropping this node's copy of a policy flushed since it was fetched",
 			"domain", f.domain.String(), "fetched", f.fetched, "flushed", f.flushed)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -585,5 +586,42 @@ func TestClusterFlushHoldsNoDelivery(t *testing.T) {
 	}
 	if _, err := a.cache.Show(ctx, address.MustParseDomain("example.com")); err == nil {
 		t.Error("the flushed policy is still cached")
+	}
+}
+
+// TestClusterClockBehindFlushIsLogged: a node whose clock is behind the node that flushed a policy stores
+// nothing it fetches for that domain until its clock passes the flush time, and drops it at each sync; it
+// says so in a warning that names the clocks, rather than silently.
+func TestClusterClockBehindFlushIsLogged(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	behind := newEnv(t) // another world: its clock stays an hour behind e's
+	dir := t.TempDir()
+	a := e.startNode(t, dsn, "a", filepath.Join(dir, "a.db"))
+	b := behind.startNode(t, dsn, "b", filepath.Join(dir, "b.db"))
+	e.clock.Advance(time.Hour)
+	e.publish("example.com", "1", pEnf(86400))
+	a.get(t, "example.com")
+	ctx := context.Background()
+	if err := a.cache.Flush(ctx, address.MustParseDomain("example.com")); err != nil {
+		t.Fatalf("node A: Flush: %v", err)
+	}
+
+	behind.publish("example.com", "2", pEnf(86400))
+	check(t, "node B after the flush", b.get(t, "example.com"), summary{Mode: mtasts.ModeEnforce, ID: "2", Source: SourceFetched})
+	if err := b.cache.SyncDue(ctx); err != nil {
+		t.Fatalf("node B: sync: %v", err)
+	}
+	var refused, dropped bool
+	for line := range strings.Lines(behind.logs.String()) {
+		if !strings.Contains(line, `"level":"WARN"`) || !strings.Contains(line, "clock") {
+			continue
+		}
+		refused = refused || strings.Contains(line, "refused")
+		dropped = dropped || strings.Contains(line, "dropping")
+	}
+	if !refused || !dropped {
+		t.Errorf("node B's warnings about its clock: refused write %v, dropped copy %v; want both; log:\n%s", refused, dropped, behind.logs.String())
 	}
 }
