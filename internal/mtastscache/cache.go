@@ -149,6 +149,10 @@ type Cache struct {
 	// store, and the next successful sync clears it.
 	seq       uint64
 	sharedErr error
+	// flushSeq holds, in cluster mode, the seq at which this node last flushed each domain: a read of the
+	// shared store begun before it (seq then lower) may have returned the flushed record, which must not be
+	// put back. A sync forgets the flushes made before it began.
+	flushSeq map[address.Domain]uint64
 }
 
 // entry is one cached policy.
@@ -221,6 +225,7 @@ func New(ctx context.Context, o Options) (*Cache, error) {
 		syncInterval:    o.SyncInterval,
 		entries:         map[address.Domain]*entry{},
 		backoffs:        map[backoffKey]failure{},
+		flushSeq:        map[address.Domain]uint64{},
 		flights:         map[address.Domain]*flight{},
 		stats:           Stats{FetchFailures: map[tlsrpt.ResultType]uint64{}},
 	}

@@ -98,7 +98,8 @@ func (c *Cache) SharedErr() error {
 // the shared store does not (a write that failed while it was down) is written to it, and one it no longer
 // holds (flushed or dropped on another node) is removed unless this node wrote it since. A record fetched
 // before its domain was last flushed (on any node, while this one was stopped or cut off) is removed and never
-// written back: the next use fetches the policy afresh.
+// written back: the next use fetches the policy afresh. A record read before a flush this node made since
+// (Flush does not wait for a sync) is not put back either.
 //
 // Only the merge in memory and the local copy takes writeMu: the reads and writes of the shared store are
 // made without it, so that the cache's writes (a policy fetched for a delivery) never wait on the network.
@@ -157,9 +158,27 @@ func (c *Cache) merge(ctx context.Context, shared []*entry, flushes map[address.
 	var toLocal, toShared []*entry
 	var gone []address.Domain
 	c.mu.Lock()
+	for d, n := range c.flushSeq {
+		if n <= start {
+			delete(c.flushSeq, d) // the shared store was read after that flush
+		}
+	}
 	for _, s := range shared {
-		seen[s.domain] = true
 		e := c.entries[s.domain]
+		if _, ok := c.flushSeq[s.domain]; ok {
+			// Flushed on this node since the shared store was read: s may be the very record flushed (RFC
+			// 8461 Section 10: only a flush drops a policy, and nothing but a fetch brings it back).
+			continue
+		}
+		if f, ok := flushes[s.domain]; ok && s.fetched.Before(f) {
+			// Flushed on another node between the reads of the records and of the flushes; an entry fetched
+			// before the flush is dropped below, one fetched since is kept.
+			if e != nil && !e.fetched.Before(f) {
+				seen[s.domain] = true
+			}
+			continue
+		}
+		seen[s.domain] = true
 		switch {
 		case e == nil || s.fetched.After(e.fetched):
 			if e != nil && e.lastUsed.After(s.lastUsed) {
@@ -211,7 +230,15 @@ func (c *Cache) merge(ctx context.Context, shared []*entry, flushes map[address.
 		delete(c.entries, d)
 	}
 	c.mu.Unlock()
+	now := c.now()
 	for _, f := range dropped {
+		if f.flushed.After(now) {
+			// The flush is in this node's future: its clock is behind the flushing node's, and what it fetched
+			// since the flush is dropped as if fetched before it.
+			c.log.Warn("mtastscache: dropping this node's copy of a policy flushed at a time still ahead of this node's clock: keep the nodes' clocks in step",
+				"domain", f.domain.String(), "fetched", f.fetched, "flushed", f.flushed, "now", now)
+			continue
+		}
 		c.log.Info("mtastscache: dropping this node's copy of a policy flushed since it was fetched",
 			"domain", f.domain.String(), "fetched", f.fetched, "flushed", f.flushed)
 	}
@@ -240,6 +267,9 @@ func (c *Cache) fromShared(ctx context.Context, domain address.Domain, id string
 	}
 	ctx, cancel := context.WithTimeout(ctx, sharedTimeout)
 	defer cancel()
+	c.mu.Lock()
+	start := c.seq
+	c.mu.Unlock()
 	r, ok, err := c.store.(SharedStore).Get(ctx, domain)
 	if err != nil {
 		c.sharedDown(err)
@@ -257,6 +287,11 @@ func (c *Cache) fromShared(ctx context.Context, domain address.Domain, id string
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
+	if n, ok := c.flushSeq[domain]; ok && n > start {
+		// Flushed on this node since the read: r may be the record flushed. The delivery fetches the policy.
+		c.mu.Unlock()
+		return nil
+	}
 	old := c.entries[domain]
 	if old != nil && !e.fetched.After(old.fetched) {
 		c.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -453,4 +454,174 @@ func TestClusterFlushFailsWithoutTheDatabase(t *testing.T) {
 	restore()
 	check(t, "after the failed flush", a.get(t, "example.com"), summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceCache})
 	checkFetches(t, e, "example.com", 1)
+}
+
+// flushingStore runs hook (once, when armed) inside the node's reads of the shared store: after Get has read
+// the record and before sync reads the flushes (its Load done), so that a flush lands at the worst moment.
+type flushingStore struct {
+	SharedStore
+	hook atomic.Pointer[func()]
+}
+
+func (f *flushingStore) fire() {
+	if h := f.hook.Swap(nil); h != nil {
+		(*h)()
+	}
+}
+
+func (f *flushingStore) Flushes(ctx context.Context) (map[address.Domain]time.Time, error) {
+	f.fire()
+	return f.SharedStore.Flushes(ctx)
+}
+
+func (f *flushingStore) Get(ctx context.Context, d address.Domain) (Record, bool, error) {
+	r, ok, err := f.SharedStore.Get(ctx, d)
+	f.fire()
+	return r, ok, err
+}
+
+// TestClusterFlushDuringSyncStaysFlushed: a flush made while a sync (or a delivery's read of the shared
+// store) has already read the policy is not undone by what that read returned: the flushing node neither
+// serves the flushed policy nor keeps it in its local copy, and its next delivery fetches the policy afresh.
+func TestClusterFlushDuringSyncStaysFlushed(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	dir := t.TempDir()
+	var fs *flushingStore
+	wrap := func(s SharedStore) SharedStore { fs = &flushingStore{SharedStore: s}; return fs }
+	a := e.startNodeWith(t, dsn, "a", filepath.Join(dir, "a.db"), wrap)
+	e.publish("example.com", "1", pEnf(86400))
+	a.get(t, "example.com")
+	ctx := context.Background()
+	dom := address.MustParseDomain("example.com")
+	local, err := store.OpenSQLite(a.localPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	flushed := func(what string, c *Cache) {
+		t.Helper()
+		if en, err := c.Show(ctx, dom); err == nil {
+			t.Errorf("%s: the node serves the flushed policy (%s, fetched %v)", what, en.Mode, en.Fetched)
+		}
+		if r, ok, err := (SQLiteStore{DB: local}).Get(ctx, dom); err != nil || ok {
+			t.Errorf("%s: local copy holds %+v, %v, %v; want no record", what, r, ok, err)
+		}
+	}
+
+	e.clock.Advance(time.Minute)
+	var flushErr error
+	flush := func() { flushErr = a.cache.Flush(ctx, dom) }
+	fs.hook.Store(&flush)
+	if err := a.cache.SyncDue(ctx); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if flushErr != nil {
+		t.Fatalf("Flush during the sync: %v", flushErr)
+	}
+	flushed("after a flush during a sync", a.cache)
+
+	// A second node reads the policy for a delivery while the flush is made on it: the delivery fetches
+	// the policy (which changed, hence the flush) rather than applying the flushed record it read.
+	e.clock.Advance(time.Minute)
+	b := e.startNodeWith(t, dsn, "b", filepath.Join(dir, "b.db"), wrap)
+	e.clock.Advance(time.Minute)
+	check(t, "node A after its flush", a.get(t, "example.com"), summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceFetched})
+	e.clock.Advance(time.Minute)
+	e.policy.serve("example.com", http.StatusOK, pTest)
+	fetches := e.policy.fetches("example.com")
+	flush = func() { flushErr = b.cache.Flush(ctx, dom) }
+	fs.hook.Store(&flush)
+	check(t, "node B flushing during its read", b.get(t, "example.com"), summary{Mode: mtasts.ModeTesting, ID: "1", Source: SourceFetched})
+	if flushErr != nil {
+		t.Fatalf("Flush during a read: %v", flushErr)
+	}
+	checkFetches(t, e, "example.com", fetches+1)
+	if err := a.cache.SyncDue(ctx); err != nil {
+		t.Fatalf("node A: sync: %v", err)
+	}
+	check(t, "node A after B's flush", a.get(t, "example.com"), summary{Mode: mtasts.ModeTesting, ID: "1", Source: SourceCache})
+}
+
+// stallingFlushStore holds each Flush in the shared store until release is closed (or its context ends).
+type stallingFlushStore struct {
+	SharedStore
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *stallingFlushStore) Flush(ctx context.Context, d address.Domain, at time.Time) (bool, error) {
+	s.entered <- struct{}{}
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return false, fmt.Errorf("Flush: no answer: %w", ctx.Err())
+	}
+	return s.SharedStore.Flush(ctx, d, at)
+}
+
+// TestClusterFlushHoldsNoDelivery: while a flush waits on the shared store, a delivery to another domain
+// fetches and caches its policy (it does not wait for the flush), and the flush then completes.
+func TestClusterFlushHoldsNoDelivery(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	st := &stallingFlushStore{entered: make(chan struct{}), release: make(chan struct{})}
+	a := e.startNodeWith(t, dsn, "a", filepath.Join(t.TempDir(), "a.db"), func(s SharedStore) SharedStore {
+		st.SharedStore = s
+		return st
+	})
+	e.publish("example.com", "1", pEnf(86400))
+	e.publish("other.test", "k", pEnf(86400))
+	a.get(t, "example.com")
+	ctx := context.Background()
+	done := make(chan error, 1)
+	go func() { done <- a.cache.Flush(ctx, address.MustParseDomain("example.com")) }()
+	<-st.entered
+	check(t, "delivery during the flush", a.get(t, "other.test"), summary{Mode: mtasts.ModeEnforce, ID: "k", Source: SourceFetched})
+	close(st.release)
+	if err := <-done; err != nil {
+		t.Fatalf("Flush: %v", err)
+	}
+	if _, err := a.cache.Show(ctx, address.MustParseDomain("example.com")); err == nil {
+		t.Error("the flushed policy is still cached")
+	}
+}
+
+// TestClusterClockBehindFlushIsLogged: a node whose clock is behind the node that flushed a policy stores
+// nothing it fetches for that domain until its clock passes the flush time, and drops it at each sync; it
+// says so in a warning that names the clocks, rather than silently.
+func TestClusterClockBehindFlushIsLogged(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	behind := newEnv(t) // another world: its clock stays an hour behind e's
+	dir := t.TempDir()
+	a := e.startNode(t, dsn, "a", filepath.Join(dir, "a.db"))
+	b := behind.startNode(t, dsn, "b", filepath.Join(dir, "b.db"))
+	e.clock.Advance(time.Hour)
+	e.publish("example.com", "1", pEnf(86400))
+	a.get(t, "example.com")
+	ctx := context.Background()
+	if err := a.cache.Flush(ctx, address.MustParseDomain("example.com")); err != nil {
+		t.Fatalf("node A: Flush: %v", err)
+	}
+
+	behind.publish("example.com", "2", pEnf(86400))
+	check(t, "node B after the flush", b.get(t, "example.com"), summary{Mode: mtasts.ModeEnforce, ID: "2", Source: SourceFetched})
+	if err := b.cache.SyncDue(ctx); err != nil {
+		t.Fatalf("node B: sync: %v", err)
+	}
+	var refused, dropped bool
+	for line := range strings.Lines(behind.logs.String()) {
+		if !strings.Contains(line, `"level":"WARN"`) || !strings.Contains(line, "clock") {
+			continue
+		}
+		refused = refused || strings.Contains(line, "refused")
+		dropped = dropped || strings.Contains(line, "dropping")
+	}
+	if !refused || !dropped {
+		t.Errorf("node B's warnings about its clock: refused write %v, dropped copy %v; want both; log:\n%s", refused, dropped, behind.logs.String())
+	}
 }

@@ -289,47 +289,64 @@ func (c *Cache) Refresh(ctx context.Context, domain address.Domain) (Entry, erro
 // In cluster mode the flush is recorded in the shared store with the time it was made, in the same
 // transaction as the removal, so that no node brings the policy back from the copy it held then (one that
 // was stopped or cut off): each drops it at its next sync. A flush the shared store cannot record fails and
-// changes nothing.
+// changes nothing (the back-offs stay too). The shared store is written without holding the cache's other
+// writes, which a database that does not answer would otherwise stall for up to sharedTimeout.
 func (c *Cache) Flush(ctx context.Context, domain address.Domain) error {
+	if c.local == nil {
+		c.writeMu.Lock()
+		defer c.writeMu.Unlock()
+		c.mu.Lock()
+		_, ok := c.entries[domain]
+		c.mu.Unlock()
+		if !ok {
+			return fmt.Errorf("%w: %s", ErrNotCached, domain)
+		}
+		if err := c.remove(ctx, domain); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		delete(c.entries, domain)
+		c.forgetBackoffs(domain)
+		c.mu.Unlock()
+		return nil
+	}
+
+	// The shared store's round trip is made without writeMu, so that the deliveries' writes never wait on it;
+	// a record read from it before the flush is not put back (flushSeq).
+	sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+	held, err := c.store.(SharedStore).Flush(sctx, domain, c.now())
+	cancel()
+	if err != nil {
+		c.sharedDown(err)
+		return fmt.Errorf("mtastscache: flush %s: shared store: %w", domain, err)
+	}
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	c.mu.Lock()
 	_, ok := c.entries[domain]
+	delete(c.entries, domain)
+	c.seq++
+	c.flushSeq[domain] = c.seq
+	c.forgetBackoffs(domain)
+	c.mu.Unlock()
+	// The local copy last: if it fails, the node serves the policy no more, and drops the copy's record at
+	// its start (the shared store holds the flush).
+	if err := c.local.Delete(ctx, domain); err != nil {
+		return fmt.Errorf("mtastscache: flush %s: local copy: delete: %w", domain, err)
+	}
+	if !ok && !held {
+		return fmt.Errorf("%w: %s", ErrNotCached, domain)
+	}
+	return nil
+}
+
+// forgetBackoffs forgets domain's fetch back-offs. The caller holds mu.
+func (c *Cache) forgetBackoffs(domain address.Domain) {
 	for k := range c.backoffs {
 		if k.domain == domain {
 			delete(c.backoffs, k)
 		}
 	}
-	c.mu.Unlock()
-	if c.local != nil {
-		sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
-		held, err := c.store.(SharedStore).Flush(sctx, domain, c.now())
-		cancel()
-		if err != nil {
-			c.sharedDown(err)
-			return fmt.Errorf("mtastscache: flush %s: shared store: %w", domain, err)
-		}
-		if err := c.local.Delete(ctx, domain); err != nil {
-			return fmt.Errorf("mtastscache: local copy: delete %s: %w", domain, err)
-		}
-		c.mu.Lock()
-		delete(c.entries, domain)
-		c.mu.Unlock()
-		if !ok && !held {
-			return fmt.Errorf("%w: %s", ErrNotCached, domain)
-		}
-		return nil
-	}
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrNotCached, domain)
-	}
-	if err := c.remove(ctx, domain); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	delete(c.entries, domain)
-	c.mu.Unlock()
-	return nil
 }
 
 // Stats returns the counters and the number of cached policies by mode.

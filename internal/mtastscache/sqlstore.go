@@ -203,9 +203,13 @@ func (s sqlStore) get(ctx context.Context, domain address.Domain) (Record, bool,
 	return r, true, nil
 }
 
-// save writes r, unless it was fetched before its domain's last flush.
+// errFlushedSince is returned by a shared store's Save for a record fetched before its domain's last flush,
+// which it does not store.
+var errFlushedSince = errors.New("fetched before the domain's last flush: not stored")
+
+// save writes r, unless it was fetched before its domain's last flush (errFlushedSince).
 func (s sqlStore) save(ctx context.Context, r Record) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO mtasts_policies(domain, id, policy, mode, max_age, fetched,
+	res, err := s.db.ExecContext(ctx, `INSERT INTO mtasts_policies(domain, id, policy, mode, max_age, fetched,
 		expires, last_used, last_refresh_at, last_refresh_error, consecutive_failures)
 		SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT),
 			CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT),
@@ -219,7 +223,17 @@ func (s sqlStore) save(ctx context.Context, r Record) error {
 		r.Domain, r.ID, r.Policy, string(r.Mode), int64(r.MaxAge/time.Second),
 		toDB(r.Fetched), toDB(r.Expires), toDB(r.LastUsed), toDB(r.LastRefreshAt), r.LastRefreshError, r.Failures,
 		r.Domain, toDB(r.Fetched))
-	return err
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return errFlushedSince
+	}
+	return nil
 }
 
 // flush removes domain's record and records the flush at at (the later of two flushes stays), in one

@@ -2,6 +2,7 @@ package mtastscache
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -148,7 +149,13 @@ func (c *Cache) push(ctx context.Context, e *entry) {
 // pushRecord writes e to the shared store and, unless e changed meanwhile, clears its mark.
 func (c *Cache) pushRecord(ctx context.Context, e *entry) error {
 	r := c.record(e)
-	if err := c.store.Save(ctx, r); err != nil {
+	if err := c.store.Save(ctx, r); errors.Is(err, errFlushedSince) {
+		// The next sync drops it. A record this node fetched after the flush was made means its clock is
+		// behind the flushing node's: say so, or the node would drop its fresh fetches silently.
+		c.log.Warn("mtastscache: shared store refused a policy fetched before the domain's last flush: if it was fetched after the flush, this node's clock is behind the flushing node's (keep the nodes' clocks in step)",
+			"domain", e.domain.String(), "fetched", e.fetched)
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("mtastscache: shared store: save %s: %w", e.domain, err)
 	}
 	if c.record(e) == r {

@@ -53,31 +53,74 @@ func (db *DB) SQL() SQL { return SQL{db: db.DB, Dialect: SQLite} }
 
 // Q returns query with the dialect's placeholders: each "?" outside a quoted string or identifier becomes
 // "$n" for PostgreSQL; SQLite takes query as it is.
+//
+// Q panics, on either dialect, on a statement whose placeholders it cannot find with certainty: one with a
+// comment (--, /*), a dollar sign outside quotes ($$ strings, $n placeholders, which "?" would renumber), an
+// escape string (E'…', where a backslash may escape the quote), a numbered "?NNN" placeholder, one of
+// PostgreSQL's ?| and ?& operators, or an unterminated quote. These are programming errors, caught by the
+// tests that run every statement.
 func (d Dialect) Q(query string) string {
-	if d != Postgres || !strings.Contains(query, "?") {
-		return query
+	q, err := rewrite(query, d == Postgres)
+	if err != nil {
+		panic(fmt.Sprintf("store: statement refused: %v: %s", err, query))
 	}
+	return q
+}
+
+// rewrite checks query (see Q) and, if numbered, returns it with "$n" for each "?" placeholder.
+func rewrite(query string, numbered bool) (string, error) {
 	var b strings.Builder
-	b.Grow(len(query) + 8)
+	if numbered {
+		b.Grow(len(query) + 8)
+	}
 	n := 0
-	var quote rune // the quote character of the literal or identifier the scan is in, 0 outside
-	for _, c := range query {
+	var quote byte // the quote character of the literal or identifier the scan is in, 0 outside
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		next := byte(0)
+		if i+1 < len(query) {
+			next = query[i+1]
+		}
 		switch {
 		case quote != 0:
 			if c == quote {
 				quote = 0 // a doubled quote closes and reopens: the same result
 			}
 		case c == '\'' || c == '"':
+			if c == '\'' && i > 0 && (query[i-1] == 'E' || query[i-1] == 'e') && (i == 1 || !identChar(query[i-2])) {
+				return "", errors.New("escape string (E'...')")
+			}
 			quote = c
-		case c == '?':
+		case c == '-' && next == '-', c == '/' && next == '*':
+			return "", errors.New("comment")
+		case c == '$':
+			return "", errors.New("dollar sign outside quotes")
+		case c == '?' && (next == '|' || next == '&'):
+			return "", fmt.Errorf("operator ?%c", next)
+		case c == '?' && next >= '0' && next <= '9':
+			return "", errors.New("numbered placeholder ?NNN")
+		case c == '?' && numbered:
 			n++
 			b.WriteByte('$')
 			b.WriteString(strconv.Itoa(n))
 			continue
 		}
-		b.WriteRune(c)
+		if numbered {
+			b.WriteByte(c)
+		}
 	}
-	return b.String()
+	if quote != 0 {
+		return "", fmt.Errorf("unterminated %c", quote)
+	}
+	if !numbered {
+		return query, nil
+	}
+	return b.String(), nil
+}
+
+// identChar reports whether c may be part of an SQL identifier or keyword.
+func identChar(c byte) bool {
+	return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80
 }
 
 // ExecContext runs a statement that returns no rows.

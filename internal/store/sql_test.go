@@ -20,6 +20,49 @@ func TestDialectPlaceholders(t *testing.T) {
 	}
 }
 
+// TestDialectRefusesUnsafeStatements: a statement whose placeholders Q cannot find with certainty panics
+// on both dialects (so the tests of every component, on SQLite too, catch it), instead of reaching
+// PostgreSQL with its arguments shifted or an operator turned into a placeholder.
+func TestDialectRefusesUnsafeStatements(t *testing.T) {
+	for _, q := range []string{
+		"SELECT a FROM t -- what is b?\nWHERE b = ?",
+		"SELECT a FROM t /* it's */ WHERE b = ?",
+		"SELECT a FROM t WHERE b = ? /* c = ? */",
+		"SELECT $$?$$, a FROM t WHERE b = ?",
+		"SELECT a FROM t WHERE b = $1",
+		`SELECT a FROM t WHERE b = E'\'' AND c = ?`,
+		"SELECT a FROM t WHERE b = e'x' AND c = ?",
+		"SELECT a FROM t WHERE j ?| ARRAY['x']",
+		"SELECT a FROM t WHERE j ?& ARRAY['x']",
+		"SELECT a FROM t WHERE b = ?1",
+		"SELECT a FROM t WHERE b = 'open",
+	} {
+		for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Errorf("%s.Q(%q) did not refuse the statement", d, q)
+					}
+				}()
+				d.Q(q)
+			}()
+		}
+	}
+	// Identifiers ending in e before a string, and what looks unsafe inside quotes, are accepted.
+	for q, want := range map[string]string{
+		`SELECT a FROM t WHERE type='x' AND b = ?`:                 `SELECT a FROM t WHERE type='x' AND b = $1`,
+		`SELECT '--', '/*', '$$', 'E''', "a-b" FROM t WHERE b = ?`: `SELECT '--', '/*', '$$', 'E''', "a-b" FROM t WHERE b = $1`,
+		`SELECT a - -1, a/2*3 FROM t WHERE b = ?`:                  `SELECT a - -1, a/2*3 FROM t WHERE b = $1`,
+	} {
+		if got := store.Postgres.Q(q); got != want {
+			t.Errorf("Postgres.Q(%q) = %q, want %q", q, got, want)
+		}
+		if got := store.SQLite.Q(q); got != q {
+			t.Errorf("SQLite.Q(%q) = %q", q, got)
+		}
+	}
+}
+
 // TestSQLBothDialects runs one component's statements, written once, on both databases: a schema with the
 // dialect's type words, "?" placeholders, a 64-bit value, a numbered key, bytes, and a transaction that
 // rolls back on an error.
