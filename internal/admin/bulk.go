@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,9 +36,14 @@ type BulkRequest struct {
 	// for delete and bounce; the action is refused (409) when more messages match by then.
 	Confirm int `json:"confirm,omitempty"`
 	// AllNodes acts on the queue of every node of the registry (cluster mode), each node doing the action
-	// on its own queue; the counts are summed and the nodes that could not do it are named. With Confirm,
-	// the action is refused (409) when the nodes together would affect more messages.
+	// on its own queue; the counts are summed and the nodes that could not do it are named.
 	AllNodes bool `json:"all_nodes,omitempty"`
+	// ConfirmNodes, with AllNodes, is each node's count as the dry run reported it (its nodes[].affected),
+	// for the nodes with something to do; it must add up to Confirm and is required for delete and bounce.
+	// Only these nodes act, none on more messages than reviewed; when any of them would affect more by
+	// then, nothing is done anywhere (409). A node left out is left alone, and named when messages of it
+	// match by then.
+	ConfirmNodes map[string]int `json:"confirm_nodes,omitempty"`
 }
 
 // BulkResult answers POST /api/v1/queue/bulk.
@@ -61,9 +67,13 @@ type BulkResult struct {
 	IDs []string `json:"ids"`
 	// Nodes, with AllNodes, is each node's own result, for the nodes that did the action.
 	Nodes []NodeBulkResult `json:"nodes,omitempty"`
-	// Failed, with AllNodes, names the nodes that did not do the action (unreachable, refused, or failed
-	// part-way) and why: nothing of theirs is counted above.
+	// Failed, with AllNodes, names the nodes that did not do the action (unreachable, refused, failed
+	// part-way, or whose answer never came: "outcome unknown") and why; only what a node that failed
+	// part-way reported done is counted above.
 	Failed []NodeError `json:"failed_nodes,omitempty"`
+	// Skipped, with AllNodes, names the registry rows not asked and why: silent for a day (taken as
+	// retired), or another row's admin URL (a renamed node's old row). They are not failures.
+	Skipped []NodeError `json:"skipped_nodes,omitempty"`
 }
 
 // NodeBulkResult is one node's part of a bulk action on every node.
@@ -174,7 +184,20 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("%s of many messages needs confirmation: run it with dry_run first, then send confirm with the number of messages it reported", a))
 		return
 	}
-	res, err := s.opts.Queue.Bulk(r.Context(), a, sel)
+	if req.Confirm == 0 && !s.authorized(r) && s.peerAuthorized(r) {
+		// Another node acts here for a bulk action on every node, with this node's count as it reported it.
+		writeError(w, http.StatusConflict, "a bulk action called by another node needs confirm: this node's count from a dry run")
+		return
+	}
+	// Once started, the action runs to the end even if the caller hangs up (another node giving up waiting,
+	// a dropped connection): never cut half way.
+	res, err := s.opts.Queue.Bulk(context.WithoutCancel(r.Context()), a, sel)
+	if errors.Is(err, queue.ErrSelectionGrew) {
+		// Refused before acting: nothing was done, whatever the plan counted.
+		s.log.Info("admin: queue bulk "+string(a)+" refused: more messages match than were confirmed", "confirm", req.Confirm, "ip", remoteIP(r))
+		s.fail(w, r, err)
+		return
+	}
 	if err != nil && res.Affected == 0 {
 		s.fail(w, r, err)
 		return
@@ -182,8 +205,10 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("admin: queue bulk "+string(a), "matched", res.Matched, "affected", res.Affected, "gone", res.Gone,
 		"in_flight", res.InFlight, "ip", remoteIP(r))
 	if err != nil {
-		// Part of the selection was acted on: say so with the error.
-		s.fail(w, r, fmt.Errorf("%w (after %d of the messages)", err, res.Affected))
+		// Part of the selection was acted on: say so with the error, and what was done.
+		err = fmt.Errorf("%w (after %d of the messages)", err, res.Affected)
+		s.log.Error("admin: queue bulk "+string(a)+" stopped", "err", err, "ip", remoteIP(r))
+		writeJSON(w, statusOf(err), bulkStopped{Error: err.Error(), BulkResult: bulkDTO(res, false)})
 		return
 	}
 	writeJSON(w, http.StatusOK, bulkDTO(res, false))
@@ -204,7 +229,11 @@ func (s *Server) queueBulkAllNodes(w http.ResponseWriter, r *http.Request, req B
 		writeError(w, http.StatusConflict, fmt.Sprintf("%s of many messages needs confirmation: run it with dry_run first, then send confirm with the number of messages it reported", a))
 		return
 	}
-	res, err := s.opts.Cluster.Bulk(r.Context(), req)
+	ctx := r.Context()
+	if !req.DryRun {
+		ctx = context.WithoutCancel(ctx)
+	}
+	res, err := s.opts.Cluster.Bulk(ctx, req)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -220,10 +249,25 @@ func (s *Server) queueBulkAllNodes(w http.ResponseWriter, r *http.Request, req B
 	writeJSON(w, http.StatusOK, res)
 }
 
-// QueueBulk sends a bulk action (or, with DryRun, asks what it would do).
+// bulkStopped is the answer of a bulk action that stopped part-way: the error, and what was done.
+type bulkStopped struct {
+	Error string `json:"error"`
+	BulkResult
+}
+
+// QueueBulk sends a bulk action (or, with DryRun, asks what it would do). When the action stopped part-way
+// the error comes with what was done.
 func (c *Client) QueueBulk(ctx context.Context, req BulkRequest) (BulkResult, error) {
 	var out BulkResult
-	return out, c.Do(ctx, http.MethodPost, "/api/v1/queue/bulk", req, &out)
+	err := c.Do(ctx, http.MethodPost, "/api/v1/queue/bulk", req, &out)
+	var ae *APIError
+	if errors.As(err, &ae) && len(ae.Body) > 0 {
+		var st bulkStopped
+		if json.Unmarshal(ae.Body, &st) == nil {
+			out = st.BulkResult
+		}
+	}
+	return out, err
 }
 
 // bulkStatus maps the queue's bulk errors to HTTP statuses.

@@ -28,6 +28,7 @@ type Client struct {
 type APIError struct {
 	Status  int    // HTTP status code
 	Message string // the "error" member of the answer, or a description of a non-JSON answer
+	Body    []byte // the answer as read, which may say more (a bulk action that stopped part-way)
 }
 
 func (e *APIError) Error() string { return e.Message }
@@ -71,7 +72,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		var eb errorBody
 		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
-			return &APIError{Status: resp.StatusCode, Message: eb.Error}
+			return &APIError{Status: resp.StatusCode, Message: eb.Error, Body: b}
 		}
 		msg := strings.TrimSpace(string(b))
 		if len(msg) > 200 {

@@ -31,8 +31,9 @@ type ClusterAPI interface {
 	Forget(ctx context.Context, node string) error
 	// Bulk does the bulk action req (or, with DryRun, says what it would do) on every node of the registry,
 	// each on its own queue, and sums the results. A node that did not do it (unreachable, refused, failed)
-	// is named in BulkResult.Failed, never counted as done. With Confirm set, nothing is done on any node
-	// when the nodes together would affect more messages than that (queue.ErrSelectionGrew).
+	// is named in BulkResult.Failed, never counted as done. With ConfirmNodes (required for delete and
+	// bounce), only those nodes act, each on at most its reviewed count, and nothing is done on any node
+	// when one of them would affect more by then (queue.ErrSelectionGrew).
 	Bulk(ctx context.Context, req BulkRequest) (BulkResult, error)
 }
 

@@ -85,6 +85,9 @@ func runBulk(cmd *cobra.Command, g *globals, action string, b *bulkFlags) error 
 		return err
 	}
 	w := bulkWords[action]
+	for _, n := range p.Skipped {
+		fmt.Fprintf(g.stderr, "node %s %s\n", n.Node, n.Error)
+	}
 	if b.dryRun || p.Affected == 0 {
 		if g.json {
 			if err := writeJSONValue(g.stdout, p); err != nil {
@@ -96,6 +99,10 @@ func runBulk(cmd *cobra.Command, g *globals, action string, b *bulkFlags) error 
 		return failedNodes(p, "could not say what they would do")
 	}
 	if p.Destructive {
+		if len(p.Failed) > 0 {
+			// Named before the question: these nodes were not reviewed and are left alone.
+			fmt.Fprintf(g.stderr, "%v; nothing is done on them\n", failedNodes(p, "could not say what they would do"))
+		}
 		if !b.yes {
 			ok, err := confirm(g, fmt.Sprintf("%s %s? [y/N] ", strings.ToUpper(w.verb[:1])+w.verb[1:], counted(p.Affected, p.Recipients)))
 			if err != nil {
@@ -106,6 +113,15 @@ func runBulk(cmd *cobra.Command, g *globals, action string, b *bulkFlags) error 
 			}
 		}
 		req.Confirm = p.Affected
+		if b.allNodes {
+			// Each node's reviewed count: only these nodes act, none on more.
+			req.ConfirmNodes = map[string]int{}
+			for _, n := range p.Nodes {
+				if n.Affected > 0 {
+					req.ConfirmNodes[n.Node] = n.Affected
+				}
+			}
+		}
 	}
 	res, err := c.QueueBulk(ctx, req)
 	if err != nil {

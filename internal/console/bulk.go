@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/queue"
@@ -134,6 +135,19 @@ func (c *Console) queueBulk(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	req.Confirm = n
+	if c.opts.Cluster != nil && len(r.PostForm["confirm_node"]) > 0 {
+		// Each node's count as the review showed it: only these nodes act, none on more.
+		req.ConfirmNodes = map[string]int{}
+		for _, v := range r.PostForm["confirm_node"] {
+			node, count, _ := strings.Cut(v, "=")
+			k, err := strconv.Atoi(count)
+			if node == "" || err != nil {
+				c.renderError(w, r, s, http.StatusBadRequest, "Malformed confirmation: review the action again.")
+				return
+			}
+			req.ConfirmNodes[node] = k
+		}
+	}
 	a, sel, err := req.Selection()
 	if err != nil {
 		c.renderError(w, r, s, http.StatusBadRequest, err.Error())
@@ -141,6 +155,10 @@ func (c *Console) queueBulk(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	verb := a.Verb()
 	res, err := c.runBulk(r.Context(), req, a, sel)
+	if errors.Is(err, queue.ErrBadSelection) {
+		c.renderError(w, r, s, http.StatusBadRequest, fmt.Sprintf("Nothing was done: %v. Review the action again.", err))
+		return
+	}
 	if errors.Is(err, queue.ErrSelectionGrew) {
 		c.renderError(w, r, s, http.StatusConflict, fmt.Sprintf("Nothing was done: %v. Review the action again.", err))
 		return

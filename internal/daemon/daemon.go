@@ -72,6 +72,9 @@ type Options struct {
 	// HeartbeatInterval is how often the node writes its row of the node registry; 0 means
 	// nodes.DefaultInterval. A node is flagged silent after four intervals without one.
 	HeartbeatInterval time.Duration
+	// PeerTimeout bounds a call to another node's admin API (listing its queue, one message's action);
+	// 0 means 10 s. A bulk action is not bound by it: it runs to the end on the node that does it.
+	PeerTimeout time.Duration
 }
 
 // Daemon is a running gateway.
@@ -145,6 +148,7 @@ type Daemon struct {
 	secret      atomic.Pointer[string]
 	beatEvery   time.Duration
 	silentAfter time.Duration
+	peerTimeout time.Duration
 	lagAfter    time.Duration
 	beatNow     chan struct{}
 	// instance identifies this process in the registry (and as the holder of the MTA-STS refresh lease);

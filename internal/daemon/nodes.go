@@ -44,8 +44,12 @@ func (d *Daemon) clashReason(now time.Time) string {
 	return nodes.ClashReason(d.cfg.Node, d.instance, d.selfURL(), d.clash.other)
 }
 
-// peerTimeout bounds one call to another node's admin API.
+// peerTimeout bounds one call to another node's admin API, but for bulk actions.
 const peerTimeout = 10 * time.Second
+
+// peerBulkTimeout bounds the wait for another node's bulk action: long, for a delete of many thousands of
+// messages; the node finishes the action even when the caller gives up.
+const peerBulkTimeout = 30 * time.Minute
 
 // openNodes opens the node registry where the settings are: the node's SQLite database, or the database the
 // cluster shares. The cluster secret is read (made, by the first node) here; if the database does not answer
@@ -56,6 +60,7 @@ func (d *Daemon) openNodes(ctx context.Context, o Options) error {
 		d.nodeStore = nodes.PostgresStorage{PG: d.pg}
 	}
 	d.beatEvery = cmp.Or(o.HeartbeatInterval, nodes.DefaultInterval)
+	d.peerTimeout = cmp.Or(o.PeerTimeout, peerTimeout)
 	d.silentAfter = 4 * d.beatEvery
 	d.lagAfter = 2 * d.beatEvery
 	d.beatNow = make(chan struct{}, 1)
@@ -269,8 +274,15 @@ func (c clusterAPI) Nodes(ctx context.Context) (admin.NodeList, error) {
 // URL is https:// is verified against the trust store (the system's and tls.ca_file).
 func (c clusterAPI) peer(n nodes.Node) (*admin.Client, func()) {
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: c.d.roots.Load(), MinVersion: tls.VersionTLS12}}
-	return &admin.Client{BaseURL: n.AdminURL, Token: c.d.clusterSecret(), HTTP: &http.Client{Timeout: peerTimeout, Transport: tr}},
+	return &admin.Client{BaseURL: n.AdminURL, Token: c.d.clusterSecret(), HTTP: &http.Client{Timeout: c.d.peerTimeout, Transport: tr}},
 		tr.CloseIdleConnections
+}
+
+// peerBulk is peer for a bulk action: bound by the context only (peerBulkTimeout), not by peerTimeout.
+func (c clusterAPI) peerBulk(n nodes.Node) (*admin.Client, func()) {
+	cl, done := c.peer(n)
+	cl.HTTP.Timeout = 0
+	return cl, done
 }
 
 // peerError maps another node's answer to the errors the API and the console classify.
@@ -286,6 +298,28 @@ func peerError(node string, err error) error {
 	}
 	return fmt.Errorf("%w %s: %w", admin.ErrPeer, node, err)
 }
+
+// peerBulkError maps another node's answer to a bulk action: its 409 is a refusal because more messages
+// match than were confirmed (a bulk action counts messages in flight instead of failing on them), nothing
+// done.
+func peerBulkError(node string, err error) error {
+	var ae *admin.APIError
+	if errors.As(err, &ae) {
+		if ae.Status == http.StatusConflict {
+			return fmt.Errorf("node %s: %w: nothing done: %s", node, queue.ErrSelectionGrew, ae.Message)
+		}
+		return peerError(node, err)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return peerError(node, err) // never reached: nothing done
+	}
+	// The request may have reached the node, which finishes the action whatever this node does.
+	return fmt.Errorf("%w: %w", errOutcomeUnknown, peerError(node, err))
+}
+
+// errOutcomeUnknown: another node's bulk action was sent but its answer did not come back.
+var errOutcomeUnknown = errors.New("outcome unknown (no answer; the node finishes the action on its own): check the node's queue")
 
 // lookup returns the registry row of node.
 func (c clusterAPI) lookup(ctx context.Context, node string) (nodes.Node, error) {
@@ -400,6 +434,40 @@ func (c clusterAPI) Forget(ctx context.Context, node string) error {
 	return c.d.nodeStore.Forget(ctx, node)
 }
 
+// bulkRetiredAfter is how long a node's row may go without a heartbeat before a bulk action on every node
+// takes the node as retired: not asked, and named apart from the nodes that failed.
+const bulkRetiredAfter = 24 * time.Hour
+
+// bulkTargets returns the rows of list a bulk action on every node asks, and names the others: rows silent
+// for bulkRetiredAfter, and rows with the admin URL of a row with a newer heartbeat (a renamed node's old
+// row), which would have the same node act twice.
+func bulkTargets(list []nodes.Node, self string, now time.Time) (ask []nodes.Node, skipped []admin.NodeError) {
+	newest := map[string]nodes.Node{}
+	for _, n := range list {
+		if n.AdminURL == "" {
+			continue
+		}
+		if m, ok := newest[n.AdminURL]; !ok || m.Name != self && (n.Name == self || n.Heartbeat.After(m.Heartbeat)) {
+			newest[n.AdminURL] = n
+		}
+	}
+	for _, n := range list {
+		switch m := newest[n.AdminURL]; {
+		case n.Name == self:
+			ask = append(ask, n)
+		case n.AdminURL != "" && m.Name != n.Name:
+			skipped = append(skipped, admin.NodeError{Node: n.Name, Error: fmt.Sprintf(
+				"not asked: node %s answers at the same admin URL %s (forget this row: mxgate nodes forget %s)", m.Name, n.AdminURL, n.Name)})
+		case now.Sub(n.Heartbeat) > bulkRetiredAfter:
+			skipped = append(skipped, admin.NodeError{Node: n.Name, Error: fmt.Sprintf(
+				"not asked: silent since %s, taken as retired (mxgate nodes forget %s)", n.Heartbeat.UTC().Format(time.RFC3339), n.Name)})
+		default:
+			ask = append(ask, n)
+		}
+	}
+	return ask, skipped
+}
+
 // nodeBulk is one node's part of a bulk action on every node: its result, or why it did not do it.
 type nodeBulk struct {
 	node string
@@ -411,7 +479,7 @@ type nodeBulk struct {
 // with the cluster secret, at the same time); conf, if not nil, gives the Confirm of each node, and a node
 // absent from it is left out.
 func (c clusterAPI) bulkOnEach(ctx context.Context, list []nodes.Node, req admin.BulkRequest, conf map[string]int) []nodeBulk {
-	req.AllNodes = false
+	req.AllNodes, req.ConfirmNodes = false, nil
 	out := make([]nodeBulk, len(list))
 	var wg sync.WaitGroup
 	for i, n := range list {
@@ -429,11 +497,13 @@ func (c clusterAPI) bulkOnEach(ctx context.Context, list []nodes.Node, req admin
 			continue
 		}
 		wg.Go(func() {
-			cl, done := c.peer(n)
+			cl, done := c.peerBulk(n)
 			defer done()
+			ctx, cancel := context.WithTimeout(ctx, peerBulkTimeout)
+			defer cancel()
 			res, err := cl.QueueBulk(ctx, r)
 			if err != nil {
-				err = peerError(n.Name, err)
+				err = peerBulkError(n.Name, err)
 			}
 			out[i].res, out[i].err = res, err
 		})
@@ -456,21 +526,41 @@ func (c clusterAPI) localBulk(ctx context.Context, req admin.BulkRequest) (admin
 		return admin.BulkDTO(res, true), err
 	}
 	res, err := c.d.Queue.Bulk(ctx, a, sel)
+	if errors.Is(err, queue.ErrSelectionGrew) {
+		// Refused before acting: nothing was done, whatever the plan counted.
+		return admin.BulkResult{Action: string(a), Destructive: a.Destructive(), IDs: []string{}}, err
+	}
 	if err != nil && res.Affected > 0 {
 		err = fmt.Errorf("%w (after %d of the messages)", err, res.Affected)
 	}
 	return admin.BulkDTO(res, false), err
 }
 
-// Bulk implements admin.ClusterAPI. A real run of a destructive action (Confirm set) first asks every node
-// what it would do: when the nodes together would affect more than Confirm messages nothing is done;
-// otherwise each node runs it with its own count as its confirmation, so that no node acts on more than it
-// reported, and a node that did not report is left alone and named.
+// Bulk implements admin.ClusterAPI. A real run with ConfirmNodes (each node's count as the operator's
+// review showed it; required for delete and bounce) first asks every node what it would do: when a reviewed
+// node would affect more than its reviewed count, nothing is done anywhere; otherwise each reviewed node runs
+// it with its reviewed count as its confirmation, so that no node acts on more than was reviewed. A node
+// absent from ConfirmNodes is left alone, and named when messages of it match by then.
 func (c clusterAPI) Bulk(ctx context.Context, req admin.BulkRequest) (admin.BulkResult, error) {
 	d := c.d
 	a, _, err := req.Selection()
 	if err != nil {
 		return admin.BulkResult{}, err
+	}
+	if !req.DryRun && a.Destructive() && len(req.ConfirmNodes) == 0 {
+		return admin.BulkResult{}, fmt.Errorf("%w: %s on every node needs confirm_nodes: each node's count as the dry run reported it", queue.ErrBadSelection, a)
+	}
+	if !req.DryRun && req.ConfirmNodes != nil {
+		sum := 0
+		for node, k := range req.ConfirmNodes {
+			if k < 1 {
+				return admin.BulkResult{}, fmt.Errorf("%w: confirm_nodes: %q: a count must be positive", queue.ErrBadSelection, node)
+			}
+			sum += k
+		}
+		if sum != req.Confirm {
+			return admin.BulkResult{}, fmt.Errorf("%w: confirm_nodes add up to %d messages, confirm is %d", queue.ErrBadSelection, sum, req.Confirm)
+		}
 	}
 	out := admin.BulkResult{Action: string(a), DryRun: req.DryRun, Destructive: a.Destructive(), IDs: []string{}}
 	list, err := d.nodeStore.List(ctx)
@@ -479,32 +569,56 @@ func (c clusterAPI) Bulk(ctx context.Context, req admin.BulkRequest) (admin.Bulk
 		list = nil
 		out.Failed = append(out.Failed, admin.NodeError{Node: "(other nodes)", Error: "node registry unreadable: " + err.Error()})
 	}
+	list, out.Skipped = bulkTargets(list, d.cfg.Node, d.now())
 	if !slices.ContainsFunc(list, func(n nodes.Node) bool { return c.local(n.Name) }) {
 		list = append(list, nodes.Node{Name: d.cfg.Node})
 	}
 	var conf map[string]int
-	if !req.DryRun && req.Confirm > 0 {
+	if !req.DryRun && req.ConfirmNodes == nil {
+		// Each node is sent a confirmation, as another node's call needs: Confirm if given (a bound on
+		// each node), else its own count now; nothing is sent to a node that has nothing to do.
 		preview := req
 		preview.DryRun, preview.Confirm = true, 0
 		conf = map[string]int{}
-		total := 0
 		for _, b := range c.bulkOnEach(ctx, list, preview, nil) {
-			if b.err != nil {
-				out.Failed = append(out.Failed, admin.NodeError{Node: b.node, Error: "not done: " + b.err.Error()})
-				continue
-			}
-			total += b.res.Affected
-			if b.res.Affected > 0 {
-				conf[b.node] = b.res.Affected
+			switch {
+			case b.err != nil:
+				out.Failed = append(out.Failed, admin.NodeError{Node: b.node, Error: b.err.Error()})
+			case b.res.Affected > 0:
+				conf[b.node] = cmp.Or(req.Confirm, b.res.Affected)
 			}
 		}
-		if total > req.Confirm {
-			return admin.BulkResult{}, fmt.Errorf("%w: %d messages would be affected on the nodes, %d were confirmed", queue.ErrSelectionGrew, total, req.Confirm)
+	}
+	if !req.DryRun && req.ConfirmNodes != nil {
+		preview := req
+		preview.DryRun, preview.Confirm, preview.ConfirmNodes = true, 0, nil
+		conf = map[string]int{}
+		for _, b := range c.bulkOnEach(ctx, list, preview, nil) {
+			reviewed, ok := req.ConfirmNodes[b.node]
+			switch {
+			case b.err != nil:
+				out.Failed = append(out.Failed, admin.NodeError{Node: b.node, Error: b.err.Error()})
+			case !ok && b.res.Affected > 0:
+				out.Failed = append(out.Failed, admin.NodeError{Node: b.node,
+					Error: fmt.Sprintf("left alone: %d matching message(s) of this node were not in the review", b.res.Affected)})
+			case ok && b.res.Affected > reviewed:
+				return admin.BulkResult{}, fmt.Errorf("%w: node %s: %d messages would be affected, %d were reviewed", queue.ErrSelectionGrew, b.node, b.res.Affected, reviewed)
+			case ok:
+				conf[b.node] = reviewed
+			}
+		}
+		for node := range req.ConfirmNodes {
+			if !slices.ContainsFunc(list, func(n nodes.Node) bool { return n.Name == node }) {
+				out.Failed = append(out.Failed, admin.NodeError{Node: node, Error: "not in the node registry"})
+			}
 		}
 	}
 	for _, b := range c.bulkOnEach(ctx, list, req, conf) {
 		if b.err != nil {
 			msg := b.err.Error()
+			if errors.Is(b.err, queue.ErrSelectionGrew) {
+				msg = "refused, nothing done: " + msg
+			}
 			if b.res.Affected > 0 {
 				// Part of the node's selection was acted on: counted, and the node named with the error.
 				out.Nodes = append(out.Nodes, admin.NodeBulkResult{Node: b.node, BulkResult: b.res})
