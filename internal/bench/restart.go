@@ -1,19 +1,24 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/config"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/delivery"
@@ -35,6 +40,16 @@ type RestartOptions struct {
 	Timeout    time.Duration
 	Progress   io.Writer
 	Logger     *slog.Logger
+	// External restarts the gateway in its own process (GatewayCommand, as in Options), so that its memory
+	// and CPU are its own; the queue is still filled by this process. CLICommand, when set, is the mxgate
+	// command whose `queue summary` and `queue list --domain` are timed against the restarted gateway's
+	// admin API while the queue is full.
+	External       bool
+	GatewayCommand []string
+	CLICommand     []string
+	// DrainFor, when positive, bounds the drain: the delivery rate is measured over this long after the
+	// first delivery, and the run ends without waiting for the rest (External only).
+	DrainFor time.Duration
 }
 
 // RestartResult is what a restart run measured.
@@ -55,6 +70,21 @@ type RestartResult struct {
 	DrainSeconds float64 `json:"drain_seconds"`
 	Delivered    int     `json:"delivered"`
 	Complete     bool    `json:"complete"`
+
+	// With External: the restarted gateway process's peak RSS (VmHWM) at its first delivery and at the end,
+	// the deliveries over the bounded drain (DrainFor) and their rate, its CPU per delivered message over
+	// that period, and the wall time of each `queue summary` and `queue list --domain` run (three each, the
+	// queue full; ListDomainMessages is how many messages the list printed).
+	External              bool      `json:"external"`
+	GatewayRSSMBFirst     float64   `json:"gateway_peak_rss_mb_at_first_delivery,omitempty"`
+	GatewayPeakRSSMB      float64   `json:"gateway_peak_rss_mb,omitempty"`
+	DrainForSeconds       float64   `json:"drain_for_seconds,omitempty"`
+	DrainDelivered        int       `json:"drain_delivered,omitempty"`
+	DrainPerSec           float64   `json:"drain_msgs_per_sec,omitempty"`
+	DrainCPUPerMsgMs      float64   `json:"drain_gateway_cpu_ms_per_msg,omitempty"`
+	QueueSummarySeconds   []float64 `json:"queue_summary_seconds,omitempty"`
+	QueueListDomainSecond []float64 `json:"queue_list_domain_seconds,omitempty"`
+	ListDomainMessages    int       `json:"queue_list_domain_messages,omitempty"`
 }
 
 // JSON marshals the result.
@@ -71,6 +101,15 @@ restart: first delivery    %.2f s
 restart: all delivered     %.1f s (%d of %d, complete=%v)
 `, r.Messages, r.Domains, r.FillSeconds, r.HeapMBQueued, r.RSSMBQueued, r.OpenSeconds, r.FirstDeliverySeconds,
 		r.DrainSeconds, r.Delivered, r.Messages, r.Complete)
+	if err != nil || !r.External {
+		return err
+	}
+	_, err = fmt.Fprintf(w, `gateway process peak RSS   %.1f MB at the first delivery, %.1f MB at the end
+drain over %.0f s           %d delivered = %.0f msgs/s, gateway CPU %.3f ms/msg
+queue summary              %v s
+queue list --domain        %v s (%d messages)
+`, r.GatewayRSSMBFirst, r.GatewayPeakRSSMB, r.DrainForSeconds, r.DrainDelivered, r.DrainPerSec, r.DrainCPUPerMsgMs,
+		r.QueueSummarySeconds, r.QueueListDomainSecond, r.ListDomainMessages)
 	return err
 }
 
@@ -190,6 +229,10 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 		return res, err
 	}
 
+	if o.External {
+		return restartExternal(ctx, o, cfg, n, domains, res)
+	}
+
 	// Phase 2: a new gateway on the same data directory, delivering.
 	var delivered atomic.Int64
 	first := make(chan struct{})
@@ -242,4 +285,91 @@ func startDaemon(ctx context.Context, cfg *config.Config, n *simnet.Net, log *sl
 	done := make(chan error, 1)
 	go func() { done <- d.Run(runCtx) }()
 	return d, func() error { stop(); return <-done }, nil
+}
+
+// restartExternal is phase 2 of RunRestart with the gateway in its own process.
+func restartExternal(ctx context.Context, o RestartOptions, cfg *config.Config, n *simnet.Net, domains []string,
+	res RestartResult) (RestartResult, error) {
+	res.External = true
+	t1 := time.Now()
+	gw, err := startExternal(ctx, o.GatewayCommand, gatewaySpec{Config: cfg, RootsPEM: n.TrustedCA.PEM(), Verbose: o.Logger != nil})
+	if err != nil {
+		return res, err
+	}
+	defer gw.close()
+	res.OpenSeconds = time.Since(t1).Seconds()
+	first, err := gw.waitDelivered(ctx, 1)
+	if err != nil {
+		return res, fmt.Errorf("bench: waiting for the first delivery: %w", err)
+	}
+	res.FirstDeliverySeconds = time.Since(t1).Seconds()
+	res.GatewayRSSMBFirst = first.PeakRSSMB
+	if len(o.CLICommand) > 0 {
+		tok, err := admin.ReadToken(admin.TokenPath(cfg.Data.Dir))
+		if err != nil {
+			return res, err
+		}
+		base := []string{"--admin", "http://" + gw.adminAddr, "--token", tok}
+		for range 3 {
+			secs, _, err := timeCommand(ctx, o.CLICommand, append(base, "queue", "summary")...)
+			if err != nil {
+				return res, err
+			}
+			res.QueueSummarySeconds = append(res.QueueSummarySeconds, secs)
+			secs, out, err := timeCommand(ctx, o.CLICommand, append(base, "--json", "queue", "list", "--domain", domains[0])...)
+			if err != nil {
+				return res, err
+			}
+			res.QueueListDomainSecond = append(res.QueueListDomainSecond, secs)
+			var msgs []json.RawMessage
+			if err := json.Unmarshal(out, &msgs); err == nil {
+				res.ListDomainMessages = len(msgs)
+			}
+		}
+	}
+	s0, err := gw.stats(ctx)
+	if err != nil {
+		return res, err
+	}
+	t2 := time.Now()
+	var end gatewayStats
+	if o.DrainFor > 0 {
+		select {
+		case <-time.After(o.DrainFor):
+		case <-ctx.Done():
+		}
+		end, err = gw.stats(ctx)
+	} else {
+		end, err = gw.waitDelivered(ctx, o.Messages)
+	}
+	if err != nil {
+		return res, err
+	}
+	el := time.Since(t2).Seconds()
+	res.DrainSeconds = time.Since(t1).Seconds()
+	res.DrainForSeconds = el
+	res.DrainDelivered = end.Delivered - s0.Delivered
+	res.DrainPerSec = float64(res.DrainDelivered) / el
+	if res.DrainDelivered > 0 {
+		res.DrainCPUPerMsgMs = 1000 * (end.UserSeconds + end.SysSeconds - s0.UserSeconds - s0.SysSeconds) / float64(res.DrainDelivered)
+	}
+	res.GatewayPeakRSSMB = end.PeakRSSMB
+	res.Delivered = end.Delivered
+	res.Complete = res.Delivered >= o.Messages
+	return res, nil
+}
+
+// timeCommand runs command with args, its output kept, and returns its wall time.
+func timeCommand(ctx context.Context, command []string, args ...string) (float64, []byte, error) {
+	cmd := exec.CommandContext(ctx, command[0], append(slices.Clone(command[1:]), args...)...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = os.Stderr
+	t := time.Now()
+	err := cmd.Run()
+	secs := math.Round(time.Since(t).Seconds()*1000) / 1000
+	if err != nil {
+		return secs, nil, fmt.Errorf("bench: %v: %w", args, err)
+	}
+	return secs, out.Bytes(), nil
 }
