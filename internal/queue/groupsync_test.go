@@ -303,3 +303,54 @@ func TestGroupSyncRefusedWhereUnsupported(t *testing.T) {
 		t.Fatalf("Open with GroupSync = %v, want an error naming queue.spool_sync", err)
 	}
 }
+
+// TestNextGroupFlushedWhileOneCommits: the committer flushes the next group while the group ahead of it
+// waits for its index commit, rather than one after the other; each group is still flushed before its own
+// commit, and both are acknowledged once committed.
+func TestNextGroupFlushedWhileOneCommits(t *testing.T) {
+	syncs := make(chan struct{}, 10)
+	e := newEnv(t, func(o *Options) {
+		o.GroupCommitWindow = -1 // a group is what is waiting: each Submit below is its own group
+		o.SyncDir = func(string) error { syncs <- struct{}{}; return nil }
+	})
+	ctx := t.Context()
+	waitSync := func(what string) {
+		t.Helper()
+		select {
+		case <-syncs:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no flush for %s while the group ahead waited for its commit", what)
+		}
+	}
+	// Hold the index's only connection, so that the first group's commit waits.
+	hold, err := e.opts.DB.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit := func(i int, done chan<- error) {
+		_, err := e.q.Submit(context.Background(), Envelope{From: address.MustParsePath("a@sender.test"),
+			Recipients: []Recipient{{Addr: address.MustParseAddress(fmt.Sprintf("u%d@example.com", i))}}}, strings.NewReader("Subject: x\r\n\r\nx\r\n"))
+		done <- err
+	}
+	done := make(chan error, 2)
+	go submit(1, done)
+	waitSync("the first group")
+	go submit(2, done)
+	waitSync("the second group")
+	select {
+	case err := <-done:
+		t.Fatalf("a Submit returned (%v) before its group was committed", err)
+	default:
+	}
+	if err := hold.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Errorf("Submit: %v", err)
+		}
+	}
+	if n := e.count(t, `SELECT COUNT(*) FROM queue_messages`); n != 2 {
+		t.Errorf("%d index rows, want 2", n)
+	}
+}
