@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,6 +48,8 @@ type RestartOptions struct {
 	External       bool
 	GatewayCommand []string
 	CLICommand     []string
+	// Reuse skips the filling: DataDir holds the queue of an earlier run, which is restarted as it is.
+	Reuse bool
 	// DrainFor, when positive, bounds the drain: the delivery rate is measured over this long after the
 	// first delivery, and the run ends without waiting for the rest (External only).
 	DrainFor time.Duration
@@ -176,56 +179,66 @@ func RunRestart(ctx context.Context, o RestartOptions) (RestartResult, error) {
 	}
 	cfg := n.GatewayConfig(dir)
 
-	// Phase 1: fill the queue of a gateway that is not delivering (its scheduler does not run), as a
-	// gateway cut off from its destinations holds mail: every message stays due.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return res, err
-	}
-	d1, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard, Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln})
-	if err != nil {
-		ln.Close()
-		return res, err
-	}
-	run1 := func() error { ln.Close(); return d1.Close() }
-	body := strings.Repeat(fillerLine, max(1, o.BodyBytes/len(fillerLine)))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, o.Submitters)
-	t0 := time.Now()
-	for range o.Submitters {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= o.Messages || ctx.Err() != nil {
-					return
+	if o.Reuse {
+		// The queue was filled by an earlier run on this data directory (its --data-dir).
+		if o.DataDir == "" {
+			return res, errors.New("bench: reusing a filled queue needs its data directory")
+		}
+	} else if err := func() error {
+		// Phase 1: fill the queue of a gateway that is not delivering (its scheduler does not run), as a
+		// gateway cut off from its destinations holds mail: every message stays due.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		d1, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard, Config: cfg, Logger: log, Roots: n.RootPool(), SMTPListener: ln})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		run1 := func() error { ln.Close(); return d1.Close() }
+		body := strings.Repeat(fillerLine, max(1, o.BodyBytes/len(fillerLine)))
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		errc := make(chan error, o.Submitters)
+		t0 := time.Now()
+		for range o.Submitters {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= o.Messages || ctx.Err() != nil {
+						return
+					}
+					dom := domains[i%len(domains)]
+					msg := fmt.Sprintf("From: bench@sender.example\r\nTo: r@%s\r\nSubject: restart %d\r\n\r\n%s", dom, i, body)
+					env := queue.Envelope{From: sender, Recipients: []queue.Recipient{{Addr: rcpts[i%len(rcpts)]}}}
+					if _, err := d1.Queue.Submit(ctx, env, strings.NewReader(msg)); err != nil {
+						errc <- err
+						return
+					}
+					if o.Progress != nil && i%1000 == 0 {
+						fmt.Fprintf(o.Progress, "\rqueued %d/%d", i, o.Messages)
+					}
 				}
-				dom := domains[i%len(domains)]
-				msg := fmt.Sprintf("From: bench@sender.example\r\nTo: r@%s\r\nSubject: restart %d\r\n\r\n%s", dom, i, body)
-				env := queue.Envelope{From: sender, Recipients: []queue.Recipient{{Addr: rcpts[i%len(rcpts)]}}}
-				if _, err := d1.Queue.Submit(ctx, env, strings.NewReader(msg)); err != nil {
-					errc <- err
-					return
-				}
-				if o.Progress != nil && i%1000 == 0 {
-					fmt.Fprintf(o.Progress, "\rqueued %d/%d", i, o.Messages)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errc)
-	if err := <-errc; err != nil {
-		run1()
-		return res, fmt.Errorf("bench: filling the queue: %w", err)
-	}
-	res.FillSeconds = time.Since(t0).Seconds()
-	if o.Progress != nil {
-		fmt.Fprintln(o.Progress)
-	}
-	res.HeapMBQueued = heapMB()
-	res.RSSMBQueued = currentRSSMB()
-	if err := run1(); err != nil {
+			})
+		}
+		wg.Wait()
+		close(errc)
+		if err := <-errc; err != nil {
+			run1()
+			return fmt.Errorf("bench: filling the queue: %w", err)
+		}
+		res.FillSeconds = time.Since(t0).Seconds()
+		if o.Progress != nil {
+			fmt.Fprintln(o.Progress)
+		}
+		res.HeapMBQueued = heapMB()
+		res.RSSMBQueued = currentRSSMB()
+		if err := run1(); err != nil {
+			return err
+		}
+		return nil
+	}(); err != nil {
 		return res, err
 	}
 

@@ -20,6 +20,7 @@ func benchCmd(g *globals) *cobra.Command {
 		noBar    bool
 		restart  bool
 		drainFor time.Duration
+		reuse    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -45,7 +46,7 @@ func benchCmd(g *globals) *cobra.Command {
 				o.GatewayCommand = []string{exe, "bench", "gateway-process"}
 			}
 			if restart {
-				return runRestartBench(cmd, g, o, drainFor)
+				return runRestartBench(cmd, g, o, drainFor, reuse)
 			}
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
@@ -83,6 +84,7 @@ func benchCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.Database, "database", "", "PostgreSQL database the nodes share (postgres://...); each run should have a fresh one")
 	f.StringVar(&o.SpoolSync, "spool-sync", "", "the gateway's queue.spool_sync: group or file (default: the configuration default)")
 	f.BoolVar(&restart, "restart", false, "instead: queue --messages messages with every destination down, measure memory, then restart on the same data and time the first delivery and the drain")
+	f.BoolVar(&reuse, "reuse", false, "with --restart: do not fill; restart on the queue an earlier --restart left in --data-dir")
 	f.DurationVar(&drainFor, "drain-for", 0, "with --restart --external: measure the drain over this long after the first delivery instead of waiting for every message")
 	cmd.AddCommand(benchGatewayCmd(g))
 	return cmd
@@ -103,11 +105,11 @@ func benchGatewayCmd(g *globals) *cobra.Command {
 	}
 }
 
-func runRestartBench(cmd *cobra.Command, g *globals, o bench.Options, drainFor time.Duration) error {
+func runRestartBench(cmd *cobra.Command, g *globals, o bench.Options, drainFor time.Duration, reuse bool) error {
 	ro := bench.RestartOptions{
 		Domains: o.Domains, Messages: o.Messages, BodyBytes: o.BodyBytes, DataDir: o.DataDir,
 		Timeout: o.Timeout, Progress: o.Progress, Logger: o.Logger,
-		External: o.External, GatewayCommand: o.GatewayCommand, DrainFor: drainFor,
+		External: o.External, GatewayCommand: o.GatewayCommand, DrainFor: drainFor, Reuse: reuse,
 	}
 	if o.External {
 		ro.CLICommand = o.GatewayCommand[:1]

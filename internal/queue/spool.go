@@ -213,29 +213,25 @@ func (q *Queue) recover(ctx context.Context) error {
 	return nil
 }
 
-// checkBody returns why the body of message id cannot be used, or "".
+// checkBody returns why the body of message id cannot be used, or "". It costs one stat(2): with a
+// million messages queued, opening and reading each body made Open take minutes. The content is verified
+// against its checksum whenever it is read for delivery (openVerified), which quarantines a body that no
+// longer matches.
 func (q *Queue) checkBody(id string, size int64, present bool) string {
 	if !present {
 		return "body file missing"
 	}
-	f, err := os.Open(q.bodyPath(id))
-	if err != nil {
-		return "body file unreadable: " + err.Error()
-	}
-	defer f.Close()
-	fi, err := f.Stat()
+	fi, err := os.Stat(q.bodyPath(id))
 	if err != nil {
 		return "body file unreadable: " + err.Error()
 	}
 	switch {
+	case !fi.Mode().IsRegular():
+		return "body is not a regular file: " + fi.Mode().Type().String()
 	case fi.Size() == 0:
 		return "body file empty"
 	case fi.Size() != size:
 		return fmt.Sprintf("body file has %d octets, index says %d", fi.Size(), size)
-	}
-	var b [1]byte
-	if _, err := f.Read(b[:]); err != nil {
-		return "body file unreadable: " + err.Error()
 	}
 	return ""
 }
