@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -51,25 +50,12 @@ func startCluster(ctx context.Context, s clusterSpec) (*clusterGateway, error) {
 			ln.Close()
 			return nil, errors.Join(err, c.close())
 		}
-		g := &localGateway{ln: ln, ev: c.ev}
-		d, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard, Config: cfg, Logger: s.log.With("node", cfg.Node),
-			Roots: s.net.RootPool(), SMTPListener: ln, AdminListener: aln, OnDelivery: c.ev.add})
+		g, err := runLocal(ctx, ln, c.ev, daemon.Options{Config: cfg, Logger: s.log.With("node", cfg.Node),
+			Roots: s.net.RootPool(), AdminListener: aln})
 		if err != nil {
 			ln.Close()
 			aln.Close()
 			return nil, errors.Join(fmt.Errorf("bench: node %s: %w", cfg.Node, err), c.close())
-		}
-		g.d = d
-		g.sessions = &countingCache{inner: d.Policy.Sessions}
-		d.Policy.Sessions = g.sessions
-		runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
-		runErr := make(chan error, 1)
-		go func() { runErr <- d.Run(runCtx) }()
-		var once sync.Once
-		var err2 error
-		g.stop = func() error {
-			once.Do(func() { stop(); err2 = <-runErr })
-			return err2
 		}
 		c.nodes = append(c.nodes, g)
 	}

@@ -68,18 +68,27 @@ func startLocal(ctx context.Context, cfg *config.Config, roots *x509.CertPool, l
 		ln.Close()
 		return nil, err
 	}
-	g := &localGateway{ln: ln, adminLn: aln, ev: &events{}}
-	d, err := daemon.New(ctx, daemon.Options{BootstrapOut: io.Discard,
-		Config: cfg, Logger: log, Roots: roots, SMTPListener: ln, AdminListener: aln,
-		OnDelivery: g.ev.add,
-	})
+	g, err := runLocal(ctx, ln, &events{}, daemon.Options{Config: cfg, Logger: log, Roots: roots, AdminListener: aln})
 	if err != nil {
 		ln.Close()
 		aln.Close()
 		return nil, fmt.Errorf("bench: gateway: %w", err)
 	}
-	g.d = d
-	// Instrument the TLS session cache (nothing runs before d.Run): counts resumption offers.
+	g.adminLn = aln
+	return g, nil
+}
+
+// runLocal creates the daemon of o serving SMTP on ln and reporting deliveries to ev, instruments its TLS
+// session cache (counts resumption offers) and runs it until the gateway's stop. It does not close ln on
+// error.
+func runLocal(ctx context.Context, ln net.Listener, ev *events, o daemon.Options) (*localGateway, error) {
+	o.BootstrapOut, o.SMTPListener, o.OnDelivery = io.Discard, ln, ev.add
+	d, err := daemon.New(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	g := &localGateway{d: d, ln: ln, ev: ev}
+	// Nothing runs before d.Run: the cache can be replaced.
 	g.sessions = &countingCache{inner: d.Policy.Sessions}
 	d.Policy.Sessions = g.sessions
 
@@ -97,7 +106,13 @@ func startLocal(ctx context.Context, cfg *config.Config, roots *x509.CertPool, l
 
 func (g *localGateway) addr() string { return g.ln.Addr().String() }
 
-func (g *localGateway) adminAddr() string { return g.adminLn.Addr().String() }
+// adminAddr is the admin API's "ip:port"; "" when this gateway has no admin listener of its own.
+func (g *localGateway) adminAddr() string {
+	if g.adminLn == nil {
+		return ""
+	}
+	return g.adminLn.Addr().String()
+}
 
 func (g *localGateway) stats(context.Context) (gatewayStats, error) {
 	ru := rusage()

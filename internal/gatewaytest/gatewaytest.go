@@ -23,19 +23,45 @@ import (
 	"github.com/mxgate/mxgate/internal/simnet"
 )
 
+// BuildOptions are what a test package asks of the binary it runs.
+type BuildOptions struct {
+	// Race builds the binary with the race detector: the gateway's own data races then fail it, at the cost
+	// of a slower process.
+	Race bool
+}
+
+// Main is the TestMain of a package that runs the mxgate binary: it builds the binary once for the test
+// process (Build), sets *bin to its path, runs the tests, removes the binary and exits with the tests'
+// status. A failed build fails the package.
+func Main(m *testing.M, bin *string, opts BuildOptions) {
+	path, cleanup, err := Build(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = path
+	code := m.Run()
+	cleanup()
+	os.Exit(code)
+}
+
 // Build builds cmd/mxgate into a temporary directory and returns the binary's path and a function that
-// removes it. Call it from TestMain.
-func Build() (string, func(), error) {
+// removes it. Main calls it; a TestMain that needs more than Main may call it itself.
+func Build(opts BuildOptions) (string, func(), error) {
 	dir, err := os.MkdirTemp("", "mxgate-e2e-")
 	if err != nil {
 		return "", nil, err
 	}
 	bin := filepath.Join(dir, "mxgate")
-	build := exec.Command("go", "build", "-o", bin, "github.com/mxgate/mxgate/cmd/mxgate")
+	args := []string{"build", "-o", bin}
+	if opts.Race {
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, "github.com/mxgate/mxgate/cmd/mxgate")...)
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("building mxgate: %w", err)
+		return "", nil, fmt.Errorf("building mxgate (%s): %w", strings.Join(build.Args, " "), err)
 	}
 	return bin, func() { os.RemoveAll(dir) }, nil
 }

@@ -2,13 +2,14 @@ package store
 
 import (
 	"context"
-	"errors"
+	"database/sql"
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // PG is an open PostgreSQL state store shared by the nodes of a cluster.
@@ -16,6 +17,26 @@ type PG struct {
 	*pgxpool.Pool
 	// DSN is the connection string it was opened with.
 	DSN string
+
+	sqlOnce sync.Once
+	sqlDB   *sql.DB
+}
+
+// SQL returns the database/sql handle on pg (pgx's database/sql driver), made at the first call. Its
+// connections are the pool's: it keeps none idle of its own, so the pool's limit, its check of every
+// connection it hands out and Close hold for both.
+func (pg *PG) SQL() SQL {
+	pg.sqlOnce.Do(func() { pg.sqlDB = stdlib.OpenDBFromPool(pg.Pool) })
+	return SQL{db: pg.sqlDB, Dialect: Postgres}
+}
+
+// Close closes the database/sql handle, if made, and the pool.
+func (pg *PG) Close() {
+	pg.sqlOnce.Do(func() {})
+	if pg.sqlDB != nil {
+		pg.sqlDB.Close()
+	}
+	pg.Pool.Close()
 }
 
 // IsPostgresDSN reports whether dsn names a PostgreSQL server (the [data] database key): a postgres:// or
@@ -85,63 +106,7 @@ func (pg *PG) Init(ctx context.Context) error {
 	return nil
 }
 
-// migrationLock is the transaction-level advisory lock key that serialises migrations between nodes
-// starting at once ("mxgmigr" as a number).
-const migrationLock = 0x6d78676d69677200
-
-// MigratePostgres applies to pg the PostgreSQL migrations of component that are not applied yet, each in its
-// own transaction, under an advisory lock so that nodes starting together apply each migration once.
-// migrations[i] brings the component's schema from version i to version i+1; released migrations are never
-// edited: add new ones.
+// MigratePostgres applies to pg the PostgreSQL migrations of component that are not applied yet: pg.SQL().Migrate.
 func MigratePostgres(ctx context.Context, pg *PG, component string, migrations []string) error {
-	for {
-		done, err := migratePostgresOne(ctx, pg, component, migrations)
-		if err != nil {
-			return err
-		}
-		if done {
-			return nil
-		}
-	}
-}
-
-// migratePostgresOne applies the next migration of component, if any, and reports whether there was none.
-func migratePostgresOne(ctx context.Context, pg *PG, component string, migrations []string) (bool, error) {
-	tx, err := pg.Begin(ctx)
-	if err != nil {
-		return false, fmt.Errorf("store: migrate %s: %w", component, err)
-	}
-	defer tx.Rollback(ctx)
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
-		return false, fmt.Errorf("store: migrate %s: %w", component, err)
-	}
-	// Init creates it too; a pool made by NewPostgres for a database that was down at start may not have.
-	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_versions (
-		component TEXT PRIMARY KEY, version INTEGER NOT NULL)`); err != nil {
-		return false, fmt.Errorf("store: migrate %s: %w", component, err)
-	}
-	var have int
-	err = tx.QueryRow(ctx, `SELECT version FROM schema_versions WHERE component = $1`, component).Scan(&have)
-	if errors.Is(err, pgx.ErrNoRows) {
-		have = 0
-	} else if err != nil {
-		return false, fmt.Errorf("store: migrate %s: %w", component, err)
-	}
-	if have > len(migrations) {
-		return false, fmt.Errorf("store: migrate %s: database is at version %d, this mxgate knows only %d", component, have, len(migrations))
-	}
-	if have == len(migrations) {
-		return true, nil
-	}
-	if _, err := tx.Exec(ctx, migrations[have]); err != nil {
-		return false, fmt.Errorf("store: migrate %s to %d: %w", component, have+1, err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO schema_versions(component, version) VALUES($1, $2)
-		ON CONFLICT(component) DO UPDATE SET version = excluded.version`, component, have+1); err != nil {
-		return false, fmt.Errorf("store: migrate %s to %d: %w", component, have+1, err)
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return false, fmt.Errorf("store: migrate %s to %d: %w", component, have+1, err)
-	}
-	return false, nil
+	return pg.SQL().Migrate(ctx, component, migrations)
 }

@@ -1,14 +1,20 @@
 // Package store opens mxgate's state store and runs versioned schema migrations.
 //
-// The default store is an embedded SQLite database (modernc.org/sqlite, no cgo) in the data directory. Each
-// component owns its tables and registers its migrations under its own name; Migrate applies the ones not yet
-// applied, in order, each in its own transaction.
+// The default store is an embedded SQLite database (modernc.org/sqlite, no cgo) in the data directory (DB); a
+// cluster shares a PostgreSQL database (PG, a pgx pool). Each component owns its tables and registers its
+// migrations under its own name; Migrate applies the ones not yet applied, in order, each in its own
+// transaction.
+//
+// A component whose SQL is the same on both databases writes it once against SQL (DB.SQL, PG.SQL): a
+// database/sql handle and its Dialect, which rewrites "?" placeholders to PostgreSQL's "$n" and, in
+// migrations, the type words {int64}, {serial} and {blob} to each database's types (Dialect.Schema). Where
+// the databases differ, the component branches on Dialect, or keeps PostgreSQL-only work (LISTEN/NOTIFY,
+// CopyFrom) on the PG's pgx pool.
 package store
 
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"net/url"
 	"path/filepath"
@@ -57,36 +63,7 @@ func OpenSQLite(path string) (*DB, error) {
 	return &DB{DB: db, Path: abs}, nil
 }
 
-// Migrate applies to db the migrations of component that are not applied yet. migrations[i] brings the
-// component's schema from version i to version i+1. Migrations are never edited once released: add new ones.
+// Migrate applies to db the migrations of component that are not applied yet: db.SQL().Migrate.
 func Migrate(ctx context.Context, db *DB, component string, migrations []string) error {
-	var have int
-	err := db.QueryRowContext(ctx, `SELECT version FROM schema_versions WHERE component = ?`, component).Scan(&have)
-	if errors.Is(err, sql.ErrNoRows) {
-		have = 0
-	} else if err != nil {
-		return fmt.Errorf("store: migrate %s: %w", component, err)
-	}
-	if have > len(migrations) {
-		return fmt.Errorf("store: migrate %s: database is at version %d, this mxgate knows only %d", component, have, len(migrations))
-	}
-	for v := have; v < len(migrations); v++ {
-		tx, err := db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store: migrate %s to %d: %w", component, v+1, err)
-		}
-		if _, err := tx.ExecContext(ctx, migrations[v]); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("store: migrate %s to %d: %w", component, v+1, err)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_versions(component, version) VALUES(?, ?)
-			ON CONFLICT(component) DO UPDATE SET version = excluded.version`, component, v+1); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("store: migrate %s to %d: %w", component, v+1, err)
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("store: migrate %s to %d: %w", component, v+1, err)
-		}
-	}
-	return nil
+	return db.SQL().Migrate(ctx, component, migrations)
 }

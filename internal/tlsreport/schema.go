@@ -6,21 +6,23 @@ import (
 	"github.com/mxgate/mxgate/internal/store"
 )
 
-// migrations are the tlsreport component's schema versions. Never edit a released one: append.
+// migrations are the versions of the tlsreport component's schema, in the SQL of both databases
+// (store.Dialect.Schema). Never edit a released one: append. PostgreSQL's first version is the first two
+// (postgresMigrations).
 var migrations = []string{
 	`CREATE TABLE tlsreport_policies (
-		id            INTEGER PRIMARY KEY,
+		id            {serial} PRIMARY KEY,
 		day           TEXT    NOT NULL, -- UTC day, YYYY-MM-DD
 		policy_domain TEXT    NOT NULL, -- A-label
 		policy_type   TEXT    NOT NULL,
 		policy_string TEXT    NOT NULL, -- JSON array of strings
 		mx_host       TEXT    NOT NULL, -- JSON array of strings
-		success       INTEGER NOT NULL DEFAULT 0,
-		failure       INTEGER NOT NULL DEFAULT 0,
+		success       {int64} NOT NULL DEFAULT 0,
+		failure       {int64} NOT NULL DEFAULT 0,
 		UNIQUE (day, policy_domain, policy_type, policy_string, mx_host)
 	);
 	CREATE TABLE tlsreport_failures (
-		policy_id      INTEGER NOT NULL REFERENCES tlsreport_policies(id) ON DELETE CASCADE,
+		policy_id      {int64} NOT NULL REFERENCES tlsreport_policies(id) ON DELETE CASCADE,
 		result_type    TEXT    NOT NULL,
 		sending_ip     TEXT    NOT NULL,
 		receiving_mx   TEXT    NOT NULL,
@@ -28,7 +30,7 @@ var migrations = []string{
 		receiving_ip   TEXT    NOT NULL,
 		reason_code    TEXT    NOT NULL,
 		additional     TEXT    NOT NULL,
-		count          INTEGER NOT NULL,
+		count          {int64} NOT NULL,
 		PRIMARY KEY (policy_id, result_type, sending_ip, receiving_mx, receiving_helo, receiving_ip, reason_code, additional)
 	);
 	-- One row per report (day and Policy Domain): its stable report-id, and once claimed for sending, the
@@ -40,13 +42,13 @@ var migrations = []string{
 		unique_id     TEXT NOT NULL, -- ALPHA/DIGIT part of report_id, for the file name
 		status        TEXT NOT NULL, -- built | sending | no-record | skipped
 		detail        TEXT NOT NULL DEFAULT '',
-		report_gz     BLOB,
+		report_gz     {blob},
 		updated       TEXT NOT NULL,
 		PRIMARY KEY (day, policy_domain)
 	);
 	-- The report log and retry table: one row per report and destination.
 	CREATE TABLE tlsreport_deliveries (
-		id            INTEGER PRIMARY KEY,
+		id            {serial} PRIMARY KEY,
 		day           TEXT    NOT NULL,
 		policy_domain TEXT    NOT NULL,
 		report_id     TEXT    NOT NULL,
@@ -74,16 +76,23 @@ var migrations = []string{
 		added TEXT NOT NULL
 	);
 	CREATE TABLE tlsreport_held (
-		seq   INTEGER PRIMARY KEY,
+		seq   {serial} PRIMARY KEY,
 		id    TEXT NOT NULL UNIQUE,
 		batch TEXT NOT NULL, -- JSON of a Batch
 		added TEXT NOT NULL
 	);`,
 }
 
-// Migrate brings the tlsreport tables of the SQLite database db up to date. SQLiteStore.Migrate calls it.
-func Migrate(ctx context.Context, db *store.DB) error {
-	return store.Migrate(ctx, db, "tlsreport", migrations)
+// postgresMigrations are the versions of the PostgreSQL schema: the first was released as the SQLite
+// schema's first two together, and version n+1 of SQLite's is version n of PostgreSQL's.
+var postgresMigrations = append([]string{migrations[0] + "\n" + migrations[1]}, migrations[2:]...)
+
+// migrate brings the tlsreport tables of db up to date.
+func migrate(ctx context.Context, db store.SQL) error {
+	if db.Dialect == store.Postgres {
+		return db.Migrate(ctx, "tlsreport", postgresMigrations)
+	}
+	return db.Migrate(ctx, "tlsreport", migrations)
 }
 
 // timeFormat is how times are stored: sortable, UTC, whole seconds.

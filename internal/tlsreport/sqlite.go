@@ -12,25 +12,24 @@ import (
 // SQLiteStore keeps the reports in a node's embedded SQLite database (the single-node default).
 type SQLiteStore struct {
 	sqlStore
-	db *store.DB
 }
 
 var _ Store = (*SQLiteStore)(nil)
 
 // NewSQLiteStore returns the store in db.
 func NewSQLiteStore(db *store.DB) *SQLiteStore {
-	return &SQLiteStore{sqlStore: sqlStore{db: db.DB}, db: db}
+	return &SQLiteStore{sqlStore: sqlStore{db: db.SQL()}}
 }
 
 // Migrate implements Store.
-func (s *SQLiteStore) Migrate(ctx context.Context) error { return Migrate(ctx, s.db) }
+func (s *SQLiteStore) Migrate(ctx context.Context) error { return migrate(ctx, s.db) }
 
 // adoptAggregates moves the aggregates of the days whose report is not handled yet into one held batch with
 // the given id, in one transaction, and reports whether there were any. A node that ran on its own database
 // and now shares a cluster's store so hands them over like the batches it held while that store was
 // unreachable: each once, and none lost to a crash in between.
 func (s *SQLiteStore) adoptAggregates(ctx context.Context, id string) (bool, error) {
-	tx, err := s.sqlStore.db.BeginTx(ctx, nil)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return false, err
 	}
@@ -119,7 +118,7 @@ func (s *SQLiteStore) adoptAggregates(ctx context.Context, id string) (bool, err
 // pendingDeliveries counts the report deliveries not finished yet.
 func (s *SQLiteStore) pendingDeliveries(ctx context.Context) (int, error) {
 	var n int
-	err := s.sqlStore.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tlsreport_deliveries
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM tlsreport_deliveries
 		WHERE status IN ('pending', 'retrying', 'sending')`).Scan(&n)
 	return n, err
 }

@@ -7,40 +7,19 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/tlsrpt"
 )
 
 // sqlStore is the SQL both stores run: the SQLite schema and the PostgreSQL one have the same tables and
-// columns, and the statements below are written in the SQL both accept. Placeholders are written "?" and
-// rewritten to "$n" for PostgreSQL.
+// columns (schema.go), and the statements below are written in the SQL both accept (store.SQL).
 type sqlStore struct {
-	db       *sql.DB
-	numbered bool // PostgreSQL placeholders
+	db store.SQL
 	// betweenReads, when set, runs in LoadDay between reading the policies and reading their failures.
 	betweenReads func()
-}
-
-// q returns query with the store's placeholders.
-func (s sqlStore) q(query string) string {
-	if !s.numbered {
-		return query
-	}
-	var b strings.Builder
-	n := 0
-	for _, c := range query {
-		if c == '?' {
-			n++
-			b.WriteByte('$')
-			b.WriteString(strconv.Itoa(n))
-			continue
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }
 
 func fmtTime(t time.Time) string {
@@ -51,14 +30,14 @@ func fmtTime(t time.Time) string {
 }
 
 func (s sqlStore) addSessions(ctx context.Context, b Batch) (bool, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return false, err
 	}
 	defer tx.Rollback()
 	if b.ID != "" {
-		res, err := tx.ExecContext(ctx, s.q(`INSERT INTO tlsreport_handovers (id, added) VALUES (?, ?)
-			ON CONFLICT DO NOTHING`), b.ID, fmtTime(time.Now()))
+		res, err := tx.ExecContext(ctx, `INSERT INTO tlsreport_handovers (id, added) VALUES (?, ?)
+			ON CONFLICT DO NOTHING`, b.ID, fmtTime(time.Now()))
 		if err != nil {
 			return false, err
 		}
@@ -69,32 +48,32 @@ func (s sqlStore) addSessions(ctx context.Context, b Batch) (bool, error) {
 		}
 	}
 	aggs := b.Aggregates
-	if s.numbered {
+	if s.db.Dialect == store.Postgres {
 		// PostgreSQL: the same order on every node, so that two nodes adding to the same rows wait for each
 		// other rather than deadlock. (SQLite has one writer at a time.)
 		aggs = sortedAggregates(aggs)
 	}
 	for _, a := range aggs {
 		var id int64
-		err := tx.QueryRowContext(ctx, s.q(`INSERT INTO tlsreport_policies
+		err := tx.QueryRowContext(ctx, `INSERT INTO tlsreport_policies
 			(day, policy_domain, policy_type, policy_string, mx_host, success, failure) VALUES (?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (day, policy_domain, policy_type, policy_string, mx_host) DO UPDATE SET
 			success = tlsreport_policies.success + excluded.success, failure = tlsreport_policies.failure + excluded.failure
-			RETURNING id`),
+			RETURNING id`,
 			a.Day, a.Domain, string(a.PolicyType), a.PolicyString, a.MXHost, a.Success, a.Failure).Scan(&id)
 		if err != nil {
 			return false, err
 		}
 		fs := a.Failures
-		if s.numbered {
+		if s.db.Dialect == store.Postgres {
 			fs = sortedFailures(fs)
 		}
 		for _, f := range fs {
-			_, err := tx.ExecContext(ctx, s.q(`INSERT INTO tlsreport_failures
+			_, err := tx.ExecContext(ctx, `INSERT INTO tlsreport_failures
 				(policy_id, result_type, sending_ip, receiving_mx, receiving_helo, receiving_ip, reason_code, additional, count)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 				ON CONFLICT (policy_id, result_type, sending_ip, receiving_mx, receiving_helo, receiving_ip, reason_code, additional)
-				DO UPDATE SET count = tlsreport_failures.count + excluded.count`),
+				DO UPDATE SET count = tlsreport_failures.count + excluded.count`,
 				id, string(f.ResultType), f.SendingIP, f.ReceivingMX, f.Helo, f.ReceivingIP, f.ReasonCode, f.Additional, f.Count)
 			if err != nil {
 				return false, err
@@ -149,8 +128,8 @@ func (s sqlStore) hold(ctx context.Context, b Batch) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO tlsreport_held (id, batch, added) VALUES (?, ?, ?)
-		ON CONFLICT DO NOTHING`), b.ID, string(js), fmtTime(time.Now()))
+	_, err = s.db.ExecContext(ctx, `INSERT INTO tlsreport_held (id, batch, added) VALUES (?, ?, ?)
+		ON CONFLICT DO NOTHING`, b.ID, string(js), fmtTime(time.Now()))
 	return err
 }
 
@@ -176,7 +155,7 @@ func (s sqlStore) held(ctx context.Context) ([]Batch, error) {
 }
 
 func (s sqlStore) release(ctx context.Context, id string) error {
-	_, err := s.db.ExecContext(ctx, s.q(`DELETE FROM tlsreport_held WHERE id = ?`), id)
+	_, err := s.db.ExecContext(ctx, `DELETE FROM tlsreport_held WHERE id = ?`, id)
 	return err
 }
 
@@ -193,7 +172,7 @@ func (s sqlStore) loadDay(ctx context.Context, day, domain string) (map[string][
 	// read (flushes from other nodes go on meanwhile): a snapshot on PostgreSQL, and on SQLite the one
 	// connection, held for both.
 	var opts *sql.TxOptions
-	if s.numbered {
+	if s.db.Dialect == store.Postgres {
 		opts = &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
 	}
 	tx, err := s.db.BeginTx(ctx, opts)
@@ -201,7 +180,7 @@ func (s sqlStore) loadDay(ctx context.Context, day, domain string) (map[string][
 		return nil, err
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, s.q(q), args...)
+	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -244,10 +223,10 @@ func (s sqlStore) loadDay(ctx context.Context, day, domain string) (map[string][
 	if s.betweenReads != nil {
 		s.betweenReads()
 	}
-	frows, err := tx.QueryContext(ctx, s.q(`SELECT f.policy_id, f.result_type, f.sending_ip, f.receiving_mx, f.receiving_helo,
+	frows, err := tx.QueryContext(ctx, `SELECT f.policy_id, f.result_type, f.sending_ip, f.receiving_mx, f.receiving_helo,
 		f.receiving_ip, f.reason_code, f.additional, f.count
 		FROM tlsreport_failures f JOIN tlsreport_policies p ON p.id = f.policy_id WHERE p.day = ?
-		ORDER BY f.result_type, f.receiving_mx, f.receiving_ip, f.sending_ip, f.receiving_helo, f.reason_code, f.additional`), day)
+		ORDER BY f.result_type, f.receiving_mx, f.receiving_ip, f.sending_ip, f.receiving_helo, f.reason_code, f.additional`, day)
 	if err != nil {
 		return nil, err
 	}
@@ -277,32 +256,32 @@ func (s sqlStore) loadDay(ctx context.Context, day, domain string) (map[string][
 
 func (s sqlStore) reportID(ctx context.Context, day, domain, id, uid string, now time.Time) (string, string, string, error) {
 	var gotID, gotUID, status string
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT report_id, unique_id, status FROM tlsreport_reports
-		WHERE day = ? AND policy_domain = ?`), day, domain).Scan(&gotID, &gotUID, &status)
+	err := s.db.QueryRowContext(ctx, `SELECT report_id, unique_id, status FROM tlsreport_reports
+		WHERE day = ? AND policy_domain = ?`, day, domain).Scan(&gotID, &gotUID, &status)
 	if err == nil {
 		return gotID, gotUID, status, nil
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
 		return "", "", "", err
 	}
-	if _, err := s.db.ExecContext(ctx, s.q(`INSERT INTO tlsreport_reports (day, policy_domain, report_id, unique_id, status, updated)
-		VALUES (?, ?, ?, ?, 'built', ?) ON CONFLICT DO NOTHING`), day, domain, id, uid, fmtTime(now)); err != nil {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO tlsreport_reports (day, policy_domain, report_id, unique_id, status, updated)
+		VALUES (?, ?, ?, ?, 'built', ?) ON CONFLICT DO NOTHING`, day, domain, id, uid, fmtTime(now)); err != nil {
 		return "", "", "", err
 	}
-	err = s.db.QueryRowContext(ctx, s.q(`SELECT report_id, unique_id, status FROM tlsreport_reports
-		WHERE day = ? AND policy_domain = ?`), day, domain).Scan(&gotID, &gotUID, &status)
+	err = s.db.QueryRowContext(ctx, `SELECT report_id, unique_id, status FROM tlsreport_reports
+		WHERE day = ? AND policy_domain = ?`, day, domain).Scan(&gotID, &gotUID, &status)
 	return gotID, gotUID, status, err
 }
 
 func (s sqlStore) markReport(ctx context.Context, m ReportMark) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback()
 	now := fmtTime(m.Now)
-	res, err := tx.ExecContext(ctx, s.q(`UPDATE tlsreport_reports SET status = ?, detail = ?, report_gz = ?, updated = ?
-		WHERE day = ? AND policy_domain = ? AND status = ?`),
+	res, err := tx.ExecContext(ctx, `UPDATE tlsreport_reports SET status = ?, detail = ?, report_gz = ?, updated = ?
+		WHERE day = ? AND policy_domain = ? AND status = ?`,
 		m.Status, m.Detail, m.Gz, now, m.Day, m.Domain, reportBuilt)
 	if err != nil {
 		return err
@@ -317,9 +296,9 @@ func (s sqlStore) markReport(ctx context.Context, m ReportMark) error {
 		if d.Status == StatusSuppressed {
 			next = ""
 		}
-		if _, err := tx.ExecContext(ctx, s.q(`INSERT INTO tlsreport_deliveries
+		if _, err := tx.ExecContext(ctx, `INSERT INTO tlsreport_deliveries
 			(day, policy_domain, report_id, destination, status, next_attempt) VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT DO NOTHING`),
+			ON CONFLICT DO NOTHING`,
 			m.Day, m.Domain, m.ReportID, d.Destination, d.Status, next); err != nil {
 			return err
 		}
@@ -338,7 +317,7 @@ func (s sqlStore) dueDeliveries(ctx context.Context, now time.Time, reportID str
 		args = append(args, reportID)
 	}
 	q += ` ORDER BY d.next_attempt, d.id`
-	rows, err := s.db.QueryContext(ctx, s.q(q), args...)
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -357,8 +336,8 @@ func (s sqlStore) dueDeliveries(ctx context.Context, now time.Time, reportID str
 }
 
 func (s sqlStore) claimDelivery(ctx context.Context, id int64, owner string, now, until time.Time) (bool, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE tlsreport_deliveries SET status = 'sending', next_attempt = ?, lease_owner = ?
-		WHERE id = ? AND status IN ('pending', 'retrying', 'sending') AND next_attempt != '' AND next_attempt <= ?`),
+	res, err := s.db.ExecContext(ctx, `UPDATE tlsreport_deliveries SET status = 'sending', next_attempt = ?, lease_owner = ?
+		WHERE id = ? AND status IN ('pending', 'retrying', 'sending') AND next_attempt != '' AND next_attempt <= ?`,
 		fmtTime(until), owner, id, fmtTime(now))
 	if err != nil {
 		return false, err
@@ -368,9 +347,9 @@ func (s sqlStore) claimDelivery(ctx context.Context, id int64, owner string, now
 }
 
 func (s sqlStore) recordAttempt(ctx context.Context, a Attempt) (bool, error) {
-	res, err := s.db.ExecContext(ctx, s.q(`UPDATE tlsreport_deliveries SET status = ?, attempts = ?, first_attempt = ?,
+	res, err := s.db.ExecContext(ctx, `UPDATE tlsreport_deliveries SET status = ?, attempts = ?, first_attempt = ?,
 		last_attempt = ?, next_attempt = ?, msg_id = ?, last_error = ?, lease_owner = ''
-		WHERE id = ? AND status = 'sending' AND lease_owner = ?`),
+		WHERE id = ? AND status = 'sending' AND lease_owner = ?`,
 		a.Status, a.Attempts, fmtTime(a.FirstAttempt), fmtTime(a.LastAttempt), fmtTime(a.NextAttempt), a.MsgID, a.LastError,
 		a.ID, a.Owner)
 	if err != nil {
@@ -388,7 +367,7 @@ func (s sqlStore) deliveries(ctx context.Context, reportID string) ([]SentReport
 		q += ` WHERE report_id = ?`
 		args = append(args, reportID)
 	}
-	rows, err := s.db.QueryContext(ctx, s.q(q+` ORDER BY id`), args...)
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY id`, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -411,12 +390,12 @@ func (s sqlStore) deliveries(ctx context.Context, reportID string) ([]SentReport
 }
 
 func (s sqlStore) pending(ctx context.Context) ([]PendingSummary, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(`SELECT p.day, p.policy_domain, COUNT(*), CAST(SUM(p.success) AS BIGINT),
+	rows, err := s.db.QueryContext(ctx, `SELECT p.day, p.policy_domain, COUNT(*), CAST(SUM(p.success) AS BIGINT),
 		CAST(SUM(p.failure) AS BIGINT), COALESCE(MAX(rep.report_id), '')
 		FROM tlsreport_policies p LEFT JOIN tlsreport_reports rep
 			ON rep.day = p.day AND rep.policy_domain = p.policy_domain
 		WHERE rep.status IS NULL OR rep.status = ?
-		GROUP BY p.day, p.policy_domain ORDER BY p.day, p.policy_domain`), reportBuilt)
+		GROUP BY p.day, p.policy_domain ORDER BY p.day, p.policy_domain`, reportBuilt)
 	if err != nil {
 		return nil, err
 	}
@@ -435,13 +414,13 @@ func (s sqlStore) pending(ctx context.Context) ([]PendingSummary, error) {
 }
 
 func (s sqlStore) suppress(ctx context.Context, entry, note string, now time.Time) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO tlsreport_suppressions (entry, note, added) VALUES (?, ?, ?)
-		ON CONFLICT (entry) DO UPDATE SET note = excluded.note`), entry, note, fmtTime(now))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO tlsreport_suppressions (entry, note, added) VALUES (?, ?, ?)
+		ON CONFLICT (entry) DO UPDATE SET note = excluded.note`, entry, note, fmtTime(now))
 	return err
 }
 
 func (s sqlStore) unsuppress(ctx context.Context, entry string) error {
-	_, err := s.db.ExecContext(ctx, s.q(`DELETE FROM tlsreport_suppressions WHERE entry = ?`), entry)
+	_, err := s.db.ExecContext(ctx, `DELETE FROM tlsreport_suppressions WHERE entry = ?`, entry)
 	return err
 }
 
@@ -468,7 +447,7 @@ func (s sqlStore) suppressions(ctx context.Context) ([]Suppression, error) {
 const handoverRetention = 72 * time.Hour
 
 func (s sqlStore) prune(ctx context.Context, day string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -480,7 +459,7 @@ func (s sqlStore) prune(ctx context.Context, day string) error {
 		`DELETE FROM tlsreport_reports WHERE day < ?
 			AND report_id NOT IN (SELECT report_id FROM tlsreport_deliveries)`,
 	} {
-		if _, err := tx.ExecContext(ctx, s.q(q), day); err != nil {
+		if _, err := tx.ExecContext(ctx, q, day); err != nil {
 			return err
 		}
 	}
@@ -492,7 +471,7 @@ func (s sqlStore) prune(ctx context.Context, day string) error {
 	if day > cutoff {
 		cutoff = day
 	}
-	if _, err := tx.ExecContext(ctx, s.q(`DELETE FROM tlsreport_handovers WHERE added < ?`), cutoff); err != nil {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM tlsreport_handovers WHERE added < ?`, cutoff); err != nil {
 		return err
 	}
 	return tx.Commit()

@@ -289,7 +289,7 @@ func TestPruneDropsOldHandoverMarks(t *testing.T) {
 			}
 		}
 		sq := sqlOf(t, s)
-		if _, err := sq.db.ExecContext(ctx, sq.q(`UPDATE tlsreport_handovers SET added = ? WHERE id = ?`),
+		if _, err := sq.db.ExecContext(ctx, `UPDATE tlsreport_handovers SET added = ? WHERE id = ?`,
 			fmtTime(time.Now().Add(-handoverRetention-time.Hour)), "old-batch"); err != nil {
 			t.Fatal(err)
 		}

@@ -35,17 +35,7 @@ import (
 
 var binPath string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := gatewaytest.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gatewaytest.Main(m, &binPath, gatewaytest.BuildOptions{}) }
 
 const (
 	nodes    = 3

@@ -29,17 +29,7 @@ import (
 
 var binPath string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := gatewaytest.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gatewaytest.Main(m, &binPath, gatewaytest.BuildOptions{}) }
 
 // 2,000 messages, 8 clients, 5 SIGKILLs, 50 enforce domains (RELIABILITY.md).
 func TestCrashSafetySIGKILL(t *testing.T) {

@@ -4,8 +4,6 @@
 package e2e
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/mxgate/mxgate/internal/gatewaytest"
@@ -14,17 +12,7 @@ import (
 
 var binPath string
 
-func TestMain(m *testing.M) {
-	bin, cleanup, err := gatewaytest.Build()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = bin
-	code := m.Run()
-	cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { gatewaytest.Main(m, &binPath, gatewaytest.BuildOptions{}) }
 
 type gateway = gatewaytest.Gateway
 

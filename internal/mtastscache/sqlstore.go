@@ -1,0 +1,207 @@
+package mtastscache
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/address"
+	"github.com/mxgate/mxgate/internal/mtasts"
+	"github.com/mxgate/mxgate/internal/store"
+)
+
+// The schema, in the SQL of both databases (store.Dialect.Schema). Times are Unix nanoseconds, 0 for
+// "never"; max_age is in seconds. Never edit a released migration: append.
+const (
+	policiesTable = `CREATE TABLE mtasts_policies (
+		domain               TEXT PRIMARY KEY,
+		id                   TEXT NOT NULL,
+		policy               TEXT NOT NULL,
+		mode                 TEXT NOT NULL,
+		max_age              {int64} NOT NULL,
+		fetched              {int64} NOT NULL,
+		expires              {int64} NOT NULL,
+		last_used            {int64} NOT NULL DEFAULT 0,
+		last_refresh_at      {int64} NOT NULL DEFAULT 0,
+		last_refresh_error   TEXT NOT NULL DEFAULT '',
+		consecutive_failures INTEGER NOT NULL DEFAULT 0
+	)`
+	// Leases: which node refreshes the cluster's policies (Lease), until when (Unix nanoseconds).
+	leasesTable = `CREATE TABLE mtasts_leases (
+		name   TEXT PRIMARY KEY,
+		holder TEXT NOT NULL,
+		until  {int64} NOT NULL
+	)`
+)
+
+var (
+	// sqliteMigrations: a single node takes no leases.
+	sqliteMigrations   = []string{policiesTable}
+	postgresMigrations = []string{policiesTable, leasesTable}
+)
+
+// SQLiteStore keeps the policy cache in a node's embedded SQLite database.
+type SQLiteStore struct {
+	DB *store.DB
+}
+
+// PostgresStore keeps the policy cache in the PostgreSQL database a cluster shares.
+type PostgresStore struct {
+	PG *store.PG
+}
+
+var (
+	_ Store       = SQLiteStore{}
+	_ SharedStore = PostgresStore{}
+)
+
+func (s SQLiteStore) sql() sqlStore   { return sqlStore{s.DB.SQL()} }
+func (s PostgresStore) sql() sqlStore { return sqlStore{s.PG.SQL()} }
+
+// Migrate implements Store.
+func (s SQLiteStore) Migrate(ctx context.Context) error { return s.sql().migrate(ctx) }
+
+// Load implements Store.
+func (s SQLiteStore) Load(ctx context.Context) ([]Record, error) { return s.sql().load(ctx) }
+
+// Save implements Store.
+func (s SQLiteStore) Save(ctx context.Context, r Record) error { return s.sql().save(ctx, r) }
+
+// Used implements Store.
+func (s SQLiteStore) Used(ctx context.Context, domain address.Domain, at time.Time) error {
+	return s.sql().used(ctx, domain, at)
+}
+
+// Delete implements Store.
+func (s SQLiteStore) Delete(ctx context.Context, domain address.Domain) error {
+	return s.sql().delete(ctx, domain)
+}
+
+// Get returns domain's record; ok is false when there is none.
+func (s SQLiteStore) Get(ctx context.Context, domain address.Domain) (Record, bool, error) {
+	return s.sql().get(ctx, domain)
+}
+
+// Migrate implements Store.
+func (s PostgresStore) Migrate(ctx context.Context) error { return s.sql().migrate(ctx) }
+
+// Load implements Store.
+func (s PostgresStore) Load(ctx context.Context) ([]Record, error) { return s.sql().load(ctx) }
+
+// Save implements Store.
+func (s PostgresStore) Save(ctx context.Context, r Record) error { return s.sql().save(ctx, r) }
+
+// Used implements Store.
+func (s PostgresStore) Used(ctx context.Context, domain address.Domain, at time.Time) error {
+	return s.sql().used(ctx, domain, at)
+}
+
+// Delete implements Store.
+func (s PostgresStore) Delete(ctx context.Context, domain address.Domain) error {
+	return s.sql().delete(ctx, domain)
+}
+
+// Get implements SharedStore.
+func (s PostgresStore) Get(ctx context.Context, domain address.Domain) (Record, bool, error) {
+	return s.sql().get(ctx, domain)
+}
+
+// Lease implements SharedStore: one statement, so that two nodes asking at once cannot both get it.
+func (s PostgresStore) Lease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
+	var got string
+	err := s.PG.SQL().QueryRowContext(ctx, `INSERT INTO mtasts_leases(name, holder, until) VALUES(?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET holder = excluded.holder, until = excluded.until
+			WHERE mtasts_leases.holder = excluded.holder OR mtasts_leases.until < ?
+		RETURNING holder`, name, holder, toDB(until), toDB(now)).Scan(&got)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return got == holder, nil
+}
+
+// sqlStore is the policy cache's SQL, the same on both databases.
+type sqlStore struct {
+	db store.SQL
+}
+
+func (s sqlStore) migrate(ctx context.Context) error {
+	if s.db.Dialect == store.Postgres {
+		return s.db.Migrate(ctx, "mtastscache", postgresMigrations)
+	}
+	return s.db.Migrate(ctx, "mtastscache", sqliteMigrations)
+}
+
+const selectRecord = `SELECT domain, id, policy, mode, max_age, fetched, expires, last_used,
+	last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies`
+
+// scanRecord reads a row of selectRecord.
+func scanRecord(scan func(dest ...any) error) (Record, error) {
+	var r Record
+	var mode string
+	var maxAge, fetched, expires, lastUsed, lastRefreshAt int64
+	if err := scan(&r.Domain, &r.ID, &r.Policy, &mode, &maxAge, &fetched, &expires, &lastUsed,
+		&lastRefreshAt, &r.LastRefreshError, &r.Failures); err != nil {
+		return Record{}, err
+	}
+	r.Mode = mtasts.Mode(mode)
+	r.MaxAge = time.Duration(maxAge) * time.Second
+	r.Fetched, r.Expires, r.LastUsed, r.LastRefreshAt = fromDB(fetched), fromDB(expires), fromDB(lastUsed), fromDB(lastRefreshAt)
+	return r, nil
+}
+
+func (s sqlStore) load(ctx context.Context) ([]Record, error) {
+	rows, err := s.db.QueryContext(ctx, selectRecord)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		r, err := scanRecord(rows.Scan)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (s sqlStore) get(ctx context.Context, domain address.Domain) (Record, bool, error) {
+	r, err := scanRecord(s.db.QueryRowContext(ctx, selectRecord+` WHERE domain = ?`, domain.String()).Scan)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, err
+	}
+	return r, true, nil
+}
+
+func (s sqlStore) save(ctx context.Context, r Record) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO mtasts_policies(domain, id, policy, mode, max_age, fetched,
+		expires, last_used, last_refresh_at, last_refresh_error, consecutive_failures)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(domain) DO UPDATE SET id = excluded.id, policy = excluded.policy, mode = excluded.mode,
+			max_age = excluded.max_age, fetched = excluded.fetched, expires = excluded.expires,
+			last_used = excluded.last_used, last_refresh_at = excluded.last_refresh_at,
+			last_refresh_error = excluded.last_refresh_error,
+			consecutive_failures = excluded.consecutive_failures`,
+		r.Domain, r.ID, r.Policy, string(r.Mode), int64(r.MaxAge/time.Second),
+		toDB(r.Fetched), toDB(r.Expires), toDB(r.LastUsed), toDB(r.LastRefreshAt), r.LastRefreshError, r.Failures)
+	return err
+}
+
+func (s sqlStore) used(ctx context.Context, domain address.Domain, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE mtasts_policies SET last_used = ? WHERE domain = ? AND last_used < ?`,
+		toDB(at), domain.String(), toDB(at))
+	return err
+}
+
+func (s sqlStore) delete(ctx context.Context, domain address.Domain) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM mtasts_policies WHERE domain = ?`, domain.String())
+	return err
+}
