@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +49,9 @@ type RestartOptions struct {
 	External       bool
 	GatewayCommand []string
 	CLICommand     []string
+	// CPUProfile, with External, is the file the restarted gateway process writes a CPU profile of its
+	// start to its first delivery to.
+	CPUProfile string
 	// Reuse skips the filling: DataDir holds the queue of an earlier run, which is restarted as it is.
 	Reuse bool
 	// DrainFor, when positive, bounds the drain: the delivery rate is measured over this long after the
@@ -305,7 +309,14 @@ func restartExternal(ctx context.Context, o RestartOptions, cfg *config.Config, 
 	res RestartResult) (RestartResult, error) {
 	res.External = true
 	t1 := time.Now()
-	gw, err := startExternal(ctx, o.GatewayCommand, gatewaySpec{Config: cfg, RootsPEM: n.TrustedCA.PEM(), Verbose: o.Logger != nil})
+	spec := gatewaySpec{Config: cfg, RootsPEM: n.TrustedCA.PEM(), Verbose: o.Logger != nil}
+	if o.CPUProfile != "" {
+		var err error
+		if spec.CPUProfile, err = filepath.Abs(o.CPUProfile); err != nil {
+			return res, err
+		}
+	}
+	gw, err := startExternal(ctx, o.GatewayCommand, spec)
 	if err != nil {
 		return res, err
 	}

@@ -109,7 +109,7 @@ func runRestartBench(cmd *cobra.Command, g *globals, o bench.Options, drainFor t
 	ro := bench.RestartOptions{
 		Domains: o.Domains, Messages: o.Messages, BodyBytes: o.BodyBytes, DataDir: o.DataDir,
 		Timeout: o.Timeout, Progress: o.Progress, Logger: o.Logger,
-		External: o.External, GatewayCommand: o.GatewayCommand, DrainFor: drainFor, Reuse: reuse,
+		External: o.External, GatewayCommand: o.GatewayCommand, DrainFor: drainFor, Reuse: reuse, CPUProfile: o.CPUProfile,
 	}
 	if o.External {
 		ro.CLICommand = o.GatewayCommand[:1]
