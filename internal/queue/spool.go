@@ -144,7 +144,9 @@ func (q *Queue) recover(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("queue: read spool: %w", err)
 	}
-	files := map[string]bool{}
+	// files holds the body files not yet matched to an index row; sized once (a million queued messages
+	// made its growth a large part of Open).
+	files := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		name := e.Name()
 		switch {
@@ -164,7 +166,6 @@ func (q *Queue) recover(ctx context.Context) error {
 
 	type bad struct{ id, reason string }
 	var bads []bad
-	indexed := map[string]bool{}
 	rows, err := q.db.QueryContext(ctx, `SELECT m.id, m.size FROM queue_messages m
 		WHERE EXISTS (SELECT 1 FROM queue_recipients r WHERE r.msg_id = m.id AND r.state = 'queued')`)
 	if err != nil {
@@ -177,8 +178,9 @@ func (q *Queue) recover(ctx context.Context) error {
 			rows.Close()
 			return fmt.Errorf("queue: recover: %w", err)
 		}
-		indexed[id] = true
-		if reason := q.checkBody(id, size, files[id]); reason != "" {
+		present := files[id]
+		delete(files, id)
+		if reason := q.checkBody(id, size, present); reason != "" {
 			bads = append(bads, bad{id, reason})
 		}
 	}
@@ -202,9 +204,6 @@ func (q *Queue) recover(ctx context.Context) error {
 	// Files of messages that are in the index but have no queued recipient (already quarantined) stay
 	// out of the way too.
 	for name := range files {
-		if indexed[name] {
-			continue
-		}
 		if err := q.moveToQuarantine(name); err != nil {
 			return err
 		}
