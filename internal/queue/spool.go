@@ -140,7 +140,7 @@ func (q *Queue) writeBody(rec *record, body io.Reader, when bodySync) error {
 // Queued recipients are due at their next_attempt as before, except those whose attempt was in flight
 // (resumeInterrupted).
 func (q *Queue) recover(ctx context.Context) error {
-	entries, err := os.ReadDir(q.opts.Dir)
+	entries, err := readDirUnsorted(q.opts.Dir)
 	if err != nil {
 		return fmt.Errorf("queue: read spool: %w", err)
 	}
@@ -210,6 +210,17 @@ func (q *Queue) recover(ctx context.Context) error {
 		q.log.Warn("queue: spool file without index entry moved to quarantine", "file", name)
 	}
 	return nil
+}
+
+// readDirUnsorted is os.ReadDir without the sort by name, which nothing here needs (a million names took
+// seconds to sort).
+func readDirUnsorted(dir string) ([]os.DirEntry, error) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.ReadDir(-1)
 }
 
 // checkBody returns why the body of message id cannot be used, or "". It costs one stat(2): with a
