@@ -118,28 +118,13 @@ func (q *Queue) commitIndex(ctx context.Context, rec *record) error {
 	return <-p.done
 }
 
-// committer is the group commit, in two stages that overlap, so that a Submit does not wait for the flush
-// and the commit of the group ahead of it one after the other. The first stage (syncer) takes the first
-// waiting Submit, collects more for up to GroupCommitWindow (or GroupCommitMax of them), and makes their
-// bodies durable with one flush for the whole group (syncGroup); the second (this goroutine) commits the
-// index rows of each flushed group in one transaction, in order, and answers its Submits. While a group
-// is being committed, the next one is collected and flushed: every group is still flushed before its own
-// commit, and the cost of both is shared by every Submit in the group. The committed recipients then enter
-// the scheduler's index, with one Kick for the group.
+// committer is the group-commit goroutine: it takes the first waiting Submit, collects more for up to
+// GroupCommitWindow (or GroupCommitMax of them), fsyncs the spool directory once for all their renames,
+// commits their index rows in one transaction, and answers them all. The cost of both fsyncs is shared by
+// every Submit in the group. The committed recipients then enter the scheduler's index, with one Kick for
+// the group.
 func (q *Queue) committer() {
 	defer close(q.committerDone)
-	// One flushed group waits here while the one before it commits.
-	synced := make(chan []*pending, 1)
-	go q.syncer(synced)
-	for group := range synced {
-		q.commitSynced(group)
-	}
-}
-
-// syncer is the committer's first stage: it collects groups and flushes their bodies, then hands them to
-// the second stage, until stopCommitter is closed; then it closes out.
-func (q *Queue) syncer(out chan<- []*pending) {
-	defer close(out)
 	for {
 		var group []*pending
 		select {
@@ -151,8 +136,6 @@ func (q *Queue) syncer(out chan<- []*pending) {
 		group = q.collect(group)
 		// The writes and renames of every body in the group happened before it was handed over. Never retry
 		// a failed fsync (the data or the entries may already be lost): the whole group is refused instead.
-		// A group flushed earlier and still waiting for its commit is not affected: its pages were written
-		// back when its own flush succeeded.
 		if err := q.syncGroup(); err != nil {
 			if q.spoolFS != nil {
 				q.failedFlushes.Add(1)
@@ -165,35 +148,30 @@ func (q *Queue) syncer(out chan<- []*pending) {
 		if group = q.dropLost(group); len(group) == 0 {
 			continue
 		}
-		out <- group
-	}
-}
-
-// commitSynced commits the index rows of a flushed group and answers its Submits.
-func (q *Queue) commitSynced(group []*pending) {
-	err := q.commitGroup(group)
-	if err != nil && len(group) > 1 {
-		// One bad record must not fail its neighbours: commit each alone.
-		for _, p := range group {
-			err := q.commitGroup([]*pending{p})
-			if err == nil {
-				q.indexRecords(p.rec)
+		err := q.commitGroup(group)
+		if err != nil && len(group) > 1 {
+			// One bad record must not fail its neighbours: commit each alone.
+			for _, p := range group {
+				err := q.commitGroup([]*pending{p})
+				if err == nil {
+					q.indexRecords(p.rec)
+				}
+				p.done <- err
 			}
+			q.Kick()
+			continue
+		}
+		if err == nil {
+			recs := make([]*record, len(group))
+			for i, p := range group {
+				recs[i] = p.rec
+			}
+			q.indexRecords(recs...)
+			q.Kick()
+		}
+		for _, p := range group {
 			p.done <- err
 		}
-		q.Kick()
-		return
-	}
-	if err == nil {
-		recs := make([]*record, len(group))
-		for i, p := range group {
-			recs[i] = p.rec
-		}
-		q.indexRecords(recs...)
-		q.Kick()
-	}
-	for _, p := range group {
-		p.done <- err
 	}
 }
 
