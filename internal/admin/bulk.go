@@ -34,6 +34,10 @@ type BulkRequest struct {
 	// Confirm is the number of messages the operator agreed to act on, as a dry run reported it. Required
 	// for delete and bounce; the action is refused (409) when more messages match by then.
 	Confirm int `json:"confirm,omitempty"`
+	// AllNodes acts on the queue of every node of the registry (cluster mode), each node doing the action
+	// on its own queue; the counts are summed and the nodes that could not do it are named. With Confirm,
+	// the action is refused (409) when the nodes together would affect more messages.
+	AllNodes bool `json:"all_nodes,omitempty"`
 }
 
 // BulkResult answers POST /api/v1/queue/bulk.
@@ -52,9 +56,24 @@ type BulkResult struct {
 	InFlight int `json:"in_flight"`
 	// Destructive is true for delete and bounce: a real run needs Confirm.
 	Destructive bool `json:"destructive"`
-	// IDs are the affected messages, oldest first, at most MaxBulkIDs of them.
+	// IDs are the affected messages, oldest first, at most MaxBulkIDs of them (with AllNodes, of every
+	// node: Nodes says which node holds which).
 	IDs []string `json:"ids"`
+	// Nodes, with AllNodes, is each node's own result, for the nodes that did the action.
+	Nodes []NodeBulkResult `json:"nodes,omitempty"`
+	// Failed, with AllNodes, names the nodes that did not do the action (unreachable, refused, or failed
+	// part-way) and why: nothing of theirs is counted above.
+	Failed []NodeError `json:"failed_nodes,omitempty"`
 }
+
+// NodeBulkResult is one node's part of a bulk action on every node.
+type NodeBulkResult struct {
+	Node string `json:"node"`
+	BulkResult
+}
+
+// BulkDTO returns the API's form of a queue's bulk result.
+func BulkDTO(r queue.BulkResult, dryRun bool) BulkResult { return bulkDTO(r, dryRun) }
 
 // MaxBulkIDs bounds the message ids a BulkResult lists.
 const MaxBulkIDs = 1000
@@ -138,6 +157,10 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if req.AllNodes {
+		s.queueBulkAllNodes(w, r, req, a)
+		return
+	}
 	if req.DryRun {
 		res, err := s.opts.Queue.PreviewBulk(r.Context(), a, sel)
 		if err != nil {
@@ -164,6 +187,37 @@ func (s *Server) queueBulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, bulkDTO(res, false))
+}
+
+// queueBulkAllNodes runs a bulk action on every node. Another node's call (with the cluster secret) may not
+// ask for it: a node acts on its own queue for the node that fans the action out.
+func (s *Server) queueBulkAllNodes(w http.ResponseWriter, r *http.Request, req BulkRequest, a queue.Action) {
+	if !s.authorized(r) && s.peerAuthorized(r) {
+		writeError(w, http.StatusBadRequest, "all_nodes: a call from another node acts on this node's queue only")
+		return
+	}
+	if s.opts.Cluster == nil {
+		writeError(w, http.StatusNotImplemented, "the cluster queue is not available on this node")
+		return
+	}
+	if !req.DryRun && a.Destructive() && req.Confirm == 0 {
+		writeError(w, http.StatusConflict, fmt.Sprintf("%s of many messages needs confirmation: run it with dry_run first, then send confirm with the number of messages it reported", a))
+		return
+	}
+	res, err := s.opts.Cluster.Bulk(r.Context(), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !req.DryRun {
+		failed := make([]string, 0, len(res.Failed))
+		for _, f := range res.Failed {
+			failed = append(failed, f.Node)
+		}
+		s.log.Info("admin: queue bulk "+string(a)+" on every node", "matched", res.Matched, "affected", res.Affected,
+			"gone", res.Gone, "in_flight", res.InFlight, "nodes", len(res.Nodes), "failed_nodes", failed, "ip", remoteIP(r))
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // QueueBulk sends a bulk action (or, with DryRun, asks what it would do).

@@ -29,6 +29,11 @@ type ClusterAPI interface {
 	Act(ctx context.Context, node, id string, a queue.Action) error
 	// Forget removes a retired node's row from the registry (a node that still runs writes it again).
 	Forget(ctx context.Context, node string) error
+	// Bulk does the bulk action req (or, with DryRun, says what it would do) on every node of the registry,
+	// each on its own queue, and sums the results. A node that did not do it (unreachable, refused, failed)
+	// is named in BulkResult.Failed, never counted as done. With Confirm set, nothing is done on any node
+	// when the nodes together would affect more messages than that (queue.ErrSelectionGrew).
+	Bulk(ctx context.Context, req BulkRequest) (BulkResult, error)
 }
 
 // ErrPeer wraps the failure to reach another node's admin API (a 502 of this one).
@@ -164,8 +169,8 @@ func (s *Server) nodeParam(r *http.Request) string {
 }
 
 // peerAuthorized reports whether r carries the cluster secret and asks for what another node may ask: a
-// queue listing, a message, an action on one message, or the status. Everything else (settings, bulk
-// actions, policy cache) needs the node's own admin token.
+// queue listing, a message, an action on one message, a bulk action on this node's queue, or the status.
+// Everything else (settings, policy cache, registry) needs the node's own admin token.
 func (s *Server) peerAuthorized(r *http.Request) bool {
 	if s.opts.ClusterSecret == nil {
 		return false
@@ -186,7 +191,10 @@ func (s *Server) peerAuthorized(r *http.Request) bool {
 	switch {
 	case r.Method == http.MethodGet && (p == "/api/v1/status" || p == "/api/v1/queue"):
 		return true
-	case p == "/api/v1/queue/bulk" || p == "/api/v1/queue/summary":
+	case p == "/api/v1/queue/bulk":
+		// A bulk action fanned out by another node (BulkRequest.AllNodes); it may not fan out again.
+		return r.Method == http.MethodPost
+	case p == "/api/v1/queue/summary":
 		return false
 	case strings.HasPrefix(p, "/api/v1/queue/"):
 		return r.Method == http.MethodGet || r.Method == http.MethodPost || r.Method == http.MethodDelete

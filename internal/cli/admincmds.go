@@ -218,7 +218,7 @@ func queueCmd(g *globals) *cobra.Command {
 		var b bulkFlags
 		var node string
 		sub := &cobra.Command{
-			Use:   a.use + " ID | --all | [--domain D] [--result-type T] [--held] [--older-than AGE]",
+			Use:   a.use + " ID | --all | [--domain D] [--result-type T] [--held] [--older-than AGE] [--all-nodes]",
 			Short: a.short + ", or of every message selected",
 			Args:  cobra.MaximumNArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
@@ -226,8 +226,8 @@ func queueCmd(g *globals) *cobra.Command {
 				case len(args) == 1 && b.selects():
 					return fmt.Errorf("give a message ID or a selection (--all or filters), not both")
 				case len(args) == 1:
-					if b.dryRun || b.yes {
-						return fmt.Errorf("--dry-run and --yes apply to bulk actions; %s of one message ID is done at once", a.use)
+					if b.dryRun || b.yes || b.allNodes {
+						return fmt.Errorf("--dry-run, --yes and --all-nodes apply to bulk actions; %s of one message ID is done at once (by the node holding it: --node)", a.use)
 					}
 					done := fmt.Sprintf(a.done, args[0])
 					if node != "" {
@@ -235,7 +235,7 @@ func queueCmd(g *globals) *cobra.Command {
 					}
 					return act(cmd, g, a.method, admin.NodeMessagePath(node, args[0], a.action), done)
 				case node != "":
-					return fmt.Errorf("--node applies to one message ID; bulk actions act on the node asked")
+					return fmt.Errorf("--node applies to one message ID; bulk actions act on the node asked, or on every node with --all-nodes")
 				case !b.selects():
 					return fmt.Errorf("give a message ID, --all, or a filter (--domain, --result-type, --held, --older-than)")
 				}

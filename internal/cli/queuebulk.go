@@ -23,6 +23,7 @@ type bulkFlags struct {
 	olderThan  string
 	yes        bool
 	dryRun     bool
+	allNodes   bool
 }
 
 func (b *bulkFlags) add(cmd *cobra.Command, action string) {
@@ -34,6 +35,7 @@ func (b *bulkFlags) add(cmd *cobra.Command, action string) {
 	f.StringVar(&b.olderThan, "older-than", "", "select messages received longer ago than this (36h, 2d)")
 	f.BoolVar(&b.dryRun, "dry-run", false, "show what would be done and change nothing")
 	f.BoolVar(&b.yes, "yes", false, "do not ask for confirmation of a destructive bulk action")
+	f.BoolVar(&b.allNodes, "all-nodes", false, "act on the queue of every node of the cluster (with a selection)")
 }
 
 func (b *bulkFlags) selects() bool {
@@ -42,7 +44,7 @@ func (b *bulkFlags) selects() bool {
 
 func (b *bulkFlags) request(action string) (admin.BulkRequest, error) {
 	req := admin.BulkRequest{Action: action, All: b.all, Domain: b.domain, ResultType: b.resultType, Held: b.held,
-		OlderThan: b.olderThan}
+		OlderThan: b.olderThan, AllNodes: b.allNodes}
 	if b.all && (b.domain != "" || b.resultType != "" || b.held || b.olderThan != "") {
 		return req, errors.New("--all selects every message and cannot be combined with --domain, --result-type, --held or --older-than")
 	}
@@ -85,10 +87,13 @@ func runBulk(cmd *cobra.Command, g *globals, action string, b *bulkFlags) error 
 	w := bulkWords[action]
 	if b.dryRun || p.Affected == 0 {
 		if g.json {
-			return writeJSONValue(g.stdout, p)
+			if err := writeJSONValue(g.stdout, p); err != nil {
+				return err
+			}
+			return failedNodes(p, "could not say what they would do")
 		}
-		_, err := fmt.Fprintf(g.stdout, "would %s %s (%d matching); nothing changed\n", w.verb, counted(p.Affected, p.Recipients), p.Matched)
-		return err
+		fmt.Fprintf(g.stdout, "would %s %s (%d matching)%s; nothing changed\n", w.verb, counted(p.Affected, p.Recipients), p.Matched, onNodes(p))
+		return failedNodes(p, "could not say what they would do")
 	}
 	if p.Destructive {
 		if !b.yes {
@@ -107,16 +112,44 @@ func runBulk(cmd *cobra.Command, g *globals, action string, b *bulkFlags) error 
 		return err
 	}
 	if g.json {
-		return writeJSONValue(g.stdout, res)
+		if err := writeJSONValue(g.stdout, res); err != nil {
+			return err
+		}
+		return failedNodes(res, "did not do it")
 	}
-	fmt.Fprintf(g.stdout, "%s %s\n", counted(res.Affected, res.Recipients), w.done)
+	fmt.Fprintf(g.stdout, "%s %s%s\n", counted(res.Affected, res.Recipients), w.done, onNodes(res))
 	if res.Gone > 0 {
 		fmt.Fprintf(g.stdout, "%d selected messages had already left the queue\n", res.Gone)
 	}
 	if res.InFlight > 0 {
 		fmt.Fprintf(g.stdout, "%d selected messages had a delivery in flight and were left alone; run again once it is recorded\n", res.InFlight)
 	}
-	return nil
+	return failedNodes(res, "did not do it")
+}
+
+// onNodes says, for a bulk action on every node, how many messages of each node it counts.
+func onNodes(r admin.BulkResult) string {
+	if len(r.Nodes) == 0 {
+		return ""
+	}
+	parts := make([]string, 0, len(r.Nodes))
+	for _, n := range r.Nodes {
+		parts = append(parts, fmt.Sprintf("%s: %d", n.Node, n.Affected))
+	}
+	return " on " + strings.Join(parts, ", ")
+}
+
+// failedNodes is the error naming the nodes of a bulk action on every node that did not answer for their
+// queue, nil if none.
+func failedNodes(r admin.BulkResult, what string) error {
+	if len(r.Failed) == 0 {
+		return nil
+	}
+	parts := make([]string, 0, len(r.Failed))
+	for _, f := range r.Failed {
+		parts = append(parts, f.Node+" ("+f.Error+")")
+	}
+	return fmt.Errorf("%d node(s) %s: %s", len(r.Failed), what, strings.Join(parts, "; "))
 }
 
 func counted(msgs, rcpts int) string {

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -23,11 +24,19 @@ type bulkData struct {
 	Req admin.BulkRequest
 	// Describe says in words what is selected.
 	Describe string
-	Result   queue.BulkResult
-	// Listed are the first affected ids; More counts the others.
-	Listed []string
+	Result   admin.BulkResult
+	// Listed are the first affected messages; More counts the others.
+	Listed []bulkListed
 	More   int
+	// AllNodes is true when the action is on every node's queue (the console knows the cluster); Failed
+	// then names the nodes that could not say what they would do.
+	AllNodes bool
+	Failed   []admin.NodeError
 }
+
+// bulkListed is an affected message: its id, and its reference in the console's links (with its node when
+// another node holds it).
+type bulkListed struct{ ID, Node, Ref string }
 
 // bulkRequest reads the selection of a bulk action from form values.
 func bulkRequest(v url.Values) admin.BulkRequest {
@@ -64,17 +73,55 @@ func (c *Console) queueBulkConfirm(w http.ResponseWriter, r *http.Request, s *se
 		return
 	}
 	verb, explain := a.Verb(), a.Explain()
-	res, err := c.opts.Queue.PreviewBulk(r.Context(), a, sel)
+	res, err := c.previewBulk(r.Context(), req, a, sel)
 	if err != nil {
 		c.fail(w, r, s, err)
 		return
 	}
 	d := bulkData{Action: string(a), Verb: verb, Explain: explain, Destructive: a.Destructive(), Req: req,
-		Describe: describe(req), Result: res, Listed: res.IDs}
+		Describe: describe(req), Result: res, AllNodes: c.opts.Cluster != nil, Failed: res.Failed}
+	if d.AllNodes {
+		self := c.selfNode(r.Context())
+		for _, n := range res.Nodes {
+			for _, id := range n.IDs {
+				ref := id
+				if n.Node != self {
+					ref = msgRef(n.Node, id)
+				}
+				d.Listed = append(d.Listed, bulkListed{ID: id, Node: n.Node, Ref: ref})
+			}
+		}
+	} else {
+		for _, id := range res.IDs {
+			d.Listed = append(d.Listed, bulkListed{ID: id, Ref: id})
+		}
+	}
 	if len(d.Listed) > maxBulkListed {
 		d.Listed, d.More = d.Listed[:maxBulkListed], len(d.Listed)-maxBulkListed
 	}
 	c.render(w, r, s, http.StatusOK, "bulk", verb+" "+d.Describe, d)
+}
+
+// previewBulk says what a bulk action would do: on every node when the console knows the cluster, on this
+// node's queue otherwise.
+func (c *Console) previewBulk(ctx context.Context, req admin.BulkRequest, a queue.Action, sel queue.Selection) (admin.BulkResult, error) {
+	if c.opts.Cluster != nil {
+		req.DryRun, req.AllNodes = true, true
+		return c.opts.Cluster.Bulk(ctx, req)
+	}
+	res, err := c.opts.Queue.PreviewBulk(ctx, a, sel)
+	return admin.BulkDTO(res, true), err
+}
+
+// runBulk does a confirmed bulk action: on every node when the console knows the cluster, on this node's
+// queue otherwise.
+func (c *Console) runBulk(ctx context.Context, req admin.BulkRequest, a queue.Action, sel queue.Selection) (admin.BulkResult, error) {
+	if c.opts.Cluster != nil {
+		req.AllNodes = true
+		return c.opts.Cluster.Bulk(ctx, req)
+	}
+	res, err := c.opts.Queue.Bulk(ctx, a, sel)
+	return admin.BulkDTO(res, false), err
 }
 
 // queueBulk runs a confirmed bulk action. The count confirmed is a maximum: when more messages match by
@@ -93,7 +140,7 @@ func (c *Console) queueBulk(w http.ResponseWriter, r *http.Request, s *session) 
 		return
 	}
 	verb := a.Verb()
-	res, err := c.opts.Queue.Bulk(r.Context(), a, sel)
+	res, err := c.runBulk(r.Context(), req, a, sel)
 	if errors.Is(err, queue.ErrSelectionGrew) {
 		c.renderError(w, r, s, http.StatusConflict, fmt.Sprintf("Nothing was done: %v. Review the action again.", err))
 		return
@@ -106,6 +153,10 @@ func (c *Console) queueBulk(w http.ResponseWriter, r *http.Request, s *session) 
 	}
 	if res.InFlight > 0 {
 		msg += fmt.Sprintf(" %d had a delivery in flight and were left alone; try again once it is recorded.", res.InFlight)
+	}
+	for _, f := range res.Failed {
+		// Never counted as done: each node that did not do it is named.
+		msg += fmt.Sprintf(" Not done on node %s: %s.", f.Node, f.Error)
 	}
 	if err != nil {
 		c.log.Error("console: queue bulk", "action", string(a), "err", err)

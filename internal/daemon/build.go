@@ -297,6 +297,14 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 			}
 			d.comps.set(componentJournal, admin.ComponentRunning, "")
 		},
+		// A full disk stops the recording of delivery results and intake: say so until there is room.
+		StorageState: func(err error) {
+			if err != nil {
+				d.comps.set(componentStorage, admin.ComponentDegraded, err.Error())
+				return
+			}
+			d.comps.set(componentStorage, admin.ComponentRunning, "")
+		},
 		ArchiveRetention:    cfg.Queue.TrackRetention.Duration(),
 		DelayWarning:        cfg.Queue.DelayWarningTime.Duration(),
 		DelayWarningDefault: cfg.Queue.DelayWarningDefault,
@@ -307,6 +315,9 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 	d.Queue = q
 	if q.JournalErr() == nil {
 		d.comps.set(componentJournal, admin.ComponentRunning, "")
+	}
+	if q.StorageErr() == nil {
+		d.comps.set(componentStorage, admin.ComponentRunning, "")
 	}
 	d.onRelease(func(context.Context) error { return q.Close() })
 	return nil

@@ -15,6 +15,9 @@ const (
 	componentQueue = "queue"
 	// componentJournal is the queue's delivery journal (docs/flow.md), failed while its writes fail.
 	componentJournal = "journal"
+	// componentStorage is the room on the data volume (the queue's space.go): degraded while delivery
+	// results cannot be recorded or intake refuses messages for want of room.
+	componentStorage = "storage"
 	componentTLSRPT  = "tlsrpt"
 )
 

@@ -163,13 +163,13 @@ func TestFailedComponentIsShown(t *testing.T) {
 		t.Fatalf("/healthz: %d %s (%v)", code, body, err)
 	}
 	want := map[string]admin.ComponentState{"journal": admin.ComponentRunning, "queue": admin.ComponentRunning,
-		"smtp": admin.ComponentRunning, "tlsrpt": admin.ComponentFailed}
+		"smtp": admin.ComponentRunning, "storage": admin.ComponentRunning, "tlsrpt": admin.ComponentFailed}
 	gotStates := map[string]admin.ComponentState{}
 	for _, c := range h.Components {
 		gotStates[c.Name] = c.State
 	}
 	if h.Status != "degraded" || len(gotStates) != len(want) || gotStates["tlsrpt"] != want["tlsrpt"] || gotStates["queue"] != want["queue"] || gotStates["smtp"] != want["smtp"] ||
-		gotStates["journal"] != want["journal"] {
+		gotStates["journal"] != want["journal"] || gotStates["storage"] != want["storage"] {
 		t.Errorf("/healthz = %s, want degraded with %v", body, want)
 	}
 	if _, body := g.get(t, "/metrics"); !strings.Contains(body, `mxgate_component_up{component="tlsrpt"} 0`) || !strings.Contains(body, `mxgate_component_up{component="smtp"} 1`) {

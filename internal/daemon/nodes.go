@@ -399,3 +399,135 @@ func (c clusterAPI) Act(ctx context.Context, node, id string, a queue.Action) er
 func (c clusterAPI) Forget(ctx context.Context, node string) error {
 	return c.d.nodeStore.Forget(ctx, node)
 }
+
+// nodeBulk is one node's part of a bulk action on every node: its result, or why it did not do it.
+type nodeBulk struct {
+	node string
+	res  admin.BulkResult
+	err  error
+}
+
+// bulkOnEach runs req on every node of list (this node's queue locally, the others through their admin API
+// with the cluster secret, at the same time); conf, if not nil, gives the Confirm of each node, and a node
+// absent from it is left out.
+func (c clusterAPI) bulkOnEach(ctx context.Context, list []nodes.Node, req admin.BulkRequest, conf map[string]int) []nodeBulk {
+	req.AllNodes = false
+	out := make([]nodeBulk, len(list))
+	var wg sync.WaitGroup
+	for i, n := range list {
+		r := req
+		if conf != nil {
+			k, ok := conf[n.Name]
+			if !ok {
+				continue
+			}
+			r.Confirm = k
+		}
+		out[i].node = n.Name
+		if c.local(n.Name) {
+			out[i].res, out[i].err = c.localBulk(ctx, r)
+			continue
+		}
+		wg.Go(func() {
+			cl, done := c.peer(n)
+			defer done()
+			res, err := cl.QueueBulk(ctx, r)
+			if err != nil {
+				err = peerError(n.Name, err)
+			}
+			out[i].res, out[i].err = res, err
+		})
+	}
+	wg.Wait()
+	if conf != nil {
+		out = slices.DeleteFunc(out, func(b nodeBulk) bool { return b.node == "" })
+	}
+	return out
+}
+
+// localBulk runs req on this node's queue, as POST /api/v1/queue/bulk does.
+func (c clusterAPI) localBulk(ctx context.Context, req admin.BulkRequest) (admin.BulkResult, error) {
+	a, sel, err := req.Selection()
+	if err != nil {
+		return admin.BulkResult{}, err
+	}
+	if req.DryRun {
+		res, err := c.d.Queue.PreviewBulk(ctx, a, sel)
+		return admin.BulkDTO(res, true), err
+	}
+	res, err := c.d.Queue.Bulk(ctx, a, sel)
+	if err != nil && res.Affected > 0 {
+		err = fmt.Errorf("%w (after %d of the messages)", err, res.Affected)
+	}
+	return admin.BulkDTO(res, false), err
+}
+
+// Bulk implements admin.ClusterAPI. A real run of a destructive action (Confirm set) first asks every node
+// what it would do: when the nodes together would affect more than Confirm messages nothing is done;
+// otherwise each node runs it with its own count as its confirmation, so that no node acts on more than it
+// reported, and a node that did not report is left alone and named.
+func (c clusterAPI) Bulk(ctx context.Context, req admin.BulkRequest) (admin.BulkResult, error) {
+	d := c.d
+	a, _, err := req.Selection()
+	if err != nil {
+		return admin.BulkResult{}, err
+	}
+	out := admin.BulkResult{Action: string(a), DryRun: req.DryRun, Destructive: a.Destructive(), IDs: []string{}}
+	list, err := d.nodeStore.List(ctx)
+	if err != nil {
+		// The registry is unreadable: this node's queue only, and the others named as not done.
+		list = nil
+		out.Failed = append(out.Failed, admin.NodeError{Node: "(other nodes)", Error: "node registry unreadable: " + err.Error()})
+	}
+	if !slices.ContainsFunc(list, func(n nodes.Node) bool { return c.local(n.Name) }) {
+		list = append(list, nodes.Node{Name: d.cfg.Node})
+	}
+	var conf map[string]int
+	if !req.DryRun && req.Confirm > 0 {
+		preview := req
+		preview.DryRun, preview.Confirm = true, 0
+		conf = map[string]int{}
+		total := 0
+		for _, b := range c.bulkOnEach(ctx, list, preview, nil) {
+			if b.err != nil {
+				out.Failed = append(out.Failed, admin.NodeError{Node: b.node, Error: "not done: " + b.err.Error()})
+				continue
+			}
+			total += b.res.Affected
+			if b.res.Affected > 0 {
+				conf[b.node] = b.res.Affected
+			}
+		}
+		if total > req.Confirm {
+			return admin.BulkResult{}, fmt.Errorf("%w: %d messages would be affected on the nodes, %d were confirmed", queue.ErrSelectionGrew, total, req.Confirm)
+		}
+	}
+	for _, b := range c.bulkOnEach(ctx, list, req, conf) {
+		if b.err != nil {
+			msg := b.err.Error()
+			if b.res.Affected > 0 {
+				// Part of the node's selection was acted on: counted, and the node named with the error.
+				out.Nodes = append(out.Nodes, admin.NodeBulkResult{Node: b.node, BulkResult: b.res})
+				msg = fmt.Sprintf("stopped after %d of the messages: %s", b.res.Affected, msg)
+			}
+			out.Failed = append(out.Failed, admin.NodeError{Node: b.node, Error: msg})
+			if b.res.Affected == 0 {
+				continue
+			}
+		} else {
+			out.Nodes = append(out.Nodes, admin.NodeBulkResult{Node: b.node, BulkResult: b.res})
+		}
+		out.Matched += b.res.Matched
+		out.Affected += b.res.Affected
+		out.Recipients += b.res.Recipients
+		out.Gone += b.res.Gone
+		out.InFlight += b.res.InFlight
+		out.IDs = append(out.IDs, b.res.IDs...)
+	}
+	if len(out.IDs) > admin.MaxBulkIDs {
+		out.IDs = out.IDs[:admin.MaxBulkIDs]
+	}
+	slices.SortFunc(out.Nodes, func(a, b admin.NodeBulkResult) int { return strings.Compare(a.Node, b.Node) })
+	slices.SortFunc(out.Failed, func(a, b admin.NodeError) int { return strings.Compare(a.Node, b.Node) })
+	return out, nil
+}

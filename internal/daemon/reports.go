@@ -56,6 +56,10 @@ func (d *Daemon) reporterFrom(snap settings.Snapshot) (*tlsreport.Reporter, erro
 		RetryInterval:   d.cfg.TLSRPT.RetryInterval.Duration(),
 		SendLease:       d.cfg.TLSRPT.SendLease.Duration(),
 	}
+	if d.reportStore != nil {
+		// Cluster mode: the deliveries started before this node joined are finished from its own database.
+		r.Local = tlsreport.NewSQLiteStore(d.DB)
+	}
 	if r.Org == "" {
 		r.Org = host
 	}

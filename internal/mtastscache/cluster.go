@@ -96,7 +96,9 @@ func (c *Cache) SharedErr() error {
 // sync merges the shared store into the cache, both ways: a record fetched later than the cached one replaces
 // it (and the local copy's), last-used times and refresh failures are merged, a record the cache holds and
 // the shared store does not (a write that failed while it was down) is written to it, and one it no longer
-// holds (flushed or dropped on another node) is removed unless this node wrote it since.
+// holds (flushed or dropped on another node) is removed unless this node wrote it since. A record fetched
+// before its domain was last flushed (on any node, while this one was stopped or cut off) is removed and never
+// written back: the next use fetches the policy afresh.
 //
 // Only the merge in memory and the local copy takes writeMu: the reads and writes of the shared store are
 // made without it, so that the cache's writes (a policy fetched for a delivery) never wait on the network.
@@ -120,8 +122,12 @@ func (c *Cache) sync(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("mtastscache: shared store: %w", err)
 		}
+		flushes, err := c.store.(SharedStore).Flushes(ctx)
+		if err != nil {
+			return fmt.Errorf("mtastscache: shared store: flushes: %w", err)
+		}
 		var toShared []*entry
-		toShared, localErrs = c.merge(ctx, shared, start)
+		toShared, localErrs = c.merge(ctx, shared, flushes, start)
 		var errs []error
 		for _, e := range toShared {
 			if err := c.pushRecord(ctx, e); err != nil {
@@ -142,8 +148,9 @@ func (c *Cache) sync(ctx context.Context) error {
 
 // merge is sync's part under writeMu: it merges shared, the shared store as read after this cache's write
 // start, into the cache and the local copy, and returns the entries to write to the shared store. An entry
-// written since start is newer than what was read and is neither removed nor marked as held there.
-func (c *Cache) merge(ctx context.Context, shared []*entry, start uint64) ([]*entry, []error) {
+// written since start is newer than what was read and is neither removed nor marked as held there. An entry
+// fetched before its domain's flush time in flushes is removed: it is what an administrator flushed.
+func (c *Cache) merge(ctx context.Context, shared []*entry, flushes map[address.Domain]time.Time, start uint64) ([]*entry, []error) {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
 	seen := map[address.Domain]bool{}
@@ -182,9 +189,18 @@ func (c *Cache) merge(ctx context.Context, shared []*entry, start uint64) ([]*en
 			}
 		}
 	}
+	type flushed struct {
+		domain           address.Domain
+		fetched, flushed time.Time
+	}
+	var dropped []flushed
 	for d, e := range c.entries {
+		f, ok := flushes[d]
 		switch {
 		case seen[d]:
+		case ok && e.fetched.Before(f):
+			gone = append(gone, d)
+			dropped = append(dropped, flushed{d, e.fetched, f})
 		case e.sharedDirty:
 			toShared = append(toShared, e)
 		case e.seq <= start:
@@ -195,6 +211,10 @@ func (c *Cache) merge(ctx context.Context, shared []*entry, start uint64) ([]*en
 		delete(c.entries, d)
 	}
 	c.mu.Unlock()
+	for _, f := range dropped {
+		c.log.Info("mtastscache: dropping this node's copy of a policy flushed since it was fetched",
+			"domain", f.domain.String(), "fetched", f.fetched, "flushed", f.flushed)
+	}
 
 	var errs []error
 	for _, e := range toLocal {

@@ -372,3 +372,85 @@ func TestClusterHungDatabaseHoldsNoDelivery(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterFlushStaysFlushedOnAStoppedNode: a policy flushed on node A while node B is stopped is not
+// brought back by B, which held it in its local copy: B drops it when it starts, writes nothing of it to the
+// shared store, and fetches the policy afresh at its next use. B keeps the enforce policy of a domain nobody
+// flushed, even with that domain's policy host gone (RFC 8461 Section 10).
+func TestClusterFlushStaysFlushedOnAStoppedNode(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	dir := t.TempDir()
+	a := e.startNode(t, dsn, "a", filepath.Join(dir, "a.db"))
+	b := e.startNode(t, dsn, "b", filepath.Join(dir, "b.db"))
+	e.publish("example.com", "1", pEnf(86400))
+	e.publish("other.test", "k", pEnf(86400))
+	for _, d := range []string{"example.com", "other.test"} {
+		a.get(t, d)
+		check(t, "node B before the flush, "+d, b.get(t, d), summary{Mode: mtasts.ModeEnforce, ID: map[string]string{"example.com": "1", "other.test": "k"}[d], Source: SourceCache})
+	}
+
+	// B stops; A flushes; the domain now publishes a testing policy under the same id (a flush is what an
+	// administrator does when a policy changed without a new id).
+	e.clock.Advance(time.Minute)
+	ctx := context.Background()
+	dom := address.MustParseDomain("example.com")
+	if err := a.cache.Flush(ctx, dom); err != nil {
+		t.Fatalf("node A: Flush: %v", err)
+	}
+	e.policy.serve("example.com", http.StatusOK, pTest)
+	e.policy.serve("other.test", http.StatusNotFound, "")
+	e.clock.Advance(time.Minute)
+
+	b = e.startNode(t, dsn, "b", b.localPath)
+	pg, err := store.NewPostgres(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	if r, ok, err := (PostgresStore{PG: pg}).Get(ctx, dom); err != nil || ok {
+		t.Fatalf("shared store after B started: %+v, %v, %v; want no record of the flushed policy", r, ok, err)
+	}
+	if n, err := pg.Exec(ctx, `SELECT 1 FROM mtasts_policies WHERE domain = 'example.com'`); err != nil || n.RowsAffected() != 0 {
+		t.Fatalf("mtasts_policies rows for example.com after B started: %v, %v; want none", n, err)
+	}
+	if _, err := b.cache.Show(ctx, dom); err == nil {
+		t.Errorf("node B still holds the flushed policy after its start")
+	}
+	fetches := e.policy.fetches("example.com")
+	check(t, "node B after the flush", b.get(t, "example.com"), summary{Mode: mtasts.ModeTesting, ID: "1", Source: SourceFetched})
+	checkFetches(t, e, "example.com", fetches+1)
+	check(t, "node A reads what B fetched after the flush", a.get(t, "example.com"),
+		summary{Mode: mtasts.ModeTesting, ID: "1", Source: SourceCache})
+	check(t, "node B keeps the policy nobody flushed", b.get(t, "other.test"),
+		summary{Mode: mtasts.ModeEnforce, ID: "k", Source: SourceCache})
+
+	// A restart of B (its copy now holds the new fetch) keeps the policy fetched after the flush.
+	b = e.startNode(t, dsn, "b", b.localPath)
+	check(t, "node B restarted again", b.get(t, "example.com"), summary{Mode: mtasts.ModeTesting, ID: "1", Source: SourceCache})
+}
+
+// TestClusterFlushFailsWithoutTheDatabase: a flush the shared store cannot record fails and changes
+// nothing: the node goes on applying the policy, which the other nodes still hold, and its local copy keeps
+// it (a restart while the database is still down applies it, with the policy host gone).
+func TestClusterFlushFailsWithoutTheDatabase(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	a := e.startNode(t, dsn, "a", filepath.Join(t.TempDir(), "a.db"))
+	e.publish("example.com", "1", pEnf(86400))
+	a.get(t, "example.com")
+
+	restore := storetest.CutOff(t, dsn)
+	if err := a.cache.Flush(context.Background(), address.MustParseDomain("example.com")); err == nil {
+		t.Fatal("Flush with the database down succeeded")
+	}
+	e.policy.serve("example.com", http.StatusNotFound, "")
+	a = e.startNode(t, dsn, "a", a.localPath)
+	check(t, "restarted with the database down after the failed flush", a.get(t, "example.com"),
+		summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceCache})
+	restore()
+	check(t, "after the failed flush", a.get(t, "example.com"), summary{Mode: mtasts.ModeEnforce, ID: "1", Source: SourceCache})
+	checkFetches(t, e, "example.com", 1)
+}

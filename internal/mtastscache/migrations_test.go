@@ -33,6 +33,10 @@ var (
 		last_refresh_error   TEXT NOT NULL DEFAULT '',
 		consecutive_failures INTEGER NOT NULL DEFAULT 0
 	)`,
+		`CREATE TABLE mtasts_flushes (
+		domain  TEXT PRIMARY KEY,
+		flushed INTEGER NOT NULL
+	)`,
 	}
 	releasedMtastscachePostgres = []string{
 		`CREATE TABLE mtasts_policies (
@@ -53,6 +57,10 @@ var (
 		name   TEXT PRIMARY KEY,
 		holder TEXT NOT NULL,
 		until  BIGINT NOT NULL
+	)`,
+		`CREATE TABLE mtasts_flushes (
+		domain  TEXT PRIMARY KEY,
+		flushed BIGINT NOT NULL
 	)`,
 	}
 )

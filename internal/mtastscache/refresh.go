@@ -285,6 +285,11 @@ func (c *Cache) Refresh(ctx context.Context, domain address.Domain) (Entry, erro
 
 // Flush removes domain's cached policy and forgets its fetch back-offs; the next delivery discovers the
 // policy afresh. It returns an error wrapping ErrNotCached if there was nothing cached.
+//
+// In cluster mode the flush is recorded in the shared store with the time it was made, in the same
+// transaction as the removal, so that no node brings the policy back from the copy it held then (one that
+// was stopped or cut off): each drops it at its next sync. A flush the shared store cannot record fails and
+// changes nothing.
 func (c *Cache) Flush(ctx context.Context, domain address.Domain) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
@@ -296,6 +301,25 @@ func (c *Cache) Flush(ctx context.Context, domain address.Domain) error {
 		}
 	}
 	c.mu.Unlock()
+	if c.local != nil {
+		sctx, cancel := context.WithTimeout(ctx, sharedTimeout)
+		held, err := c.store.(SharedStore).Flush(sctx, domain, c.now())
+		cancel()
+		if err != nil {
+			c.sharedDown(err)
+			return fmt.Errorf("mtastscache: flush %s: shared store: %w", domain, err)
+		}
+		if err := c.local.Delete(ctx, domain); err != nil {
+			return fmt.Errorf("mtastscache: local copy: delete %s: %w", domain, err)
+		}
+		c.mu.Lock()
+		delete(c.entries, domain)
+		c.mu.Unlock()
+		if !ok && !held {
+			return fmt.Errorf("%w: %s", ErrNotCached, domain)
+		}
+		return nil
+	}
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrNotCached, domain)
 	}

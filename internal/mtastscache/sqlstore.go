@@ -33,12 +33,20 @@ const (
 		holder TEXT NOT NULL,
 		until  {int64} NOT NULL
 	)`
+	// Flushes: when a domain's policy was last flushed by an administrator (Unix nanoseconds, the flushing
+	// node's clock). A record fetched before that is neither stored (Save) nor read (Load, Get), so that a
+	// node that held the policy while the flush was made cannot bring it back. Only a cluster's shared
+	// store records flushes (SharedStore.Flush); on a single node and in a node's local copy it stays empty.
+	flushesTable = `CREATE TABLE mtasts_flushes (
+		domain  TEXT PRIMARY KEY,
+		flushed {int64} NOT NULL
+	)`
 )
 
 var (
 	// sqliteMigrations: a single node takes no leases.
-	sqliteMigrations   = []string{policiesTable}
-	postgresMigrations = []string{policiesTable, leasesTable}
+	sqliteMigrations   = []string{policiesTable, flushesTable}
+	postgresMigrations = []string{policiesTable, leasesTable, flushesTable}
 )
 
 // SQLiteStore keeps the policy cache in a node's embedded SQLite database.
@@ -107,6 +115,16 @@ func (s PostgresStore) Get(ctx context.Context, domain address.Domain) (Record, 
 	return s.sql().get(ctx, domain)
 }
 
+// Flush implements SharedStore: the record's deletion and the flush time are one transaction.
+func (s PostgresStore) Flush(ctx context.Context, domain address.Domain, at time.Time) (bool, error) {
+	return s.sql().flush(ctx, domain, at)
+}
+
+// Flushes implements SharedStore.
+func (s PostgresStore) Flushes(ctx context.Context) (map[address.Domain]time.Time, error) {
+	return s.sql().flushes(ctx)
+}
+
 // Lease implements SharedStore: one statement, so that two nodes asking at once cannot both get it.
 func (s PostgresStore) Lease(ctx context.Context, name, holder string, now, until time.Time) (bool, error) {
 	var got string
@@ -135,8 +153,12 @@ func (s sqlStore) migrate(ctx context.Context) error {
 	return s.db.Migrate(ctx, "mtastscache", sqliteMigrations)
 }
 
+// selectRecord reads the records fetched after their domain's last flush (if any), as p.
 const selectRecord = `SELECT domain, id, policy, mode, max_age, fetched, expires, last_used,
-	last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies`
+	last_refresh_at, last_refresh_error, consecutive_failures FROM mtasts_policies p WHERE ` + notFlushed
+
+// notFlushed is the condition that the mtasts_policies row p was fetched after its domain's last flush.
+const notFlushed = `NOT EXISTS (SELECT 1 FROM mtasts_flushes f WHERE f.domain = p.domain AND f.flushed > p.fetched)`
 
 // scanRecord reads a row of selectRecord.
 func scanRecord(scan func(dest ...any) error) (Record, error) {
@@ -171,7 +193,7 @@ func (s sqlStore) load(ctx context.Context) ([]Record, error) {
 }
 
 func (s sqlStore) get(ctx context.Context, domain address.Domain) (Record, bool, error) {
-	r, err := scanRecord(s.db.QueryRowContext(ctx, selectRecord+` WHERE domain = ?`, domain.String()).Scan)
+	r, err := scanRecord(s.db.QueryRowContext(ctx, selectRecord+` AND domain = ?`, domain.String()).Scan)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Record{}, false, nil
 	}
@@ -181,18 +203,70 @@ func (s sqlStore) get(ctx context.Context, domain address.Domain) (Record, bool,
 	return r, true, nil
 }
 
+// save writes r, unless it was fetched before its domain's last flush.
 func (s sqlStore) save(ctx context.Context, r Record) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO mtasts_policies(domain, id, policy, mode, max_age, fetched,
 		expires, last_used, last_refresh_at, last_refresh_error, consecutive_failures)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		SELECT CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS BIGINT),
+			CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS BIGINT), CAST(? AS TEXT),
+			CAST(? AS INTEGER)
+		WHERE NOT EXISTS (SELECT 1 FROM mtasts_flushes WHERE domain = ? AND flushed > ?)
 		ON CONFLICT(domain) DO UPDATE SET id = excluded.id, policy = excluded.policy, mode = excluded.mode,
 			max_age = excluded.max_age, fetched = excluded.fetched, expires = excluded.expires,
 			last_used = excluded.last_used, last_refresh_at = excluded.last_refresh_at,
 			last_refresh_error = excluded.last_refresh_error,
 			consecutive_failures = excluded.consecutive_failures`,
 		r.Domain, r.ID, r.Policy, string(r.Mode), int64(r.MaxAge/time.Second),
-		toDB(r.Fetched), toDB(r.Expires), toDB(r.LastUsed), toDB(r.LastRefreshAt), r.LastRefreshError, r.Failures)
+		toDB(r.Fetched), toDB(r.Expires), toDB(r.LastUsed), toDB(r.LastRefreshAt), r.LastRefreshError, r.Failures,
+		r.Domain, toDB(r.Fetched))
 	return err
+}
+
+// flush removes domain's record and records the flush at at (the later of two flushes stays), in one
+// transaction; held reports whether there was a record (fetched after any earlier flush) to remove.
+func (s sqlStore) flush(ctx context.Context, domain address.Domain, at time.Time) (held bool, err error) {
+	err = s.db.InTx(ctx, func(tx store.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM mtasts_policies WHERE domain = ? AND NOT EXISTS (
+			SELECT 1 FROM mtasts_flushes f WHERE f.domain = mtasts_policies.domain AND f.flushed > mtasts_policies.fetched)`,
+			domain.String())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		held = n > 0
+		if _, err := tx.ExecContext(ctx, `DELETE FROM mtasts_policies WHERE domain = ?`, domain.String()); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO mtasts_flushes(domain, flushed) VALUES(?, ?)
+			ON CONFLICT(domain) DO UPDATE SET flushed = CASE WHEN excluded.flushed > mtasts_flushes.flushed
+				THEN excluded.flushed ELSE mtasts_flushes.flushed END`, domain.String(), toDB(at))
+		return err
+	})
+	return held, err
+}
+
+// flushes returns the time of every domain's last flush.
+func (s sqlStore) flushes(ctx context.Context) (map[address.Domain]time.Time, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT domain, flushed FROM mtasts_flushes`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[address.Domain]time.Time{}
+	for rows.Next() {
+		var d string
+		var at int64
+		if err := rows.Scan(&d, &at); err != nil {
+			return nil, err
+		}
+		if dom, err := address.ParseDomain(d); err == nil {
+			out[dom] = fromDB(at)
+		}
+	}
+	return out, rows.Err()
 }
 
 func (s sqlStore) used(ctx context.Context, domain address.Domain, at time.Time) error {

@@ -232,4 +232,10 @@ type SharedStore interface {
 	// has it when nobody held it, when holder held it already, or when the other holder's lease ended
 	// before now.
 	Lease(ctx context.Context, name, holder string, now, until time.Time) (bool, error)
+	// Flush removes domain's record and records that its policy was flushed at at: from then on, a record
+	// of domain fetched before at is neither written (Save) nor returned (Load, Get). held reports
+	// whether there was a record to remove.
+	Flush(ctx context.Context, domain address.Domain, at time.Time) (held bool, err error)
+	// Flushes returns the time of every domain's last flush.
+	Flushes(ctx context.Context) (map[address.Domain]time.Time, error)
 }

@@ -37,6 +37,8 @@ type finished struct {
 	queued    []*change // recipients that stay queued, once committed
 	requeue   []*rcptRow
 	done      chan struct{}
+	// retried is set on delivered results whose record failed before (applyFailed).
+	retried bool
 }
 
 // settler collects the results a Deliverer reports during one batch and hands each message to the
@@ -161,9 +163,12 @@ func (s *settler) finish(results []Result, missing string) {
 // recordWindow is how long the recorder collects finished messages before it records them together.
 const recordWindow = 5 * time.Millisecond
 
-// recordRetryInterval is how often the recorder tries again to record delivered results whose
-// transaction failed (SQLITE_BUSY, a full disk).
-const recordRetryInterval = time.Second
+// recordRetryInterval is how soon the recorder tries again to record delivered results whose transaction
+// failed (SQLITE_BUSY, a full disk); the wait doubles after each failed try, up to recordRetryMax.
+const (
+	recordRetryInterval = time.Second
+	recordRetryMax      = 30 * time.Second
+)
 
 // record hands f to the recorder goroutine; f.done is closed once it is recorded (or could not be).
 func (q *Queue) record(f *finished) {
@@ -185,18 +190,29 @@ func (q *Queue) record(f *finished) {
 // in one transaction, and then updates the index, queues the DSNs and recycles the finished bodies.
 func (q *Queue) recorder() {
 	defer close(q.recorderDone)
-	retry := time.NewTimer(recordRetryInterval)
+	wait := recordRetryInterval
+	retry := time.NewTimer(wait)
 	defer retry.Stop()
+	tick := time.NewTicker(spaceCheckInterval)
+	defer tick.Stop()
 	for {
 		var group []*finished
 		select {
 		case f := <-q.recordCh:
 			group = append(group, f)
+		case <-tick.C:
+			q.space.check()
+			continue
 		case <-retry.C:
-			retry.Reset(recordRetryInterval)
 			if again := q.takeUnrecorded(); len(again) > 0 {
 				q.applyGroup(again)
+				if q.Unrecorded() > 0 {
+					wait = min(2*wait, recordRetryMax)
+				} else {
+					wait = recordRetryInterval
+				}
 			}
+			retry.Reset(wait)
 			continue
 		case <-q.stopRecorder:
 			// A last try; what still fails is in the journal (replayed at the next start) or in flight
@@ -229,11 +245,17 @@ func (q *Queue) applyGroup(group []*finished) {
 	q.orderMu.Lock()
 	now := q.now()
 	err := q.applyTx(group, now)
+	if noSpace(err) {
+		// Give the index the reserved room and a checkpointed log before each message is tried alone.
+		q.space.indexFull(err)
+	}
+	recorded := err == nil
 	if err != nil && len(group) > 1 {
 		for _, f := range group {
 			if err := q.applyTx([]*finished{f}, now); err != nil {
 				q.applyFailed(f, err)
 			} else {
+				recorded = true
 				q.settled(f)
 			}
 		}
@@ -243,6 +265,10 @@ func (q *Queue) applyGroup(group []*finished) {
 		for _, f := range group {
 			q.settled(f)
 		}
+	}
+	if recorded {
+		q.space.indexOK()
+		q.space.check()
 	}
 	q.pruneArchive(context.Background(), now)
 	var dsns []*record
@@ -289,7 +315,12 @@ func (q *Queue) applyGroup(group []*finished) {
 // leave them alone) and their results are kept for the recorder to record again (recordRetryInterval),
 // and their journal entries are not counted recorded until that succeeds.
 func (q *Queue) applyFailed(f *finished, err error) {
-	q.log.Error("queue: cannot record delivery results; delivered recipients are recorded again, the others retried after backoff",
+	// Each message is logged when its record first fails; a full disk is logged once more by space.
+	level := slog.LevelError
+	if f.retried {
+		level = slog.LevelDebug
+	}
+	q.log.Log(context.Background(), level, "queue: cannot record delivery results; delivered recipients are recorded again, the others retried after backoff",
 		"domain", f.w.batch.Domain, "msg_id", f.msgID, "err", err)
 	f.dsns, f.doneIDs, f.requeue = nil, nil, nil
 	var delivered []*change
@@ -303,7 +334,7 @@ func (q *Queue) applyFailed(f *finished, err error) {
 	if len(delivered) == 0 {
 		return
 	}
-	again := &finished{w: f.w, msgID: f.msgID, changes: delivered, journaled: f.journaled, done: make(chan struct{})}
+	again := &finished{w: f.w, msgID: f.msgID, changes: delivered, journaled: f.journaled, done: make(chan struct{}), retried: true}
 	f.journaled = nil
 	q.unrecordedMu.Lock()
 	q.unrecorded = append(q.unrecorded, again)

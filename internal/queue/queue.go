@@ -139,6 +139,13 @@ type Options struct {
 	// and when it works again (nil). Meanwhile results are still recorded in the index, but a crash
 	// between a 250 and its record may deliver that message again.
 	JournalState func(err error)
+	// Reserve is the room, in octets, kept on the data volume for the index (space.go): a reserve file next
+	// to the index, and the free space below which Submit refuses messages with ErrNoSpace. Default
+	// DefaultReserve; negative: none.
+	Reserve int64
+	// StorageState, when set, is called when the queue cannot record delivery results or refuses messages
+	// for lack of room (with why, wrapping ErrNoSpace), and when it can again (nil).
+	StorageState func(err error)
 	// DelayWarning is how long after its message's arrival a deferred recipient's sender gets one delay
 	// notice (delaynotice.go); 0 means never. DelayWarningDefault sends them for recipients without a
 	// NOTIFY parameter.
@@ -161,6 +168,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.ArchiveRetention == 0 {
 		o.ArchiveRetention = DefaultArchiveRetention
+	}
+	if o.Reserve == 0 {
+		o.Reserve = DefaultReserve
 	}
 	if o.Rand == nil {
 		seed := uint64(time.Now().UnixNano())
@@ -276,6 +286,7 @@ type Queue struct {
 	busy int // batches in flight
 
 	spare spares
+	space *space
 	// spoolFS is the spool directory, open since Open, for the GroupSync flush (nil without GroupSync).
 	spoolFS *os.File
 	// failedFlushes counts the failed GroupSync flushes: a body written across one is refused (dropLost).
@@ -330,6 +341,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		ix:            newDueIndex(opts.PerDomain, opts.MaxBatch, int64(opts.BatchWait)),
 	}
 	q.spare.dir = opts.Dir
+	q.space = newSpace(opts, q.log)
 	if opts.GroupSync {
 		// Opened before any body is written: syncfs reports the writeback errors since this open.
 		d, err := os.Open(opts.Dir)
@@ -361,6 +373,7 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 		q.st.close()
 		return nil, err
 	}
+	q.space.open()
 	opened = true
 	go q.committer()
 	go q.recorder()

@@ -90,13 +90,20 @@ func (q *Queue) Run(ctx context.Context) error {
 	defer cancel()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	full := false // dispatch fails for lack of room: logged once, until it works again
 	for {
 		wait := maxIdle
 		if _, err := q.dispatch(ctx, dctx); err != nil && ctx.Err() == nil {
-			q.log.Error("queue: dispatch failed", "err", err)
+			if !full || !noSpace(err) {
+				q.log.Error("queue: dispatch failed", "err", err)
+			}
+			full = noSpace(err)
 			wait = 5 * time.Second
-		} else if next, ok := q.nextDue(); ok {
-			wait = min(max(next.Sub(q.now()), 0), maxIdle)
+		} else {
+			full = false
+			if next, ok := q.nextDue(); ok {
+				wait = min(max(next.Sub(q.now()), 0), maxIdle)
+			}
 		}
 		if !timer.Stop() {
 			select {
@@ -188,6 +195,10 @@ func (q *Queue) dispatch(ctx, dctx context.Context) (int, error) {
 	for range maxRounds {
 		n, picked, err := q.dispatchRound(ctx, dctx)
 		total += n
+		if noSpace(err) {
+			// Recording the attempts needs room: give the index the reserved room for the next round.
+			q.space.indexFull(err)
+		}
 		// Repeat only when index entries turned out stale (picked, not dispatched): more may be due.
 		if err != nil || picked == n {
 			return total, err

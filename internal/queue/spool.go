@@ -56,12 +56,18 @@ func (q *Queue) bodyPath(id string) string { return filepath.Join(q.opts.Dir, id
 // sqliteFull is SQLITE_FULL, the primary result code for "database or disk is full".
 const sqliteFull = 13
 
-// storageErr wraps a local failure for the SMTP layer: always ErrTemporary, and ErrNoSpace for ENOSPC
-// (and EDQUOT, which looks the same to a client).
-func storageErr(op string, err error) error {
+// noSpace says whether err is a full disk: ENOSPC, EDQUOT (which looks the same to a client) or SQLite's
+// "database or disk is full".
+func noSpace(err error) bool {
 	var se *sqlite.Error
 	full := errors.As(err, &se) && se.Code()&0xff == sqliteFull
-	if full || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	return full || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// storageErr wraps a local failure for the SMTP layer: always ErrTemporary, and ErrNoSpace for a full disk
+// (noSpace).
+func storageErr(op string, err error) error {
+	if noSpace(err) {
 		return fmt.Errorf("%w: %w: %s: %w", ErrTemporary, ErrNoSpace, op, err)
 	}
 	return fmt.Errorf("%w: %s: %w", ErrTemporary, op, err)

@@ -46,6 +46,9 @@ func (q *Queue) Submit(ctx context.Context, env Envelope, body io.Reader) (strin
 	if err != nil {
 		return "", err
 	}
+	if err := q.space.admit(); err != nil {
+		return "", err
+	}
 	when := syncBodyNow
 	if q.opts.GroupSync {
 		when = syncBodyWithGroup
@@ -149,6 +152,9 @@ func (q *Queue) committer() {
 			continue
 		}
 		err := q.commitGroup(group)
+		if errors.Is(err, ErrNoSpace) {
+			q.space.indexFull(err)
+		}
 		if err != nil && len(group) > 1 {
 			// One bad record must not fail its neighbours: commit each alone.
 			for _, p := range group {
@@ -162,6 +168,7 @@ func (q *Queue) committer() {
 			continue
 		}
 		if err == nil {
+			q.space.check()
 			recs := make([]*record, len(group))
 			for i, p := range group {
 				recs[i] = p.rec

@@ -1,6 +1,7 @@
 package tlsreport
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"sync"
@@ -332,4 +333,65 @@ func TestClusterLeaseCountsFromTheClaim(t *testing.T) {
 			t.Errorf("%d POSTs for 2 destinations; want 2", len(reqs))
 		}
 	})
+}
+
+// TestClusterSwitchFinishesPendingDeliveries: a node that ran on its own database and had a report delivery
+// retrying there when it switched to the shared PostgreSQL store finishes that delivery from its own
+// database, with the same bytes, once; a later start (another switch, interrupted or not) sends it no more.
+// The delivery is not copied into the shared store, so no other node sends it too.
+func TestClusterSwitchFinishesPendingDeliveries(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	e := newEnv(t)
+	s := newSink(t, 500, 201)
+	e.rep.HTTP = s.client
+	e.dns.Add(`_smtp._tls.example.com. 300 IN TXT "v=TLSRPTv1; rua=https://reports.test/r"`)
+	recordStandardDay(e.rec)
+	res := sendDay(t, e)
+	if d := res.Domains[0].Deliveries; len(d) != 1 || d[0].Status != StatusRetrying {
+		t.Fatalf("on its own database: %+v, want one delivery retrying", d)
+	}
+	if err := e.rec.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The node restarts in cluster mode, on the same state.db, as the daemon builds it.
+	start := func() (*Reporter, Store) {
+		shared := openPostgresStore(t, dsn)
+		rec, err := NewRecorder(t.Context(), e.db, RecorderOptions{Now: e.clock.Now, FlushInterval: -1, Store: shared})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rec.Close(context.Background()) })
+		return &Reporter{Store: shared, Local: NewSQLiteStore(e.db), Resolver: e.dns.Client(), HTTP: s.client,
+			Recorder: rec, Now: e.clock.Now, Org: "Sender Org", Contact: mustAddr(contact)}, shared
+	}
+	rep, shared := start()
+	e.clock.Advance(5 * time.Minute)
+	if n, err := rep.RetryDue(t.Context()); err != nil || n != 1 {
+		t.Fatalf("RetryDue after the switch = %d, %v; want the retrying delivery attempted", n, err)
+	}
+	reqs := s.got()
+	if len(reqs) != 2 || !bytes.Equal(reqs[0].body, reqs[1].body) {
+		t.Fatalf("%d POSTs after the switch, want 2 with the same report", len(reqs))
+	}
+	local, err := NewSQLiteStore(e.db).Deliveries(t.Context(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(local) != 1 || local[0].Status != StatusDelivered || local[0].Attempts != 2 {
+		t.Errorf("the node's own report log = %+v, want the delivery delivered after 2 attempts", local)
+	}
+	if got, err := shared.Deliveries(t.Context(), ""); err != nil || len(got) != 0 {
+		t.Errorf("shared report log = %+v, %v; want nothing of the node's own report", got, err)
+	}
+
+	rep, _ = start()
+	e.clock.Advance(25 * time.Hour)
+	if n, err := rep.RetryDue(t.Context()); err != nil || n != 0 {
+		t.Errorf("RetryDue after another start = %d, %v; want nothing left to send", n, err)
+	}
+	if got := len(s.got()); got != 2 {
+		t.Errorf("%d POSTs in all, want 2 (no duplicate)", got)
+	}
 }

@@ -156,7 +156,7 @@ func NewRecorder(ctx context.Context, db *store.DB, o RecorderOptions) (*Recorde
 		if n, err := local.pendingDeliveries(ctx); err != nil {
 			return nil, fmt.Errorf("tlsreport: %w", err)
 		} else if n > 0 {
-			r.log.Warn("tlsreport: report deliveries started before this node joined the cluster stay in its own database and are not sent", "deliveries", n)
+			r.log.Info("tlsreport: report deliveries started before this node joined the cluster are finished from its own database", "deliveries", n)
 		}
 		held, err := r.local.Held(ctx)
 		if err != nil {

@@ -63,7 +63,11 @@ type Reporter struct {
 	// Store keeps the aggregates, reports and report log; nil means NewSQLiteStore(DB).
 	Store Store
 	// DB is the node's SQLite database, used when Store is nil.
-	DB       *store.DB
+	DB *store.DB
+	// Local, in cluster mode (Store the shared store), is the node's own store from before it joined the
+	// cluster: RetryDue also attempts the report deliveries started there and not finished (pending or
+	// retrying), from there, until none is left. No report is built or claimed in it.
+	Local    Store
 	Resolver dnsx.Resolver
 	Queue    Queue
 	// HTTP posts reports to https: destinations; nil means an mtasts.NewHTTPClient (resolving with Resolver,
@@ -231,6 +235,11 @@ func (r *Reporter) init(ctx context.Context) (config, error) {
 		cancel()
 		if err != nil {
 			return config{}, err
+		}
+		if r.Local != nil {
+			if err := r.Local.Migrate(ctx); err != nil {
+				return config{}, fmt.Errorf("tlsreport: the node's own store: %w", err)
+			}
 		}
 		r.st, r.ready = st, true
 	}

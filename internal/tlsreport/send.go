@@ -200,7 +200,7 @@ func (r *Reporter) sendReport(ctx context.Context, c config, p Pending) (status,
 		return "", "", err
 	}
 	log.Info("tlsreport: sending report", "destinations", len(rows))
-	if _, err := r.retryDue(ctx, c, p.Report.ReportID); err != nil {
+	if _, err := r.retryDue(ctx, c, r.st, p.Report.ReportID); err != nil {
 		return "", "", err
 	}
 	return reportSent, detail, nil
@@ -230,17 +230,27 @@ func (r *Reporter) markReport(ctx context.Context, p Pending, status, detail str
 }
 
 // RetryDue attempts every delivery whose next attempt is due (first attempts included) and returns how many
-// it attempted. Run calls it periodically.
+// it attempted. Run calls it periodically. In cluster mode it also attempts the due deliveries of the node's
+// own store (Local), those started before the node joined the cluster.
 func (r *Reporter) RetryDue(ctx context.Context) (int, error) {
 	c, err := r.init(ctx)
 	if err != nil {
 		return 0, err
 	}
-	return r.retryDue(ctx, c, "")
+	n, err := r.retryDue(ctx, c, r.st, "")
+	if r.Local != nil {
+		m, lerr := r.retryDue(ctx, c, r.Local, "")
+		if lerr != nil {
+			lerr = fmt.Errorf("tlsreport: deliveries started before this node joined the cluster: %w", lerr)
+		}
+		n, err = n+m, errors.Join(err, lerr)
+	}
+	return n, err
 }
 
-func (r *Reporter) retryDue(ctx context.Context, c config, reportID string) (int, error) {
-	due, err := r.st.DueDeliveries(ctx, r.now(), reportID)
+// retryDue attempts the due deliveries of st (of reportID only, if not empty).
+func (r *Reporter) retryDue(ctx context.Context, c config, st Store, reportID string) (int, error) {
+	due, err := st.DueDeliveries(ctx, r.now(), reportID)
 	if err != nil {
 		return 0, err
 	}
@@ -256,7 +266,7 @@ func (r *Reporter) retryDue(ctx context.Context, c config, reportID string) (int
 		// The clock is read for each claim: the attempts before this one may have taken long, and a lease
 		// counted from the start of the loop could have run out already, letting another sender in.
 		now := r.now()
-		ok, err := r.st.ClaimDelivery(ctx, d.ID, owner, now, now.Add(c.lease))
+		ok, err := st.ClaimDelivery(ctx, d.ID, owner, now, now.Add(c.lease))
 		if err != nil {
 			return n, err
 		}
@@ -265,7 +275,7 @@ func (r *Reporter) retryDue(ctx context.Context, c config, reportID string) (int
 		}
 		n++
 		msgID, status, aerr := r.attempt(ctx, c, d)
-		if err := r.recordAttempt(ctx, c, d, owner, msgID, status, aerr); err != nil {
+		if err := r.recordAttempt(ctx, c, st, d, owner, msgID, status, aerr); err != nil {
 			return n, err
 		}
 	}
@@ -325,7 +335,7 @@ func (r *Reporter) post(ctx context.Context, url string, gz []byte) error {
 
 // recordAttempt stores the outcome of an attempt and schedules the next one. RFC 8460 Section 5.5: failed
 // deliveries are retried with exponential back-off for up to RetryFor (24 hours) after the first attempt.
-func (r *Reporter) recordAttempt(ctx context.Context, c config, d DueDelivery, owner, msgID, status string, aerr error) error {
+func (r *Reporter) recordAttempt(ctx context.Context, c config, st Store, d DueDelivery, owner, msgID, status string, aerr error) error {
 	now := r.now()
 	first := d.FirstAttempt
 	if first.IsZero() {
@@ -355,7 +365,7 @@ func (r *Reporter) recordAttempt(ctx context.Context, c config, d DueDelivery, o
 		r.log().Info("tlsreport: report delivered", "domain", d.Domain, "report_id", d.ReportID,
 			"destination", d.Destination, "attempt", attempts, "outcome", status, "msg_id", msgID)
 	}
-	ok, err := r.st.RecordAttempt(ctx, Attempt{ID: d.ID, Owner: owner, Status: status, Attempts: attempts,
+	ok, err := st.RecordAttempt(ctx, Attempt{ID: d.ID, Owner: owner, Status: status, Attempts: attempts,
 		FirstAttempt: first, LastAttempt: now, NextAttempt: next, MsgID: msgID, LastError: lastErr})
 	if err != nil {
 		return err
