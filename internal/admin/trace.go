@@ -17,6 +17,8 @@ type TraceFunc func(ctx context.Context, q queue.TraceQuery) ([]queue.Traced, er
 // Traced is one message of GET /api/v1/trace: a message that left the queue (delivered, bounced), with each
 // recipient's final state and every attempt.
 type Traced struct {
+	// Node is the cluster node that handled the message (cluster mode only).
+	Node       string      `json:"node,omitempty"`
 	ID         string      `json:"id"`
 	MessageID  string      `json:"message_id,omitempty"`
 	From       string      `json:"from"`
@@ -69,13 +71,23 @@ func (s *Server) trace(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "give q (an ID, Message-ID or address), id, message_id, from or to")
 		return
 	}
+	if pe := (*queue.PartialTraceError)(nil); errors.As(err, &pe) {
+		// This node's matches, without the other nodes': said in a header, or as the error when there are
+		// none (an empty list would read as "no such message").
+		if len(found) == 0 {
+			writeError(w, http.StatusServiceUnavailable, pe.Error())
+			return
+		}
+		w.Header().Set("X-Mxgate-Partial", pe.Error())
+		err = nil
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	out := make([]Traced, 0, len(found))
 	for _, t := range found {
-		tr := Traced{ID: t.ID, MessageID: t.MessageID, From: t.From, Size: t.Size, ClientIP: t.ClientIP,
+		tr := Traced{Node: t.Node, ID: t.ID, MessageID: t.MessageID, From: t.From, Size: t.Size, ClientIP: t.ClientIP,
 			Received: utc(t.Received), Finished: utc(t.Finished),
 			Report: t.Report, DSN: t.DSN, Recipients: []Recipient{}, Timeline: []Attempt{}}
 		for _, rc := range t.Recipients {

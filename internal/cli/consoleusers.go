@@ -17,20 +17,23 @@ import (
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/console"
+	"github.com/mxgate/mxgate/internal/store"
 )
 
 // addConsoleCommands adds "console user ...": the web console's accounts, kept in the data directory's
-// password file. The daemon reads that file at every console request, so a change takes effect at once
-// (a removed account's sessions end, as do an account's sessions when its password changes). With --admin
-// or --token the commands go through a running daemon's admin API (/api/v1/accounts) instead of the file.
+// password file (in cluster mode, in the shared database). The daemon reads them at every console request,
+// so a change takes effect at once (a removed account's sessions end, as do an account's sessions when its
+// password changes). With --admin or --token the commands go through a running daemon's admin API
+// (/api/v1/accounts) instead.
 func addConsoleCommands(root *cobra.Command, g *globals) {
 	cons := &cobra.Command{Use: "console", Short: "Web console accounts"}
 	user := &cobra.Command{
 		Use:   "user",
 		Short: "Add, list, remove web console accounts and set their passwords",
 		Long: `Web console accounts live in the data directory's console-password file (salted PBKDF2 hashes,
-mode 0600). Without --admin or --token these commands edit that file: run them as the user that runs
-mxgate serve (the daemon need not run). With --admin or --token they ask the running daemon through its
+mode 0600) or, in cluster mode ([data] database set), in the cluster's PostgreSQL database, shared by
+every node. Without --admin or --token these commands edit that file (run them as the user that runs
+mxgate serve; the daemon need not run) or that database. With --admin or --token they ask the running daemon through its
 admin API instead, which needs the admin token but no access to the data directory. An administrator may
 change everything; a viewer sees every page but changes nothing; the last administrator cannot be
 removed. Passwords are read from the terminal (asked twice, not echoed) or, when standard input is not a
@@ -64,18 +67,19 @@ terminal, from its first line; never from the command line.`,
 				fmt.Fprintf(g.stdout, "added %s (%s) through the admin API at %s\n", args[0], r, c.BaseURL)
 				return nil
 			}
-			path, err := consolePasswordFile(g)
+			st, err := localAccounts(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
+			defer st.close()
 			pw, err := readNewPassword(g, args[0])
 			if err != nil {
 				return err
 			}
-			if err := console.AddAccount(path, args[0], r, pw, 0); err != nil {
+			if err := st.AddAccount(cmd.Context(), admin.NewAccount{Name: args[0], Role: string(r), Password: pw}); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "added %s (%s) to %s\n", args[0], r, path)
+			fmt.Fprintf(g.stdout, "added %s (%s) to %s\n", args[0], r, st.where)
 			return nil
 		},
 	}
@@ -104,18 +108,19 @@ terminal, from its first line; never from the command line.`,
 				fmt.Fprintf(g.stdout, "password of %s changed; its console sessions end\n", args[0])
 				return nil
 			}
-			path, err := consolePasswordFile(g)
+			st, err := localAccounts(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
-			if _, err := findAccount(path, args[0]); err != nil {
+			defer st.close()
+			if err := findAccount(cmd.Context(), st, args[0]); err != nil {
 				return err
 			}
 			pw, err := readNewPassword(g, args[0])
 			if err != nil {
 				return err
 			}
-			if err := console.SetAccountPassword(path, args[0], pw, 0); err != nil {
+			if err := st.SetAccountPassword(cmd.Context(), args[0], pw); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "password of %s changed; its console sessions end\n", args[0])
@@ -138,11 +143,12 @@ terminal, from its first line; never from the command line.`,
 				fmt.Fprintf(g.stdout, "removed %s\n", args[0])
 				return nil
 			}
-			path, err := consolePasswordFile(g)
+			st, err := localAccounts(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
-			if err := console.RemoveAccount(path, args[0]); err != nil {
+			defer st.close()
+			if err := st.RemoveAccount(cmd.Context(), args[0]); err != nil {
 				return err
 			}
 			fmt.Fprintf(g.stdout, "removed %s\n", args[0])
@@ -195,11 +201,12 @@ func listAccounts(ctx context.Context, g *globals) ([]admin.Account, error) {
 		}
 		return c.Accounts(ctx)
 	}
-	path, err := consolePasswordFile(g)
+	st, err := localAccounts(ctx, g)
 	if err != nil {
 		return nil, err
 	}
-	return console.PasswordFile{Path: path}.Accounts(ctx)
+	defer st.close()
+	return st.Accounts(ctx)
 }
 
 // apiFindAccount checks that the daemon has account name before a password is asked for.
@@ -216,30 +223,50 @@ func apiFindAccount(ctx context.Context, c *admin.Client, name string) error {
 	return fmt.Errorf("%w: %s", console.ErrNoAccount, name)
 }
 
-// consolePasswordFile is the configuration's data directory's console accounts file.
-func consolePasswordFile(g *globals) (string, error) {
+// accountStore is the console accounts' store the commands edit without --admin, and what to call it.
+type accountStore struct {
+	admin.AccountsAPI
+	where string
+	close func()
+}
+
+// localAccounts opens the store the daemon keeps the console accounts in: the data directory's password
+// file, or, when [data] database names a cluster's PostgreSQL database, that database.
+func localAccounts(ctx context.Context, g *globals) (accountStore, error) {
 	cfg, _, err := g.loadConfig()
 	if err != nil {
-		return "", err
+		return accountStore{}, err
+	}
+	if cfg.Data.Database != "" {
+		pg, err := store.OpenPostgres(ctx, cfg.Data.Database)
+		if err != nil {
+			return accountStore{}, fmt.Errorf("console accounts are in the cluster's shared database, which does not answer (%w); or use --admin with a running node", err)
+		}
+		st := &console.PostgresAccounts{PG: pg}
+		if err := st.Migrate(ctx); err != nil {
+			pg.Close()
+			return accountStore{}, err
+		}
+		return accountStore{AccountsAPI: st, where: "the shared database " + store.Redact(cfg.Data.Database), close: pg.Close}, nil
 	}
 	path := filepath.Join(cfg.Data.Dir, console.PasswordFileName)
 	if _, err := os.Stat(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("console accounts: %w (run as the user that runs mxgate serve)", err)
+		return accountStore{}, fmt.Errorf("console accounts: %w (run as the user that runs mxgate serve)", err)
 	}
-	return path, nil
+	return accountStore{AccountsAPI: console.PasswordFile{Path: path}, where: path, close: func() {}}, nil
 }
 
-func findAccount(path, name string) (console.Account, error) {
-	accts, err := console.Accounts(path)
+func findAccount(ctx context.Context, st accountStore, name string) error {
+	accts, err := st.Accounts(ctx)
 	if err != nil {
-		return console.Account{}, err
+		return err
 	}
 	for _, a := range accts {
 		if a.Name == name {
-			return a, nil
+			return nil
 		}
 	}
-	return console.Account{}, fmt.Errorf("%w: %s", console.ErrNoAccount, name)
+	return fmt.Errorf("%w: %s", console.ErrNoAccount, name)
 }
 
 // readNewPassword reads a new password for account: from the terminal, asked twice without echo, when

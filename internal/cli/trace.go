@@ -62,6 +62,9 @@ func printTrace(w io.Writer, msgs []admin.Traced) error {
 		}
 		tw := newTable(w)
 		row(tw, "message", m.ID+kind)
+		if m.Node != "" {
+			row(tw, "node", m.Node)
+		}
 		row(tw, "message-id", orDash(m.MessageID))
 		row(tw, "from", orDash(m.From))
 		row(tw, "size", strconv.FormatInt(m.Size, 10)+" bytes")

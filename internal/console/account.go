@@ -49,7 +49,7 @@ func (c *Console) accountsPassword(w http.ResponseWriter, r *http.Request, s *se
 	}
 	c.log.Info("console: account password set; its sessions end", "account", name, "by", s.account, "ip", remoteIP(r))
 	if name == s.account {
-		a, err := lookupAccount(c.opts.PasswordFile, s.account)
+		a, err := c.accounts.lookup(r.Context(), s.account)
 		if err == nil {
 			c.sessions.setHash(s.id, a.hash)
 		}
@@ -76,7 +76,7 @@ func (c *Console) accountsFailed(w http.ResponseWriter, r *http.Request, s *sess
 		c.done(w, r, s, "/account", what+": "+err.Error()+".")
 	default:
 		c.log.Error("console: account change", "err", err)
-		c.done(w, r, s, "/account", what+": the password file cannot be written; see the server log.")
+		c.done(w, r, s, "/account", what+": the accounts cannot be written; see the server log.")
 	}
 }
 
@@ -86,10 +86,10 @@ func (c *Console) accountPassword(w http.ResponseWriter, r *http.Request, s *ses
 		c.done(w, r, s, "/account", "Too many wrong passwords from this address; try again later.")
 		return
 	}
-	_, ok, err := checkAccount(c.opts.PasswordFile, s.account, r.PostForm.Get("current"))
+	_, ok, err := checkStoredAccount(r.Context(), c.accounts, s.account, r.PostForm.Get("current"))
 	if err != nil {
 		c.log.Error("console: password change", "err", err)
-		c.done(w, r, s, "/account", "The password file cannot be read; see the server log.")
+		c.done(w, r, s, "/account", "The console accounts cannot be read; see the server log.")
 		return
 	}
 	if !ok {
@@ -106,12 +106,12 @@ func (c *Console) accountPassword(w http.ResponseWriter, r *http.Request, s *ses
 		c.done(w, r, s, "/account", "Not changed: the two new passwords differ.")
 		return
 	}
-	if err := SetAccountPassword(c.opts.PasswordFile, s.account, pw, c.opts.PasswordIterations); err != nil {
+	if err := c.accounts.SetAccountPassword(r.Context(), s.account, pw); err != nil {
 		c.log.Error("console: password change", "err", err)
-		c.done(w, r, s, "/account", "Not changed: the password file cannot be written; see the server log.")
+		c.done(w, r, s, "/account", "Not changed: the console accounts cannot be written; see the server log.")
 		return
 	}
-	a, err := lookupAccount(c.opts.PasswordFile, s.account)
+	a, err := c.accounts.lookup(r.Context(), s.account)
 	if err != nil {
 		c.log.Error("console: password change", "err", err)
 	}

@@ -262,11 +262,17 @@ func (c *Console) current(r *http.Request) (session, bool) {
 	if !ok || !c.sessions.checkAge(s.id, now, c.opts.SessionMax) {
 		return session{}, false
 	}
-	a, err := lookupAccount(c.opts.PasswordFile, s.account)
-	if err != nil || a.hash != s.hash {
-		if err != nil && !errors.Is(err, ErrNoAccount) {
-			c.log.Error("console: password file", "err", err)
+	a, err := c.accounts.lookup(r.Context(), s.account)
+	if err != nil && !errors.Is(err, ErrNoAccount) && !errors.Is(err, ErrNoPassword) {
+		if _, shared := c.accounts.(*PostgresAccounts); shared {
+			// The shared database does not answer: nobody can have removed the account or changed its
+			// password meanwhile, so the session goes on with the role it had.
+			c.log.Warn("console: accounts unreadable; the session keeps its role", "account", s.account, "err", err)
+			return s, true
 		}
+		c.log.Error("console: password file", "err", err)
+	}
+	if err != nil || a.hash != s.hash {
 		c.log.Info("console: session ended: account removed or password changed", "account", s.account, "ip", remoteIP(r))
 		c.sessions.remove(s.id)
 		return session{}, false
@@ -376,13 +382,13 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = BootstrapAccount
 	}
-	acct, ok, err := checkAccount(c.opts.PasswordFile, name, r.PostForm.Get("password"))
+	acct, ok, err := checkStoredAccount(r.Context(), c.accounts, name, r.PostForm.Get("password"))
 	if errors.Is(err, ErrNoAccount) {
 		ok, err = false, nil
 	}
 	if err != nil {
-		c.log.Error("console: cannot read the accounts file", "err", err)
-		msg := "The console password file cannot be read; see the server log."
+		c.log.Error("console: cannot read the accounts", "err", err)
+		msg := "The console accounts cannot be read; see the server log."
 		if errors.Is(err, ErrNoPassword) {
 			msg = "No console password is set on this node; see the server log."
 		}
@@ -403,7 +409,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.renderLogin(w, r, http.StatusInternalServerError, "Internal error; see the server log.")
 		return
 	}
-	c.sessions.add(&session{id: id, csrf: csrf, created: now, lastSeen: now, account: acct.Name, hash: acct.hash}, now, c.opts.SessionIdle, c.opts.SessionMax)
+	c.sessions.add(&session{id: id, csrf: csrf, created: now, lastSeen: now, account: acct.Name, hash: acct.hash, role: acct.Role}, now, c.opts.SessionIdle, c.opts.SessionMax)
 	c.setCookie(w, r, sessionCookie, id, "/", 0)
 	c.setCookie(w, r, loginCookie, "", "/login", -1)
 	c.log.Info("console: login", "account", acct.Name, "role", acct.Role, "ip", ip)

@@ -68,7 +68,7 @@ const (
 	LoginWindow   = 15 * time.Minute
 )
 
-// Options configures a Console. Queue, STS, Settings and PasswordFile are required.
+// Options configures a Console. Queue, STS, Settings and PasswordFile or Accounts are required.
 type Options struct {
 	Queue    QueueAPI
 	STS      STSCacheAPI
@@ -90,8 +90,16 @@ type Options struct {
 	// the actions on another node's message to that node; it also serves the Nodes page. Nil: this node's
 	// queue only, and the Nodes page says the registry is not available.
 	Cluster admin.ClusterAPI
-	// PasswordFile holds the console password's hash (see Bootstrap).
+	// ClusterCounters, when set (cluster mode), makes the dashboard show the sums of every node's counters
+	// (this node's own live, the others' as last published), by clock hour, and name the nodes whose
+	// figures are stale or missing. Node is this node's name there.
+	ClusterCounters CounterStore
+	Node            string
+	// PasswordFile holds the console accounts (see Bootstrap) when Accounts is nil.
 	PasswordFile string
+	// Accounts, when set, is where the accounts are instead of PasswordFile (in a cluster, the shared
+	// database: PostgresAccounts).
+	Accounts AccountStore
 	// PasswordIterations is the PBKDF2 cost of a password changed on the account page; 0 means
 	// DefaultIterations.
 	PasswordIterations int
@@ -126,7 +134,7 @@ type Console struct {
 	timeline *timeline
 	sessions *sessions
 	limiter  *loginLimiter
-	accounts PasswordFile
+	accounts AccountStore
 	mux      *http.ServeMux
 	// patterns lists the mux's patterns in registration order.
 	patterns []string
@@ -144,13 +152,16 @@ func New(o Options) (*Console, error) {
 	if o.Settings == nil {
 		errs = append(errs, errors.New("console: Options.Settings is required"))
 	}
-	if o.PasswordFile == "" {
-		errs = append(errs, errors.New("console: Options.PasswordFile is required"))
+	if o.PasswordFile == "" && o.Accounts == nil {
+		errs = append(errs, errors.New("console: Options.PasswordFile or Options.Accounts is required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	c := &Console{opts: o, log: o.Logger, now: o.Now, rand: o.Rand, accounts: PasswordFile{Path: o.PasswordFile, Iterations: o.PasswordIterations}}
+	c := &Console{opts: o, log: o.Logger, now: o.Now, rand: o.Rand, accounts: o.Accounts}
+	if c.accounts == nil {
+		c.accounts = PasswordFile{Path: o.PasswordFile, Iterations: o.PasswordIterations}
+	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}

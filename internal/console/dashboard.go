@@ -27,12 +27,18 @@ type dashboardData struct {
 	Chart                   chart
 	Generation              int
 	Components              []admin.Component
+	// Figures, in cluster mode, says whose counters the figures sum; nil on a single node.
+	Figures *nodeFigures
 }
 
 func (c *Console) dashboard(w http.ResponseWriter, r *http.Request, s *session) {
 	now := c.now()
 	st := c.timeline.stats(now)
-	d := dashboardData{Stats: st, Chart: tlsChart(st.Hours), Generation: c.opts.Settings.Current().Generation, Components: c.components()}
+	var figures *nodeFigures
+	if c.opts.ClusterCounters != nil {
+		st, figures = c.clusterStats(r.Context(), now)
+	}
+	d := dashboardData{Stats: st, Figures: figures, Chart: tlsChart(st.Hours), Generation: c.opts.Settings.Current().Generation, Components: c.components()}
 	for i := range numClasses {
 		d.Out += st.Delivered[i]
 		d.Attempts += st.Attempts[i]

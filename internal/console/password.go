@@ -104,20 +104,20 @@ func checkPassword(path, password string) (bool, error) {
 	return ok, err
 }
 
-// checkHash reports whether password matches hash (as hashLine writes it), read from the file at path.
-func checkHash(path, hash, password string) (bool, error) {
+// checkHash reports whether password matches hash (as hashLine writes it), read from the store where.
+func checkHash(where, hash, password string) (bool, error) {
 	parts := strings.Split(hash, "$")
 	if len(parts) != 4 || parts[0] != hashScheme {
-		return false, fmt.Errorf("console: password file %s: not a %s hash", path, hashScheme)
+		return false, fmt.Errorf("console: accounts in %s: not a %s hash", where, hashScheme)
 	}
 	iter, err := strconv.Atoi(parts[1])
 	if err != nil || iter < 1 || iter > maxIterations {
-		return false, fmt.Errorf("console: password file %s: bad iteration count", path)
+		return false, fmt.Errorf("console: accounts in %s: bad iteration count", where)
 	}
 	salt, err1 := base64.RawStdEncoding.DecodeString(parts[2])
 	want, err2 := base64.RawStdEncoding.DecodeString(parts[3])
 	if err1 != nil || err2 != nil || len(salt) == 0 || len(want) == 0 {
-		return false, fmt.Errorf("console: password file %s: bad encoding", path)
+		return false, fmt.Errorf("console: accounts in %s: bad encoding", where)
 	}
 	got, err := pbkdf2.Key(sha256.New, password, salt, iter, len(want))
 	if err != nil {

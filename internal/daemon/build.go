@@ -306,6 +306,7 @@ func (d *Daemon) openQueue(ctx context.Context, o Options) error {
 			d.comps.set(componentStorage, admin.ComponentRunning, "")
 		},
 		ArchiveRetention:    cfg.Queue.TrackRetention.Duration(),
+		TrackingOutbox:      d.pg != nil && cfg.Queue.TrackRetention.Duration() >= 0,
 		DelayWarning:        cfg.Queue.DelayWarningTime.Duration(),
 		DelayWarningDefault: cfg.Queue.DelayWarningDefault,
 	})
@@ -464,7 +465,7 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 		Status:        d.Status,
 		Components:    d.comps.list,
 		Ready:         d.ready,
-		Trace:         d.Queue.Trace,
+		Trace:         d.trace,
 		Settings:      d.settingsStore,
 		Reports:       d.reportsAPI,
 		Cluster:       clusterAPI{d},
@@ -473,7 +474,7 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 			txts, _, err := resolver.LookupTXT(ctx, "_smtp._tls."+domain)
 			return txts, err
 		},
-		Accounts: console.PasswordFile{Path: filepath.Join(d.cfg.Data.Dir, console.PasswordFileName)},
+		Accounts: d.consoleAccounts(),
 		// The console is built next (buildConsole); requests are served only after both exist.
 		Session: func(r *http.Request) (admin.Principal, bool) { return d.Console.Principal(r) },
 	})
@@ -482,36 +483,34 @@ func (d *Daemon) buildAdmin(context.Context, Options) error {
 
 func (d *Daemon) buildConsole(ctx context.Context, o Options) error {
 	pwFile := filepath.Join(d.cfg.Data.Dir, console.PasswordFileName)
-	pw, created, err := console.Bootstrap(pwFile)
-	if err != nil {
-		return err
-	}
-	if created {
-		// Shown once, at first start, for the administrator to log in and change it (Account page). WARN, so
-		// that it shows at every log level.
-		switch {
-		case o.ConsolePassword != nil:
-			o.ConsolePassword(pw, pwFile)
-		case o.BootstrapOut != nil:
-			fmt.Fprintf(o.BootstrapOut, "mxgate: web console password for the first login, account %s: %s (stored hashed in %s; change it on the Account page)\n", console.BootstrapAccount, pw, pwFile)
-		default:
-			d.log.Warn("web console password for the first login: change it on the Account page",
-				"console_account", console.BootstrapAccount, "console_password", pw, "password_file", pwFile)
+	if d.pg != nil {
+		d.seedSharedAccounts(ctx, o, pwFile)
+	} else {
+		pw, created, err := console.Bootstrap(pwFile)
+		if err != nil {
+			return err
+		}
+		if created {
+			d.showBootstrapPassword(o, pw, pwFile)
 		}
 	}
+	var err error
 	d.Console, err = console.New(console.Options{
-		Queue:        d.Queue,
-		STS:          d.STS,
-		Settings:     d.settingsStore,
-		Reports:      d.reportsAPI,
-		Explain:      d.Explain,
-		Components:   d.comps.list,
-		DKIM:         d.DKIM,
-		PasswordFile: pwFile,
-		Trace:        d.Queue.Trace,
-		Cluster:      clusterAPI{d},
-		Logger:       d.log.With("component", "console"),
-		Now:          d.now,
+		Queue:           d.Queue,
+		STS:             d.STS,
+		Settings:        d.settingsStore,
+		Reports:         d.reportsAPI,
+		Explain:         d.Explain,
+		Components:      d.comps.list,
+		DKIM:            d.DKIM,
+		PasswordFile:    pwFile,
+		Accounts:        d.consoleAccounts(),
+		ClusterCounters: d.clusterCounters(),
+		Node:            d.cfg.Node,
+		Trace:           d.trace,
+		Cluster:         clusterAPI{d},
+		Logger:          d.log.With("component", "console"),
+		Now:             d.now,
 	})
 	if err != nil {
 		return err

@@ -84,6 +84,10 @@ type Daemon struct {
 	pg *store.PG
 	// pgDown is why the shared database did not answer at start (nil when it did, or on a single node).
 	pgDown error
+	// accountsPending, when set, seeds the shared console accounts, which could not be at start; Run tries
+	// it until it succeeds.
+	accountsPending func(context.Context) error
+
 	Queue  *queue.Queue
 	STS    *mtastscache.Cache
 	Policy *tlspolicy.Decider
@@ -260,6 +264,18 @@ func (d *Daemon) Run(ctx context.Context) error {
 	if d.pg != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); d.followSettings(runCtx) }()
+	}
+	if d.pg != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.runCounters(runCtx) }()
+		if d.cfg.Queue.TrackRetention.Duration() >= 0 {
+			wg.Add(1)
+			go func() { defer wg.Done(); d.runTracking(runCtx) }()
+		}
+	}
+	if seed := d.accountsPending; seed != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.retrySeedAccounts(runCtx, seed) }()
 	}
 	// The first heartbeat before READY: the node lists itself from the moment it says it runs.
 	d.beat(runCtx)

@@ -73,6 +73,12 @@ var archiveMigrations = []string{
 		result_type TEXT NOT NULL
 	);
 	CREATE INDEX archive_attempts_msg ON archive_attempts(msg_id, at);`,
+	// The tracking outbox (Options.TrackingOutbox): the messages archived since they were last handed over
+	// to the cluster's shared tracking. AUTOINCREMENT: a position is never reused.
+	`CREATE TABLE archive_outbox (
+		seq INTEGER PRIMARY KEY AUTOINCREMENT,
+		msg_id TEXT NOT NULL
+	);`,
 }
 
 func migrateArchive(ctx context.Context, db *store.DB) error {
@@ -85,6 +91,7 @@ type archiveStmts struct {
 	once              sync.Once
 	err               error
 	msg, rcpts, tries *sql.Stmt
+	outbox            *sql.Stmt
 }
 
 func (a *archiveStmts) prepare(ctx context.Context, db *store.DB) error {
@@ -102,6 +109,7 @@ func (a *archiveStmts) prepare(ctx context.Context, db *store.DB) error {
 			{&a.tries, `INSERT INTO archive_attempts(msg_id, rcpt, at, outcome, code, enhanced, text, remote_mta, tls, policy, result_type)
 				SELECT msg_id, rcpt, at, outcome, code, enhanced, text, remote_mta, tls, policy, result_type
 				FROM queue_attempts WHERE msg_id = ?`},
+			{&a.outbox, `INSERT INTO archive_outbox(msg_id) VALUES (?)`},
 		} {
 			if *s.dst, a.err = db.PrepareContext(ctx, s.query); a.err != nil {
 				a.err = fmt.Errorf("queue: prepare archive: %w", a.err)
@@ -113,7 +121,7 @@ func (a *archiveStmts) prepare(ctx context.Context, db *store.DB) error {
 }
 
 func (a *archiveStmts) close() {
-	for _, st := range []*sql.Stmt{a.msg, a.rcpts, a.tries} {
+	for _, st := range []*sql.Stmt{a.msg, a.rcpts, a.tries, a.outbox} {
 		if st != nil {
 			st.Close()
 		}
@@ -136,6 +144,11 @@ func (q *Queue) archive(ctx context.Context, tx *sql.Tx, id string, finished tim
 		{q.arch.tries, []any{id}},
 	} {
 		if _, err := tx.StmtContext(ctx, st.stmt).ExecContext(ctx, st.args...); err != nil {
+			return fmt.Errorf("queue: archive %s: %w", id, err)
+		}
+	}
+	if q.opts.TrackingOutbox {
+		if _, err := tx.StmtContext(ctx, q.arch.outbox).ExecContext(ctx, id); err != nil {
 			return fmt.Errorf("queue: archive %s: %w", id, err)
 		}
 	}
@@ -208,6 +221,9 @@ type TraceQuery struct {
 
 // Traced is an archived message with its recipients and attempts.
 type Traced struct {
+	// Node is the cluster node that handled it, when it was found in the cluster's shared tracking (""
+	// means this node).
+	Node      string
 	ID        string
 	MessageID string
 	From      string
@@ -220,6 +236,18 @@ type Traced struct {
 	Recipients  []RecipientInfo
 	Attempts    []Attempt
 }
+
+// PartialTraceError is the error of a trace that returns what it found but could not search everywhere
+// (in a cluster, the shared tracking of the other nodes' messages did not answer).
+type PartialTraceError struct {
+	Err error
+}
+
+func (e *PartialTraceError) Error() string {
+	return "only this node's finished messages were searched: the cluster's shared message tracking does not answer: " + e.Err.Error()
+}
+
+func (e *PartialTraceError) Unwrap() error { return e.Err }
 
 // ErrBadQuery is returned for a TraceQuery that selects nothing in particular.
 var ErrBadQuery = errors.New("queue: trace needs an ID, a Message-ID, a sender or a recipient")
@@ -281,6 +309,73 @@ func (q *Queue) Trace(ctx context.Context, tq TraceQuery) ([]Traced, error) {
 		}
 	}
 	return out, nil
+}
+
+// Archived is an archived message with its position in the tracking outbox.
+type Archived struct {
+	Seq int64
+	Traced
+}
+
+// Outbox returns up to limit messages of the tracking outbox (Options.TrackingOutbox), oldest first: each
+// with its outbox position, and, unless the archive has pruned it since, the archived message (an entry
+// whose message is gone has an empty ID). DoneOutbox removes what was handed over.
+func (q *Queue) Outbox(ctx context.Context, limit int) ([]Archived, error) {
+	rows, err := q.db.QueryContext(ctx, `SELECT o.seq, coalesce(m.id, ''), coalesce(m.message_id, ''), coalesce(m.sender, ''),
+		coalesce(m.size, 0), coalesce(m.flags, 0), coalesce(m.client_ip, ''), coalesce(m.received, 0), coalesce(m.finished, 0)
+		FROM archive_outbox o LEFT JOIN archive_messages m ON m.id = o.msg_id ORDER BY o.seq LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("queue: tracking outbox: %w", err)
+	}
+	var out []Archived
+	for rows.Next() {
+		var a Archived
+		var flags int
+		var recv, fin int64
+		if err := rows.Scan(&a.Seq, &a.ID, &a.MessageID, &a.From, &a.Size, &flags, &a.ClientIP, &recv, &fin); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("queue: tracking outbox: %w", err)
+		}
+		a.Received, a.Finished = fromNS(recv), fromNS(fin)
+		a.Report, a.DSN = flags&flagReport != 0, flags&flagDSN != 0
+		out = append(out, a)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("queue: tracking outbox: %w", err)
+	}
+	for i := range out {
+		if out[i].ID == "" {
+			continue
+		}
+		if err := q.traceDetails(ctx, &out[i].Traced); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// DoneOutbox removes the tracking outbox's entries up to position seq.
+func (q *Queue) DoneOutbox(ctx context.Context, seq int64) error {
+	if _, err := q.db.ExecContext(ctx, `DELETE FROM archive_outbox WHERE seq <= ?`, seq); err != nil {
+		return fmt.Errorf("queue: tracking outbox: %w", err)
+	}
+	return nil
+}
+
+// OutboxBacklog returns how many messages the tracking outbox holds, and when the oldest of them finished
+// (zero when none).
+func (q *Queue) OutboxBacklog(ctx context.Context) (int, time.Time, error) {
+	var n int
+	var oldest sql.NullInt64
+	if err := q.db.QueryRowContext(ctx, `SELECT count(*), min(m.finished) FROM archive_outbox o
+		LEFT JOIN archive_messages m ON m.id = o.msg_id`).Scan(&n, &oldest); err != nil {
+		return 0, time.Time{}, fmt.Errorf("queue: tracking outbox: %w", err)
+	}
+	if !oldest.Valid {
+		return n, time.Time{}, nil
+	}
+	return n, fromNS(oldest.Int64), nil
 }
 
 func (q *Queue) traceDetails(ctx context.Context, t *Traced) error {

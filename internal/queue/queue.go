@@ -154,6 +154,9 @@ type Options struct {
 	// ArchiveRetention is how long finished messages stay findable with Trace (archive.go); default
 	// DefaultArchiveRetention, negative: not archived.
 	ArchiveRetention time.Duration
+	// TrackingOutbox also records each archived message in the tracking outbox, in the same transaction,
+	// for a publisher to hand over to the cluster's shared tracking (Outbox, DoneOutbox).
+	TrackingOutbox bool
 }
 
 func (o *Options) setDefaults() error {

@@ -118,6 +118,29 @@ var DKIM = admin.DKIMRecord{
 // end of the test.
 func New(t testing.TB) *Env {
 	t.Helper()
+	return NewOn(t, nil)
+}
+
+// NewOn starts a console on the fixture whose accounts are in accounts (nil: the Env's PasswordFile, which
+// holds the administrator console.BootstrapAccount with Password either way).
+func NewOn(t testing.TB, accounts console.AccountStore) *Env {
+	t.Helper()
+	return NewNode(t, Node{Accounts: accounts})
+}
+
+// Node is what a console of a cluster node shares with the other nodes.
+type Node struct {
+	// Accounts: see NewOn.
+	Accounts console.AccountStore
+	// Counters and Name: console.Options.ClusterCounters and Node.
+	Counters console.CounterStore
+	Name     string
+}
+
+// NewNode starts a console on the fixture as a node of a cluster.
+func NewNode(t testing.TB, node Node) *Env {
+	t.Helper()
+	accounts := node.Accounts
 	dir := t.TempDir()
 	db, err := store.OpenSQLite(filepath.Join(dir, "state.db"))
 	if err != nil {
@@ -158,6 +181,9 @@ func New(t testing.TB) *Env {
 		Components:         func() []admin.Component { return Components },
 		DKIM:               func(context.Context) (admin.DKIMRecord, error) { return DKIM, nil },
 		PasswordFile:       pwFile,
+		Accounts:           accounts,
+		ClusterCounters:    node.Counters,
+		Node:               node.Name,
 		PasswordIterations: 1000,
 		Trace:              trace(clock.Now),
 		Now:                clock.Now,
@@ -173,9 +199,13 @@ func New(t testing.TB) *Env {
 		t.Fatal(err)
 	}
 	e.Token = Token
+	var apiAccounts admin.AccountsAPI = console.PasswordFile{Path: pwFile, Iterations: 1000}
+	if accounts != nil {
+		apiAccounts = accounts
+	}
 	api, err := admin.New(admin.Options{
 		Token: Token, Queue: q, STS: sts, Settings: st, Now: clock.Now,
-		Accounts: console.PasswordFile{Path: pwFile, Iterations: 1000},
+		Accounts: apiAccounts,
 		Session:  c.Principal,
 	})
 	if err != nil {

@@ -1,0 +1,127 @@
+package tracking_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/mxgate/mxgate/internal/queue"
+	"github.com/mxgate/mxgate/internal/store"
+	"github.com/mxgate/mxgate/internal/store/storetest"
+	"github.com/mxgate/mxgate/internal/tracking"
+)
+
+func openStore(t *testing.T) tracking.Store {
+	t.Helper()
+	pg, err := store.OpenPostgres(context.Background(), storetest.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	s := tracking.Store{PG: pg}
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func msg(id, mid, from string, finished time.Time, rcpts ...string) queue.Traced {
+	m := queue.Traced{ID: id, MessageID: mid, From: from, Size: 100, Received: finished.Add(-time.Minute), Finished: finished}
+	for _, r := range rcpts {
+		m.Recipients = append(m.Recipients, queue.RecipientInfo{Addr: r, State: "delivered", Attempts: 1})
+		m.Attempts = append(m.Attempts, queue.Attempt{Rcpt: r, At: finished, Outcome: queue.Delivered, Code: 250})
+	}
+	return m
+}
+
+// TestStoreFindsEveryNodesMessages: messages put by two nodes are found by queue ID, Message-ID (any case,
+// with or without <>), sender and recipient, each with its node, newest first; a batch put twice (a
+// hand-over whose reply was lost) is stored once; Prune drops what finished before the cutoff.
+func TestStoreFindsEveryNodesMessages(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	now := time.Unix(1_800_000_000, 0)
+	a1 := msg("A1", "<One@example.org>", "alice@example.org", now.Add(-2*time.Hour), "bob@example.com", "carol@example.net")
+	b1 := msg("B1", "<two@example.org>", "alice@example.org", now.Add(-time.Hour), "Dave@example.com")
+	old := msg("B0", "<old@example.org>", "zed@example.org", now.Add(-10*24*time.Hour), "bob@example.com")
+	for range 2 {
+		if err := s.Put(ctx, "a.example.net", []queue.Traced{a1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Put(ctx, "b.example.net", []queue.Traced{b1, old}); err != nil {
+		t.Fatal(err)
+	}
+	find := func(tq queue.TraceQuery) []string {
+		t.Helper()
+		got, err := s.Trace(ctx, tq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, m := range got {
+			out = append(out, m.Node+"/"+m.ID)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		q    queue.TraceQuery
+		want string
+	}{
+		{queue.TraceQuery{Any: "alice@example.org"}, "[b.example.net/B1 a.example.net/A1]"},
+		{queue.TraceQuery{Any: "one@EXAMPLE.org"}, "[a.example.net/A1]"},
+		{queue.TraceQuery{MessageID: "<two@example.org>"}, "[b.example.net/B1]"},
+		{queue.TraceQuery{Recipient: "dave@example.com"}, "[b.example.net/B1]"},
+		{queue.TraceQuery{Any: "bob@example.com"}, "[a.example.net/A1 b.example.net/B0]"},
+		{queue.TraceQuery{ID: "A1", Sender: "alice@example.org"}, "[a.example.net/A1]"},
+		{queue.TraceQuery{Any: "bob@example.com", Limit: 1}, "[a.example.net/A1]"},
+	} {
+		if got := find(tt.q); fmtList(got) != tt.want {
+			t.Errorf("trace %+v = %v, want %s", tt.q, got, tt.want)
+		}
+	}
+	got, err := s.Trace(ctx, queue.TraceQuery{ID: "A1"})
+	if err != nil || len(got) != 1 || len(got[0].Recipients) != 2 || len(got[0].Attempts) != 2 || !got[0].Finished.Equal(a1.Finished) {
+		t.Errorf("A1 = %+v, %v; want its two recipients and attempts, once", got, err)
+	}
+	if _, err := s.Trace(ctx, queue.TraceQuery{}); err != queue.ErrBadQuery {
+		t.Errorf("empty query: %v, want ErrBadQuery", err)
+	}
+	if n, err := s.Prune(ctx, now.Add(-7*24*time.Hour)); err != nil || n != 1 {
+		t.Errorf("prune = %d, %v; want the 10-day-old message", n, err)
+	}
+	if got := find(queue.TraceQuery{Any: "bob@example.com"}); fmtList(got) != "[a.example.net/A1]" {
+		t.Errorf("after the prune: %v", got)
+	}
+}
+
+func fmtList(s []string) string {
+	out := "["
+	for i, v := range s {
+		if i > 0 {
+			out += " "
+		}
+		out += v
+	}
+	return out + "]"
+}
+
+// TestMergeKeepsEachMessageOnce: a message of this node found in the shared table and in its archive is
+// listed once; this node's archive-only messages are named with its node; newest first, within the limit.
+func TestMergeKeepsEachMessageOnce(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	shared := []queue.Traced{{Node: "a", ID: "1", Finished: now}, {Node: "b", ID: "2", Finished: now.Add(-time.Hour)}}
+	local := []queue.Traced{{ID: "1", Finished: now}, {ID: "3", Finished: now.Add(time.Minute)}}
+	var got []string
+	for _, m := range tracking.Merge("a", shared, local, 10) {
+		got = append(got, m.Node+"/"+m.ID)
+	}
+	if fmtList(got) != "[a/3 a/1 b/2]" {
+		t.Errorf("merged = %v", got)
+	}
+	if n := len(tracking.Merge("a", shared, local, 2)); n != 2 {
+		t.Errorf("limit 2: %d messages", n)
+	}
+}
