@@ -74,6 +74,8 @@ type Options struct {
 	// the disk being measured: fsync on tmpfs costs nothing.
 	DataDir string
 	// CPUProfile, when set, is the file a CPU profile of the run (injection to last receipt) is written to.
+	// With External it is the gateway process's profile (its start to the last delivery), not the load
+	// side's.
 	CPUProfile string
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
@@ -318,7 +320,13 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		gw, err = startCluster(ctx, clusterSpec{base: cfg, dir: dir, nodes: o.Nodes, database: o.Database, net: n, log: log})
 	case o.External:
 		pem := n.TrustedCA.PEM()
-		gw, err = startExternal(ctx, o.GatewayCommand, gatewaySpec{Config: cfg, RootsPEM: pem, Verbose: o.Logger != nil})
+		spec := gatewaySpec{Config: cfg, RootsPEM: pem, Verbose: o.Logger != nil}
+		if o.CPUProfile != "" {
+			if spec.CPUProfile, err = filepath.Abs(o.CPUProfile); err != nil {
+				return res, fmt.Errorf("bench: cpu profile: %w", err)
+			}
+		}
+		gw, err = startExternal(ctx, o.GatewayCommand, spec)
 	default:
 		gw, err = startLocal(ctx, cfg, n.RootPool(), log)
 	}
@@ -351,7 +359,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 	}
 
-	if o.CPUProfile != "" {
+	if o.CPUProfile != "" && !o.External {
 		f, err := os.Create(o.CPUProfile)
 		if err != nil {
 			return res, fmt.Errorf("bench: cpu profile: %w", err)
@@ -424,7 +432,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	ruEnd := rusage()
 	res.DNSQueries = len(n.DNS.Queries()) - dnsStart
 	res.DNSQueriesPerMsg = float64(res.DNSQueries) / float64(o.Messages)
-	if o.CPUProfile != "" {
+	if o.CPUProfile != "" && !o.External {
 		pprof.StopCPUProfile()
 	}
 	close(progressDone)

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,8 +48,9 @@ func TestRunExternalMeasuresTheGatewayProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(gatewayProcessEnv, "1")
+	profile := filepath.Join(t.TempDir(), "gateway.prof")
 	res, err := Run(t.Context(), Options{Domains: 3, Messages: 30, Clients: 2, DataDir: t.TempDir(), Timeout: 2 * time.Minute,
-		External: true, GatewayCommand: []string{exe}})
+		External: true, GatewayCommand: []string{exe}, CPUProfile: profile})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +63,32 @@ func TestRunExternalMeasuresTheGatewayProcess(t *testing.T) {
 	}
 	if res.CPUSeconds < res.GatewayCPUSeconds || res.CPUSeconds < res.LoadCPUSeconds {
 		t.Errorf("whole-system CPU %.3f s is less than a part (gateway %.3f s, load %.3f s)", res.CPUSeconds, res.GatewayCPUSeconds, res.LoadCPUSeconds)
+	}
+	// The CPU profile is the gateway process's: a gzip-compressed pprof profile written by it.
+	if data, err := os.ReadFile(profile); err != nil || len(data) < 2 || data[0] != 0x1f || data[1] != 0x8b {
+		t.Errorf("gateway CPU profile %s: %d bytes, %v; want a gzip-compressed profile", profile, len(data), err)
+	}
+}
+
+// TestRunRestartExternal: the queue filled in this process is delivered by a gateway restarted in its own
+// process on the same data directory, which reports its memory and the first delivery.
+func TestRunRestartExternal(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(gatewayProcessEnv, "1")
+	res, err := RunRestart(t.Context(), RestartOptions{Domains: 3, Messages: 40, Submitters: 4, DataDir: t.TempDir(),
+		Timeout: 2 * time.Minute, External: true, GatewayCommand: []string{exe}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Complete || res.Delivered != 40 || !res.External {
+		t.Fatalf("restart run: complete %v, delivered %d, external %v; want all 40 delivered by the gateway process", res.Complete, res.Delivered, res.External)
+	}
+	if res.GatewayPeakRSSMB <= 0 || res.FirstDeliverySeconds <= 0 || res.FirstDeliverySeconds < res.OpenSeconds || res.DrainPerSec <= 0 {
+		t.Errorf("restart run: gateway peak RSS %v MB, open %v s, first delivery %v s, drain %v msgs/s; want them measured",
+			res.GatewayPeakRSSMB, res.OpenSeconds, res.FirstDeliverySeconds, res.DrainPerSec)
 	}
 }
 

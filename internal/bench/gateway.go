@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sync"
 
 	"github.com/mxgate/mxgate/internal/config"
@@ -51,6 +52,7 @@ type gateway interface {
 type localGateway struct {
 	d        *daemon.Daemon
 	ln       net.Listener
+	adminLn  net.Listener
 	ev       *events
 	sessions *countingCache
 	stop     func() error
@@ -61,11 +63,18 @@ func startLocal(ctx context.Context, cfg *config.Config, roots *x509.CertPool, l
 	if err != nil {
 		return nil, err
 	}
-	g, err := runLocal(ctx, ln, &events{}, daemon.Options{Config: cfg, Logger: log, Roots: roots})
+	aln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		ln.Close()
+		return nil, err
+	}
+	g, err := runLocal(ctx, ln, &events{}, daemon.Options{Config: cfg, Logger: log, Roots: roots, AdminListener: aln})
+	if err != nil {
+		ln.Close()
+		aln.Close()
 		return nil, fmt.Errorf("bench: gateway: %w", err)
 	}
+	g.adminLn = aln
 	return g, nil
 }
 
@@ -97,6 +106,14 @@ func runLocal(ctx context.Context, ln net.Listener, ev *events, o daemon.Options
 
 func (g *localGateway) addr() string { return g.ln.Addr().String() }
 
+// adminAddr is the admin API's "ip:port"; "" when this gateway has no admin listener of its own.
+func (g *localGateway) adminAddr() string {
+	if g.adminLn == nil {
+		return ""
+	}
+	return g.adminLn.Addr().String()
+}
+
 func (g *localGateway) stats(context.Context) (gatewayStats, error) {
 	ru := rusage()
 	s := gatewayStats{UserSeconds: ru.user, SysSeconds: ru.sys, PeakRSSMB: peakRSSMB(),
@@ -121,6 +138,9 @@ type gatewaySpec struct {
 	Config   *config.Config `json:"config"`
 	RootsPEM []byte         `json:"roots_pem"`
 	Verbose  bool           `json:"verbose"`
+	// CPUProfile, when set, is the file the gateway process writes a CPU profile of its run to (from its
+	// start until it answers the request that waits for the deliveries).
+	CPUProfile string `json:"cpu_profile,omitempty"`
 }
 
 // gatewayRequest is one request to a gateway process; every request is answered with one line holding a
@@ -131,9 +151,11 @@ type gatewayRequest struct {
 }
 
 type gatewayReply struct {
-	Addr  string       `json:"addr,omitempty"`
-	Stats gatewayStats `json:"stats"`
-	Error string       `json:"error,omitempty"`
+	Addr string `json:"addr,omitempty"`
+	// AdminAddr is the admin API's "ip:port" (its token is in the data directory).
+	AdminAddr string       `json:"admin_addr,omitempty"`
+	Stats     gatewayStats `json:"stats"`
+	Error     string       `json:"error,omitempty"`
 }
 
 // ServeGateway is the gateway process of an external run (`mxgate bench --external` starts it as a child):
@@ -157,13 +179,29 @@ func ServeGateway(ctx context.Context, in io.Reader, out io.Writer, log *slog.Lo
 	if !spec.Verbose || log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	stopProfile := func() {}
+	if spec.CPUProfile != "" {
+		f, err := os.Create(spec.CPUProfile)
+		if err != nil {
+			_ = enc.Encode(gatewayReply{Error: err.Error()})
+			return fmt.Errorf("bench gateway: cpu profile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			_ = enc.Encode(gatewayReply{Error: err.Error()})
+			return fmt.Errorf("bench gateway: cpu profile: %w", err)
+		}
+		var once sync.Once
+		stopProfile = func() { once.Do(func() { pprof.StopCPUProfile(); f.Close() }) }
+	}
+	defer stopProfile()
 	g, err := startLocal(ctx, spec.Config, roots, log)
 	if err != nil {
 		_ = enc.Encode(gatewayReply{Error: err.Error()})
 		return err
 	}
 	defer g.close()
-	if err := enc.Encode(gatewayReply{Addr: g.addr()}); err != nil {
+	if err := enc.Encode(gatewayReply{Addr: g.addr(), AdminAddr: g.adminAddr()}); err != nil {
 		return err
 	}
 	for {
@@ -178,6 +216,7 @@ func ServeGateway(ctx context.Context, in io.Reader, out io.Writer, log *slog.Lo
 		var err error
 		if req.Wait > 0 {
 			rep.Stats, err = g.waitDelivered(ctx, req.Wait)
+			stopProfile()
 		} else {
 			rep.Stats, err = g.stats(ctx)
 		}
@@ -193,12 +232,13 @@ func ServeGateway(ctx context.Context, in io.Reader, out io.Writer, log *slog.Lo
 // externalGateway is a gateway in a child process running ServeGateway, so that its CPU and memory are
 // measured apart from the load tool's clients and the simulated internet.
 type externalGateway struct {
-	cmd      *exec.Cmd
-	in       io.WriteCloser
-	dec      *json.Decoder
-	mu       sync.Mutex
-	smtpAddr string
-	done     chan error
+	cmd       *exec.Cmd
+	in        io.WriteCloser
+	dec       *json.Decoder
+	mu        sync.Mutex
+	smtpAddr  string
+	adminAddr string
+	done      chan error
 }
 
 func startExternal(ctx context.Context, command []string, spec gatewaySpec) (*externalGateway, error) {
@@ -235,7 +275,7 @@ func startExternal(ctx context.Context, command []string, spec gatewaySpec) (*ex
 	if rep.Error != "" || rep.Addr == "" {
 		return fail(fmt.Errorf("bench: gateway process did not start: %s", rep.Error))
 	}
-	g.smtpAddr = rep.Addr
+	g.smtpAddr, g.adminAddr = rep.Addr, rep.AdminAddr
 	return g, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,10 +15,12 @@ import (
 // benchCmd is `mxgate bench`: the load tool of package bench.
 func benchCmd(g *globals) *cobra.Command {
 	var (
-		o       bench.Options
-		verbose bool
-		noBar   bool
-		restart bool
+		o        bench.Options
+		verbose  bool
+		noBar    bool
+		restart  bool
+		drainFor time.Duration
+		reuse    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -35,15 +38,15 @@ func benchCmd(g *globals) *cobra.Command {
 			if verbose {
 				o.Logger = slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			}
-			if restart {
-				return runRestartBench(cmd, g, o)
-			}
 			if o.External {
 				exe, err := os.Executable()
 				if err != nil {
 					return fmt.Errorf("bench --external: finding this program to start the gateway: %w", err)
 				}
 				o.GatewayCommand = []string{exe, "bench", "gateway-process"}
+			}
+			if restart {
+				return runRestartBench(cmd, g, o, drainFor, reuse)
 			}
 			res, err := bench.Run(cmd.Context(), o)
 			if err != nil {
@@ -73,7 +76,7 @@ func benchCmd(g *globals) *cobra.Command {
 	f.IntVar(&o.BodyBytes, "body-bytes", bench.DefaultBodyBytes, "approximate message size")
 	f.DurationVar(&o.Timeout, "timeout", bench.DefaultTimeout, "bound on the whole run")
 	f.StringVar(&o.DataDir, "data-dir", "", "gateway data directory (default: a temporary directory, removed)")
-	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	f.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (with --external, of the gateway process alone)")
 	f.BoolVar(&noBar, "no-progress", false, "do not draw the progress bar")
 	f.BoolVarP(&verbose, "verbose", "v", false, "print the gateway's logs")
 	f.BoolVar(&o.External, "external", false, "run the gateway in its own process and report its CPU and memory apart from the load side (clients, DNS, policy hosts, receivers)")
@@ -81,6 +84,8 @@ func benchCmd(g *globals) *cobra.Command {
 	f.StringVar(&o.Database, "database", "", "PostgreSQL database the nodes share (postgres://...); each run should have a fresh one")
 	f.StringVar(&o.SpoolSync, "spool-sync", "", "the gateway's queue.spool_sync: group or file (default: the configuration default)")
 	f.BoolVar(&restart, "restart", false, "instead: queue --messages messages with every destination down, measure memory, then restart on the same data and time the first delivery and the drain")
+	f.BoolVar(&reuse, "reuse", false, "with --restart: do not fill; restart on the queue an earlier --restart left in --data-dir")
+	f.DurationVar(&drainFor, "drain-for", 0, "with --restart --external: measure the drain over this long after the first delivery instead of waiting for every message")
 	cmd.AddCommand(benchGatewayCmd(g))
 	return cmd
 }
@@ -100,11 +105,18 @@ func benchGatewayCmd(g *globals) *cobra.Command {
 	}
 }
 
-func runRestartBench(cmd *cobra.Command, g *globals, o bench.Options) error {
-	res, err := bench.RunRestart(cmd.Context(), bench.RestartOptions{
+func runRestartBench(cmd *cobra.Command, g *globals, o bench.Options, drainFor time.Duration, reuse bool) error {
+	ro := bench.RestartOptions{
 		Domains: o.Domains, Messages: o.Messages, BodyBytes: o.BodyBytes, DataDir: o.DataDir,
 		Timeout: o.Timeout, Progress: o.Progress, Logger: o.Logger,
-	})
+		External: o.External, GatewayCommand: o.GatewayCommand, DrainFor: drainFor, Reuse: reuse, CPUProfile: o.CPUProfile,
+	}
+	if o.External {
+		ro.CLICommand = o.GatewayCommand[:1]
+	} else if drainFor > 0 {
+		return fmt.Errorf("bench --drain-for needs --external")
+	}
+	res, err := bench.RunRestart(cmd.Context(), ro)
 	if err != nil {
 		return err
 	}
@@ -117,7 +129,7 @@ func runRestartBench(cmd *cobra.Command, g *globals, o bench.Options) error {
 	} else if err := res.Text(g.stdout); err != nil {
 		return err
 	}
-	if !res.Complete {
+	if !res.Complete && drainFor == 0 {
 		fmt.Fprintln(g.stderr, "mxgate bench --restart: not every queued message was delivered")
 		return exitError{code: 1}
 	}

@@ -124,6 +124,7 @@ func (d *Daemon) openOutbound(_ context.Context, o Options) error {
 	client := *out.HTTP
 	client.Transport = &d.https
 	out.HTTP = &client
+	d.dnsCache.Store(dnsx.CacheOf(out.Resolver))
 	// Every lookup's temporary failure is counted by reason (mxgate_dns_failures_total).
 	out.Resolver = dnsx.Observed{Resolver: out.Resolver, OnFailure: d.Metrics.DNSFailure}
 	d.out = out
@@ -380,6 +381,13 @@ func (d *Daemon) buildMetrics(context.Context, Options) error {
 				counts[[2]string{transport, s.Status}]++
 			}
 			return counts, err
+		},
+		DNSCache: func() (dnsx.CacheStats, bool) {
+			c := d.dnsCache.Load()
+			if c == nil {
+				return dnsx.CacheStats{}, false
+			}
+			return c.Stats(), true
 		},
 		Components: d.comps.up,
 		Now:        d.now,

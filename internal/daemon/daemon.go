@@ -120,6 +120,8 @@ type Daemon struct {
 
 	out   Outbound
 	comps components
+	// dnsCache is the resolver's answer cache (dns.cache), nil without one; its counters are metrics.
+	dnsCache atomic.Pointer[dnsx.Cache]
 	// dkimKey is the TLS report signing key made at first start (dkimPath).
 	dkimKey  crypto.Signer
 	dkimPath string

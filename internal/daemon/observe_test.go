@@ -71,6 +71,7 @@ func TestDaemonLogsAndMetrics(t *testing.T) {
 	logs := &jsonLog{}
 	dataDir := filepath.Join(t.TempDir(), "data")
 	cfg := n.GatewayConfig(dataDir)
+	cfg.DNS.Cache = true // as deployed: its counters are metrics
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -174,6 +175,11 @@ func TestDaemonLogsAndMetrics(t *testing.T) {
 	}
 	if strings.Contains(body, `mxgate_dns_failures_total{query="MX",reason="servfail"} 0`) {
 		t.Errorf("the SERVFAIL of broken.example was not counted")
+	}
+	// The resolver cache's questions are counted: the MX of example.com, at least, was asked of the server.
+	if !strings.Contains(body, `mxgate_dns_cache_lookups_total{result="miss"} `) ||
+		strings.Contains(body, `mxgate_dns_cache_lookups_total{result="miss"} 0`+"\n") {
+		t.Errorf("metrics lack a non-zero mxgate_dns_cache_lookups_total{result=\"miss\"}")
 	}
 }
 

@@ -55,7 +55,7 @@ type Cache struct {
 	entries  map[cacheKey]cacheEntry
 	inflight map[cacheKey]*flight
 
-	hits, misses atomic.Uint64
+	hits, negative, failures, misses atomic.Uint64
 }
 
 type cacheKey struct {
@@ -76,11 +76,13 @@ type flight struct {
 	err  error
 }
 
-// CacheStats counts lookups the cache answered (Hits) and those that went to a server (Misses), and the
-// answers kept now.
+// CacheStats counts the lookups the cache answered and those that went to a server (Misses), and the
+// answers kept now. Every lookup through the cache counts once: Hits when the cache (or a query already
+// asked for another lookup) gave records of the type asked, Negative when it gave NXDOMAIN or NODATA,
+// Failures when it gave a SERVFAIL, bogus or REFUSED outcome kept for FailureTTL.
 type CacheStats struct {
-	Hits, Misses uint64
-	Entries      int
+	Hits, Negative, Failures, Misses uint64
+	Entries                          int
 }
 
 // Stats returns the counters.
@@ -88,7 +90,20 @@ func (c *Cache) Stats() CacheStats {
 	c.mu.Lock()
 	n := len(c.entries)
 	c.mu.Unlock()
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Entries: n}
+	return CacheStats{Hits: c.hits.Load(), Negative: c.negative.Load(), Failures: c.failures.Load(),
+		Misses: c.misses.Load(), Entries: n}
+}
+
+// answered counts a lookup answered without a query of its own, by what the answer was.
+func (c *Cache) answered(msg *dns.Msg, err error) {
+	switch {
+	case err != nil:
+		c.failures.Add(1)
+	case msg != nil && (msg.Rcode != dns.RcodeSuccess || !hasFinalData(msg)):
+		c.negative.Add(1)
+	default:
+		c.hits.Add(1)
+	}
 }
 
 func (c *Cache) now() time.Time {
@@ -107,7 +122,7 @@ func (c *Cache) peek(k cacheKey) (*dns.Msg, error) {
 	if !ok || !c.now().Before(e.expires) {
 		return nil, ErrNotCached
 	}
-	c.hits.Add(1)
+	c.answered(e.msg, e.err)
 	return e.msg, e.err
 }
 
@@ -118,7 +133,7 @@ func (c *Cache) get(ctx context.Context, k cacheKey, ask func() (*dns.Msg, error
 	if e, ok := c.entries[k]; ok {
 		if c.now().Before(e.expires) {
 			c.mu.Unlock()
-			c.hits.Add(1)
+			c.answered(e.msg, e.err)
 			return e.msg, e.err
 		}
 		delete(c.entries, k)
@@ -135,7 +150,7 @@ func (c *Cache) get(ctx context.Context, k cacheKey, ask func() (*dns.Msg, error
 			c.misses.Add(1)
 			return ask()
 		}
-		c.hits.Add(1)
+		c.answered(f.msg, f.err)
 		return f.msg, f.err
 	}
 	f := &flight{done: make(chan struct{})}

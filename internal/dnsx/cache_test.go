@@ -355,3 +355,29 @@ func TestCachedTXTAnswersOnlyFromTheCache(t *testing.T) {
 		t.Errorf("CachedTXT without a cache: %v, want ErrNotCached", err)
 	}
 }
+
+// TestCacheCountsEachQuestionByResult: every question through the cache counts once, as a miss when it
+// asked a server, or by what the cache gave: records (hit), NXDOMAIN or NODATA (negative), a kept SERVFAIL
+// (failure).
+func TestCacheCountsEachQuestionByResult(t *testing.T) {
+	t.Parallel()
+	s := dnstest.New(t)
+	s.Add(
+		"example.com. 300 IN SOA ns.example.com. hostmaster.example.com. 1 7200 3600 1209600 60",
+		"example.com. 300 IN MX 10 mx.example.com.",
+		"host.example.com. 300 IN A 192.0.2.1",
+		"broken.example. 300 IN MX 10 mx.broken.example.",
+	)
+	s.Fail("broken.example", dns.TypeMX, dnstest.FailServFail)
+	c, _ := cachedClient(s)
+	ctx := t.Context()
+	for _, name := range []string{"example.com", "missing.example.com", "host.example.com", "broken.example"} {
+		for range 3 {
+			_, _, _ = c.LookupMX(ctx, name)
+		}
+	}
+	want := dnsx.CacheStats{Hits: 2, Negative: 4, Failures: 2, Misses: 4, Entries: 4}
+	if st := c.Cache.Stats(); st != want {
+		t.Errorf("cache stats after 3 lookups each of an MX, an NXDOMAIN, a NODATA and a SERVFAIL = %+v, want %+v", st, want)
+	}
+}

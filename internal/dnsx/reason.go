@@ -142,3 +142,14 @@ func StubValidatorsOf(r Resolver) []StubValidator {
 	}
 	return nil
 }
+
+// CacheOf returns the Cache of r, looking through Observed; nil when r is not a Client with a Cache.
+func CacheOf(r Resolver) *Cache {
+	switch v := r.(type) {
+	case Observed:
+		return CacheOf(v.Resolver)
+	case *Client:
+		return v.Cache
+	}
+	return nil
+}

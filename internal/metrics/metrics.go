@@ -58,7 +58,10 @@ type Sources struct {
 	// Components returns, per component, whether it does what the settings ask (running, or off because a
 	// setting says so) rather than having failed.
 	Components func() map[string]bool
-	Now        func() time.Time
+	// DNSCache returns the resolver cache's counters; ok is false when the resolver keeps no cache
+	// (dns.cache off, or a resolver given by the embedding program), and then they are not exposed.
+	DNSCache func() (st dnsx.CacheStats, ok bool)
+	Now      func() time.Time
 }
 
 // Known label values, each started at zero.
@@ -268,12 +271,15 @@ var (
 	descReports     = prometheus.NewDesc("mxgate_tlsrpt_report_deliveries", "TLS report deliveries in the report log (kept 30 days) by transport and status.", []string{"transport", "status"}, nil)
 	descComponentUp = prometheus.NewDesc("mxgate_component_up", "1 when the component does what the committed settings ask (running, or off because a setting says so); 0 when it should run and does not (status shows why).", []string{"component"}, nil)
 	descDropped     = prometheus.NewDesc("mxgate_tlsrpt_sessions_dropped_total", "Sessions the TLS report recorder could not keep.", nil, nil)
+	descDNSCache    = prometheus.NewDesc("mxgate_dns_cache_lookups_total", "DNS lookups through the resolver's cache (dns.cache), by result: hit (records from the cache), negative (NXDOMAIN or NODATA from the cache), servfail (a SERVFAIL, bogus or REFUSED outcome kept briefly), miss (asked a server). Absent when dns.cache is off.", []string{"result"}, nil)
+	descDNSEntries  = prometheus.NewDesc("mxgate_dns_cache_entries", "Answers kept in the resolver's cache now (expired ones included until they are swept).", nil, nil)
 	descDSNFallback = prometheus.NewDesc("mxgate_dsn_fallbacks_total", "DSNs that could not be built as composed (a field refused) and were sent with fewer fields, or not at all; the failures they report were recorded all the same.", nil, nil)
 )
 
 func (s *scraped) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descQueued, descQueuedRcpts, descInFlight, descQuarantined, descOldest,
-		descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descComponentUp, descDSNFallback} {
+		descSTSEntries, descSTSFetches, descGeneration, descDropped, descReports, descComponentUp, descDSNFallback,
+		descDNSCache, descDNSEntries} {
 		ch <- d
 	}
 }
@@ -360,5 +366,14 @@ func (s *scraped) Collect(ch chan<- prometheus.Metric) {
 	}
 	if s.src.DSNFallbacks != nil {
 		ch <- prometheus.MustNewConstMetric(descDSNFallback, prometheus.CounterValue, float64(s.src.DSNFallbacks()))
+	}
+	if s.src.DNSCache != nil {
+		if st, ok := s.src.DNSCache(); ok {
+			counter(descDNSCache, float64(st.Hits), "hit")
+			counter(descDNSCache, float64(st.Negative), "negative")
+			counter(descDNSCache, float64(st.Failures), "servfail")
+			counter(descDNSCache, float64(st.Misses), "miss")
+			gauge(descDNSEntries, float64(st.Entries))
+		}
 	}
 }

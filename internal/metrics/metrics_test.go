@@ -10,11 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mxgate/mxgate/internal/address"
 	"github.com/mxgate/mxgate/internal/delivery"
 	"github.com/mxgate/mxgate/internal/dnsx"
+	"github.com/mxgate/mxgate/internal/dnsx/dnstest"
 	"github.com/mxgate/mxgate/internal/mtasts"
 	"github.com/mxgate/mxgate/internal/queue"
 	"github.com/mxgate/mxgate/internal/simnet"
@@ -213,4 +215,46 @@ func deliveryEvents(t *testing.T) []delivery.Event {
 		t.Fatalf("got %d delivery events, want 3: %+v", len(evs), evs)
 	}
 	return evs
+}
+
+// TestDNSCacheCounters: the resolver cache's counters are exposed by result, and move with lookups through
+// a real cache asking a real DNS server.
+func TestDNSCacheCounters(t *testing.T) {
+	s := dnstest.New(t)
+	s.Add(
+		"example.com. 300 IN SOA ns.example.com. hostmaster.example.com. 1 7200 3600 1209600 60",
+		"example.com. 300 IN MX 10 mx.example.com.",
+		"broken.example. 300 IN MX 10 mx.broken.example.",
+	)
+	s.Fail("broken.example", dns.TypeMX, dnstest.FailServFail)
+	c := s.Client()
+	c.Cache = &dnsx.Cache{}
+	m := New(Sources{DNSCache: func() (dnsx.CacheStats, bool) { return c.Cache.Stats(), true }})
+	for _, want := range []string{`mxgate_dns_cache_lookups_total{result="hit"} 0`, `mxgate_dns_cache_lookups_total{result="miss"} 0`,
+		`mxgate_dns_cache_entries 0`} {
+		if body := scrape(t, m); !strings.Contains(body, want+"\n") {
+			t.Errorf("before any lookup, exposition lacks %q", want)
+		}
+	}
+	ctx := t.Context()
+	for range 3 {
+		_, _, _ = c.LookupMX(ctx, "example.com")
+		_, _, _ = c.LookupMX(ctx, "missing.example.com")
+		_, _, _ = c.LookupMX(ctx, "broken.example")
+	}
+	body := scrape(t, m)
+	for _, want := range []string{
+		`mxgate_dns_cache_lookups_total{result="hit"} 2`,
+		`mxgate_dns_cache_lookups_total{result="negative"} 2`,
+		`mxgate_dns_cache_lookups_total{result="servfail"} 2`,
+		`mxgate_dns_cache_lookups_total{result="miss"} 3`,
+		`mxgate_dns_cache_entries 3`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
+	if body := scrape(t, New(Sources{DNSCache: func() (dnsx.CacheStats, bool) { return dnsx.CacheStats{}, false }})); strings.Contains(body, "mxgate_dns_cache_") {
+		t.Error("without a resolver cache, the DNS cache families are exposed")
+	}
 }

@@ -58,9 +58,10 @@ func (q *Queue) delayNoticeDue(ctx context.Context, tx *sql.Tx, m *msgRow, c *ch
 	return n == 1, nil
 }
 
-// forgetDelayNotices drops the record of message id's notices when it leaves the queue.
-func forgetDelayNotices(ctx context.Context, tx *sql.Tx, id string) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM delay_notices WHERE msg_id = ?`, id); err != nil {
+// forgetDelayNotices drops the record of message id's notices when it leaves the queue (a statement
+// prepared once: it runs for every finished message).
+func (q *Queue) forgetDelayNotices(ctx context.Context, tx *sql.Tx, id string) error {
+	if _, err := tx.StmtContext(ctx, q.st.forgetDelayNotices).ExecContext(ctx, id); err != nil {
 		return fmt.Errorf("queue: finish %s: %w", id, err)
 	}
 	return nil

@@ -486,7 +486,7 @@ func (q *Queue) finishIfDone(ctx context.Context, tx *sql.Tx, id string) (bool, 
 	if err := q.archive(ctx, tx, id, q.now()); err != nil {
 		return false, err
 	}
-	if err := forgetDelayNotices(ctx, tx, id); err != nil {
+	if err := q.forgetDelayNotices(ctx, tx, id); err != nil {
 		return false, err
 	}
 	if _, err := tx.StmtContext(ctx, q.st.deleteAttempts).ExecContext(ctx, id); err != nil {

@@ -14,6 +14,7 @@ type stmts struct {
 	loadRcpt, bumpMsg, bumpRcpt          *sql.Stmt
 	updateRcpt, insertAttempt            *sql.Stmt
 	countLive, deleteAttempts, deleteMsg *sql.Stmt
+	forgetDelayNotices                   *sql.Stmt
 }
 
 func (q *Queue) prepare(ctx context.Context) error {
@@ -40,6 +41,7 @@ func (q *Queue) prepare(ctx context.Context) error {
 		{&q.st.countLive, `SELECT COUNT(*) FROM queue_recipients WHERE msg_id = ? AND state IN (?, ?)`},
 		{&q.st.deleteAttempts, `DELETE FROM queue_attempts WHERE msg_id = ?`},
 		{&q.st.deleteMsg, `DELETE FROM queue_messages WHERE id = ?`},
+		{&q.st.forgetDelayNotices, `DELETE FROM delay_notices WHERE msg_id = ?`},
 	} {
 		st, err := q.db.PrepareContext(ctx, s.query)
 		if err != nil {
@@ -53,7 +55,7 @@ func (q *Queue) prepare(ctx context.Context) error {
 
 func (s *stmts) close() {
 	for _, st := range []*sql.Stmt{s.insertMsg, s.insertRcpt, s.loadRcpt, s.bumpMsg, s.bumpRcpt, s.updateRcpt,
-		s.insertAttempt, s.countLive, s.deleteAttempts, s.deleteMsg} {
+		s.insertAttempt, s.countLive, s.deleteAttempts, s.deleteMsg, s.forgetDelayNotices} {
 		if st != nil {
 			st.Close()
 		}
