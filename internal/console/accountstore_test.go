@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -202,4 +203,54 @@ func TestSeedSharedAccountsOnce(t *testing.T) {
 	if accts, err := fresh.Accounts(ctx); err != nil || len(accts) != 1 || accts[0].Name != console.BootstrapAccount {
 		t.Errorf("accounts after seeding without a file: %v, %v", accts, err)
 	}
+}
+
+// TestSessionRefusedWhenAccountsUnreadable: a session goes on with its role while the shared database does
+// not answer only for console.AccountsGrace after its account was last read; when the database answers
+// with an error (here a missing table, after the account was removed on another node), it is refused at
+// once.
+func TestSessionRefusedWhenAccountsUnreadable(t *testing.T) {
+	t.Parallel()
+	const pw = "the ops password, long enough"
+	setUp := func(t *testing.T) (string, *consoletest.Env, *browser) {
+		dsn := storetest.PostgresDSN(t)
+		s := sharedAccounts(t, dsn)
+		if err := s.AddAccount(t.Context(), admin.NewAccount{Name: "ops", Role: "administrator", Password: pw}); err != nil {
+			t.Fatal(err)
+		}
+		env := consoletest.NewOn(t, s)
+		return dsn, env, loginAs(t, env, "ops", pw)
+	}
+	refused := func(t *testing.T, b *browser, when string) {
+		t.Helper()
+		if p := b.get("/settings"); p.code != http.StatusSeeOther || !strings.HasPrefix(p.location, "/login") {
+			t.Errorf("session %s: %d → %q, want a redirect to /login", when, p.code, p.location)
+		}
+	}
+	t.Run("error", func(t *testing.T) {
+		t.Parallel()
+		dsn, _, b := setUp(t)
+		other := sharedAccounts(t, dsn)
+		if err := other.RemoveAccount(t.Context(), "ops"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.PG.Exec(t.Context(), `ALTER TABLE console_accounts RENAME TO console_accounts_moved`); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, b, "whose account was removed, the table then missing")
+	})
+	t.Run("outage", func(t *testing.T) {
+		t.Parallel()
+		dsn, env, b := setUp(t)
+		storetest.CutOff(t, dsn)
+		if p := b.get("/settings"); p.code != http.StatusOK {
+			t.Fatalf("session just after the database stopped answering: %d → %q, want the page", p.code, p.location)
+		}
+		env.Clock.Advance(console.AccountsGrace / 2)
+		if p := b.get("/settings"); p.code != http.StatusOK {
+			t.Fatalf("session within the grace period: %d → %q, want the page", p.code, p.location)
+		}
+		env.Clock.Advance(console.AccountsGrace/2 + time.Second)
+		refused(t, b, "past the grace period without the database")
+	})
 }

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/store"
@@ -47,6 +50,31 @@ type PostgresAccounts struct {
 // Migrate creates or updates the table.
 func (s *PostgresAccounts) Migrate(ctx context.Context) error {
 	return store.MigratePostgres(ctx, s.PG, "console", postgresMigrations)
+}
+
+// AccountsGrace is how long after its account was last read a console session goes on while the shared
+// database does not answer (a connection that fails or times out). Past it, or on any other error (the
+// database answers with an error), the session is refused: an account removed or a password changed on
+// another node meanwhile could not be told.
+const AccountsGrace = 2 * time.Minute
+
+// errAccountsUnreachable marks a lookup that failed because the shared database did not answer.
+var errAccountsUnreachable = errors.New("the shared database does not answer")
+
+// unreachable reports whether err means the database could not be reached or did not answer in time, as
+// opposed to an answer that is an error (missing table, permission denied).
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// Class 08 is a connection exception; 57P01-57P03 a server shutting down or starting.
+		return len(pe.Code) == 5 && (pe.Code[:2] == "08" || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03")
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
 }
 
 func (s *PostgresAccounts) where() string { return "the shared database" }
@@ -105,6 +133,9 @@ func (s *PostgresAccounts) lookup(ctx context.Context, name string) (accountEntr
 		return accountEntry{}, fmt.Errorf("%w: %s", ErrNoAccount, name)
 	}
 	if err != nil {
+		if unreachable(err) {
+			return accountEntry{}, s.fail(fmt.Errorf("%w: %w", errAccountsUnreachable, err))
+		}
 		return accountEntry{}, s.fail(err)
 	}
 	e.Role = Role(role)
