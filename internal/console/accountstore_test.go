@@ -254,3 +254,32 @@ func TestSessionRefusedWhenAccountsUnreadable(t *testing.T) {
 		refused(t, b, "past the grace period without the database")
 	})
 }
+
+// TestSessionLookupBounded: a shared database that does not answer in time (here: the accounts table
+// locked by another node's transaction) neither hangs console requests nor ends sessions at once.
+func TestSessionLookupBounded(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	s := sharedAccounts(t, dsn)
+	env := consoletest.NewOn(t, s)
+	b := loginAs(t, env, console.BootstrapAccount, consoletest.Password)
+	b.c.Timeout = 30 * time.Second // far above console.AccountsTimeout: a hung request fails the test
+
+	other := sharedAccounts(t, dsn)
+	tx, err := other.PG.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE console_accounts IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if p := b.get("/settings"); p.code != http.StatusOK {
+		t.Errorf("session while the accounts are locked: %d → %q, want the page (within the grace period)", p.code, p.location)
+	}
+	nb := newBrowser(t, env)
+	nb.get("/login")
+	if p := nb.post("/login", url.Values{"account": {"admin"}, "password": {consoletest.Password}, "next": {"/"}}); !strings.Contains(p.body, "cannot be read") {
+		t.Errorf("login while the accounts are locked: %d, want 'cannot be read'\n%s", p.code, p.body)
+	}
+}

@@ -58,6 +58,11 @@ func (s *PostgresAccounts) Migrate(ctx context.Context) error {
 // another node meanwhile could not be told.
 const AccountsGrace = 2 * time.Minute
 
+// AccountsTimeout bounds each read of the shared accounts (a session's lookup at every console request, a
+// login, the Accounts page): a database that hangs makes console requests fail or use AccountsGrace
+// quickly rather than hold connections of the pool the node's other components share.
+const AccountsTimeout = 2 * time.Second
+
 // errAccountsUnreachable marks a lookup that failed because the shared database did not answer.
 var errAccountsUnreachable = errors.New("the shared database does not answer")
 
@@ -84,6 +89,8 @@ func (s *PostgresAccounts) fail(err error) error {
 }
 
 func (s *PostgresAccounts) entries(ctx context.Context, q pgx.Tx) ([]accountEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, AccountsTimeout)
+	defer cancel()
 	var rows pgx.Rows
 	var err error
 	const sel = `SELECT name, role, hash FROM console_accounts ORDER BY pos`
@@ -126,6 +133,8 @@ func (s *PostgresAccounts) Accounts(ctx context.Context) ([]admin.Account, error
 }
 
 func (s *PostgresAccounts) lookup(ctx context.Context, name string) (accountEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, AccountsTimeout)
+	defer cancel()
 	e := accountEntry{Account: Account{Name: name}}
 	var role string
 	err := s.PG.QueryRow(ctx, `SELECT role, hash FROM console_accounts WHERE name = $1`, name).Scan(&role, &e.hash)
@@ -143,6 +152,8 @@ func (s *PostgresAccounts) lookup(ctx context.Context, name string) (accountEntr
 }
 
 func (s *PostgresAccounts) anyHash(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, AccountsTimeout)
+	defer cancel()
 	var h string
 	if err := s.PG.QueryRow(ctx, `SELECT hash FROM console_accounts ORDER BY pos LIMIT 1`).Scan(&h); err != nil {
 		return ""
