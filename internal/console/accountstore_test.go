@@ -283,3 +283,14 @@ func TestSessionLookupBounded(t *testing.T) {
 		t.Errorf("login while the accounts are locked: %d, want 'cannot be read'\n%s", p.code, p.body)
 	}
 }
+
+// TestSeedSeededTableIgnoresPasswordFile: a node whose password file cannot be read (here a directory in
+// its place) still starts on a table another node filled: the file is not read then.
+func TestSeedSeededTableIgnoresPasswordFile(t *testing.T) {
+	t.Parallel()
+	s := sharedAccounts(t, storetest.PostgresDSN(t))
+	bad := t.TempDir()
+	if got, err := s.Seed(t.Context(), bad); err != nil || got != (console.Seeded{}) {
+		t.Errorf("seed of a filled table with an unreadable password file: %+v, %v; want nothing done", got, err)
+	}
+}

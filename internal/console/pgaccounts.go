@@ -275,6 +275,15 @@ func (s *PostgresAccounts) Seed(ctx context.Context, path string) (Seeded, error
 	if err := s.Migrate(ctx); err != nil {
 		return Seeded{}, err
 	}
+	// A table another node filled is the usual case: the password file is then not read at all (it may be
+	// unreadable, or gone).
+	var n int
+	if err := s.PG.QueryRow(ctx, `SELECT count(*) FROM console_accounts`).Scan(&n); err != nil {
+		return Seeded{}, s.fail(err)
+	}
+	if n > 0 {
+		return Seeded{}, nil
+	}
 	file, err := readAccounts(path)
 	if err != nil && !errors.Is(err, ErrNoPassword) {
 		return Seeded{}, err
