@@ -294,3 +294,20 @@ func TestSeedSeededTableIgnoresPasswordFile(t *testing.T) {
 		t.Errorf("seed of a filled table with an unreadable password file: %+v, %v; want nothing done", got, err)
 	}
 }
+
+// TestSeedBootstrapHashUsesIterations: the first administrator's hash has the store's PBKDF2 cost.
+func TestSeedBootstrapHashUsesIterations(t *testing.T) {
+	t.Parallel()
+	pg := storetest.Postgres(t)
+	s := &console.PostgresAccounts{PG: pg, Iterations: 1000}
+	if got, err := s.Seed(t.Context(), filepath.Join(t.TempDir(), console.PasswordFileName)); err != nil || got.Password == "" {
+		t.Fatalf("seed without a file: %+v, %v", got, err)
+	}
+	var h string
+	if err := pg.QueryRow(t.Context(), `SELECT hash FROM console_accounts`).Scan(&h); err != nil {
+		t.Fatal(err)
+	}
+	if parts := strings.Split(h, "$"); len(parts) != 4 || parts[1] != "1000" {
+		t.Errorf("bootstrap hash %q: want 1000 iterations", h)
+	}
+}

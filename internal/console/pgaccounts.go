@@ -295,7 +295,7 @@ func (s *PostgresAccounts) Seed(ctx context.Context, path string) (Seeded, error
 			return Seeded{}, fmt.Errorf("console: random: %w", err)
 		}
 		pw := base64.RawURLEncoding.EncodeToString(b)
-		h, err := hashLine(pw, DefaultIterations, rand.Reader)
+		h, err := hashPassword(pw, s.Iterations)
 		if err != nil {
 			return Seeded{}, err
 		}
