@@ -137,9 +137,11 @@ func (s Store) Put(ctx context.Context, node string, msgs []queue.Traced) error 
 	return nil
 }
 
-// Prune removes the messages of every node that finished before cutoff and returns how many.
-func (s Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	tag, err := s.PG.Exec(ctx, `DELETE FROM tracking_messages WHERE finished < $1`, cutoff.UnixNano())
+// Prune removes at most limit of the messages of every node that finished before cutoff, oldest first, and
+// returns how many: a large backlog is pruned in bounded transactions, each committed on its own.
+func (s Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+	tag, err := s.PG.Exec(ctx, `DELETE FROM tracking_messages WHERE (node, id) IN (SELECT node, id FROM tracking_messages
+		WHERE finished < $1 ORDER BY finished LIMIT $2)`, cutoff.UnixNano(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("tracking: prune: %w", err)
 	}
@@ -220,6 +222,12 @@ type Outbox interface {
 // batchRecipients bounds the recipients of the messages handed over in one transaction.
 const batchRecipients = 5000
 
+// maxPruneChunks bounds the transactions of one prune; pruneRetry is how soon a failed prune is tried again.
+const (
+	maxPruneChunks = 1000
+	pruneRetry     = 10 * time.Minute
+)
+
 // Publisher hands a node's tracking outbox over to the shared Store.
 type Publisher struct {
 	Store  Store
@@ -239,10 +247,14 @@ type Publisher struct {
 	// how many messages wait in the outbox, finished since when.
 	State func(err error, waiting int, oldest time.Time)
 
-	migrated bool
-	pruned   time.Time
-	limit    int // messages asked of the outbox per batch: Batch, halved after a batch timed out
+	// PruneChunk is the most messages pruned from the shared table in one transaction (2000 when 0).
+	PruneChunk int
+	// PruneState, when set, is told after each prune of the shared table whether it failed.
+	PruneState func(err error)
 
+	migrated  bool
+	pruneNext time.Time
+	limit     int // messages asked of the outbox per batch: Batch, halved after a batch timed out
 }
 
 // Run hands the outbox over every Every until ctx ends.
@@ -270,7 +282,8 @@ func (p *Publisher) Run(ctx context.Context) {
 }
 
 // Round hands everything the outbox holds over, batch by batch, and prunes the shared table once an hour.
-// It stops at the first batch that fails; that batch stays in the outbox for the next round.
+// It stops at the first batch that fails, and returns its error; that batch stays in the outbox for the
+// next round. A failed prune is told to PruneState, not returned.
 func (p *Publisher) Round(ctx context.Context) error {
 	batch := p.Batch
 	if batch <= 0 {
@@ -337,20 +350,46 @@ func (p *Publisher) Round(ctx context.Context) error {
 			break
 		}
 	}
+	p.prune(ctx)
+	return nil
+}
+
+// prune removes what finished before the retention from the shared table, chunk by chunk, once an hour
+// (every pruneRetry after a failure), and tells PruneState how it went.
+func (p *Publisher) prune(ctx context.Context) {
 	now := p.Now()
-	if p.Retention > 0 && now.Sub(p.pruned) >= time.Hour {
+	if p.Retention <= 0 || now.Before(p.pruneNext) {
+		return
+	}
+	chunk := p.PruneChunk
+	if chunk <= 0 {
+		chunk = 2000
+	}
+	var total int64
+	var err error
+	for range maxPruneChunks {
 		pctx, cancel := context.WithTimeout(ctx, p.Timeout)
-		n, err := p.Store.Prune(pctx, now.Add(-p.Retention))
+		var n int64
+		n, err = p.Store.Prune(pctx, now.Add(-p.Retention), chunk)
 		cancel()
-		if err != nil {
-			return err
-		}
-		p.pruned = now
-		if n > 0 {
-			p.Logger.Info("tracking: pruned the shared table", "messages", n)
+		total += n
+		if err != nil || n < int64(chunk) {
+			break
 		}
 	}
-	return nil
+	if ctx.Err() != nil {
+		return
+	}
+	if total > 0 {
+		p.Logger.Info("tracking: pruned the shared table", "messages", total)
+	}
+	p.pruneNext = now.Add(time.Hour)
+	if err != nil {
+		p.pruneNext = now.Add(pruneRetry)
+	}
+	if p.PruneState != nil {
+		p.PruneState(err)
+	}
 }
 
 // Merge returns the cluster's matches (shared, each with its node) and this node's own archive's (local,

@@ -92,7 +92,7 @@ func TestStoreFindsEveryNodesMessages(t *testing.T) {
 	if _, err := s.Trace(ctx, queue.TraceQuery{}); err != queue.ErrBadQuery {
 		t.Errorf("empty query: %v, want ErrBadQuery", err)
 	}
-	if n, err := s.Prune(ctx, now.Add(-7*24*time.Hour)); err != nil || n != 1 {
+	if n, err := s.Prune(ctx, now.Add(-7*24*time.Hour), 100); err != nil || n != 1 {
 		t.Errorf("prune = %d, %v; want the 10-day-old message", n, err)
 	}
 	if got := find(queue.TraceQuery{Any: "bob@example.com"}); fmtList(got) != "[a.example.net/A1]" {
@@ -196,5 +196,42 @@ func TestPublisherHandsOverManyRecipients(t *testing.T) {
 	got, err := s.Trace(ctx, queue.TraceQuery{Recipient: "r199-149@example.com"})
 	if err != nil || len(got) != 1 || got[0].ID != "M199" || got[0].Node != node {
 		t.Errorf("last recipient: %+v, %v", got, err)
+	}
+}
+
+// TestPublisherPrunesInChunks: a backlog of expired messages larger than a prune chunk is pruned in one
+// round, chunk by chunk, recipients with them; what is within the retention stays; the prune's outcome is
+// told to PruneState, apart from the hand-over's.
+func TestPublisherPrunesInChunks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := openStore(t)
+	node := fmt.Sprintf("prune-%d.example.net", time.Now().UnixNano())
+	now := time.Now()
+	var msgs []queue.Traced
+	for i := range 25 {
+		msgs = append(msgs, msg(fmt.Sprintf("OLD%d", i), "", "old@example.org", now.Add(-30*24*time.Hour), fmt.Sprintf("o%d@example.com", i)))
+	}
+	msgs = append(msgs, msg("NEW", "", "new@example.org", now.Add(-time.Hour), "n@example.com"))
+	if err := s.Put(ctx, node, msgs); err != nil {
+		t.Fatal(err)
+	}
+	var pruneErrs []error
+	p := &tracking.Publisher{Store: s, Outbox: &memOutbox{}, Node: node, Now: time.Now, Retention: 7 * 24 * time.Hour,
+		Logger: slog.New(slog.DiscardHandler), Every: time.Second, Timeout: 5 * time.Second, PruneChunk: 10,
+		PruneState: func(err error) { pruneErrs = append(pruneErrs, err) }}
+	if err := p.Round(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(pruneErrs) != 1 || pruneErrs[0] != nil {
+		t.Errorf("prune states %v, want one success", pruneErrs)
+	}
+	var n, r int
+	if err := s.PG.QueryRow(ctx, `SELECT (SELECT count(*) FROM tracking_messages WHERE node = $1),
+		(SELECT count(*) FROM tracking_recipients WHERE node = $1)`, node).Scan(&n, &r); err != nil || n != 1 || r != 1 {
+		t.Errorf("left %d messages, %d recipients (%v); want the recent one", n, r, err)
+	}
+	if err := p.Round(ctx); err != nil || len(pruneErrs) != 1 {
+		t.Errorf("second round: %v, prune states %v; want no prune within the hour", err, pruneErrs)
 	}
 }
