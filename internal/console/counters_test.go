@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -101,5 +102,46 @@ func TestDashboardSumsClusterCounters(t *testing.T) {
 	}
 	if aIn != ownAll {
 		t.Errorf("node a's published mail in = %d, want %d", aIn, ownAll)
+	}
+}
+
+// TestCountersRetentionByDatabaseClock: a node whose clock runs ten days ahead does not drop the other
+// nodes' recent hours when it publishes; hours older than the retention by the database's clock go.
+func TestCountersRetentionByDatabaseClock(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pg, err := store.OpenPostgres(ctx, storetest.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	counters := console.PostgresCounters{PG: pg}
+	if err := counters.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	hour := now.Truncate(time.Hour)
+	recent := console.HourCounters{Hour: hour, Accepted: 4}
+	stale := console.HourCounters{Hour: hour.Add(-72 * time.Hour), Accepted: 9}
+	if err := counters.Publish(ctx, "b.example.net", now, []console.HourCounters{recent}); err != nil {
+		t.Fatal(err)
+	}
+	if err := counters.Publish(ctx, "c.example.net", now.Add(-72*time.Hour), []console.HourCounters{stale}); err != nil {
+		t.Fatal(err)
+	}
+	ahead := now.Add(10 * 24 * time.Hour)
+	if err := counters.Publish(ctx, "a.example.net", ahead, []console.HourCounters{{Hour: ahead.Truncate(time.Hour), Accepted: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := counters.Read(ctx, hour.Add(-100*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []string
+	for _, n := range got {
+		nodes = append(nodes, n.Node)
+	}
+	if fmt.Sprint(nodes) != "[a.example.net b.example.net]" {
+		t.Errorf("nodes with counters after a publish from a clock ahead: %v, want a and b (c's hour is past the retention)", nodes)
 	}
 }

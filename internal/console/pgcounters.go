@@ -27,7 +27,7 @@ func (s PostgresCounters) Migrate(ctx context.Context) error {
 }
 
 // Publish implements CounterStore: one upsert per hour, in one transaction, and the rows of every node
-// older than countersRetention dropped.
+// older than countersRetention dropped (by the database's clock, or now when that is earlier).
 func (s PostgresCounters) Publish(ctx context.Context, node string, now time.Time, hours []HourCounters) error {
 	tx, err := s.PG.Begin(ctx)
 	if err != nil {
@@ -45,7 +45,10 @@ func (s PostgresCounters) Publish(ctx context.Context, node string, now time.Tim
 			return fmt.Errorf("console: counters: %w", err)
 		}
 	}
-	if _, err := tx.Exec(ctx, `DELETE FROM console_counters WHERE hour < $1`, now.Add(-countersRetention).Unix()/3600); err != nil {
+	// Retention by the earlier of this node's clock and the database's: a node whose clock runs ahead must
+	// not drop the other nodes' recent hours.
+	if _, err := tx.Exec(ctx, `DELETE FROM console_counters WHERE hour < (least($1::bigint, extract(epoch FROM now())::bigint) - $2::bigint) / 3600`,
+		now.Unix(), int64(countersRetention/time.Second)); err != nil {
 		return fmt.Errorf("console: counters: %w", err)
 	}
 	if err := tx.Commit(ctx); err != nil {

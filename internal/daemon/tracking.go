@@ -12,7 +12,8 @@ import (
 )
 
 // componentTracking is the hand-over of finished messages to the cluster's shared tracking (cluster mode
-// only): failed while it fails, with the number of messages waiting in the node's outbox.
+// only): failed while it fails, with the number of messages waiting in the node's outbox; degraded while
+// the shared table's expired messages cannot be pruned.
 const componentTracking = "tracking"
 
 // trackingEvery is how often the outbox is handed over; trackingTimeout bounds each write and each search
@@ -54,6 +55,15 @@ func (d *Daemon) runTracking(ctx context.Context) {
 		Every: trackingEvery, Timeout: trackingTimeout,
 	}
 	var failing bool
+	var pruneErr error
+	p.PruneState = func(err error) {
+		if err != nil && pruneErr == nil {
+			d.log.Warn("tracking: expired messages not pruned from the shared database; trying again later", "err", err)
+		} else if err == nil && pruneErr != nil {
+			d.log.Info("tracking: expired messages pruned from the shared database again")
+		}
+		pruneErr = err
+	}
 	p.State = func(err error, waiting int, oldest time.Time) {
 		if err != nil {
 			if !failing {
@@ -70,6 +80,11 @@ func (d *Daemon) runTracking(ctx context.Context) {
 		if failing {
 			d.log.Info("tracking: outbox handed over to the shared database")
 			failing = false
+		}
+		if pruneErr != nil {
+			d.comps.set(componentTracking, admin.ComponentDegraded,
+				"finished messages handed over, but expired ones not pruned from the shared tracking: "+pruneErr.Error())
+			return
 		}
 		d.comps.set(componentTracking, admin.ComponentRunning, "")
 	}

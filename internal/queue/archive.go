@@ -364,18 +364,37 @@ func (q *Queue) DoneOutbox(ctx context.Context, seq int64) error {
 }
 
 // OutboxBacklog returns how many messages the tracking outbox holds, and when the oldest of them finished
-// (zero when none).
+// (zero when none). It reads a few rows whatever the backlog: entries are appended with increasing
+// positions and removed oldest first (DoneOutbox), so they are the positions from the first to the last.
 func (q *Queue) OutboxBacklog(ctx context.Context) (int, time.Time, error) {
-	var n int
-	var oldest sql.NullInt64
-	if err := q.db.QueryRowContext(ctx, `SELECT count(*), min(m.finished) FROM archive_outbox o
-		LEFT JOIN archive_messages m ON m.id = o.msg_id`).Scan(&n, &oldest); err != nil {
+	var first, last, oldest sql.NullInt64
+	if err := q.db.QueryRowContext(ctx, `SELECT (SELECT min(seq) FROM archive_outbox), (SELECT max(seq) FROM archive_outbox),
+		(SELECT m.finished FROM archive_outbox o JOIN archive_messages m ON m.id = o.msg_id ORDER BY o.seq LIMIT 1)`).
+		Scan(&first, &last, &oldest); err != nil {
 		return 0, time.Time{}, fmt.Errorf("queue: tracking outbox: %w", err)
 	}
+	if !first.Valid {
+		return 0, time.Time{}, nil
+	}
+	n := int(last.Int64 - first.Int64 + 1)
 	if !oldest.Valid {
 		return n, time.Time{}, nil
 	}
 	return n, fromNS(oldest.Int64), nil
+}
+
+// dropOutbox empties the tracking outbox of a queue that no longer keeps one (a node that left cluster
+// mode): nothing would hand it over.
+func (q *Queue) dropOutbox(ctx context.Context) error {
+	res, err := q.db.ExecContext(ctx, `DELETE FROM archive_outbox`)
+	if err != nil {
+		return fmt.Errorf("queue: tracking outbox: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		q.log.Warn("queue: dropped the tracking outbox: not in cluster mode, these finished messages are not handed over to the shared tracking (they stay in this node's archive)",
+			"messages", n)
+	}
+	return nil
 }
 
 func (q *Queue) traceDetails(ctx context.Context, t *Traced) error {

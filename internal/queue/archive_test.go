@@ -106,3 +106,34 @@ func TestArchiveFindsFinishedMessages(t *testing.T) {
 		t.Errorf("the newer message: %d, %v; want 1", len(got), err)
 	}
 }
+
+// TestTrackingOutbox: each finished message is recorded in the tracking outbox with its details; the
+// backlog counts what is left after a hand-over, with when the oldest finished; a queue opened without an
+// outbox (the node left cluster mode) drops what its outbox held, since nothing would hand it over.
+func TestTrackingOutbox(t *testing.T) {
+	e := newEnv(t, func(o *Options) { o.TrackingOutbox = true })
+	ctx := context.Background()
+	for _, from := range []string{"a@example.org", "b@example.org", "c@example.org"} {
+		e.submit(t, from, "ok@a.example")
+	}
+	e.runOnce(t)
+	out, err := e.q.Outbox(ctx, 10)
+	if err != nil || len(out) != 3 || len(out[0].Recipients) != 1 || out[0].Finished.IsZero() {
+		t.Fatalf("outbox: %+v, %v; want the three messages with their recipient", out, err)
+	}
+	if err := e.q.DoneOutbox(ctx, out[0].Seq); err != nil {
+		t.Fatal(err)
+	}
+	if n, oldest, err := e.q.OutboxBacklog(ctx); err != nil || n != 2 || !oldest.Equal(out[1].Finished) {
+		t.Errorf("backlog after a hand-over: %d, oldest %v, %v; want 2, %v", n, oldest, err, out[1].Finished)
+	}
+	e.q.Close()
+	e.opts.TrackingOutbox = false
+	e.open(t)
+	if n, _, err := e.q.OutboxBacklog(ctx); err != nil || n != 0 {
+		t.Errorf("backlog once the outbox is off: %d, %v; want 0", n, err)
+	}
+	if got, err := e.q.Trace(ctx, TraceQuery{Sender: "c@example.org"}); err != nil || len(got) != 1 {
+		t.Errorf("archive after dropping the outbox: %d, %v; want the message", len(got), err)
+	}
+}

@@ -345,6 +345,11 @@ func Open(ctx context.Context, opts Options) (*Queue, error) {
 	}
 	q.spare.dir = opts.Dir
 	q.space = newSpace(opts, q.log)
+	if !opts.TrackingOutbox {
+		if err := q.dropOutbox(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if opts.GroupSync {
 		// Opened before any body is written: syncfs reports the writeback errors since this open.
 		d, err := os.Open(opts.Dir)

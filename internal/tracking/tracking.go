@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -67,14 +68,26 @@ func (s Store) Migrate(ctx context.Context) error {
 func normMessageID(s string) string { return strings.ToLower(strings.Trim(strings.TrimSpace(s), "<>")) }
 
 // Put stores node's finished messages, replacing any it stored under the same IDs before (a message that
-// was retried after a bounce finishes again): putting a batch twice stores it once.
+// was retried after a bounce finishes again): putting a batch twice stores it once. It costs three
+// statements whatever the batch holds (rows are sent as arrays), so a batch of messages with many
+// recipients is not one round trip per recipient.
 func (s Store) Put(ctx context.Context, node string, msgs []queue.Traced) error {
-	tx, err := s.PG.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("tracking: %w", err)
+	// A message can be in a batch twice (finished, retried, finished again): the last one counts, and a
+	// statement may not update one row twice.
+	last := map[string]int{}
+	for i, m := range msgs {
+		last[m.ID] = i
 	}
-	defer tx.Rollback(ctx)
-	for _, m := range msgs {
+	var (
+		ids, mids, midTexts, senders, clientIPs, rcs, ats []string
+		sizes, recvs, fins                                []int64
+		reports, dsns                                     []bool
+		rIDs, rAddrs                                      []string
+	)
+	for i, m := range msgs {
+		if last[m.ID] != i {
+			continue
+		}
 		rc, err := json.Marshal(m.Recipients)
 		if err != nil {
 			return fmt.Errorf("tracking: %w", err)
@@ -83,24 +96,39 @@ func (s Store) Put(ctx context.Context, node string, msgs []queue.Traced) error 
 		if err != nil {
 			return fmt.Errorf("tracking: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO tracking_messages (node, id, message_id, message_id_text, sender, size, report,
-			dsn, client_ip, received, finished, recipients, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-			ON CONFLICT (node, id) DO UPDATE SET message_id = excluded.message_id, message_id_text = excluded.message_id_text,
-			sender = excluded.sender, size = excluded.size, report = excluded.report, dsn = excluded.dsn,
-			client_ip = excluded.client_ip, received = excluded.received, finished = excluded.finished,
-			recipients = excluded.recipients, attempts = excluded.attempts`,
-			node, m.ID, normMessageID(m.MessageID), m.MessageID, m.From, m.Size, m.Report, m.DSN, m.ClientIP,
-			m.Received.UnixNano(), m.Finished.UnixNano(), string(rc), string(at)); err != nil {
-			return fmt.Errorf("tracking: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM tracking_recipients WHERE node = $1 AND id = $2`, node, m.ID); err != nil {
-			return fmt.Errorf("tracking: %w", err)
-		}
+		ids, mids, midTexts, senders = append(ids, m.ID), append(mids, normMessageID(m.MessageID)), append(midTexts, m.MessageID), append(senders, m.From)
+		sizes, reports, dsns, clientIPs = append(sizes, m.Size), append(reports, m.Report), append(dsns, m.DSN), append(clientIPs, m.ClientIP)
+		recvs, fins, rcs, ats = append(recvs, m.Received.UnixNano()), append(fins, m.Finished.UnixNano()), append(rcs, string(rc)), append(ats, string(at))
 		for _, r := range m.Recipients {
-			if _, err := tx.Exec(ctx, `INSERT INTO tracking_recipients (node, id, rcpt) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
-				node, m.ID, strings.ToLower(r.Addr)); err != nil {
-				return fmt.Errorf("tracking: %w", err)
-			}
+			rIDs, rAddrs = append(rIDs, m.ID), append(rAddrs, strings.ToLower(r.Addr))
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	tx, err := s.PG.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("tracking: %w", err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO tracking_messages (node, id, message_id, message_id_text, sender, size, report,
+		dsn, client_ip, received, finished, recipients, attempts)
+		SELECT $1::text, u.* FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::boolean[],
+			$8::boolean[], $9::text[], $10::bigint[], $11::bigint[], $12::text[], $13::text[]) AS u
+		ON CONFLICT (node, id) DO UPDATE SET message_id = excluded.message_id, message_id_text = excluded.message_id_text,
+		sender = excluded.sender, size = excluded.size, report = excluded.report, dsn = excluded.dsn,
+		client_ip = excluded.client_ip, received = excluded.received, finished = excluded.finished,
+		recipients = excluded.recipients, attempts = excluded.attempts`,
+		node, ids, mids, midTexts, senders, sizes, reports, dsns, clientIPs, recvs, fins, rcs, ats); err != nil {
+		return fmt.Errorf("tracking: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM tracking_recipients WHERE node = $1 AND id = ANY($2::text[])`, node, ids); err != nil {
+		return fmt.Errorf("tracking: %w", err)
+	}
+	if len(rIDs) > 0 {
+		if _, err := tx.Exec(ctx, `INSERT INTO tracking_recipients (node, id, rcpt)
+			SELECT $1::text, u.* FROM unnest($2::text[], $3::text[]) AS u ON CONFLICT DO NOTHING`, node, rIDs, rAddrs); err != nil {
+			return fmt.Errorf("tracking: %w", err)
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -109,9 +137,11 @@ func (s Store) Put(ctx context.Context, node string, msgs []queue.Traced) error 
 	return nil
 }
 
-// Prune removes the messages of every node that finished before cutoff and returns how many.
-func (s Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
-	tag, err := s.PG.Exec(ctx, `DELETE FROM tracking_messages WHERE finished < $1`, cutoff.UnixNano())
+// Prune removes at most limit of the messages of every node that finished before cutoff, oldest first, and
+// returns how many: a large backlog is pruned in bounded transactions, each committed on its own.
+func (s Store) Prune(ctx context.Context, cutoff time.Time, limit int) (int64, error) {
+	tag, err := s.PG.Exec(ctx, `DELETE FROM tracking_messages WHERE (node, id) IN (SELECT node, id FROM tracking_messages
+		WHERE finished < $1 ORDER BY finished LIMIT $2)`, cutoff.UnixNano(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("tracking: prune: %w", err)
 	}
@@ -189,6 +219,15 @@ type Outbox interface {
 	OutboxBacklog(ctx context.Context) (int, time.Time, error)
 }
 
+// batchRecipients bounds the recipients of the messages handed over in one transaction.
+const batchRecipients = 5000
+
+// maxPruneChunks bounds the transactions of one prune; pruneRetry is how soon a failed prune is tried again.
+const (
+	maxPruneChunks = 1000
+	pruneRetry     = 10 * time.Minute
+)
+
 // Publisher hands a node's tracking outbox over to the shared Store.
 type Publisher struct {
 	Store  Store
@@ -200,14 +239,22 @@ type Publisher struct {
 	Logger    *slog.Logger
 	// Every is how often the outbox is looked at; Timeout bounds each batch's write.
 	Every, Timeout time.Duration
-	// Batch is the most messages handed over in one transaction.
+	// Batch is the most messages handed over in one transaction (200 when 0); a batch also holds at most
+	// batchRecipients recipients (but always one message), and after a batch timed out the next ones are
+	// half as large, growing back once they are handed over.
 	Batch int
 	// State, when set, is told after each round whether the shared table could be written (nil error) and
 	// how many messages wait in the outbox, finished since when.
 	State func(err error, waiting int, oldest time.Time)
 
-	migrated bool
-	pruned   time.Time
+	// PruneChunk is the most messages pruned from the shared table in one transaction (2000 when 0).
+	PruneChunk int
+	// PruneState, when set, is told after each prune of the shared table whether it failed.
+	PruneState func(err error)
+
+	migrated  bool
+	pruneNext time.Time
+	limit     int // messages asked of the outbox per batch: Batch, halved after a batch timed out
 }
 
 // Run hands the outbox over every Every until ctx ends.
@@ -235,7 +282,8 @@ func (p *Publisher) Run(ctx context.Context) {
 }
 
 // Round hands everything the outbox holds over, batch by batch, and prunes the shared table once an hour.
-// It stops at the first batch that fails; that batch stays in the outbox for the next round.
+// It stops at the first batch that fails, and returns its error; that batch stays in the outbox for the
+// next round. A failed prune is told to PruneState, not returned.
 func (p *Publisher) Round(ctx context.Context) error {
 	batch := p.Batch
 	if batch <= 0 {
@@ -250,47 +298,98 @@ func (p *Publisher) Round(ctx context.Context) error {
 		}
 		p.migrated = true
 	}
+	if p.limit <= 0 || p.limit > batch {
+		p.limit = batch
+	}
 	for {
-		msgs, err := p.Outbox.Outbox(ctx, batch)
+		msgs, err := p.Outbox.Outbox(ctx, p.limit)
 		if err != nil {
 			return err
 		}
 		if len(msgs) == 0 {
 			break
 		}
+		full := len(msgs) == p.limit
+		// Bound the batch by its recipients too: the first message always goes, however many it has.
 		var put []queue.Traced
-		for _, m := range msgs {
-			if m.ID != "" {
-				put = append(put, m.Traced)
+		var rcpts, skipped int
+		for i, m := range msgs {
+			if i > 0 && rcpts+len(m.Recipients) > batchRecipients {
+				msgs, full = msgs[:i], true
+				break
 			}
+			if m.ID == "" {
+				skipped++
+				continue
+			}
+			rcpts += len(m.Recipients)
+			put = append(put, m.Traced)
 		}
 		wctx, cancel := context.WithTimeout(ctx, p.Timeout)
 		err = p.Store.Put(wctx, p.Node, put)
 		cancel()
 		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil && p.limit > 1 {
+				p.limit = max(1, p.limit/2)
+				p.Logger.Warn("tracking: a batch took too long to hand over; trying smaller batches", "messages", len(put),
+					"recipients", rcpts, "batch", p.limit)
+			}
 			return err
+		}
+		if skipped > 0 {
+			p.Logger.Warn("tracking: finished messages pruned from this node's archive before they were handed over; "+
+				"they are missing from the shared tracking", "messages", skipped)
 		}
 		if err := p.Outbox.DoneOutbox(ctx, msgs[len(msgs)-1].Seq); err != nil {
 			return err
 		}
-		if len(msgs) < batch {
+		if p.limit < batch {
+			p.limit = min(batch, p.limit*2)
+		}
+		if !full {
 			break
 		}
 	}
+	p.prune(ctx)
+	return nil
+}
+
+// prune removes what finished before the retention from the shared table, chunk by chunk, once an hour
+// (every pruneRetry after a failure), and tells PruneState how it went.
+func (p *Publisher) prune(ctx context.Context) {
 	now := p.Now()
-	if p.Retention > 0 && now.Sub(p.pruned) >= time.Hour {
+	if p.Retention <= 0 || now.Before(p.pruneNext) {
+		return
+	}
+	chunk := p.PruneChunk
+	if chunk <= 0 {
+		chunk = 2000
+	}
+	var total int64
+	var err error
+	for range maxPruneChunks {
 		pctx, cancel := context.WithTimeout(ctx, p.Timeout)
-		n, err := p.Store.Prune(pctx, now.Add(-p.Retention))
+		var n int64
+		n, err = p.Store.Prune(pctx, now.Add(-p.Retention), chunk)
 		cancel()
-		if err != nil {
-			return err
-		}
-		p.pruned = now
-		if n > 0 {
-			p.Logger.Info("tracking: pruned the shared table", "messages", n)
+		total += n
+		if err != nil || n < int64(chunk) {
+			break
 		}
 	}
-	return nil
+	if ctx.Err() != nil {
+		return
+	}
+	if total > 0 {
+		p.Logger.Info("tracking: pruned the shared table", "messages", total)
+	}
+	p.pruneNext = now.Add(time.Hour)
+	if err != nil {
+		p.pruneNext = now.Add(pruneRetry)
+	}
+	if p.PruneState != nil {
+		p.PruneState(err)
+	}
 }
 
 // Merge returns the cluster's matches (shared, each with its node) and this node's own archive's (local,
