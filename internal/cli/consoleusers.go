@@ -242,12 +242,23 @@ func localAccounts(ctx context.Context, g *globals) (accountStore, error) {
 		if err != nil {
 			return accountStore{}, fmt.Errorf("console accounts are in the cluster's shared database, which does not answer (%w); or use --admin with a running node", err)
 		}
+		// Seed as a starting node would, before any change: a table this command started would otherwise
+		// hold no administrator, and the data directory's password file would never be copied.
 		st := &console.PostgresAccounts{PG: pg}
-		if err := st.Migrate(ctx); err != nil {
+		pwFile := filepath.Join(cfg.Data.Dir, console.PasswordFileName)
+		seeded, err := st.Seed(ctx, pwFile)
+		if err != nil {
 			pg.Close()
 			return accountStore{}, err
 		}
-		return accountStore{AccountsAPI: st, where: "the shared database " + store.Redact(cfg.Data.Database), close: pg.Close}, nil
+		where := "the shared database " + store.Redact(cfg.Data.Database)
+		switch {
+		case seeded.Copied > 0:
+			fmt.Fprintf(g.stderr, "mxgate: the shared database held no console account: copied the %d accounts of %s into it\n", seeded.Copied, pwFile)
+		case seeded.Password != "":
+			fmt.Fprintf(g.stderr, "mxgate: the shared database held no console account: web console password for the first login, account %s: %s (stored hashed in %s; change it on the Account page)\n", console.BootstrapAccount, seeded.Password, where)
+		}
+		return accountStore{AccountsAPI: st, where: where, close: pg.Close}, nil
 	}
 	path := filepath.Join(cfg.Data.Dir, console.PasswordFileName)
 	if _, err := os.Stat(path); err != nil && !errors.Is(err, os.ErrNotExist) {

@@ -54,3 +54,54 @@ func TestConsoleUserCommandsInClusterMode(t *testing.T) {
 		t.Errorf("a password file was written in cluster mode: %v", err)
 	}
 }
+
+// TestConsoleUserAddBeforeAnyNodeSeeds: a change made with [data] database set before any node started in
+// cluster mode seeds the shared table first, as a starting node would: with the data directory's password
+// file, or with the administrator whose password it shows; the account is then added beside them.
+func TestConsoleUserAddBeforeAnyNodeSeeds(t *testing.T) {
+	t.Parallel()
+	const pw = "viewer password of some length"
+	for _, withFile := range []bool{true, false} {
+		dsn := storetest.PostgresDSN(t)
+		dir := t.TempDir()
+		dataDir := filepath.Join(dir, "data")
+		if err := os.Mkdir(dataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"admin", "bob"}
+		if withFile {
+			file := filepath.Join(dataDir, console.PasswordFileName)
+			if err := console.WritePassword(file, "the former node's admin password", 1000); err != nil {
+				t.Fatal(err)
+			}
+			if err := console.AddAccount(file, "watch", console.Viewer, pw, 1000); err != nil {
+				t.Fatal(err)
+			}
+			want = []string{"admin", "watch", "bob"}
+		}
+		cfg := filepath.Join(dir, "mxgate.toml")
+		if err := os.WriteFile(cfg, []byte("[data]\ndir = \""+dataDir+"\"\ndatabase = \""+dsn+"\"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, _, errs := consoleUsers(t, cfg, pw+"\n", "add", "bob", "--role", "viewer")
+		if code != 0 {
+			t.Fatalf("file %v: add bob: %d %q", withFile, code, errs)
+		}
+		if wantMsg := map[bool]string{true: "copied the 2 accounts", false: "password for the first login, account admin"}[withFile]; !strings.Contains(errs, wantMsg) {
+			t.Errorf("file %v: add bob said %q, want %q", withFile, errs, wantMsg)
+		}
+		pg, err := store.OpenPostgres(context.Background(), dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pg.Close)
+		accts, err := (&console.PostgresAccounts{PG: pg}).Accounts(context.Background())
+		var names []string
+		for _, a := range accts {
+			names = append(names, a.Name)
+		}
+		if err != nil || strings.Join(names, ",") != strings.Join(want, ",") || accts[0].Role != "administrator" {
+			t.Errorf("file %v: shared accounts %v, %v; want %v with admin an administrator", withFile, accts, err, want)
+		}
+	}
+}

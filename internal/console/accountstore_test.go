@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -201,5 +202,112 @@ func TestSeedSharedAccountsOnce(t *testing.T) {
 	}
 	if accts, err := fresh.Accounts(ctx); err != nil || len(accts) != 1 || accts[0].Name != console.BootstrapAccount {
 		t.Errorf("accounts after seeding without a file: %v, %v", accts, err)
+	}
+}
+
+// TestSessionRefusedWhenAccountsUnreadable: a session goes on with its role while the shared database does
+// not answer only for console.AccountsGrace after its account was last read; when the database answers
+// with an error (here a missing table, after the account was removed on another node), it is refused at
+// once.
+func TestSessionRefusedWhenAccountsUnreadable(t *testing.T) {
+	t.Parallel()
+	const pw = "the ops password, long enough"
+	setUp := func(t *testing.T) (string, *consoletest.Env, *browser) {
+		dsn := storetest.PostgresDSN(t)
+		s := sharedAccounts(t, dsn)
+		if err := s.AddAccount(t.Context(), admin.NewAccount{Name: "ops", Role: "administrator", Password: pw}); err != nil {
+			t.Fatal(err)
+		}
+		env := consoletest.NewOn(t, s)
+		return dsn, env, loginAs(t, env, "ops", pw)
+	}
+	refused := func(t *testing.T, b *browser, when string) {
+		t.Helper()
+		if p := b.get("/settings"); p.code != http.StatusSeeOther || !strings.HasPrefix(p.location, "/login") {
+			t.Errorf("session %s: %d → %q, want a redirect to /login", when, p.code, p.location)
+		}
+	}
+	t.Run("error", func(t *testing.T) {
+		t.Parallel()
+		dsn, _, b := setUp(t)
+		other := sharedAccounts(t, dsn)
+		if err := other.RemoveAccount(t.Context(), "ops"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := other.PG.Exec(t.Context(), `ALTER TABLE console_accounts RENAME TO console_accounts_moved`); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, b, "whose account was removed, the table then missing")
+	})
+	t.Run("outage", func(t *testing.T) {
+		t.Parallel()
+		dsn, env, b := setUp(t)
+		storetest.CutOff(t, dsn)
+		if p := b.get("/settings"); p.code != http.StatusOK {
+			t.Fatalf("session just after the database stopped answering: %d → %q, want the page", p.code, p.location)
+		}
+		env.Clock.Advance(console.AccountsGrace / 2)
+		if p := b.get("/settings"); p.code != http.StatusOK {
+			t.Fatalf("session within the grace period: %d → %q, want the page", p.code, p.location)
+		}
+		env.Clock.Advance(console.AccountsGrace/2 + time.Second)
+		refused(t, b, "past the grace period without the database")
+	})
+}
+
+// TestSessionLookupBounded: a shared database that does not answer in time (here: the accounts table
+// locked by another node's transaction) neither hangs console requests nor ends sessions at once.
+func TestSessionLookupBounded(t *testing.T) {
+	t.Parallel()
+	dsn := storetest.PostgresDSN(t)
+	s := sharedAccounts(t, dsn)
+	env := consoletest.NewOn(t, s)
+	b := loginAs(t, env, console.BootstrapAccount, consoletest.Password)
+	b.c.Timeout = 30 * time.Second // far above console.AccountsTimeout: a hung request fails the test
+
+	other := sharedAccounts(t, dsn)
+	tx, err := other.PG.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(t.Context(), `LOCK TABLE console_accounts IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	if p := b.get("/settings"); p.code != http.StatusOK {
+		t.Errorf("session while the accounts are locked: %d → %q, want the page (within the grace period)", p.code, p.location)
+	}
+	nb := newBrowser(t, env)
+	nb.get("/login")
+	if p := nb.post("/login", url.Values{"account": {"admin"}, "password": {consoletest.Password}, "next": {"/"}}); !strings.Contains(p.body, "cannot be read") {
+		t.Errorf("login while the accounts are locked: %d, want 'cannot be read'\n%s", p.code, p.body)
+	}
+}
+
+// TestSeedSeededTableIgnoresPasswordFile: a node whose password file cannot be read (here a directory in
+// its place) still starts on a table another node filled: the file is not read then.
+func TestSeedSeededTableIgnoresPasswordFile(t *testing.T) {
+	t.Parallel()
+	s := sharedAccounts(t, storetest.PostgresDSN(t))
+	bad := t.TempDir()
+	if got, err := s.Seed(t.Context(), bad); err != nil || got != (console.Seeded{}) {
+		t.Errorf("seed of a filled table with an unreadable password file: %+v, %v; want nothing done", got, err)
+	}
+}
+
+// TestSeedBootstrapHashUsesIterations: the first administrator's hash has the store's PBKDF2 cost.
+func TestSeedBootstrapHashUsesIterations(t *testing.T) {
+	t.Parallel()
+	pg := storetest.Postgres(t)
+	s := &console.PostgresAccounts{PG: pg, Iterations: 1000}
+	if got, err := s.Seed(t.Context(), filepath.Join(t.TempDir(), console.PasswordFileName)); err != nil || got.Password == "" {
+		t.Fatalf("seed without a file: %+v, %v", got, err)
+	}
+	var h string
+	if err := pg.QueryRow(t.Context(), `SELECT hash FROM console_accounts`).Scan(&h); err != nil {
+		t.Fatal(err)
+	}
+	if parts := strings.Split(h, "$"); len(parts) != 4 || parts[1] != "1000" {
+		t.Errorf("bootstrap hash %q: want 1000 iterations", h)
 	}
 }

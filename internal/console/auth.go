@@ -40,6 +40,9 @@ type session struct {
 	account string
 	hash    string
 	role    Role
+	// verified is when the store last confirmed account and hash (login, or a request's lookup): while the
+	// shared database does not answer, the session goes on for AccountsGrace after it.
+	verified time.Time
 }
 
 type sessions struct {
@@ -100,6 +103,15 @@ func (ss *sessions) get(r *http.Request, now time.Time, idle time.Duration) (ses
 	}
 	s.lastSeen = now
 	return *s, true
+}
+
+// setVerified records that the store confirmed session id's account at now.
+func (ss *sessions) setVerified(id string, now time.Time) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if s, ok := ss.m[id]; ok {
+		s.verified = now
+	}
 }
 
 func (ss *sessions) checkAge(id string, now time.Time, maxAge time.Duration) bool {
@@ -263,20 +275,27 @@ func (c *Console) current(r *http.Request) (session, bool) {
 		return session{}, false
 	}
 	a, err := c.accounts.lookup(r.Context(), s.account)
-	if err != nil && !errors.Is(err, ErrNoAccount) && !errors.Is(err, ErrNoPassword) {
-		if _, shared := c.accounts.(*PostgresAccounts); shared {
-			// The shared database does not answer: nobody can have removed the account or changed its
-			// password meanwhile, so the session goes on with the role it had.
-			c.log.Warn("console: accounts unreadable; the session keeps its role", "account", s.account, "err", err)
+	if errors.Is(err, errAccountsUnreachable) {
+		// The shared database does not answer (an outage, or this node cut off from it): for a short
+		// while the session goes on with the role it had; after that, an account removed or a password
+		// changed on another node meanwhile could not be told, so the session is refused.
+		if now.Sub(s.verified) <= AccountsGrace {
+			c.log.Warn("console: accounts unreadable; the session keeps its role for now", "account", s.account, "verified", s.verified, "err", err)
 			return s, true
 		}
-		c.log.Error("console: password file", "err", err)
+		c.log.Error("console: session refused: the accounts have not been readable for longer than the grace period", "account", s.account, "grace", AccountsGrace, "ip", remoteIP(r), "err", err)
+		return session{}, false
+	}
+	if err != nil && !errors.Is(err, ErrNoAccount) && !errors.Is(err, ErrNoPassword) {
+		c.log.Error("console: session refused: the accounts cannot be read", "account", s.account, "where", c.accounts.where(), "ip", remoteIP(r), "err", err)
+		return session{}, false
 	}
 	if err != nil || a.hash != s.hash {
 		c.log.Info("console: session ended: account removed or password changed", "account", s.account, "ip", remoteIP(r))
 		c.sessions.remove(s.id)
 		return session{}, false
 	}
+	c.sessions.setVerified(s.id, now)
 	s.role = a.Role
 	return s, true
 }
@@ -409,7 +428,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		c.renderLogin(w, r, http.StatusInternalServerError, "Internal error; see the server log.")
 		return
 	}
-	c.sessions.add(&session{id: id, csrf: csrf, created: now, lastSeen: now, account: acct.Name, hash: acct.hash, role: acct.Role}, now, c.opts.SessionIdle, c.opts.SessionMax)
+	c.sessions.add(&session{id: id, csrf: csrf, created: now, lastSeen: now, account: acct.Name, hash: acct.hash, role: acct.Role, verified: now}, now, c.opts.SessionIdle, c.opts.SessionMax)
 	c.setCookie(w, r, sessionCookie, id, "/", 0)
 	c.setCookie(w, r, loginCookie, "", "/login", -1)
 	c.log.Info("console: login", "account", acct.Name, "role", acct.Role, "ip", ip)

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/store"
@@ -49,6 +52,36 @@ func (s *PostgresAccounts) Migrate(ctx context.Context) error {
 	return store.MigratePostgres(ctx, s.PG, "console", postgresMigrations)
 }
 
+// AccountsGrace is how long after its account was last read a console session goes on while the shared
+// database does not answer (a connection that fails or times out). Past it, or on any other error (the
+// database answers with an error), the session is refused: an account removed or a password changed on
+// another node meanwhile could not be told.
+const AccountsGrace = 2 * time.Minute
+
+// AccountsTimeout bounds each read of the shared accounts (a session's lookup at every console request, a
+// login, the Accounts page): a database that hangs makes console requests fail or use AccountsGrace
+// quickly rather than hold connections of the pool the node's other components share.
+const AccountsTimeout = 2 * time.Second
+
+// errAccountsUnreachable marks a lookup that failed because the shared database did not answer.
+var errAccountsUnreachable = errors.New("the shared database does not answer")
+
+// unreachable reports whether err means the database could not be reached or did not answer in time, as
+// opposed to an answer that is an error (missing table, permission denied).
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+		return true
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		// Class 08 is a connection exception; 57P01-57P03 a server shutting down or starting.
+		return len(pe.Code) == 5 && (pe.Code[:2] == "08" || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03")
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err)
+}
+
 func (s *PostgresAccounts) where() string { return "the shared database" }
 
 func (s *PostgresAccounts) fail(err error) error {
@@ -56,6 +89,8 @@ func (s *PostgresAccounts) fail(err error) error {
 }
 
 func (s *PostgresAccounts) entries(ctx context.Context, q pgx.Tx) ([]accountEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, AccountsTimeout)
+	defer cancel()
 	var rows pgx.Rows
 	var err error
 	const sel = `SELECT name, role, hash FROM console_accounts ORDER BY pos`
@@ -98,6 +133,8 @@ func (s *PostgresAccounts) Accounts(ctx context.Context) ([]admin.Account, error
 }
 
 func (s *PostgresAccounts) lookup(ctx context.Context, name string) (accountEntry, error) {
+	ctx, cancel := context.WithTimeout(ctx, AccountsTimeout)
+	defer cancel()
 	e := accountEntry{Account: Account{Name: name}}
 	var role string
 	err := s.PG.QueryRow(ctx, `SELECT role, hash FROM console_accounts WHERE name = $1`, name).Scan(&role, &e.hash)
@@ -105,6 +142,9 @@ func (s *PostgresAccounts) lookup(ctx context.Context, name string) (accountEntr
 		return accountEntry{}, fmt.Errorf("%w: %s", ErrNoAccount, name)
 	}
 	if err != nil {
+		if unreachable(err) {
+			return accountEntry{}, s.fail(fmt.Errorf("%w: %w", errAccountsUnreachable, err))
+		}
 		return accountEntry{}, s.fail(err)
 	}
 	e.Role = Role(role)
@@ -112,6 +152,8 @@ func (s *PostgresAccounts) lookup(ctx context.Context, name string) (accountEntr
 }
 
 func (s *PostgresAccounts) anyHash(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, AccountsTimeout)
+	defer cancel()
 	var h string
 	if err := s.PG.QueryRow(ctx, `SELECT hash FROM console_accounts ORDER BY pos LIMIT 1`).Scan(&h); err != nil {
 		return ""
@@ -233,6 +275,15 @@ func (s *PostgresAccounts) Seed(ctx context.Context, path string) (Seeded, error
 	if err := s.Migrate(ctx); err != nil {
 		return Seeded{}, err
 	}
+	// A table another node filled is the usual case: the password file is then not read at all (it may be
+	// unreadable, or gone).
+	var n int
+	if err := s.PG.QueryRow(ctx, `SELECT count(*) FROM console_accounts`).Scan(&n); err != nil {
+		return Seeded{}, s.fail(err)
+	}
+	if n > 0 {
+		return Seeded{}, nil
+	}
 	file, err := readAccounts(path)
 	if err != nil && !errors.Is(err, ErrNoPassword) {
 		return Seeded{}, err
@@ -244,7 +295,7 @@ func (s *PostgresAccounts) Seed(ctx context.Context, path string) (Seeded, error
 			return Seeded{}, fmt.Errorf("console: random: %w", err)
 		}
 		pw := base64.RawURLEncoding.EncodeToString(b)
-		h, err := hashLine(pw, DefaultIterations, rand.Reader)
+		h, err := hashPassword(pw, s.Iterations)
 		if err != nil {
 			return Seeded{}, err
 		}

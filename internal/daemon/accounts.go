@@ -29,6 +29,7 @@ func (d *Daemon) consoleAccounts() console.AccountStore {
 // saying the accounts cannot be read, while the admin token still works.
 func (d *Daemon) seedSharedAccounts(ctx context.Context, o Options, pwFile string) {
 	if d.pgDown != nil {
+		d.log.Error("console: cannot set the shared console accounts up: the shared database does not answer; trying again", "err", d.pgDown)
 		d.accountsPending = func(ctx context.Context) error { return d.trySeedAccounts(ctx, o, pwFile) }
 		return
 	}
@@ -59,10 +60,12 @@ func (d *Daemon) trySeedAccounts(ctx context.Context, o Options, pwFile string) 
 	return nil
 }
 
-// retrySeedAccounts tries to seed the shared console accounts until it succeeds or ctx ends.
+// retrySeedAccounts tries to seed the shared console accounts until it succeeds or ctx ends. It logs the
+// first failure and every change of error, not every attempt.
 func (d *Daemon) retrySeedAccounts(ctx context.Context, seed func(context.Context) error) {
 	t := time.NewTicker(accountsRetry)
 	defer t.Stop()
+	last := ""
 	for {
 		select {
 		case <-ctx.Done():
@@ -75,6 +78,10 @@ func (d *Daemon) retrySeedAccounts(ctx context.Context, seed func(context.Contex
 		if err == nil {
 			d.log.Info("console: shared console accounts ready")
 			return
+		}
+		if ctx.Err() == nil && err.Error() != last {
+			last = err.Error()
+			d.log.Error("console: cannot set the shared console accounts up; trying again", "err", err, "every", accountsRetry)
 		}
 	}
 }
