@@ -391,7 +391,7 @@ func (q *Queue) dropOutbox(ctx context.Context) error {
 		return fmt.Errorf("queue: tracking outbox: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n > 0 {
-		q.log.Warn("queue: dropped the tracking outbox: not in cluster mode, these finished messages are not handed over to the shared tracking (they stay in this node's archive)",
+		q.log.Warn("queue: dropped the tracking outbox: not in cluster mode, these finished messages are not handed over to the shared tracking; they stay in this node's archive",
 			"messages", n)
 	}
 	return nil

@@ -337,8 +337,8 @@ func (p *Publisher) Round(ctx context.Context) error {
 			return err
 		}
 		if skipped > 0 {
-			p.Logger.Warn("tracking: finished messages pruned from this node's archive before they were handed over; "+
-				"they are missing from the shared tracking", "messages", skipped)
+			p.Logger.Warn("tracking: finished messages pruned from this node's archive before they were handed over; they are missing from the shared tracking",
+				"messages", skipped)
 		}
 		if err := p.Outbox.DoneOutbox(ctx, msgs[len(msgs)-1].Seq); err != nil {
 			return err
