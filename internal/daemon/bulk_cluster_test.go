@@ -12,14 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/mxgate/mxgate/internal/admin"
 	"github.com/mxgate/mxgate/internal/cli"
 	"github.com/mxgate/mxgate/internal/daemon"
 	"github.com/mxgate/mxgate/internal/nodes"
 	"github.com/mxgate/mxgate/internal/queue"
-	"github.com/mxgate/mxgate/internal/simnet"
 	"github.com/mxgate/mxgate/internal/store"
 	"github.com/mxgate/mxgate/internal/store/storetest"
 )
@@ -31,13 +28,7 @@ import (
 // own queue, but not fan it out again.
 func TestClusterBulkActionOnEveryNode(t *testing.T) {
 	dsn := storetest.PostgresDSN(t)
-	n := newSimNet(t)
-	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
-		RcptReply: func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	n := deferringSimNet(t)
 	n1 := startClusterNode(t, n, dsn, "node1.example.net")
 	n2 := startClusterNode(t, n, dsn, "node2.example.net")
 	n3 := startClusterNode(t, n, dsn, "node3.example.net")
@@ -155,13 +146,7 @@ var hiddenInputRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" valu
 // line names the nodes that could not be reviewed before it asks.
 func TestClusterBulkDeleteActsOnlyOnReviewed(t *testing.T) {
 	dsn := storetest.PostgresDSN(t)
-	n := newSimNet(t)
-	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
-		RcptReply: func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	n := deferringSimNet(t)
 	n1 := startClusterNode(t, n, dsn, "node1.example.net")
 	n2 := startClusterNode(t, n, dsn, "node2.example.net")
 	n3 := startClusterNode(t, n, dsn, "node3.example.net")
@@ -221,13 +206,7 @@ func TestClusterBulkDeleteActsOnlyOnReviewed(t *testing.T) {
 // (not as a delivery in flight), whether it is the node asked or another.
 func TestClusterBulkRefusedNodeCountsNothing(t *testing.T) {
 	dsn := storetest.PostgresDSN(t)
-	n := newSimNet(t)
-	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
-		RcptReply: func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	n := deferringSimNet(t)
 	n1 := startClusterNode(t, n, dsn, "node1.example.net")
 	n2 := startClusterNode(t, n, dsn, "node2.example.net")
 	var ids []string
@@ -270,13 +249,7 @@ func TestClusterBulkRefusedNodeCountsNothing(t *testing.T) {
 // at once, still has node 2 do the action and counts it.
 func TestClusterBulkNotCutByPeerTimeout(t *testing.T) {
 	dsn := storetest.PostgresDSN(t)
-	n := newSimNet(t)
-	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
-		RcptReply: func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	n := deferringSimNet(t)
 	n1 := startClusterNodeWith(t, n, dsn, "node1.example.net", func(o *daemon.Options) { o.PeerTimeout = time.Nanosecond })
 	n2 := startClusterNode(t, n, dsn, "node2.example.net")
 	id2 := n2.queueOne(t, "rcpt@defer.example")
@@ -299,13 +272,7 @@ func TestClusterBulkNotCutByPeerTimeout(t *testing.T) {
 // admin URL) nor a row silent for days; it names them apart, not as failures.
 func TestClusterBulkSkipsStaleRows(t *testing.T) {
 	dsn := storetest.PostgresDSN(t)
-	n := newSimNet(t)
-	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
-		RcptReply: func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	n := deferringSimNet(t)
 	n1 := startClusterNode(t, n, dsn, "node1.example.net")
 	n2 := startClusterNode(t, n, dsn, "node2.example.net")
 	n2.queueOne(t, "rcpt@defer.example")

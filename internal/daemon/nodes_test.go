@@ -157,13 +157,7 @@ func nodeByName(l admin.NodeList, name string) (admin.NodeInfo, bool) {
 // says its queue cannot be read.
 func TestClusterNodesQueueAndActionsAcrossNodes(t *testing.T) {
 	dsn := storetest.PostgresDSN(t)
-	n := newSimNet(t)
-	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
-		RcptReply: func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	n := deferringSimNet(t)
 	n1 := startClusterNode(t, n, dsn, "node1.example.net")
 	n2 := startClusterNode(t, n, dsn, "node2.example.net")
 	// Node 3's admin listener serves HTTPS, as on a node of another machine.
@@ -310,13 +304,7 @@ var consolePasswordRE = regexp.MustCompile(`account \S+: (\S+) \(stored`)
 // releases it on node 2, and shows both nodes on its Nodes page.
 func TestConsoleShowsNodesAndActsOnAnotherNodesMessage(t *testing.T) {
 	dsn := storetest.PostgresDSN(t)
-	n := newSimNet(t)
-	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
-		RcptReply: func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	n := deferringSimNet(t)
 	n1 := startClusterNode(t, n, dsn, "node1.example.net")
 	n2 := startClusterNode(t, n, dsn, "node2.example.net")
 	id := n2.queueOne(t, "rcpt@defer.example")
@@ -409,13 +397,7 @@ func (b *consoleBrowser) post(path string, form url.Values) string {
 // TestSingleNodeListsItself: with no database configured, `mxgate nodes` lists the node alone, unflagged,
 // and `mxgate queue list --all-nodes` lists its queue with its name.
 func TestSingleNodeListsItself(t *testing.T) {
-	n := newSimNet(t)
-	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
-		RcptReply: func(string) *smtp.SMTPError {
-			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
-		}}); err != nil {
-		t.Fatal(err)
-	}
+	n := deferringSimNet(t)
 	g := startGateway(t, n, func(c *config.Config) { c.Node = "solo.example.net" })
 	id := (&clusterNode{gw: g, name: "solo.example.net"}).queueOne(t, "rcpt@defer.example")
 	c := g.client(t)
@@ -587,4 +569,18 @@ func TestClusterTwoNodesWithOneNameAreFlagged(t *testing.T) {
 
 	b.stop()
 	waitRegistry(a.gw, "the node left alone with its name", admin.ComponentRunning)
+}
+
+// deferringSimNet returns a simulated network with one MX, for defer.example, that answers every RCPT with
+// 451: mail to it stays queued for the queue actions under test.
+func deferringSimNet(t *testing.T) *simnet.Net {
+	t.Helper()
+	n := newSimNet(t)
+	if _, err := n.AddMX(simnet.MXOptions{Domain: "defer.example", Host: "mx.defer.example", Pref: 10,
+		RcptReply: func(string) *smtp.SMTPError {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try later"}
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
