@@ -34,15 +34,7 @@ func figure(t *testing.T, re *regexp.Regexp, body string) int {
 func TestDashboardSumsClusterCounters(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	pg, err := store.OpenPostgres(ctx, storetest.PostgresDSN(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Close)
-	counters := console.PostgresCounters{PG: pg}
-	if err := counters.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	counters := newSharedCounters(t)
 	now := admintest.Now()
 	hour := now.Truncate(time.Hour)
 	b := console.HourCounters{Hour: hour, Accepted: 5, Attempts: [4]int{0, 0, 9, 0}, Delivered: [4]int{0, 0, 7, 0},
@@ -110,15 +102,7 @@ func TestDashboardSumsClusterCounters(t *testing.T) {
 func TestCountersRetentionByDatabaseClock(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	pg, err := store.OpenPostgres(ctx, storetest.PostgresDSN(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pg.Close)
-	counters := console.PostgresCounters{PG: pg}
-	if err := counters.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	counters := newSharedCounters(t)
 	now := time.Now()
 	hour := now.Truncate(time.Hour)
 	recent := console.HourCounters{Hour: hour, Accepted: 4}
@@ -144,4 +128,19 @@ func TestCountersRetentionByDatabaseClock(t *testing.T) {
 	if fmt.Sprint(nodes) != "[a.example.net b.example.net]" {
 		t.Errorf("nodes with counters after a publish from a clock ahead: %v, want a and b (c's hour is past the retention)", nodes)
 	}
+}
+
+// newSharedCounters returns the counters store on a fresh PostgreSQL database of the test's own, migrated.
+func newSharedCounters(t *testing.T) console.PostgresCounters {
+	t.Helper()
+	pg, err := store.OpenPostgres(t.Context(), storetest.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	counters := console.PostgresCounters{PG: pg}
+	if err := counters.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return counters
 }
